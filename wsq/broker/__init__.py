@@ -1,0 +1,1 @@
+"""Brokers: where messages are stored and read back (memory, Redis streams)."""

@@ -1,0 +1,89 @@
+"""The one exception hierarchy of wsq.
+
+Every error knows its wire condition (``wsq:NAME``, contract section 2) and the HTTP status the
+bridge answers with, so that any layer can raise and the layer that talks to the peer maps it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class WsqError(Exception):
+    """Base of every error that reaches a peer as a ``wsq:`` condition."""
+
+    condition: ClassVar[str] = "wsq:internal-error"
+    http_status: ClassVar[int] = 500
+
+    def __init__(self, description: str = "") -> None:
+        super().__init__(description)
+        self.description = description
+
+    def to_error(self) -> dict[str, Any]:
+        """The error object of the wire: ``{"condition": ..., "description": ...}``."""
+        return {"condition": self.condition, "description": self.description}
+
+
+class Unauthorized(WsqError):
+    condition = "wsq:unauthorized"
+    http_status = 401
+
+
+class TokenExpired(WsqError):
+    condition = "wsq:token-expired"
+    http_status = 401
+
+
+class Forbidden(WsqError):
+    condition = "wsq:forbidden"
+    http_status = 403
+
+
+class InvalidFrame(WsqError):
+    condition = "wsq:invalid-frame"
+    http_status = 400
+
+
+class FrameTooLarge(WsqError):
+    condition = "wsq:frame-too-large"
+    http_status = 413
+
+
+class ResourceLimitExceeded(WsqError):
+    condition = "wsq:resource-limit-exceeded"
+    http_status = 429
+
+
+class TransferLimitExceeded(WsqError):
+    condition = "wsq:transfer-limit-exceeded"
+    http_status = 429
+
+
+class IdleTimeout(WsqError):
+    condition = "wsq:idle-timeout"
+    http_status = 408
+
+
+class NotFound(WsqError):
+    condition = "wsq:not-found"
+    http_status = 404
+
+
+class InternalError(WsqError):
+    condition = "wsq:internal-error"
+    http_status = 500
+
+
+class GoingAway(WsqError):
+    condition = "wsq:going-away"
+    http_status = 503
+
+
+class BrokerUnavailable(InternalError):
+    """The broker cannot be reached: nothing was stored, the client may retry."""
+
+    http_status = 503
+
+
+class ConfigError(Exception):
+    """The configuration (file, environment or flags) is invalid; not a wire error."""
