@@ -36,6 +36,8 @@ class TenantConfig:
     idle_expiry_ms: int = 7 * 24 * 3600 * 1000
     # Where move-mode "rejected" messages go: an address of the same tenant, or None to drop.
     dead_letter: str | None = None
+    # How long a move-mode message settled "modified" waits before it is available again.
+    redelivery_delay_ms: int = 1000
     # Publishes per second the tenant may make (HTTP bridge and WebSocket); 0 = unlimited.
     publish_rate: float = 0.0
 
