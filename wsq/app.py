@@ -1,0 +1,109 @@
+"""The Starlette application: routes, static pages, and the lifespan that owns the broker."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+
+from wsq.auth import Authenticator, mint_token
+from wsq.broker.base import Broker
+from wsq.config import Settings, load_settings, settings_from_json
+from wsq.exceptions import ConfigError
+from wsq.gateway import Gateway, websocket_endpoint
+from wsq.hub import Hub
+
+log = logging.getLogger("wsq")
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+JS_CLIENT = Path(__file__).resolve().parent.parent / "js-client" / "src" / "index.js"
+
+
+def make_broker(settings: Settings) -> Broker:
+    url = settings.broker.url
+    if url.startswith("memory://"):
+        from wsq.broker.memory import MemoryBroker
+
+        return MemoryBroker(settings)
+    raise ConfigError(f"broker {url.split('://')[0]}:// is not available in this version")
+
+
+def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
+    node_id = settings.server.node_id or f"wsq-{secrets.token_hex(4)}"
+    broker = broker if broker is not None else make_broker(settings)
+    gateway = Gateway(
+        settings=settings,
+        auth=Authenticator(settings.tenants),
+        broker=broker,
+        hub=Hub(broker, node_id),
+        node_id=node_id,
+    )
+    ready = {"ok": False}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await broker.start()
+        ready["ok"] = True
+        try:
+            yield
+        finally:
+            ready["ok"] = False
+            for peer in list(gateway.peers):
+                peer.going_away()
+            await gateway.hub.close()
+            await broker.close()
+            await gateway.auth.aclose()
+
+    async def healthz(request: Request) -> Response:
+        if not ready["ok"]:
+            return JSONResponse({"status": "starting"}, status_code=503)
+        return JSONResponse({"status": "ok", "node": node_id})
+
+    async def readyz(request: Request) -> Response:
+        ok = ready["ok"] and await broker.ready()
+        return JSONResponse(
+            {"status": "ready" if ok else "not-ready", "node": node_id},
+            status_code=200 if ok else 503,
+        )
+
+    async def dev_token(request: Request) -> Response:
+        """Development mode only: a token for the demo page (the dev tenant is not secret)."""
+        tenant = settings.tenants["dev"]
+        sub = request.query_params.get("sub", "demo")[:64] or "demo"
+        token = mint_token(tenant, sub, publish=[">"], subscribe=[">"], ttl_s=3600)
+        return JSONResponse({"token": token, "tenant": "dev", "sub": sub})
+
+    async def js_client(request: Request) -> Response:
+        if not JS_CLIENT.is_file():
+            return JSONResponse({"error": "the JavaScript client is not built"}, status_code=404)
+        return Response(JS_CLIENT.read_bytes(), media_type="text/javascript")
+
+    routes: list[Route | WebSocketRoute | Mount] = [
+        WebSocketRoute("/ws", websocket_endpoint),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/wsq-client.js", js_client),
+    ]
+    if settings.dev_mode:
+        routes.append(Route("/dev/token", dev_token))
+    if STATIC_DIR.is_dir():
+        routes.append(Mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="static"))
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.gateway = gateway
+    return app
+
+
+def app_factory() -> Starlette:
+    """Entry point for uvicorn (``wsq.app:app_factory``), in every worker process."""
+    resolved = os.environ.get("WSQ_RESOLVED_SETTINGS")
+    settings = settings_from_json(resolved) if resolved else load_settings()
+    return create_app(settings)

@@ -1,0 +1,441 @@
+"""The WebSocket endpoint: drives one ``ServerConnection`` per socket. I/O only.
+
+One reader (this task) feeds the protocol object and answers its events in order; one writer
+task drains the protocol's output, packing every frame queued since its last write into one
+WebSocket message. Heartbeats and token expiry are timers on the event loop, not tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from wsq.auth import Authenticator, Principal
+from wsq.broker.base import Broker, NewMessage
+from wsq.config import Settings
+from wsq.exceptions import (
+    BrokerUnavailable,
+    Forbidden,
+    GoingAway,
+    IdleTimeout,
+    InternalError,
+    InvalidFrame,
+    ResourceLimitExceeded,
+    TokenExpired,
+    Unauthorized,
+    WsqError,
+)
+from wsq.hub import Hub, Outlet
+from wsq.protocol.connection import ConnectionState, Limits, ServerConnection
+from wsq.protocol.events import (
+    AttachRequested,
+    ConnectionEnded,
+    CreditGranted,
+    DeliveriesSettled,
+    LinkEnded,
+    OpenRequested,
+    PublishRequested,
+    RefreshRequested,
+)
+from wsq.protocol.state import Link, LinkState, Role
+
+log = logging.getLogger("wsq.gateway")
+
+SUBPROTOCOL = "wsq.v1"
+# How long we wait for the client's answering close before dropping the socket.
+CLOSE_GRACE_S = 1.0
+# WebSocket close codes by condition (RFC 6455): lets a client tell a failure from a goodbye.
+_CLOSE_CODES = {
+    "wsq:frame-too-large": 1009,
+    "wsq:internal-error": 1011,
+    "wsq:going-away": 1001,
+}
+
+
+@dataclass
+class Gateway:
+    """What every socket of the process shares."""
+
+    settings: Settings
+    auth: Authenticator
+    broker: Broker
+    hub: Hub
+    node_id: str
+    peers: set[Peer] = field(default_factory=set)
+    ids: itertools.count[int] = field(default_factory=itertools.count)
+
+    @property
+    def limits(self) -> Limits:
+        server = self.settings.server
+        return Limits(
+            max_frame_bytes=server.max_frame_bytes,
+            max_sessions=server.max_sessions,
+            max_links_per_session=server.max_links_per_session,
+        )
+
+
+class Peer:
+    """One client socket."""
+
+    def __init__(self, gateway: Gateway, ws: WebSocket) -> None:
+        self.gateway = gateway
+        self.ws = ws
+        self.id = next(gateway.ids)
+        self.loop = asyncio.get_running_loop()
+        server = gateway.settings.server
+        self.conn = ServerConnection(gateway.limits, on_output=self._wake_writer)
+        self.outbox_cap = server.outbox_max_bytes
+        # Deliveries pause at half the cap; the rest is room for control frames.
+        self.outlet = Outlet(self.conn, server.outbox_max_bytes // 2)
+        self.principal: Principal | None = None
+        self.started = self.loop.time()
+        self.last_recv = self.started
+        self.last_sent = self.started
+        self._writer_wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self._expiry_handle: asyncio.TimerHandle | None = None
+        self._closing = False
+        self._close_code = 1000
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        offered = self.ws.scope.get("subprotocols") or []
+        if SUBPROTOCOL not in offered:
+            await self.ws.close(code=1002, reason="subprotocol wsq.v1 required")
+            return
+        await self.ws.accept(subprotocol=SUBPROTOCOL)
+        self.gateway.peers.add(self)
+        self._writer = self.loop.create_task(self._write_loop())
+        self._schedule_tick()
+        try:
+            await self._read_loop()
+        except (WebSocketDisconnect, ConnectionError):
+            pass
+        except Exception:
+            log.exception("peer %d failed", self.id)
+            self.conn.close(InternalError("internal error"))
+        finally:
+            await self._shutdown()
+
+    async def _read_loop(self) -> None:
+        receive = self.ws.receive
+        conn = self.conn
+        grace_deadline: float | None = None
+        while True:
+            if self._closing:
+                if conn.state is ConnectionState.CLOSED:
+                    return
+                if grace_deadline is None:
+                    grace_deadline = self.loop.time() + CLOSE_GRACE_S
+                remaining = grace_deadline - self.loop.time()
+                if remaining <= 0:
+                    return
+                try:
+                    message = await asyncio.wait_for(receive(), remaining)
+                except TimeoutError:
+                    return
+            else:
+                message = await receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            self.last_recv = self.loop.time()
+            text = message.get("text")
+            if text is None:
+                conn.close(InvalidFrame("messages must be UTF-8 JSON text"))
+            else:
+                conn.receive_text(text)
+            await self._process_events()
+            if conn.out_bytes > self.outbox_cap and not self._closing:
+                conn.close(ResourceLimitExceeded("outbox overflow: the client does not read"))
+                await self._process_events()
+
+    async def _process_events(self) -> None:
+        conn = self.conn
+        while (event := conn.next_event()) is not None:
+            try:
+                if isinstance(event, PublishRequested):
+                    await self._on_publish(event)
+                elif isinstance(event, CreditGranted):
+                    if event.link.attachment is not None:
+                        self.gateway.hub.credit(event.link)
+                elif isinstance(event, DeliveriesSettled):
+                    await self.gateway.hub.settle(
+                        self._tenant(), event.link, event.ids, event.outcome
+                    )
+                elif isinstance(event, AttachRequested):
+                    await self._on_attach(event.link)
+                elif isinstance(event, LinkEnded):
+                    if event.link.attachment is not None:
+                        await self.gateway.hub.detach(self._tenant(), event.link, event.unsettled)
+                elif isinstance(event, OpenRequested):
+                    await self._on_open(event)
+                elif isinstance(event, RefreshRequested):
+                    await self._on_refresh(event)
+                elif isinstance(event, ConnectionEnded):
+                    self._on_ended(event)
+            except BrokerUnavailable as exc:
+                log.warning("broker unavailable: %s", exc)
+                if isinstance(event, AttachRequested):
+                    conn.detach(event.link, exc)
+            except WsqError as exc:
+                if isinstance(event, AttachRequested):
+                    conn.detach(event.link, exc)
+                else:
+                    log.warning("peer %d: %s", self.id, exc)
+
+    async def _shutdown(self) -> None:
+        self.gateway.peers.discard(self)
+        for handle in (self._tick_handle, self._expiry_handle):
+            if handle is not None:
+                handle.cancel()
+        if self.conn.state not in (ConnectionState.CLOSED, ConnectionState.CLOSE_SENT):
+            # The socket dropped without a close: end every link so the hub lets go.
+            self.conn.close()
+        await self._process_events()
+        if self._writer is not None:
+            self._writer_wake.set()
+            self._closing = True
+            try:
+                await asyncio.wait_for(self._writer, CLOSE_GRACE_S)
+            except (TimeoutError, asyncio.CancelledError):
+                self._writer.cancel()
+            except Exception:
+                pass
+        await self._close_ws()
+
+    async def _close_ws(self) -> None:
+        with contextlib.suppress(Exception):  # already gone
+            await self.ws.close(code=self._close_code)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _wake_writer(self) -> None:
+        self._writer_wake.set()
+
+    async def _write_loop(self) -> None:
+        conn = self.conn
+        send = self.ws.send_text
+        wake = self._writer_wake
+        outlet = self.outlet
+        hub = self.gateway.hub
+        while True:
+            await wake.wait()
+            wake.clear()
+            messages = conn.data_to_send()
+            try:
+                for text in messages:
+                    await send(text)
+            except Exception:
+                return  # the socket is gone; the reader notices
+            if messages:
+                self.last_sent = self.loop.time()
+            if outlet.stalled and not conn.has_output:
+                hub.drained(outlet)
+            if self._closing and not conn.has_output:
+                return
+
+    # -- timers ----------------------------------------------------------------------------
+
+    def _tick_interval(self) -> float:
+        own_idle = self.gateway.settings.server.idle_ms / 1000
+        interval = own_idle / 4
+        client_idle = self.conn.client_idle_ms / 1000
+        if client_idle:
+            interval = min(interval, client_idle / 4)
+        return max(interval, 0.05)
+
+    def _schedule_tick(self) -> None:
+        self._tick_handle = self.loop.call_later(self._tick_interval(), self._tick)
+
+    def _tick(self) -> None:
+        now = self.loop.time()
+        conn = self.conn
+        if conn.state in (ConnectionState.CLOSED, ConnectionState.CLOSE_SENT):
+            return
+        server = self.gateway.settings.server
+        waiting_open = conn.state in (ConnectionState.AWAIT_OPEN, ConnectionState.AUTHENTICATING)
+        if waiting_open and now - self.started > server.open_timeout_ms / 1000:
+            self._fail(IdleTimeout("no open within the open timeout"))
+            return
+        if now - self.last_recv > server.idle_ms / 1000:
+            self._fail(IdleTimeout(f"nothing received for {server.idle_ms} ms"))
+            return
+        interval = self._tick_interval()
+        # Sending whenever a tick finds a quarter-idle of silence keeps every gap under half.
+        if conn.client_idle_ms and now - self.last_sent >= interval:
+            conn.heartbeat()
+        self._tick_handle = self.loop.call_later(interval, self._tick)
+
+    def _fail(self, error: WsqError) -> None:
+        """Close from a timer: the reader may be parked in receive(), so drive it from here."""
+        self.conn.close(error)
+        while (event := self.conn.next_event()) is not None:
+            if isinstance(event, LinkEnded) and event.link.attachment is not None:
+                self.gateway.hub.spawn(
+                    self.gateway.hub.detach(self._tenant(), event.link, event.unsettled)
+                )
+            elif isinstance(event, ConnectionEnded):
+                self._on_ended(event)
+        # Do not wait for the client's close: it has been silent, or its token is dead.
+        self.loop.call_later(0.2, self._force_close)
+
+    def _force_close(self) -> None:
+        self.loop.create_task(self._close_socket())
+
+    async def _close_socket(self) -> None:
+        if self._writer is not None and not self._writer.done():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._writer), CLOSE_GRACE_S)
+        with contextlib.suppress(Exception):
+            await self.ws.close(code=self._close_code)
+
+    def _arm_expiry(self, exp: int) -> None:
+        if self._expiry_handle is not None:
+            self._expiry_handle.cancel()
+        delay = max(0.0, exp - time.time())
+        self._expiry_handle = self.loop.call_later(
+            delay, lambda: self._fail(TokenExpired("the token expired"))
+        )
+
+    # -- events ----------------------------------------------------------------------------
+
+    def _tenant(self) -> str:
+        return self.principal.tenant if self.principal is not None else ""
+
+    async def _on_open(self, event: OpenRequested) -> None:
+        try:
+            principal = await self.gateway.auth.verify(event.token)
+        except (Unauthorized, TokenExpired) as exc:
+            self.conn.reject_open(exc)
+            return
+        self.principal = principal
+        server = self.gateway.settings.server
+        self.conn.accept_open(
+            {
+                "node": self.gateway.node_id,
+                "idle": server.idle_ms,
+                "max_sessions": server.max_sessions,
+                "max_frame_bytes": server.max_frame_bytes,
+                "tenant": principal.tenant,
+                "sub": principal.sub,
+                "exp": principal.exp,
+            }
+        )
+        self._arm_expiry(principal.exp)
+        # The client's idle is known now: tick at its pace.
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+        self._schedule_tick()
+
+    async def _on_refresh(self, event: RefreshRequested) -> None:
+        old = self.principal
+        try:
+            principal = await self.gateway.auth.verify(event.token)
+        except (Unauthorized, TokenExpired) as exc:
+            self.conn.close(Unauthorized(f"refresh refused: {exc.description}"))
+            return
+        if old is None or principal.tenant != old.tenant or principal.sub != old.sub:
+            self.conn.close(Unauthorized("refresh must keep the same tenant and sub"))
+            return
+        self.principal = principal
+        self.conn.accept_refresh(principal.exp)
+        self._arm_expiry(principal.exp)
+        for link in self.conn.links():
+            if not self._allowed(link):
+                self.conn.detach(link, Forbidden(f"the new token does not allow {link.address}"))
+
+    def _allowed(self, link: Link) -> bool:
+        assert self.principal is not None
+        rights = self.principal.rights
+        if link.role is Role.SENDER:
+            return rights.can_publish(link.address)
+        return rights.can_subscribe(link.address)
+
+    async def _on_attach(self, link: Link) -> None:
+        if not self._allowed(link):
+            verb = "publish to" if link.role is Role.SENDER else "subscribe to"
+            self.conn.detach(link, Forbidden(f"the token may not {verb} {link.address}"))
+            return
+        hub = self.gateway.hub
+        tenant = self._tenant()
+        if link.role is Role.SENDER:
+            self.conn.accept_attach(link)
+            return
+        if link.mode == "copy":
+            after, recovered = await hub.attach_copy(tenant, link, self.outlet)
+            if link.state is not LinkState.ATTACHING:
+                await hub.detach(tenant, link, [])
+                return
+            self.conn.accept_attach(link, from_=after, recovered=recovered)
+        else:
+            consumer = f"{self.gateway.node_id}-{self.id}-{link.ch}-{link.handle}"
+            await hub.attach_move(tenant, link, self.outlet, consumer)
+            self.conn.accept_attach(link)
+        hub.activate(link)
+
+    async def _on_publish(self, event: PublishRequested) -> None:
+        link = event.link
+        principal = self.principal
+        assert principal is not None
+        items = event.items
+        valid = [item for item in items if item.error is None]
+        positions: dict[int, str] = {}
+        failure: WsqError | None = None
+        if valid:
+            messages = [
+                NewMessage(
+                    body=item.body,
+                    publisher=principal.sub,
+                    subject=item.subject,
+                    message_id=item.message_id,
+                    content_type=item.content_type,
+                    headers=item.headers,
+                    ttl_ms=item.ttl_ms,
+                )
+                for item in valid
+            ]
+            try:
+                published = await self.gateway.broker.publish(
+                    principal.tenant, link.address, messages
+                )
+                for item, result in zip(valid, published, strict=True):
+                    positions[item.delivery] = result.id
+            except WsqError as exc:
+                failure = exc
+            except Exception:
+                log.exception("publish failed on %s", link.address)
+                failure = InternalError("the message could not be stored")
+        results: list[tuple[Any, str | None, WsqError | None]] = []
+        for item in items:
+            if item.error is not None:
+                results.append((item, None, InvalidFrame(item.error)))
+            elif failure is not None:
+                results.append((item, None, failure))
+            else:
+                results.append((item, positions[item.delivery], None))
+        self.conn.settle_publish(link, results)
+
+    def _on_ended(self, event: ConnectionEnded) -> None:
+        self._closing = True
+        error = event.error
+        if error is not None:
+            self._close_code = _CLOSE_CODES.get(str(error.get("condition")), 1008)
+        self._writer_wake.set()
+
+    def going_away(self) -> None:
+        """The node drains: tell the client to reconnect elsewhere."""
+        self._fail(GoingAway("the node is shutting down; reconnect"))
+
+
+async def websocket_endpoint(ws: WebSocket) -> None:
+    gateway: Gateway = ws.app.state.gateway
+    await Peer(gateway, ws).run()

@@ -1,0 +1,424 @@
+"""In-process fan-out from the broker to the links of this process's sockets.
+
+Copy (feed): one ``Topic`` per (tenant, address) holds the broker's one live reader (``tail``)
+and the links that are caught up with it. A link that runs out of credit, or whose socket's
+outbox is full, is not given a queue: it drops out of the live set keeping only its cursor (the
+last position it has seen), and later catches up by reading the broker's history from there.
+Memory per slow subscriber is therefore constant, and no slow subscriber is disconnected for
+being slow.
+
+Move (queue): one ``GroupPump`` per (tenant, address, group) claims messages from the broker for
+the local consumer links that have credit, whenever the broker says something may be claimable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from wsq.broker.base import START, Broker, Handle, Message, Outcome, parse_position
+from wsq.protocol.connection import ServerConnection
+from wsq.protocol.state import Link, LinkState
+from wsq.protocol.wire import copy_tail, message_tail
+
+log = logging.getLogger("wsq.hub")
+
+READ_BATCH = 512
+MAX_UNSETTLED_PER_LINK = 1024
+
+
+class Outlet:
+    """Where one socket's deliveries go: its protocol object and how full its outbox may get."""
+
+    __slots__ = ("conn", "high_water", "stalled", "wake")
+
+    def __init__(
+        self, conn: ServerConnection, high_water: int, wake: Callable[[], None] | None = None
+    ) -> None:
+        self.conn = conn
+        self.high_water = high_water
+        # Subscriptions that stopped because the outbox was full; resumed on ``Hub.drained``.
+        self.stalled: set[CopySub | MoveSub] = set()
+        self.wake = wake
+
+    def has_room(self) -> bool:
+        return self.conn.out_bytes < self.high_water
+
+
+class CopySub:
+    """A copy-mode receiver link: its cursor in the address, and whether it is live."""
+
+    __slots__ = ("catching_up", "cursor", "cursor_id", "link", "live", "outlet", "topic")
+
+    def __init__(self, link: Link, outlet: Outlet, topic: Topic, after: str) -> None:
+        self.link = link
+        self.outlet = outlet
+        self.topic = topic
+        self.cursor_id = after
+        self.cursor = parse_position(after)
+        self.live = False
+        self.catching_up = False
+
+
+class MoveSub:
+    __slots__ = ("consumer", "link", "outlet", "pump")
+
+    def __init__(self, link: Link, outlet: Outlet, pump: GroupPump, consumer: str) -> None:
+        self.link = link
+        self.outlet = outlet
+        self.pump = pump
+        self.consumer = consumer
+
+
+class Topic:
+    """One address of one tenant, as seen by this process."""
+
+    __slots__ = ("address", "hub", "live", "live_id", "live_pos", "ready", "subs", "tail", "tenant")
+
+    def __init__(self, hub: Hub, tenant: str, address: str) -> None:
+        self.hub = hub
+        self.tenant = tenant
+        self.address = address
+        self.subs: set[CopySub] = set()
+        self.live: list[CopySub] = []
+        self.live_id = START
+        self.live_pos = (0, 0)
+        self.tail: Handle | None = None
+        self.ready = asyncio.Event()
+
+    async def start(self) -> None:
+        last = await self.hub.broker.last_position(self.tenant, self.address)
+        self.live_id = last
+        self.live_pos = parse_position(last)
+        self.tail = self.hub.broker.tail(self.tenant, self.address, last, self.on_messages)
+        self.ready.set()
+
+    def on_messages(self, messages: list[Message]) -> None:
+        if not messages:
+            return
+        last = messages[-1]
+        self.live_id = last.id
+        self.live_pos = last.pos
+        live = self.live
+        if not live:
+            return
+        now_ms = int(time.time() * 1000)
+        batch = [m for m in messages if m.expires_at is None or m.expires_at > now_ms]
+        dropped: list[CopySub] = []
+        for sub in live:
+            if not deliver_copy(sub, batch):
+                dropped.append(sub)
+            else:
+                # Filtered-out and expired messages move the cursor too.
+                sub.cursor = last.pos
+                sub.cursor_id = last.id
+        for sub in dropped:
+            sub.live = False
+            live.remove(sub)
+            self.hub.behind(sub)
+
+    def close(self) -> None:
+        if self.tail is not None:
+            self.tail.close()
+            self.tail = None
+
+
+def deliver_copy(sub: CopySub, messages: list[Message]) -> bool:
+    """Send what ``sub`` may take of ``messages`` (in order). False when it had to stop early
+    (no credit or no room); its cursor then names the last message it has seen."""
+    link = sub.link
+    conn = sub.outlet.conn
+    high_water = sub.outlet.high_water
+    flt = link.filter
+    cursor = sub.cursor
+    for m in messages:
+        if m.pos <= cursor:
+            continue
+        if flt is not None and (m.subject is None or not flt.matches(m.subject)):
+            sub.cursor = m.pos
+            sub.cursor_id = m.id
+            continue
+        if link.credit <= 0:
+            return False
+        if conn.out_bytes >= high_water:
+            sub.outlet.stalled.add(sub)
+            return False
+        conn.send_transfer(link, copy_tail(m))
+        sub.cursor = m.pos
+        sub.cursor_id = m.id
+    return True
+
+
+class GroupPump:
+    """Claims messages of one consumer group for the local consumers with credit."""
+
+    __slots__ = ("address", "dirty", "group", "hub", "running", "subs", "tenant", "watch")
+
+    def __init__(self, hub: Hub, tenant: str, address: str, group: str) -> None:
+        self.hub = hub
+        self.tenant = tenant
+        self.address = address
+        self.group = group
+        self.subs: list[MoveSub] = []
+        self.running = False
+        self.dirty = False
+        self.watch: Handle | None = None
+
+    def poke(self) -> None:
+        """Something may be claimable, or a consumer has room again."""
+        self.dirty = True
+        if not self.running and self.subs:
+            self.running = True
+            self.hub.spawn(self._run())
+
+    async def _run(self) -> None:
+        broker = self.hub.broker
+        try:
+            while self.dirty and self.subs:
+                self.dirty = False
+                got_any = False
+                # Rotate so that consumers take turns at the head of the line.
+                if len(self.subs) > 1:
+                    self.subs.append(self.subs.pop(0))
+                for sub in list(self.subs):
+                    link = sub.link
+                    room = min(
+                        link.credit, MAX_UNSETTLED_PER_LINK - len(link.unsettled), READ_BATCH
+                    )
+                    if room <= 0 or link.state is not LinkState.ATTACHED:
+                        continue
+                    if not sub.outlet.has_room():
+                        sub.outlet.stalled.add(sub)
+                        continue
+                    deliveries = await broker.claim(
+                        self.tenant,
+                        self.address,
+                        self.group,
+                        sub.consumer,
+                        room,
+                        link.lease_ms,
+                        link.filter,
+                    )
+                    if not deliveries:
+                        continue
+                    got_any = True
+                    if link.state is not LinkState.ATTACHED:
+                        await broker.settle(
+                            self.tenant,
+                            self.address,
+                            self.group,
+                            sub.consumer,
+                            [d.message.id for d in deliveries],
+                            Outcome.RELEASED,
+                        )
+                        continue
+                    conn = sub.outlet.conn
+                    for d in deliveries:
+                        conn.send_transfer(
+                            link, message_tail(d.message, d.redelivered), d.message.id
+                        )
+                    if link.pre_settled:
+                        # At-most-once: settled as it is sent.
+                        await broker.settle(
+                            self.tenant,
+                            self.address,
+                            self.group,
+                            sub.consumer,
+                            [d.message.id for d in deliveries],
+                            Outcome.ACCEPTED,
+                        )
+                if got_any:
+                    self.dirty = True
+        except Exception:
+            log.exception("group pump failed for %s/%s", self.address, self.group)
+            # Try again soon rather than going deaf.
+            self.hub.loop_call_later(1.0, self.poke)
+        finally:
+            self.running = False
+
+
+class Hub:
+    """Per-process fan-out. One per gateway process, shared by all sockets."""
+
+    def __init__(self, broker: Broker, node_id: str = "node") -> None:
+        self.broker = broker
+        self.node_id = node_id
+        self.topics: dict[tuple[str, str], Topic] = {}
+        self.pumps: dict[tuple[str, str, str], GroupPump] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def loop_call_later(self, delay: float, callback: Callable[[], None]) -> None:
+        asyncio.get_running_loop().call_later(delay, callback)
+
+    async def close(self) -> None:
+        for topic in self.topics.values():
+            topic.close()
+        for pump in self.pumps.values():
+            if pump.watch is not None:
+                pump.watch.close()
+        for task in list(self._tasks):
+            task.cancel()
+        self.topics.clear()
+        self.pumps.clear()
+
+    # -- copy ------------------------------------------------------------------------------
+
+    async def attach_copy(self, tenant: str, link: Link, outlet: Outlet) -> tuple[str, bool]:
+        """Attach a copy receiver; answers (position it starts after, recovered).
+
+        Deliveries start with ``activate`` once the attach is answered.
+        """
+        key = (tenant, link.address)
+        recovered = True
+        if link.from_ not in ("$", "^"):
+            probe = await self.broker.read(tenant, link.address, link.from_, 1)
+            recovered = probe.recovered
+        while True:
+            topic = self.topics.get(key)
+            if topic is None:
+                topic = self.topics[key] = Topic(self, tenant, link.address)
+                try:
+                    await topic.start()
+                except BaseException:
+                    if self.topics.get(key) is topic:
+                        del self.topics[key]
+                    topic.ready.set()  # waiters see it gone and try again
+                    raise
+            else:
+                await topic.ready.wait()
+            # The last other subscriber may have left (and closed the topic) while we waited.
+            if self.topics.get(key) is topic:
+                break
+        after = topic.live_id if link.from_ == "$" else START if link.from_ == "^" else link.from_
+        sub = CopySub(link, outlet, topic, after)
+        link.attachment = sub
+        topic.subs.add(sub)
+        if sub.cursor >= topic.live_pos:
+            sub.live = True
+            topic.live.append(sub)
+        return after, recovered
+
+    def behind(self, sub: CopySub) -> None:
+        """``sub`` fell behind the live stream; catch it up when it can take more."""
+        if sub.link.credit > 0 and sub.outlet.has_room() and not sub.catching_up:
+            sub.catching_up = True
+            self.spawn(self._catch_up(sub))
+
+    async def _catch_up(self, sub: CopySub) -> None:
+        topic = sub.topic
+        link = sub.link
+        try:
+            while link.state is LinkState.ATTACHED and not sub.live:
+                if link.credit <= 0 or not sub.outlet.has_room():
+                    return
+                result = await self.broker.read(
+                    topic.tenant, topic.address, sub.cursor_id, min(link.credit, READ_BATCH)
+                )
+                if link.state is not LinkState.ATTACHED or sub.live:
+                    return
+                now_ms = int(time.time() * 1000)
+                messages = [
+                    m for m in result.messages if m.expires_at is None or m.expires_at > now_ms
+                ]
+                if result.messages:
+                    if not deliver_copy(sub, messages):
+                        return
+                    last = result.messages[-1]
+                    if last.pos > sub.cursor:
+                        sub.cursor = last.pos
+                        sub.cursor_id = last.id
+                if not result.messages or sub.cursor >= topic.live_pos:
+                    # Caught up: what the live reader has not yet passed on comes that way.
+                    if sub.cursor < topic.live_pos:
+                        sub.cursor = topic.live_pos
+                        sub.cursor_id = topic.live_id
+                    sub.live = True
+                    topic.live.append(sub)
+                    return
+        except Exception:
+            log.exception("catch-up failed on %s", topic.address)
+            self.loop_call_later(1.0, lambda: self.behind(sub))
+        finally:
+            sub.catching_up = False
+
+    # -- move ------------------------------------------------------------------------------
+
+    async def attach_move(self, tenant: str, link: Link, outlet: Outlet, consumer: str) -> None:
+        key = (tenant, link.address, link.group)
+        pump = self.pumps.get(key)
+        if pump is None:
+            pump = self.pumps[key] = GroupPump(self, tenant, link.address, link.group)
+            pump.watch = self.broker.watch_group(tenant, link.address, link.group, pump.poke)
+        sub = MoveSub(link, outlet, pump, consumer)
+        link.attachment = sub
+        pump.subs.append(sub)
+
+    def activate(self, link: Link) -> None:
+        """The attach is answered: start deliveries (same as a grant of credit)."""
+        self.credit(link)
+
+    async def settle(self, tenant: str, link: Link, ids: list[str], outcome: Outcome) -> None:
+        sub = link.attachment
+        if not isinstance(sub, MoveSub):
+            return
+        await self.broker.settle(tenant, link.address, link.group, sub.consumer, ids, outcome)
+        sub.pump.poke()
+
+    # -- credit, backpressure, detach ------------------------------------------------------
+
+    def credit(self, link: Link) -> None:
+        sub = link.attachment
+        if isinstance(sub, CopySub):
+            if not sub.live:
+                self.behind(sub)
+        elif isinstance(sub, MoveSub):
+            sub.pump.poke()
+
+    def drained(self, outlet: Outlet) -> None:
+        """The socket's outbox has room again: resume what stopped for lack of it."""
+        stalled = outlet.stalled
+        outlet.stalled = set()
+        for sub in stalled:
+            if isinstance(sub, CopySub):
+                if not sub.live:
+                    self.behind(sub)
+            else:
+                sub.pump.poke()
+
+    async def detach(self, tenant: str, link: Link, unsettled: list[str]) -> None:
+        sub = link.attachment
+        link.attachment = None
+        if isinstance(sub, CopySub):
+            topic = sub.topic
+            topic.subs.discard(sub)
+            sub.outlet.stalled.discard(sub)
+            if sub.live:
+                sub.live = False
+                topic.live.remove(sub)
+            if not topic.subs and self.topics.get((topic.tenant, topic.address)) is topic:
+                del self.topics[(topic.tenant, topic.address)]
+                topic.close()
+        elif isinstance(sub, MoveSub):
+            pump = sub.pump
+            sub.outlet.stalled.discard(sub)
+            if sub in pump.subs:
+                pump.subs.remove(sub)
+            if unsettled:
+                # The link is gone: its unsettled deliveries go to another consumer at once.
+                await self.broker.settle(
+                    tenant, link.address, link.group, sub.consumer, unsettled, Outcome.RELEASED
+                )
+            if pump.subs:
+                pump.poke()
+            elif self.pumps.get((tenant, link.address, link.group)) is pump:
+                del self.pumps[(tenant, link.address, link.group)]
+                if pump.watch is not None:
+                    pump.watch.close()

@@ -1,0 +1,45 @@
+"""JSON in and out of the wire, in one place.
+
+orjson does the work; standard ``json`` is the fallback for what orjson refuses but JSON allows
+(integers beyond 64 bits). Non-standard constants (NaN, Infinity) are refused either way.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+
+
+class DecodeError(ValueError):
+    """The text is not valid JSON."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise DecodeError(f"{name} is not JSON")
+
+
+def loads(text: str | bytes) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        # orjson refuses integers beyond 64 bits; standard JSON does not.
+        return json.loads(text, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:
+        raise DecodeError(str(exc)) from None
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON text. Raises TypeError / ValueError for what JSON cannot hold."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def dumps_str(value: str) -> str:
+    """A JSON string literal for ``value``."""
+    return orjson.dumps(value).decode()

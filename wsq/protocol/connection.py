@@ -1,0 +1,766 @@
+"""The server side of one wsq.v1 connection, as a state machine that does no I/O.
+
+Text in with ``receive_text``; events out with ``next_event`` (one at a time, so the gateway
+answers an attach before the next frame is looked at); frames to write with ``data_to_send``.
+The gateway answers events by calling ``accept_open``, ``accept_attach``, ``detach``,
+``settle_publish`` … and pushes deliveries with ``send_transfer``.
+
+Errors are mapped to the narrowest scope the contract allows: a link error detaches the link, a
+session error ends the session, a connection error closes the connection. Nothing here raises to
+the caller for bad input.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from wsq.broker.base import Outcome, is_valid_position
+from wsq.exceptions import (
+    FrameTooLarge,
+    InvalidFrame,
+    ResourceLimitExceeded,
+    TransferLimitExceeded,
+    Unauthorized,
+    WsqError,
+)
+from wsq.protocol import codec
+from wsq.protocol.addresses import compile_pattern, is_valid_address, is_valid_pattern
+from wsq.protocol.events import (
+    AttachRequested,
+    ConnectionEnded,
+    CreditGranted,
+    DeliveriesSettled,
+    Event,
+    LinkEnded,
+    OpenRequested,
+    PublishItem,
+    PublishRequested,
+    RefreshRequested,
+)
+from wsq.protocol.state import Link, LinkState, Role, Session, SessionState
+
+MAX_CHANNEL = 65_535
+MAX_UINT32 = 4_294_967_295
+# Delivery numbers are not wrapped at 32 bits: a long session may pass it. JSON-safe bound.
+MAX_DELIVERY = 2**53 - 1
+MAX_TOKEN_CHARS = 16_384
+MAX_STRING_PROP = 1_024
+DEFAULT_IDLE_MS = 30_000
+MIN_IDLE_MS = 500
+MAX_IDLE_MS = 3_600_000
+MIN_LEASE_MS = 100
+MAX_LEASE_MS = 86_400_000
+MAX_TTL_MS = 365 * 86_400_000
+_OUTCOMES = {o.value: o for o in Outcome}
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one connection may use. ``sender_credit`` is what we grant each sender link."""
+
+    max_frame_bytes: int = 1_048_576
+    max_sessions: int = 1024
+    max_links_per_session: int = 256
+    sender_credit: int = 256
+
+
+class ConnectionState(enum.Enum):
+    AWAIT_OPEN = "await-open"
+    AUTHENTICATING = "authenticating"  # open received; later frames wait for the verdict
+    OPEN = "open"
+    CLOSE_SENT = "close-sent"  # we sent close; only the peer's close is still of interest
+    CLOSED = "closed"
+
+
+class _Refused(Exception):
+    """Internal: a frame broke the contract; carries the error for the scope that handles it."""
+
+    def __init__(self, error: WsqError) -> None:
+        self.error = error
+
+
+def _invalid(description: str) -> _Refused:
+    return _Refused(InvalidFrame(description))
+
+
+def _int_field(
+    frame: dict[str, Any], key: str, lo: int, hi: int, default: int | None = None
+) -> int:
+    value = frame.get(key, default)
+    if type(value) is not int or not lo <= value <= hi:
+        if key not in frame and default is None:
+            raise _invalid(f"{frame.get('op')}: '{key}' is required")
+        raise _invalid(f"{frame.get('op')}: '{key}' must be an integer in {lo}..{hi}")
+    return value
+
+
+def _opt_str(value: Any, name: str, limit: int = MAX_STRING_PROP) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > limit:
+        raise _invalid(f"'{name}' must be a string of at most {limit} characters")
+    return value
+
+
+class ServerConnection:
+    """The server end of one wsq.v1 connection."""
+
+    def __init__(self, limits: Limits, on_output: Callable[[], None] | None = None) -> None:
+        self.limits = limits
+        self.state = ConnectionState.AWAIT_OPEN
+        self.sessions: dict[int, Session] = {}
+        self.client_idle_ms = DEFAULT_IDLE_MS
+        self._begun = 0
+        self._pending: deque[Any] = deque()
+        self._events: deque[Event] = deque()
+        self._out: list[str] = []
+        self.out_bytes = 0
+        self._heartbeat_due = False
+        self._on_output = on_output
+        self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {
+            "open": self._on_open,
+            "close": self._on_close,
+            "refresh": self._on_refresh,
+            "begin": self._on_begin,
+            "end": self._on_end,
+            "attach": self._on_attach,
+            "detach": self._on_detach,
+            "flow": self._on_flow,
+            "transfer": self._on_transfer,
+            "disposition": self._on_disposition,
+        }
+
+    # -- input -----------------------------------------------------------------------------
+
+    def receive_text(self, text: str | bytes) -> None:
+        """One WebSocket message from the client: a frame, a batch, or ``[]`` (heartbeat)."""
+        if self.state is ConnectionState.CLOSED:
+            return
+        limit = self.limits.max_frame_bytes
+        # A character is 1..4 UTF-8 bytes: encode only when the length alone cannot decide.
+        size = len(text)
+        if size > limit or (
+            isinstance(text, str) and size * 4 > limit and len(text.encode()) > limit
+        ):
+            self._fail(FrameTooLarge(f"message larger than max_frame_bytes ({limit})"))
+            return
+        try:
+            value = codec.loads(text)
+        except codec.DecodeError:
+            self._fail(InvalidFrame("message is not valid JSON"))
+            return
+        if isinstance(value, dict):
+            self._pending.append(value)
+        elif isinstance(value, list):
+            self._pending.extend(value)
+        else:
+            self._fail(InvalidFrame("a message must hold a JSON object or an array of them"))
+
+    def next_event(self) -> Event | None:
+        """The next event, processing queued frames as far as needed; None when none is ready."""
+        events = self._events
+        pending = self._pending
+        while not events and pending:
+            state = self.state
+            if state is ConnectionState.AUTHENTICATING:
+                break
+            frame = pending.popleft()
+            if state is ConnectionState.CLOSE_SENT:
+                # After our close only the peer's answering close matters.
+                if isinstance(frame, dict) and frame.get("op") == "close":
+                    self.state = ConnectionState.CLOSED
+                    pending.clear()
+                continue
+            self._dispatch(frame)
+        return events.popleft() if events else None
+
+    def _dispatch(self, frame: Any) -> None:
+        if not isinstance(frame, dict):
+            self._fail(InvalidFrame("a frame must be a JSON object"))
+            return
+        op = frame.get("op")
+        handler = self._handlers.get(op) if isinstance(op, str) else None
+        if handler is None:
+            self._fail(InvalidFrame(f"unknown op {op!r}" if isinstance(op, str) else "missing op"))
+            return
+        if self.state is ConnectionState.AWAIT_OPEN and op not in ("open", "close"):
+            self._fail(InvalidFrame("the first frame must be open"))
+            return
+        try:
+            handler(frame)
+        except _Refused as refused:
+            self._fail(refused.error)
+
+    # -- connection ------------------------------------------------------------------------
+
+    def _on_open(self, frame: dict[str, Any]) -> None:
+        if self.state is not ConnectionState.AWAIT_OPEN:
+            raise _invalid("open was already received")
+        token = frame.get("token")
+        if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:
+            raise _Refused(Unauthorized("open needs a token"))
+        idle = frame.get("idle", DEFAULT_IDLE_MS)
+        if type(idle) is not int or not (idle == 0 or MIN_IDLE_MS <= idle <= MAX_IDLE_MS):
+            raise _invalid(f"open: 'idle' must be 0 or an integer in {MIN_IDLE_MS}..{MAX_IDLE_MS}")
+        client = _opt_str(frame.get("client"), "client", 256)
+        self.client_idle_ms = idle
+        self.state = ConnectionState.AUTHENTICATING
+        self._events.append(OpenRequested(token, idle, client))
+
+    def accept_open(self, answer: dict[str, Any]) -> None:
+        """The token is good: send our ``open`` (node, idle, limits, tenant, sub, exp)."""
+        if self.state is not ConnectionState.AUTHENTICATING:
+            return
+        self.state = ConnectionState.OPEN
+        self._emit({"op": "open", **answer})
+
+    def reject_open(self, error: WsqError) -> None:
+        self._pending.clear()
+        self._fail(error)
+
+    def _on_refresh(self, frame: dict[str, Any]) -> None:
+        token = frame.get("token")
+        if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:
+            raise _invalid("refresh needs a token")
+        self._events.append(RefreshRequested(token))
+
+    def accept_refresh(self, exp: int) -> None:
+        self._emit({"op": "refresh", "exp": exp})
+
+    def _on_close(self, frame: dict[str, Any]) -> None:
+        error = frame.get("error")
+        if not isinstance(error, dict):
+            error = None
+        self._end_all_links()
+        self._emit({"op": "close"})
+        self.state = ConnectionState.CLOSED
+        self._pending.clear()
+        self._events.append(ConnectionEnded(error, by_peer=True))
+
+    def close(self, error: WsqError | None = None) -> None:
+        """Close the connection from our side (with an error, or for a clean shutdown)."""
+        self._fail(error)
+
+    def _fail(self, error: WsqError | None) -> None:
+        if self.state in (ConnectionState.CLOSE_SENT, ConnectionState.CLOSED):
+            return
+        self._end_all_links()
+        frame: dict[str, Any] = {"op": "close"}
+        if error is not None:
+            frame["error"] = error.to_error()
+        self._emit(frame)
+        self.state = ConnectionState.CLOSE_SENT
+        self._pending.clear()
+        self._events.append(ConnectionEnded(frame.get("error"), by_peer=False))
+
+    def _end_all_links(self) -> None:
+        for session in self.sessions.values():
+            self._end_links(session)
+        self.sessions.clear()
+        self._begun = 0
+
+    # -- sessions --------------------------------------------------------------------------
+
+    def _channel(self, frame: dict[str, Any]) -> int:
+        return _int_field(frame, "ch", 0, MAX_CHANNEL)
+
+    def _session(self, frame: dict[str, Any]) -> Session | None:
+        """The begun session a frame names; None when we ended it and await the answer."""
+        ch = self._channel(frame)
+        session = self.sessions.get(ch)
+        if session is None:
+            raise _invalid(f"{frame['op']} on channel {ch}, which is not begun")
+        if session.state is SessionState.END_SENT:
+            return None
+        return session
+
+    def _on_begin(self, frame: dict[str, Any]) -> None:
+        ch = self._channel(frame)
+        existing = self.sessions.get(ch)
+        if existing is not None:
+            if existing.state is not SessionState.END_SENT:
+                raise _invalid(f"begin on channel {ch}, which is in use")
+            # A client that never answered our end reuses the channel: take that as the answer.
+            del self.sessions[ch]
+        session = Session(ch)
+        self.sessions[ch] = session
+        if self._begun >= self.limits.max_sessions:
+            session.state = SessionState.END_SENT
+            self._emit(
+                {
+                    "op": "end",
+                    "ch": ch,
+                    "error": ResourceLimitExceeded(
+                        f"at most {self.limits.max_sessions} sessions per connection"
+                    ).to_error(),
+                }
+            )
+            return
+        self._begun += 1
+        self._emit({"op": "begin", "ch": ch})
+
+    def _on_end(self, frame: dict[str, Any]) -> None:
+        ch = self._channel(frame)
+        session = self.sessions.get(ch)
+        if session is None:
+            raise _invalid(f"end on channel {ch}, which is not begun")
+        del self.sessions[ch]
+        if session.state is SessionState.END_SENT:
+            return  # the answer to our end
+        self._begun -= 1
+        self._end_links(session)
+        self._emit({"op": "end", "ch": ch})
+
+    def end_session(self, session: Session, error: WsqError | None = None) -> None:
+        """End a session from our side (a session error, or a shutdown)."""
+        if session.state is not SessionState.BEGUN or self.sessions.get(session.ch) is not session:
+            return
+        self._begun -= 1
+        self._end_links(session)
+        session.state = SessionState.END_SENT
+        frame: dict[str, Any] = {"op": "end", "ch": session.ch}
+        if error is not None:
+            frame["error"] = error.to_error()
+        self._emit(frame)
+
+    def _end_links(self, session: Session) -> None:
+        for link in session.links.values():
+            if link.state is not LinkState.DETACH_SENT:
+                self._link_ended(link)
+            link.state = LinkState.DETACH_SENT
+        session.links.clear()
+        session.unsettled.clear()
+
+    def _link_ended(self, link: Link) -> None:
+        unsettled = list(link.unsettled.values())
+        if link.unsettled:
+            session_unsettled = link.session.unsettled
+            for delivery in link.unsettled:
+                session_unsettled.pop(delivery, None)
+            link.unsettled.clear()
+        self._events.append(LinkEnded(link, unsettled))
+
+    # -- links -----------------------------------------------------------------------------
+
+    def _handle(self, frame: dict[str, Any]) -> int:
+        return _int_field(frame, "handle", 0, MAX_UINT32)
+
+    def _on_attach(self, frame: dict[str, Any]) -> None:
+        session = self._session(frame)
+        if session is None:
+            return
+        try:
+            handle = self._handle(frame)
+        except _Refused as refused:
+            self.end_session(session, refused.error)
+            return
+        if handle in session.links:
+            self.end_session(session, InvalidFrame(f"attach on handle {handle}, which is in use"))
+            return
+        if len(session.links) >= 2 * self.limits.max_links_per_session:
+            # Refused links wait for the client's answering detach; a client that never answers
+            # must not grow the table without bound.
+            self.end_session(session, ResourceLimitExceeded("too many links awaiting detach"))
+            return
+        role = frame.get("role")
+        link = Link(session, handle, Role.SENDER if role == "sender" else Role.RECEIVER, "")
+        session.links[handle] = link
+        try:
+            self._configure_link(link, frame)
+        except _Refused as refused:
+            self.detach(link, refused.error)
+            return
+        attached = sum(1 for lk in session.links.values() if lk.state is not LinkState.DETACH_SENT)
+        if attached > self.limits.max_links_per_session:
+            self.detach(
+                link,
+                ResourceLimitExceeded(
+                    f"at most {self.limits.max_links_per_session} links per session"
+                ),
+            )
+            return
+        self._events.append(AttachRequested(link))
+
+    def _configure_link(self, link: Link, frame: dict[str, Any]) -> None:
+        role = frame.get("role")
+        if role not in ("receiver", "sender"):
+            raise _invalid("attach: 'role' must be 'receiver' or 'sender'")
+        address = frame.get("address")
+        if not is_valid_address(address):
+            raise _invalid("attach: 'address' must be dot-separated tokens of [A-Za-z0-9_-]")
+        assert isinstance(address, str)
+        link.address = address
+        if role == "sender":
+            return
+        mode = frame.get("mode", "copy")
+        if mode not in ("copy", "move"):
+            raise _invalid("attach: 'mode' must be 'copy' or 'move'")
+        link.mode = mode
+        if mode == "copy":
+            from_ = frame.get("from", "$")
+            if from_ not in ("$", "^") and not is_valid_position(from_):
+                raise _invalid("attach: 'from' must be '$', '^' or a position '<ms>-<seq>'")
+            link.from_ = from_
+        else:
+            group = frame.get("group", "default")
+            if not is_valid_address(group):
+                raise _invalid("attach: 'group' must be tokens of [A-Za-z0-9_-]")
+            link.group = group
+            link.lease_ms = _int_field(frame, "lease", MIN_LEASE_MS, MAX_LEASE_MS, 30_000)
+        subject_filter = frame.get("filter")
+        if subject_filter is not None:
+            if not isinstance(subject_filter, dict):
+                raise _invalid("attach: 'filter' must be an object")
+            subject = subject_filter.get("subject")
+            if subject is not None:
+                if not is_valid_pattern(subject):
+                    raise _invalid("attach: 'filter.subject' is not a valid pattern")
+                link.filter = compile_pattern(subject)
+        settled = frame.get("settled", False)
+        if not isinstance(settled, bool):
+            raise _invalid("attach: 'settled' must be a boolean")
+        if settled:
+            link.pre_settled = True
+            link.prefix = link.prefix.replace('"settled":false', '"settled":true')
+        link.credit = _int_field(frame, "credit", 0, MAX_UINT32, 0)
+
+    def accept_attach(
+        self, link: Link, *, from_: str | None = None, recovered: bool | None = None
+    ) -> None:
+        """Answer an attach. A copy receiver names the position it starts after."""
+        if link.state is not LinkState.ATTACHING:
+            return
+        link.state = LinkState.ATTACHED
+        answer: dict[str, Any] = {
+            "op": "attach",
+            "ch": link.ch,
+            "handle": link.handle,
+            "role": link.role.value,
+            "address": link.address,
+        }
+        if link.role is Role.RECEIVER:
+            answer["mode"] = link.mode
+            if link.mode == "copy":
+                answer["from"] = from_
+                answer["recovered"] = recovered
+            else:
+                answer["group"] = link.group
+            answer["settled"] = link.pre_settled
+        self._emit(answer)
+        if link.role is Role.SENDER:
+            link.credit = self.limits.sender_credit
+            self._emit({"op": "flow", "ch": link.ch, "handle": link.handle, "credit": link.credit})
+
+    def detach(self, link: Link, error: WsqError | None = None) -> None:
+        """Detach a link from our side (refusing an attach, a link error, lost rights)."""
+        if link.state is LinkState.DETACH_SENT or link.session.links.get(link.handle) is not link:
+            return
+        self._link_ended(link)
+        link.state = LinkState.DETACH_SENT
+        frame: dict[str, Any] = {"op": "detach", "ch": link.ch, "handle": link.handle}
+        if error is not None:
+            frame["error"] = error.to_error()
+        self._emit(frame)
+
+    def _link(self, frame: dict[str, Any]) -> Link | None:
+        """The link a frame names; None when it is one we detached (frames crossing ours)."""
+        session = self._session(frame)
+        if session is None:
+            return None
+        try:
+            handle = self._handle(frame)
+        except _Refused as refused:
+            self.end_session(session, refused.error)
+            return None
+        link = session.links.get(handle)
+        if link is None:
+            self.end_session(
+                session, InvalidFrame(f"{frame['op']} on handle {handle}, which is not attached")
+            )
+            return None
+        if link.state is LinkState.DETACH_SENT:
+            return None
+        return link
+
+    def _on_detach(self, frame: dict[str, Any]) -> None:
+        session = self._session(frame)
+        if session is None:
+            return
+        try:
+            handle = self._handle(frame)
+        except _Refused as refused:
+            self.end_session(session, refused.error)
+            return
+        link = session.links.pop(handle, None)
+        if link is None:
+            self.end_session(
+                session, InvalidFrame(f"detach on handle {handle}, which is not attached")
+            )
+            return
+        if link.state is LinkState.DETACH_SENT:
+            return  # the answer to our detach
+        self._link_ended(link)
+        link.state = LinkState.DETACH_SENT
+        self._emit({"op": "detach", "ch": link.ch, "handle": handle})
+
+    def _on_flow(self, frame: dict[str, Any]) -> None:
+        link = self._link(frame)
+        if link is None:
+            return
+        try:
+            credit = _int_field(frame, "credit", 0, MAX_UINT32)
+        except _Refused as refused:
+            self.detach(link, refused.error)
+            return
+        if link.role is not Role.RECEIVER:
+            return  # credit on sender links is ours to grant
+        link.credit = min(link.credit + credit, MAX_UINT32)
+        self._events.append(CreditGranted(link, credit))
+
+    # -- transfers from the client (publishing) ---------------------------------------------
+
+    def _on_transfer(self, frame: dict[str, Any]) -> None:
+        link = self._accept_transfer(frame)
+        if link is None:
+            return
+        items = [self._publish_item(frame)]
+        # Consecutive transfers on the same link become one event: one broker write for many.
+        pending = self._pending
+        while pending:
+            nxt = pending[0]
+            if not (
+                isinstance(nxt, dict)
+                and nxt.get("op") == "transfer"
+                and nxt.get("ch") == link.ch
+                and nxt.get("handle") == link.handle
+            ):
+                break
+            pending.popleft()
+            if self._accept_transfer(nxt) is not link:
+                break
+            items.append(self._publish_item(nxt))
+        self._events.append(PublishRequested(link, items))
+
+    def _accept_transfer(self, frame: dict[str, Any]) -> Link | None:
+        """Numbering and credit checks; the link the transfer may be published on, or None."""
+        session = self._session(frame)
+        if session is None:
+            return None
+        try:
+            delivery = _int_field(frame, "delivery", 0, MAX_DELIVERY)
+        except _Refused as refused:
+            self.end_session(session, refused.error)
+            return None
+        if delivery != session.next_incoming:
+            self.end_session(
+                session,
+                InvalidFrame(f"transfer delivery {delivery}, expected {session.next_incoming}"),
+            )
+            return None
+        session.next_incoming = delivery + 1
+        link = self._link(frame)
+        if link is None:
+            return None
+        if link.role is not Role.SENDER:
+            self.detach(link, InvalidFrame("transfer on a receiver link"))
+            return None
+        if link.credit <= 0:
+            self.detach(link, TransferLimitExceeded("transfer beyond the credit granted"))
+            return None
+        link.credit -= 1
+        return link
+
+    def _publish_item(self, frame: dict[str, Any]) -> PublishItem:
+        delivery: int = frame["delivery"]
+        settled = frame.get("settled", False)
+        body = codec.dumps(frame.get("body"))
+        if not isinstance(settled, bool):
+            return PublishItem(delivery, False, body, error="'settled' must be a boolean")
+        props = frame.get("props")
+        if props is None:
+            return PublishItem(delivery, settled, body)
+        try:
+            if not isinstance(props, dict):
+                raise _invalid("'props' must be an object")
+            subject = props.get("subject")
+            if subject is not None and not is_valid_address(subject):
+                raise _invalid("'props.subject' must be dot-separated tokens of [A-Za-z0-9_-]")
+            headers = props.get("headers")
+            if headers is not None and not isinstance(headers, dict):
+                raise _invalid("'props.headers' must be an object")
+            ttl = props.get("ttl")
+            if ttl is not None and (type(ttl) is not int or not 1 <= ttl <= MAX_TTL_MS):
+                raise _invalid(f"'props.ttl' must be an integer in 1..{MAX_TTL_MS}")
+            return PublishItem(
+                delivery,
+                settled,
+                body,
+                subject=subject,
+                message_id=_opt_str(props.get("message_id"), "props.message_id"),
+                content_type=_opt_str(props.get("content_type"), "props.content_type"),
+                headers=headers,
+                ttl_ms=ttl,
+            )
+        except _Refused as refused:
+            return PublishItem(delivery, settled, body, error=refused.error.description)
+
+    def settle_publish(
+        self, link: Link, results: Sequence[tuple[PublishItem, str | None, WsqError | None]]
+    ) -> None:
+        """Answer published items: ``(item, position, None)`` accepted, ``(item, None, error)``
+        rejected. Unsettled items get dispositions; the link's credit is refilled."""
+        if link.state is not LinkState.ATTACHED:
+            return
+        ch = link.ch
+        run: list[tuple[int, str]] = []
+
+        def flush_run() -> None:
+            if run:
+                self._emit(
+                    {
+                        "op": "disposition",
+                        "ch": ch,
+                        "first": run[0][0],
+                        "last": run[-1][0],
+                        "outcome": "accepted",
+                        "settled": True,
+                        "ids": [pos for _, pos in run],
+                    }
+                )
+                run.clear()
+
+        for item, position, error in results:
+            if item.settled:
+                continue
+            if error is None and position is not None:
+                if run and run[-1][0] + 1 != item.delivery:
+                    flush_run()
+                run.append((item.delivery, position))
+                continue
+            flush_run()
+            self._emit(
+                {
+                    "op": "disposition",
+                    "ch": ch,
+                    "first": item.delivery,
+                    "last": item.delivery,
+                    "outcome": "rejected",
+                    "settled": True,
+                    "error": (error or InvalidFrame("rejected")).to_error(),
+                }
+            )
+        flush_run()
+        if results:
+            link.credit += len(results)
+            self._emit({"op": "flow", "ch": ch, "handle": link.handle, "credit": len(results)})
+
+    # -- transfers to the client (delivering) ----------------------------------------------
+
+    def send_transfer(self, link: Link, wire: str, message_id: str | None = None) -> None:
+        """Send one delivery on a receiver link; spends one credit.
+
+        ``wire`` is the message's encoded tail (``"id":…,"body":…,"props":{…}}``). Pass
+        ``message_id`` for a move-mode delivery the client must settle.
+        """
+        session = link.session
+        delivery = session.next_outgoing
+        session.next_outgoing = delivery + 1
+        link.credit -= 1
+        if message_id is not None and not link.pre_settled:
+            link.unsettled[delivery] = message_id
+            session.unsettled[delivery] = link
+        self._emit_raw(link.prefix + str(delivery) + "," + wire)
+
+    def _on_disposition(self, frame: dict[str, Any]) -> None:
+        session = self._session(frame)
+        if session is None:
+            return
+        try:
+            first = _int_field(frame, "first", 0, MAX_DELIVERY)
+            last = _int_field(frame, "last", first, MAX_DELIVERY, first)
+            outcome = _OUTCOMES.get(frame.get("outcome", "accepted"))
+            if outcome is None:
+                raise _invalid(
+                    "disposition: 'outcome' must be accepted, released, rejected or modified"
+                )
+        except _Refused as refused:
+            self.end_session(session, refused.error)
+            return
+        unsettled = session.unsettled
+        if not unsettled:
+            return  # copy-mode acknowledgements change nothing
+        if last - first < len(unsettled):
+            deliveries = [d for d in range(first, last + 1) if d in unsettled]
+        else:
+            deliveries = sorted(d for d in unsettled if first <= d <= last)
+        by_link: dict[Link, list[str]] = {}
+        for delivery in deliveries:
+            link = unsettled.pop(delivery)
+            by_link.setdefault(link, []).append(link.unsettled.pop(delivery))
+        for link, ids in by_link.items():
+            self._events.append(DeliveriesSettled(link, ids, outcome))
+
+    # -- output ----------------------------------------------------------------------------
+
+    def _emit(self, frame: dict[str, Any]) -> None:
+        self._emit_raw(codec.dumps(frame))
+
+    def _emit_raw(self, text: str) -> None:
+        out = self._out
+        out.append(text)
+        self.out_bytes += len(text)
+        if len(out) == 1 and self._on_output is not None:
+            self._on_output()
+
+    @property
+    def has_output(self) -> bool:
+        return bool(self._out) or self._heartbeat_due
+
+    def heartbeat(self) -> None:
+        """Ask for an empty batch ``[]`` to be sent, unless a frame goes out anyway."""
+        if self.state is ConnectionState.OPEN and not self._out and not self._heartbeat_due:
+            self._heartbeat_due = True
+            if self._on_output is not None:
+                self._on_output()
+
+    def data_to_send(self, max_bytes: int | None = None) -> list[str]:
+        """The WebSocket messages to write now: frames packed into batches of at most
+        ``max_bytes`` (a lone frame larger than that goes alone)."""
+        out = self._out
+        if not out:
+            if self._heartbeat_due:
+                self._heartbeat_due = False
+                return ["[]"]
+            return []
+        self._heartbeat_due = False
+        self._out = []
+        self.out_bytes = 0
+        if len(out) == 1:
+            return out
+        limit = max_bytes or self.limits.max_frame_bytes
+        messages: list[str] = []
+        chunk: list[str] = []
+        size = 2
+        for text in out:
+            if chunk and size + len(text) + 1 > limit:
+                messages.append("[" + ",".join(chunk) + "]")
+                chunk = []
+                size = 2
+            chunk.append(text)
+            size += len(text) + 1
+        if chunk:
+            messages.append(chunk[0] if len(chunk) == 1 else "[" + ",".join(chunk) + "]")
+        return messages
+
+    def links(self) -> list[Link]:
+        """Every attached link (for rights re-checks after a refresh)."""
+        return [
+            link
+            for session in self.sessions.values()
+            for link in session.links.values()
+            if link.state is LinkState.ATTACHED
+        ]
