@@ -6,9 +6,22 @@ file < environment < flags into one ``Settings``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import difflib
+import json
+import math
+import os
+import re
+import secrets
+import tomllib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from wsq.exceptions import ConfigError
+from wsq.protocol.addresses import is_valid_address
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,3 +84,651 @@ class Settings:
     tenants: Mapping[str, TenantConfig] = field(default_factory=lambda: MappingProxyType({}))
     # True when no configuration was given and a development tenant was generated.
     dev_mode: bool = False
+
+
+# ------------------------------------------------------------------------------------------------
+# Loading: TOML file < environment < overrides (command-line flags)
+
+#: Signature algorithms a key may name (contract section 7).
+ALGORITHMS: tuple[str, ...] = (
+    "HS256",
+    "HS384",
+    "HS512",
+    "RS256",
+    "RS384",
+    "RS512",
+    "ES256",
+    "ES384",
+    "EdDSA",
+)
+HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+#: RFC 7518 section 3.2: an HMAC key should be at least as long as the hash output.
+HMAC_MIN_BYTES: Mapping[str, int] = MappingProxyType({"HS256": 32, "HS384": 48, "HS512": 64})
+#: RFC 7518 section 3.3: RSA keys of 2048 bits or more.
+RSA_MIN_BITS = 2048
+_EC_CURVES: Mapping[str, str] = MappingProxyType({"ES256": "secp256r1", "ES384": "secp384r1"})
+
+BROKER_SCHEMES: tuple[str, ...] = ("memory", "redis", "rediss", "redis+cluster")
+
+MIN_FRAME_BYTES = 1024
+MAX_FRAME_BYTES = 64 * 1024 * 1024
+MIN_IDLE_MS = 1000
+MIN_OPEN_TIMEOUT_MS = 100
+
+DEV_TENANT = "dev"
+DEV_KID = "dev"
+
+ENV_CONFIG = "WSQ_CONFIG"
+ENV_BROKER = "WSQ_BROKER"
+ENV_HOST = "WSQ_HOST"
+ENV_PORT = "WSQ_PORT"
+ENV_WORKERS = "WSQ_WORKERS"
+ENV_DEV_SECRET = "WSQ_DEV_SECRET"
+#: Where ``wsq serve`` hands the resolved settings (``settings_to_json``) to its worker processes.
+ENV_RESOLVED_SETTINGS = "WSQ_RESOLVED_SETTINGS"
+
+_SETTINGS_FORMAT = "wsq.settings/1"
+_NODE_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_KEY_SOURCES = ("secret", "secret_env", "public_key", "public_key_file", "jwks_url")
+_SERVER_ENV: tuple[tuple[str, str], ...] = (
+    (ENV_HOST, "host"),
+    (ENV_PORT, "port"),
+    (ENV_WORKERS, "workers"),
+)
+
+
+def _describe(value: object) -> str:
+    """``value`` named in TOML terms, for error messages."""
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, int):
+        return f"an integer ({value})"
+    if isinstance(value, float):
+        return f"a float ({value})"
+    if isinstance(value, str):
+        return f"a string ({value!r})"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, Mapping):
+        return "a table"
+    if value is None:
+        return "null"
+    return f"a {type(value).__name__}"
+
+
+class _Table:
+    """Strict, typed reads of one table; every problem is a ConfigError naming its key.
+
+    Every getter records its key, present or not, so that ``finish`` can refuse the keys nobody
+    asked for (misspellings above all) and list the ones that are known.
+    """
+
+    def __init__(
+        self,
+        data: Mapping[str, Any],
+        source: str,
+        path: str = "",
+        origins: Mapping[str, str] | None = None,
+    ) -> None:
+        self.data = data
+        self.source = source
+        self.path = path
+        self._origins = origins or {}
+        self._known: list[str] = []
+
+    @property
+    def where(self) -> str:
+        return f"{self.source}: {self.path}" if self.path else self.source
+
+    def label(self, key: str) -> str:
+        if key in self._origins:
+            return self._origins[key]
+        return f"{self.source}: {self.path}.{key}" if self.path else f"{self.source}: {key}"
+
+    def error(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self.label(key)}: {problem}")
+
+    def _take(self, key: str) -> Any:
+        if key not in self._known:
+            self._known.append(key)
+        return self.data.get(key)
+
+    def get_int(self, key: str, default: int, *, minimum: int, maximum: int | None = None) -> int:
+        value = self._take(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(key, f"expected an integer, got {_describe(value)}")
+        if value < minimum or (maximum is not None and value > maximum):
+            if maximum is None:
+                raise self.error(key, f"must be at least {minimum}, got {value}")
+            raise self.error(key, f"must be between {minimum} and {maximum}, got {value}")
+        return value
+
+    def get_float(self, key: str, default: float, *, minimum: float) -> float:
+        value = self._take(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.error(key, f"expected a number, got {_describe(value)}")
+        number = float(value)
+        if not math.isfinite(number) or number < minimum:
+            raise self.error(key, f"must be a finite number of at least {minimum}, got {value}")
+        return number
+
+    def get_bool(self, key: str, default: bool) -> bool:
+        value = self._take(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise self.error(key, f"expected true or false, got {_describe(value)}")
+        return value
+
+    def get_opt_str(self, key: str, *, allow_empty: bool = False) -> str | None:
+        value = self._take(key)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise self.error(key, f"expected a string, got {_describe(value)}")
+        if not value and not allow_empty:
+            raise self.error(key, "must not be empty")
+        return value
+
+    def get_str(self, key: str, default: str, *, allow_empty: bool = False) -> str:
+        value = self.get_opt_str(key, allow_empty=allow_empty)
+        return default if value is None else value
+
+    def get_table(self, key: str) -> Mapping[str, Any]:
+        value = self._take(key)
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            raise self.error(key, f"expected a table, got {_describe(value)}")
+        return value
+
+    def get_list(self, key: str) -> list[Any] | None:
+        value = self._take(key)
+        if value is None:
+            return None
+        if not isinstance(value, list):
+            raise self.error(key, f"expected an array, got {_describe(value)}")
+        return value
+
+    def finish(self) -> None:
+        """Refuse every key that no getter asked for."""
+        for key in self.data:
+            if key in self._known:
+                continue
+            close = difflib.get_close_matches(key, self._known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            known = ", ".join(self._known) or "none"
+            raise self.error(key, f"unknown key; {hint}known keys here: {known}")
+
+
+# -- server and broker -----------------------------------------------------------------------
+
+
+def _parse_server(
+    doc: Mapping[str, Any],
+    source: str,
+    layers: Mapping[str, tuple[Any, str]],
+) -> ServerConfig:
+    """``[server]`` of the file with ``layers`` (environment, then overrides) applied on top.
+
+    ``layers`` maps a field to ``(value, origin)``; ``origin`` names where the value came from in
+    error messages (``WSQ_PORT``, ``port (from the command line)``).
+    """
+    merged: dict[str, Any] = dict(doc)
+    origins: dict[str, str] = {}
+    for key, (value, origin) in layers.items():
+        merged[key] = value
+        origins[key] = origin
+    t = _Table(merged, source, "server", origins)
+    default = ServerConfig()
+    host = t.get_str("host", default.host)
+    port = t.get_int("port", default.port, minimum=1, maximum=65535)
+    workers = t.get_int("workers", default.workers, minimum=1, maximum=1024)
+    idle_ms = t.get_int("idle_ms", default.idle_ms, minimum=MIN_IDLE_MS)
+    max_sessions = t.get_int("max_sessions", default.max_sessions, minimum=1)
+    max_links = t.get_int("max_links_per_session", default.max_links_per_session, minimum=1)
+    max_frame_bytes = t.get_int(
+        "max_frame_bytes", default.max_frame_bytes, minimum=MIN_FRAME_BYTES, maximum=MAX_FRAME_BYTES
+    )
+    outbox_max_bytes = t.get_int("outbox_max_bytes", default.outbox_max_bytes, minimum=1)
+    if outbox_max_bytes < max_frame_bytes:
+        raise t.error(
+            "outbox_max_bytes",
+            f"must be at least max_frame_bytes ({max_frame_bytes}), got {outbox_max_bytes}: "
+            "one frame must fit in a socket's outbox",
+        )
+    open_timeout_ms = t.get_int(
+        "open_timeout_ms", default.open_timeout_ms, minimum=MIN_OPEN_TIMEOUT_MS
+    )
+    node_id = t.get_str("node_id", default.node_id, allow_empty=True)
+    if node_id and _NODE_ID_RE.fullmatch(node_id) is None:
+        raise t.error("node_id", "must be 1 to 64 characters of A-Z a-z 0-9 _ - (or empty)")
+    t.finish()
+    return ServerConfig(
+        host=host,
+        port=port,
+        workers=workers,
+        idle_ms=idle_ms,
+        max_sessions=max_sessions,
+        max_links_per_session=max_links,
+        max_frame_bytes=max_frame_bytes,
+        outbox_max_bytes=outbox_max_bytes,
+        open_timeout_ms=open_timeout_ms,
+        node_id=node_id,
+    )
+
+
+def _broker_url_problem(url: str) -> str | None:
+    """Why ``url`` is not a broker URL, or None when it is one."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as e:
+        return f"not a valid URL ({e})"
+    scheme = parts.scheme.lower()
+    if scheme not in BROKER_SCHEMES:
+        shown = f"scheme {scheme + '://'!r}" if scheme else "no scheme"
+        return (
+            f"unsupported broker URL {url!r} ({shown}); use memory://, redis://host:6379/0, "
+            "rediss://host:6380/0 (TLS) or redis+cluster://host:7000"
+        )
+    if scheme == "memory":
+        if parts.netloc or parts.path or parts.query or parts.fragment:
+            return (
+                f"the memory broker takes no host, path or options: write 'memory://', not {url!r}"
+            )
+        return None
+    if not parts.hostname:
+        return f"{url!r} names no host; write {scheme}://host:port"
+    if port == 0:
+        return f"{url!r}: port 0 is not a port"
+    db = parts.path.lstrip("/")
+    if scheme == "redis+cluster":
+        if db not in ("", "0"):
+            return f"{url!r}: a Redis Cluster has only database 0"
+    elif db and not db.isdigit():
+        return f"{url!r}: the path must be a database number (redis://host:6379/0)"
+    return None
+
+
+def _parse_broker(
+    doc: Mapping[str, Any], source: str, layer: tuple[Any, str] | None
+) -> BrokerConfig:
+    merged = dict(doc)
+    origins: dict[str, str] = {}
+    if layer is not None:
+        merged["url"], origins["url"] = layer
+    t = _Table(merged, source, "broker", origins)
+    url = t.get_str("url", BrokerConfig().url)
+    problem = _broker_url_problem(url)
+    if problem is not None:
+        raise t.error("url", problem)
+    t.finish()
+    return BrokerConfig(url=url)
+
+
+def broker_scheme(url: str) -> str:
+    """The scheme of a (valid) broker URL: ``memory``, ``redis``, ``rediss``, ``redis+cluster``."""
+    return urlsplit(url).scheme.lower()
+
+
+# -- tenants and keys ------------------------------------------------------------------------
+
+
+def _public_key_problem(alg: str, pem: str) -> str | None:
+    """Why ``pem`` is not a public key usable with ``alg``, or None when it is."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    if "PRIVATE KEY-----" in pem:
+        return (
+            "holds a PRIVATE key; give only its public half "
+            "(openssl pkey -in key.pem -pubout), the gateway never needs the private key"
+        )
+    if "BEGIN CERTIFICATE" in pem:
+        return "holds a certificate; give its public key (openssl x509 -in cert.pem -pubkey -noout)"
+    try:
+        key = load_pem_public_key(pem.encode())
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        return "is not a PEM public key (-----BEGIN PUBLIC KEY----- ...)"
+    if alg.startswith("RS"):
+        if not isinstance(key, rsa.RSAPublicKey):
+            return f"{alg} needs an RSA public key, this is {_key_kind(key)}"
+        if key.key_size < RSA_MIN_BITS:
+            return f"the RSA key has {key.key_size} bits; {alg} needs at least {RSA_MIN_BITS}"
+        return None
+    if alg in _EC_CURVES:
+        if not isinstance(key, ec.EllipticCurvePublicKey):
+            return f"{alg} needs an EC public key, this is {_key_kind(key)}"
+        if key.curve.name != _EC_CURVES[alg]:
+            return f"{alg} needs a key on curve {_EC_CURVES[alg]}, this one is on {key.curve.name}"
+        return None
+    if not isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+        return f"EdDSA needs an Ed25519 or Ed448 public key, this is {_key_kind(key)}"
+    return None
+
+
+def _key_kind(key: object) -> str:
+    from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+
+    kinds: tuple[tuple[type, str], ...] = (
+        (rsa.RSAPublicKey, "an RSA key"),
+        (ec.EllipticCurvePublicKey, "an EC key"),
+        (ed25519.Ed25519PublicKey, "an Ed25519 key"),
+        (ed448.Ed448PublicKey, "an Ed448 key"),
+    )
+    for cls, kind in kinds:
+        if isinstance(key, cls):
+            return kind
+    return f"a {type(key).__name__.lstrip('_')}"
+
+
+def _parse_key(t: _Table, environ: Mapping[str, str], base_dir: Path) -> KeyConfig:
+    alg = t.get_opt_str("alg")
+    if alg is None:
+        raise ConfigError(f"{t.where}: missing 'alg' (one of {', '.join(ALGORITHMS)})")
+    if alg not in ALGORITHMS:
+        close = [a for a in ALGORITHMS if a.lower() == alg.lower()]
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise t.error("alg", f"unknown algorithm {alg!r}; {hint}allowed: {', '.join(ALGORITHMS)}")
+    kid = t.get_opt_str("kid")
+    given = {name: t.get_opt_str(name) for name in _KEY_SOURCES}
+    t.finish()
+    present = [name for name, value in given.items() if value is not None]
+    hmac = alg in HMAC_ALGORITHMS
+    if not present:
+        needs = "secret or secret_env" if hmac else "public_key, public_key_file or jwks_url"
+        raise ConfigError(f"{t.where}: no key material; {alg} needs {needs}")
+    if len(present) > 1:
+        raise ConfigError(
+            f"{t.where}: give exactly one of {', '.join(_KEY_SOURCES)}; found {', '.join(present)}"
+        )
+    source = present[0]
+    value = given[source]
+    assert value is not None
+    if hmac and source not in ("secret", "secret_env"):
+        raise t.error(source, f"{alg} is an HMAC algorithm: it needs secret or secret_env")
+    if not hmac and source in ("secret", "secret_env"):
+        raise t.error(
+            source,
+            f"{alg} verifies with a public key: give public_key, public_key_file or jwks_url, "
+            "not a shared secret",
+        )
+    if source in ("secret", "secret_env"):
+        if source == "secret_env":
+            secret = environ.get(value)
+            if not secret:
+                raise t.error(source, f"environment variable {value} is not set or empty")
+        else:
+            secret = value
+        if secret.lstrip().startswith("-----BEGIN"):
+            raise t.error(source, f"looks like a PEM key; {alg} needs a shared secret string")
+        return KeyConfig(alg=alg, kid=kid, secret=secret)
+    if source == "jwks_url":
+        parts = urlsplit(value)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise t.error(source, f"expected an https:// URL, got {value!r}")
+        return KeyConfig(alg=alg, kid=kid, jwks_url=value)
+    if source == "public_key_file":
+        path = base_dir / Path(value).expanduser()
+        try:
+            pem = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            raise t.error(source, f"cannot read {str(path)!r}: {reason}") from e
+    else:
+        pem = value
+    problem = _public_key_problem(alg, pem)
+    if problem is not None:
+        raise t.error(source, problem)
+    return KeyConfig(alg=alg, kid=kid, public_key=pem)
+
+
+def _parse_tenant(
+    name: str, doc: object, source: str, environ: Mapping[str, str], base_dir: Path
+) -> TenantConfig:
+    where = f"tenants.{name}"
+    if not is_valid_address(name):
+        raise ConfigError(
+            f"{source}: tenants.{name!r}: a tenant name must be an address "
+            "(dot-separated tokens of A-Z a-z 0-9 _ -, at most 255 characters)"
+        )
+    if not isinstance(doc, Mapping):
+        raise ConfigError(f"{source}: {where}: expected a table, got {_describe(doc)}")
+    t = _Table(doc, source, where)
+    default = TenantConfig(name=name, issuer=name, keys=())
+    issuer = t.get_str("issuer", name)
+    raw_keys = t.get_list("keys")
+    if not raw_keys:
+        raise ConfigError(
+            f"{source}: {where}.keys: a tenant needs at least one key, "
+            'e.g. keys = [{ kid = "k1", alg = "HS256", secret_env = "ACME_SECRET" }]'
+        )
+    keys: list[KeyConfig] = []
+    kids: set[str] = set()
+    for i, raw in enumerate(raw_keys):
+        key_where = f"{where}.keys[{i}]"
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"{source}: {key_where}: expected a table, got {_describe(raw)}")
+        key = _parse_key(_Table(raw, source, key_where), environ, base_dir)
+        if key.kid is not None:
+            if key.kid in kids:
+                raise ConfigError(
+                    f"{source}: {key_where}.kid: duplicate kid {key.kid!r} in tenant {name!r}"
+                )
+            kids.add(key.kid)
+        keys.append(key)
+    retention_max_len = t.get_int("retention_max_len", default.retention_max_len, minimum=1)
+    retention_max_age_ms = t.get_int(
+        "retention_max_age_ms", default.retention_max_age_ms, minimum=1
+    )
+    dedup_window_ms = t.get_int("dedup_window_ms", default.dedup_window_ms, minimum=0)
+    idle_expiry_ms = t.get_int("idle_expiry_ms", default.idle_expiry_ms, minimum=1000)
+    dead_letter = t.get_opt_str("dead_letter")
+    if dead_letter is not None and not is_valid_address(dead_letter):
+        raise t.error(
+            "dead_letter",
+            f"{dead_letter!r} is not an address (dot-separated tokens of A-Z a-z 0-9 _ -, "
+            "no wildcards)",
+        )
+    redelivery_delay_ms = t.get_int("redelivery_delay_ms", default.redelivery_delay_ms, minimum=0)
+    publish_rate = t.get_float("publish_rate", default.publish_rate, minimum=0.0)
+    t.finish()
+    return TenantConfig(
+        name=name,
+        issuer=issuer,
+        keys=tuple(keys),
+        retention_max_len=retention_max_len,
+        retention_max_age_ms=retention_max_age_ms,
+        dedup_window_ms=dedup_window_ms,
+        idle_expiry_ms=idle_expiry_ms,
+        dead_letter=dead_letter,
+        redelivery_delay_ms=redelivery_delay_ms,
+        publish_rate=publish_rate,
+    )
+
+
+def _parse_tenants(
+    doc: Mapping[str, Any], source: str, environ: Mapping[str, str], base_dir: Path
+) -> dict[str, TenantConfig]:
+    tenants: dict[str, TenantConfig] = {}
+    issuers: dict[str, str] = {}
+    for name, tenant_doc in doc.items():
+        tenant = _parse_tenant(name, tenant_doc, source, environ, base_dir)
+        if tenant.issuer in issuers:
+            raise ConfigError(
+                f"{source}: tenants.{name}.issuer: issuer {tenant.issuer!r} is already the issuer "
+                f"of tenant {issuers[tenant.issuer]!r}; each tenant needs its own"
+            )
+        issuers[tenant.issuer] = name
+        tenants[name] = tenant
+    return tenants
+
+
+def _dev_tenant(environ: Mapping[str, str]) -> TenantConfig:
+    secret = environ.get(ENV_DEV_SECRET) or secrets.token_urlsafe(32)
+    key = KeyConfig(alg="HS256", kid=DEV_KID, secret=secret)
+    return TenantConfig(name=DEV_TENANT, issuer=DEV_TENANT, keys=(key,))
+
+
+def _check_whole(server: ServerConfig, broker: BrokerConfig) -> None:
+    if server.workers > 1 and broker_scheme(broker.url) == "memory":
+        raise ConfigError(
+            f"workers = {server.workers} needs a shared broker: the memory:// broker lives inside "
+            "one process, so workers would not see each other's messages; "
+            "use redis://host:6379/0 (--broker or WSQ_BROKER) or run one worker"
+        )
+
+
+# -- the public entry points -----------------------------------------------------------------
+
+
+def _read_toml(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: configuration file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a configuration file") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text: {e}") from None
+
+
+def _env_int(var: str, text: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise ConfigError(f"{var}: expected an integer, got {text!r}") from None
+
+
+_OVERRIDABLE = frozenset(f.name for f in fields(ServerConfig)) | {"broker"}
+
+
+def load_settings(
+    *,
+    config_path: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Resolve the settings: TOML file < environment < ``overrides`` (command-line flags).
+
+    The file is ``config_path``, else ``$WSQ_CONFIG``, else none. The environment gives
+    ``WSQ_BROKER`` (broker URL), ``WSQ_HOST``, ``WSQ_PORT``, ``WSQ_WORKERS``, the variables that
+    ``secret_env`` keys name and ``WSQ_DEV_SECRET``; empty variables count as unset.
+    ``overrides`` takes ``broker`` and any ``ServerConfig`` field; ``None`` values are skipped.
+    A relative ``public_key_file`` is read relative to the file's directory.
+
+    With no tenant configured the result is in dev mode: one tenant ``dev`` (issuer ``dev``) with
+    one HS256 key ``dev`` whose secret is ``$WSQ_DEV_SECRET`` or a fresh random one.
+    Every problem raises ConfigError with a message naming where it is.
+    """
+    env: Mapping[str, str] = os.environ if environ is None else environ
+    path = config_path if config_path is not None else (env.get(ENV_CONFIG) or None)
+    if path is not None:
+        doc = _read_toml(path)
+        source = path
+        base_dir = Path(path).expanduser().resolve().parent
+    else:
+        doc, source, base_dir = {}, "configuration", Path.cwd()
+
+    top = _Table(doc, source)
+    server_doc = top.get_table("server")
+    broker_doc = top.get_table("broker")
+    tenants_doc = top.get_table("tenants")
+    top.finish()
+
+    server_layers: dict[str, tuple[Any, str]] = {}
+    broker_layer: tuple[Any, str] | None = None
+    for var, key in _SERVER_ENV:
+        text = env.get(var)
+        if text:
+            server_layers[key] = (text if key == "host" else _env_int(var, text), var)
+    if env.get(ENV_BROKER):
+        broker_layer = (env[ENV_BROKER], ENV_BROKER)
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        origin = f"{key} (from the command line)"
+        if key not in _OVERRIDABLE:
+            known = ", ".join(sorted(_OVERRIDABLE))
+            raise ConfigError(f"{origin}: unknown setting; known: {known}")
+        if key == "broker":
+            broker_layer = (value, origin)
+        else:
+            server_layers[key] = (value, origin)
+
+    server = _parse_server(server_doc, source, server_layers)
+    broker = _parse_broker(broker_doc, source, broker_layer)
+    tenants = _parse_tenants(tenants_doc, source, env, base_dir)
+    dev_mode = not tenants
+    if dev_mode:
+        tenants = {DEV_TENANT: _dev_tenant(env)}
+    _check_whole(server, broker)
+    return Settings(
+        server=server, broker=broker, tenants=MappingProxyType(tenants), dev_mode=dev_mode
+    )
+
+
+def _drop_none(d: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+def settings_to_json(s: Settings) -> str:
+    """``s`` as JSON text that ``settings_from_json`` turns back into an equal ``Settings``.
+
+    It holds the secrets: it is meant for ``WSQ_RESOLVED_SETTINGS`` of the gateway's own worker
+    processes, never for logs.
+    """
+    tenants: dict[str, Any] = {}
+    for name, tenant in s.tenants.items():
+        doc = asdict(tenant)
+        del doc["name"]
+        doc["keys"] = [_drop_none(asdict(key)) for key in tenant.keys]
+        tenants[name] = _drop_none(doc)
+    return json.dumps(
+        {
+            "format": _SETTINGS_FORMAT,
+            "dev_mode": s.dev_mode,
+            "server": asdict(s.server),
+            "broker": asdict(s.broker),
+            "tenants": tenants,
+        },
+        separators=(",", ":"),
+    )
+
+
+def settings_from_json(text: str) -> Settings:
+    """The ``Settings`` that ``settings_to_json`` wrote, validated again; ConfigError if not."""
+    source = "resolved settings"
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{source}: invalid JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{source}: expected a JSON object, got {_describe(doc)}")
+    top = _Table(doc, source)
+    fmt = top.get_opt_str("format")
+    if fmt != _SETTINGS_FORMAT:
+        raise top.error("format", f"expected {_SETTINGS_FORMAT!r}, got {fmt!r}")
+    dev_mode = top.get_bool("dev_mode", False)
+    server = _parse_server(top.get_table("server"), source, {})
+    broker = _parse_broker(top.get_table("broker"), source, None)
+    # Secrets and key files were resolved when the settings were loaded: nothing is looked up now.
+    tenants = _parse_tenants(top.get_table("tenants"), source, {}, Path.cwd())
+    top.finish()
+    if not tenants:
+        raise ConfigError(f"{source}: tenants: no tenant")
+    _check_whole(server, broker)
+    return Settings(
+        server=server, broker=broker, tenants=MappingProxyType(tenants), dev_mode=dev_mode
+    )

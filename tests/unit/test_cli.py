@@ -1,0 +1,436 @@
+"""wsq.cli: serve (without starting a server), token, check-config, python -m wsq."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+import uvicorn
+
+from wsq import __version__
+from wsq.cli import main, redact_url
+from wsq.config import settings_from_json
+
+SECRET = "a-long-enough-shared-secret-for-hs256-0123456789"
+ENV_VARS = (
+    "WSQ_CONFIG",
+    "WSQ_BROKER",
+    "WSQ_HOST",
+    "WSQ_PORT",
+    "WSQ_WORKERS",
+    "WSQ_DEV_SECRET",
+    "WSQ_RESOLVED_SETTINGS",
+)
+
+
+@pytest.fixture(autouse=True)
+def clean_environment() -> Iterator[None]:
+    """No WSQ_* from outside; whatever the command sets is undone afterwards."""
+    saved = dict(os.environ)
+    for name in ENV_VARS:
+        os.environ.pop(name, None)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.fixture
+def uvicorn_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+    calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+
+    def fake_run(*args: Any, **kwargs: Any) -> None:
+        calls.append((args, kwargs))
+
+    monkeypatch.setattr(uvicorn, "run", fake_run)
+    return calls
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> str:
+    path = tmp_path / "wsq.toml"
+    path.write_text(
+        f"""
+[server]
+port = 9000
+max_frame_bytes = 65536
+
+[broker]
+url = "redis://:hunter2@127.0.0.1:6379/0"
+
+[tenants.acme]
+issuer = "acme-issuer"
+keys = [
+  {{ kid = "k1", alg = "HS256", secret = "{SECRET}" }},
+  {{ kid = "k2", alg = "HS512", secret = "{SECRET * 2}" }},
+  {{ kid = "j", alg = "RS256", jwks_url = "https://idp.example/jwks" }},
+]
+
+[tenants.pub]
+keys = [{{ kid = "j", alg = "RS256", jwks_url = "https://idp.example/jwks" }}]
+"""
+    )
+    return str(path)
+
+
+def needs_auth() -> None:
+    pytest.importorskip("wsq.auth", reason="wsq.auth (mint_token) is not there yet")
+
+
+# -- serve ------------------------------------------------------------------------------------
+
+
+def test_serve_refuses_workers_on_memory(
+    capsys: pytest.CaptureFixture[str], uvicorn_calls: list[Any]
+) -> None:
+    assert main(["serve", "--workers", "2"]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith("wsq: error: ")
+    assert "memory://" in err and "one process" in err and "redis://" in err
+    assert out == ""
+    assert uvicorn_calls == []
+    assert "WSQ_RESOLVED_SETTINGS" not in os.environ
+
+
+def test_serve_refuses_workers_on_memory_from_environment(
+    capsys: pytest.CaptureFixture[str], uvicorn_calls: list[Any]
+) -> None:
+    os.environ["WSQ_WORKERS"] = "3"
+    assert main(["serve"]) == 2
+    assert "shared broker" in capsys.readouterr().err
+    assert uvicorn_calls == []
+
+
+def test_serve_runs_uvicorn(
+    config: str, capsys: pytest.CaptureFixture[str], uvicorn_calls: list[Any]
+) -> None:
+    code = main(
+        [
+            "serve",
+            "--config",
+            config,
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "9100",
+            "--workers",
+            "3",
+            "--log-level",
+            "warning",
+        ]
+    )
+    assert code == 0
+    ((args, kwargs),) = uvicorn_calls
+    assert args == ("wsq.app:app_factory",)
+    loop = kwargs.pop("loop")
+    assert loop in ("uvloop", "asyncio")
+    assert kwargs == {
+        "factory": True,
+        "host": "0.0.0.0",
+        "port": 9100,
+        "workers": 3,
+        "ws": "websockets",
+        "ws_max_size": 4 * 65536,
+        "ws_ping_interval": None,
+        "ws_ping_timeout": None,
+        "log_level": "warning",
+        "lifespan": "on",
+        "proxy_headers": True,
+    }
+    resolved = settings_from_json(os.environ["WSQ_RESOLVED_SETTINGS"])
+    assert resolved.server.port == 9100 and resolved.server.workers == 3
+    assert resolved.broker.url == "redis://:hunter2@127.0.0.1:6379/0"
+    assert resolved.tenants["acme"].issuer == "acme-issuer"
+    assert not resolved.dev_mode
+    out, err = capsys.readouterr()
+    # Not dev mode: no secret anywhere on the terminal.
+    assert SECRET not in out + err and "hunter2" not in out + err
+
+
+def test_serve_broker_flag_beats_environment(
+    config: str, uvicorn_calls: list[Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    os.environ["WSQ_BROKER"] = "redis://env:6379/0"
+    assert main(["serve", "--config", config, "--broker", "redis+cluster://flag:7000"]) == 0
+    resolved = settings_from_json(os.environ["WSQ_RESOLVED_SETTINGS"])
+    assert resolved.broker.url == "redis+cluster://flag:7000"
+    assert uvicorn_calls[0][1]["log_level"] == "info"
+
+
+def test_serve_uses_wsq_config(config: str, uvicorn_calls: list[Any]) -> None:
+    os.environ["WSQ_CONFIG"] = config
+    assert main(["serve"]) == 0
+    assert uvicorn_calls[0][1]["port"] == 9000
+
+
+def test_serve_dev_mode_banner(
+    capsys: pytest.CaptureFixture[str], uvicorn_calls: list[Any]
+) -> None:
+    needs_auth()
+    assert main(["serve", "--port", "8123"]) == 0
+    out, _ = capsys.readouterr()
+    resolved = settings_from_json(os.environ["WSQ_RESOLVED_SETTINGS"])
+    assert resolved.dev_mode
+    secret = resolved.tenants["dev"].keys[0].secret
+    assert secret is not None
+    assert os.environ["WSQ_DEV_SECRET"] == secret
+    assert "DEVELOPMENT MODE" in out
+    assert secret in out
+    assert "http://127.0.0.1:8123/" in out
+    assert "ws://127.0.0.1:8123/ws" in out
+    token = next(line.split()[1] for line in out.splitlines() if line.strip().startswith("token"))
+    claims = jwt.decode(token, secret, algorithms=["HS256"])
+    assert claims["iss"] == "dev"
+    assert claims["wsq"] == {"publish": [">"], "subscribe": [">"]}
+    assert 24 * 3600 - 60 <= claims["exp"] - time.time() <= 24 * 3600 + 60
+    assert jwt.get_unverified_header(token)["kid"] == "dev"
+
+
+def test_serve_dev_mode_keeps_given_secret(
+    capsys: pytest.CaptureFixture[str], uvicorn_calls: list[Any]
+) -> None:
+    needs_auth()
+    os.environ["WSQ_DEV_SECRET"] = SECRET
+    assert main(["serve", "--host", "::"]) == 0
+    out, _ = capsys.readouterr()
+    assert SECRET in out
+    assert "http://[::1]:8000/" in out
+    assert (
+        settings_from_json(os.environ["WSQ_RESOLVED_SETTINGS"]).tenants["dev"].keys[0].secret
+        == SECRET
+    )
+
+
+def test_serve_invalid_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], uvicorn_calls: list[Any]
+) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[server]\nidle_ms = 10\n")
+    assert main(["serve", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("wsq: error: ")
+    assert "server.idle_ms: must be at least 1000" in err
+    assert uvicorn_calls == []
+
+
+def test_serve_bad_port_flag(capsys: pytest.CaptureFixture[str], uvicorn_calls: list[Any]) -> None:
+    assert main(["serve", "--port", "0"]) == 2
+    assert "port (from the command line): must be between 1 and 65535" in capsys.readouterr().err
+    assert main(["serve", "--port", "x"]) == 2  # argparse: not an int
+    assert uvicorn_calls == []
+
+
+# -- token ------------------------------------------------------------------------------------
+
+
+def test_token(config: str, capsys: pytest.CaptureFixture[str]) -> None:
+    needs_auth()
+    code = main(
+        [
+            "token",
+            "--config",
+            config,
+            "--tenant",
+            "acme",
+            "--sub",
+            "alice",
+            "--publish",
+            "chat.>",
+            "--subscribe",
+            "chat.*",
+            "--subscribe",
+            "user.alice",
+            "--ttl",
+            "600",
+        ]
+    )
+    assert code == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    token = out.strip()
+    assert out == token + "\n"  # the token and nothing else
+    claims = jwt.decode(token, SECRET, algorithms=["HS256"])
+    assert claims["iss"] == "acme-issuer"
+    assert claims["sub"] == "alice"
+    assert claims["wsq"] == {"publish": ["chat.>"], "subscribe": ["chat.*", "user.alice"]}
+    assert 540 <= claims["exp"] - time.time() <= 660
+    assert jwt.get_unverified_header(token)["kid"] == "k1"
+
+
+def test_token_with_kid(config: str, capsys: pytest.CaptureFixture[str]) -> None:
+    needs_auth()
+    argv = ["token", "--config", config, "--tenant", "acme", "--sub", "bob", "--kid", "k2"]
+    assert main(argv) == 0
+    token = capsys.readouterr().out.strip()
+    header = jwt.get_unverified_header(token)
+    assert (header["alg"], header["kid"]) == ("HS512", "k2")
+    claims = jwt.decode(token, SECRET * 2, algorithms=["HS512"])
+    assert claims["sub"] == "bob"
+    # No --publish / --subscribe: no rights.
+    assert claims.get("wsq") in (None, {}, {"publish": [], "subscribe": []})
+
+
+def test_token_dev_mode(capsys: pytest.CaptureFixture[str]) -> None:
+    needs_auth()
+    os.environ["WSQ_DEV_SECRET"] = SECRET
+    assert main(["token", "--tenant", "dev", "--sub", "dev-user", "--subscribe", ">"]) == 0
+    token = capsys.readouterr().out.strip()
+    claims = jwt.decode(token, SECRET, algorithms=["HS256"])
+    assert claims["iss"] == "dev" and claims["sub"] == "dev-user"
+    assert claims["wsq"]["subscribe"] == [">"]
+
+
+def test_token_dev_mode_needs_secret(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["token", "--tenant", "dev", "--sub", "x"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("wsq: error: ")
+    assert "WSQ_DEV_SECRET" in err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            ["--tenant", "nope", "--sub", "x"],
+            "--tenant: unknown tenant 'nope' (configured: 'acme', 'pub')",
+        ),
+        (["--tenant", "acme", "--sub", ""], "--sub: must not be empty"),
+        (
+            ["--tenant", "acme", "--sub", "x", "--publish", "a..b"],
+            "--publish: 'a..b' is not a pattern",
+        ),
+        (
+            ["--tenant", "acme", "--sub", "x", "--subscribe", "a.>.b"],
+            "--subscribe: 'a.>.b' is not a pattern",
+        ),
+        (["--tenant", "acme", "--sub", "x", "--ttl", "0"], "--ttl: must be at least 1 second"),
+        (
+            ["--tenant", "acme", "--sub", "x", "--kid", "zz"],
+            "tenant 'acme' has no key with kid 'zz'",
+        ),
+        (
+            ["--tenant", "acme", "--sub", "x", "--kid", "j"],
+            "key 'j' has a secret to sign with; public keys",
+        ),
+        (["--tenant", "pub", "--sub", "x"], "tenant 'pub': none of its keys has a secret"),
+    ],
+)
+def test_token_errors(
+    config: str, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    assert main(["token", "--config", config, *extra]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("wsq: error: ")
+    assert message in err
+
+
+def test_token_requires_tenant_and_sub(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["token", "--sub", "x"]) == 2
+    assert "--tenant" in capsys.readouterr().err
+    assert main(["token", "--tenant", "dev"]) == 2
+    assert "--sub" in capsys.readouterr().err
+
+
+# -- check-config -----------------------------------------------------------------------------
+
+
+def test_check_config_ok(config: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", "--config", config]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert f"configuration: {config}" in out
+    assert "tenant acme: issuer 'acme-issuer'" in out
+    assert "key 'k1': HS256, shared secret" in out
+    assert "key 'j': RS256, JWKS https://idp.example/jwks" in out
+    assert "broker: redis://:***@127.0.0.1:6379/0" in out
+    assert "configuration OK" in out
+    assert SECRET not in out and "hunter2" not in out
+
+
+def test_check_config_warns_about_short_secret(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "wsq.toml"
+    path.write_text(
+        '[tenants.acme]\nkeys = [ { kid = "k1", alg = "HS256", secret = "change-me" },\n'
+        '  { kid = "k2", alg = "RS256", jwks_url = "http://idp/jwks" } ]\n'
+    )
+    os.environ["WSQ_CONFIG"] = str(path)
+    assert main(["check-config"]) == 0
+    out = capsys.readouterr().out
+    assert f"configuration: {path}" in out
+    assert "warning: tenant 'acme' key k1: the HS256 secret has 9 bytes" in out
+    assert "warning: tenant 'acme' key k2: the JWKS is fetched over plain http" in out
+    assert "change-me" not in out
+
+
+def test_check_config_invalid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "wsq.toml"
+    path.write_text('[tenants.acme]\nkeys = [{ alg = "HS1", secret = "x" }]\n')
+    assert main(["check-config", "--config", str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("wsq: error: ")
+    assert "tenants.acme.keys[0].alg: unknown algorithm 'HS1'" in err
+
+
+def test_check_config_dev_mode(capsys: pytest.CaptureFixture[str]) -> None:
+    os.environ["WSQ_DEV_SECRET"] = SECRET
+    assert main(["check-config"]) == 0
+    out = capsys.readouterr().out
+    assert "development mode" in out
+    assert "no file" in out
+    assert SECRET not in out
+
+
+# -- misc -------------------------------------------------------------------------------------
+
+
+def test_no_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "usage: wsq" in capsys.readouterr().err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"wsq {__version__}"
+
+
+def test_redact_url() -> None:
+    assert redact_url("redis://:pw@h:6379/0") == "redis://:***@h:6379/0"
+    assert redact_url("rediss://user:pw@h:6380") == "rediss://user:***@h:6380"
+    assert redact_url("redis://h:6379/0") == "redis://h:6379/0"
+    assert redact_url("memory://") == "memory://"
+
+
+def test_python_dash_m(tmp_path: Path) -> None:
+    path = tmp_path / "wsq.toml"
+    path.write_text("[server]\nport = 0\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WSQ_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "wsq", "check-config", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "wsq: error: " in done.stderr and "server.port" in done.stderr
+    done = subprocess.run(
+        [sys.executable, "-m", "wsq", "--version"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0 and __version__ in done.stdout

@@ -1,0 +1,393 @@
+"""The ``wsq`` command: ``serve``, ``token``, ``check-config`` (contract section 8).
+
+Exit codes: 0 success; 2 a configuration or usage error (``wsq: error: ...`` on stderr);
+``check-config`` answers 1 for an invalid configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+from collections.abc import Callable, Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+from wsq import __version__
+from wsq.config import (
+    DEV_TENANT,
+    ENV_CONFIG,
+    ENV_DEV_SECRET,
+    ENV_RESOLVED_SETTINGS,
+    HMAC_MIN_BYTES,
+    KeyConfig,
+    Settings,
+    TenantConfig,
+    load_settings,
+    settings_to_json,
+)
+from wsq.exceptions import ConfigError
+from wsq.protocol.addresses import is_valid_pattern
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+DEV_TOKEN_TTL_S = 24 * 3600
+DEFAULT_TOKEN_TTL_S = 3600
+#: The application factory uvicorn imports in every worker; it reads WSQ_RESOLVED_SETTINGS.
+APP_FACTORY = "wsq.app:app_factory"
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _error(message: str) -> None:
+    print(f"wsq: error: {message}", file=sys.stderr, flush=True)
+
+
+def _out(line: str = "") -> None:
+    print(line, flush=True)
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (if any) replaced by ``***``: for printing broker URLs."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<invalid URL>"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def _browser_host(host: str) -> str:
+    """The host part of a URL a browser on this machine can open for a bind address."""
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    if ":" in host and not host.startswith("["):
+        return f"[{host}]"
+    return host
+
+
+def _event_loop() -> str:
+    return "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
+
+
+def _mint(
+    tenant: TenantConfig,
+    sub: str,
+    *,
+    publish: Sequence[str],
+    subscribe: Sequence[str],
+    ttl_s: int,
+    kid: str | None,
+) -> str:
+    from wsq.auth import mint_token
+
+    return mint_token(
+        tenant, sub, publish=list(publish), subscribe=list(subscribe), ttl_s=ttl_s, kid=kid
+    )
+
+
+# -- serve -----------------------------------------------------------------------------------
+
+
+def _print_dev_banner(settings: Settings) -> None:
+    tenant = settings.tenants[DEV_TENANT]
+    key = tenant.keys[0]
+    assert key.secret is not None
+    token = _mint(tenant, "dev", publish=[">"], subscribe=[">"], ttl_s=DEV_TOKEN_TTL_S, kid=key.kid)
+    host = _browser_host(settings.server.host)
+    port = settings.server.port
+    for line in (
+        "",
+        "wsq: DEVELOPMENT MODE: no tenant is configured, serving the development tenant "
+        f'"{DEV_TENANT}".',
+        "     Not for production: configure tenants in a TOML file (--config or WSQ_CONFIG).",
+        "",
+        f'  tenant   {DEV_TENANT} (issuer "{tenant.issuer}", key "{key.kid}", {key.alg})',
+        f"  secret   {key.secret}",
+        f"  token    {token}",
+        f'           (sub "dev", publish and subscribe ">", valid {DEV_TOKEN_TTL_S // 3600} h)',
+        f"  demo     http://{host}:{port}/",
+        f"  socket   ws://{host}:{port}/ws",
+        "",
+        f"  Keep this secret across restarts, and mint more tokens, with: export {ENV_DEV_SECRET}="
+        f"{key.secret}",
+        f"  then: wsq token --tenant {DEV_TENANT} --sub alice --subscribe 'chat.>'",
+        "",
+    ):
+        _out(line)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = load_settings(
+        config_path=args.config,
+        overrides={
+            "host": args.host,
+            "port": args.port,
+            "broker": args.broker,
+            "workers": args.workers,
+        },
+    )
+    # load_settings refuses it already; kept here so that the promise does not hang on that.
+    if settings.server.workers > 1 and settings.broker.url.startswith("memory:"):
+        raise ConfigError(
+            "--workers > 1 needs a shared broker: the memory:// broker is one process; "
+            "use redis://host:6379/0"
+        )
+    if settings.dev_mode:
+        secret = settings.tenants[DEV_TENANT].keys[0].secret
+        assert secret is not None
+        # Worker processes get the secret through WSQ_RESOLVED_SETTINGS; this keeps any child
+        # that loads settings itself on the same development secret.
+        os.environ[ENV_DEV_SECRET] = secret
+        _print_dev_banner(settings)
+    os.environ[ENV_RESOLVED_SETTINGS] = settings_to_json(settings)
+
+    import uvicorn
+
+    server = settings.server
+    uvicorn.run(
+        APP_FACTORY,
+        factory=True,
+        host=server.host,
+        port=server.port,
+        workers=server.workers,
+        ws="websockets",
+        # Larger than our own limit, so that the gateway sees an oversized message and answers
+        # wsq:frame-too-large itself instead of uvicorn closing the socket with 1009.
+        ws_max_size=4 * server.max_frame_bytes,
+        # Heartbeats are wsq's own empty batches (idle_ms); no WebSocket pings from uvicorn.
+        ws_ping_interval=None,
+        ws_ping_timeout=None,
+        log_level=args.log_level,
+        lifespan="on",
+        loop=_event_loop(),
+        proxy_headers=True,
+    )
+    return 0
+
+
+# -- token -----------------------------------------------------------------------------------
+
+
+def _signing_keys(tenant: TenantConfig, kid: str | None) -> list[KeyConfig]:
+    if kid is not None and all(key.kid != kid for key in tenant.keys):
+        kids = ", ".join(repr(key.kid) for key in tenant.keys if key.kid is not None) or "none"
+        raise ConfigError(f"tenant {tenant.name!r} has no key with kid {kid!r} (kids: {kids})")
+    return [
+        key for key in tenant.keys if key.secret is not None and (kid is None or key.kid == kid)
+    ]
+
+
+def _token(args: argparse.Namespace) -> int:
+    settings = load_settings(config_path=args.config)
+    if settings.dev_mode and not os.environ.get(ENV_DEV_SECRET):
+        raise ConfigError(
+            "no configuration (--config or WSQ_CONFIG) and no WSQ_DEV_SECRET: the development "
+            f"tenant {DEV_TENANT!r} gets a random secret at each start of `wsq serve`; set "
+            f"{ENV_DEV_SECRET} to the secret it printed to mint tokens it accepts"
+        )
+    tenant = settings.tenants.get(args.tenant)
+    if tenant is None:
+        known = ", ".join(repr(name) for name in settings.tenants)
+        raise ConfigError(f"--tenant: unknown tenant {args.tenant!r} (configured: {known})")
+    if not args.sub:
+        raise ConfigError("--sub: must not be empty")
+    publish: list[str] = args.publish or []
+    subscribe: list[str] = args.subscribe or []
+    for flag, patterns in (("--publish", publish), ("--subscribe", subscribe)):
+        for pattern in patterns:
+            if not is_valid_pattern(pattern):
+                raise ConfigError(
+                    f"{flag}: {pattern!r} is not a pattern (dot-separated tokens of "
+                    "A-Z a-z 0-9 _ -, '*' for one token, a final '>' for one or more)"
+                )
+    if args.ttl < 1:
+        raise ConfigError(f"--ttl: must be at least 1 second, got {args.ttl}")
+    if not _signing_keys(tenant, args.kid):
+        which = f"key {args.kid!r}" if args.kid is not None else "none of its keys"
+        raise ConfigError(
+            f"tenant {tenant.name!r}: {which} has a secret to sign with; public keys and JWKS "
+            "only verify, so mint its tokens where the private key is"
+        )
+    try:
+        token = _mint(
+            tenant, args.sub, publish=publish, subscribe=subscribe, ttl_s=args.ttl, kid=args.kid
+        )
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+    _out(token)
+    return 0
+
+
+# -- check-config ----------------------------------------------------------------------------
+
+
+def _describe_key(key: KeyConfig) -> str:
+    kid = f"key {key.kid!r}" if key.kid is not None else "key (no kid)"
+    if key.secret is not None:
+        material = f"shared secret ({len(key.secret.encode())} bytes)"
+    elif key.jwks_url is not None:
+        material = f"JWKS {redact_url(key.jwks_url)}"
+    else:
+        material = "public key"
+    return f"{kid}: {key.alg}, {material}"
+
+
+def _warnings(settings: Settings) -> list[str]:
+    found: list[str] = []
+    for tenant in settings.tenants.values():
+        for key in tenant.keys:
+            name = f"tenant {tenant.name!r} key {key.kid or '(no kid)'}"
+            if key.secret is not None:
+                size, want = len(key.secret.encode()), HMAC_MIN_BYTES[key.alg]
+                if size < want:
+                    found.append(
+                        f"{name}: the {key.alg} secret has {size} bytes, RFC 7518 asks for at "
+                        f"least {want} (python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+                    )
+            if key.jwks_url is not None and urlsplit(key.jwks_url).scheme == "http":
+                found.append(f"{name}: the JWKS is fetched over plain http, use https")
+    return found
+
+
+def describe_settings(settings: Settings, source: str | None) -> list[str]:
+    """A summary of ``settings`` for people: every value, never a secret."""
+    s = settings.server
+    lines = [
+        f"configuration: {source or 'no file (defaults and environment)'}",
+        f"server: {s.host}:{s.port}, {s.workers} worker(s), node_id {s.node_id or '(generated)'}",
+        f"  idle_ms {s.idle_ms}, open_timeout_ms {s.open_timeout_ms}, max_sessions "
+        f"{s.max_sessions}, max_links_per_session {s.max_links_per_session}",
+        f"  max_frame_bytes {s.max_frame_bytes}, outbox_max_bytes {s.outbox_max_bytes}",
+        f"broker: {redact_url(settings.broker.url)}",
+    ]
+    if settings.dev_mode:
+        lines.append(
+            f"tenants: none configured: development mode, `wsq serve` serves tenant "
+            f"{DEV_TENANT!r} with a random secret (or {ENV_DEV_SECRET}) and prints it"
+        )
+        return lines
+    for tenant in settings.tenants.values():
+        lines.append(f"tenant {tenant.name}: issuer {tenant.issuer!r}")
+        lines.extend(f"  {_describe_key(key)}" for key in tenant.keys)
+        rate = f"{tenant.publish_rate:g}/s" if tenant.publish_rate else "unlimited"
+        lines.append(
+            f"  retention_max_len {tenant.retention_max_len}, retention_max_age_ms "
+            f"{tenant.retention_max_age_ms}, dedup_window_ms {tenant.dedup_window_ms}, "
+            f"idle_expiry_ms {tenant.idle_expiry_ms}"
+        )
+        lines.append(
+            f"  dead_letter {tenant.dead_letter or '(none: rejected messages are dropped)'}, "
+            f"redelivery_delay_ms {tenant.redelivery_delay_ms}, publish_rate {rate}"
+        )
+    return lines
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(config_path=args.config)
+    except ConfigError as e:
+        _error(str(e))
+        return 1
+    source = args.config if args.config is not None else (os.environ.get(ENV_CONFIG) or None)
+    for line in describe_settings(settings, source):
+        _out(line)
+    for warning in _warnings(settings):
+        _out(f"warning: {warning}")
+    _out("configuration OK")
+    return 0
+
+
+# -- the parser and main ---------------------------------------------------------------------
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        metavar="PATH",
+        help=f"TOML configuration file (default: ${ENV_CONFIG}; none: development mode)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wsq", description="wsq: a WebSocket push gateway for browsers (wsq.v1)."
+    )
+    parser.add_argument("--version", action="version", version=f"wsq {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the gateway",
+        description="Run the gateway. Flags override the file and the environment "
+        "(WSQ_CONFIG, WSQ_BROKER, WSQ_HOST, WSQ_PORT, WSQ_WORKERS).",
+    )
+    _add_config(serve)
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to bind (default 8000)")
+    serve.add_argument(
+        "--broker",
+        metavar="URL",
+        help="memory:// (default, one process), redis://host:6379/0, rediss://..., "
+        "redis+cluster://host:7000",
+    )
+    serve.add_argument(
+        "--workers", type=int, metavar="N", help="worker processes (more than 1 needs Redis)"
+    )
+    serve.add_argument("--log-level", choices=LOG_LEVELS, default="info", metavar="LEVEL")
+    serve.set_defaults(handler=_serve)
+
+    token = commands.add_parser(
+        "token",
+        help="mint a token for a tenant with a shared secret",
+        description="Mint a JWT for a tenant and print it (and only it).",
+    )
+    _add_config(token)
+    token.add_argument("--tenant", required=True, metavar="NAME")
+    token.add_argument("--sub", required=True, metavar="SUB", help="the subject (sub claim)")
+    token.add_argument(
+        "--publish", action="append", metavar="PATTERN", help="publish right (repeatable)"
+    )
+    token.add_argument(
+        "--subscribe", action="append", metavar="PATTERN", help="subscribe right (repeatable)"
+    )
+    token.add_argument(
+        "--ttl",
+        type=int,
+        default=DEFAULT_TOKEN_TTL_S,
+        metavar="SECONDS",
+        help=f"lifetime (default {DEFAULT_TOKEN_TTL_S})",
+    )
+    token.add_argument("--kid", help="the key to sign with, where the tenant has several")
+    token.set_defaults(handler=_token)
+
+    check = commands.add_parser(
+        "check-config",
+        help="validate the configuration and summarise it",
+        description="Load and validate the configuration, print a summary without secrets; "
+        "exit 0 when valid, 1 when not.",
+    )
+    _add_config(check)
+    check.set_defaults(handler=_check_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, usage errors
+        return e.code if isinstance(e.code, int) else 0 if e.code is None else 2
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except ConfigError as e:
+        _error(str(e))
+        return 2
