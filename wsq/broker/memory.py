@@ -1,0 +1,766 @@
+"""The embedded broker: every address lives in this process's memory (``memory://``).
+
+Per (tenant, address) there is one :class:`_Log`: a list of messages in position order (with a
+head offset that is compacted now and then, so trimming the oldest is O(1) amortised), the dedup
+map, the live tails and the consumer groups.
+
+Costs, per message: publishing appends, delivers to the tails synchronously and trims retention
+lazily, all O(1) amortised; reads bisect on positions. A consumer group pulls messages from the
+log through a cursor and only keeps state for messages it has delivered at least once; messages
+made available again (released, modified, lease expired, skipped by a subject filter) wait in a
+heap ordered by position, and lease deadlines / redelivery delays in one heap of deadlines served
+by a single timer per group.
+
+Memory is bounded: retention trims the log (by length and by age, also for idle addresses, by a
+periodic sweep), the dedup map is pruned by age and capped in size, groups drop the state of
+trimmed messages, and addresses idle for the tenant's ``idle_expiry_ms`` disappear.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import heapq
+import itertools
+import logging
+import time
+from bisect import bisect_right
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
+from operator import attrgetter
+from typing import Any
+
+from wsq.broker.base import (
+    START,
+    Broker,
+    Delivery,
+    Message,
+    NewMessage,
+    Outcome,
+    Published,
+    ReadResult,
+    parse_position,
+)
+from wsq.config import Settings, TenantConfig
+from wsq.exceptions import BrokerUnavailable
+from wsq.protocol.addresses import Pattern
+
+log = logging.getLogger(__name__)
+
+_Pos = tuple[int, int]
+_START_POS: _Pos = (0, 0)
+_pos_of = attrgetter("pos")
+
+#: Compact a log's message list once this many trimmed slots sit before its head.
+_COMPACT_MIN = 1024
+#: How often (seconds, at most) idle addresses are trimmed by age and expired.
+_SWEEP_INTERVAL_S = 60.0
+#: Addresses examined between two yields to the event loop during the sweep.
+_SWEEP_BATCH = 1000
+
+
+def _fmt(pos: _Pos) -> str:
+    return f"{pos[0]}-{pos[1]}"
+
+
+class _State(enum.Enum):
+    READY = 1  # available to claim (sits in the group's ready heap)
+    LEASED = 2  # held by ``consumer`` until ``deadline``
+    DELAYED = 3  # modified: available again at ``deadline``
+    REMOVED = 4  # settled for good, expired, or trimmed by retention
+
+
+class _Entry:
+    """A message the group has delivered at least once (or skipped through a filter)."""
+
+    __slots__ = ("consumer", "count", "deadline", "gen", "msg", "state")
+
+    def __init__(self, msg: Message) -> None:
+        self.msg = msg
+        self.count = 0  # failed deliveries counted so far (Delivery.redelivered)
+        self.consumer: str | None = None
+        self.deadline = 0
+        self.gen = 0  # bumped on each state change: invalidates older heap items
+        self.state = _State.READY
+
+
+class _Group:
+    __slots__ = (
+        "cursor",
+        "entries",
+        "notify_pending",
+        "ready",
+        "timer",
+        "timer_at",
+        "timers",
+        "watchers",
+    )
+
+    def __init__(self) -> None:
+        # Every log message up to the cursor has been pulled into the group.
+        self.cursor: _Pos = _START_POS
+        # Pulled messages still owned by the group, in position order (pulled in log order).
+        self.entries: OrderedDict[str, _Entry] = OrderedDict()
+        # Available entries: (pos, seq, entry); an entry has at most one live item here.
+        self.ready: list[tuple[_Pos, int, _Entry]] = []
+        # Lease deadlines and redelivery delays: (when_ms, seq, entry, gen).
+        self.timers: list[tuple[int, int, _Entry, int]] = []
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0
+        self.watchers: list[_Watch] = []
+        self.notify_pending = False
+
+
+class _Tail:
+    __slots__ = ("after", "callback", "closed", "log", "pending")
+
+    def __init__(self, log: _Log, callback: Callable[[list[Message]], None]) -> None:
+        self.log = log
+        self.callback = callback
+        self.closed = False
+        # Backlog not yet handed over; live messages queue behind it until it is.
+        self.pending: list[Message] | None = None
+        # Set when tailing after a position newer than the newest: skip messages up to it.
+        self.after: _Pos | None = None
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.pending = None
+            with contextlib.suppress(ValueError):
+                self.log.tails.remove(self)
+
+
+class _Watch:
+    __slots__ = ("callback", "closed", "group")
+
+    def __init__(self, group: _Group, callback: Callable[[], None]) -> None:
+        self.group = group
+        self.callback = callback
+        self.closed = False
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            with contextlib.suppress(ValueError):
+                self.group.watchers.remove(self)
+
+
+class _Log:
+    __slots__ = (
+        "cfg",
+        "dedup",
+        "dedup_order",
+        "dropped",
+        "groups",
+        "head",
+        "last",
+        "msgs",
+        "tails",
+        "touched",
+        "trimmed",
+    )
+
+    def __init__(self, cfg: TenantConfig, now_ms: int) -> None:
+        self.cfg = cfg
+        self.msgs: list[Message] = []
+        self.head = 0  # msgs[:head] are trimmed, awaiting compaction
+        self.last: _Pos = _START_POS  # newest position ever assigned
+        self.dropped: _Pos = _START_POS  # newest position lost to retention (not to its ttl)
+        self.trimmed: _Pos = _START_POS  # newest position removed from the log for any reason
+        self.dedup: dict[str, tuple[int, str]] = {}  # message_id -> (ms accepted, position)
+        self.dedup_order: deque[tuple[int, str]] = deque()  # (ms accepted, message_id)
+        self.tails: list[_Tail] = []
+        self.groups: dict[str, _Group] = {}
+        self.touched = now_ms
+
+    def trim(self, now_ms: int) -> None:
+        """Drop from the head what retention no longer keeps, and expired messages there."""
+        msgs = self.msgs
+        n = len(msgs)
+        head = self.head
+        if head >= n:
+            return
+        cfg = self.cfg
+        max_len = cfg.retention_max_len
+        new_head = n - max_len if 0 < max_len < n - head else head
+        max_age = cfg.retention_max_age_ms
+        cutoff = now_ms - max_age if max_age > 0 else -1
+        # Then the head goes while it is too old, or expired by its own ttl.
+        while new_head < n:
+            m = msgs[new_head]
+            if m.ts < cutoff or (m.expires_at is not None and m.expires_at <= now_ms):
+                new_head += 1
+            else:
+                break
+        if new_head == head:
+            return  # the common case: nothing to drop
+        dropped = self.dropped
+        for i in range(head, new_head):
+            m = msgs[i]
+            if m.expires_at is None or m.expires_at > now_ms:
+                dropped = m.pos  # lost to retention, not to its own ttl
+        self.dropped = dropped
+        self.trimmed = msgs[new_head - 1].pos
+        if new_head >= _COMPACT_MIN and new_head * 2 >= n:
+            del msgs[:new_head]
+            new_head = 0
+        self.head = new_head
+
+    def prune_dedup(self, now_ms: int, max_entries: int) -> None:
+        order = self.dedup_order
+        if not order:
+            return
+        dedup = self.dedup
+        cutoff = now_ms - self.cfg.dedup_window_ms
+        while order and (order[0][0] <= cutoff or len(dedup) > max_entries):
+            ts, mid = order.popleft()
+            cur = dedup.get(mid)
+            if cur is not None and cur[0] == ts:
+                del dedup[mid]
+
+    def group(self, name: str) -> _Group:
+        g = self.groups.get(name)
+        if g is None:
+            g = self.groups[name] = _Group()
+        return g
+
+    def prune_group(self, g: _Group) -> None:
+        """Forget the group's state for messages the log no longer holds."""
+        entries = g.entries
+        trimmed = self.trimmed
+        while entries:
+            e = next(iter(entries.values()))
+            if e.msg.pos > trimmed:
+                break
+            entries.popitem(last=False)
+            e.state = _State.REMOVED
+            e.gen += 1
+
+    def find(self, pos: _Pos) -> Message | None:
+        msgs = self.msgs
+        i = bisect_right(msgs, pos, lo=self.head, key=_pos_of) - 1
+        if i >= self.head and msgs[i].pos == pos:
+            return msgs[i]
+        return None
+
+    def idle(self) -> bool:
+        if self.tails:
+            return False
+        return all(not g.watchers and g.timer is None for g in self.groups.values())
+
+
+class MemoryBroker(Broker):
+    """Every address in this process's memory: for one process (``memory://``) and tests."""
+
+    #: The most message ids remembered for dedup per address (the oldest go first past it).
+    dedup_max_entries: int = 100_000
+
+    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
+        self._settings = settings
+        self._clock = clock
+        self._logs: dict[tuple[str, str], _Log] = {}
+        self._seq = itertools.count()
+        self._closed = False
+        self._sweeper: asyncio.Task[None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._closed = False
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+
+    async def close(self) -> None:
+        self._closed = True
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+        for lg in self._logs.values():
+            for g in lg.groups.values():
+                if g.timer is not None:
+                    g.timer.cancel()
+                    g.timer = None
+
+    async def ready(self) -> bool:
+        return not self._closed
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    def _tenant(self, name: str) -> TenantConfig:
+        cfg = self._settings.tenants.get(name)
+        if cfg is None:
+            cfg = TenantConfig(name=name, issuer=name, keys=())
+        return cfg
+
+    def _log(self, tenant: str, address: str, now_ms: int) -> _Log:
+        key = (tenant, address)
+        lg = self._logs.get(key)
+        if lg is None:
+            lg = self._logs[key] = _Log(self._tenant(tenant), now_ms)
+        return lg
+
+    # -- publishing --------------------------------------------------------------------------
+
+    async def publish(
+        self, tenant: str, address: str, messages: Sequence[NewMessage]
+    ) -> list[Published]:
+        if self._closed:
+            raise BrokerUnavailable("the broker is closed")
+        now = self._now_ms()
+        lg = self._log(tenant, address, now)
+        lg.touched = now
+        dedup_on = lg.cfg.dedup_window_ms > 0
+        if dedup_on:
+            lg.prune_dedup(now, self.dedup_max_entries)
+        dedup = lg.dedup
+        ms, seq = lg.last
+        if now > ms:
+            ms, seq = now, -1
+        out: list[Published] = []
+        new: list[Message] = []
+        for nm in messages:
+            mid = nm.message_id
+            if mid is not None and dedup_on:
+                hit = dedup.get(mid)
+                if hit is not None:
+                    out.append(Published(hit[1], duplicate=True))
+                    continue
+            seq += 1
+            id_ = f"{ms}-{seq}"
+            ttl = nm.ttl_ms
+            m = Message(
+                id_,
+                nm.body,
+                ts=ms,
+                publisher=nm.publisher,
+                subject=nm.subject,
+                message_id=mid,
+                content_type=nm.content_type,
+                headers=nm.headers,
+                expires_at=None if ttl is None else ms + ttl,
+            )
+            new.append(m)
+            out.append(Published(id_))
+            if mid is not None and dedup_on:
+                dedup[mid] = (ms, id_)
+                lg.dedup_order.append((ms, mid))
+        if not new:
+            return out
+        lg.last = (ms, seq)
+        lg.msgs.extend(new)
+        lg.trim(now)
+        if dedup_on and len(dedup) > self.dedup_max_entries:
+            lg.prune_dedup(now, self.dedup_max_entries)
+        if lg.tails:
+            self._deliver(lg, new)
+        if lg.groups:
+            for g in lg.groups.values():
+                if g.watchers:
+                    self._notify(g)
+        return out
+
+    def _deliver(self, lg: _Log, new: list[Message]) -> None:
+        for t in tuple(lg.tails):  # a callback may open or close tails
+            if t.closed:
+                continue
+            batch = new
+            if t.after is not None:
+                after = t.after
+                batch = [m for m in new if m.pos > after]
+                if not batch:
+                    continue
+                t.after = None
+            if t.pending is not None:
+                t.pending.extend(batch)
+                continue
+            try:
+                t.callback(batch)
+            except Exception:
+                log.exception("tail callback failed")
+
+    # -- copy (feed) -------------------------------------------------------------------------
+
+    async def last_position(self, tenant: str, address: str) -> str:
+        lg = self._logs.get((tenant, address))
+        if lg is None or lg.last == _START_POS:
+            return START
+        return _fmt(lg.last)
+
+    async def read(self, tenant: str, address: str, after: str, limit: int) -> ReadResult:
+        pos = parse_position(after)
+        lg = self._logs.get((tenant, address))
+        if lg is None:
+            return ReadResult([])
+        now = self._now_ms()
+        lg.touched = now
+        lg.trim(now)
+        # START asks for whatever is retained: nothing it names was lost.
+        recovered = pos == _START_POS or lg.dropped <= pos
+        if limit <= 0:
+            return ReadResult([], recovered)
+        msgs = lg.msgs
+        n = len(msgs)
+        i = bisect_right(msgs, pos, lo=lg.head, key=_pos_of)
+        out: list[Message] = []
+        while i < n and len(out) < limit:
+            m = msgs[i]
+            i += 1
+            if m.expires_at is None or m.expires_at > now:
+                out.append(m)
+        return ReadResult(out, recovered)
+
+    def tail(
+        self,
+        tenant: str,
+        address: str,
+        after: str,
+        on_messages: Callable[[list[Message]], None],
+    ) -> _Tail:
+        pos = parse_position(after)
+        now = self._now_ms()
+        lg = self._log(tenant, address, now)
+        lg.touched = now
+        t = _Tail(lg, on_messages)
+        if pos > lg.last:
+            t.after = pos
+        elif pos < lg.last:
+            lg.trim(now)
+            msgs = lg.msgs
+            i = bisect_right(msgs, pos, lo=lg.head, key=_pos_of)
+            backlog = [m for m in msgs[i:] if m.expires_at is None or m.expires_at > now]
+            if backlog:
+                t.pending = backlog
+                try:
+                    asyncio.get_running_loop().call_soon(self._flush_backlog, t)
+                except RuntimeError:  # no loop running: hand the backlog over now
+                    self._flush_backlog(t)
+        lg.tails.append(t)
+        return t
+
+    @staticmethod
+    def _flush_backlog(t: _Tail) -> None:
+        batch, t.pending = t.pending, None
+        if t.closed or not batch:
+            return
+        try:
+            t.callback(batch)
+        except Exception:
+            log.exception("tail callback failed")
+
+    # -- move (queue) ------------------------------------------------------------------------
+
+    def _group(self, tenant: str, address: str, group: str, now: int) -> tuple[_Log, _Group]:
+        lg = self._log(tenant, address, now)
+        lg.touched = now
+        lg.trim(now)
+        g = lg.group(group)
+        lg.prune_group(g)
+        return lg, g
+
+    async def claim(
+        self,
+        tenant: str,
+        address: str,
+        group: str,
+        consumer: str,
+        count: int,
+        lease_ms: int,
+        subject_filter: Pattern | None = None,
+    ) -> list[Delivery]:
+        now = self._now_ms()
+        lg, g = self._group(tenant, address, group, now)
+        if self._expire(g, now):
+            self._notify(g)  # after this claim returns: it may leave some for others
+        out: list[Delivery] = []
+        if count <= 0:
+            return out
+        ready = g.ready
+        timers = g.timers
+        skipped: list[_Entry] = []
+        msgs = lg.msgs
+        n = len(msgs)
+        i = bisect_right(msgs, g.cursor, lo=lg.head, key=_pos_of)
+        deadline = now + lease_ms
+        seq = self._seq
+        while len(out) < count:
+            while ready and ready[0][2].state is not _State.READY:
+                heapq.heappop(ready)  # settled, expired or trimmed since
+            if i < n and (not ready or msgs[i].pos < ready[0][0]):
+                m = msgs[i]
+                i += 1
+                g.cursor = m.pos
+                if m.expires_at is not None and m.expires_at <= now:
+                    continue
+                e = _Entry(m)
+                g.entries[m.id] = e
+                if subject_filter is not None and (
+                    m.subject is None or not subject_filter.matches(m.subject)
+                ):
+                    skipped.append(e)
+                    continue
+            elif ready:
+                e = heapq.heappop(ready)[2]
+                m = e.msg
+                if m.expires_at is not None and m.expires_at <= now:
+                    self._remove(g, e)
+                    continue
+                if subject_filter is not None and (
+                    m.subject is None or not subject_filter.matches(m.subject)
+                ):
+                    skipped.append(e)
+                    continue
+            else:
+                break
+            e.state = _State.LEASED
+            e.consumer = consumer
+            e.deadline = deadline
+            e.gen += 1
+            heapq.heappush(timers, (deadline, next(seq), e, e.gen))
+            out.append(Delivery(m, e.count))
+        for e in skipped:
+            heapq.heappush(ready, (e.msg.pos, next(seq), e))
+        if out:
+            self._compact_timers(g)
+            self._arm(g, now)
+        return out
+
+    async def settle(
+        self,
+        tenant: str,
+        address: str,
+        group: str,
+        consumer: str,
+        ids: Sequence[str],
+        outcome: Outcome,
+    ) -> None:
+        now = self._now_ms()
+        lg, g = self._group(tenant, address, group, now)
+        entries = g.entries
+        rejected: list[Message] = []
+        available = False
+        delay = lg.cfg.redelivery_delay_ms
+        seq = self._seq
+        for id_ in ids:
+            e = entries.get(id_)
+            if e is None or e.state is not _State.LEASED or e.consumer != consumer:
+                continue
+            if outcome is Outcome.ACCEPTED:
+                self._remove(g, e)
+            elif outcome is Outcome.REJECTED:
+                self._remove(g, e)
+                rejected.append(e.msg)
+            else:
+                e.consumer = None
+                e.gen += 1
+                if outcome is Outcome.MODIFIED:
+                    e.count += 1
+                    if delay > 0:
+                        e.state = _State.DELAYED
+                        e.deadline = now + delay
+                        heapq.heappush(g.timers, (e.deadline, next(seq), e, e.gen))
+                        continue
+                e.state = _State.READY
+                heapq.heappush(g.ready, (e.msg.pos, next(seq), e))
+                available = True
+        self._arm(g, now)
+        if available:
+            self._notify(g)
+        dead_letter = lg.cfg.dead_letter
+        if rejected and dead_letter is not None:
+            await self.publish(tenant, dead_letter, [_dead_letter(m, address) for m in rejected])
+
+    async def renew(
+        self,
+        tenant: str,
+        address: str,
+        group: str,
+        consumer: str,
+        ids: Sequence[str],
+        lease_ms: int,
+    ) -> list[str]:
+        now = self._now_ms()
+        _, g = self._group(tenant, address, group, now)
+        entries = g.entries
+        deadline = now + lease_ms
+        renewed: list[str] = []
+        for id_ in ids:
+            e = entries.get(id_)
+            if e is None or e.state is not _State.LEASED or e.consumer != consumer:
+                continue
+            e.deadline = deadline
+            e.gen += 1
+            heapq.heappush(g.timers, (deadline, next(self._seq), e, e.gen))
+            renewed.append(id_)
+        if renewed:
+            self._compact_timers(g)
+            self._arm(g, now)
+        return renewed
+
+    def watch_group(
+        self, tenant: str, address: str, group: str, on_available: Callable[[], None]
+    ) -> _Watch:
+        now = self._now_ms()
+        lg = self._log(tenant, address, now)
+        lg.touched = now
+        g = lg.group(group)
+        w = _Watch(g, on_available)
+        g.watchers.append(w)
+        # Something may already wait: say so once, so a late watcher does not sleep through it.
+        if g.ready or lg.last > g.cursor:
+            with contextlib.suppress(RuntimeError):
+                self._notify(g)
+        return w
+
+    @staticmethod
+    def _remove(g: _Group, e: _Entry) -> None:
+        e.state = _State.REMOVED
+        e.gen += 1
+        g.entries.pop(e.msg.id, None)
+
+    def _expire(self, g: _Group, now: int) -> bool:
+        """Serve due deadlines: expired leases and delays past become READY. True if any did."""
+        timers = g.timers
+        ready = g.ready
+        any_ready = False
+        while timers and timers[0][0] <= now:
+            _, _, e, gen = heapq.heappop(timers)
+            if e.gen != gen:
+                continue
+            if e.state is _State.LEASED:
+                e.count += 1  # the lease ran out: a failed delivery
+                e.consumer = None
+            elif e.state is not _State.DELAYED:
+                continue
+            e.state = _State.READY
+            e.gen += 1
+            heapq.heappush(ready, (e.msg.pos, next(self._seq), e))
+            any_ready = True
+        return any_ready
+
+    @staticmethod
+    def _compact_timers(g: _Group) -> None:
+        """Drop outdated deadlines (renewed or settled leases) once they are most of the heap."""
+        timers = g.timers
+        if len(timers) > 64 and len(timers) > 2 * len(g.entries):
+            g.timers = [t for t in timers if t[2].gen == t[3]]
+            heapq.heapify(g.timers)
+
+    def _arm(self, g: _Group, now: int) -> None:
+        """Keep one timer per group, set for its earliest deadline."""
+        timers = g.timers
+        while timers and timers[0][2].gen != timers[0][3]:
+            heapq.heappop(timers)
+        if not timers or self._closed:
+            if g.timer is not None:
+                g.timer.cancel()
+                g.timer = None
+            return
+        when = timers[0][0]
+        if g.timer is not None:
+            if g.timer_at <= when:
+                return
+            g.timer.cancel()
+        # One ms late rather than early: the clock's ms are truncated.
+        delay = max(0, when - now + 1) / 1000
+        g.timer = asyncio.get_running_loop().call_later(delay, self._on_timer, g)
+        g.timer_at = when
+
+    def _on_timer(self, g: _Group) -> None:
+        g.timer = None
+        now = self._now_ms()
+        if self._expire(g, now):
+            self._notify(g)
+        self._arm(g, now)
+
+    def _notify(self, g: _Group) -> None:
+        """Tell the group's watchers, once per loop turn however many reasons there were."""
+        if g.watchers and not g.notify_pending:
+            asyncio.get_running_loop().call_soon(self._fire, g)
+            g.notify_pending = True
+
+    @staticmethod
+    def _fire(g: _Group) -> None:
+        g.notify_pending = False
+        for w in tuple(g.watchers):
+            if w.closed:
+                continue
+            try:
+                w.callback()
+            except Exception:
+                log.exception("group watcher failed")
+
+    # -- reconciliation ----------------------------------------------------------------------
+
+    async def lookup(self, tenant: str, address: str, message_id: str) -> Message | None:
+        lg = self._logs.get((tenant, address))
+        if lg is None:
+            return None
+        now = self._now_ms()
+        lg.trim(now)
+        hit = lg.dedup.get(message_id)
+        if hit is not None:
+            m = lg.find(parse_position(hit[1]))
+            if m is not None:
+                return m
+        # Past the dedup window (or capped out of it): search the retained messages, newest first.
+        msgs = lg.msgs
+        for i in range(len(msgs) - 1, lg.head - 1, -1):
+            if msgs[i].message_id == message_id:
+                return msgs[i]
+        return None
+
+    # -- background --------------------------------------------------------------------------
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._sweep_interval())
+            await self.sweep()
+
+    def _sweep_interval(self) -> float:
+        interval = _SWEEP_INTERVAL_S
+        for cfg in self._settings.tenants.values():
+            if cfg.retention_max_age_ms > 0:
+                interval = min(interval, cfg.retention_max_age_ms / 1000)
+            if cfg.idle_expiry_ms > 0:
+                interval = min(interval, cfg.idle_expiry_ms / 1000)
+        return max(interval, 1.0)
+
+    async def sweep(self) -> None:
+        """Trim every address by age and forget the idle ones (run periodically after start)."""
+        keys = list(self._logs)
+        for k, key in enumerate(keys):
+            if k and k % _SWEEP_BATCH == 0:
+                await asyncio.sleep(0)
+            lg = self._logs.get(key)
+            if lg is None:
+                continue
+            now = self._now_ms()
+            lg.trim(now)
+            if lg.dedup_order:
+                lg.prune_dedup(now, self.dedup_max_entries)
+            for g in lg.groups.values():
+                lg.prune_group(g)
+            expiry = lg.cfg.idle_expiry_ms
+            if expiry > 0 and now - lg.touched >= expiry and lg.idle():
+                del self._logs[key]
+
+
+def _dead_letter(m: Message, address: str) -> NewMessage:
+    headers: dict[str, Any] = dict(m.headers) if m.headers else {}
+    headers["x-dead-letter-from"] = address
+    headers["x-dead-letter-id"] = m.id
+    return NewMessage(
+        body=m.body,
+        publisher=m.publisher,
+        subject=m.subject,
+        message_id=m.message_id,
+        content_type=m.content_type,
+        headers=headers,
+    )
