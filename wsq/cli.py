@@ -158,7 +158,7 @@ def _serve(args: argparse.Namespace) -> int:
         host=server.host,
         port=server.port,
         workers=server.workers,
-        ws="websockets",
+        ws="websockets-sansio",
         # Larger than our own limit, so that the gateway sees an oversized message and answers
         # wsq:frame-too-large itself instead of uvicorn closing the socket with 1009.
         ws_max_size=4 * server.max_frame_bytes,

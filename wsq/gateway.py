@@ -246,8 +246,10 @@ class Peer:
     # -- timers ----------------------------------------------------------------------------
 
     def _tick_interval(self) -> float:
-        own_idle = self.gateway.settings.server.idle_ms / 1000
-        interval = own_idle / 4
+        server = self.gateway.settings.server
+        interval = server.idle_ms / 4000
+        if self.principal is None:
+            interval = min(interval, server.open_timeout_ms / 4000)
         client_idle = self.conn.client_idle_ms / 1000
         if client_idle:
             interval = min(interval, client_idle / 4)
@@ -315,7 +317,8 @@ class Peer:
         try:
             principal = await self.gateway.auth.verify(event.token)
         except (Unauthorized, TokenExpired) as exc:
-            self.conn.reject_open(exc)
+            # The contract answers a refused open with wsq:unauthorized, whatever the cause.
+            self.conn.reject_open(Unauthorized(exc.description))
             return
         self.principal = principal
         server = self.gateway.settings.server

@@ -1,0 +1,255 @@
+"""Test support: a real gateway (uvicorn on a free port) and a small wsq.v1 client on
+``websockets``. No mocks: frames go over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import replace
+from types import MappingProxyType
+from typing import Any
+
+import uvicorn
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from wsq.app import create_app
+from wsq.auth import mint_token
+from wsq.config import KeyConfig, ServerConfig, Settings, TenantConfig
+
+SECRET_ACME = "acme-secret-acme-secret-acme-secret-0001"
+SECRET_OTHER = "other-secret-other-secret-other-secret-02"
+
+
+def tenants(**overrides: Any) -> dict[str, TenantConfig]:
+    acme = TenantConfig(
+        name="acme",
+        issuer="acme",
+        keys=(KeyConfig(alg="HS256", kid="k1", secret=SECRET_ACME),),
+        dedup_window_ms=60_000,
+        redelivery_delay_ms=100,
+    )
+    other = TenantConfig(
+        name="other", issuer="other", keys=(KeyConfig(alg="HS256", secret=SECRET_OTHER),)
+    )
+    return {"acme": replace(acme, **overrides), "other": other}
+
+
+def make_settings(server: Mapping[str, Any] | None = None, **tenant_overrides: Any) -> Settings:
+    return Settings(
+        server=replace(ServerConfig(port=0), **(server or {})),
+        tenants=MappingProxyType(tenants(**tenant_overrides)),
+    )
+
+
+class Gateway:
+    def __init__(self, settings: Settings, server: uvicorn.Server) -> None:
+        self.settings = settings
+        self.server = server
+        sock = server.servers[0].sockets[0]
+        self.port: int = sock.getsockname()[1]
+        self.url = f"ws://127.0.0.1:{self.port}/ws"
+        self.http = f"http://127.0.0.1:{self.port}"
+
+    def token(
+        self,
+        sub: str = "alice",
+        *,
+        tenant: str = "acme",
+        publish: tuple[str, ...] = (">",),
+        subscribe: tuple[str, ...] = (">",),
+        ttl_s: int = 3600,
+    ) -> str:
+        return mint_token(
+            self.settings.tenants[tenant], sub, publish=publish, subscribe=subscribe, ttl_s=ttl_s
+        )
+
+    async def client(self, *, open: bool = True, sub: str = "alice", **kw: Any) -> Client:
+        ws = await websockets.connect(self.url, subprotocols=["wsq.v1"], max_size=None)
+        client = Client(ws)
+        if open:
+            await client.open(self.token(sub, **kw))
+        return client
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(settings: Settings) -> AsyncIterator[Gateway]:
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        ws="websockets-sansio",
+        ws_max_size=4 * settings.server.max_frame_bytes,
+        ws_ping_interval=None,
+        ws_ping_timeout=None,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if task.done():
+            task.result()
+        if time.monotonic() > deadline:
+            raise RuntimeError("gateway did not start")
+        await asyncio.sleep(0.01)
+    try:
+        yield Gateway(settings, server)
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+
+
+class Client:
+    """A raw wsq.v1 client: frames in and out, batches flattened, heartbeats counted."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.inbox: list[dict[str, Any]] = []
+        self.heartbeats = 0
+        self.opened: dict[str, Any] = {}
+
+    async def send(self, *frames: Any) -> None:
+        """One frame as an object, several as one batch."""
+        await self.ws.send(json.dumps(frames[0] if len(frames) == 1 else list(frames)))
+
+    async def send_raw(self, text: str | bytes) -> None:
+        await self.ws.send(text)
+
+    async def _fill(self, timeout: float) -> None:
+        text = await asyncio.wait_for(self.ws.recv(), timeout)
+        value = json.loads(text)
+        if value == []:
+            self.heartbeats += 1
+        elif isinstance(value, list):
+            self.inbox.extend(value)
+        else:
+            self.inbox.append(value)
+
+    async def recv(self, timeout: float = 5.0) -> dict[str, Any]:
+        """The next frame (heartbeats skipped)."""
+        deadline = time.monotonic() + timeout
+        while not self.inbox:
+            await self._fill(max(0.001, deadline - time.monotonic()))
+        return self.inbox.pop(0)
+
+    async def expect(self, op: str, timeout: float = 5.0, **fields: Any) -> dict[str, Any]:
+        """The next frame with this op (and fields); frames before it are kept."""
+        deadline = time.monotonic() + timeout
+        i = 0
+        while True:
+            while i < len(self.inbox):
+                frame = self.inbox[i]
+                if frame.get("op") == op and all(frame.get(k) == v for k, v in fields.items()):
+                    return self.inbox.pop(i)
+                i += 1
+            await self._fill(max(0.001, deadline - time.monotonic()))
+
+    async def nothing(self, op: str | None = None, wait: float = 0.3) -> None:
+        """Assert no frame (of ``op``) arrives within ``wait`` seconds."""
+        with contextlib.suppress(TimeoutError):
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                await self._fill(max(0.001, deadline - time.monotonic()))
+        unexpected = [f for f in self.inbox if op is None or f.get("op") == op]
+        assert not unexpected, f"unexpected frames: {unexpected}"
+
+    async def closed_with(self, condition: str | None, timeout: float = 5.0) -> dict[str, Any]:
+        frame = await self.expect("close", timeout)
+        assert (frame.get("error") or {}).get("condition") == condition, frame
+        await self.wait_closed(timeout)
+        return frame
+
+    async def wait_closed(self, timeout: float = 5.0) -> None:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            while True:
+                await asyncio.wait_for(self.ws.recv(), timeout)
+
+    async def open(self, token: str, **fields: Any) -> dict[str, Any]:
+        await self.send({"op": "open", "token": token, **fields})
+        self.opened = await self.expect("open")
+        return self.opened
+
+    async def begin(self, ch: int) -> None:
+        await self.send({"op": "begin", "ch": ch})
+        await self.expect("begin", ch=ch)
+
+    async def subscribe(
+        self, ch: int, handle: int, address: str, credit: int = 100, **fields: Any
+    ) -> dict[str, Any]:
+        await self.send(
+            {
+                "op": "attach",
+                "ch": ch,
+                "handle": handle,
+                "role": "receiver",
+                "address": address,
+                "credit": credit,
+                **fields,
+            }
+        )
+        return await self.expect("attach", ch=ch, handle=handle)
+
+    async def sender(self, ch: int, handle: int, address: str) -> None:
+        await self.send(
+            {"op": "attach", "ch": ch, "handle": handle, "role": "sender", "address": address}
+        )
+        await self.expect("attach", ch=ch, handle=handle)
+        await self.expect("flow", ch=ch, handle=handle)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.ws.close()
+
+
+class Publisher:
+    """A client with one session and one sender link per address, numbering its deliveries."""
+
+    def __init__(self, client: Client, ch: int = 60_000) -> None:
+        self.client = client
+        self.ch = ch
+        self.next_delivery = 0
+        self.handles: dict[str, int] = {}
+
+    async def publish(self, address: str, *bodies: Any, **props: Any) -> list[str]:
+        """Publish bodies (one batch) and return their positions."""
+        client = self.client
+        if not self.handles:
+            await client.begin(self.ch)
+        handle = self.handles.get(address)
+        if handle is None:
+            handle = self.handles[address] = len(self.handles)
+            await client.sender(self.ch, handle, address)
+        frames = []
+        first = self.next_delivery
+        for body in bodies:
+            frame: dict[str, Any] = {
+                "op": "transfer",
+                "ch": self.ch,
+                "handle": handle,
+                "delivery": self.next_delivery,
+                "body": body,
+            }
+            if props:
+                frame["props"] = props
+            frames.append(frame)
+            self.next_delivery += 1
+        await client.send(*frames)
+        ids: list[str] = []
+        while len(ids) < len(bodies):
+            d = await client.expect("disposition", ch=self.ch)
+            assert d["outcome"] == "accepted", d
+            assert d["first"] == first + len(ids)
+            ids.extend(d["ids"])
+        return ids
+
+
+async def transfers(
+    client: Client, n: int, timeout: float = 5.0, **fields: Any
+) -> list[dict[str, Any]]:
+    return [await client.expect("transfer", timeout, **fields) for _ in range(n)]
