@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from wsq.broker.base import START, Broker, Handle, Message, Outcome, parse_position
+from wsq.broker.base import START, Broker, Delivery, Handle, Message, Outcome, parse_position
 from wsq.protocol.connection import ServerConnection
 from wsq.protocol.state import Link, LinkState
 from wsq.protocol.wire import copy_tail, message_tail
@@ -215,6 +215,8 @@ class GroupPump:
                             Outcome.RELEASED,
                         )
                         continue
+                    if len(self.subs) > 1:
+                        deliveries = await self._prefer_others(sub, deliveries)
                     conn = sub.outlet.conn
                     for d in deliveries:
                         conn.send_transfer(
@@ -239,6 +241,27 @@ class GroupPump:
         finally:
             self.running = False
 
+    async def _prefer_others(self, sub: MoveSub, deliveries: list[Delivery]) -> list[Delivery]:
+        """A message whose lease ran out on this very link goes to another consumer when one
+        has room: the link that let it expire is likely stuck on it."""
+        held = set(sub.link.unsettled.values()) if sub.link.unsettled else ()
+        back = [d for d in deliveries if d.redelivered and d.message.id in held]
+        if not back or not any(
+            other is not sub and other.link.credit > 0 and other.outlet.has_room()
+            for other in self.subs
+        ):
+            return deliveries
+        await self.hub.broker.settle(
+            self.tenant,
+            self.address,
+            self.group,
+            sub.consumer,
+            [d.message.id for d in back],
+            Outcome.RELEASED,
+        )
+        self.dirty = True
+        return [d for d in deliveries if d not in back]
+
 
 class Hub:
     """Per-process fan-out. One per gateway process, shared by all sockets."""
@@ -249,6 +272,8 @@ class Hub:
         self.topics: dict[tuple[str, str], Topic] = {}
         self.pumps: dict[tuple[str, str, str], GroupPump] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Times a copy link caught up from history (it had fallen behind the live stream).
+        self.catch_ups = 0
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -310,6 +335,7 @@ class Hub:
         """``sub`` fell behind the live stream; catch it up when it can take more."""
         if sub.link.credit > 0 and sub.outlet.has_room() and not sub.catching_up:
             sub.catching_up = True
+            self.catch_ups += 1
             self.spawn(self._catch_up(sub))
 
     async def _catch_up(self, sub: CopySub) -> None:

@@ -1,0 +1,176 @@
+"""``wsq serve`` as a new user runs it: a real process, a real port."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import websockets
+
+WSQ = [sys.executable, "-m", "wsq"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_healthy(port: int, proc: subprocess.Popen[str], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"wsq serve exited with {proc.returncode}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("wsq serve did not become healthy")
+
+
+def serve(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("WSQ_")}
+    return subprocess.Popen(
+        [*WSQ, "serve", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**clean, **(env or {})},
+    )
+
+
+@pytest.fixture
+def stop() -> Iterator[list[subprocess.Popen[str]]]:
+    procs: list[subprocess.Popen[str]] = []
+    yield procs
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        if p.stdout:
+            p.stdout.close()
+
+
+async def roundtrip(port: int, token: str) -> dict[str, object]:
+    url = f"ws://127.0.0.1:{port}/ws"
+    async with websockets.connect(url, subprotocols=["wsq.v1"]) as ws:
+        await ws.send(
+            json.dumps(
+                [
+                    {"op": "open", "token": token},
+                    {"op": "begin", "ch": 1},
+                    {
+                        "op": "attach",
+                        "ch": 1,
+                        "handle": 0,
+                        "role": "receiver",
+                        "address": "tour",
+                        "credit": 5,
+                    },
+                    {"op": "attach", "ch": 1, "handle": 1, "role": "sender", "address": "tour"},
+                ]
+            )
+        )
+        frames: list[dict[str, object]] = []
+        while not any(f.get("op") == "flow" for f in frames):
+            value = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            frames.extend(value if isinstance(value, list) else [value])
+        await ws.send(
+            json.dumps({"op": "transfer", "ch": 1, "handle": 1, "delivery": 0, "body": "hello"})
+        )
+        while True:
+            value = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            for f in value if isinstance(value, list) else [value]:
+                if f.get("op") == "transfer":
+                    return f
+
+
+async def test_serve_with_no_config_prints_a_dev_token_that_works(
+    stop: list[subprocess.Popen[str]],
+) -> None:
+    port = free_port()
+    proc = serve(["--port", str(port)])
+    stop.append(proc)
+    assert proc.stdout is not None
+    banner = ""
+    token = None
+    deadline = time.monotonic() + 20
+    while token is None and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        banner += line
+        m = re.search(r"(eyJ[\w-]+\.[\w-]+\.[\w-]+)", line)
+        if m:
+            token = m.group(1)
+    assert token, banner
+    await asyncio.to_thread(wait_healthy, port, proc)
+    delivered = await roundtrip(port, token)
+    assert delivered["body"] == "hello"
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+        page = await http.get("/")
+        dev = (await http.get("/dev/token")).json()
+    assert page.status_code == 200 and "<html" in page.text.lower()
+    assert (await roundtrip(port, dev["token"]))["body"] == "hello"
+
+
+async def test_serve_with_a_config_file_serves_its_tenants(
+    tmp_path: Path, stop: list[subprocess.Popen[str]]
+) -> None:
+    port = free_port()
+    secret = "s3cret-s3cret-s3cret-s3cret-s3cret-42"
+    config = tmp_path / "wsq.toml"
+    config.write_text(
+        textwrap.dedent(
+            f"""
+            [server]
+            idle_ms = 20000
+            [tenants.acme]
+            keys = [ {{ kid = "k1", alg = "HS256", secret = "{secret}" }} ]
+            """
+        )
+    )
+    minted = await asyncio.to_thread(
+        subprocess.run,
+        [
+            *WSQ,
+            "token",
+            "--config",
+            str(config),
+            "--tenant",
+            "acme",
+            "--sub",
+            "svc",
+            "--publish",
+            "tour",
+            "--subscribe",
+            "tour",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    token = minted.stdout.strip()
+    proc = serve(["--config", str(config), "--port", str(port)])
+    stop.append(proc)
+    await asyncio.to_thread(wait_healthy, port, proc)
+    delivered = await roundtrip(port, token)
+    assert delivered["props"]["publisher"] == "svc"  # type: ignore[index]
+    # No dev tenant, no dev token endpoint when tenants are configured.
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(f"http://127.0.0.1:{port}/dev/token")).status_code == 404

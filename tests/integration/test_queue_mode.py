@@ -1,0 +1,155 @@
+"""Move mode ("queue") over real sockets: competing consumers, leases, outcomes."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from wsq_harness import Client, Gateway, Publisher, transfers
+
+
+async def consumer(gateway: Gateway, sub: str, credit: int = 100, **fields: Any) -> Client:
+    client = await gateway.client(sub=sub)
+    await client.begin(1)
+    answer = await client.subscribe(1, 0, "jobs", credit=credit, mode="move", **fields)
+    assert answer["mode"] == "move"
+    return client
+
+
+def settle(first: int, outcome: str, last: int | None = None) -> dict[str, Any]:
+    frame: dict[str, Any] = {"op": "disposition", "ch": 1, "first": first, "outcome": outcome}
+    if last is not None:
+        frame["last"] = last
+    return frame
+
+
+async def test_competing_consumers_share_the_messages_without_overlap(gateway: Gateway) -> None:
+    a = await consumer(gateway, "a", credit=1000)
+    b = await consumer(gateway, "b", credit=1000)
+    await Publisher(await gateway.client(sub="p")).publish("jobs", *range(40))
+    got: list[Any] = []
+    for c in (a, b):
+        try:
+            while True:
+                t = await c.expect("transfer", timeout=0.5)
+                got.append(t["body"])
+        except TimeoutError:
+            pass
+    assert sorted(got) == list(range(40))
+
+
+async def test_messages_published_before_the_first_consumer_wait_for_it(gateway: Gateway) -> None:
+    await Publisher(await gateway.client(sub="p")).publish("jobs", "early")
+    c = await consumer(gateway, "late")
+    t = await c.expect("transfer")
+    assert t["body"] == "early" and t["props"]["redelivered"] == 0
+
+
+async def test_accepted_message_is_gone_for_good(gateway: Gateway) -> None:
+    a = await consumer(gateway, "a")
+    await Publisher(await gateway.client(sub="p")).publish("jobs", "x")
+    t = await a.expect("transfer")
+    await a.send(settle(t["delivery"], "accepted"))
+    await a.close()
+    b = await consumer(gateway, "b")
+    await b.nothing("transfer", wait=0.5)
+
+
+async def test_released_message_goes_at_once_to_another_consumer_uncounted(
+    gateway: Gateway,
+) -> None:
+    a = await consumer(gateway, "a", credit=1)
+    await Publisher(await gateway.client(sub="p")).publish("jobs", "x")
+    t = await a.expect("transfer")
+    b = await consumer(gateway, "b")
+    await a.send(settle(t["delivery"], "released"))
+    again = await b.expect("transfer")
+    assert again["body"] == "x" and again["props"]["redelivered"] == 0
+    assert again["id"] == t["id"]
+
+
+async def test_modified_message_is_redelivered_later_with_its_count(gateway: Gateway) -> None:
+    a = await consumer(gateway, "a")
+    await Publisher(await gateway.client(sub="p")).publish("jobs", "x")
+    t = await a.expect("transfer")
+    await a.send(settle(t["delivery"], "modified"))
+    again = await a.expect("transfer", timeout=3)
+    assert again["id"] == t["id"] and again["props"]["redelivered"] == 1
+
+
+@pytest.mark.gateway(dead_letter="jobs.dead")
+async def test_rejected_message_is_not_redelivered_and_goes_to_the_dead_letter_address(
+    gateway: Gateway,
+) -> None:
+    dead = await gateway.client(sub="d")
+    await dead.begin(1)
+    await dead.subscribe(1, 0, "jobs.dead")
+    a = await consumer(gateway, "a")
+    await Publisher(await gateway.client(sub="p")).publish("jobs", "poison")
+    t = await a.expect("transfer")
+    await a.send(settle(t["delivery"], "rejected"))
+    letter = await dead.expect("transfer")
+    assert letter["body"] == "poison"
+    await a.nothing("transfer", wait=0.5)
+
+
+async def test_unsettled_past_its_lease_goes_to_another_consumer(gateway: Gateway) -> None:
+    a = await consumer(gateway, "a", lease=300)
+    await Publisher(await gateway.client(sub="p")).publish("jobs", "slow")
+    t = await a.expect("transfer")
+    b = await consumer(gateway, "b", lease=300)
+    again = await b.expect("transfer", timeout=3)
+    assert again["id"] == t["id"] and again["props"]["redelivered"] == 1
+
+
+async def test_unsettled_deliveries_go_to_another_consumer_when_the_link_ends(
+    gateway: Gateway,
+) -> None:
+    a = await consumer(gateway, "a")
+    await Publisher(await gateway.client(sub="p")).publish("jobs", 1, 2, 3)
+    await transfers(a, 3)
+    b = await consumer(gateway, "b")
+    await b.nothing("transfer", wait=0.2)
+    await a.send({"op": "detach", "ch": 1, "handle": 0})
+    assert sorted(t["body"] for t in await transfers(b, 3)) == [1, 2, 3]
+
+
+async def test_unsettled_deliveries_go_to_another_consumer_when_the_socket_drops(
+    gateway: Gateway,
+) -> None:
+    a = await consumer(gateway, "a")
+    await Publisher(await gateway.client(sub="p")).publish("jobs", 1, 2)
+    await transfers(a, 2)
+    b = await consumer(gateway, "b")
+    a.ws.transport.abort()  # no close frame: the TCP connection just dies
+    assert sorted(t["body"] for t in await transfers(b, 2)) == [1, 2]
+
+
+async def test_a_disposition_range_settles_many_at_once(gateway: Gateway) -> None:
+    a = await consumer(gateway, "a", credit=10)
+    await Publisher(await gateway.client(sub="p")).publish("jobs", *range(5))
+    got = await transfers(a, 5)
+    await a.send(settle(got[0]["delivery"], "accepted", last=got[-1]["delivery"]))
+    await asyncio.sleep(0.1)
+    await a.close()
+    b = await consumer(gateway, "b")
+    await b.nothing("transfer", wait=0.4)
+
+
+async def test_groups_are_independent_queues(gateway: Gateway) -> None:
+    a = await consumer(gateway, "a", group="billing")
+    b = await consumer(gateway, "b", group="shipping")
+    await Publisher(await gateway.client(sub="p")).publish("jobs", "order")
+    assert (await a.expect("transfer"))["body"] == "order"
+    assert (await b.expect("transfer"))["body"] == "order"
+
+
+async def test_move_consumer_credit_bounds_what_it_holds(gateway: Gateway) -> None:
+    a = await consumer(gateway, "a", credit=2)
+    await Publisher(await gateway.client(sub="p")).publish("jobs", *range(5))
+    got = await transfers(a, 2)
+    await a.nothing("transfer")
+    await a.send(settle(got[0]["delivery"], "accepted", last=got[1]["delivery"]))
+    await a.send({"op": "flow", "ch": 1, "handle": 0, "credit": 3})
+    assert [t["body"] for t in await transfers(a, 3)] == [2, 3, 4]
