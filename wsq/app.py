@@ -24,8 +24,19 @@ from wsq.hub import Hub
 
 log = logging.getLogger("wsq")
 
-STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
-JS_CLIENT = Path(__file__).resolve().parent.parent / "js-client" / "src" / "index.js"
+def _project_dir(name: str) -> Path:
+    """``static/`` or ``js-client/``: beside the package in a checkout (editable install), else
+    under the working directory (an installed wheel run from the project, as in the image), or
+    where ``WSQ_<NAME>_DIR`` says."""
+    override = os.environ.get(f"WSQ_{name.upper().replace('-', '_')}_DIR")
+    if override:
+        return Path(override)
+    beside = Path(__file__).resolve().parent.parent / name
+    return beside if beside.is_dir() else Path.cwd() / name
+
+
+STATIC_DIR = _project_dir("static")
+JS_CLIENT = _project_dir("js-client") / "src" / "index.js"
 
 
 def make_broker(settings: Settings) -> Broker:
