@@ -218,7 +218,22 @@ class GroupPump:
                     if len(self.subs) > 1:
                         deliveries = await self._prefer_others(sub, deliveries)
                     conn = sub.outlet.conn
-                    for d in deliveries:
+                    high_water = sub.outlet.high_water
+                    for i, d in enumerate(deliveries):
+                        if conn.out_bytes >= high_water:
+                            # Full socket: what does not fit goes back to the group at once.
+                            rest = deliveries[i:]
+                            deliveries = deliveries[:i]
+                            sub.outlet.stalled.add(sub)
+                            await broker.settle(
+                                self.tenant,
+                                self.address,
+                                self.group,
+                                sub.consumer,
+                                [r.message.id for r in rest],
+                                Outcome.RELEASED,
+                            )
+                            break
                         conn.send_transfer(
                             link, message_tail(d.message, d.redelivered), d.message.id
                         )

@@ -153,3 +153,24 @@ async def test_move_consumer_credit_bounds_what_it_holds(gateway: Gateway) -> No
     await a.send(settle(got[0]["delivery"], "accepted", last=got[1]["delivery"]))
     await a.send({"op": "flow", "ch": 1, "handle": 0, "credit": 3})
     assert [t["body"] for t in await transfers(a, 3)] == [2, 3, 4]
+
+
+@pytest.mark.gateway(server={"outbox_max_bytes": 64 * 1024})
+async def test_a_queue_consumer_that_does_not_read_pauses_instead_of_being_closed(
+    gateway: Gateway,
+) -> None:
+    a = await consumer(gateway, "a", credit=1000)
+    a.ws.transport.pause_reading()
+    pad = "x" * 2000
+    pub = Publisher(await gateway.client(sub="p"))
+    for start in range(0, 600, 100):
+        await pub.publish("jobs", *[{"n": i, "pad": pad} for i in range(start, start + 100)])
+    await asyncio.sleep(0.3)
+    a.ws.transport.resume_reading()
+    got = []
+    while len(got) < 600:
+        t = await a.expect("transfer", timeout=10)
+        got.append(t["body"]["n"])
+        await a.send(settle(t["delivery"], "accepted"))
+    assert sorted(got) == list(range(600))
+    await a.begin(2)  # never closed for being slow
