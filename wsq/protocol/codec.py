@@ -37,7 +37,13 @@ def dumps(value: Any) -> str:
     try:
         return orjson.dumps(value).decode()
     except TypeError:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        pass
+    try:
+        # ASCII escapes: a lone surrogate (``"\ud800"`` is valid JSON text) must not come out
+        # raw, or the text is no longer valid UTF-8 and cannot be sent or stored.
+        return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except RecursionError:
+        raise ValueError("value nested too deeply") from None
 
 
 def dumps_str(value: str) -> str:

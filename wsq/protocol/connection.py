@@ -144,7 +144,9 @@ class ServerConnection:
         # A character is 1..4 UTF-8 bytes: encode only when the length alone cannot decide.
         size = len(text)
         if size > limit or (
-            isinstance(text, str) and size * 4 > limit and len(text.encode()) > limit
+            isinstance(text, str)
+            and size * 4 > limit
+            and len(text.encode("utf-8", "surrogatepass")) > limit
         ):
             self._fail(FrameTooLarge(f"message larger than max_frame_bytes ({limit})"))
             return
@@ -577,7 +579,13 @@ class ServerConnection:
     def _publish_item(self, frame: dict[str, Any]) -> PublishItem:
         delivery: int = frame["delivery"]
         settled = frame.get("settled", False)
-        body = codec.dumps(frame.get("body"))
+        try:
+            body = codec.dumps(frame.get("body"))
+        except (TypeError, ValueError):
+            # Decoding admits a little more nesting than encoding does.
+            return PublishItem(
+                delivery, settled is True, "null", error="'body' is nested too deeply"
+            )
         if not isinstance(settled, bool):
             return PublishItem(delivery, False, body, error="'settled' must be a boolean")
         props = frame.get("props")
@@ -590,8 +598,13 @@ class ServerConnection:
             if subject is not None and not is_valid_address(subject):
                 raise _invalid("'props.subject' must be dot-separated tokens of [A-Za-z0-9_-]")
             headers = props.get("headers")
-            if headers is not None and not isinstance(headers, dict):
-                raise _invalid("'props.headers' must be an object")
+            if headers is not None:
+                if not isinstance(headers, dict):
+                    raise _invalid("'props.headers' must be an object")
+                try:
+                    codec.dumps(headers)  # they go out in every delivery's props
+                except (TypeError, ValueError):
+                    raise _invalid("'props.headers' is nested too deeply") from None
             ttl = props.get("ttl")
             if ttl is not None and (type(ttl) is not int or not 1 <= ttl <= MAX_TTL_MS):
                 raise _invalid(f"'props.ttl' must be an integer in 1..{MAX_TTL_MS}")
@@ -682,7 +695,8 @@ class ServerConnection:
         try:
             first = _int_field(frame, "first", 0, MAX_DELIVERY)
             last = _int_field(frame, "last", first, MAX_DELIVERY, first)
-            outcome = _OUTCOMES.get(frame.get("outcome", "accepted"))
+            name = frame.get("outcome", "accepted")
+            outcome = _OUTCOMES.get(name) if isinstance(name, str) else None
             if outcome is None:
                 raise _invalid(
                     "disposition: 'outcome' must be accepted, released, rejected or modified"
