@@ -1,0 +1,2 @@
+"""Shared test support lives beside this file (``wsq_harness``); pytest puts this folder on
+``sys.path`` because of this conftest."""
