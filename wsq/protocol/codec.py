@@ -1,12 +1,14 @@
 """JSON in and out of the wire, in one place.
 
 orjson does the work; standard ``json`` is the fallback for what orjson refuses but JSON allows
-(integers beyond 64 bits). Non-standard constants (NaN, Infinity) are refused either way.
+(lone surrogate escapes when decoding, integers beyond 64 bits when encoding). Non-standard
+constants (NaN, Infinity) and numbers too large for a double are refused either way.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import orjson
@@ -20,14 +22,22 @@ def _refuse_constant(name: str) -> Any:
     raise DecodeError(f"{name} is not JSON")
 
 
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise DecodeError(f"{text} is too large for a double")
+    return value
+
+
 def loads(text: str | bytes) -> Any:
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError:
         pass
     try:
-        # orjson refuses integers beyond 64 bits; standard JSON does not.
-        return json.loads(text, parse_constant=_refuse_constant)
+        # What orjson refuses but JSON allows: escaped lone surrogates ("\ud800"). Note that
+        # orjson does not refuse integers beyond 64 bits: it reads them as floats.
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_parse_float)
     except (ValueError, RecursionError) as exc:
         raise DecodeError(str(exc)) from None
 
