@@ -206,13 +206,8 @@ class GroupPump:
                         continue
                     got_any = True
                     if link.state is not LinkState.ATTACHED:
-                        await broker.settle(
-                            self.tenant,
-                            self.address,
-                            self.group,
-                            sub.consumer,
-                            [d.message.id for d in deliveries],
-                            Outcome.RELEASED,
+                        await self._settle(
+                            sub, [d.message.id for d in deliveries], Outcome.RELEASED
                         )
                         continue
                     if len(self.subs) > 1:
@@ -225,27 +220,15 @@ class GroupPump:
                             rest = deliveries[i:]
                             deliveries = deliveries[:i]
                             sub.outlet.stalled.add(sub)
-                            await broker.settle(
-                                self.tenant,
-                                self.address,
-                                self.group,
-                                sub.consumer,
-                                [r.message.id for r in rest],
-                                Outcome.RELEASED,
-                            )
+                            await self._settle(sub, [r.message.id for r in rest], Outcome.RELEASED)
                             break
                         conn.send_transfer(
                             link, message_tail(d.message, d.redelivered), d.message.id
                         )
                     if link.pre_settled:
                         # At-most-once: settled as it is sent.
-                        await broker.settle(
-                            self.tenant,
-                            self.address,
-                            self.group,
-                            sub.consumer,
-                            [d.message.id for d in deliveries],
-                            Outcome.ACCEPTED,
+                        await self._settle(
+                            sub, [d.message.id for d in deliveries], Outcome.ACCEPTED
                         )
                 if got_any:
                     self.dirty = True
@@ -255,6 +238,11 @@ class GroupPump:
             self.hub.loop_call_later(1.0, self.poke)
         finally:
             self.running = False
+
+    async def _settle(self, sub: MoveSub, ids: list[str], outcome: Outcome) -> None:
+        await self.hub.broker.settle(
+            self.tenant, self.address, self.group, sub.consumer, ids, outcome
+        )
 
     async def _prefer_others(self, sub: MoveSub, deliveries: list[Delivery]) -> list[Delivery]:
         """A message whose lease ran out on this very link goes to another consumer when one
@@ -266,14 +254,7 @@ class GroupPump:
             for other in self.subs
         ):
             return deliveries
-        await self.hub.broker.settle(
-            self.tenant,
-            self.address,
-            self.group,
-            sub.consumer,
-            [d.message.id for d in back],
-            Outcome.RELEASED,
-        )
+        await self._settle(sub, [d.message.id for d in back], Outcome.RELEASED)
         self.dirty = True
         return [d for d in deliveries if d not in back]
 
