@@ -531,14 +531,24 @@ class ServerConnection:
             return
         items = [self._publish_item(frame)]
         # Consecutive transfers on the same link become one event: one broker write for many.
+        # Only a transfer that passes every check joins: one that breaks a rule is left for the
+        # next round, after the gateway has published and settled the ones before it (taking
+        # it here would end the link first, and their dispositions would be lost).
         pending = self._pending
-        while pending:
+        session = link.session
+        ch = link.ch
+        handle = link.handle
+        while pending and link.credit > 0:
             nxt = pending[0]
             if not (
-                isinstance(nxt, dict)
+                type(nxt) is dict
                 and nxt.get("op") == "transfer"
-                and nxt.get("ch") == link.ch
-                and nxt.get("handle") == link.handle
+                and type(nxt.get("ch")) is int
+                and nxt["ch"] == ch
+                and type(nxt.get("handle")) is int
+                and nxt["handle"] == handle
+                and type(nxt.get("delivery")) is int
+                and nxt["delivery"] == session.next_incoming
             ):
                 break
             pending.popleft()
