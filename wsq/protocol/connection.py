@@ -231,6 +231,8 @@ class ServerConnection:
         self._events.append(RefreshRequested(token))
 
     def accept_refresh(self, exp: int) -> None:
+        if self.state is not ConnectionState.OPEN:
+            return  # closed while the token was being verified: nothing may follow our close
         self._emit({"op": "refresh", "exp": exp})
 
     def _on_close(self, frame: dict[str, Any]) -> None:
