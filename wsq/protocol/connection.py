@@ -83,6 +83,16 @@ class _Refused(Exception):
         self.error = error
 
 
+class _BrokenMessage:
+    """Internal: stands in the queue for a message that broke the contract as a whole (too
+    large, not JSON, not an object or array), so that it is judged after the frames before it."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: WsqError) -> None:
+        self.error = error
+
+
 def _invalid(description: str) -> _Refused:
     return _Refused(InvalidFrame(description))
 
@@ -137,7 +147,11 @@ class ServerConnection:
     # -- input -----------------------------------------------------------------------------
 
     def receive_text(self, text: str | bytes) -> None:
-        """One WebSocket message from the client: a frame, a batch, or ``[]`` (heartbeat)."""
+        """One WebSocket message from the client: a frame, a batch, or ``[]`` (heartbeat).
+
+        Nothing is applied here: ``next_event`` applies the frames, in order, messages that
+        break the contract included (a broken message does not overtake the frames before it).
+        """
         if self.state is ConnectionState.CLOSED:
             return
         limit = self.limits.max_frame_bytes
@@ -148,19 +162,21 @@ class ServerConnection:
             and size * 4 > limit
             and len(text.encode("utf-8", "surrogatepass")) > limit
         ):
-            self._fail(FrameTooLarge(f"message larger than max_frame_bytes ({limit})"))
+            error: WsqError = FrameTooLarge(f"message larger than max_frame_bytes ({limit})")
+            self._pending.append(_BrokenMessage(error))
             return
         try:
             value = codec.loads(text)
         except codec.DecodeError:
-            self._fail(InvalidFrame("message is not valid JSON"))
+            self._pending.append(_BrokenMessage(InvalidFrame("message is not valid JSON")))
             return
         if isinstance(value, dict):
             self._pending.append(value)
         elif isinstance(value, list):
             self._pending.extend(value)
         else:
-            self._fail(InvalidFrame("a message must hold a JSON object or an array of them"))
+            error = InvalidFrame("a message must hold a JSON object or an array of them")
+            self._pending.append(_BrokenMessage(error))
 
     def next_event(self) -> Event | None:
         """The next event, processing queued frames as far as needed; None when none is ready."""
@@ -181,6 +197,9 @@ class ServerConnection:
         return events.popleft() if events else None
 
     def _dispatch(self, frame: Any) -> None:
+        if type(frame) is _BrokenMessage:
+            self._fail(frame.error)
+            return
         if not isinstance(frame, dict):
             self._fail(InvalidFrame("a frame must be a JSON object"))
             return
