@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
@@ -67,8 +68,25 @@ class Gateway:
             self.settings.tenants[tenant], sub, publish=publish, subscribe=subscribe, ttl_s=ttl_s
         )
 
-    async def client(self, *, open: bool = True, sub: str = "alice", **kw: Any) -> Client:
-        ws = await websockets.connect(self.url, subprotocols=["wsq.v1"], max_size=None)
+    async def client(
+        self, *, open: bool = True, sub: str = "alice", rcvbuf: int | None = None, **kw: Any
+    ) -> Client:
+        """A connected client. ``rcvbuf`` makes it a client that can stop reading: its socket's
+        receive buffer is fixed (no autotuning to 32 MiB) and websockets queues at most two
+        messages, so when the test stops calling recv() the gateway must wait after a few KiB."""
+        sock = None
+        if rcvbuf is not None:
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", self.port))
+        ws = await websockets.connect(
+            self.url,
+            subprotocols=["wsq.v1"],
+            max_size=None,
+            sock=sock,
+            max_queue=2 if rcvbuf is not None else 16,
+        )
         client = Client(ws)
         if open:
             await client.open(self.token(sub, **kw))

@@ -49,6 +49,9 @@ from wsq.protocol.state import Link, LinkState, Role
 log = logging.getLogger("wsq.gateway")
 
 SUBPROTOCOL = "wsq.v1"
+# Target size of one outgoing WebSocket message: large enough to carry hundreds of small
+# deliveries per write, small enough that one slow socket's write does not hog the transport.
+WRITE_BATCH_BYTES = 64 * 1024
 # How long we wait for the client's answering close before dropping the socket.
 CLOSE_GRACE_S = 1.0
 # WebSocket close codes by condition (RFC 6455): lets a client tell a failure from a goodbye.
@@ -91,9 +94,11 @@ class Peer:
         self.loop = asyncio.get_running_loop()
         server = gateway.settings.server
         self.conn = ServerConnection(gateway.limits, on_output=self._wake_writer)
-        self.outbox_cap = server.outbox_max_bytes
-        # Deliveries pause at half the cap; the rest is room for control frames.
+        # Deliveries pause at half of outbox_max_bytes. The hard cap leaves room beyond that for
+        # the one delivery that crossed the mark (up to a frame) and for control frames, so
+        # only a client that floods us with requests without reading ever reaches it.
         self.outlet = Outlet(self.conn, server.outbox_max_bytes // 2)
+        self.outbox_cap = server.outbox_max_bytes + server.max_frame_bytes
         self.principal: Principal | None = None
         self.started = self.loop.time()
         self.last_recv = self.started
@@ -226,20 +231,22 @@ class Peer:
         send = self.ws.send_text
         wake = self._writer_wake
         outlet = self.outlet
+        low_water = outlet.high_water // 2
         hub = self.gateway.hub
+        next_message = conn.next_message
         while True:
             await wake.wait()
             wake.clear()
-            messages = conn.data_to_send()
             try:
-                for text in messages:
+                # One message at a time: send() waits while the transport is full, and what
+                # waits meanwhile stays counted in out_bytes, where the hub sees it.
+                while (text := next_message(WRITE_BATCH_BYTES)) is not None:
                     await send(text)
+                    self.last_sent = self.loop.time()
+                    if outlet.stalled and conn.out_bytes < low_water:
+                        hub.drained(outlet)
             except Exception:
                 return  # the socket is gone; the reader notices
-            if messages:
-                self.last_sent = self.loop.time()
-            if outlet.stalled and not conn.has_output:
-                hub.drained(outlet)
             if self._closing and not conn.has_output:
                 return
 

@@ -559,7 +559,7 @@ class ServerConnection:
         session = link.session
         ch = link.ch
         handle = link.handle
-        while pending and link.credit > 0:
+        while pending:
             nxt = pending[0]
             if not (
                 type(nxt) is dict
@@ -571,6 +571,11 @@ class ServerConnection:
                 and type(nxt.get("delivery")) is int
                 and nxt["delivery"] == session.next_incoming
             ):
+                break
+            if link.credit <= 0:
+                # Beyond the credit granted so far: the refill that settling the others sends
+                # cannot have reached the client, so it stays a link error.
+                link.overdrawn = nxt["delivery"]
                 break
             pending.popleft()
             if self._accept_transfer(nxt) is not link:
@@ -601,7 +606,7 @@ class ServerConnection:
         if link.role is not Role.SENDER:
             self.detach(link, InvalidFrame("transfer on a receiver link"))
             return None
-        if link.credit <= 0:
+        if link.credit <= 0 or link.overdrawn == delivery:
             self.detach(link, TransferLimitExceeded("transfer beyond the credit granted"))
             return None
         link.credit -= 1
@@ -772,33 +777,47 @@ class ServerConnection:
             if self._on_output is not None:
                 self._on_output()
 
-    def data_to_send(self, max_bytes: int | None = None) -> list[str]:
-        """The WebSocket messages to write now: frames packed into batches of at most
-        ``max_bytes`` (a lone frame larger than that goes alone)."""
+    def next_message(self, max_bytes: int | None = None) -> str | None:
+        """The next WebSocket message to write: queued frames packed into one batch of at most
+        ``max_bytes`` (a lone larger frame goes alone); None when nothing is queued.
+
+        The writer takes one message at a time, so ``out_bytes`` keeps counting everything not
+        yet handed to the transport: it is what backpressure looks at.
+        """
         out = self._out
         if not out:
             if self._heartbeat_due:
                 self._heartbeat_due = False
-                return ["[]"]
-            return []
+                return "[]"
+            return None
         self._heartbeat_due = False
-        self._out = []
-        self.out_bytes = 0
         if len(out) == 1:
-            return out
+            self._out = []
+            self.out_bytes = 0
+            return out[0]
         limit = max_bytes or self.limits.max_frame_bytes
-        messages: list[str] = []
-        chunk: list[str] = []
         size = 2
+        taken = 0
         for text in out:
-            if chunk and size + len(text) + 1 > limit:
-                messages.append("[" + ",".join(chunk) + "]")
-                chunk = []
-                size = 2
-            chunk.append(text)
+            if taken and size + len(text) + 1 > limit:
+                break
             size += len(text) + 1
-        if chunk:
-            messages.append(chunk[0] if len(chunk) == 1 else "[" + ",".join(chunk) + "]")
+            taken += 1
+        if taken == len(out):
+            chunk = out
+            self._out = []
+            self.out_bytes = 0
+        else:
+            chunk = out[:taken]
+            del out[:taken]
+            self.out_bytes -= size - 2 - taken
+        return chunk[0] if taken == 1 else "[" + ",".join(chunk) + "]"
+
+    def data_to_send(self, max_bytes: int | None = None) -> list[str]:
+        """Every WebSocket message queued now (see ``next_message``)."""
+        messages: list[str] = []
+        while (text := self.next_message(max_bytes)) is not None:
+            messages.append(text)
         return messages
 
     def links(self) -> list[Link]:

@@ -46,6 +46,7 @@ class Link:
         "handle",
         "lease_ms",
         "mode",
+        "overdrawn",
         "pre_settled",
         "prefix",
         "role",
@@ -84,6 +85,9 @@ class Link:
         self.state = LinkState.ATTACHING
         # Move-mode deliveries sent unsettled: delivery number -> message id.
         self.unsettled: dict[int, str] = {}
+        # A client transfer (by delivery number) found beyond the credit while the transfers
+        # before it were being gathered: a link error even if their settlement refills credit.
+        self.overdrawn: int | None = None
         # The constant head of every transfer on this link; only the delivery number follows.
         self.prefix = (
             f'{{"op":"transfer","ch":{self.ch},"handle":{handle},'
