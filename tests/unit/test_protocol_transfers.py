@@ -287,7 +287,23 @@ def test_valid_transfers_before_one_beyond_the_credit_are_published_and_settled(
     assert isinstance(event, PublishRequested)
     assert event.link is link
     assert [i.delivery for i in event.items] == [0, 1]
-    # Not settled yet: the third transfer is beyond the credit the client was given.
+    h.conn.settle_publish(link, accepted(event.items))
+    # The third transfer was beyond the credit the client had been given when it sent it:
+    # the refill that settling the first two sends does not excuse it.
+    assert h.events() == [LinkEnded(link, [])]
+    assert h.out() == [
+        disposition(0, 1, ids=["1-0", "1-1"]),
+        flow(0, 2),
+        detach(1, 0, "wsq:transfer-limit-exceeded"),
+    ]
+
+
+def test_a_transfer_beyond_the_credit_in_a_batch_is_refused_even_unsettled() -> None:
+    h = opened(sender_credit=2)
+    link = h.attach_sender(1, 0)
+    h.send(transfer(1, 0, 0), transfer(1, 0, 1), transfer(1, 0, 2))
+    event = h.event()
+    assert isinstance(event, PublishRequested)
     assert h.events() == [LinkEnded(link, [])]
     assert h.out() == [detach(1, 0, "wsq:transfer-limit-exceeded")]
 
