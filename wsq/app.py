@@ -24,6 +24,7 @@ from wsq.hub import Hub
 
 log = logging.getLogger("wsq")
 
+
 def _project_dir(name: str) -> Path:
     """``static/`` or ``js-client/``: beside the package in a checkout (editable install), else
     under the working directory (an installed wheel run from the project, as in the image), or

@@ -247,7 +247,13 @@ class Broker(ABC):
 
     @abstractmethod
     async def renew(
-        self, tenant: str, address: str, group: str, consumer: str, ids: Sequence[str], lease_ms: int
+        self,
+        tenant: str,
+        address: str,
+        group: str,
+        consumer: str,
+        ids: Sequence[str],
+        lease_ms: int,
     ) -> list[str]:
         """Extend leases ``consumer`` still holds; answers the ids renewed."""
 
