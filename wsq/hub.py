@@ -130,6 +130,9 @@ def deliver_copy(sub: CopySub, messages: list[Message]) -> bool:
     """Send what ``sub`` may take of ``messages`` (in order). False when it had to stop early
     (no credit or no room); its cursor then names the last message it has seen."""
     link = sub.link
+    if link.state is not LinkState.ATTACHED:
+        # Detached by the protocol; the hub hears of it when the gateway reaches LinkEnded.
+        return True
     conn = sub.outlet.conn
     high_water = sub.outlet.high_water
     flt = link.filter

@@ -141,3 +141,20 @@ async def test_one_live_reader_serves_every_local_link_of_an_address() -> None:
         assert [t["body"]["n"] for t in s.drain()] == [0, 1, 2]
     await hub.close()
     await broker.close()
+
+
+async def test_a_link_the_protocol_detached_gets_no_more_transfers() -> None:
+    broker = MemoryBroker(Settings())
+    await broker.start()
+    hub = Hub(broker)
+    sock = Socket(hub)
+    await sock.attach(address="news", credit=10)
+    # The client detaches; the gateway has not yet handed LinkEnded to the hub.
+    sock.conn.receive_text(json.dumps({"op": "detach", "ch": 1, "handle": 0}))
+    sock.conn.next_event()
+    sock.drain()
+    await publish(broker, "news", 2)
+    await settle_loop()
+    assert sock.drain() == []
+    await hub.close()
+    await broker.close()
