@@ -369,18 +369,23 @@ class ServerConnection:
 
     # -- links -----------------------------------------------------------------------------
 
-    def _handle(self, frame: dict[str, Any]) -> int:
-        return _int_field(frame, "handle", 0, MAX_UINT32)
-
-    def _on_attach(self, frame: dict[str, Any]) -> None:
+    def _session_handle(self, frame: dict[str, Any]) -> tuple[Session, int] | None:
+        """The begun session and the handle a link frame names; a malformed handle ends the
+        session. None when there is nothing more to do with the frame."""
         session = self._session(frame)
         if session is None:
-            return
+            return None
         try:
-            handle = self._handle(frame)
+            return session, _int_field(frame, "handle", 0, MAX_UINT32)
         except _Refused as refused:
             self.end_session(session, refused.error)
+            return None
+
+    def _on_attach(self, frame: dict[str, Any]) -> None:
+        named = self._session_handle(frame)
+        if named is None:
             return
+        session, handle = named
         if handle in session.links:
             self.end_session(session, InvalidFrame(f"attach on handle {handle}, which is in use"))
             return
@@ -491,14 +496,10 @@ class ServerConnection:
 
     def _link(self, frame: dict[str, Any]) -> Link | None:
         """The link a frame names; None when it is one we detached (frames crossing ours)."""
-        session = self._session(frame)
-        if session is None:
+        named = self._session_handle(frame)
+        if named is None:
             return None
-        try:
-            handle = self._handle(frame)
-        except _Refused as refused:
-            self.end_session(session, refused.error)
-            return None
+        session, handle = named
         link = session.links.get(handle)
         if link is None:
             self.end_session(
@@ -510,14 +511,10 @@ class ServerConnection:
         return link
 
     def _on_detach(self, frame: dict[str, Any]) -> None:
-        session = self._session(frame)
-        if session is None:
+        named = self._session_handle(frame)
+        if named is None:
             return
-        try:
-            handle = self._handle(frame)
-        except _Refused as refused:
-            self.end_session(session, refused.error)
-            return
+        session, handle = named
         link = session.links.pop(handle, None)
         if link is None:
             self.end_session(
