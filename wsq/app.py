@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -49,6 +52,43 @@ def make_broker(settings: Settings) -> Broker:
     raise ConfigError(f"broker {url.split('://')[0]}:// is not available in this version")
 
 
+def _drain_before_exit_signals(gateway: Gateway, ready: dict[str, bool]) -> Callable[[], None]:
+    """On SIGTERM / SIGINT, tell every client ``wsq:going-away`` before the server shuts down.
+
+    uvicorn's own shutdown closes WebSockets (code 1012) before the app hears of it, so the app
+    puts a loop-level handler in front of uvicorn's: drain first, then hand the signal on. Only
+    where uvicorn installed a handler (the main thread of a serving process). Answers a
+    function that puts things back.
+    """
+    loop = asyncio.get_running_loop()
+    installed: list[tuple[int, Any]] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+        if not callable(previous):
+            continue
+
+        def on_signal(sig: int = sig, previous: Any = previous) -> None:
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, previous)  # a second signal goes straight to uvicorn
+            ready["ok"] = False  # /readyz: take this node out of the load balancer
+            task = loop.create_task(gateway.drain())
+            task.add_done_callback(lambda _task: previous(sig, None))
+
+        try:
+            loop.add_signal_handler(sig, on_signal)
+        except (NotImplementedError, RuntimeError, ValueError):
+            continue
+        installed.append((sig, previous))
+
+    def restore() -> None:
+        for sig, previous in installed:
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)
+                signal.signal(sig, previous)
+
+    return restore
+
+
 def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
     node_id = settings.server.node_id or f"wsq-{secrets.token_hex(4)}"
     broker = broker if broker is not None else make_broker(settings)
@@ -65,12 +105,13 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await broker.start()
         ready["ok"] = True
+        restore = _drain_before_exit_signals(gateway, ready)
         try:
             yield
         finally:
+            restore()
             ready["ok"] = False
-            for peer in list(gateway.peers):
-                peer.going_away()
+            await gateway.drain()
             await gateway.hub.close()
             await broker.close()
             await gateway.auth.aclose()

@@ -73,6 +73,27 @@ class Gateway:
     node_id: str
     peers: set[Peer] = field(default_factory=set)
     ids: itertools.count[int] = field(default_factory=itertools.count)
+    # Set while no socket is open: what a drain waits for.
+    no_peers: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def add_peer(self, peer: Peer) -> None:
+        self.peers.add(peer)
+        self.no_peers.clear()
+
+    def remove_peer(self, peer: Peer) -> None:
+        self.peers.discard(peer)
+        if not self.peers:
+            self.no_peers.set()
+
+    async def drain(self, timeout_s: float = 2.0) -> None:
+        """Tell every client ``wsq:going-away`` and wait (a little) for their sockets to close,
+        so that they reconnect, elsewhere where there is an elsewhere."""
+        if not self.peers:
+            return
+        for peer in list(self.peers):
+            peer.going_away()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.no_peers.wait(), timeout_s)
 
     @property
     def limits(self) -> Limits:
@@ -118,7 +139,7 @@ class Peer:
             await self.ws.close(code=1002, reason="subprotocol wsq.v1 required")
             return
         await self.ws.accept(subprotocol=SUBPROTOCOL)
-        self.gateway.peers.add(self)
+        self.gateway.add_peer(self)
         self._writer = self.loop.create_task(self._write_loop())
         self._schedule_tick()
         try:
@@ -198,7 +219,7 @@ class Peer:
                     log.warning("peer %d: %s", self.id, exc)
 
     async def _shutdown(self) -> None:
-        self.gateway.peers.discard(self)
+        self.gateway.remove_peer(self)
         for handle in (self._tick_handle, self._expiry_handle):
             if handle is not None:
                 handle.cancel()

@@ -174,3 +174,26 @@ async def test_serve_with_a_config_file_serves_its_tenants(
     # No dev tenant, no dev token endpoint when tenants are configured.
     async with httpx.AsyncClient() as http:
         assert (await http.get(f"http://127.0.0.1:{port}/dev/token")).status_code == 404
+
+
+async def test_sigterm_tells_every_client_going_away_before_the_process_exits(
+    stop: list[subprocess.Popen[str]],
+) -> None:
+    port = free_port()
+    proc = serve(["--port", str(port)], env={"WSQ_DEV_SECRET": "d" * 43})
+    stop.append(proc)
+    await asyncio.to_thread(wait_healthy, port, proc)
+    async with httpx.AsyncClient() as http:
+        token = (await http.get(f"http://127.0.0.1:{port}/dev/token")).json()["token"]
+    url = f"ws://127.0.0.1:{port}/ws"
+    async with websockets.connect(url, subprotocols=["wsq.v1"]) as ws:
+        await ws.send(json.dumps({"op": "open", "token": token}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), 5))["op"] == "open"
+        proc.send_signal(signal.SIGTERM)
+        frame = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert frame["op"] == "close"
+        assert frame["error"]["condition"] == "wsq:going-away"
+        with pytest.raises(websockets.ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 5)
+        assert ws.close_code == 1001
+    assert await asyncio.to_thread(proc.wait, 10) is not None
