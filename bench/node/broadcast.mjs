@@ -1,0 +1,25 @@
+// What a Node user writes: a `ws` server relaying every message a publisher sends on /pub to
+// every socket connected on /sub, one WebSocket frame per message. A subscriber is told "ok"
+// once it is registered, so that the bench never publishes before it counts.
+//
+// Usage: node broadcast.mjs PORT
+import { WebSocketServer } from 'ws';
+
+const port = Number(process.argv[2] || 0);
+const wss = new WebSocketServer({ host: '127.0.0.1', port, perMessageDeflate: false });
+const subscribers = new Set();
+
+wss.on('connection', (ws, req) => {
+  if (req.url === '/sub') {
+    subscribers.add(ws);
+    ws.on('close', () => subscribers.delete(ws));
+    ws.on('error', () => subscribers.delete(ws));
+    ws.send('ok');
+    return;
+  }
+  ws.on('message', (data, isBinary) => {
+    for (const sub of subscribers) sub.send(data, { binary: isBinary });
+  });
+});
+
+wss.on('listening', () => console.log(`node-ws broadcaster listening on ${wss.address().port}`));

@@ -1,0 +1,390 @@
+// The bench's one load generator: the same client code drives every system, through a small
+// per-system adapter that only knows how to subscribe and how to publish a batch.
+//
+// Usage: node loadgen.mjs '<json spec>'
+//   spec: {adapter: "wsq"|"raw"|"nats", url, token?, scenario: "fanout"|"latency"|"idle",
+//          address, subs, messages, batch, window, rate, duration, conns, concurrency, size,
+//          timeout}
+// Talks to the bench on stdout (one JSON object a line) and stdin:
+//   {"mark":"NAME"}   a measuring point; the generator waits for a line on stdin before going on,
+//                     so that the bench samples the server's /proc exactly there
+//   {"result":{...}}  the scenario's figures, last
+//
+// Deliveries are counted without parsing: every message body carries the marker "b@", and a
+// subscriber counts its occurrences in each WebSocket message (one message per frame, or a batch
+// of many). Only the latency scenario reads the timestamps that follow it.
+import { createInterface } from 'node:readline';
+import { performance } from 'node:perf_hooks';
+import WebSocket from 'ws';
+
+const spec = JSON.parse(process.argv[2]);
+const MARKER = Buffer.from('"b@":');
+const T_FIELD = Buffer.from('"t":');
+const now = () => performance.timeOrigin + performance.now();
+
+// -- talking to the bench --------------------------------------------------------------------
+const stdinLines = createInterface({ input: process.stdin });
+const acks = [];
+stdinLines.on('line', () => acks.shift()?.());
+function emit(obj) {
+  process.stdout.write(JSON.stringify(obj) + '\n');
+}
+function mark(name) {
+  return new Promise((resolve) => {
+    acks.push(resolve);
+    emit({ mark: name });
+  });
+}
+
+// -- counting --------------------------------------------------------------------------------
+let delivered = 0;
+let waiter = null; // {need, resolve}
+let onLatency = null; // (buf) => void, only in the latency scenario
+
+function count(buf) {
+  let n = 0;
+  let i = buf.indexOf(MARKER);
+  while (i !== -1) {
+    n++;
+    i = buf.indexOf(MARKER, i + 5);
+  }
+  return n;
+}
+
+function received(buf) {
+  if (onLatency !== null) onLatency(buf);
+  else delivered += count(buf);
+  if (waiter !== null && delivered >= waiter.need) {
+    const w = waiter;
+    waiter = null;
+    w.resolve();
+  }
+}
+
+function untilDelivered(need) {
+  if (delivered >= need) return Promise.resolve();
+  return new Promise((resolve) => {
+    waiter = { need, resolve };
+  });
+}
+
+function connect(url, protocols) {
+  return new WebSocket(url, protocols, {
+    perMessageDeflate: false,
+    skipUTF8Validation: true,
+    maxPayload: 0,
+  });
+}
+
+function failOn(ws, reject, what) {
+  ws.on('error', (e) => reject(new Error(`${what}: ${e.message}`)));
+  ws.on('close', (code) => reject(new Error(`${what}: closed (${code})`)));
+}
+
+// -- adapters --------------------------------------------------------------------------------
+// subscribe(address) -> Promise<ws> once deliveries are counted; publisher(address) ->
+// Promise<{send(bodies[]): Promise}>. Every body is a JSON text containing the marker.
+
+const wsq = {
+  subscribe(address) {
+    return new Promise((resolve, reject) => {
+      const ws = connect(spec.url, ['wsq.v1']);
+      failOn(ws, reject, 'wsq subscriber');
+      ws.on('open', () => {
+        ws.send(JSON.stringify([
+          { op: 'open', token: spec.token, client: 'wsq-bench/1' },
+          { op: 'begin', ch: 1 },
+          { op: 'attach', ch: 1, handle: 0, role: 'receiver', address, settled: true,
+            credit: 4000000000 },
+        ]));
+      });
+      const handshake = (buf) => {
+        const v = JSON.parse(buf);
+        for (const f of Array.isArray(v) ? v : [v]) {
+          if (f.op === 'attach' && f.handle === 0) {
+            ws.off('message', handshake);
+            ws.on('message', received);
+            resolve(ws);
+          } else if (f.op === 'close' || f.op === 'detach' || f.op === 'end') {
+            reject(new Error(`wsq subscriber refused: ${JSON.stringify(f)}`));
+          }
+        }
+      };
+      ws.on('message', handshake);
+    });
+  },
+  publisher(address) {
+    return new Promise((resolve, reject) => {
+      const ws = connect(spec.url, ['wsq.v1']);
+      failOn(ws, reject, 'wsq publisher');
+      let credit = 0;
+      let next = 0;
+      let creditWaiter = null;
+      ws.on('open', () => {
+        ws.send(JSON.stringify([
+          { op: 'open', token: spec.token, client: 'wsq-bench/1' },
+          { op: 'begin', ch: 2 },
+          { op: 'attach', ch: 2, handle: 1, role: 'sender', address },
+        ]));
+      });
+      const pub = {
+        async send(bodies) {
+          while (credit < bodies.length) {
+            await new Promise((r) => { creditWaiter = r; });
+          }
+          credit -= bodies.length;
+          const frames = bodies.map(
+            (b) => `{"op":"transfer","ch":2,"handle":1,"delivery":${next++},"body":${b}}`);
+          ws.send('[' + frames.join(',') + ']');
+        },
+      };
+      let ready = false;
+      ws.on('message', (buf) => {
+        const v = JSON.parse(buf);
+        for (const f of Array.isArray(v) ? v : [v]) {
+          if (f.op === 'flow' && f.handle === 1) {
+            credit += f.credit;
+            if (!ready) {
+              ready = true;
+              resolve(pub);
+            }
+            creditWaiter?.();
+            creditWaiter = null;
+          } else if (f.op === 'disposition' && f.outcome !== 'accepted') {
+            reject(new Error(`publish refused: ${JSON.stringify(f)}`));
+          } else if (f.op === 'close' || f.op === 'detach' || f.op === 'end') {
+            reject(new Error(`wsq publisher refused: ${JSON.stringify(f)}`));
+          }
+        }
+      });
+    });
+  },
+};
+
+// Bare broadcasters: /sub sockets receive, /pub sockets send; one WebSocket message per message.
+const raw = {
+  subscribe() {
+    return new Promise((resolve, reject) => {
+      const ws = connect(spec.url + '/sub');
+      failOn(ws, reject, 'subscriber');
+      ws.once('message', () => {
+        ws.on('message', received);
+        resolve(ws);
+      });
+    });
+  },
+  publisher() {
+    return new Promise((resolve, reject) => {
+      const ws = connect(spec.url + '/pub');
+      failOn(ws, reject, 'publisher');
+      ws.on('open', () => resolve({
+        async send(bodies) {
+          for (const b of bodies) ws.send(b);
+        },
+      }));
+    });
+  },
+};
+
+// NATS over WebSocket: its own text protocol (INFO, CONNECT, SUB, PUB, MSG, PING/PONG).
+const PING = Buffer.from('PING\r\n');
+const nats = {
+  _connect(what, after) {
+    return new Promise((resolve, reject) => {
+      const ws = connect(spec.url);
+      failOn(ws, reject, what);
+      let stage = 0;
+      const handshake = (buf) => {
+        if (stage === 0 && buf.indexOf('INFO') === 0) {
+          stage = 1;
+          ws.send('CONNECT {"verbose":false,"pedantic":false,"protocol":1}\r\n' + after + 'PING\r\n');
+        } else if (stage === 1 && buf.indexOf('PONG') !== -1) {
+          ws.off('message', handshake);
+          resolve(ws);
+        } else if (buf.indexOf('-ERR') !== -1) {
+          reject(new Error(`${what}: ${buf}`));
+        }
+      };
+      ws.on('message', handshake);
+    });
+  },
+  async subscribe(address) {
+    const ws = await nats._connect('nats subscriber', `SUB ${address} 1\r\n`);
+    ws.on('message', (buf) => {
+      if (buf.indexOf(PING) === 0) ws.send('PONG\r\n');
+      received(buf);
+    });
+    return ws;
+  },
+  async publisher(address) {
+    const ws = await nats._connect('nats publisher', '');
+    ws.on('message', (buf) => {
+      if (buf.indexOf(PING) !== -1) ws.send('PONG\r\n');
+    });
+    return {
+      async send(bodies) {
+        ws.send(bodies.map((b) => `PUB ${address} ${Buffer.byteLength(b)}\r\n${b}\r\n`).join(''));
+      },
+    };
+  },
+};
+
+const adapter = { wsq, raw, nats }[spec.adapter];
+if (!adapter) throw new Error(`unknown adapter ${spec.adapter}`);
+
+// -- helpers ---------------------------------------------------------------------------------
+const PAD = 'x'.repeat(200);
+function body(seq, t) {
+  // About spec.size bytes of JSON, the marker first.
+  const head = `{"b@":${seq},"t":${t.toFixed(3)},"p":"`;
+  return head + PAD.slice(0, Math.max(0, spec.size - head.length - 2)) + '"}';
+}
+
+async function subscribeAll(address, n, concurrency) {
+  const sockets = new Array(n);
+  let next = 0;
+  async function worker() {
+    while (next < n) {
+      const i = next++;
+      sockets[i] = await adapter.subscribe(address);
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(concurrency, n) }, worker));
+  return sockets;
+}
+
+function closeAll(sockets) {
+  for (const ws of sockets) {
+    ws.removeAllListeners('close');
+    ws.removeAllListeners('error');
+    ws.on('error', () => {});
+    ws.terminate();
+  }
+}
+
+function withTimeout(promise, seconds, what) {
+  let timer;
+  return Promise.race([
+    promise,
+    new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${what}: timed out after ${seconds} s`)), seconds * 1000);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+// -- scenarios -------------------------------------------------------------------------------
+async function fanout() {
+  const { subs, messages, batch, window } = spec;
+  const sockets = await subscribeAll(spec.address, subs, spec.concurrency);
+  const pub = await adapter.publisher(spec.address);
+  const total = subs * messages;
+  await mark('start');
+  const t0 = now();
+  let seq = 0;
+  const run = (async () => {
+    for (let k = 0; seq < messages; k++) {
+      // At most `window` batches in flight: publish batch k once batch k-window has arrived.
+      await untilDelivered(Math.max(0, (k - window + 1) * batch * subs));
+      const bodies = [];
+      const t = now();
+      for (let i = 0; i < batch && seq < messages; i++) bodies.push(body(seq++, t));
+      await pub.send(bodies);
+    }
+    await untilDelivered(total);
+  })();
+  let error = null;
+  try {
+    await withTimeout(run, spec.timeout, 'fan-out');
+  } catch (e) {
+    error = e.message;
+  }
+  const elapsed = (now() - t0) / 1000;
+  await mark('end');
+  closeAll(sockets);
+  return {
+    subs, messages, batch, delivered, expected: total, seconds: elapsed,
+    msgs_per_s: delivered / elapsed, complete: delivered >= total, error,
+  };
+}
+
+async function latency() {
+  const { subs, rate, duration } = spec;
+  const messages = Math.round(rate * duration);
+  const warmup = Math.floor(messages / 10);
+  const samples = new Float64Array(subs * messages);
+  let n = 0;
+  onLatency = (buf) => {
+    const t1 = now();
+    let i = buf.indexOf(MARKER);
+    while (i !== -1) {
+      delivered++;
+      const comma = buf.indexOf(44, i + 5); // ','
+      const seq = Number(buf.toString('latin1', i + 5, comma));
+      const ti = buf.indexOf(T_FIELD, comma);
+      const end = buf.indexOf(44, ti + 4);
+      if (seq >= warmup && n < samples.length) {
+        samples[n++] = t1 - Number(buf.toString('latin1', ti + 4, end));
+      }
+      i = buf.indexOf(MARKER, end);
+    }
+  };
+  const sockets = await subscribeAll(spec.address, subs, spec.concurrency);
+  const pub = await adapter.publisher(spec.address);
+  const tickMs = 10;
+  await mark('start');
+  const t0 = now();
+  let sent = 0;
+  let error = null;
+  try {
+    await withTimeout((async () => {
+      while (sent < messages) {
+        const due = Math.min(messages, Math.floor(((now() - t0) / 1000) * rate) + 1);
+        if (due > sent) {
+          const bodies = [];
+          const t = now();
+          while (sent < due) bodies.push(body(sent++, t));
+          await pub.send(bodies);
+        }
+        await new Promise((r) => setTimeout(r, tickMs));
+      }
+      await untilDelivered(subs * messages);
+    })(), duration + spec.timeout, 'latency');
+  } catch (e) {
+    error = e.message;
+  }
+  const elapsed = (now() - t0) / 1000;
+  await mark('end');
+  closeAll(sockets);
+  const lat = samples.subarray(0, n).sort();
+  const pct = (p) => (n ? lat[Math.min(n - 1, Math.floor(p * n))] : null);
+  return {
+    subs, rate, duration, delivered, expected: subs * messages, seconds: elapsed,
+    deliveries_per_s: delivered / elapsed, samples: n,
+    p50_ms: pct(0.5), p99_ms: pct(0.99), max_ms: n ? lat[n - 1] : null,
+    complete: delivered >= subs * messages, error,
+  };
+}
+
+async function idle() {
+  const { conns, concurrency } = spec;
+  await mark('before');
+  const t0 = now();
+  const sockets = await withTimeout(
+    subscribeAll(spec.address, conns, concurrency), spec.timeout, 'connect');
+  const seconds = (now() - t0) / 1000;
+  // Let the server settle (lazy allocations, GC) before its RSS is read.
+  await new Promise((r) => setTimeout(r, spec.settle_ms ?? 1000));
+  await mark('after');
+  closeAll(sockets);
+  return { conns, connect_seconds: seconds, connects_per_s: conns / seconds };
+}
+
+const scenarios = { fanout, latency, idle };
+try {
+  const result = await scenarios[spec.scenario]();
+  emit({ result });
+  process.exit(0);
+} catch (e) {
+  emit({ error: String(e?.stack || e) });
+  process.exit(1);
+}

@@ -1,0 +1,707 @@
+"""The wsq benchmark: every system on this machine, the same load generator, ratios to a ceiling.
+
+Run it through ``scripts/bench`` (which installs what the peers need first)::
+
+    scripts/bench [--quick | --tiny] [--out bench/results] [--only wsq-memory,ceiling]
+
+For each system it starts the server on free ports, then runs three scenarios against it with
+``bench/node/loadgen.mjs`` (one Node process; the same client code for all, with a small adapter
+per protocol):
+
+- ``idle``: K subscribed connections; the server tree's RSS before and after (KiB per
+  connection) and the connect+open+attach rate;
+- ``fanout``: N subscribers x M messages of ~100 bytes published in batches by one publisher
+  (at most ``window`` batches in flight); delivered messages/s, and the server tree's user+system
+  CPU per delivery (from /proc/<pid>/stat of every process in the tree);
+- ``latency``: N subscribers, R messages/s for D seconds; publish->deliver p50/p99/max on the
+  client's clock, from a timestamp in the body.
+
+The server is pinned to CPU 0 and the generator to CPU 1 (``--no-pin`` to let them float), so
+that on a 2-core machine neither steals the other's core. Results: a table on stdout, and
+``results.json``, ``results.md`` and ``results.png`` (matplotlib, when importable) in ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import resource
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+NODE_DIR = BENCH / "node"
+VENV_BIN = Path(sys.executable).parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+SIZES: dict[str, dict[str, Any]] = {
+    # default: the issue's sizes, modest enough for a 2-core machine
+    "full": dict(
+        subs=200,
+        messages=2000,
+        batch=100,
+        window=4,
+        lat_subs=100,
+        rate=500,
+        duration=5.0,
+        conns=2000,
+        size=100,
+        timeout=60.0,
+    ),
+    "quick": dict(
+        subs=50,
+        messages=1000,
+        batch=100,
+        window=4,
+        lat_subs=50,
+        rate=500,
+        duration=2.0,
+        conns=300,
+        size=100,
+        timeout=20.0,
+    ),
+    # the smoke test: only that every row completes
+    "tiny": dict(
+        subs=4,
+        messages=100,
+        batch=20,
+        window=4,
+        lat_subs=4,
+        rate=100,
+        duration=0.5,
+        conns=10,
+        size=100,
+        timeout=15.0,
+        settle_ms=100,
+    ),
+}
+
+
+# -- /proc -----------------------------------------------------------------------------------
+
+
+def _children_map() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    return children
+
+
+def process_tree(pid: int) -> list[int]:
+    children = _children_map()
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo.extend(children.get(p, ()))
+    return tree
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User+system CPU of ``pid`` and its descendants (and their reaped children)."""
+    ticks = 0
+    for p in process_tree(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # after the comm: state=0 ... utime=11 stime=12 cutime=13 cstime=14
+        ticks += sum(int(x) for x in fields[11:15])
+    return ticks / CLK_TCK
+
+
+def tree_rss_bytes(pid: int) -> int:
+    total = 0
+    for p in process_tree(pid):
+        try:
+            with open(f"/proc/{p}/statm") as f:
+                total += int(f.read().split()[1]) * PAGE
+        except OSError:
+            continue
+    return total
+
+
+# -- systems ---------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before listening")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port} after {timeout} s")
+
+
+@dataclass
+class Running:
+    pid: int
+    url: str
+    adapter: str
+    token: str = ""
+
+
+@dataclass
+class System:
+    name: str
+    what: str
+    start: Callable[[Path], tuple[list[str], dict[str, str], int, Callable[[int], Running]]]
+    needs: tuple[str, ...] = ()
+
+
+def _node(script: str) -> Callable[[Path], Any]:
+    def start(_tmp: Path) -> Any:
+        port = free_port()
+        return (
+            ["node", str(NODE_DIR / script), str(port)],
+            {},
+            port,
+            lambda pid: Running(
+                pid,
+                f"ws://127.0.0.1:{port}" + ("/ws" if script == "ceiling.mjs" else ""),
+                "wsq" if script == "ceiling.mjs" else "raw",
+            ),
+        )
+
+    return start
+
+
+def _py_broadcast(_tmp: Path) -> Any:
+    port = free_port()
+    cmd = [sys.executable, str(BENCH / "peers" / "ws_broadcast.py"), str(port)]
+    return cmd, {}, port, lambda pid: Running(pid, f"ws://127.0.0.1:{port}", "raw")
+
+
+def _wsq_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WSQ_")}
+    env["WSQ_DEV_SECRET"] = "bench-" + secrets.token_urlsafe(48)
+    return env
+
+
+def _wsq_token(env: dict[str, str]) -> str:
+    out = subprocess.run(
+        [
+            str(VENV_BIN / "wsq"),
+            "token",
+            "--tenant",
+            "dev",
+            "--sub",
+            "bench",
+            "--publish",
+            "bench.>",
+            "--subscribe",
+            "bench.>",
+            "--ttl",
+            "7200",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.strip()
+
+
+def _wsq_memory(_tmp: Path) -> Any:
+    port = free_port()
+    env = _wsq_env()
+    token = _wsq_token(env)
+    cmd = [
+        str(VENV_BIN / "wsq"),
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--broker",
+        "memory://",
+        "--log-level",
+        "warning",
+    ]
+    return cmd, env, port, lambda pid: Running(pid, f"ws://127.0.0.1:{port}/ws", "wsq", token)
+
+
+def _nats(tmp: Path) -> Any:
+    port, ws_port = free_port(), free_port()
+    conf = tmp / "nats.conf"
+    conf.write_text(
+        f"listen: 127.0.0.1:{port}\n"
+        "max_payload: 1048576\n"
+        f'websocket {{\n  listen: "127.0.0.1:{ws_port}"\n  no_tls: true\n  compression: false\n}}\n'
+    )
+    return (
+        ["nats-server", "-c", str(conf)],
+        {},
+        ws_port,
+        lambda pid: Running(pid, f"ws://127.0.0.1:{ws_port}", "nats"),
+    )
+
+
+SYSTEMS: dict[str, System] = {
+    s.name: s
+    for s in (
+        System(
+            "ceiling",
+            "Node ws relay, one pre-encoded batch for all (wsq.v1)",
+            _node("ceiling.mjs"),
+            ("node",),
+        ),
+        System("wsq-memory", "wsq serve, memory broker (wsq.v1)", _wsq_memory),
+        System("py-websockets", "websockets broadcast(), one frame per message", _py_broadcast),
+        System(
+            "node-ws",
+            "Node ws broadcaster, one frame per message",
+            _node("broadcast.mjs"),
+            ("node",),
+        ),
+        System(
+            "nats-ws", "nats-server WebSocket listener (NATS protocol)", _nats, ("nats-server",)
+        ),
+    )
+}
+
+
+@contextlib.contextmanager
+def running(system: System, pin: bool, tmp: Path) -> Iterator[Running]:
+    cmd, extra_env, port, make = system.start(tmp)
+    env = {**os.environ, **extra_env} if extra_env else dict(os.environ)
+    if pin:
+        cmd = ["taskset", "-c", "0", *cmd]
+    log = open(tmp / f"{system.name}.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        wait_port(port, proc)
+        if system.name.startswith("wsq"):
+            _wait_healthz(port)
+        yield make(proc.pid)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 15)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+        log.close()
+
+
+def _wait_healthz(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r,
+        ):
+            if r.status == 200:
+                return
+        time.sleep(0.05)
+    raise RuntimeError("wsq did not answer /healthz")
+
+
+# -- driving the load generator --------------------------------------------------------------
+
+
+def run_loadgen(
+    spec: dict[str, Any], server_pid: int, pin: bool, on_mark: Callable[[str], None] | None = None
+) -> dict[str, Any]:
+    """Run one scenario; sample the server's /proc at each mark. Answers the result, with
+    ``marks``: {name: {"cpu": s, "rss": bytes, "t": s, "gen_cpu": s}}."""
+    cmd = ["node", str(NODE_DIR / "loadgen.mjs"), json.dumps(spec)]
+    if pin:
+        cmd = ["taskset", "-c", "1", *cmd]
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    marks: dict[str, dict[str, float]] = {}
+    result: dict[str, Any] | None = None
+    error = None
+    for line in proc.stdout:
+        msg = json.loads(line)
+        if "mark" in msg:
+            name = msg["mark"]
+            marks[name] = {
+                "t": time.monotonic(),
+                "cpu": tree_cpu_seconds(server_pid),
+                "rss": tree_rss_bytes(server_pid),
+                "gen_cpu": tree_cpu_seconds(proc.pid),
+            }
+            if on_mark is not None:
+                on_mark(name)
+            proc.stdin.write("ok\n")
+            proc.stdin.flush()
+        elif "result" in msg:
+            result = msg["result"]
+        elif "error" in msg:
+            error = msg["error"]
+    proc.wait()
+    if result is None:
+        raise RuntimeError(f"load generator failed ({spec['scenario']}): {error}")
+    result["marks"] = marks
+    return result
+
+
+def measure(
+    system: System, sizes: dict[str, Any], pin: bool, tmp: Path, profile_dir: Path | None
+) -> dict[str, Any]:
+    row: dict[str, Any] = {"system": system.name, "what": system.what}
+    with running(system, pin, tmp) as srv:
+        base = {
+            "adapter": srv.adapter,
+            "url": srv.url,
+            "token": srv.token,
+            "size": sizes["size"],
+            "timeout": sizes["timeout"],
+            "concurrency": 50,
+            "settle_ms": sizes.get("settle_ms", 1000),
+        }
+        # idle first, on a fresh server
+        r = run_loadgen(
+            {**base, "scenario": "idle", "address": "bench.idle", "conns": sizes["conns"]},
+            srv.pid,
+            pin,
+        )
+        before, after = r["marks"]["before"], r["marks"]["after"]
+        row["idle"] = {
+            "conns": r["conns"],
+            "rss_before_kib": before["rss"] / 1024,
+            "rss_after_kib": after["rss"] / 1024,
+            "kib_per_conn": (after["rss"] - before["rss"]) / 1024 / r["conns"],
+            "connects_per_s": r["connects_per_s"],
+        }
+        time.sleep(0.3)  # let the server see the closes
+
+        profiler = _Profiler(srv.pid, profile_dir, system.name) if profile_dir else None
+        r = run_loadgen(
+            {
+                **base,
+                "scenario": "fanout",
+                "address": "bench.fanout",
+                "subs": sizes["subs"],
+                "messages": sizes["messages"],
+                "batch": sizes["batch"],
+                "window": sizes["window"],
+            },
+            srv.pid,
+            pin,
+            profiler.on_mark if profiler else None,
+        )
+        row["fanout"] = _with_cpu(r, r["delivered"])
+        if profiler:
+            row["fanout"]["profile"] = profiler.finish()
+        time.sleep(0.3)
+
+        r = run_loadgen(
+            {
+                **base,
+                "scenario": "latency",
+                "address": "bench.latency",
+                "subs": sizes["lat_subs"],
+                "rate": sizes["rate"],
+                "duration": sizes["duration"],
+            },
+            srv.pid,
+            pin,
+        )
+        row["latency"] = _with_cpu(r, r["delivered"])
+    return row
+
+
+def _with_cpu(r: dict[str, Any], delivered: int) -> dict[str, Any]:
+    marks = r.pop("marks")
+    start, end = marks["start"], marks["end"]
+    wall = max(end["t"] - start["t"], 1e-9)
+    cpu = end["cpu"] - start["cpu"]
+    return r | {
+        "server_cpu_s": cpu,
+        "cpu_us_per_delivery": cpu * 1e6 / delivered if delivered else None,
+        "server_cpu_util": cpu / wall,
+        "generator_cpu_util": (end["gen_cpu"] - start["gen_cpu"]) / wall,
+    }
+
+
+class _Profiler:
+    """py-spy on the server during the fan-out window (raw collapsed stacks)."""
+
+    def __init__(self, pid: int, out: Path, name: str) -> None:
+        self.pid, self.out, self.name = pid, out, name
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def on_mark(self, mark: str) -> None:
+        spy = shutil.which("py-spy") or str(VENV_BIN / "py-spy")
+        if mark == "start" and Path(spy).exists():
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.file = self.out / f"{self.name}-fanout.txt"
+            self.proc = subprocess.Popen(
+                [
+                    spy,
+                    "record",
+                    "--pid",
+                    str(self.pid),
+                    "--rate",
+                    "250",
+                    "--format",
+                    "raw",
+                    "--output",
+                    str(self.file),
+                    "--nonblocking",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        elif mark == "end" and self.proc is not None:
+            self.proc.send_signal(2)
+
+    def finish(self) -> str | None:
+        if self.proc is None:
+            return None
+        self.proc.wait(30)
+        return str(self.file)
+
+
+# -- reporting -------------------------------------------------------------------------------
+
+# (key, label, path into a row, format, better): ratios are to the ceiling's figure.
+COLUMNS: list[tuple[str, str, tuple[str, str], str, str]] = [
+    ("fanout", "fan-out msg/s", ("fanout", "msgs_per_s"), "{:,.0f}", "higher"),
+    ("cpu", "CPU us/deliv", ("fanout", "cpu_us_per_delivery"), "{:.2f}", "lower"),
+    ("p50", "p50 ms", ("latency", "p50_ms"), "{:.2f}", "lower"),
+    ("p99", "p99 ms", ("latency", "p99_ms"), "{:.2f}", "lower"),
+    ("max", "max ms", ("latency", "max_ms"), "{:.1f}", "lower"),
+    ("lat_cpu", "CPU us/deliv @rate", ("latency", "cpu_us_per_delivery"), "{:.2f}", "lower"),
+    ("rss", "KiB/idle conn", ("idle", "kib_per_conn"), "{:.1f}", "lower"),
+    ("connect", "connect/s", ("idle", "connects_per_s"), "{:,.0f}", "higher"),
+]
+
+
+def value(row: dict[str, Any], path: tuple[str, str]) -> float | None:
+    v = row.get(path[0], {}).get(path[1])
+    return float(v) if isinstance(v, int | float) else None
+
+
+def add_ratios(rows: list[dict[str, Any]]) -> None:
+    ceiling = next((r for r in rows if r["system"] == "ceiling"), None)
+    for row in rows:
+        ratios: dict[str, float | None] = {}
+        for key, _label, path, _fmt, _better in COLUMNS:
+            v = value(row, path)
+            c = value(ceiling, path) if ceiling else None
+            ratios[key] = v / c if v is not None and c else None
+        row["ratio_to_ceiling"] = ratios
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """Markdown: each figure with its ratio to the ceiling in parentheses."""
+    head = ["system", *[c[1] for c in COLUMNS], "complete"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        cells = [row["system"]]
+        for key, _label, path, fmt, _better in COLUMNS:
+            v = value(row, path)
+            ratio = row["ratio_to_ceiling"].get(key)
+            cell = "-" if v is None else fmt.format(v)
+            if ratio is not None and row["system"] != "ceiling":
+                cell += f" ({ratio:.2f}x)"
+            cells.append(cell)
+        ok = all(row.get(s, {}).get("complete", True) for s in ("fanout", "latency"))
+        cells.append("yes" if ok else "NO")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def generator_note(rows: list[dict[str, Any]]) -> str:
+    out = [
+        "| system | fan-out: server CPU | fan-out: generator CPU | latency: server CPU |",
+        "|---|---|---|---|",
+    ]
+    for row in rows:
+        f, lat = row.get("fanout", {}), row.get("latency", {})
+        out.append(
+            f"| {row['system']} | {f.get('server_cpu_util', 0):.0%} | "
+            f"{f.get('generator_cpu_util', 0):.0%} | {lat.get('server_cpu_util', 0):.0%} |"
+        )
+    return "\n".join(out)
+
+
+def chart(rows: list[dict[str, Any]], path: Path) -> str | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed: no chart"
+    panels = [c for c in COLUMNS if c[0] in ("fanout", "cpu", "p99", "rss")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2))
+    names = [r["system"] for r in rows]
+    for ax, (key, label, _path, _fmt, better) in zip(axes, panels, strict=True):
+        ratios = [r["ratio_to_ceiling"].get(key) or 0.0 for r in rows]
+        colors = [
+            "#888888" if n == "ceiling" else "#d62728" if n.startswith("wsq") else "#1f77b4"
+            for n in names
+        ]
+        ax.barh(names, ratios, color=colors)
+        ax.axvline(1.0, color="black", linewidth=0.8)
+        ax.invert_yaxis()
+        ax.set_title(f"{label}\n(x ceiling, {better} is better)", fontsize=10)
+        for y, v in enumerate(ratios):
+            ax.text(v, y, f" {v:.2f}", va="center", fontsize=8)
+        ax.margins(x=0.25)
+    fig.suptitle("wsq bench: ratios to the ceiling server, same machine, same run")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return None
+
+
+# -- main ------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="small sizes, under a minute")
+    mode.add_argument("--tiny", action="store_true", help="a few seconds: for the smoke test")
+    p.add_argument("--out", type=Path, default=BENCH / "results", help="results folder")
+    p.add_argument("--only", help="comma-separated systems (default: all): " + ", ".join(SYSTEMS))
+    p.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="do not pin the server to CPU 0 and the generator to CPU 1",
+    )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy the Python servers during fan-out (raw stacks into --out)",
+    )
+    p.add_argument("--no-chart", dest="chart", action="store_false")
+    for key in SIZES["full"]:
+        p.add_argument(
+            f"--{key.replace('_', '-')}",
+            type=type(SIZES["full"][key]),
+            dest=key,
+            help=f"size override (full: {SIZES['full'][key]})",
+        )
+    args = p.parse_args(argv)
+    preset = "tiny" if args.tiny else "quick" if args.quick else "full"
+    sizes = dict(SIZES[preset])
+    for key in SIZES["full"]:
+        if getattr(args, key) is not None:
+            sizes[key] = getattr(args, key)
+    names = args.only.split(",") if args.only else list(SYSTEMS)
+    unknown = [n for n in names if n not in SYSTEMS]
+    if unknown:
+        p.error(f"unknown systems: {', '.join(unknown)}")
+    pin = args.pin and (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
+    missing = sorted({t for n in names for t in (*SYSTEMS[n].needs, "node") if not shutil.which(t)})
+    if missing:
+        print(
+            f"bench: missing tools: {', '.join(missing)} (scripts/bench installs them)",
+            file=sys.stderr,
+        )
+        return 1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard, max(soft, 4 * sizes["conns"] + 1024))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    rows: list[dict[str, Any]] = []
+    failures: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="wsq-bench-") as tmpdir:
+        tmp = Path(tmpdir)
+        for name in names:
+            t0 = time.monotonic()
+            print(f"bench: {name} ...", file=sys.stderr, flush=True)
+            try:
+                profile = (
+                    args.out / "profiles"
+                    if args.profile and name.startswith(("wsq", "py-"))
+                    else None
+                )
+                rows.append(measure(SYSTEMS[name], sizes, pin, tmp, profile))
+            except Exception as e:  # one broken peer must not hide the others' figures
+                failures.append(f"{name}: {e}")
+                print(f"bench: {name} FAILED: {e}", file=sys.stderr)
+                log = tmp / f"{name}.log"
+                if log.exists():
+                    sys.stderr.write(log.read_text(errors="replace")[-2000:])
+                rows.append({"system": name, "what": SYSTEMS[name].what, "error": str(e)})
+            print(f"bench: {name} done in {time.monotonic() - t0:.1f} s", file=sys.stderr)
+    add_ratios(rows)
+    doc = {
+        "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "preset": preset,
+        "sizes": sizes,
+        "pinned": pin,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "node": subprocess.run(
+                ["node", "--version"], capture_output=True, text=True
+            ).stdout.strip(),
+        },
+        "seconds": time.monotonic() - started,
+        "rows": rows,
+        "failures": failures,
+    }
+    (args.out / "results.json").write_text(json.dumps(doc, indent=2) + "\n")
+    md = (
+        f"wsq bench, {preset} sizes {json.dumps(sizes)}, {doc['when']}, "
+        f"{'server on CPU 0, generator on CPU 1' if pin else 'not pinned'}\n\n"
+        f"{table(rows)}\n\nCPU use during the measured windows (1.0 = one core):\n\n"
+        f"{generator_note(rows)}\n"
+    )
+    (args.out / "results.md").write_text(md)
+    print(md)
+    if args.chart:
+        note = chart(rows, args.out / "results.png")
+        print(note or f"chart: {args.out / 'results.png'}")
+    print(f"results: {args.out / 'results.json'} ({doc['seconds']:.0f} s)")
+    if failures:
+        print("FAILED: " + "; ".join(failures), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
