@@ -1,0 +1,1153 @@
+"""The Redis streams broker (``redis://host:port/db``, ``rediss://``): many gateway processes share
+one Redis, so a client can publish on one node and read, or resume, on any other.
+
+Keys. Everything one address needs lives under ``wsq:{<tenant>:<address>}`` (tenant and address
+percent-escaped, so ``{``, ``}``, ``:`` and ``%`` never appear raw and no address can name another
+tenant's keys). The braces are a Redis Cluster hash tag: all keys of one address share a slot.
+
+- ``…:s``  the stream. Entry fields: ``b`` body, ``p`` publisher, ``s`` subject, ``m`` message_id,
+  ``c`` content_type, ``h`` headers (JSON), ``t`` ttl (ms). The position is the entry id; the
+  message's ``ts`` is its ms part.
+- ``…:m``  hash: ``last`` (newest id ever added: survives trimming), ``dropped`` (newest id lost to
+  retention, not to its own ttl: ``recovered`` is False after an older position).
+- ``…:i:<message_id>`` the position of a message_id, expiring with the dedup window.
+- ``…:g:<group>:l`` / ``:w`` / ``:n`` per consumer group: lease deadlines, redelivery delays
+  (sorted sets, score = ms) and the redelivered counts (hash).
+
+Publishing is one Lua script per batch: dedup, XADD, exact retention by length and age (the
+trimmed entries are looked at so ``dropped`` is exact), expiry of idle keys. Accepted means Redis
+answered the script; any doubt raises ``BrokerUnavailable``.
+
+Live reading: ONE task per process runs a blocking XREAD over every stream this process tails or
+watches, on its own connection (its read timeout is longer than BLOCK). When the set changes it is
+woken with CLIENT UNBLOCK. It keeps a cursor per stream, so after a Redis outage it resumes from
+there: nothing lost, nothing twice. It retries forever with backoff.
+
+Queues: Redis consumer groups. A leased message sits in the consumer's PEL; released, expired and
+filter-skipped ones are moved (XCLAIM) to the pseudo consumer ``~ready``, modified ones to
+``~delay`` until their delay is over. ``claim`` serves ``~ready`` first (oldest first: everything
+there is older than what the group has not read yet), then XREADGROUP. See docs/design.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from typing import Any
+from urllib.parse import quote
+
+from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from wsq.broker.base import (
+    START,
+    Broker,
+    Delivery,
+    Message,
+    NewMessage,
+    Outcome,
+    Published,
+    ReadResult,
+    parse_position,
+)
+from wsq.config import Settings, TenantConfig
+from wsq.exceptions import BrokerUnavailable
+from wsq.protocol.addresses import Pattern
+
+log = logging.getLogger(__name__)
+
+#: Entries one XREAD returns per stream (more come on the next, immediate, call).
+READ_COUNT = 512
+#: How long the live reader's XREAD blocks (ms); its connection waits a little longer.
+BLOCK_MS = 10_000
+#: How often (s) a watched group is asked about due leases / released messages at the latest.
+GROUP_POLL_S = 1.0
+#: Longest pause between reconnection attempts of the live reader (s).
+MAX_BACKOFF_S = 2.0
+#: Entries claim looks at per call beyond what it leases (filter skips, expired).
+CLAIM_SCAN = 1024
+#: Connection errors: Redis is down or unreachable.
+_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+
+READY = "~ready"
+DELAY = "~delay"
+
+# -- Lua ------------------------------------------------------------------------------------------
+
+_LUA_COMMON = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function fmt(n) return string.format('%.0f', n) end
+local function id_ms(id) return tonumber(string.match(id, '^(%d+)')) end
+local function next_id(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return ms .. '-' .. fmt(tonumber(seq) + 1)
+end
+local function field(f, name)
+  for i = 1, #f, 2 do if f[i] == name then return f[i + 1] end end
+  return nil
+end
+local function expired(id, f, now)
+  local ttl = field(f, 't')
+  return ttl ~= nil and id_ms(id) + tonumber(ttl) <= now
+end
+"""
+
+# Retention: at most 1024 entries go per call (a larger backlog goes over the next calls).
+_LUA_TRIM = """
+local function trim(s, meta, maxlen, maxage, now)
+  local dropped = nil
+  if maxlen > 0 then
+    local excess = redis.call('XLEN', s) - maxlen
+    if excess > 0 then
+      if excess > 1024 then excess = 1024 end
+      local old = redis.call('XRANGE', s, '-', '+', 'COUNT', excess)
+      for _, e in ipairs(old) do
+        if not expired(e[1], e[2], now) then dropped = e[1] end
+      end
+      redis.call('XTRIM', s, 'MINID', next_id(old[#old][1]))
+    end
+  end
+  if maxage > 0 then
+    local old = redis.call('XRANGE', s, '-', '(' .. fmt(now - maxage) .. '-0', 'COUNT', 1024)
+    if #old > 0 then
+      for _, e in ipairs(old) do
+        if not expired(e[1], e[2], now) then dropped = e[1] end
+      end
+      redis.call('XTRIM', s, 'MINID', next_id(old[#old][1]))
+    end
+  end
+  if dropped then redis.call('HSET', meta, 'dropped', dropped) end
+end
+"""
+
+# KEYS: stream, meta, dedup keys. ARGV: maxlen, maxage, window, idle, n, then per message:
+# index of its dedup key in KEYS (0: none), number of fields, fields.
+_LUA_PUBLISH = (
+    _LUA_COMMON
+    + _LUA_TRIM
+    + """
+local s, meta = KEYS[1], KEYS[2]
+local maxlen, maxage = tonumber(ARGV[1]), tonumber(ARGV[2])
+local window, idle, n = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local now = now_ms()
+local out = {}
+local last = nil
+local i = 6
+for m = 1, n do
+  local k, nf = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
+  local dup = nil
+  if k > 0 then dup = redis.call('GET', KEYS[k]) end
+  if dup then
+    out[m] = {dup, 1}
+  else
+    local args = {s, '*'}
+    for j = i + 2, i + 1 + nf do args[#args + 1] = ARGV[j] end
+    local id = redis.call('XADD', unpack(args))
+    if k > 0 then redis.call('SET', KEYS[k], id, 'PX', window) end
+    out[m] = {id, 0}
+    last = id
+  end
+  i = i + 2 + nf
+end
+if last then
+  redis.call('HSET', meta, 'last', last)
+  trim(s, meta, maxlen, maxage, now)
+end
+redis.call('PEXPIRE', s, idle)
+redis.call('PEXPIRE', meta, idle)
+return out
+"""
+)
+
+# KEYS: stream, meta. ARGV: maxlen, maxage, idle, after, count. -> {now, dropped, entries}
+_LUA_READ = (
+    _LUA_COMMON
+    + _LUA_TRIM
+    + """
+local s, meta = KEYS[1], KEYS[2]
+local now = now_ms()
+if redis.call('EXISTS', s) == 0 then return {now, false, {}} end
+trim(s, meta, tonumber(ARGV[1]), tonumber(ARGV[2]), now)
+redis.call('PEXPIRE', s, ARGV[3])
+redis.call('PEXPIRE', meta, ARGV[3])
+local entries = {}
+if tonumber(ARGV[5]) > 0 then
+  entries = redis.call('XRANGE', s, '(' .. ARGV[4], '+', 'COUNT', ARGV[5])
+end
+return {now, redis.call('HGET', meta, 'dropped'), entries}
+"""
+)
+
+_LUA_GROUP = """
+local READY, DELAY = '~ready', '~delay'
+-- Lease deadlines and delays that are due: the messages become available (READY).
+local function due(s, g, L, W, N, now)
+  local ids = redis.call('ZRANGEBYSCORE', L, '-inf', now, 'LIMIT', 0, 256)
+  for _, id in ipairs(ids) do
+    if #redis.call('XCLAIM', s, g, READY, 0, id, 'JUSTID') > 0 then
+      redis.call('HINCRBY', N, id, 1)
+    else
+      redis.call('HDEL', N, id)
+    end
+  end
+  if #ids > 0 then redis.call('ZREM', L, unpack(ids)) end
+  ids = redis.call('ZRANGEBYSCORE', W, '-inf', now, 'LIMIT', 0, 256)
+  for _, id in ipairs(ids) do
+    if #redis.call('XCLAIM', s, g, READY, 0, id, 'JUSTID') == 0 then
+      redis.call('HDEL', N, id)
+    end
+  end
+  if #ids > 0 then redis.call('ZREM', W, unpack(ids)) end
+end
+local function next_deadline(L, W)
+  local a = redis.call('ZRANGE', L, 0, 0, 'WITHSCORES')
+  local b = redis.call('ZRANGE', W, 0, 0, 'WITHSCORES')
+  local best = -1
+  if #a > 0 then best = tonumber(a[2]) end
+  if #b > 0 and (best < 0 or tonumber(b[2]) < best) then best = tonumber(b[2]) end
+  return best
+end
+local function group_exists(s, g)
+  local r = redis.pcall('XPENDING', s, g, '-', '+', 1, READY)
+  return not (type(r) == 'table' and r.err)
+end
+local function forget_consumer(s, g, c)
+  if #redis.call('XPENDING', s, g, '-', '+', 1, c) == 0 then
+    redis.call('XGROUP', 'DELCONSUMER', s, g, c)
+  end
+end
+"""
+
+# A subject pattern (wsq.protocol.addresses.Pattern) in Lua: '*' one token, '>' last, 1 or more.
+_LUA_MATCH = """
+local function split(text)
+  local out, start = {}, 1
+  while true do
+    local i = string.find(text, '.', start, true)
+    if not i then out[#out + 1] = string.sub(text, start); return out end
+    out[#out + 1] = string.sub(text, start, i - 1)
+    start = i + 1
+  end
+end
+local function matches(pat, subject)
+  if pat == '' then return true end
+  if not subject then return false end
+  local p, t = split(pat), split(subject)
+  local tail = p[#p] == '>'
+  local n = #p
+  if tail then
+    n = n - 1
+    if #t <= n then return false end
+  elseif #t ~= n then
+    return false
+  end
+  for i = 1, n do
+    if p[i] ~= '*' and p[i] ~= t[i] then return false end
+  end
+  return true
+end
+"""
+
+# KEYS: stream, L, W, N, meta. ARGV: group, consumer, count, lease, pattern, idle, scan.
+# -> {now, next deadline, {id, fields, redelivered}...}
+_LUA_CLAIM = (
+    _LUA_COMMON
+    + _LUA_GROUP
+    + _LUA_MATCH
+    + """
+local s, L, W, N, meta = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local g, c = ARGV[1], ARGV[2]
+local count, lease, pat = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local idle, scan = ARGV[6], tonumber(ARGV[7])
+local now = now_ms()
+if not group_exists(s, g) then
+  redis.call('XGROUP', 'CREATE', s, g, '0', 'MKSTREAM')
+  redis.call('DEL', L, W, N)
+end
+due(s, g, L, W, N, now)
+local deadline = now + lease
+local out = {now, 0}
+local got = 0
+local function take(id, f)
+  redis.call('ZADD', L, deadline, id)
+  got = got + 1
+  out[#out + 1] = {id, f, tonumber(redis.call('HGET', N, id) or '0')}
+end
+local looked = 0
+local start = '-'
+while got < count and looked < scan do
+  local p = redis.call('XPENDING', s, g, start, '+', 64, READY)
+  for _, e in ipairs(p) do
+    local id = e[1]
+    looked = looked + 1
+    start = '(' .. id
+    local ent = redis.call('XRANGE', s, id, id)
+    if #ent == 0 or expired(id, ent[1][2], now) then
+      redis.call('XACK', s, g, id)
+      redis.call('HDEL', N, id)
+    elseif matches(pat, field(ent[1][2], 's')) then
+      redis.call('XCLAIM', s, g, c, 0, id, 'JUSTID')
+      take(id, ent[1][2])
+      if got >= count then break end
+    end
+  end
+  if #p < 64 then break end
+end
+while got < count and looked < scan do
+  local want = count - got
+  local r = redis.call('XREADGROUP', 'GROUP', g, c, 'COUNT', want, 'STREAMS', s, '>')
+  if not r then break end
+  local entries = r[1][2]
+  for _, e in ipairs(entries) do
+    local id, f = e[1], e[2]
+    looked = looked + 1
+    if expired(id, f, now) then
+      redis.call('XACK', s, g, id)
+    elseif matches(pat, field(f, 's')) then
+      take(id, f)
+    else
+      redis.call('XCLAIM', s, g, READY, 0, id, 'JUSTID')
+    end
+  end
+  if #entries < want then break end
+end
+if got == 0 then forget_consumer(s, g, c) end
+out[2] = next_deadline(L, W)
+for _, k in ipairs({s, L, W, N, meta}) do redis.call('PEXPIRE', k, idle) end
+return out
+"""
+)
+
+# KEYS: stream, L, W, N. ARGV: group, consumer, outcome (a r m h), delay, ids...
+# -> {now, any available now (0/1), next deadline, {id, fields}... (outcome h: held, unchanged)}
+_LUA_SETTLE = (
+    _LUA_COMMON
+    + _LUA_GROUP
+    + """
+local s, L, W, N = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local g, c, outcome, delay = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local now = now_ms()
+if not group_exists(s, g) then return {now, 0, -1} end
+local out = {now, 0, -1}
+for i = 5, #ARGV do
+  local id = ARGV[i]
+  if #redis.call('XPENDING', s, g, id, id, 1, c) == 1 then
+    if outcome == 'a' then
+      redis.call('XACK', s, g, id)
+      redis.call('ZREM', L, id)
+      redis.call('HDEL', N, id)
+    elseif outcome == 'h' then
+      local ent = redis.call('XRANGE', s, id, id)
+      if #ent > 0 then out[#out + 1] = {id, ent[1][2]} end
+    else
+      redis.call('ZREM', L, id)
+      if outcome == 'm' then redis.call('HINCRBY', N, id, 1) end
+      if outcome == 'm' and delay > 0 then
+        redis.call('XCLAIM', s, g, DELAY, 0, id, 'JUSTID')
+        redis.call('ZADD', W, now + delay, id)
+      else
+        redis.call('XCLAIM', s, g, READY, 0, id, 'JUSTID')
+        out[2] = 1
+      end
+    end
+  end
+end
+if outcome ~= 'h' then forget_consumer(s, g, c) end
+out[3] = next_deadline(L, W)
+return out
+"""
+)
+
+# KEYS: stream, L. ARGV: group, consumer, lease, ids... -> ids renewed
+_LUA_RENEW = (
+    _LUA_COMMON
+    + _LUA_GROUP
+    + """
+local s, L = KEYS[1], KEYS[2]
+local g, c = ARGV[1], ARGV[2]
+if not group_exists(s, g) then return {} end
+local deadline = now_ms() + tonumber(ARGV[3])
+local out = {}
+for i = 4, #ARGV do
+  local id = ARGV[i]
+  if #redis.call('XPENDING', s, g, id, id, 1, c) == 1 then
+    redis.call('ZADD', L, 'XX', deadline, id)
+    out[#out + 1] = id
+  end
+end
+return out
+"""
+)
+
+# KEYS: stream, L, W. ARGV: group. -> {now, anything claimable now (0/1), next deadline}
+_LUA_POLL = (
+    _LUA_COMMON
+    + _LUA_GROUP
+    + """
+local s, L, W = KEYS[1], KEYS[2], KEYS[3]
+local now = now_ms()
+local nd = next_deadline(L, W)
+local avail = 0
+if nd >= 0 and nd <= now then avail = 1 end
+if avail == 0 and group_exists(s, ARGV[1]) then
+  if #redis.call('XPENDING', s, ARGV[1], '-', '+', 1, READY) > 0 then avail = 1 end
+end
+return {now, avail, nd}
+"""
+)
+
+# -- keys and entries --------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=65_536)
+def _base(tenant: str, address: str) -> str:
+    """The key prefix of one address: a hash tag no other (tenant, address) can produce."""
+    return f"wsq:{{{quote(tenant, safe='')}:{quote(address, safe='')}}}"
+
+
+def _group_keys(base: str, group: str) -> tuple[str, str, str]:
+    g = f"{base}:g:{quote(group, safe='')}"
+    return f"{g}:l", f"{g}:w", f"{g}:n"
+
+
+def _fields(nm: NewMessage) -> list[str]:
+    out = ["b", nm.body, "p", nm.publisher]
+    if nm.subject is not None:
+        out += ("s", nm.subject)
+    if nm.message_id is not None:
+        out += ("m", nm.message_id)
+    if nm.content_type is not None:
+        out += ("c", nm.content_type)
+    if nm.headers is not None:
+        out += ("h", json.dumps(dict(nm.headers), separators=(",", ":")))
+    if nm.ttl_ms is not None:
+        out += ("t", str(nm.ttl_ms))
+    return out
+
+
+def _message(id_: str, flat: Sequence[str]) -> Message:
+    f = dict(zip(flat[::2], flat[1::2], strict=True))
+    ms = int(id_.partition("-")[0])
+    ttl = f.get("t")
+    headers = f.get("h")
+    return Message(
+        id_,
+        f.get("b", "null"),
+        ts=ms,
+        publisher=f.get("p", ""),
+        subject=f.get("s"),
+        message_id=f.get("m"),
+        content_type=f.get("c"),
+        headers=json.loads(headers) if headers is not None else None,
+        expires_at=ms + int(ttl) if ttl is not None else None,
+    )
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+# -- live reading: tails and group watches -------------------------------------------------------
+
+
+class _Stream:
+    """A stream this process reads live: its tails, its watched groups, one cursor."""
+
+    __slots__ = ("address", "cursor", "groups", "key", "meta", "notified", "tails", "tenant")
+
+    def __init__(self, tenant: str, address: str, cursor: str | None) -> None:
+        base = _base(tenant, address)
+        self.tenant = tenant
+        self.address = address
+        self.key = f"{base}:s"
+        self.meta = f"{base}:m"
+        # The newest id the reader has passed on; None until known (then: the newest).
+        self.cursor = cursor
+        self.tails: list[_Tail] = []
+        self.groups: list[_GroupWatch] = []
+        # Newest id whose publish this process told the group watchers of itself.
+        self.notified = (0, 0)
+
+
+class _Tail:
+    __slots__ = ("after", "broker", "callback", "closed", "pending", "stream")
+
+    def __init__(
+        self, broker: RedisBroker, stream: _Stream, callback: Callable[[list[Message]], None]
+    ) -> None:
+        self.broker = broker
+        self.stream = stream
+        self.callback = callback
+        self.closed = False
+        # Backlog being read: live messages wait here behind it.
+        self.pending: list[Message] | None = None
+        # Tailing after a position newer than the reader's cursor: skip up to it.
+        self.after: tuple[int, int] | None = None
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.pending = None
+            with contextlib.suppress(ValueError):
+                self.stream.tails.remove(self)
+            self.broker._release(self.stream)
+
+
+class _GroupWatch:
+    """The watchers of one consumer group in this process, and its one timer."""
+
+    __slots__ = ("group", "keys", "notify_pending", "stream", "timer", "timer_at", "watchers")
+
+    def __init__(self, stream: _Stream, group: str) -> None:
+        self.stream = stream
+        self.group = group
+        base = _base(stream.tenant, stream.address)
+        self.keys = (stream.key, *_group_keys(base, group))
+        self.watchers: list[_Watch] = []
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0
+        self.notify_pending = False
+
+
+class _Watch:
+    __slots__ = ("broker", "callback", "closed", "gw")
+
+    def __init__(self, broker: RedisBroker, gw: _GroupWatch, callback: Callable[[], None]) -> None:
+        self.broker = broker
+        self.gw = gw
+        self.callback = callback
+        self.closed = False
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.broker._unwatch(self)
+
+
+class RedisBroker(Broker):
+    """Addresses in Redis streams, shared by every gateway process using the same Redis."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._url = settings.broker.url
+        self._redis: Redis | None = None
+        self._scripts: dict[str, AsyncScript] = {}
+        self._streams: dict[tuple[str, str], _Stream] = {}
+        self._groups: dict[tuple[str, str, str], _GroupWatch] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._reader: asyncio.Task[None] | None = None
+        self._conn: AbstractConnection | None = None
+        self._conn_id: int | None = None
+        self._wake = asyncio.Event()
+        self._gen = 0  # bumped whenever the set of streams read live changes
+        self._blocked_gen = -1  # the generation of the XREAD now blocking, -1 when none
+        self._unblocking = False
+        self._closed = False
+        #: XREAD calls the live reader made (for tests and metrics).
+        self.live_reads = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def redis(self) -> Redis:
+        if self._redis is None:
+            raise BrokerUnavailable("the broker is not started")
+        return self._redis
+
+    async def start(self) -> None:
+        self._closed = False
+        if self._redis is None:
+            self._redis = Redis.from_url(
+                self._url,
+                decode_responses=True,
+                protocol=2,  # the reader parses raw XREAD replies: RESP2 arrays
+                socket_timeout=5.0,
+                socket_connect_timeout=2.0,
+                retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
+            )
+            for name, text in (
+                ("publish", _LUA_PUBLISH),
+                ("read", _LUA_READ),
+                ("claim", _LUA_CLAIM),
+                ("settle", _LUA_SETTLE),
+                ("renew", _LUA_RENEW),
+                ("poll", _LUA_POLL),
+            ):
+                self._scripts[name] = self._redis.register_script(text)
+        if self._reader is None:
+            self._reader = asyncio.get_running_loop().create_task(self._read_forever())
+
+    async def close(self) -> None:
+        self._closed = True
+        reader, self._reader = self._reader, None
+        tasks = [t for t in (reader, *self._tasks) if t is not None]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        for gw in self._groups.values():
+            if gw.timer is not None:
+                gw.timer.cancel()
+                gw.timer = None
+        await self._drop_conn()
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+
+    async def ready(self) -> bool:
+        if self._closed or self._redis is None:
+            return False
+        try:
+            return bool(await asyncio.wait_for(self._redis.ping(), 2.0))
+        except (RedisError, OSError, TimeoutError):
+            return False
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _tenant(self, name: str) -> TenantConfig:
+        cfg = self._settings.tenants.get(name)
+        if cfg is None:
+            cfg = TenantConfig(name=name, issuer=name, keys=())
+        return cfg
+
+    async def _run(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            return await self._scripts[script](keys=keys, args=args)
+        except _DOWN as exc:
+            raise BrokerUnavailable(f"Redis is unavailable: {exc}") from exc
+        except KeyError as exc:
+            raise BrokerUnavailable("the broker is not started") from exc
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- publishing --------------------------------------------------------------------------
+
+    async def publish(
+        self, tenant: str, address: str, messages: Sequence[NewMessage]
+    ) -> list[Published]:
+        if self._closed:
+            raise BrokerUnavailable("the broker is closed")
+        if not messages:
+            return []
+        cfg = self._tenant(tenant)
+        base = _base(tenant, address)
+        keys = [f"{base}:s", f"{base}:m"]
+        args: list[Any] = [
+            cfg.retention_max_len,
+            cfg.retention_max_age_ms,
+            cfg.dedup_window_ms,
+            cfg.idle_expiry_ms,
+            len(messages),
+        ]
+        dedup = cfg.dedup_window_ms > 0
+        for nm in messages:
+            k = 0
+            if dedup and nm.message_id is not None:
+                keys.append(f"{base}:i:{quote(nm.message_id, safe='')}")
+                k = len(keys)
+            fields = _fields(nm)
+            args += (k, len(fields), *fields)
+        rows = await self._run("publish", keys, args)
+        out = [Published(str(id_), duplicate=bool(dup)) for id_, dup in rows]
+        st = self._streams.get((tenant, address))
+        if st is not None and st.groups:
+            new = [r.id for r in out if not r.duplicate]
+            if new:
+                # Told here at once; the reader then skips this publish for the watchers.
+                st.notified = max(st.notified, parse_position(new[-1]))
+                for gw in st.groups:
+                    self._notify(gw)
+        return out
+
+    # -- copy (feed) -------------------------------------------------------------------------
+
+    async def last_position(self, tenant: str, address: str) -> str:
+        try:
+            last = await self.redis.hget(f"{_base(tenant, address)}:m", "last")
+        except _DOWN as exc:
+            raise BrokerUnavailable(f"Redis is unavailable: {exc}") from exc
+        return str(last) if last else START
+
+    async def read(self, tenant: str, address: str, after: str, limit: int) -> ReadResult:
+        pos = parse_position(after)
+        cfg = self._tenant(tenant)
+        base = _base(tenant, address)
+        keys = (f"{base}:s", f"{base}:m")
+        out: list[Message] = []
+        recovered = True
+        cursor = after
+        first = True
+        while True:
+            want = max(limit - len(out), 0)
+            now, dropped, entries = await self._run(
+                "read",
+                keys,
+                (cfg.retention_max_len, cfg.retention_max_age_ms, cfg.idle_expiry_ms, cursor, want),
+            )
+            if first:
+                first = False
+                # START asks for whatever is retained: nothing it names was lost.
+                recovered = pos == (0, 0) or not dropped or parse_position(dropped) <= pos
+            for id_, flat in entries:
+                m = _message(id_, flat)
+                if m.expires_at is None or m.expires_at > now:
+                    out.append(m)
+            if len(entries) < want or len(out) >= limit or not entries:
+                return ReadResult(out, recovered)
+            cursor = entries[-1][0]
+
+    def tail(
+        self,
+        tenant: str,
+        address: str,
+        after: str,
+        on_messages: Callable[[list[Message]], None],
+    ) -> _Tail:
+        pos = parse_position(after)
+        st = self._streams.get((tenant, address))
+        fresh = st is None
+        if st is None:
+            st = self._streams[(tenant, address)] = _Stream(tenant, address, after)
+        t = _Tail(self, st, on_messages)
+        if st.cursor is None:
+            st.cursor = after  # watched only so far: the reader starts where this tail does
+        else:
+            cur = parse_position(st.cursor)
+            if pos > cur:
+                t.after = pos
+            elif pos < cur:
+                t.pending = []
+                self._spawn(self._backlog(t, after, st.cursor))
+        st.tails.append(t)
+        if fresh:
+            self._changed()
+        return t
+
+    async def _backlog(self, t: _Tail, after: str, upto: str) -> None:
+        """Hand ``t`` what lies in (after, upto], then what the reader queued meanwhile."""
+        st = t.stream
+        cfg = self._tenant(st.tenant)
+        end = parse_position(upto)
+        backlog: list[Message] = []
+        cursor = after
+        delay = 0.05
+        while not t.closed:
+            try:
+                now, _, entries = await self._run(
+                    "read",
+                    (st.key, st.meta),
+                    (
+                        cfg.retention_max_len,
+                        cfg.retention_max_age_ms,
+                        cfg.idle_expiry_ms,
+                        cursor,
+                        READ_COUNT,
+                    ),
+                )
+            except BrokerUnavailable:
+                await asyncio.sleep(delay * random.random())
+                delay = min(delay * 2, MAX_BACKOFF_S)
+                continue
+            done = len(entries) < READ_COUNT
+            for id_, flat in entries:
+                m = _message(id_, flat)
+                if m.pos > end:
+                    done = True
+                    break
+                if m.expires_at is None or m.expires_at > now:
+                    backlog.append(m)
+                cursor = id_
+            if done:
+                break
+        if t.closed or t.pending is None:
+            return
+        batch = backlog + t.pending
+        t.pending = None
+        if batch:
+            try:
+                t.callback(batch)
+            except Exception:
+                log.exception("tail callback failed")
+
+    def _release(self, st: _Stream) -> None:
+        """Forget ``st`` once nothing reads it (the reader drops it from its next XREAD)."""
+        if not st.tails and not st.groups:
+            key = (st.tenant, st.address)
+            if self._streams.get(key) is st:
+                del self._streams[key]
+
+    def _changed(self) -> None:
+        """The set of streams read live grew: re-issue the blocking XREAD now."""
+        self._gen += 1
+        self._wake.set()
+        if self._blocked_gen >= 0 and not self._unblocking and not self._closed:
+            self._unblocking = True
+            self._spawn(self._unblock())
+
+    async def _unblock(self) -> None:
+        try:
+            # CLIENT UNBLOCK may reach Redis before the XREAD does: then it answers 0, try again.
+            for _ in range(200):
+                if self._blocked_gen < 0 or self._blocked_gen == self._gen:
+                    return
+                cid = self._conn_id
+                if cid is not None and await self.redis.client_unblock(cid):
+                    return
+                await asyncio.sleep(0.002)
+        except (RedisError, OSError, BrokerUnavailable):
+            pass  # Redis is down: the reader finds out itself
+        finally:
+            self._unblocking = False
+
+    async def _drop_conn(self) -> None:
+        conn, self._conn, self._conn_id = self._conn, None, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.disconnect()
+
+    async def _read_forever(self) -> None:
+        """The live reader: one blocking XREAD over every stream of this process, forever."""
+        failures = 0
+        while not self._closed:
+            try:
+                if self._conn is None:
+                    conn: AbstractConnection = (
+                        self.redis.connection_pool.make_connection()  # type: ignore[no-untyped-call]
+                    )
+                    await conn.connect()  # type: ignore[no-untyped-call]
+                    await conn.send_command("CLIENT", "ID")
+                    self._conn_id = int(await conn.read_response())
+                    self._conn = conn
+                await self._read_once(self._conn)
+                if failures:
+                    log.warning("live reader: Redis is back; resuming every stream")
+                    failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._blocked_gen = -1
+                await self._drop_conn()
+                failures += 1
+                if failures == 1:
+                    log.warning("live reader: %s; retrying until Redis answers", exc)
+                else:
+                    log.debug("live reader: still failing (%s)", exc)
+                # Full jitter: many gateways must not all reconnect at once.
+                delay = min(MAX_BACKOFF_S, 0.05 * 2 ** min(failures, 10))
+                await asyncio.sleep(delay * (0.5 + random.random() / 2))
+
+    async def _read_once(self, conn: AbstractConnection) -> None:
+        streams = self._streams
+        unknown = [st for st in streams.values() if st.cursor is None]
+        if unknown:
+            pipe = self.redis.pipeline(transaction=False)
+            for st in unknown:
+                pipe.hget(st.meta, "last")
+            for st, last in zip(unknown, await pipe.execute(), strict=True):
+                if st.cursor is None:
+                    st.cursor = str(last) if last else START
+        snapshot = [st for st in streams.values() if st.cursor is not None]
+        if not snapshot:
+            self._wake.clear()
+            await self._wake.wait()
+            return
+        self._wake.clear()
+        args: list[Any] = ["XREAD", "COUNT", READ_COUNT, "BLOCK", BLOCK_MS, "STREAMS"]
+        args += [st.key for st in snapshot]
+        args += [st.cursor for st in snapshot]
+        gen = self._gen
+        self._blocked_gen = gen
+        try:
+            await conn.send_command(*args)
+            self.live_reads += 1
+            reply = await conn.read_response(timeout=BLOCK_MS / 1000 + 5)
+        finally:
+            self._blocked_gen = -1
+        if not reply:
+            return
+        by_key = {st.key: st for st in snapshot}
+        now = _now_ms()
+        for key, entries in reply:
+            read = by_key.get(key)
+            if read is None or not entries or streams.get((read.tenant, read.address)) is not read:
+                continue  # nobody reads it any more (or a newer state replaced it)
+            self._dispatch(read, entries, now)
+
+    def _dispatch(self, st: _Stream, entries: list[Any], now: int) -> None:
+        messages = [_message(id_, flat) for id_, flat in entries]
+        last = messages[-1]
+        st.cursor = last.id
+        live = [m for m in messages if m.expires_at is None or m.expires_at > now]
+        if live and st.tails:
+            for t in tuple(st.tails):  # a callback may open or close tails
+                if t.closed:
+                    continue
+                batch = live
+                if t.after is not None:
+                    after = t.after
+                    batch = [m for m in live if m.pos > after]
+                    if not batch:
+                        continue
+                    t.after = None
+                if t.pending is not None:
+                    t.pending.extend(batch)
+                    continue
+                try:
+                    t.callback(batch)
+                except Exception:
+                    log.exception("tail callback failed")
+        if st.groups and last.pos > st.notified:
+            st.notified = last.pos
+            for gw in st.groups:
+                self._notify(gw)
+
+    # -- move (queue) ------------------------------------------------------------------------
+
+    async def claim(
+        self,
+        tenant: str,
+        address: str,
+        group: str,
+        consumer: str,
+        count: int,
+        lease_ms: int,
+        subject_filter: Pattern | None = None,
+    ) -> list[Delivery]:
+        if count <= 0:
+            return []
+        cfg = self._tenant(tenant)
+        base = _base(tenant, address)
+        keys = (f"{base}:s", *_group_keys(base, group), f"{base}:m")
+        rows = await self._run(
+            "claim",
+            keys,
+            (
+                group,
+                consumer,
+                count,
+                lease_ms,
+                subject_filter.text if subject_filter is not None else "",
+                cfg.idle_expiry_ms,
+                count + CLAIM_SCAN,
+            ),
+        )
+        self._deadline(tenant, address, group, rows[0], rows[1])
+        return [Delivery(_message(id_, flat), int(n)) for id_, flat, n in rows[2:]]
+
+    async def settle(
+        self,
+        tenant: str,
+        address: str,
+        group: str,
+        consumer: str,
+        ids: Sequence[str],
+        outcome: Outcome,
+    ) -> None:
+        if not ids:
+            return
+        cfg = self._tenant(tenant)
+        base = _base(tenant, address)
+        keys = (f"{base}:s", *_group_keys(base, group))
+        code = {
+            Outcome.ACCEPTED: "a",
+            Outcome.RELEASED: "r",
+            Outcome.MODIFIED: "m",
+            Outcome.REJECTED: "a",
+        }[outcome]
+        if outcome is Outcome.REJECTED and cfg.dead_letter is not None:
+            # Dead-letter first, then remove: a failure in between redelivers, never loses.
+            held = await self._run("settle", keys, (group, consumer, "h", 0, *ids))
+            dead = [_message(id_, flat) for id_, flat in held[3:]]
+            if not dead:
+                return
+            await self.publish(tenant, cfg.dead_letter, [_dead_letter(m, address) for m in dead])
+            ids = [m.id for m in dead]
+        rows = await self._run(
+            "settle", keys, (group, consumer, code, cfg.redelivery_delay_ms, *ids)
+        )
+        self._deadline(tenant, address, group, rows[0], rows[2])
+        if rows[1]:
+            gw = self._groups.get((tenant, address, group))
+            if gw is not None:
+                self._notify(gw)
+
+    async def renew(
+        self,
+        tenant: str,
+        address: str,
+        group: str,
+        consumer: str,
+        ids: Sequence[str],
+        lease_ms: int,
+    ) -> list[str]:
+        if not ids:
+            return []
+        base = _base(tenant, address)
+        lease_key = _group_keys(base, group)[0]
+        rows = await self._run("renew", (f"{base}:s", lease_key), (group, consumer, lease_ms, *ids))
+        return [str(r) for r in rows]
+
+    def watch_group(
+        self, tenant: str, address: str, group: str, on_available: Callable[[], None]
+    ) -> _Watch:
+        gw = self._groups.get((tenant, address, group))
+        if gw is None:
+            found = self._streams.get((tenant, address))
+            st = found or _Stream(tenant, address, None)
+            if found is None:
+                self._streams[(tenant, address)] = st
+            gw = self._groups[(tenant, address, group)] = _GroupWatch(st, group)
+            st.groups.append(gw)
+            if found is None:
+                self._changed()
+        w = _Watch(self, gw, on_available)
+        gw.watchers.append(w)
+        # Something may wait already (published before, or a lease runs out): say so once, and
+        # learn the group's next deadline.
+        with contextlib.suppress(RuntimeError):
+            self._notify(gw)
+            if gw.timer is None:
+                self._spawn(self._poll(gw))
+        return w
+
+    def _unwatch(self, w: _Watch) -> None:
+        gw = w.gw
+        with contextlib.suppress(ValueError):
+            gw.watchers.remove(w)
+        if gw.watchers:
+            return
+        if gw.timer is not None:
+            gw.timer.cancel()
+            gw.timer = None
+        st = gw.stream
+        key = (st.tenant, st.address, gw.group)
+        if self._groups.get(key) is gw:
+            del self._groups[key]
+        with contextlib.suppress(ValueError):
+            st.groups.remove(gw)
+        self._release(st)
+
+    def _deadline(self, tenant: str, address: str, group: str, now: int, deadline: int) -> None:
+        """A claim or settle told the group's next deadline (Redis time): wake up for it."""
+        gw = self._groups.get((tenant, address, group))
+        if gw is not None and deadline >= 0:
+            # One ms late rather than early.
+            self._arm(gw, max(0, int(deadline) - int(now) + 1) / 1000)
+
+    def _arm(self, gw: _GroupWatch, delay: float) -> None:
+        if self._closed or not gw.watchers:
+            return
+        loop = asyncio.get_running_loop()
+        when = loop.time() + min(delay, GROUP_POLL_S)
+        if gw.timer is not None:
+            if gw.timer_at <= when:
+                return
+            gw.timer.cancel()
+        gw.timer = loop.call_at(when, self._on_timer, gw)
+        gw.timer_at = when
+
+    def _on_timer(self, gw: _GroupWatch) -> None:
+        gw.timer = None
+        if gw.watchers and not self._closed:
+            self._spawn(self._poll(gw))
+
+    async def _poll(self, gw: _GroupWatch) -> None:
+        """Ask Redis whether anything became claimable (a lease ran out, here or elsewhere)."""
+        delay = GROUP_POLL_S
+        try:
+            now, avail, deadline = await self._run("poll", gw.keys[:3], (gw.group,))
+            if avail:
+                self._notify(gw)
+            elif deadline >= 0:
+                delay = max(0, int(deadline) - int(now) + 1) / 1000
+        except (BrokerUnavailable, RedisError):
+            log.debug("group poll failed", exc_info=True)
+        self._arm(gw, delay)
+
+    def _notify(self, gw: _GroupWatch) -> None:
+        """Tell the group's watchers, once per loop turn however many reasons there were."""
+        if gw.watchers and not gw.notify_pending:
+            asyncio.get_running_loop().call_soon(self._fire, gw)
+            gw.notify_pending = True
+
+    @staticmethod
+    def _fire(gw: _GroupWatch) -> None:
+        gw.notify_pending = False
+        for w in tuple(gw.watchers):
+            if w.closed:
+                continue
+            try:
+                w.callback()
+            except Exception:
+                log.exception("group watcher failed")
+
+    # -- reconciliation ----------------------------------------------------------------------
+
+    async def lookup(self, tenant: str, address: str, message_id: str) -> Message | None:
+        base = _base(tenant, address)
+        stream = f"{base}:s"
+        r = self.redis
+        try:
+            hit = await r.get(f"{base}:i:{quote(message_id, safe='')}")
+            if hit:
+                rows: Any = await r.xrange(stream, min=hit, max=hit)
+                if rows:
+                    return _message(*_flat(rows[0]))
+            # Past the dedup window: search the retained messages, newest first.
+            end = "+"
+            while True:
+                rows = await r.xrevrange(stream, max=end, min="-", count=256)
+                for row in rows:
+                    id_, flat = _flat(row)
+                    m = _message(id_, flat)
+                    if m.message_id == message_id:
+                        return m
+                if len(rows) < 256:
+                    return None
+                end = "(" + rows[-1][0]
+        except _DOWN as exc:
+            raise BrokerUnavailable(f"Redis is unavailable: {exc}") from exc
+
+
+def _flat(row: Any) -> tuple[str, list[str]]:
+    """An XRANGE row as parsed by redis-py (id, {field: value}) -> (id, flat fields)."""
+    id_, fields = row
+    if isinstance(fields, dict):
+        flat: list[str] = []
+        for k, v in fields.items():
+            flat += (k, v)
+        return str(id_), flat
+    return str(id_), list(fields)
+
+
+def _dead_letter(m: Message, address: str) -> NewMessage:
+    headers: dict[str, Any] = dict(m.headers) if m.headers else {}
+    headers["x-dead-letter-from"] = address
+    headers["x-dead-letter-id"] = m.id
+    return NewMessage(
+        body=m.body,
+        publisher=m.publisher,
+        subject=m.subject,
+        message_id=m.message_id,
+        content_type=m.content_type,
+        headers=headers,
+    )
