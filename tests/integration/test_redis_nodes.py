@@ -1,0 +1,319 @@
+"""Several gateway nodes sharing one real Redis: what the Redis broker is for.
+
+Each test module run starts its own ``redis-server`` on a free port, in a temporary directory
+(never the machine's Redis on 6379). Missing ``redis-server`` skips these tests, except in CI
+(``CI=true``) where it fails them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+from wsq_harness import Client, Gateway, Publisher, make_settings, running_gateway, transfers
+
+from wsq.broker.base import START, Message, NewMessage
+from wsq.broker.redis import RedisBroker
+from wsq.config import BrokerConfig, Settings
+
+
+class RedisServer:
+    """A throwaway ``redis-server`` that can be killed and started again on the same port."""
+
+    def __init__(self, workdir: Path, *, aof: bool = False) -> None:
+        exe = shutil.which("redis-server")
+        if exe is None:
+            if os.environ.get("CI") == "true":
+                pytest.fail("redis-server is not installed (required in CI)")
+            pytest.skip("redis-server is not installed")
+        self.exe = exe
+        self.workdir = workdir
+        self.aof = aof
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port: int = s.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        persistence = ("--appendonly", "yes", "--appendfsync", "always") if self.aof else ()
+        self.proc = subprocess.Popen(
+            [
+                *(self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""),
+                *(persistence or ("--appendonly", "no")),
+                *("--dir", str(self.workdir), "--logfile", str(self.workdir / "redis.log")),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn:
+                    conn.sendall(b"PING\r\n")
+                    if conn.recv(64).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.proc.kill()
+                pytest.fail(f"redis-server did not start on port {self.port}")
+            time.sleep(0.02)
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+            self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+            self.proc = None
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis-nodes"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def settings(redis_server: RedisServer) -> Settings:
+    return dataclasses.replace(make_settings(), broker=BrokerConfig(url=redis_server.url))
+
+
+@pytest.fixture
+def address() -> str:
+    return f"nodes.{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def subscriber(gw: Gateway, address: str, **fields: Any) -> tuple[Client, dict[str, Any]]:
+    client = await gw.client(sub="reader")
+    await client.begin(1)
+    answer = await client.subscribe(1, 0, address, credit=1000, **fields)
+    return client, answer
+
+
+# -- nodes ------------------------------------------------------------------------------------
+
+
+async def test_published_on_one_node_is_received_on_another(
+    settings: Settings, address: str
+) -> None:
+    async with running_gateway(settings) as a, running_gateway(settings) as b:
+        reader, _ = await subscriber(b, address)
+        ids = await Publisher(await a.client(sub="writer")).publish(address, 1, {"x": 2}, "three")
+        got = await transfers(reader, 3)
+        assert [t["id"] for t in got] == ids
+        assert [t["body"] for t in got] == [1, {"x": 2}, "three"]
+        assert got[0]["props"]["publisher"] == "writer"
+
+
+async def test_client_resumes_on_another_node_after_its_node_stops(
+    settings: Settings, address: str
+) -> None:
+    async with running_gateway(settings) as b:
+        publisher = Publisher(await b.client(sub="writer"))
+        async with running_gateway(settings) as a:
+            reader, _ = await subscriber(a, address)
+            first = await publisher.publish(address, 0, 1, 2)
+            seen = await transfers(reader, 3)
+            assert [t["id"] for t in seen] == first
+            last = seen[-1]["id"]
+        # Node A is gone; messages go on arriving meanwhile.
+        missed = await publisher.publish(address, 3, 4)
+        again, answer = await subscriber(b, address, **{"from": last})
+        assert answer["from"] == last
+        assert answer["recovered"] is True
+        more = await publisher.publish(address, 5)
+        got = await transfers(again, 3)
+        assert [t["id"] for t in got] == missed + more
+        assert [t["body"] for t in got] == [3, 4, 5]
+        await again.nothing("transfer", wait=0.2)
+
+
+async def test_queue_consumers_on_two_nodes_share_the_messages(
+    settings: Settings, address: str
+) -> None:
+    async with running_gateway(settings) as a, running_gateway(settings) as b:
+        consumers = []
+        for gw in (a, b):
+            client = await gw.client(sub="worker")
+            await client.begin(1)
+            await client.subscribe(1, 0, address, credit=1000, mode="move")
+            consumers.append(client)
+        await Publisher(await a.client(sub="writer")).publish(address, *range(30))
+        got: list[int] = []
+        for client in consumers:
+            try:
+                while True:
+                    t = await client.expect("transfer", timeout=0.5)
+                    got.append(t["body"])
+            except TimeoutError:
+                pass
+        assert sorted(got) == list(range(30))
+
+
+# -- cost -------------------------------------------------------------------------------------
+
+_READ_COMMANDS = ("xread", "xrange", "xrevrange", "xreadgroup", "hget", "get", "evalsha")
+
+
+async def _read_calls(redis: Redis) -> int:
+    stats: dict[str, Any] = await redis.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in _READ_COMMANDS)
+
+
+async def _fan_out_calls(settings: Settings, redis: Redis, subscribers: int) -> int:
+    """Redis read calls made while 20 messages reach ``subscribers`` links on one gateway."""
+    address = f"cost.{uuid.uuid4().hex[:12]}"
+    n = 20
+    async with running_gateway(settings) as gw:
+        clients: list[Client] = []
+        per_client = 50
+        for c in range(0, subscribers, per_client):
+            client = await gw.client(sub=f"s{c}")
+            await client.begin(1)
+            for h in range(min(per_client, subscribers - c)):
+                await client.subscribe(1, h, address, credit=1000)
+            clients.append(client)
+        publisher = Publisher(await gw.client(sub="writer"))
+        await asyncio.sleep(0.2)  # the live reader settles on the new stream
+        await redis.config_resetstat()
+        for i in range(n):
+            await publisher.publish(address, i)
+        for c, client in enumerate(clients):
+            links = min(per_client, subscribers - c * per_client)
+            got = await transfers(client, n * links)
+            assert len(got) == n * links
+        calls = await _read_calls(redis)
+        for client in clients:
+            await client.close()
+        # Publishes are the same count in both runs: what grows with subscribers is reading.
+        return calls - n
+
+
+async def test_redis_read_calls_do_not_grow_with_subscribers(
+    settings: Settings, redis: Redis
+) -> None:
+    few = await _fan_out_calls(settings, redis, 10)
+    many = await _fan_out_calls(settings, redis, 200)
+    # A bounded number of reads per publish, whatever the number of subscribers.
+    assert few <= 3 * 20, few
+    assert many <= few + 5, (few, many)
+
+
+# -- Redis outages ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def aof_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path, aof=True)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def _eventually(cond: Any, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while not cond():
+        if time.monotonic() > deadline:
+            pytest.fail("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+async def test_live_reader_resumes_after_redis_restart_without_loss_or_repeat(
+    aof_redis: RedisServer,
+) -> None:
+    settings = Settings(broker=BrokerConfig(url=aof_redis.url))
+    reader, writer = RedisBroker(settings), RedisBroker(settings)
+    await reader.start()
+    await writer.start()
+    got: list[Message] = []
+    try:
+        handle = reader.tail("t", "live", START, got.extend)
+        before = await writer.publish("t", "live", [NewMessage(str(i), "w") for i in range(3)])
+        await _eventually(lambda: len(got) >= 3)
+        aof_redis.kill()
+        # Redis is down: publishing is refused, never reported as stored.
+        with pytest.raises(Exception, match="unavailable"):
+            await writer.publish("t", "live", [NewMessage("9", "w")])
+        assert not await writer.ready()
+        aof_redis.start()
+        after: list[str] = []
+        deadline = time.monotonic() + 10
+        while not after:
+            try:
+                after = [
+                    r.id
+                    for r in await writer.publish(
+                        "t", "live", [NewMessage(str(i), "w") for i in range(3, 6)]
+                    )
+                ]
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+        await _eventually(lambda: len(got) >= 6)
+        await asyncio.sleep(0.2)
+        assert [m.id for m in got] == [r.id for r in before] + after
+        assert [json.loads(m.body) for m in got] == list(range(6))
+        assert await writer.ready()
+        handle.close()
+    finally:
+        await reader.close()
+        await writer.close()
+
+
+async def test_live_reader_survives_killed_connections(
+    redis_server: RedisServer, redis: Redis, address: str
+) -> None:
+    settings = Settings(broker=BrokerConfig(url=redis_server.url))
+    broker = RedisBroker(settings)
+    await broker.start()
+    got: list[Message] = []
+    try:
+        handle = broker.tail("t", address, START, got.extend)
+        await broker.publish("t", address, [NewMessage("0", "w")])
+        await _eventually(lambda: len(got) >= 1)
+        await redis.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        await broker.publish("t", address, [NewMessage("1", "w")])
+        await _eventually(lambda: len(got) >= 2)
+        await asyncio.sleep(0.1)
+        assert [json.loads(m.body) for m in got] == [0, 1]
+        handle.close()
+    finally:
+        await broker.close()
