@@ -19,6 +19,7 @@ from websockets.asyncio.client import ClientConnection
 
 from wsq.app import create_app
 from wsq.auth import mint_token
+from wsq.broker.base import Broker
 from wsq.config import KeyConfig, ServerConfig, Settings, TenantConfig
 
 SECRET_ACME = "acme-secret-acme-secret-acme-secret-0001"
@@ -94,8 +95,10 @@ class Gateway:
 
 
 @contextlib.asynccontextmanager
-async def running_gateway(settings: Settings) -> AsyncIterator[Gateway]:
-    app = create_app(settings)
+async def running_gateway(
+    settings: Settings, broker: Broker | None = None
+) -> AsyncIterator[Gateway]:
+    app = create_app(settings, broker)
     config = uvicorn.Config(
         app,
         host="127.0.0.1",

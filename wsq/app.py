@@ -138,7 +138,14 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
         )
 
     async def dev_token(request: Request) -> Response:
-        """Development mode only: a token for the demo page (the dev tenant is not secret)."""
+        """Development mode only: a token for the demo page, to clients on this machine (a dev
+        gateway bound to 0.0.0.0 must not hand full rights to the network)."""
+        client = request.client.host if request.client else ""
+        if client not in ("127.0.0.1", "::1", "localhost"):
+            return JSONResponse(
+                {"error": {"condition": "wsq:forbidden", "description": "loopback only"}},
+                status_code=403,
+            )
         tenant = settings.tenants["dev"]
         sub = request.query_params.get("sub", "demo")[:64] or "demo"
         token = mint_token(tenant, sub, publish=[">"], subscribe=[">"], ttl_s=3600)

@@ -130,6 +130,8 @@ class Peer:
         self._expiry_handle: asyncio.TimerHandle | None = None
         self._closing = False
         self._close_code = 1000
+        # The reader and timer-driven closes both answer events: one at a time, in order.
+        self._events_lock = asyncio.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -185,6 +187,10 @@ class Peer:
                 await self._process_events()
 
     async def _process_events(self) -> None:
+        async with self._events_lock:
+            await self._answer_events()
+
+    async def _answer_events(self) -> None:
         conn = self.conn
         while (event := conn.next_event()) is not None:
             try:
@@ -306,15 +312,10 @@ class Peer:
         self._tick_handle = self.loop.call_later(interval, self._tick)
 
     def _fail(self, error: WsqError) -> None:
-        """Close from a timer: the reader may be parked in receive(), so drive it from here."""
+        """Close from a timer: the reader may be parked in receive(), so answer the events
+        (every one still queued: settlements too, then the links ending) from here."""
         self.conn.close(error)
-        while (event := self.conn.next_event()) is not None:
-            if isinstance(event, LinkEnded) and event.link.attachment is not None:
-                self.gateway.hub.spawn(
-                    self.gateway.hub.detach(self._tenant(), event.link, event.unsettled)
-                )
-            elif isinstance(event, ConnectionEnded):
-                self._on_ended(event)
+        self.gateway.hub.spawn(self._process_events())
         # Do not wait for the client's close: it has been silent, or its token is dead.
         self.loop.call_later(0.2, self._force_close)
 

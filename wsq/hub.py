@@ -83,7 +83,8 @@ class Topic:
         self.tenant = tenant
         self.address = address
         self.subs: set[CopySub] = set()
-        self.live: list[CopySub] = []
+        # The subs caught up with the live reader; a dict for O(1) removal, ordered iteration.
+        self.live: dict[CopySub, None] = {}
         self.live_id = START
         self.live_pos = (0, 0)
         self.tail: Handle | None = None
@@ -111,13 +112,14 @@ class Topic:
         for sub in live:
             if not deliver_copy(sub, batch):
                 dropped.append(sub)
-            else:
-                # Filtered-out and expired messages move the cursor too.
+            elif last.pos > sub.cursor:
+                # Filtered-out and expired messages move the cursor too. Only forward: a sub
+                # that caught up by reading the broker may be ahead of this (later) batch.
                 sub.cursor = last.pos
                 sub.cursor_id = last.id
         for sub in dropped:
             sub.live = False
-            live.remove(sub)
+            del live[sub]
             self.hub.behind(sub)
 
     def close(self) -> None:
@@ -208,31 +210,14 @@ class GroupPump:
                     if not deliveries:
                         continue
                     got_any = True
-                    if link.state is not LinkState.ATTACHED:
-                        await self._settle(
-                            sub, [d.message.id for d in deliveries], Outcome.RELEASED
-                        )
-                        continue
-                    if len(self.subs) > 1:
+                    if len(self.subs) > 1 and any(d.redelivered for d in deliveries):
                         deliveries = await self._prefer_others(sub, deliveries)
-                    conn = sub.outlet.conn
-                    high_water = sub.outlet.high_water
-                    for i, d in enumerate(deliveries):
-                        if conn.out_bytes >= high_water:
-                            # Full socket: what does not fit goes back to the group at once.
-                            rest = deliveries[i:]
-                            deliveries = deliveries[:i]
-                            sub.outlet.stalled.add(sub)
-                            await self._settle(sub, [r.message.id for r in rest], Outcome.RELEASED)
-                            break
-                        conn.send_transfer(
-                            link, message_tail(d.message, d.redelivered), d.message.id
-                        )
-                    if link.pre_settled:
+                    sent, back = self._send(sub, deliveries)
+                    if back:
+                        await self._settle(sub, back, Outcome.RELEASED)
+                    if sent and link.pre_settled:
                         # At-most-once: settled as it is sent.
-                        await self._settle(
-                            sub, [d.message.id for d in deliveries], Outcome.ACCEPTED
-                        )
+                        await self._settle(sub, sent, Outcome.ACCEPTED)
                 if got_any:
                     self.dirty = True
         except Exception:
@@ -241,6 +226,28 @@ class GroupPump:
             self.hub.loop_call_later(1.0, self.poke)
         finally:
             self.running = False
+
+    def _send(self, sub: MoveSub, deliveries: list[Delivery]) -> tuple[list[str], list[str]]:
+        """Send what the link can take now; answers (ids sent, ids to hand back).
+
+        No await in here: the link's state checked first holds for every send (the client may
+        detach, or the socket close, during any await of the pump).
+        """
+        link = sub.link
+        if link.state is not LinkState.ATTACHED:
+            return [], [d.message.id for d in deliveries]
+        conn = sub.outlet.conn
+        high_water = sub.outlet.high_water
+        for i, d in enumerate(deliveries):
+            if conn.out_bytes >= high_water:
+                # Full socket: what does not fit goes back to the group at once.
+                sub.outlet.stalled.add(sub)
+                return (
+                    [x.message.id for x in deliveries[:i]],
+                    [x.message.id for x in deliveries[i:]],
+                )
+            conn.send_transfer(link, message_tail(d.message, d.redelivered), d.message.id)
+        return [d.message.id for d in deliveries], []
 
     async def _settle(self, sub: MoveSub, ids: list[str], outcome: Outcome) -> None:
         await self.hub.broker.settle(
@@ -327,22 +334,33 @@ class Hub:
         topic.subs.add(sub)
         if sub.cursor >= topic.live_pos:
             sub.live = True
-            topic.live.append(sub)
+            topic.live[sub] = None
         return after, recovered
 
     def behind(self, sub: CopySub) -> None:
-        """``sub`` fell behind the live stream; catch it up when it can take more."""
-        if sub.link.credit > 0 and sub.outlet.has_room() and not sub.catching_up:
-            sub.catching_up = True
-            self.catch_ups += 1
-            self.spawn(self._catch_up(sub))
+        """``sub`` fell behind the live stream; catch it up when it can take more.
+
+        Without credit it waits for a flow (``credit``); without room in its socket's outbox it
+        waits in ``outlet.stalled`` for ``drained``.
+        """
+        if sub.catching_up or sub.link.credit <= 0:
+            return
+        if not sub.outlet.has_room():
+            sub.outlet.stalled.add(sub)
+            return
+        sub.catching_up = True
+        self.catch_ups += 1
+        self.spawn(self._catch_up(sub))
 
     async def _catch_up(self, sub: CopySub) -> None:
         topic = sub.topic
         link = sub.link
         try:
             while link.state is LinkState.ATTACHED and not sub.live:
-                if link.credit <= 0 or not sub.outlet.has_room():
+                if link.credit <= 0:
+                    return
+                if not sub.outlet.has_room():
+                    sub.outlet.stalled.add(sub)
                     return
                 result = await self.broker.read(
                     topic.tenant, topic.address, sub.cursor_id, min(link.credit, READ_BATCH)
@@ -366,7 +384,7 @@ class Hub:
                         sub.cursor = topic.live_pos
                         sub.cursor_id = topic.live_id
                     sub.live = True
-                    topic.live.append(sub)
+                    topic.live[sub] = None
                     return
         except Exception:
             log.exception("catch-up failed on %s", topic.address)
@@ -427,7 +445,7 @@ class Hub:
             sub.outlet.stalled.discard(sub)
             if sub.live:
                 sub.live = False
-                topic.live.remove(sub)
+                del topic.live[sub]
             if not topic.subs and self.topics.get((topic.tenant, topic.address)) is topic:
                 del self.topics[(topic.tenant, topic.address)]
                 topic.close()
@@ -436,14 +454,17 @@ class Hub:
             sub.outlet.stalled.discard(sub)
             if sub in pump.subs:
                 pump.subs.remove(sub)
-            if unsettled:
-                # The link is gone: its unsettled deliveries go to another consumer at once.
-                await self.broker.settle(
-                    tenant, link.address, link.group, sub.consumer, unsettled, Outcome.RELEASED
-                )
-            if pump.subs:
-                pump.poke()
-            elif self.pumps.get((tenant, link.address, link.group)) is pump:
-                del self.pumps[(tenant, link.address, link.group)]
-                if pump.watch is not None:
-                    pump.watch.close()
+            try:
+                if unsettled:
+                    # The link is gone: its unsettled deliveries go to another consumer at once.
+                    await self.broker.settle(
+                        tenant, link.address, link.group, sub.consumer, unsettled, Outcome.RELEASED
+                    )
+            finally:
+                # Even when the broker failed: a pump without consumers must not linger.
+                if pump.subs:
+                    pump.poke()
+                elif self.pumps.get((tenant, link.address, link.group)) is pump:
+                    del self.pumps[(tenant, link.address, link.group)]
+                    if pump.watch is not None:
+                        pump.watch.close()

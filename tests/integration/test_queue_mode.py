@@ -6,7 +6,9 @@ import asyncio
 from typing import Any
 
 import pytest
-from wsq_harness import Client, Gateway, Publisher, transfers
+from wsq_harness import Client, Gateway, Publisher, make_settings, running_gateway, transfers
+
+from wsq.broker.memory import MemoryBroker
 
 
 async def consumer(
@@ -181,3 +183,32 @@ async def test_a_queue_consumer_that_does_not_read_pauses_instead_of_being_close
         await a.send(settle(t["delivery"], "accepted"))
     assert sorted(got) == list(range(n))
     await a.begin(2)  # never closed for being slow
+
+
+class SlowSettle(MemoryBroker):
+    """settle takes a network round trip, as with Redis."""
+
+    async def settle(self, *args: Any, **kwargs: Any) -> None:
+        await asyncio.sleep(0.05)
+        await super().settle(*args, **kwargs)
+
+
+async def test_settlements_that_arrive_just_before_a_drain_are_not_lost() -> None:
+    settings = make_settings()
+    broker = SlowSettle(settings)
+    async with running_gateway(settings, broker) as gw:
+        client = await gw.client(sub="worker")
+        await client.begin(1)
+        for handle, address in enumerate(("jobs1", "jobs2")):
+            await client.subscribe(1, handle, address, mode="move", lease=300)
+        pub = Publisher(await gw.client(sub="p"))
+        await pub.publish("jobs1", "a")
+        await pub.publish("jobs2", "b")
+        got = await transfers(client, 2)
+        first, last = sorted(t["delivery"] for t in got)
+        await client.send(settle(first, "accepted", last=last))
+        await asyncio.sleep(0.01)  # the first of the two settles is on its way to the broker
+        await gw.server.config.app.state.gateway.drain()  # type: ignore[attr-defined]
+        await asyncio.sleep(0.6)  # past the lease: anything left unsettled would come back
+        for address in ("jobs1", "jobs2"):
+            assert await broker.claim("acme", address, "default", "x", 10, 1000) == []

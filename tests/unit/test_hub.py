@@ -7,12 +7,15 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
+
 from wsq.broker.base import NewMessage
 from wsq.broker.memory import MemoryBroker
 from wsq.config import Settings
+from wsq.exceptions import BrokerUnavailable
 from wsq.hub import Hub, Outlet
 from wsq.protocol.connection import Limits, ServerConnection
-from wsq.protocol.events import AttachRequested
+from wsq.protocol.events import AttachRequested, LinkEnded
 
 HIGH_WATER = 32 * 1024
 PAD = "x" * 10_000
@@ -33,8 +36,8 @@ class Socket:
         self.conn.next_event()
         self.drain()
 
-    async def attach(self, **fields: Any) -> None:
-        frame = {"op": "attach", "ch": 1, "handle": 0, "role": "receiver", **fields}
+    async def attach(self, handle: int = 0, **fields: Any) -> Any:
+        frame = {"op": "attach", "ch": 1, "handle": handle, "role": "receiver", **fields}
         self.conn.receive_text(json.dumps(frame))
         event = self.conn.next_event()
         assert isinstance(event, AttachRequested)
@@ -43,9 +46,15 @@ class Socket:
             after, recovered = await self.hub.attach_copy("t", link, self.outlet)
             self.conn.accept_attach(link, from_=after, recovered=recovered)
         else:
-            await self.hub.attach_move("t", link, self.outlet, "consumer-1")
+            await self.hub.attach_move("t", link, self.outlet, f"consumer-{id(self)}")
             self.conn.accept_attach(link)
         self.hub.activate(link)
+        return link
+
+    def send(self, frame: dict[str, Any]) -> Any:
+        """A client frame; answers the event it produced."""
+        self.conn.receive_text(json.dumps(frame))
+        return self.conn.next_event()
 
     def watch(self) -> None:
         self.peak = max(self.peak, self.conn.out_bytes)
@@ -156,5 +165,119 @@ async def test_a_link_the_protocol_detached_gets_no_more_transfers() -> None:
     await publish(broker, "news", 2)
     await settle_loop()
     assert sock.drain() == []
+    await hub.close()
+    await broker.close()
+
+
+async def test_credit_granted_while_the_outbox_is_full_resumes_once_it_drains() -> None:
+    broker = MemoryBroker(Settings())
+    await broker.start()
+    hub = Hub(broker)
+    sock = Socket(hub)
+    await sock.attach(0, address="busy", credit=1000)
+    quiet = await sock.attach(1, address="quiet", credit=0)
+    sock.drain()
+    await broker.publish("t", "quiet", [NewMessage(body='"q1"', publisher="p")])
+    await publish(broker, "busy", 10)  # the outbox goes past the mark
+    await settle_loop()
+    assert not sock.outlet.has_room()
+    hub.credit(sock.send({"op": "flow", "ch": 1, "handle": 1, "credit": 10}).link)
+    await settle_loop()
+    got: list[Any] = []
+    for _ in range(10):
+        got += sock.drain()
+        await settle_loop()
+    assert [t["body"] for t in got if t["handle"] == 1] == ["q1"]
+    assert quiet.attachment.live
+    await hub.close()
+    await broker.close()
+
+
+class LaggingTail(MemoryBroker):
+    """Its live reader hands batches over 50 ms late, as a blocking read from Redis does."""
+
+    def tail(self, tenant: str, address: str, after: str, on_messages: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return super().tail(
+            tenant, address, after, lambda ms: loop.call_later(0.05, on_messages, ms)
+        )
+
+
+async def test_a_late_live_batch_never_moves_a_caught_up_cursor_back() -> None:
+    broker = LaggingTail(Settings())
+    await broker.start()
+    hub = Hub(broker)
+    first = Socket(hub)
+    await first.attach(address="feed", credit=1000)
+    await broker.publish("t", "feed", [NewMessage(body=str(n), publisher="p") for n in (1, 2)])
+    await asyncio.sleep(0.1)  # the live reader has passed 2
+    await broker.publish("t", "feed", [NewMessage(body=str(n), publisher="p") for n in (3, 4)])
+    await broker.publish("t", "feed", [NewMessage(body=str(n), publisher="p") for n in (5, 6)])
+    late = Socket(hub)
+    await late.attach(address="feed", credit=1000, **{"from": "^"})  # reads 1..6 from history
+    await asyncio.sleep(0.3)  # the live batches [3, 4] and [5, 6] arrive after that
+    assert [t["body"] for t in late.drain()] == [1, 2, 3, 4, 5, 6]
+    assert [t["body"] for t in first.drain()] == [1, 2, 3, 4, 5, 6]
+    await hub.close()
+    await broker.close()
+
+
+class SlowSettle(MemoryBroker):
+    """settle takes a network round trip, as with Redis."""
+
+    async def settle(self, *args: Any, **kwargs: Any) -> None:
+        await asyncio.sleep(0.05)
+        await super().settle(*args, **kwargs)
+
+
+async def test_a_queue_link_detached_while_the_pump_awaits_gets_no_transfer() -> None:
+    broker = SlowSettle(Settings())
+    await broker.start()
+    hub = Hub(broker)
+    a = Socket(hub)
+    link = await a.attach(address="jobs", mode="move", credit=1, lease=200)
+    b = Socket(hub)
+    await b.attach(address="jobs", mode="move", credit=5, filter={"subject": "nomatch"})
+    await broker.publish("t", "jobs", [NewMessage(body='"m1"', publisher="p")])
+    await asyncio.sleep(0.05)
+    assert [t["body"] for t in a.drain()] == ["m1"]
+    await asyncio.sleep(0.3)  # a's lease on m1 runs out
+    await broker.publish("t", "jobs", [NewMessage(body='"m2"', publisher="p")])
+    hub.credit(a.send({"op": "flow", "ch": 1, "handle": 0, "credit": 5}).link)
+    await asyncio.sleep(0.02)  # the pump is awaiting the broker
+    event = a.send({"op": "detach", "ch": 1, "handle": 0})
+    assert isinstance(event, LinkEnded)
+    await hub.detach("t", link, event.unsettled)
+    await asyncio.sleep(0.3)
+    assert a.drain() == []
+    # Nothing stays leased to the consumer that left: both can be claimed at once.
+    claimed = await broker.claim("t", "jobs", "default", "someone", 10, 1000)
+    assert sorted(d.message.body for d in claimed) == ['"m1"', '"m2"']
+    await hub.close()
+    await broker.close()
+
+
+class FailingSettle(MemoryBroker):
+    failing = False
+
+    async def settle(self, *args: Any, **kwargs: Any) -> None:
+        if self.failing:
+            raise BrokerUnavailable("down")
+        await super().settle(*args, **kwargs)
+
+
+async def test_a_failed_release_on_detach_does_not_leave_the_group_pump_behind() -> None:
+    broker = FailingSettle(Settings())
+    await broker.start()
+    hub = Hub(broker)
+    sock = Socket(hub)
+    link = await sock.attach(address="jobs", mode="move", credit=5)
+    await broker.publish("t", "jobs", [NewMessage(body="1", publisher="p")])
+    await asyncio.sleep(0.05)
+    broker.failing = True
+    event = sock.send({"op": "detach", "ch": 1, "handle": 0})
+    with pytest.raises(BrokerUnavailable):
+        await hub.detach("t", link, event.unsettled)
+    assert ("t", "jobs", "default") not in hub.pumps
     await hub.close()
     await broker.close()

@@ -5,8 +5,10 @@ Frozen, slotted dataclasses (as in h11): cheap to build, impossible to mutate by
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+DEFAULT_IDLE = 30_000
 
 if TYPE_CHECKING:
     from wsq.broker.base import Outcome
@@ -17,16 +19,16 @@ if TYPE_CHECKING:
 class OpenRequested:
     """The client's ``open``. Answer with ``accept_open`` or ``reject_open``."""
 
-    token: str
-    idle_ms: int
-    client: str | None
+    token: str = field(repr=False)  # never in a log line
+    idle_ms: int = DEFAULT_IDLE
+    client: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class RefreshRequested:
     """A new token for the live connection. Answer with ``accept_refresh`` or ``close``."""
 
-    token: str
+    token: str = field(repr=False)  # never in a log line
 
 
 @dataclass(frozen=True, slots=True)
