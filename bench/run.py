@@ -32,6 +32,7 @@ import platform
 import resource
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -56,7 +57,9 @@ SIZES: dict[str, dict[str, Any]] = {
         subs=200,
         messages=2000,
         batch=100,
-        window=4,
+        window=32,
+        rounds=5,
+        min_seconds=1.0,
         lat_subs=100,
         rate=500,
         duration=5.0,
@@ -68,7 +71,9 @@ SIZES: dict[str, dict[str, Any]] = {
         subs=50,
         messages=1000,
         batch=100,
-        window=4,
+        window=32,
+        rounds=3,
+        min_seconds=0.3,
         lat_subs=50,
         rate=500,
         duration=2.0,
@@ -82,6 +87,8 @@ SIZES: dict[str, dict[str, Any]] = {
         messages=100,
         batch=20,
         window=4,
+        rounds=1,
+        min_seconds=0.0,
         lat_subs=4,
         rate=100,
         duration=0.5,
@@ -182,11 +189,11 @@ class System:
     needs: tuple[str, ...] = ()
 
 
-def _node(script: str) -> Callable[[Path], Any]:
+def _node(script: str, *flags: str) -> Callable[[Path], Any]:
     def start(_tmp: Path) -> Any:
         port = free_port()
         return (
-            ["node", str(NODE_DIR / script), str(port)],
+            ["node", str(NODE_DIR / script), str(port), *flags],
             {},
             port,
             lambda pid: Running(
@@ -277,6 +284,12 @@ SYSTEMS: dict[str, System] = {
             "ceiling",
             "Node ws relay, one pre-encoded batch for all (wsq.v1)",
             _node("ceiling.mjs"),
+            ("node",),
+        ),
+        System(
+            "ceiling-bare",
+            "the ceiling sending bare bodies, no transfer envelope (framing cost of wsq.v1)",
+            _node("ceiling.mjs", "--bare"),
             ("node",),
         ),
         System("wsq-memory", "wsq serve, memory broker (wsq.v1)", _wsq_memory),
@@ -416,12 +429,14 @@ def measure(
                 "messages": sizes["messages"],
                 "batch": sizes["batch"],
                 "window": sizes["window"],
+                "rounds": sizes["rounds"],
+                "min_seconds": sizes["min_seconds"],
             },
             srv.pid,
             pin,
             profiler.on_mark if profiler else None,
         )
-        row["fanout"] = _with_cpu(r, r["delivered"])
+        row["fanout"] = _median_round(r)
         if profiler:
             row["fanout"]["profile"] = profiler.finish()
         time.sleep(0.3)
@@ -438,12 +453,34 @@ def measure(
             srv.pid,
             pin,
         )
-        row["latency"] = _with_cpu(r, r["delivered"])
+        row["latency"] = _with_cpu(r, r.pop("marks"), r["delivered"])
     return row
 
 
-def _with_cpu(r: dict[str, Any], delivered: int) -> dict[str, Any]:
+def _median_round(r: dict[str, Any]) -> dict[str, Any]:
+    """The fan-out figures of the median round (by msgs/s), CPU measured over that round."""
     marks = r.pop("marks")
+    rounds = [
+        _with_cpu(x, {"start": marks[f"start:{i}"], "end": marks[f"end:{i}"]}, x["delivered"])
+        for i, x in enumerate(r.pop("rounds"))
+    ]
+    ranked = sorted(rounds, key=lambda x: x["msgs_per_s"])
+    median = ranked[len(ranked) // 2]
+    return (
+        r
+        | median
+        | {
+            "complete": all(x["complete"] for x in rounds),
+            "error": next((x["error"] for x in rounds if x["error"]), None),
+            "rounds_msgs_per_s": [x["msgs_per_s"] for x in rounds],
+            "rounds_cpu_us_per_delivery": [x["cpu_us_per_delivery"] for x in rounds],
+        }
+    )
+
+
+def _with_cpu(
+    r: dict[str, Any], marks: dict[str, dict[str, float]], delivered: int
+) -> dict[str, Any]:
     start, end = marks["start"], marks["end"]
     wall = max(end["t"] - start["t"], 1e-9)
     cpu = end["cpu"] - start["cpu"]
@@ -456,40 +493,28 @@ def _with_cpu(r: dict[str, Any], delivered: int) -> dict[str, Any]:
 
 
 class _Profiler:
-    """py-spy on the server during the fan-out window (raw collapsed stacks)."""
+    """py-spy on the server during every fan-out round (raw collapsed stacks into ``out``)."""
 
     def __init__(self, pid: int, out: Path, name: str) -> None:
-        self.pid, self.out, self.name = pid, out, name
+        self.pid = pid
+        self.file = out / f"{name}-fanout.txt"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def on_mark(self, mark: str) -> None:
         spy = shutil.which("py-spy") or str(VENV_BIN / "py-spy")
-        if mark == "start" and Path(spy).exists():
-            self.out.mkdir(parents=True, exist_ok=True)
-            self.file = self.out / f"{self.name}-fanout.txt"
+        if mark == "start:0" and Path(spy).exists():
+            self.file.parent.mkdir(parents=True, exist_ok=True)
+            cmd = [spy, "record", "--pid", str(self.pid), "--rate", "250", "--format", "raw"]
             self.proc = subprocess.Popen(
-                [
-                    spy,
-                    "record",
-                    "--pid",
-                    str(self.pid),
-                    "--rate",
-                    "250",
-                    "--format",
-                    "raw",
-                    "--output",
-                    str(self.file),
-                    "--nonblocking",
-                ],
+                [*cmd, "--output", str(self.file), "--nonblocking"],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-        elif mark == "end" and self.proc is not None:
-            self.proc.send_signal(2)
 
     def finish(self) -> str | None:
         if self.proc is None:
             return None
+        self.proc.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
         self.proc.wait(30)
         return str(self.file)
 
@@ -556,6 +581,78 @@ def generator_note(rows: list[dict[str, Any]]) -> str:
             f"{f.get('generator_cpu_util', 0):.0%} | {lat.get('server_cpu_util', 0):.0%} |"
         )
     return "\n".join(out)
+
+
+def targets(rows: list[dict[str, Any]], sizes: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 7's targets for wsq on the memory broker that this run's rows can check."""
+    by = {r["system"]: r for r in rows}
+    wsq = by.get("wsq-memory")
+    if wsq is None or "error" in wsq:
+        return []
+
+    def ratio(path: tuple[str, str], other: str) -> float | None:
+        a, b = value(wsq, path), value(by.get(other, {}), path)
+        return a / b if a is not None and b else None
+
+    fan = ("fanout", "msgs_per_s")
+    out: list[dict[str, Any]] = []
+
+    def check(name: str, figure: float | None, goal: float, higher: bool, fmt: str) -> None:
+        met = None if figure is None else figure >= goal if higher else figure <= goal
+        shown = "-" if figure is None else fmt.format(figure)
+        out.append({"target": name, "figure": figure, "shown": shown, "met": met})
+
+    check("fan-out >= 0.6x ceiling", ratio(fan, "ceiling"), 0.6, True, "{:.2f}x")
+    check("fan-out >= 3x websockets broadcast()", ratio(fan, "py-websockets"), 3, True, "{:.2f}x")
+    check("fan-out >= 3x Node ws", ratio(fan, "node-ws"), 3, True, "{:.2f}x")
+    rate = sizes["lat_subs"] * sizes["rate"]
+    check(
+        f"p99 <= 25 ms at 50k deliveries/s (this run: {rate:,}/s)",
+        value(wsq, ("latency", "p99_ms")),
+        25,
+        False,
+        "{:.1f} ms",
+    )
+    check(
+        "<= 24 KiB RSS per idle connection",
+        value(wsq, ("idle", "kib_per_conn")),
+        24,
+        False,
+        "{:.1f} KiB",
+    )
+    cpu = ("fanout", "cpu_us_per_delivery")
+    check(
+        "lowest CPU per delivery of the Python peers (x websockets)",
+        ratio(cpu, "py-websockets"),
+        1.0,
+        False,
+        "{:.2f}x",
+    )
+    check(
+        "connect rate >= 0.5x websockets",
+        ratio(("idle", "connects_per_s"), "py-websockets"),
+        0.5,
+        True,
+        "{:.2f}x",
+    )
+    nats = ratio(fan, "nats-ws")
+    out.append(
+        {
+            "target": "fan-out vs NATS WebSocket (report only)",
+            "figure": nats,
+            "shown": "-" if nats is None else f"{nats:.2f}x",
+            "met": None,
+        }
+    )
+    return out
+
+
+def targets_table(checks: list[dict[str, Any]]) -> str:
+    lines = ["| target (wsq-memory) | this run | met |", "|---|---|---|"]
+    for c in checks:
+        met = {True: "yes", False: "NO", None: "-"}[c["met"]]
+        lines.append(f"| {c['target']} | {c['shown']} | {met} |")
+    return "\n".join(lines)
 
 
 def chart(rows: list[dict[str, Any]], path: Path) -> str | None:
@@ -667,6 +764,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({"system": name, "what": SYSTEMS[name].what, "error": str(e)})
             print(f"bench: {name} done in {time.monotonic() - t0:.1f} s", file=sys.stderr)
     add_ratios(rows)
+    checks = targets(rows, sizes)
     doc = {
         "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "preset": preset,
@@ -682,6 +780,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "seconds": time.monotonic() - started,
         "rows": rows,
+        "targets": checks,
         "failures": failures,
     }
     (args.out / "results.json").write_text(json.dumps(doc, indent=2) + "\n")
@@ -689,7 +788,7 @@ def main(argv: list[str] | None = None) -> int:
         f"wsq bench, {preset} sizes {json.dumps(sizes)}, {doc['when']}, "
         f"{'server on CPU 0, generator on CPU 1' if pin else 'not pinned'}\n\n"
         f"{table(rows)}\n\nCPU use during the measured windows (1.0 = one core):\n\n"
-        f"{generator_note(rows)}\n"
+        f"{generator_note(rows)}\n\n{targets_table(checks)}\n"
     )
     (args.out / "results.md").write_text(md)
     print(md)

@@ -7,10 +7,14 @@
 // all of them. No real gateway can beat this on the same machine; the bench reports every
 // system as a ratio to it.
 //
-// Usage: node ceiling.mjs PORT
+// With --bare it sends only the bodies (`[body,body,...]`), no transfer envelope: not valid
+// wsq.v1, but it tells how much of a gap to a leaner protocol is the framing of wsq.v1 itself.
+//
+// Usage: node ceiling.mjs PORT [--bare]
 import { WebSocketServer } from 'ws';
 
 const port = Number(process.argv[2] || 0);
+const bare = process.argv.includes('--bare');
 const SENDER_CREDIT = 256;
 
 const wss = new WebSocketServer({
@@ -35,7 +39,7 @@ function relay(ws, transfers) {
   for (let i = 0; i < transfers.length; i++) {
     const id = `${ms}-${seq++}`;
     ids[i] = id;
-    parts[i] =
+    parts[i] = bare ? JSON.stringify(transfers[i].body) :
       `{"op":"transfer","ch":${recvCh},"handle":${recvHandle},"delivery":${delivery++},` +
       `"id":"${id}","settled":true,"body":${JSON.stringify(transfers[i].body)},` +
       `"props":{"ts":${ms},"publisher":"bench"}}`;

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-ROWS = {"ceiling", "wsq-memory", "py-websockets", "node-ws", "nats-ws"}
+ROWS = {"ceiling", "ceiling-bare", "wsq-memory", "py-websockets", "node-ws", "nats-ws"}
 
 
 @pytest.mark.slow
