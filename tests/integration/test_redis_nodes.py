@@ -309,7 +309,8 @@ async def test_live_reader_survives_killed_connections(
         handle = broker.tail("t", address, START, got.extend)
         await broker.publish("t", address, [NewMessage("0", "w")])
         await _eventually(lambda: len(got) >= 1)
-        await redis.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        for kind in ("normal", "pubsub"):
+            await redis.execute_command("CLIENT", "KILL", "TYPE", kind, "SKIPME", "yes")
         await broker.publish("t", address, [NewMessage("1", "w")])
         await _eventually(lambda: len(got) >= 2)
         await asyncio.sleep(0.1)

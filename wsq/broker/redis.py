@@ -37,13 +37,14 @@ import json
 import logging
 import random
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
 from redis.asyncio import Redis
-from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
@@ -70,8 +71,8 @@ log = logging.getLogger(__name__)
 
 #: Entries one XREAD returns per stream (more come on the next, immediate, call).
 READ_COUNT = 512
-#: How long the live reader's XREAD blocks (ms); its connection waits a little longer.
-BLOCK_MS = 10_000
+#: Seconds of silence on the subscription before the reader PINGs (3 unanswered: reconnect).
+HEARTBEAT_S = 5.0
 #: How often (s) a watched group is asked about due leases / released messages at the latest.
 GROUP_POLL_S = 1.0
 #: Longest pause between reconnection attempts of the live reader (s).
@@ -135,8 +136,8 @@ local function trim(s, meta, maxlen, maxage, now)
 end
 """
 
-# KEYS: stream, meta, dedup keys. ARGV: maxlen, maxage, window, idle, n, then per message:
-# index of its dedup key in KEYS (0: none), number of fields, fields.
+# KEYS: stream, meta, dedup keys. ARGV: maxlen, maxage, window, idle, n, notification channel,
+# then per message: index of its dedup key in KEYS (0: none), number of fields, fields.
 _LUA_PUBLISH = (
     _LUA_COMMON
     + _LUA_TRIM
@@ -147,7 +148,7 @@ local window, idle, n = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local now = now_ms()
 local out = {}
 local last = nil
-local i = 6
+local i = 7
 for m = 1, n do
   local k, nf = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
   local dup = nil
@@ -167,6 +168,7 @@ end
 if last then
   redis.call('HSET', meta, 'last', last)
   trim(s, meta, maxlen, maxage, now)
+  redis.call('PUBLISH', ARGV[6], last)
 end
 redis.call('PEXPIRE', s, idle)
 redis.call('PEXPIRE', meta, idle)
@@ -468,7 +470,19 @@ def _now_ms() -> int:
 class _Stream:
     """A stream this process reads live: its tails, its watched groups, one cursor."""
 
-    __slots__ = ("address", "cursor", "groups", "key", "meta", "notified", "tails", "tenant")
+    __slots__ = (
+        "address",
+        "again",
+        "channel",
+        "cursor",
+        "groups",
+        "key",
+        "meta",
+        "notified",
+        "pulling",
+        "tails",
+        "tenant",
+    )
 
     def __init__(self, tenant: str, address: str, cursor: str | None) -> None:
         base = _base(tenant, address)
@@ -476,6 +490,9 @@ class _Stream:
         self.address = address
         self.key = f"{base}:s"
         self.meta = f"{base}:m"
+        self.channel = f"{base}:p"
+        self.pulling = False  # a read of the stream is in flight
+        self.again = False  # notified meanwhile: read once more
         # The newest id the reader has passed on; None until known (then: the newest).
         self.cursor = cursor
         self.tails: list[_Tail] = []
@@ -550,15 +567,15 @@ class RedisBroker(Broker):
         self._streams: dict[tuple[str, str], _Stream] = {}
         self._groups: dict[tuple[str, str, str], _GroupWatch] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._reader: asyncio.Task[None] | None = None
-        self._conn: AbstractConnection | None = None
-        self._conn_id: int | None = None
-        self._wake = asyncio.Event()
-        self._gen = 0  # bumped whenever the set of streams read live changes
-        self._blocked_gen = -1  # the generation of the XREAD now blocking, -1 when none
-        self._unblocking = False
+        self._by_channel: dict[str, _Stream] = {}
+        self._background: list[asyncio.Task[None]] = []
+        self._ps: PubSub | None = None
+        self._subscribed: set[str] = set()  # channels the subscription has asked for
+        self._resync = asyncio.Event()  # the streams read here changed
+        # A channel of this process alone: keeps the subscription open when nothing is read.
+        self._control = f"wsq:reader:{uuid.uuid4().hex}"
         self._closed = False
-        #: XREAD calls the live reader made (for tests and metrics).
+        #: Reads the live reader made (for tests and metrics).
         self.live_reads = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -589,13 +606,17 @@ class RedisBroker(Broker):
                 ("poll", _LUA_POLL),
             ):
                 self._scripts[name] = self._redis.register_script(text)
-        if self._reader is None:
-            self._reader = asyncio.get_running_loop().create_task(self._read_forever())
+        if not self._background:
+            loop = asyncio.get_running_loop()
+            self._background = [
+                loop.create_task(self._listen_forever()),
+                loop.create_task(self._sync_forever()),
+            ]
 
     async def close(self) -> None:
         self._closed = True
-        reader, self._reader = self._reader, None
-        tasks = [t for t in (reader, *self._tasks) if t is not None]
+        tasks = [*self._background, *self._tasks]
+        self._background = []
         for t in tasks:
             t.cancel()
         for t in tasks:
@@ -605,7 +626,6 @@ class RedisBroker(Broker):
             if gw.timer is not None:
                 gw.timer.cancel()
                 gw.timer = None
-        await self._drop_conn()
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None
@@ -657,6 +677,7 @@ class RedisBroker(Broker):
             cfg.dedup_window_ms,
             cfg.idle_expiry_ms,
             len(messages),
+            f"{base}:p",
         ]
         dedup = cfg.dedup_window_ms > 0
         for nm in messages:
@@ -723,13 +744,14 @@ class RedisBroker(Broker):
         on_messages: Callable[[list[Message]], None],
     ) -> _Tail:
         pos = parse_position(after)
-        st = self._streams.get((tenant, address))
-        fresh = st is None
-        if st is None:
-            st = self._streams[(tenant, address)] = _Stream(tenant, address, after)
+        st = self._streams.get((tenant, address)) or self._add_stream(tenant, address, after)
         t = _Tail(self, st, on_messages)
         if st.cursor is None:
-            st.cursor = after  # watched only so far: the reader starts where this tail does
+            # Watched only so far: the reader starts where this tail does.
+            st.cursor = after
+            st.tails.append(t)
+            self._pull_soon(st)
+            return t
         else:
             cur = parse_position(st.cursor)
             if pos > cur:
@@ -738,8 +760,6 @@ class RedisBroker(Broker):
                 t.pending = []
                 self._spawn(self._backlog(t, after, st.cursor))
         st.tails.append(t)
-        if fresh:
-            self._changed()
         return t
 
     async def _backlog(self, t: _Tail, after: str, upto: str) -> None:
@@ -789,63 +809,57 @@ class RedisBroker(Broker):
                 log.exception("tail callback failed")
 
     def _release(self, st: _Stream) -> None:
-        """Forget ``st`` once nothing reads it (the reader drops it from its next XREAD)."""
+        """Forget ``st`` once nothing reads it (and unsubscribe from its notifications)."""
         if not st.tails and not st.groups:
             key = (st.tenant, st.address)
             if self._streams.get(key) is st:
                 del self._streams[key]
+                if self._by_channel.get(st.channel) is st:
+                    del self._by_channel[st.channel]
+                self._resync.set()
 
-    def _changed(self) -> None:
-        """The set of streams read live grew: re-issue the blocking XREAD now."""
-        self._gen += 1
-        self._wake.set()
-        if self._blocked_gen >= 0 and not self._unblocking and not self._closed:
-            self._unblocking = True
-            self._spawn(self._unblock())
+    def _add_stream(self, tenant: str, address: str, cursor: str | None) -> _Stream:
+        st = self._streams[(tenant, address)] = _Stream(tenant, address, cursor)
+        self._by_channel[st.channel] = st
+        self._resync.set()
+        return st
 
-    async def _unblock(self) -> None:
-        try:
-            # CLIENT UNBLOCK may reach Redis before the XREAD does: then it answers 0, try again.
-            for _ in range(200):
-                if self._blocked_gen < 0 or self._blocked_gen == self._gen:
-                    return
-                cid = self._conn_id
-                if cid is not None and await self.redis.client_unblock(cid):
-                    return
-                await asyncio.sleep(0.002)
-        except (RedisError, OSError, BrokerUnavailable):
-            pass  # Redis is down: the reader finds out itself
-        finally:
-            self._unblocking = False
+    async def _listen_forever(self) -> None:
+        """The live reader: one subscription connection per process, for every stream read here.
 
-    async def _drop_conn(self) -> None:
-        conn, self._conn, self._conn_id = self._conn, None, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await conn.disconnect()
-
-    async def _read_forever(self) -> None:
-        """The live reader: one blocking XREAD over every stream of this process, forever."""
+        Every (re)subscription is confirmed by Redis; on each confirmation the stream is read
+        from its cursor, so what was published before the subscription took hold (or while Redis
+        was away) comes too, once.
+        """
         failures = 0
         while not self._closed:
+            ps = self.redis.pubsub()
             try:
-                if self._conn is None:
-                    conn: AbstractConnection = (
-                        self.redis.connection_pool.make_connection()  # type: ignore[no-untyped-call]
-                    )
-                    await conn.connect()  # type: ignore[no-untyped-call]
-                    await conn.send_command("CLIENT", "ID")
-                    self._conn_id = int(await conn.read_response())
-                    self._conn = conn
-                await self._read_once(self._conn)
-                if failures:
-                    log.warning("live reader: Redis is back; resuming every stream")
-                    failures = 0
+                await ps.subscribe(self._control)
+                self._ps = ps
+                self._subscribed = set()
+                self._resync.set()
+                idle = 0.0
+                while True:
+                    msg = await ps.get_message(timeout=HEARTBEAT_S)
+                    if msg is None:
+                        idle += HEARTBEAT_S
+                        if idle > 3 * HEARTBEAT_S:
+                            raise RedisConnectionError("no answer to PING on the subscription")
+                        await ps.ping()
+                        continue
+                    idle = 0.0
+                    if failures:
+                        log.warning("live reader: Redis is back; resuming every stream")
+                        failures = 0
+                    kind = msg["type"]
+                    if kind == "message":
+                        self._on_notice(msg["channel"], msg["data"])
+                    elif kind == "subscribe":
+                        self._on_subscribed(msg["channel"])
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self._blocked_gen = -1
-                await self._drop_conn()
                 failures += 1
                 if failures == 1:
                     log.warning("live reader: %s; retrying until Redis answers", exc)
@@ -853,72 +867,114 @@ class RedisBroker(Broker):
                     log.debug("live reader: still failing (%s)", exc)
                 # Full jitter: many gateways must not all reconnect at once.
                 delay = min(MAX_BACKOFF_S, 0.05 * 2 ** min(failures, 10))
-                await asyncio.sleep(delay * (0.5 + random.random() / 2))
+                await asyncio.sleep(delay * random.random())
+            finally:
+                if self._ps is ps:
+                    self._ps = None
+                    self._subscribed = set()
+                with contextlib.suppress(Exception):
+                    await ps.aclose()  # type: ignore[no-untyped-call]
 
-    async def _read_once(self, conn: AbstractConnection) -> None:
-        streams = self._streams
-        unknown = [st for st in streams.values() if st.cursor is None]
-        if unknown:
-            pipe = self.redis.pipeline(transaction=False)
-            for st in unknown:
-                pipe.hget(st.meta, "last")
-            for st, last in zip(unknown, await pipe.execute(), strict=True):
-                if st.cursor is None:
-                    st.cursor = str(last) if last else START
-        snapshot = [st for st in streams.values() if st.cursor is not None]
-        if not snapshot:
-            self._wake.clear()
-            await self._wake.wait()
-            return
-        self._wake.clear()
-        args: list[Any] = ["XREAD", "COUNT", READ_COUNT, "BLOCK", BLOCK_MS, "STREAMS"]
-        args += [st.key for st in snapshot]
-        args += [st.cursor for st in snapshot]
-        gen = self._gen
-        self._blocked_gen = gen
-        try:
-            await conn.send_command(*args)
-            self.live_reads += 1
-            reply = await conn.read_response(timeout=BLOCK_MS / 1000 + 5)
-        finally:
-            self._blocked_gen = -1
-        if not reply:
-            return
-        by_key = {st.key: st for st in snapshot}
-        now = _now_ms()
-        for key, entries in reply:
-            read = by_key.get(key)
-            if read is None or not entries or streams.get((read.tenant, read.address)) is not read:
-                continue  # nobody reads it any more (or a newer state replaced it)
-            self._dispatch(read, entries, now)
+    async def _sync_forever(self) -> None:
+        """Keep the subscription's channels equal to the streams read here."""
+        while not self._closed:
+            await self._resync.wait()
+            self._resync.clear()
+            ps = self._ps
+            if ps is None:
+                continue
+            want = set(self._by_channel)
+            add = sorted(want - self._subscribed)
+            drop = sorted(self._subscribed - want)
+            try:
+                for i in range(0, len(add), 1000):
+                    await ps.subscribe(*add[i : i + 1000])
+                for i in range(0, len(drop), 1000):
+                    await ps.unsubscribe(*drop[i : i + 1000])
+            except Exception as exc:
+                log.debug("live reader: (un)subscribe failed (%s)", exc)
+                continue  # the listener reconnects and subscribes everything again
+            if self._ps is ps:
+                self._subscribed.update(add)
+                self._subscribed.difference_update(drop)
 
-    def _dispatch(self, st: _Stream, entries: list[Any], now: int) -> None:
-        messages = [_message(id_, flat) for id_, flat in entries]
-        last = messages[-1]
-        st.cursor = last.id
-        live = [m for m in messages if m.expires_at is None or m.expires_at > now]
-        if live and st.tails:
-            for t in tuple(st.tails):  # a callback may open or close tails
-                if t.closed:
-                    continue
-                batch = live
-                if t.after is not None:
-                    after = t.after
-                    batch = [m for m in live if m.pos > after]
-                    if not batch:
-                        continue
-                    t.after = None
-                if t.pending is not None:
-                    t.pending.extend(batch)
-                    continue
-                try:
-                    t.callback(batch)
-                except Exception:
-                    log.exception("tail callback failed")
-        if st.groups and last.pos > st.notified:
-            st.notified = last.pos
+    def _on_subscribed(self, channel: str) -> None:
+        st = self._by_channel.get(channel)
+        if st is None:
+            return
+        # Whatever came before the subscription held: read it, and tell the groups.
+        self._pull_soon(st)
+        for gw in st.groups:
+            self._notify(gw)
+
+    def _on_notice(self, channel: str, last: str) -> None:
+        """A publish on a stream read here: ``last`` is its newest position."""
+        st = self._by_channel.get(channel)
+        if st is None:
+            return
+        pos = parse_position(last)
+        if st.groups and pos > st.notified:
+            st.notified = pos
             for gw in st.groups:
                 self._notify(gw)
+        if st.tails and st.cursor is not None and pos > parse_position(st.cursor):
+            self._pull_soon(st)
+
+    def _pull_soon(self, st: _Stream) -> None:
+        """Read ``st`` from its cursor: at most one read in flight per stream (bursts coalesce)."""
+        if st.cursor is None or not st.tails:
+            return
+        if st.pulling:
+            st.again = True
+            return
+        st.pulling = True
+        self._spawn(self._pull(st))
+
+    async def _pull(self, st: _Stream) -> None:
+        try:
+            while self._streams.get((st.tenant, st.address)) is st and st.tails:
+                st.again = False
+                cursor = st.cursor
+                assert cursor is not None
+                self.live_reads += 1
+                rows: Any = await self.redis.xrange(st.key, min="(" + cursor, count=READ_COUNT)
+                entries = [_flat(row) for row in rows]
+                if self._streams.get((st.tenant, st.address)) is not st or st.cursor != cursor:
+                    return
+                if entries:
+                    self._dispatch(st, entries, _now_ms())
+                if len(entries) < READ_COUNT and not st.again:
+                    return
+        except _DOWN as exc:
+            # Try again shortly; after a longer outage the listener's resubscription does too.
+            log.debug("live read failed (%s)", exc)
+            asyncio.get_running_loop().call_later(0.2, self._pull_soon, st)
+        finally:
+            st.pulling = False
+
+    def _dispatch(self, st: _Stream, entries: list[tuple[str, list[str]]], now: int) -> None:
+        messages = [_message(id_, flat) for id_, flat in entries]
+        st.cursor = messages[-1].id
+        live = [m for m in messages if m.expires_at is None or m.expires_at > now]
+        if not live:
+            return
+        for t in tuple(st.tails):  # a callback may open or close tails
+            if t.closed:
+                continue
+            batch = live
+            if t.after is not None:
+                after = t.after
+                batch = [m for m in live if m.pos > after]
+                if not batch:
+                    continue
+                t.after = None
+            if t.pending is not None:
+                t.pending.extend(batch)
+                continue
+            try:
+                t.callback(batch)
+            except Exception:
+                log.exception("tail callback failed")
 
     # -- move (queue) ------------------------------------------------------------------------
 
@@ -1011,14 +1067,9 @@ class RedisBroker(Broker):
     ) -> _Watch:
         gw = self._groups.get((tenant, address, group))
         if gw is None:
-            found = self._streams.get((tenant, address))
-            st = found or _Stream(tenant, address, None)
-            if found is None:
-                self._streams[(tenant, address)] = st
+            st = self._streams.get((tenant, address)) or self._add_stream(tenant, address, None)
             gw = self._groups[(tenant, address, group)] = _GroupWatch(st, group)
             st.groups.append(gw)
-            if found is None:
-                self._changed()
         w = _Watch(self, gw, on_available)
         gw.watchers.append(w)
         # Something may wait already (published before, or a lease runs out): say so once, and
