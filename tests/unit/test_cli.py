@@ -79,10 +79,6 @@ keys = [{{ kid = "j", alg = "RS256", jwks_url = "https://idp.example/jwks" }}]
     return str(path)
 
 
-def needs_auth() -> None:
-    pytest.importorskip("wsq.auth", reason="wsq.auth (mint_token) is not there yet")
-
-
 # -- serve ------------------------------------------------------------------------------------
 
 
@@ -172,7 +168,6 @@ def test_serve_uses_wsq_config(config: str, uvicorn_calls: list[Any]) -> None:
 def test_serve_dev_mode_banner(
     capsys: pytest.CaptureFixture[str], uvicorn_calls: list[Any]
 ) -> None:
-    needs_auth()
     assert main(["serve", "--port", "8123"]) == 0
     out, _ = capsys.readouterr()
     resolved = settings_from_json(os.environ["WSQ_RESOLVED_SETTINGS"])
@@ -195,7 +190,6 @@ def test_serve_dev_mode_banner(
 def test_serve_dev_mode_keeps_given_secret(
     capsys: pytest.CaptureFixture[str], uvicorn_calls: list[Any]
 ) -> None:
-    needs_auth()
     os.environ["WSQ_DEV_SECRET"] = SECRET
     assert main(["serve", "--host", "::"]) == 0
     out, _ = capsys.readouterr()
@@ -230,7 +224,6 @@ def test_serve_bad_port_flag(capsys: pytest.CaptureFixture[str], uvicorn_calls: 
 
 
 def test_token(config: str, capsys: pytest.CaptureFixture[str]) -> None:
-    needs_auth()
     code = main(
         [
             "token",
@@ -264,7 +257,6 @@ def test_token(config: str, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_token_with_kid(config: str, capsys: pytest.CaptureFixture[str]) -> None:
-    needs_auth()
     argv = ["token", "--config", config, "--tenant", "acme", "--sub", "bob", "--kid", "k2"]
     assert main(argv) == 0
     token = capsys.readouterr().out.strip()
@@ -277,7 +269,6 @@ def test_token_with_kid(config: str, capsys: pytest.CaptureFixture[str]) -> None
 
 
 def test_token_dev_mode(capsys: pytest.CaptureFixture[str]) -> None:
-    needs_auth()
     os.environ["WSQ_DEV_SECRET"] = SECRET
     assert main(["token", "--tenant", "dev", "--sub", "dev-user", "--subscribe", ">"]) == 0
     token = capsys.readouterr().out.strip()
