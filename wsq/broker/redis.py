@@ -13,15 +13,20 @@ tenant's keys). The braces are a Redis Cluster hash tag: all keys of one address
 - ``…:i:<message_id>`` the position of a message_id, expiring with the dedup window.
 - ``…:g:<group>:l`` / ``:w`` / ``:n`` per consumer group: lease deadlines, redelivery delays
   (sorted sets, score = ms) and the redelivered counts (hash).
+- ``…:p``  (a Pub/Sub channel, not a key) where each publish announces its newest position.
 
 Publishing is one Lua script per batch: dedup, XADD, exact retention by length and age (the
-trimmed entries are looked at so ``dropped`` is exact), expiry of idle keys. Accepted means Redis
-answered the script; any doubt raises ``BrokerUnavailable``.
+trimmed entries are looked at so ``dropped`` is exact), expiry of idle keys, then PUBLISH of the
+newest position. Accepted means Redis answered the script; any doubt raises ``BrokerUnavailable``.
 
-Live reading: ONE task per process runs a blocking XREAD over every stream this process tails or
-watches, on its own connection (its read timeout is longer than BLOCK). When the set changes it is
-woken with CLIENT UNBLOCK. It keeps a cursor per stream, so after a Redis outage it resumes from
-there: nothing lost, nothing twice. It retries forever with backoff.
+Live reading: ONE subscription connection per process, subscribed to the channel of every stream
+this process tails or watches. A notice makes the process read that stream once from its cursor
+(XRANGE; notices that arrive meanwhile coalesce into one more read), so Redis work per message is
+one read per process, never per subscriber, and does not grow with the number of streams read (a
+blocking XREAD over K keys costs O(K) per wake-up: docs/design.md has the numbers). Each
+subscription Redis confirms, after a (re)connection too, triggers a read from the cursor: nothing
+published before the subscription held, or during an outage, is lost or repeated. The reader
+retries forever with backoff and PINGs a silent connection.
 
 Queues: Redis consumer groups. A leased message sits in the consumer's PEL; released, expired and
 filter-skipped ones are moved (XCLAIM) to the pseudo consumer ``~ready``, modified ones to
@@ -45,6 +50,7 @@ from urllib.parse import quote
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
@@ -71,6 +77,8 @@ log = logging.getLogger(__name__)
 
 #: Entries one XREAD returns per stream (more come on the next, immediate, call).
 READ_COUNT = 512
+#: Connections to Redis per process (one of them holds the subscription).
+MAX_CONNECTIONS = 64
 #: Seconds of silence on the subscription before the reader PINGs (3 unanswered: reconnect).
 HEARTBEAT_S = 5.0
 #: How often (s) a watched group is asked about due leases / released messages at the latest.
@@ -589,14 +597,18 @@ class RedisBroker(Broker):
     async def start(self) -> None:
         self._closed = False
         if self._redis is None:
-            self._redis = Redis.from_url(
+            # Bounded: a burst of reads waits for a connection rather than opening thousands.
+            pool = BlockingConnectionPool.from_url(
                 self._url,
+                max_connections=MAX_CONNECTIONS,
+                timeout=5.0,
                 decode_responses=True,
-                protocol=2,  # the reader parses raw XREAD replies: RESP2 arrays
+                protocol=2,  # scripts answer RESP2 arrays; one shape to parse
                 socket_timeout=5.0,
                 socket_connect_timeout=2.0,
                 retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
             )
+            self._redis = Redis(connection_pool=pool)
             for name, text in (
                 ("publish", _LUA_PUBLISH),
                 ("read", _LUA_READ),
@@ -627,7 +639,7 @@ class RedisBroker(Broker):
                 gw.timer.cancel()
                 gw.timer = None
         if self._redis is not None:
-            await self._redis.aclose()
+            await self._redis.aclose(close_connection_pool=True)
             self._redis = None
 
     async def ready(self) -> bool:
