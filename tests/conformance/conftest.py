@@ -13,17 +13,12 @@ fresh addresses (the ``address`` fixture), so the shared server needs no cleanup
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
-import socket
-import subprocess
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from pathlib import Path
 
 import pytest
+from wsq_harness import RedisServer
 
 from wsq.broker.base import Broker
 from wsq.broker.memory import MemoryBroker
@@ -43,62 +38,19 @@ async def memory_broker(settings: Settings) -> AsyncIterator[Broker]:
         await broker.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def start_redis_server(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """A throwaway ``redis-server`` on a free port; answers (process, redis:// URL)."""
-    exe = shutil.which("redis-server")
-    if exe is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("redis-server is not installed (required in CI)")
-        pytest.skip("redis-server is not installed")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
-            *(exe, "--port", str(port), "--bind", "127.0.0.1"),
-            *("--save", "", "--appendonly", "no"),
-            *("--dir", str(workdir), "--logfile", str(workdir / "redis.log")),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
-                conn.sendall(b"PING\r\n")
-                if conn.recv(64).startswith(b"+PONG"):
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"redis-server did not start on port {port}")
-        time.sleep(0.02)
-    return proc, f"redis://127.0.0.1:{port}/0"
-
-
 #: The URL of this session's test Redis (set by the ``redis_server`` fixture).
 REDIS_URL: list[str] = []
 
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    proc, url = start_redis_server(tmp_path_factory.mktemp("redis"))
-    REDIS_URL[:] = [url]
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    REDIS_URL[:] = [server.url]
     try:
-        yield url
+        yield server.url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        server.stop()
 
 
 @asynccontextmanager

@@ -10,11 +10,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import os
-import shutil
-import signal
-import socket
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -23,70 +18,19 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
-from wsq_harness import Client, Gateway, Publisher, make_settings, running_gateway, transfers
+from wsq_harness import (
+    Client,
+    Gateway,
+    Publisher,
+    RedisServer,
+    make_settings,
+    running_gateway,
+    transfers,
+)
 
 from wsq.broker.base import START, Message, NewMessage
 from wsq.broker.redis import RedisBroker
 from wsq.config import BrokerConfig, Settings
-
-
-class RedisServer:
-    """A throwaway ``redis-server`` that can be killed and started again on the same port."""
-
-    def __init__(self, workdir: Path, *, aof: bool = False) -> None:
-        exe = shutil.which("redis-server")
-        if exe is None:
-            if os.environ.get("CI") == "true":
-                pytest.fail("redis-server is not installed (required in CI)")
-            pytest.skip("redis-server is not installed")
-        self.exe = exe
-        self.workdir = workdir
-        self.aof = aof
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port: int = s.getsockname()[1]
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        persistence = ("--appendonly", "yes", "--appendfsync", "always") if self.aof else ()
-        self.proc = subprocess.Popen(
-            [
-                *(self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""),
-                *(persistence or ("--appendonly", "no")),
-                *("--dir", str(self.workdir), "--logfile", str(self.workdir / "redis.log")),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn:
-                    conn.sendall(b"PING\r\n")
-                    if conn.recv(64).startswith(b"+PONG"):
-                        return
-            except OSError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.proc.kill()
-                pytest.fail(f"redis-server did not start on port {self.port}")
-            time.sleep(0.02)
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-            self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-            self.proc = None
 
 
 @pytest.fixture(scope="module")
