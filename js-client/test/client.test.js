@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { after, afterEach, before, describe, test } from "node:test";
 import WebSocket from "ws";
 import { Client, WsqError, comparePositions } from "../src/index.js";
-import { Gateway, collector, countingWebSocket, freePort, sleep, token, waitFor } from "./helpers.js";
+import { Gateway, collector, countingWebSocket, freePort, sleep, token, waitFor, wsProxy } from "./helpers.js";
 
 let gw;
 
@@ -16,8 +16,8 @@ after(async () => {
 });
 
 const clients = [];
-function client(options = {}) {
-  const c = new Client(gw.url, { token: token(), WebSocket, reconnectDelay: 50, maxReconnectDelay: 500, ...options });
+function client({ url, ...options } = {}) {
+  const c = new Client(url ?? gw.url, { token: token(), WebSocket, reconnectDelay: 50, maxReconnectDelay: 500, ...options });
   clients.push(c);
   return c;
 }
@@ -330,5 +330,55 @@ describe("connection upkeep", () => {
     assert.equal(c.pendingPublishes, 3);
     await c.close();
     await Promise.all(waiting);
+  });
+});
+
+describe("lost answers and a silent gateway (through a proxy)", () => {
+  test("a publish whose answer was lost is retried with its message_id and stored once", async () => {
+    const proxy = await wsProxy(gw.url);
+    try {
+      const subscriber = client();
+      const { got, handler, bodies } = collector();
+      await subscriber.subscribe("lost.answer", handler).ready;
+      const publisher = client({ url: proxy.url });
+      await publisher.publish("lost.answer", "warm-up");
+      // The gateway stores the next one, but its disposition never reaches the publisher.
+      proxy.onUp = (text) => {
+        if (text.includes('"lost-answer"')) proxy.muteDown = true;
+      };
+      const pending = publisher.publish("lost.answer", "lost-answer");
+      await waitFor(() => bodies().includes("lost-answer"), "the subscriber getting it");
+      assert.equal(publisher.pendingPublishes, 1, "no answer reached the publisher");
+      proxy.onUp = null;
+      proxy.muteDown = false;
+      proxy.cutAll(); // the publisher reconnects and sends it again
+      const id = await pending;
+      await publisher.publish("lost.answer", "after");
+      await waitFor(() => bodies().includes("after"), "the next message");
+      assert.deepEqual(bodies(), ["warm-up", "lost-answer", "after"]);
+      assert.equal(id, got[1].id, "the retry was answered with the first position");
+      assert.equal(proxy.connections, 2);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  test("a gateway gone silent is noticed by the idle timeout and replaced", async () => {
+    const proxy = await wsProxy(gw.url);
+    try {
+      const c = client({ url: proxy.url, idle: 600 });
+      const errors = [];
+      c.on("error", (e) => errors.push(e.condition));
+      const { handler, bodies } = collector();
+      await c.subscribe("silent.gw", handler).ready;
+      proxy.muteDown = true; // the socket stays open, nothing comes through
+      await waitFor(() => errors.includes("wsq:idle-timeout"), "the client noticing the silence");
+      proxy.muteDown = false;
+      await waitFor(() => proxy.connections === 2 && c.state === "connected", "a new connection");
+      await c.publish("silent.gw", "back");
+      await waitFor(() => bodies().includes("back"), "a delivery on the new socket");
+    } finally {
+      await proxy.close();
+    }
   });
 });

@@ -199,3 +199,60 @@ export function collector() {
   };
   return { got, handler, bodies: () => got.map((m) => m.body) };
 }
+
+/** A WebSocket proxy in front of `target`: it can go silent towards the client (muteDown) and
+ * cut the client's socket, to lose the gateway's answers the way a network does. */
+export async function wsProxy(target) {
+  const { WebSocketServer } = await import("ws");
+  const wss = new WebSocketServer({
+    host: "127.0.0.1",
+    port: 0,
+    handleProtocols: (protocols) => (protocols.has("wsq.v1") ? "wsq.v1" : false),
+  });
+  await new Promise((resolve) => wss.once("listening", resolve));
+  const proxy = {
+    url: `ws://127.0.0.1:${wss.address().port}/ws`,
+    connections: 0,
+    muteDown: false,
+    onUp: null, // (text, cut) => void: sees every client message before it is forwarded
+    sockets: new Set(),
+    cutAll() {
+      for (const s of proxy.sockets) s.terminate();
+    },
+    close() {
+      proxy.cutAll();
+      return new Promise((resolve) => wss.close(() => resolve()));
+    },
+  };
+  wss.on("connection", (down) => {
+    proxy.connections += 1;
+    const up = new WebSocket(target, "wsq.v1");
+    proxy.sockets.add(down);
+    proxy.sockets.add(up);
+    const waiting = [];
+    const cut = () => {
+      down.terminate();
+      up.terminate();
+    };
+    up.on("open", () => {
+      for (const text of waiting.splice(0)) up.send(text);
+    });
+    down.on("message", (data) => {
+      const text = data.toString();
+      proxy.onUp?.(text, cut);
+      if (up.readyState === WebSocket.OPEN) up.send(text);
+      else if (up.readyState === WebSocket.CONNECTING) waiting.push(text);
+    });
+    up.on("message", (data) => {
+      if (!proxy.muteDown && down.readyState === WebSocket.OPEN) down.send(data.toString());
+    });
+    for (const s of [up, down]) {
+      s.on("error", () => {});
+      s.on("close", () => {
+        proxy.sockets.delete(s);
+        cut();
+      });
+    }
+  });
+  return proxy;
+}
