@@ -8,7 +8,7 @@ import { Gateway, collector, countingWebSocket, freePort, sleep, token, waitFor,
 let gw;
 
 before(async () => {
-  gw = await Gateway.start({ broker: "memory://", idleMs: 1000 });
+  gw = await Gateway.start({ broker: "memory://", idleMs: 1500 });
 });
 
 after(async () => {
@@ -265,12 +265,12 @@ describe("move mode", () => {
 describe("connection upkeep", () => {
   test("heartbeats keep an idle connection up past both sides' idle", async () => {
     const { WebSocket: Counting, sockets } = countingWebSocket();
-    // The gateway's idle is 1000 ms; the client tolerates 600 ms of silence from it.
-    const c = client({ WebSocket: Counting, idle: 600 });
+    // The gateway's idle is 1500 ms; the client tolerates 1000 ms of silence from it.
+    const c = client({ WebSocket: Counting, idle: 1000 });
     const errors = [];
     c.on("error", (e) => errors.push(e));
     await waitFor(() => c.state === "connected", "connected");
-    await sleep(2500);
+    await sleep(3200);
     assert.equal(c.state, "connected");
     assert.equal(sockets.length, 1);
     assert.deepEqual(errors, []);
@@ -283,7 +283,7 @@ describe("connection upkeep", () => {
       WebSocket: Counting,
       token: () => {
         calls += 1;
-        return token({ ttl: 2 });
+        return token({ ttl: 3 });
       },
     });
     const refreshed = [];
@@ -291,7 +291,7 @@ describe("connection upkeep", () => {
     const { handler, bodies } = collector();
     await c.subscribe("refresh.t", handler).ready;
     const firstExp = c.info.exp;
-    await waitFor(() => refreshed.length >= 2, "two refreshes", 8000);
+    await waitFor(() => refreshed.length >= 2, "two refreshes", 10000);
     assert.ok(refreshed[0] >= firstExp);
     assert.ok(Date.now() / 1000 > firstExp, "the first token has expired meanwhile");
     await c.publish("refresh.t", "still here");
