@@ -68,7 +68,10 @@ export interface WebSocketLike {
   terminate?(): void;
 }
 
-export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocketLike;
+export type WebSocketConstructor = new (
+  url: string,
+  protocols?: string | string[],
+) => WebSocketLike;
 
 export type TokenSource = string | (() => string | Promise<string>);
 
@@ -263,7 +266,11 @@ export class Client extends Emitter<ClientEvents> {
   readonly info: OpenInfo | null;
   /** Publishes not yet confirmed (waiting in the outbox or in flight). */
   readonly pendingPublishes: number;
-  subscribe<T = unknown>(address: string, handler: Handler<T>, options?: SubscribeOptions): Subscription<T>;
+  subscribe<T = unknown>(
+    address: string,
+    handler: Handler<T>,
+    options?: SubscribeOptions,
+  ): Subscription<T>;
   /** Resolves with the message's position once stored; rejects with a WsqError. */
   publish(address: string, body: unknown, options?: PublishOptions): Promise<Position>;
   /** Close for good; pending publishes reject with wsq-client:closed. */

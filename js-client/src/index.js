@@ -68,7 +68,8 @@ class Violation extends Error {}
 
 function fromWire(error, scope, address) {
   const ok = error !== null && typeof error === "object";
-  const condition = ok && typeof error.condition === "string" ? error.condition : "wsq:internal-error";
+  const condition =
+    ok && typeof error.condition === "string" ? error.condition : "wsq:internal-error";
   const description = ok && typeof error.description === "string" ? error.description : "";
   return new WsqError(condition.slice(0, 256), description.slice(0, 4096), { scope, address });
 }
@@ -466,7 +467,9 @@ export class Subscription extends Emitter {
     this._retryTimer = null;
     this._queue.length = 0;
     this.client._subscriptions.delete(this);
-    this._markReady(error ? { error } : { error: new WsqError("wsq-client:closed", "unsubscribed") });
+    this._markReady(
+      error ? { error } : { error: new WsqError("wsq-client:closed", "unsubscribed") },
+    );
     if (error) {
       this[EMIT]("error", error);
       this.client[EMIT]("error", error);
@@ -546,7 +549,11 @@ export class Subscription extends Emitter {
   _onDetached(b, error) {
     this._onLost(b);
     if (this.closed) return;
-    const failure = fromWire(error ?? { condition: "wsq:not-found", description: "detached" }, "link", this.address);
+    const failure = fromWire(
+      error ?? { condition: "wsq:not-found", description: "detached" },
+      "link",
+      this.address,
+    );
     if (error && FINAL_LINK_CONDITIONS.has(failure.condition)) {
       this._end(failure);
       return;
@@ -641,7 +648,13 @@ class Sender {
   }
 
   _attachFrame(b) {
-    return { op: "attach", ch: b.session.ch, handle: b.handle, role: "sender", address: this.address };
+    return {
+      op: "attach",
+      ch: b.session.ch,
+      handle: b.handle,
+      role: "sender",
+      address: this.address,
+    };
   }
 
   _onAttached() {
@@ -697,10 +710,16 @@ class Sender {
     for (const item of mine) this.requeue(item);
     if (this.client._senders.get(this.address) !== this) {
       // Evicted while idle, or the client closed: anything left fails.
-      this.failAll(new WsqError("wsq-client:closed", "the sender was closed", { address: this.address }));
+      this.failAll(
+        new WsqError("wsq-client:closed", "the sender was closed", { address: this.address }),
+      );
       return;
     }
-    const failure = fromWire(error ?? { condition: "wsq:not-found", description: "detached" }, "link", this.address);
+    const failure = fromWire(
+      error ?? { condition: "wsq:not-found", description: "detached" },
+      "link",
+      this.address,
+    );
     if (error && FINAL_LINK_CONDITIONS.has(failure.condition)) {
       this.client._senders.delete(this.address);
       this.failAll(failure);
@@ -820,10 +839,16 @@ export class Client extends Emitter {
     if (opts.mode !== undefined && opts.mode !== "copy" && opts.mode !== "move") {
       throw new TypeError('option mode: "copy" or "move"');
     }
-    if (opts.from !== undefined && opts.from !== "$" && opts.from !== "^" && !POSITION_RE.test(opts.from)) {
+    if (
+      opts.from !== undefined &&
+      opts.from !== "$" &&
+      opts.from !== "^" &&
+      !POSITION_RE.test(opts.from)
+    ) {
       throw new TypeError('option from: "$", "^" or a position "<ms>-<seq>"');
     }
-    if (opts.group !== undefined && !isAddress(opts.group)) throw new TypeError("option group: an address-like name");
+    if (opts.group !== undefined && !isAddress(opts.group))
+      throw new TypeError("option group: an address-like name");
     if (opts.lease !== undefined && !(isUint(opts.lease, 86400000) && opts.lease >= 100)) {
       throw new TypeError("option lease: 100..86400000 ms");
     }
@@ -832,7 +857,10 @@ export class Client extends Emitter {
     }
     if (typeof opts.filter === "string") opts.filter = { subject: opts.filter };
     if (opts.filter !== undefined) {
-      if (!isObject(opts.filter) || (opts.filter.subject !== undefined && !PATTERN_RE.test(String(opts.filter.subject)))) {
+      if (
+        !isObject(opts.filter) ||
+        (opts.filter.subject !== undefined && !PATTERN_RE.test(String(opts.filter.subject)))
+      ) {
         throw new TypeError("option filter: {subject: pattern}");
       }
     }
@@ -847,14 +875,22 @@ export class Client extends Emitter {
   /** Publish `body` to `address`; resolves with its position once the gateway stored it. */
   publish(address, body, options = {}) {
     return new Promise((resolve, reject) => {
-      if (this._closed) throw new WsqError("wsq-client:closed", "the client is closed", { address });
+      if (this._closed)
+        throw new WsqError("wsq-client:closed", "the client is closed", { address });
       if (!isObject(options)) throw new TypeError("options must be an object");
       if (!isAddress(address)) {
-        throw new WsqError("wsq:invalid-frame", `not an address: ${JSON.stringify(address)}`, { address });
+        throw new WsqError("wsq:invalid-frame", `not an address: ${JSON.stringify(address)}`, {
+          address,
+        });
       }
       const props = {};
       if (options.subject !== undefined) {
-        if (!isAddress(options.subject)) throw new WsqError("wsq:invalid-frame", "subject: dot-separated tokens of [A-Za-z0-9_-]", { address });
+        if (!isAddress(options.subject))
+          throw new WsqError(
+            "wsq:invalid-frame",
+            "subject: dot-separated tokens of [A-Za-z0-9_-]",
+            { address },
+          );
         props.subject = options.subject;
       }
       const messageId = options.messageId ?? `${this._messageIdPrefix}${++this._publishCount}`;
@@ -863,7 +899,8 @@ export class Client extends Emitter {
       }
       props.message_id = messageId;
       if (options.ttl !== undefined) {
-        if (!(isUint(options.ttl, 31536000000) && options.ttl >= 1)) throw new TypeError("option ttl: 1..31536000000 ms");
+        if (!(isUint(options.ttl, 31536000000) && options.ttl >= 1))
+          throw new TypeError("option ttl: 1..31536000000 ms");
         props.ttl = options.ttl;
       }
       if (options.contentType !== undefined) props.content_type = String(options.contentType);
@@ -875,11 +912,18 @@ export class Client extends Emitter {
       try {
         tail = JSON.stringify({ body: body === undefined ? null : body, props }).slice(1);
       } catch (error) {
-        throw new WsqError("wsq:invalid-frame", `the body is not JSON: ${error.message}`, { address, cause: error });
+        throw new WsqError("wsq:invalid-frame", `the body is not JSON: ${error.message}`, {
+          address,
+          cause: error,
+        });
       }
       const size = utf8Length(tail) + TRANSFER_OVERHEAD;
       if (size > this._maxFrameBytes) {
-        throw new WsqError("wsq:frame-too-large", `the message has ${size} bytes, the gateway takes ${this._maxFrameBytes}`, { address });
+        throw new WsqError(
+          "wsq:frame-too-large",
+          `the message has ${size} bytes, the gateway takes ${this._maxFrameBytes}`,
+          { address },
+        );
       }
       if (this._outboxCount >= this._outboxSize || this._outboxUsed + size > this._outboxBytes) {
         throw new WsqError(
@@ -888,7 +932,16 @@ export class Client extends Emitter {
           { address },
         );
       }
-      const item = { seq: ++this._seq, address, tail, size, messageId, resolve, reject, binding: null };
+      const item = {
+        seq: ++this._seq,
+        address,
+        tail,
+        size,
+        messageId,
+        resolve,
+        reject,
+        binding: null,
+      };
       this._outboxCount += 1;
       this._outboxUsed += size;
       const sender = this._sender(address);
@@ -920,7 +973,10 @@ export class Client extends Emitter {
 
   _backoff(attempt) {
     // Full jitter: uniformly random up to an exponentially growing ceiling.
-    const ceiling = Math.min(this._maxReconnectDelay, this._reconnectDelay * 2 ** Math.min(attempt, 30));
+    const ceiling = Math.min(
+      this._maxReconnectDelay,
+      this._reconnectDelay * 2 ** Math.min(attempt, 30),
+    );
     return Math.floor(Math.random() * ceiling);
   }
 
@@ -936,23 +992,34 @@ export class Client extends Emitter {
     let token;
     try {
       token = await this._token_();
-      if (typeof token !== "string" || token === "") throw new TypeError("the token function answered no token");
+      if (typeof token !== "string" || token === "")
+        throw new TypeError("the token function answered no token");
     } catch (error) {
       if (this._closed || seq !== this._connectSeq) return;
-      this[EMIT]("error", new WsqError("wsq-client:token", String(error?.message ?? error), { cause: error }));
+      this[EMIT](
+        "error",
+        new WsqError("wsq-client:token", String(error?.message ?? error), { cause: error }),
+      );
       this._reconnectLater(this._backoff(this._attempts++));
       return;
     }
     if (this._closed || seq !== this._connectSeq) return;
     if (this._refusedToken !== null && token === this._refusedToken) {
-      this._giveUp(new WsqError("wsq:unauthorized", "the token was refused and no other token is available", { scope: "connection" }));
+      this._giveUp(
+        new WsqError("wsq:unauthorized", "the token was refused and no other token is available", {
+          scope: "connection",
+        }),
+      );
       return;
     }
     let ws;
     try {
       ws = new this._WebSocket(this.url, SUBPROTOCOL);
     } catch (error) {
-      this[EMIT]("error", new WsqError("wsq-client:socket", String(error?.message ?? error), { cause: error }));
+      this[EMIT](
+        "error",
+        new WsqError("wsq-client:socket", String(error?.message ?? error), { cause: error }),
+      );
       this._reconnectLater(this._backoff(this._attempts++));
       return;
     }
@@ -990,7 +1057,11 @@ export class Client extends Emitter {
     }
     if (!session) {
       if (conn.sessions.size >= this._maxSessions) {
-        const error = new WsqError("wsq:resource-limit-exceeded", `more than ${this._maxSessions * this._linksPerSession} links`, { address: link.address });
+        const error = new WsqError(
+          "wsq:resource-limit-exceeded",
+          `more than ${this._maxSessions * this._linksPerSession} links`,
+          { address: link.address },
+        );
         if (link instanceof Subscription) link._end(error);
         else {
           this._senders.delete(link.address);
@@ -1081,7 +1152,10 @@ export class Client extends Emitter {
       try {
         this._onFrame(conn, frame);
       } catch (error) {
-        this._violation(conn, error instanceof Violation ? error.message : `a frame the client failed on: ${error}`);
+        this._violation(
+          conn,
+          error instanceof Violation ? error.message : `a frame the client failed on: ${error}`,
+        );
         return;
       }
     }
@@ -1115,7 +1189,8 @@ export class Client extends Emitter {
 
   _onFrame(conn, f) {
     if (!isObject(f) || typeof f.op !== "string") throw new Violation("a frame without an op");
-    if (!conn.opened && f.op !== "open" && f.op !== "close") throw new Violation(`"${f.op}" before open`);
+    if (!conn.opened && f.op !== "open" && f.op !== "close")
+      throw new Violation(`"${f.op}" before open`);
     switch (f.op) {
       case "open":
         return this._onOpen(conn, f);
@@ -1271,20 +1346,31 @@ export class Client extends Emitter {
     const now = Date.now();
     if (!conn.opened) {
       if (now - conn.startedAt > this._connectTimeout && !conn.closeReceived) {
-        this[EMIT]("error", new WsqError("wsq:idle-timeout", "the gateway did not answer open", { scope: "connection" }));
+        this[EMIT](
+          "error",
+          new WsqError("wsq:idle-timeout", "the gateway did not answer open", {
+            scope: "connection",
+          }),
+        );
         this._drop(conn, null);
       }
       return;
     }
     if (this._idle > 0 && now - conn.lastRecv > this._idle && !conn.closeReceived) {
-      this[EMIT]("error", new WsqError("wsq:idle-timeout", `nothing from the gateway for ${this._idle} ms`, { scope: "connection" }));
+      this[EMIT](
+        "error",
+        new WsqError("wsq:idle-timeout", `nothing from the gateway for ${this._idle} ms`, {
+          scope: "connection",
+        }),
+      );
       this._drop(conn, { condition: "wsq:idle-timeout", description: "nothing received" });
       return;
     }
     // Something at least every half of the server's idle: [] when there was nothing to say.
     if (conn.serverIdle > 0 && now - conn.lastSent >= conn.serverIdle / 2 - conn.period - 10) {
       conn.flush();
-      if (Date.now() - conn.lastSent >= conn.serverIdle / 2 - conn.period - 10 && conn.usable) conn.write("[]");
+      if (Date.now() - conn.lastSent >= conn.serverIdle / 2 - conn.period - 10 && conn.usable)
+        conn.write("[]");
     }
   }
 
@@ -1305,10 +1391,14 @@ export class Client extends Emitter {
     let token;
     try {
       token = await this._token_();
-      if (typeof token !== "string" || token === "") throw new TypeError("the token function answered no token");
+      if (typeof token !== "string" || token === "")
+        throw new TypeError("the token function answered no token");
     } catch (error) {
       if (this._conn !== conn || !conn.usable) return;
-      this[EMIT]("error", new WsqError("wsq-client:token", String(error?.message ?? error), { cause: error }));
+      this[EMIT](
+        "error",
+        new WsqError("wsq-client:token", String(error?.message ?? error), { cause: error }),
+      );
       clearTimeout(conn.refreshTimer);
       conn.refreshTimer = setTimeout(() => this._refresh(conn), 1000);
       return;
@@ -1376,7 +1466,12 @@ export class Client extends Emitter {
     if (AUTH_CONDITIONS.has(condition)) {
       const failure = fromWire(error, "connection");
       if (typeof this._token !== "function" || ++this._authFailures >= 2) {
-        this._giveUp(new WsqError(failure.condition, failure.description, { scope: "connection", fatal: true }));
+        this._giveUp(
+          new WsqError(failure.condition, failure.description, {
+            scope: "connection",
+            fatal: true,
+          }),
+        );
         return;
       }
       // Ask the token function again; if that token is refused too, give up.
@@ -1424,7 +1519,12 @@ export class Client extends Emitter {
     }
     const senders = [...this._senders.values()];
     this._senders.clear();
-    for (const sender of senders) sender.failAll(error.fatal ? error : new WsqError(error.condition, error.description, { address: sender.address }));
+    for (const sender of senders)
+      sender.failAll(
+        error.fatal
+          ? error
+          : new WsqError(error.condition, error.description, { address: sender.address }),
+      );
     for (const sub of [...this._subscriptions]) sub._end(null);
     if (conn && !conn.dead) {
       if (conn.ws.readyState === OPEN) {

@@ -3,7 +3,16 @@ import assert from "node:assert/strict";
 import { after, afterEach, before, describe, test } from "node:test";
 import WebSocket from "ws";
 import { Client, WsqError, comparePositions } from "../src/index.js";
-import { Gateway, collector, countingWebSocket, freePort, sleep, token, waitFor, wsProxy } from "./helpers.js";
+import {
+  Gateway,
+  collector,
+  countingWebSocket,
+  freePort,
+  sleep,
+  token,
+  waitFor,
+  wsProxy,
+} from "./helpers.js";
 
 let gw;
 
@@ -17,7 +26,13 @@ after(async () => {
 
 const clients = [];
 function client({ url, ...options } = {}) {
-  const c = new Client(url ?? gw.url, { token: token(), WebSocket, reconnectDelay: 50, maxReconnectDelay: 500, ...options });
+  const c = new Client(url ?? gw.url, {
+    token: token(),
+    WebSocket,
+    reconnectDelay: 50,
+    maxReconnectDelay: 500,
+    ...options,
+  });
   clients.push(c);
   return c;
 }
@@ -32,7 +47,11 @@ describe("subscribe and publish", () => {
     const { got, handler } = collector();
     const sub = c.subscribe("news.eu", handler);
     await sub.ready;
-    const id = await c.publish("news.eu", { text: "hello" }, { subject: "news.eu.sport", headers: { lang: "en" } });
+    const id = await c.publish(
+      "news.eu",
+      { text: "hello" },
+      { subject: "news.eu.sport", headers: { lang: "en" } },
+    );
     await waitFor(() => got.length === 1, "the delivery");
     const [msg] = got;
     assert.equal(msg.id, id);
@@ -57,7 +76,10 @@ describe("subscribe and publish", () => {
     await sub.ready;
     const ids = await Promise.all(Array.from({ length: 40 }, (_, i) => c.publish("orders.q", i)));
     await waitFor(() => seen.length === 40, "40 deliveries through a window of 4");
-    assert.deepEqual(seen, Array.from({ length: 40 }, (_, i) => i));
+    assert.deepEqual(
+      seen,
+      Array.from({ length: 40 }, (_, i) => i),
+    );
     assert.deepEqual([...ids].sort(comparePositions), ids);
   });
 
@@ -150,11 +172,17 @@ describe("refusals", () => {
   test("a bad message is rejected locally before it can break the socket", async () => {
     const c = client();
     await assert.rejects(c.publish("bad..address", 1), (e) => e.condition === "wsq:invalid-frame");
-    await assert.rejects(c.publish("big.one", "x".repeat(2 * 1048576)), (e) => e.condition === "wsq:frame-too-large");
+    await assert.rejects(
+      c.publish("big.one", "x".repeat(2 * 1048576)),
+      (e) => e.condition === "wsq:frame-too-large",
+    );
     const cyclic = {};
     cyclic.self = cyclic;
     await assert.rejects(c.publish("cyclic.t", cyclic), (e) => e.condition === "wsq:invalid-frame");
-    assert.throws(() => c.subscribe("a b", () => {}), (e) => e.condition === "wsq:invalid-frame");
+    assert.throws(
+      () => c.subscribe("a b", () => {}),
+      (e) => e.condition === "wsq:invalid-frame",
+    );
     assert.match(await c.publish("ok.t", 1), /^\d+-\d+$/);
   });
 
@@ -164,7 +192,10 @@ describe("refusals", () => {
     const c = client({ token: bad, WebSocket: Counting });
     const errors = [];
     c.on("error", (e) => errors.push(e));
-    const rejected = assert.rejects(c.publish("never.t", 1), (e) => e.condition === "wsq:unauthorized");
+    const rejected = assert.rejects(
+      c.publish("never.t", 1),
+      (e) => e.condition === "wsq:unauthorized",
+    );
     await waitFor(() => c.state === "closed", "the client to give up");
     await rejected;
     assert.equal(errors.at(-1).condition, "wsq:unauthorized");
@@ -195,7 +226,8 @@ describe("refusals", () => {
   test("a token function that recovers after one refusal gets connected", async () => {
     let calls = 0;
     const c = client({
-      token: () => (++calls === 1 ? token({ secret: "wrong-secret-wrong-secret-wrong-secret-1" }) : token()),
+      token: () =>
+        ++calls === 1 ? token({ secret: "wrong-secret-wrong-secret-wrong-secret-1" }) : token(),
     });
     const { handler, bodies } = collector();
     await c.subscribe("recovering.t", handler).ready;
@@ -230,10 +262,7 @@ describe("move mode", () => {
     await c.publish("jobs.q", "fine");
     await waitFor(() => calls.length === 4, "four handler calls");
     // Released (not counted as a failure) and delivered again; the rest exactly once.
-    assert.deepEqual(
-      calls.map(([b]) => b).sort(),
-      ["fine", "flaky", "flaky", "poison"],
-    );
+    assert.deepEqual(calls.map(([b]) => b).sort(), ["fine", "flaky", "flaky", "poison"]);
     assert.ok(calls.every(([, redelivered]) => redelivered === 0));
     assert.equal(handlerErrors.length, 1);
     await sub.unsubscribe();
@@ -304,15 +333,25 @@ describe("connection upkeep", () => {
     const port = await freePort(); // nothing listens: the publish waits in the outbox
     const timers = () => process.getActiveResourcesInfo().filter((r) => r === "Timeout").length;
     const before = timers();
-    const c = new Client(`ws://127.0.0.1:${port}/ws`, { token: token(), WebSocket, reconnectDelay: 20 });
+    const c = new Client(`ws://127.0.0.1:${port}/ws`, {
+      token: token(),
+      WebSocket,
+      reconnectDelay: 20,
+    });
     const states = [];
     c.on("state", (s) => states.push(s));
-    const rejected = assert.rejects(c.publish("offline.t", 1), (e) => e.condition === "wsq-client:closed");
+    const rejected = assert.rejects(
+      c.publish("offline.t", 1),
+      (e) => e.condition === "wsq-client:closed",
+    );
     await waitFor(() => states.includes("disconnected"), "a failed connection");
     await c.close();
     await rejected;
     assert.equal(c.state, "closed");
-    assert.throws(() => c.subscribe("x", () => {}), (e) => e.condition === "wsq-client:closed");
+    assert.throws(
+      () => c.subscribe("x", () => {}),
+      (e) => e.condition === "wsq-client:closed",
+    );
     await assert.rejects(c.publish("x", 1), (e) => e.condition === "wsq-client:closed");
     assert.ok(timers() <= before, "a timer of the client outlived close()");
   });

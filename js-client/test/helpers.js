@@ -88,7 +88,8 @@ export class Gateway {
   }
 
   constructor(broker, idleMs, extraTenant, port) {
-    if (!existsSync(PYTHON)) throw new Error(`no Python at ${PYTHON}: run scripts/test (or set WSQ_PYTHON)`);
+    if (!existsSync(PYTHON))
+      throw new Error(`no Python at ${PYTHON}: run scripts/test (or set WSQ_PYTHON)`);
     this.broker = broker;
     this.port = port;
     this.url = `ws://127.0.0.1:${port}/ws`;
@@ -113,7 +114,9 @@ export class Gateway {
   }
 
   async start() {
-    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("WSQ_")));
+    const env = Object.fromEntries(
+      Object.entries(process.env).filter(([k]) => !k.startsWith("WSQ_")),
+    );
     const args = ["-m", "wsq", "serve", "--config", this.config, "--port", String(this.port)];
     args.push("--broker", this.broker, "--log-level", "warning");
     const proc = spawn(PYTHON, args, { cwd: REPO, env, stdio: ["ignore", "pipe", "pipe"] });
@@ -125,14 +128,16 @@ export class Gateway {
     proc.stderr.on("data", keep);
     const deadline = Date.now() + 20000;
     for (;;) {
-      if (proc.exitCode !== null) throw new Error(`wsq serve exited ${proc.exitCode}:\n${this.output}`);
+      if (proc.exitCode !== null)
+        throw new Error(`wsq serve exited ${proc.exitCode}:\n${this.output}`);
       try {
         const res = await fetch(`${this.http}/healthz`);
         if (res.status === 200) return;
       } catch {
         // not listening yet
       }
-      if (Date.now() > deadline) throw new Error(`wsq serve did not become healthy:\n${this.output}`);
+      if (Date.now() > deadline)
+        throw new Error(`wsq serve did not become healthy:\n${this.output}`);
       await sleep(50);
     }
   }
@@ -155,7 +160,8 @@ export class Gateway {
 export async function startRedis() {
   const exe = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"].find((p) => existsSync(p));
   if (!exe) {
-    if (process.env.CI === "true") throw new Error("redis-server is not installed (required in CI)");
+    if (process.env.CI === "true")
+      throw new Error("redis-server is not installed (required in CI)");
     return null;
   }
   const port = await freePort();

@@ -7,7 +7,16 @@ import WebSocket, { WebSocketServer } from "ws";
 import { Client } from "../src/index.js";
 import { sleep, waitFor } from "./helpers.js";
 
-const OPEN_ANSWER = { op: "open", node: "fake", idle: 0, max_sessions: 8, max_frame_bytes: 65536, tenant: "t", sub: "s", exp: 0 };
+const OPEN_ANSWER = {
+  op: "open",
+  node: "fake",
+  idle: 0,
+  max_sessions: 8,
+  max_frame_bytes: 65536,
+  tenant: "t",
+  sub: "s",
+  exp: 0,
+};
 
 /** A wsq.v1 server whose every socket runs `script(socket, frame)` for each client frame. */
 async function fakeServer(script) {
@@ -68,7 +77,10 @@ async function setup(script, options = {}) {
   });
   const errors = [];
   client.on("error", (e) => errors.push(e));
-  cleanup.push(() => server.close(), () => client.close());
+  cleanup.push(
+    () => server.close(),
+    () => client.close(),
+  );
   return { server, client, errors };
 }
 
@@ -86,7 +98,10 @@ describe("a broken server", () => {
     ["text that is not JSON", "{nope"],
     ["a frame without op", JSON.stringify({ hello: 1 })],
     ["an unknown op", JSON.stringify({ op: "launch-missiles" })],
-    ["a frame on a channel never begun", JSON.stringify({ op: "flow", ch: 77, handle: 0, credit: 1 })],
+    [
+      "a frame on a channel never begun",
+      JSON.stringify({ op: "flow", ch: 77, handle: 0, credit: 1 }),
+    ],
     ["a number", "42"],
     ["a binary message", Buffer.from([1, 2, 3])],
   ]) {
@@ -96,7 +111,10 @@ describe("a broken server", () => {
           if (frame.op === "open" && index === 0) ws.send(garbage);
         }),
       );
-      await waitFor(() => server.sockets.length >= 2 && client.state === "connected", "a second connection");
+      await waitFor(
+        () => server.sockets.length >= 2 && client.state === "connected",
+        "a second connection",
+      );
       assert.equal(errors[0].condition, "wsq:invalid-frame");
       const closes = server.received.filter((r) => r.socket === 0 && r.frame.op === "close");
       assert.equal(closes[0]?.frame.error?.condition, "wsq:invalid-frame", "the client said why");
@@ -109,7 +127,12 @@ describe("a broken server", () => {
         if (frame.op === "attach" && index === 0) {
           ws.send(JSON.stringify({ ...frame, from: "0-0", recovered: true }));
           const flood = Array.from({ length: 500 }, (_, i) => ({
-            op: "transfer", ch: frame.ch, handle: frame.handle, delivery: i, id: `1-${i}`, body: i,
+            op: "transfer",
+            ch: frame.ch,
+            handle: frame.handle,
+            delivery: i,
+            id: `1-${i}`,
+            body: i,
           }));
           ws.send(JSON.stringify(flood));
         }
@@ -117,7 +140,10 @@ describe("a broken server", () => {
     );
     const seen = [];
     client.subscribe("flood.t", (msg) => seen.push(msg.id), { credit: 5 });
-    await waitFor(() => errors.some((e) => e.condition === "wsq:invalid-frame"), "the flood refused");
+    await waitFor(
+      () => errors.some((e) => e.condition === "wsq:invalid-frame"),
+      "the flood refused",
+    );
     await waitFor(() => server.sockets.length >= 2, "a reconnect");
     assert.ok(seen.length <= 2 * 5 + 16, `${seen.length} handed over`);
   });
@@ -142,7 +168,10 @@ describe("a broken server", () => {
       if (frame.op === "open") ws.send(JSON.stringify({ ...OPEN_ANSWER, idle: 400 }));
     });
     const client = new Client(server.url, { token: "t", WebSocket, idle: 0 });
-    cleanup.push(() => server.close(), () => client.close());
+    cleanup.push(
+      () => server.close(),
+      () => client.close(),
+    );
     await waitFor(() => server.sockets.length === 1, "the connection");
     server.sockets[0].on("message", (data) => {
       if (data.toString() === "[]") heartbeats.push(Date.now());
@@ -154,21 +183,35 @@ describe("a broken server", () => {
     const { server, errors, client } = await setup(
       gateway((ws, frame, index) => {
         if (frame.op === "open" && index === 0) {
-          ws.send(JSON.stringify({ op: "close", error: { condition: "wsq:going-away", description: "draining" } }));
+          ws.send(
+            JSON.stringify({
+              op: "close",
+              error: { condition: "wsq:going-away", description: "draining" },
+            }),
+          );
           setTimeout(() => ws.close(1001), 20);
         }
       }),
       // A normal backoff would wait up to a minute; going-away waits under a second.
       { reconnectDelay: 60000, maxReconnectDelay: 60000 },
     );
-    await waitFor(() => server.sockets.length >= 2 && client.state === "connected", "the prompt reconnect", 5000);
+    await waitFor(
+      () => server.sockets.length >= 2 && client.state === "connected",
+      "the prompt reconnect",
+      5000,
+    );
     assert.equal(errors[0].condition, "wsq:going-away");
   });
 
   test("a refused static token ends the client: one socket, no retries", async () => {
     const { server, client, errors } = await setup((ws, frame) => {
       if (frame.op === "open") {
-        ws.send(JSON.stringify({ op: "close", error: { condition: "wsq:unauthorized", description: "no" } }));
+        ws.send(
+          JSON.stringify({
+            op: "close",
+            error: { condition: "wsq:unauthorized", description: "no" },
+          }),
+        );
         setTimeout(() => ws.close(1008), 10);
       }
     });
@@ -188,8 +231,26 @@ describe("a broken server", () => {
         gateway((ws, frame) => {
           if (frame.op === "attach") {
             ws.send(JSON.stringify({ ...frame, from: "0-0", recovered: true }));
-            ws.send(JSON.stringify({ op: "transfer", ch: frame.ch, handle: frame.handle, delivery: 0, id: "5-0", body: "x" }));
-            ws.send(JSON.stringify({ op: "transfer", ch: frame.ch, handle: frame.handle, delivery: 1, id: "5-1", body: "y" }));
+            ws.send(
+              JSON.stringify({
+                op: "transfer",
+                ch: frame.ch,
+                handle: frame.handle,
+                delivery: 0,
+                id: "5-0",
+                body: "x",
+              }),
+            );
+            ws.send(
+              JSON.stringify({
+                op: "transfer",
+                ch: frame.ch,
+                handle: frame.handle,
+                delivery: 1,
+                id: "5-1",
+                body: "y",
+              }),
+            );
           }
         }),
       );
@@ -215,8 +276,17 @@ describe("a broken server", () => {
       gateway((ws, frame) => {
         if (frame.op === "attach") {
           ws.send(JSON.stringify({ ...frame, from: "5-0", recovered: true }));
-          const t = (delivery, id) => ({ op: "transfer", ch: frame.ch, handle: frame.handle, delivery, id, body: id });
-          ws.send(JSON.stringify([t(0, "4-9"), t(1, "5-0"), t(2, "5-1"), t(3, "5-1"), t(4, "10-0")]));
+          const t = (delivery, id) => ({
+            op: "transfer",
+            ch: frame.ch,
+            handle: frame.handle,
+            delivery,
+            id,
+            body: id,
+          });
+          ws.send(
+            JSON.stringify([t(0, "4-9"), t(1, "5-0"), t(2, "5-1"), t(3, "5-1"), t(4, "10-0")]),
+          );
         }
       }),
     );

@@ -7,7 +7,15 @@ import assert from "node:assert/strict";
 import { after, afterEach, before, describe, test } from "node:test";
 import WebSocket from "ws";
 import { Client } from "../src/index.js";
-import { Gateway, collector, countingWebSocket, sleep, startRedis, token, waitFor } from "./helpers.js";
+import {
+  Gateway,
+  collector,
+  countingWebSocket,
+  sleep,
+  startRedis,
+  token,
+  waitFor,
+} from "./helpers.js";
 
 const clients = [];
 function client(gw, options = {}) {
@@ -67,7 +75,10 @@ describe("Redis broker: gateway restarts", () => {
     await sleep(20);
     await gw.kill("SIGKILL");
     await streaming;
-    await waitFor(() => subscriber.state !== "connected" && publisher.state !== "connected", "both clients noticing");
+    await waitFor(
+      () => subscriber.state !== "connected" && publisher.state !== "connected",
+      "both clients noticing",
+    );
     await publishSome(120, 150, 0); // while the gateway is down: kept in the outbox
     assert.ok(publisher.pendingPublishes > 0);
     await gw.start();
@@ -127,7 +138,10 @@ describe("memory broker: gateway restart", () => {
     await publisher.publish("mem.restart", "before");
     await waitFor(() => bodies().length === 1, "the first delivery");
     await gw.kill("SIGKILL");
-    await waitFor(() => subscriber.state !== "connected" && publisher.state !== "connected", "both noticing");
+    await waitFor(
+      () => subscriber.state !== "connected" && publisher.state !== "connected",
+      "both noticing",
+    );
     const offline = range(0, 20).map((i) => publisher.publish("mem.restart", i));
     await gw.start();
     await Promise.all(offline);

@@ -47,9 +47,11 @@ try {
   page.on("console", (m) => console.log(`page ${m.type()}: ${m.text()}`));
   await page.goto(`${origin}/healthz`);
   await page.addScriptTag({ type: "module", content: SCRIPT });
-  await page.waitForFunction(() => document.body.dataset.result, null, { timeout: 15000 }).catch((e) => {
-    throw new Error(`${e.message}; page errors: ${errors}`);
-  });
+  await page
+    .waitForFunction(() => document.body.dataset.result, null, { timeout: 15000 })
+    .catch((e) => {
+      throw new Error(`${e.message}; page errors: ${errors}`);
+    });
   const result = JSON.parse(await page.evaluate(() => document.body.dataset.result));
   const fail = (why) => {
     throw new Error(`${why}: ${JSON.stringify(result)}`);
@@ -60,7 +62,8 @@ try {
   const [first, second] = result.received;
   if (first.body?.hello !== "chromium" || first.subject !== "greet.en") fail("first delivery");
   if (second.body !== "second") fail("second delivery");
-  if (first.id !== result.ids[0] || second.id !== result.ids[1]) fail("publish ids vs delivered ids");
+  if (first.id !== result.ids[0] || second.id !== result.ids[1])
+    fail("publish ids vs delivered ids");
   if (first.publisher !== "browser") fail("publisher");
   if (result.refused !== "wsq:forbidden") fail("the refusal's condition");
   if (result.finalState !== "closed") fail("close()");
