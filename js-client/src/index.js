@@ -80,6 +80,19 @@ function reportListenerError(error) {
   else console.error("wsq-client: a listener threw", error);
 }
 
+/** `fn` for a callback the platform calls (socket events, timers, microtasks): a bug of ours in
+ * there is reported, never thrown into the event loop (where Node would end the process). */
+function guarded(fn) {
+  return (...args) => {
+    try {
+      const result = fn(...args);
+      if (result && typeof result.catch === "function") result.catch(reportListenerError);
+    } catch (error) {
+      reportListenerError(error);
+    }
+  };
+}
+
 // -- small helpers -----------------------------------------------------------------------
 
 /** Compare two positions `"<ms>-<seq>"` as numbers: < 0, 0 or > 0. */
@@ -276,7 +289,7 @@ class Connection {
     this.out.push(text);
     if (!this.flushQueued) {
       this.flushQueued = true;
-      queueMicrotask(() => this.flush());
+      queueMicrotask(guarded(() => this.flush()));
     }
   }
 
@@ -324,7 +337,10 @@ class Connection {
   startTimer(period) {
     clearInterval(this.timer);
     this.period = period;
-    this.timer = setInterval(() => this.client._tick(this), period);
+    this.timer = setInterval(
+      guarded(() => this.client._tick(this)),
+      period,
+    );
   }
 
   stopTimers() {
@@ -567,19 +583,24 @@ export class Subscription extends Emitter {
     const client = this.client;
     const delay = client._backoff(this._retries++);
     clearTimeout(this._retryTimer);
-    this._retryTimer = setTimeout(() => {
-      this._retryTimer = null;
-      if (!this.closed && !this._binding && client._conn) client._attach(client._conn, this);
-    }, delay);
+    this._retryTimer = setTimeout(
+      guarded(() => {
+        this._retryTimer = null;
+        if (!this.closed && !this._binding && client._conn) client._attach(client._conn, this);
+      }),
+      delay,
+    );
   }
 
   _schedule() {
     if (this._scheduled || this._running) return;
     this._scheduled = true;
-    queueMicrotask(() => {
-      this._scheduled = false;
-      this._pump();
-    });
+    queueMicrotask(
+      guarded(() => {
+        this._scheduled = false;
+        return this._pump();
+      }),
+    );
   }
 
   /** Hand queued messages to the handler one at a time, in order; refill credit as it goes. */
@@ -729,13 +750,16 @@ class Sender {
       this.client[EMIT]("error", failure);
       const delay = this.client._backoff(this._retries++);
       clearTimeout(this._retryTimer);
-      this._retryTimer = setTimeout(() => {
-        this._retryTimer = null;
-        const client = this.client;
-        if (client._senders.get(this.address) === this && !this._binding && client._conn) {
-          client._attach(client._conn, this);
-        }
-      }, delay);
+      this._retryTimer = setTimeout(
+        guarded(() => {
+          this._retryTimer = null;
+          const client = this.client;
+          if (client._senders.get(this.address) === this && !this._binding && client._conn) {
+            client._attach(client._conn, this);
+          }
+        }),
+        delay,
+      );
     }
   }
 
@@ -806,7 +830,7 @@ export class Client extends Emitter {
     this._publishCount = 0;
 
     this._setState("connecting");
-    queueMicrotask(() => this._connect());
+    queueMicrotask(guarded(() => this._connect()));
   }
 
   /** connecting | connected | disconnected | closed */
@@ -1025,9 +1049,9 @@ export class Client extends Emitter {
     }
     const conn = new Connection(this, ws, token);
     this._conn = conn;
-    ws.onopen = () => this._onSocketOpen(conn);
-    ws.onmessage = (event) => this._onSocketMessage(conn, event.data);
-    ws.onclose = (event) => this._onSocketClose(conn, event);
+    ws.onopen = guarded(() => this._onSocketOpen(conn));
+    ws.onmessage = guarded((event) => this._onSocketMessage(conn, event.data));
+    ws.onclose = guarded((event) => this._onSocketClose(conn, event));
     ws.onerror = () => {}; // a close event follows
     // Pipelined: the gateway applies these in order once the token is verified.
     conn.send({ op: "open", token, idle: this._idle, client: this._clientName });
@@ -1042,7 +1066,10 @@ export class Client extends Emitter {
     if (this._closed) return;
     this._setState("disconnected");
     clearTimeout(this._reconnectTimer);
-    this._reconnectTimer = setTimeout(() => this._connect(), delay);
+    this._reconnectTimer = setTimeout(
+      guarded(() => this._connect()),
+      delay,
+    );
   }
 
   /** A link onto a session with room (a new one begun when needed). */
@@ -1336,7 +1363,10 @@ export class Client extends Emitter {
     conn.sendClose(null);
     // The server closes the socket; drop it ourselves if that does not happen soon.
     clearTimeout(conn.closeTimer);
-    conn.closeTimer = setTimeout(() => this._lost(conn, {}), this._closeTimeout);
+    conn.closeTimer = setTimeout(
+      guarded(() => this._lost(conn, {})),
+      this._closeTimeout,
+    );
   }
 
   // -- timers ----------------------------------------------------------------------------
@@ -1382,7 +1412,10 @@ export class Client extends Emitter {
     const remaining = exp * 1000 - Date.now();
     const margin = Math.min(this._refreshBefore, Math.max(0, remaining) / 3);
     const delay = Math.min(MAX_TIMER_MS, Math.max(1000, remaining - margin));
-    conn.refreshTimer = setTimeout(() => this._refresh(conn), delay);
+    conn.refreshTimer = setTimeout(
+      guarded(() => this._refresh(conn)),
+      delay,
+    );
   }
 
   async _refresh(conn) {
@@ -1400,14 +1433,20 @@ export class Client extends Emitter {
         new WsqError("wsq-client:token", String(error?.message ?? error), { cause: error }),
       );
       clearTimeout(conn.refreshTimer);
-      conn.refreshTimer = setTimeout(() => this._refresh(conn), 1000);
+      conn.refreshTimer = setTimeout(
+        guarded(() => this._refresh(conn)),
+        1000,
+      );
       return;
     }
     if (this._conn !== conn || !conn.usable) return;
     if (token === conn.token) {
       // The function has nothing newer yet: ask again a little later.
       clearTimeout(conn.refreshTimer);
-      conn.refreshTimer = setTimeout(() => this._refresh(conn), 1000);
+      conn.refreshTimer = setTimeout(
+        guarded(() => this._refresh(conn)),
+        1000,
+      );
       return;
     }
     conn.token = token;
@@ -1530,7 +1569,10 @@ export class Client extends Emitter {
       if (conn.ws.readyState === OPEN) {
         conn.sendClose(null);
         clearTimeout(conn.closeTimer);
-        conn.closeTimer = setTimeout(() => this._lost(conn, {}), this._closeTimeout);
+        conn.closeTimer = setTimeout(
+          guarded(() => this._lost(conn, {})),
+          this._closeTimeout,
+        );
         return; // _lost finishes when the server's answer closes the socket
       }
       this._lost(conn, {});
