@@ -5,6 +5,7 @@ import WebSocket from "ws";
 import { Client, WsqError, comparePositions } from "../src/index.js";
 import {
   Gateway,
+  SECRET,
   collector,
   countingWebSocket,
   freePort,
@@ -17,7 +18,12 @@ import {
 let gw;
 
 before(async () => {
-  gw = await Gateway.start({ broker: "memory://", idleMs: 1500 });
+  gw = await Gateway.start({
+    broker: "memory://",
+    idleMs: 1500,
+    // A tenant that keeps 3 messages per address, to lose some to retention on purpose.
+    extraTenant: `[tenants.tiny]\nkeys = [ { kid = "k1", alg = "HS256", secret = "${SECRET}" } ]\nretention_max_len = 3\n`,
+  });
 });
 
 after(async () => {
@@ -93,6 +99,24 @@ describe("subscribe and publish", () => {
     await c.publish("replay.a", "new");
     await waitFor(() => bodies().length === 3, "three deliveries");
     assert.deepEqual(bodies(), ["old-1", "old-2", "new"]);
+  });
+
+  test("resuming from a position retention dropped is surfaced as a gap", async () => {
+    const c = client({ token: token({ iss: "tiny" }) });
+    const first = await c.publish("gap.t", 0);
+    for (let i = 1; i <= 6; i++) await c.publish("gap.t", i);
+    const clientGaps = [];
+    c.on("gap", (g) => clientGaps.push(g));
+    const subGaps = [];
+    const { handler, bodies } = collector();
+    const sub = c.subscribe("gap.t", handler, { from: first, onGap: (g) => subGaps.push(g) });
+    await sub.ready;
+    await waitFor(() => bodies().length === 3, "the retained messages");
+    assert.deepEqual(bodies(), [4, 5, 6]);
+    assert.equal(subGaps.length, 1);
+    assert.equal(subGaps[0].recovered, false);
+    assert.equal(clientGaps[0].subscription, sub);
+    assert.equal(clientGaps[0].address, "gap.t");
   });
 
   test("a subject filter only delivers matching messages", async () => {
