@@ -1,0 +1,280 @@
+// Type declarations for wsq-client (hand-written; keep in step with index.js).
+
+/** The WebSocket subprotocol, "wsq.v1". */
+export const SUBPROTOCOL: "wsq.v1";
+export const VERSION: string;
+
+/** A message position in its address, "<ms>-<seq>". */
+export type Position = string;
+
+/** Conditions the gateway sends (wsq.v1) and the client's own. */
+export type Condition =
+  | "wsq:unauthorized"
+  | "wsq:token-expired"
+  | "wsq:forbidden"
+  | "wsq:invalid-frame"
+  | "wsq:frame-too-large"
+  | "wsq:resource-limit-exceeded"
+  | "wsq:transfer-limit-exceeded"
+  | "wsq:idle-timeout"
+  | "wsq:not-found"
+  | "wsq:internal-error"
+  | "wsq:going-away"
+  | "wsq-client:closed"
+  | "wsq-client:handler"
+  | "wsq-client:token"
+  | "wsq-client:socket"
+  | (string & {});
+
+/** Where an error belongs: the socket, a session, a link, one published message, a handler, or
+ * the client itself. */
+export type ErrorScope = "connection" | "session" | "link" | "message" | "handler" | "client";
+
+export class WsqError extends Error {
+  constructor(
+    condition: Condition,
+    description?: string,
+    details?: { scope?: ErrorScope; fatal?: boolean; address?: string; cause?: unknown },
+  );
+  readonly name: "WsqError";
+  /** "wsq:forbidden", "wsq-client:closed", … */
+  readonly condition: Condition;
+  /** For people; may change between versions. */
+  readonly description: string;
+  readonly scope: ErrorScope;
+  /** True when the client gave up and is closed. */
+  readonly fatal: boolean;
+  /** The address concerned, for link and message errors. */
+  readonly address?: string;
+}
+
+/** Compare two positions numerically: negative, 0 or positive. */
+export function comparePositions(a: Position, b: Position): number;
+
+/** Whether `value` is a valid wsq address (dot-separated tokens of [A-Za-z0-9_-], ≤ 255). */
+export function isAddress(value: unknown): value is string;
+
+/** The minimal WebSocket the client needs: the browser's, Node 22's, or the `ws` package's. */
+export interface WebSocketLike {
+  readonly readyState: number;
+  readonly protocol?: string;
+  onopen: ((event: any) => void) | null;
+  onmessage: ((event: { data: any }) => void) | null;
+  onclose: ((event: { code?: number }) => void) | null;
+  onerror: ((event: any) => void) | null;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  /** `ws` only: drop the socket without a closing handshake. */
+  terminate?(): void;
+}
+
+export type WebSocketConstructor = new (
+  url: string,
+  protocols?: string | string[],
+) => WebSocketLike;
+
+export type TokenSource = string | (() => string | Promise<string>);
+
+export interface ClientOptions {
+  /** The JWT, or a function answering one; called at connect, reconnect and before expiry. */
+  token: TokenSource;
+  /** A WebSocket implementation; default globalThis.WebSocket (on Node 20: `ws`). */
+  WebSocket?: WebSocketConstructor;
+  /** The longest server silence tolerated, ms (sent as `idle` in open). 0 or 500..3600000; default 30000. */
+  idle?: number;
+  /** How long to wait for the gateway's open answer, ms. Default 10000. */
+  connectTimeout?: number;
+  /** Backoff base, ms: the n-th retry waits a random time up to min(max, base·2^n). Default 500. */
+  reconnectDelay?: number;
+  /** Backoff ceiling, ms. Default 30000. */
+  maxReconnectDelay?: number;
+  /** Default receiver credit window per subscription. Default 100. */
+  credit?: number;
+  /** Unconfirmed publishes kept at most (waiting or in flight); beyond it publish rejects. Default 1000. */
+  outboxSize?: number;
+  /** Bytes of unconfirmed publishes kept at most. Default 16 MiB. */
+  outboxBytes?: number;
+  /** Links placed on one session before another is begun. Default 64. */
+  linksPerSession?: number;
+  /** Sessions per socket at most (also capped by the gateway's max_sessions). Default 64. */
+  maxSessions?: number;
+  /** Sender links kept attached; the least recently used idle one is detached beyond it. Default 64. */
+  maxSenders?: number;
+  /** Refresh the token this long before it expires (at most a third of its remaining life), ms. Default 60000. */
+  refreshBefore?: number;
+  /** How long close() waits for the gateway's answer before it drops the socket, ms. Default 1000. */
+  closeTimeout?: number;
+  /** Sent as `client` in open. Default "wsq-client/<version>". */
+  clientName?: string;
+  /** Prefix of generated message ids (a random UUID by default); ids are "<prefix>-<n>". */
+  messageIdPrefix?: string;
+}
+
+export type ClientState = "connecting" | "connected" | "disconnected" | "closed";
+
+/** The gateway's open answer. */
+export interface OpenInfo {
+  node: string | null;
+  tenant: string | null;
+  sub: string | null;
+  /** Token expiry, Unix seconds. */
+  exp: number | null;
+  /** The server's idle, ms. */
+  idle: number;
+  maxSessions: number;
+  maxFrameBytes: number;
+}
+
+export interface AttachInfo {
+  address: string;
+  /** Copy mode: the position the link starts after. */
+  from: Position | null;
+  /** False when retention dropped messages after the position resumed from. */
+  recovered: boolean;
+  node: string | null;
+}
+
+export interface GapInfo extends AttachInfo {
+  recovered: false;
+  subscription: Subscription;
+}
+
+export interface MessageProps {
+  subject?: string;
+  message_id?: string;
+  content_type?: string;
+  headers?: Record<string, unknown>;
+  /** When the gateway accepted it, ms since the epoch. */
+  ts?: number;
+  /** The `sub` of the publishing token. */
+  publisher?: string;
+  /** Move mode: deliveries before this one that failed. */
+  redelivered?: number;
+  /** Messages published with a ttl: ms since the epoch after which they are dropped. */
+  expires?: number;
+  [key: string]: unknown;
+}
+
+export type Outcome = "accepted" | "released" | "rejected" | "modified";
+
+export class Message<T = unknown> {
+  readonly id: Position;
+  readonly body: T;
+  readonly props: MessageProps;
+  readonly address: string;
+  readonly subscription: Subscription<T>;
+  /** The gateway's delivery number on its session. */
+  readonly delivery: number;
+  readonly subject: string | undefined;
+  readonly redelivered: number;
+  /** Settled already (always true outside move mode and on pre-settled links). */
+  readonly settled: boolean;
+  /** Move mode: settle now; answers whether a disposition was sent. */
+  settle(outcome?: Outcome): boolean;
+  accept(): boolean;
+  release(): boolean;
+  reject(): boolean;
+  modify(): boolean;
+}
+
+export type Handler<T = unknown> = (message: Message<T>) => void | Promise<void>;
+
+export interface SubscribeOptions {
+  /** "copy" (a feed, default) or "move" (a queue of competing consumers). */
+  mode?: "copy" | "move";
+  /** Copy: "$" new messages (default), "^" the oldest retained, or a position to start after. */
+  from?: "$" | "^" | Position;
+  /** Move: the consumer group (default "default"). */
+  group?: string;
+  /** Move: ms a delivery may stay unsettled before it goes to another consumer (100..86400000). */
+  lease?: number;
+  /** Only messages whose subject matches the pattern (a string is taken as the subject pattern). */
+  filter?: { subject?: string } | string;
+  /** Deliveries arrive pre-settled (at-most-once). */
+  settled?: boolean;
+  /** The credit window: at most this many messages are on their way or waiting for the handler. */
+  credit?: number;
+  /** Shorthand for sub.on("gap", …). */
+  onGap?: (info: AttachInfo) => void;
+  /** Shorthand for sub.on("error", …). */
+  onError?: (error: WsqError) => void;
+}
+
+export interface PublishOptions {
+  /** A subject for receivers' filters (address grammar). */
+  subject?: string;
+  /** Your own id for deduplication; one is generated when left out. */
+  messageId?: string;
+  /** ms after which the message is dropped (1..31536000000). */
+  ttl?: number;
+  contentType?: string;
+  headers?: Record<string, unknown>;
+}
+
+declare class Emitter<Events> {
+  on<E extends keyof Events & string>(event: E, listener: Events[E]): this;
+  once<E extends keyof Events & string>(event: E, listener: Events[E]): this;
+  off<E extends keyof Events & string>(event: E, listener: Events[E]): this;
+  listenerCount(event: keyof Events & string): number;
+}
+
+export interface SubscriptionEvents {
+  /** Attached (again) on a socket: after connect, reconnect and retries. */
+  attached: (info: AttachInfo) => void;
+  /** An attach answered recovered: false: messages were lost to retention. */
+  gap: (info: AttachInfo) => void;
+  /** The gateway refused the subscription (e.g. wsq:forbidden); it is closed. */
+  error: (error: WsqError) => void;
+  /** The subscription ended: unsubscribed (null), refused (the error) or its client closed. */
+  closed: (error: WsqError | null) => void;
+}
+
+export class Subscription<T = unknown> extends Emitter<SubscriptionEvents> {
+  readonly client: Client;
+  readonly address: string;
+  readonly mode: "copy" | "move";
+  /** Copy mode: the position of the last message handed to the handler, or null. */
+  readonly position: Position | null;
+  /** Attached on the current socket. */
+  readonly attached: boolean;
+  /** Ended: unsubscribed, refused, or the client closed. */
+  readonly closed: boolean;
+  /** Resolves at the first attach; rejects with the refusal (or when closed before). */
+  readonly ready: Promise<void>;
+  /** Stop receiving; resolves once the gateway confirmed (at once when offline). */
+  unsubscribe(): Promise<void>;
+}
+
+export interface ClientEvents {
+  state: (state: ClientState) => void;
+  /** Every successful open (connect and reconnect). */
+  open: (info: OpenInfo) => void;
+  /** The token was refreshed on the live socket. */
+  refresh: (info: { exp: number }) => void;
+  /** A subscription resumed with messages lost to retention. */
+  gap: (info: GapInfo) => void;
+  /** Anything that went wrong; `fatal` errors mean the client closed for good. */
+  error: (error: WsqError) => void;
+}
+
+export class Client extends Emitter<ClientEvents> {
+  constructor(url: string, options: ClientOptions);
+  readonly url: string;
+  readonly state: ClientState;
+  readonly connected: boolean;
+  /** The gateway's open answer on the current socket, or null. */
+  readonly info: OpenInfo | null;
+  /** Publishes not yet confirmed (waiting in the outbox or in flight). */
+  readonly pendingPublishes: number;
+  subscribe<T = unknown>(
+    address: string,
+    handler: Handler<T>,
+    options?: SubscribeOptions,
+  ): Subscription<T>;
+  /** Resolves with the message's position once stored; rejects with a WsqError. */
+  publish(address: string, body: unknown, options?: PublishOptions): Promise<Position>;
+  /** Close for good; pending publishes reject with wsq-client:closed. */
+  close(): Promise<void>;
+}
+
+export default Client;
