@@ -13,6 +13,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
+from wsq.bridge.requests import as_int
 from wsq.broker.base import Message, NewMessage
 from wsq.exceptions import InvalidFrame
 from wsq.protocol import codec
@@ -55,8 +56,9 @@ def _message(item: Any, publisher: str, where: str) -> NewMessage:
             codec.dumps(headers)  # they go out in every delivery's props
         except (TypeError, ValueError):
             raise InvalidFrame(f"{where}: 'headers' is nested too deeply") from None
-    ttl = item.get("ttl")
-    if ttl is not None and (type(ttl) is not int or not 1 <= ttl <= MAX_TTL_MS):
+    raw_ttl = item.get("ttl")
+    ttl = None if raw_ttl is None else as_int(raw_ttl)
+    if raw_ttl is not None and (ttl is None or not 1 <= ttl <= MAX_TTL_MS):
         raise InvalidFrame(f"{where}: 'ttl' must be an integer in 1..{MAX_TTL_MS}")
     return NewMessage(
         body=body,

@@ -17,7 +17,8 @@ from wsq.protocol.connection import MAX_LEASE_MS, MAX_STRING_PROP, MAX_TTL_MS, M
 # Grammar of contract section 6, as JSON Schema patterns.
 _ADDRESS = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
 _PATTERN = r"^((\*|[A-Za-z0-9_-]+)\.)*(\*|>|[A-Za-z0-9_-]+)$"
-_POSITION = r"^[0-9]{1,20}-[0-9]{1,20}$"
+# 19 digits at most: every such number fits the 64 bits a broker position holds.
+_POSITION = r"^[0-9]{1,19}-[0-9]{1,19}$"
 _CLAIM = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*~[A-Za-z0-9_-]{16}$"
 
 
@@ -33,7 +34,7 @@ _ERROR_TEXT = {
     "400": "Invalid request (wsq:invalid-frame): address, parameters or body",
     "401": "No valid token (wsq:unauthorized, wsq:token-expired)",
     "403": "The token lacks the right for this address (wsq:forbidden)",
-    "404": "Not found (wsq:not-found)",
+    "404": "Not found (wsq:not-found): no such message or claim, or a path no endpoint has",
     "413": "Body too large (wsq:frame-too-large)",
     "429": "Publish rate of the tenant exceeded (wsq:resource-limit-exceeded); see Retry-After",
     "503": "The broker is unavailable (wsq:internal-error): nothing was done, retry",
@@ -42,7 +43,8 @@ _ERROR_TEXT = {
 
 def _errors(*codes: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for code in ("400", "401", "403", *codes, "503"):
+    # 404 everywhere: a path that no endpoint can take (an address no route matches).
+    for code in ("400", "401", "403", "404", *codes, "503"):
         response = _json(_ref("Error"), _ERROR_TEXT[code])
         if code in ("429", "503"):
             response["headers"] = {
@@ -71,7 +73,7 @@ _CLAIM_PARAM = {
 def _schemas() -> dict[str, Any]:
     position = {"type": "string", "pattern": _POSITION, "description": "`<ms>-<seq>`"}
     positions = {"type": "array", "items": _ref("Position"), "minItems": 1, "maxItems": 1000}
-    short = {"type": "string", "maxLength": MAX_STRING_PROP}
+    short = {"type": ["string", "null"], "maxLength": MAX_STRING_PROP}
     return {
         "Position": position,
         "Error": {
@@ -93,15 +95,15 @@ def _schemas() -> dict[str, Any]:
             "required": ["body"],
             "properties": {
                 "body": {"description": "Any JSON value"},
-                "subject": {"type": "string", "pattern": _ADDRESS, "maxLength": 255},
+                "subject": {"type": ["string", "null"], "pattern": _ADDRESS, "maxLength": 255},
                 "message_id": {
                     **short,
                     "description": "Dedup key: a message_id accepted on the address within "
                     "the tenant's dedup window is not stored again",
                 },
                 "content_type": short,
-                "ttl": {"type": "integer", "minimum": 1, "maximum": MAX_TTL_MS},
-                "headers": {"type": "object"},
+                "ttl": {"type": ["integer", "null"], "minimum": 1, "maximum": MAX_TTL_MS},
+                "headers": {"type": ["object", "null"]},
             },
         },
         "PublishRequest": {
@@ -173,13 +175,21 @@ def _schemas() -> dict[str, Any]:
         "ClaimRequest": {
             "type": "object",
             "properties": {
-                "group": {"type": "string", "pattern": _ADDRESS, "maxLength": 255},
-                "limit": {"type": "integer", "minimum": 1, "maximum": 100},
-                "lease": {"type": "integer", "minimum": MIN_LEASE_MS, "maximum": MAX_LEASE_MS},
+                "group": {"type": ["string", "null"], "pattern": _ADDRESS, "maxLength": 255},
+                "limit": {"type": ["integer", "null"], "minimum": 1, "maximum": 100},
+                "lease": {
+                    "type": ["integer", "null"],
+                    "minimum": MIN_LEASE_MS,
+                    "maximum": MAX_LEASE_MS,
+                },
                 "filter": {
-                    "type": "object",
+                    "type": ["object", "null"],
                     "properties": {
-                        "subject": {"type": "string", "pattern": _PATTERN, "maxLength": 255}
+                        "subject": {
+                            "type": ["string", "null"],
+                            "pattern": _PATTERN,
+                            "maxLength": 255,
+                        }
                     },
                 },
             },
@@ -200,7 +210,7 @@ def _schemas() -> dict[str, Any]:
             "properties": {
                 "ids": positions,
                 "outcome": {
-                    "type": "string",
+                    "type": ["string", "null"],
                     "enum": ["accepted", "released", "rejected", "modified"],
                     "default": "accepted",
                 },
@@ -211,7 +221,11 @@ def _schemas() -> dict[str, Any]:
             "required": ["ids"],
             "properties": {
                 "ids": positions,
-                "lease": {"type": "integer", "minimum": MIN_LEASE_MS, "maximum": MAX_LEASE_MS},
+                "lease": {
+                    "type": ["integer", "null"],
+                    "minimum": MIN_LEASE_MS,
+                    "maximum": MAX_LEASE_MS,
+                },
             },
         },
         "Renewed": {
@@ -306,16 +320,12 @@ def openapi_document() -> dict[str, Any]:
                             "name": "message_id",
                             "in": "query",
                             "required": True,
-                            "schema": {
-                                "type": "string",
-                                "minLength": 1,
-                                "maxLength": MAX_STRING_PROP,
-                            },
+                            "schema": {"type": "string", "maxLength": MAX_STRING_PROP},
                         }
                     ],
                     "responses": {
                         "200": _json(_ref("Found"), "The message"),
-                        **_errors("404"),
+                        **_errors(),
                     },
                 },
             },
@@ -348,7 +358,7 @@ def openapi_document() -> dict[str, Any]:
                         "204": {
                             "description": "Settled (ids the claim no longer holds are ignored)"
                         },
-                        **_errors("404", "413"),
+                        **_errors("413"),
                     },
                 },
             },
@@ -363,7 +373,7 @@ def openapi_document() -> dict[str, Any]:
                     },
                     "responses": {
                         "200": _json(_ref("Renewed"), "The ids renewed"),
-                        **_errors("404", "413"),
+                        **_errors("413"),
                     },
                 },
             },

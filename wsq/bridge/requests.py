@@ -105,11 +105,11 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def read_json(request: Request, limit: int, *, optional: bool = False) -> Any:
-    """The body as JSON. With ``optional``, an empty body is ``None``."""
+async def read_json(request: Request, limit: int, *, empty: Any = None) -> Any:
+    """The body as JSON; an empty body is ``empty`` when that is given, else refused."""
     body = await read_body(request, limit)
-    if optional and not body.strip():
-        return None
+    if empty is not None and not body.strip():
+        return empty
     try:
         return codec.loads(body)
     except (codec.DecodeError, ValueError):
@@ -122,9 +122,20 @@ def json_object(value: Any, what: str) -> dict[str, Any]:
     return value
 
 
+def as_int(value: Any) -> int | None:
+    """An integer as JSON Schema counts them (``5`` and ``5.0``, never ``true``), else None."""
+    if type(value) is int:
+        return value
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return None
+
+
 def int_field(obj: dict[str, Any], key: str, default: int, lo: int, hi: int) -> int:
-    value = obj.get(key, default)
-    if type(value) is not int or not lo <= value <= hi:
+    """``obj[key]``, ``default`` when absent or null."""
+    raw = obj.get(key)
+    value = default if raw is None else as_int(raw)
+    if value is None or not lo <= value <= hi:
         raise InvalidFrame(f"'{key}' must be an integer in {lo}..{hi}")
     return value
 
@@ -141,7 +152,9 @@ def positions_field(obj: dict[str, Any], key: str, most: int) -> list[str]:
 
 
 def group_field(obj: dict[str, Any]) -> str:
-    group = obj.get("group", "default")
+    group = obj.get("group")
+    if group is None:
+        return "default"
     if not is_valid_address(group):
         raise InvalidFrame("'group' must be dot-separated tokens of [A-Za-z0-9_-]")
     assert isinstance(group, str)

@@ -162,7 +162,7 @@ async def lookup(request: Request) -> Response:
     if not may_subscribe and not rights.can_publish(address):
         raise Forbidden(f"the token may neither publish nor subscribe to {address}")
     message_id = request.query_params.get("message_id")
-    if not message_id or len(message_id) > MAX_STRING_PROP:
+    if message_id is None or len(message_id) > MAX_STRING_PROP:
         raise InvalidFrame(f"'message_id' must be given, at most {MAX_STRING_PROP} characters")
     found = await gateway.broker.lookup(principal.tenant, address, message_id)
     if found is None:
@@ -192,8 +192,7 @@ def _claim_of(request: Request) -> tuple[str, str]:
 async def create_claim(request: Request) -> Response:
     gateway, principal, address = await _open(request)
     _may_subscribe(principal, address)
-    doc = await read_json(request, CONTROL_BODY_BYTES, optional=True)
-    body = json_object({} if doc is None else doc, "the body")
+    body = json_object(await read_json(request, CONTROL_BODY_BYTES, empty={}), "the body")
     group = group_field(body)
     limit = int_field(body, "limit", DEFAULT_CLAIM, 1, MAX_CLAIM)
     lease = int_field(body, "lease", DEFAULT_LEASE_MS, MIN_LEASE_MS, MAX_LEASE_MS)
@@ -236,7 +235,8 @@ async def settle_claim(request: Request) -> Response:
     claim, group = _claim_of(request)
     body = json_object(await read_json(request, CONTROL_BODY_BYTES), "the body")
     ids = positions_field(body, "ids", MAX_SETTLE)
-    name = body.get("outcome", "accepted")
+    name = body.get("outcome")
+    name = "accepted" if name is None else name
     outcome = _OUTCOMES.get(name) if isinstance(name, str) else None
     if outcome is None:
         raise InvalidFrame("'outcome' must be accepted, released, rejected or modified")
