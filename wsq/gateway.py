@@ -439,6 +439,10 @@ class Peer:
                 for item in valid
             ]
             try:
+                tenant = self.gateway.settings.tenants.get(principal.tenant)
+                if tenant is not None:
+                    # Over the tenant's rate: these transfers are rejected, the link goes on.
+                    self.gateway.publish_rate.check(tenant, len(messages))
                 published = await self.gateway.broker.publish(
                     principal.tenant, link.address, messages
                 )
