@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
+from wsq import bridge
 from wsq.auth import Authenticator, mint_token
 from wsq.broker.base import Broker
 from wsq.config import Settings, load_settings, settings_from_json
@@ -161,12 +163,18 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/wsq-client.js", js_client),
+        # Before the static pages: every /v1 path answers in the bridge's JSON shape.
+        Mount("/v1", routes=bridge.routes()),
     ]
     if settings.dev_mode:
         routes.append(Route("/dev/token", dev_token))
     if STATIC_DIR.is_dir():
         routes.append(Mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="static"))
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: bridge.http_exception},
+    )
     app.state.gateway = gateway
     return app
 

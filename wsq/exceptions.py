@@ -49,9 +49,21 @@ class FrameTooLarge(WsqError):
     http_status = 413
 
 
+class IdempotencyKeyReused(InvalidFrame):
+    """An ``Idempotency-Key`` came back with a different request: refused, nothing stored."""
+
+
 class ResourceLimitExceeded(WsqError):
     condition = "wsq:resource-limit-exceeded"
     http_status = 429
+
+
+class PublishRateExceeded(ResourceLimitExceeded):
+    """The tenant's ``publish_rate`` is spent for now; ``retry_after_s``: when to try again."""
+
+    def __init__(self, description: str = "", retry_after_s: float = 1.0) -> None:
+        super().__init__(description)
+        self.retry_after_s = retry_after_s
 
 
 class TransferLimitExceeded(WsqError):

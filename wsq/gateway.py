@@ -45,6 +45,7 @@ from wsq.protocol.events import (
     RefreshRequested,
 )
 from wsq.protocol.state import Link, LinkState, Role
+from wsq.ratelimit import PublishRateLimiter
 
 log = logging.getLogger("wsq.gateway")
 
@@ -72,6 +73,8 @@ class Gateway:
     hub: Hub
     node_id: str
     peers: set[Peer] = field(default_factory=set)
+    # Per-tenant publish_rate of this process: HTTP bridge and WebSocket publishes alike.
+    publish_rate: PublishRateLimiter = field(default_factory=PublishRateLimiter)
     ids: itertools.count[int] = field(default_factory=itertools.count)
     # Set while no socket is open: what a drain waits for.
     no_peers: asyncio.Event = field(default_factory=asyncio.Event)
@@ -436,6 +439,10 @@ class Peer:
                 for item in valid
             ]
             try:
+                tenant = self.gateway.settings.tenants.get(principal.tenant)
+                if tenant is not None:
+                    # Over the tenant's rate: these transfers are rejected, the link goes on.
+                    self.gateway.publish_rate.check(tenant, len(messages))
                 published = await self.gateway.broker.publish(
                     principal.tenant, link.address, messages
                 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import MappingProxyType
 from typing import Any
 
@@ -26,6 +26,7 @@ from wsq.broker.base import (
     parse_position,
 )
 from wsq.config import Settings, TenantConfig
+from wsq.exceptions import IdempotencyKeyReused
 from wsq.protocol.addresses import Pattern
 
 T = "acme"
@@ -54,6 +55,7 @@ def broker_settings() -> Settings:
                 "short": _tenant("short", retention_max_len=SHORT_MAX_LEN),
                 "aging": _tenant("aging", retention_max_age_ms=AGING_MAX_AGE_MS),
                 "dl": _tenant("dl", dead_letter=DEAD_LETTER),
+                "nodedup": _tenant("nodedup", dedup_window_ms=0),
             }
         )
     )
@@ -251,6 +253,72 @@ async def test_dedup_is_per_address(broker: Broker, address: str) -> None:
     [b] = await broker.publish(T, other, [new(2, message_id="x")])
     assert not a.duplicate
     assert not b.duplicate
+
+
+async def test_publish_once_replays_the_first_results(broker: Broker, address: str) -> None:
+    got = Collector()
+    handle = broker.tail(T, address, await broker.last_position(T, address), got)
+    try:
+        first = await broker.publish_once(T, address, [new(1), new(2)], "key-1", "fp")
+        assert not first.replayed
+        assert [r.duplicate for r in first.results] == [False, False]
+        again = await broker.publish_once(T, address, [new(1), new(2)], "key-1", "fp")
+        assert again.replayed
+        assert again.results == first.results
+        await eventually(lambda: len(got.messages) == 2)
+        await asyncio.sleep(0.1)
+        assert bodies(got.messages) == [1, 2]  # the replay delivered nothing
+    finally:
+        handle.close()
+    assert bodies((await broker.read(T, address, START, 10)).messages) == [1, 2]
+
+
+async def test_publish_once_replays_duplicates_as_duplicates(broker: Broker, address: str) -> None:
+    [x] = await broker.publish(T, address, [new(0, message_id="x")])
+    first = await broker.publish_once(T, address, [new(1, message_id="x")], "k", "fp")
+    assert first.results[0].duplicate and first.results[0].id == x.id
+    again = await broker.publish_once(T, address, [new(1, message_id="x")], "k", "fp")
+    assert again.replayed and again.results == first.results
+
+
+async def test_publish_once_refuses_a_key_reused_for_another_request(
+    broker: Broker, address: str
+) -> None:
+    await broker.publish_once(T, address, [new(1)], "k", "fp-1")
+    with pytest.raises(IdempotencyKeyReused):
+        await broker.publish_once(T, address, [new(2)], "k", "fp-2")
+    assert bodies((await broker.read(T, address, START, 10)).messages) == [1]
+
+
+async def test_publish_once_keys_are_per_address_and_tenant(broker: Broker, address: str) -> None:
+    a = await broker.publish_once(T, address, [new(1)], "k", "fp")
+    b = await broker.publish_once(T, address + ".b", [new(2)], "k", "fp")
+    c = await broker.publish_once("globex", address, [new(3)], "k", "fp")
+    assert not (a.replayed or b.replayed or c.replayed)
+
+
+async def test_publish_once_without_dedup_window_stores_no_key(
+    broker: Broker, address: str
+) -> None:
+    first = await broker.publish_once("nodedup", address, [new(1)], "k", "fp")
+    again = await broker.publish_once("nodedup", address, [new(1)], "k", "fp")
+    assert not first.replayed and not again.replayed
+    assert again.results[0].id != first.results[0].id
+
+
+async def test_publish_once_is_shared_by_instances_of_a_shared_broker(
+    broker_kind: str,
+    make_broker: Callable[[Settings], Awaitable[Broker]],
+    broker_settings: Settings,
+    address: str,
+) -> None:
+    if broker_kind == "memory":
+        pytest.skip("the memory broker is one process's memory")
+    one = await make_broker(broker_settings)
+    two = await make_broker(broker_settings)
+    first = await one.publish_once(T, address, [new(1)], "k", "fp")
+    again = await two.publish_once(T, address, [new(1)], "k", "fp")
+    assert again.replayed and again.results == first.results
 
 
 async def test_duplicate_not_delivered_to_tail(broker: Broker, address: str) -> None:

@@ -114,6 +114,22 @@ async def test_dedup_map_is_capped(broker: MemoryBroker, clock: FakeClock) -> No
     assert recent.duplicate
 
 
+async def test_idempotency_keys_are_capped_and_pruned_by_age(
+    broker: MemoryBroker, clock: FakeClock
+) -> None:
+    broker.idempotency_max_entries = 10
+    for i in range(25):
+        await broker.publish_once("t", A, [new(i)], f"k{i}", "fp")
+    lg = broker._logs[("t", A)]
+    assert len(lg.idem) == 10 and "k24" in lg.idem and "k0" not in lg.idem
+    # A forgotten key publishes again.
+    again = await broker.publish_once("t", A, [new(0)], "k0", "fp")
+    assert not again.replayed
+    clock.advance(1001)  # past the dedup window of tenant "t"
+    await broker.sweep()
+    assert not lg.idem
+
+
 async def test_dedup_map_pruned_by_age(broker: MemoryBroker, clock: FakeClock) -> None:
     for i in range(100):
         await broker.publish("t", A, [new(i, message_id=f"m{i}")])

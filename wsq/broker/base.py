@@ -128,6 +128,15 @@ class Published:
 
 
 @dataclass(frozen=True, slots=True)
+class PublishedOnce:
+    """The answer to a publish under an idempotency key: the results of the first publish with
+    that key, and whether this call only replayed them (stored and delivered nothing)."""
+
+    results: list[Published]
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class ReadResult:
     """History after a position. ``recovered`` is False when retention dropped messages after it."""
 
@@ -182,6 +191,25 @@ class Broker(ABC):
         A message whose ``message_id`` was accepted on this address within the tenant's dedup
         window is not stored again: its answer is the first position with ``duplicate=True``.
         Raises ``BrokerUnavailable`` when nothing could be stored.
+        """
+
+    @abstractmethod
+    async def publish_once(
+        self,
+        tenant: str,
+        address: str,
+        messages: Sequence[NewMessage],
+        key: str,
+        fingerprint: str,
+    ) -> PublishedOnce:
+        """``publish`` under an idempotency key (the HTTP bridge's ``Idempotency-Key``).
+
+        The first call with ``key`` on the address publishes and stores its results with the
+        key, atomically, for the tenant's dedup window (0: nothing is stored). A later call
+        with the same key and ``fingerprint`` (what the request was) answers the stored
+        results with ``replayed=True`` and stores nothing; with another fingerprint it raises
+        ``IdempotencyKeyReused``. Keys are per (tenant, address) and shared by every process
+        using the broker.
         """
 
     # -- copy (feed) -----------------------------------------------------------------------

@@ -39,11 +39,12 @@ from wsq.broker.base import (
     NewMessage,
     Outcome,
     Published,
+    PublishedOnce,
     ReadResult,
     parse_position,
 )
 from wsq.config import Settings, TenantConfig
-from wsq.exceptions import BrokerUnavailable
+from wsq.exceptions import BrokerUnavailable, IdempotencyKeyReused
 from wsq.protocol.addresses import Pattern
 
 log = logging.getLogger(__name__)
@@ -155,6 +156,7 @@ class _Log:
         "dropped",
         "groups",
         "head",
+        "idem",
         "last",
         "msgs",
         "tails",
@@ -174,6 +176,8 @@ class _Log:
         self.tails: list[_Tail] = []
         self.groups: dict[str, _Group] = {}
         self.touched = now_ms
+        # Idempotency key -> (ms stored, request fingerprint, results), oldest first.
+        self.idem: OrderedDict[str, tuple[int, str, list[Published]]] = OrderedDict()
 
     def trim(self, now_ms: int) -> None:
         """Drop from the head what retention no longer keeps, and expired messages there."""
@@ -220,6 +224,15 @@ class _Log:
             if cur is not None and cur[0] == ts:
                 del dedup[mid]
 
+    def prune_idem(self, now_ms: int, max_entries: int) -> None:
+        idem = self.idem
+        cutoff = now_ms - self.cfg.dedup_window_ms
+        while idem:
+            ts = next(iter(idem.values()))[0]
+            if ts > cutoff and len(idem) <= max_entries:
+                break
+            idem.popitem(last=False)
+
     def group(self, name: str) -> _Group:
         g = self.groups.get(name)
         if g is None:
@@ -256,6 +269,8 @@ class MemoryBroker(Broker):
 
     #: The most message ids remembered for dedup per address (the oldest go first past it).
     dedup_max_entries: int = 100_000
+    #: The most idempotency keys remembered per address (the oldest go first past it).
+    idempotency_max_entries: int = 10_000
 
     def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
         self._settings = settings
@@ -314,7 +329,36 @@ class MemoryBroker(Broker):
         if self._closed:
             raise BrokerUnavailable("the broker is closed")
         now = self._now_ms()
+        return self._publish(self._log(tenant, address, now), now, messages)
+
+    async def publish_once(
+        self,
+        tenant: str,
+        address: str,
+        messages: Sequence[NewMessage],
+        key: str,
+        fingerprint: str,
+    ) -> PublishedOnce:
+        if self._closed:
+            raise BrokerUnavailable("the broker is closed")
+        now = self._now_ms()
         lg = self._log(tenant, address, now)
+        if lg.cfg.dedup_window_ms <= 0:
+            return PublishedOnce(self._publish(lg, now, messages))
+        # No await from the check to the store: one publish per key, however many race.
+        lg.prune_idem(now, self.idempotency_max_entries)
+        hit = lg.idem.get(key)
+        if hit is not None:
+            if hit[1] != fingerprint:
+                raise IdempotencyKeyReused("the Idempotency-Key was used for another request")
+            return PublishedOnce(list(hit[2]), replayed=True)
+        results = self._publish(lg, now, messages)
+        lg.idem[key] = (now, fingerprint, results)
+        if len(lg.idem) > self.idempotency_max_entries:
+            lg.prune_idem(now, self.idempotency_max_entries)
+        return PublishedOnce(list(results))
+
+    def _publish(self, lg: _Log, now: int, messages: Sequence[NewMessage]) -> list[Published]:
         lg.touched = now
         dedup_on = lg.cfg.dedup_window_ms > 0
         if dedup_on:
@@ -745,6 +789,8 @@ class MemoryBroker(Broker):
             lg.trim(now)
             if lg.dedup_order:
                 lg.prune_dedup(now, self.dedup_max_entries)
+            if lg.idem:
+                lg.prune_idem(now, self.idempotency_max_entries)
             for g in lg.groups.values():
                 lg.prune_group(g)
             expiry = lg.cfg.idle_expiry_ms

@@ -11,6 +11,9 @@ tenant's keys). The braces are a Redis Cluster hash tag: all keys of one address
 - ``…:m``  hash: ``last`` (newest id ever added: survives trimming), ``dropped`` (newest id lost to
   retention, not to its own ttl: ``recovered`` is False after an older position).
 - ``…:i:<message_id>`` the position of a message_id, expiring with the dedup window.
+- ``…:k:<idempotency key>`` the request fingerprint and results of the HTTP publish made with
+  that ``Idempotency-Key`` (JSON), written by the same script as the publish, expiring with the
+  dedup window.
 - ``…:g:<group>:l`` / ``:w`` / ``:n`` per consumer group: lease deadlines, redelivery delays
   (sorted sets, score = ms) and the redelivered counts (hash).
 - ``…:p``  (a Pub/Sub channel, not a key) where each publish announces its newest position.
@@ -66,11 +69,12 @@ from wsq.broker.base import (
     NewMessage,
     Outcome,
     Published,
+    PublishedOnce,
     ReadResult,
     parse_position,
 )
 from wsq.config import Settings, TenantConfig
-from wsq.exceptions import BrokerUnavailable
+from wsq.exceptions import BrokerUnavailable, IdempotencyKeyReused
 from wsq.protocol.addresses import Pattern
 
 log = logging.getLogger(__name__)
@@ -144,8 +148,11 @@ local function trim(s, meta, maxlen, maxage, now)
 end
 """
 
-# KEYS: stream, meta, dedup keys. ARGV: maxlen, maxage, window, idle, n, notification channel,
-# then per message: index of its dedup key in KEYS (0: none), number of fields, fields.
+# KEYS: stream, meta, idempotency key (when ARGV[7] is 3), dedup keys. ARGV: maxlen, maxage,
+# window, idle, n, notification channel, index of the idempotency key in KEYS (0: none),
+# request fingerprint, then per message: index of its dedup key in KEYS (0: none), number of
+# fields, fields. Answers {status, {id, duplicate}...}: status 0 published, 1 replayed (the
+# results stored with the idempotency key), 2 the key was stored for another fingerprint.
 _LUA_PUBLISH = (
     _LUA_COMMON
     + _LUA_TRIM
@@ -153,10 +160,21 @@ _LUA_PUBLISH = (
 local s, meta = KEYS[1], KEYS[2]
 local maxlen, maxage = tonumber(ARGV[1]), tonumber(ARGV[2])
 local window, idle, n = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local ik = tonumber(ARGV[7])
+if ik > 0 then
+  local stored = redis.call('GET', KEYS[ik])
+  if stored then
+    local rec = cjson.decode(stored)
+    if rec[1] ~= ARGV[8] then return {2} end
+    local rows = {1}
+    for _, r in ipairs(rec[2]) do rows[#rows + 1] = r end
+    return rows
+  end
+end
 local now = now_ms()
 local out = {}
 local last = nil
-local i = 7
+local i = 9
 for m = 1, n do
   local k, nf = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
   local dup = nil
@@ -180,6 +198,10 @@ if last then
 end
 redis.call('PEXPIRE', s, idle)
 redis.call('PEXPIRE', meta, idle)
+if ik > 0 then
+  redis.call('SET', KEYS[ik], cjson.encode({ARGV[8], out}), 'PX', window)
+end
+table.insert(out, 1, 0)
 return out
 """
 )
@@ -676,13 +698,40 @@ class RedisBroker(Broker):
     async def publish(
         self, tenant: str, address: str, messages: Sequence[NewMessage]
     ) -> list[Published]:
+        if not messages:
+            if self._closed:
+                raise BrokerUnavailable("the broker is closed")
+            return []
+        return (await self._publish(tenant, address, messages, None, "")).results
+
+    async def publish_once(
+        self,
+        tenant: str,
+        address: str,
+        messages: Sequence[NewMessage],
+        key: str,
+        fingerprint: str,
+    ) -> PublishedOnce:
+        return await self._publish(tenant, address, messages, key, fingerprint)
+
+    async def _publish(
+        self,
+        tenant: str,
+        address: str,
+        messages: Sequence[NewMessage],
+        idempotency_key: str | None,
+        fingerprint: str,
+    ) -> PublishedOnce:
         if self._closed:
             raise BrokerUnavailable("the broker is closed")
-        if not messages:
-            return []
         cfg = self._tenant(tenant)
         base = _base(tenant, address)
         keys = [f"{base}:s", f"{base}:m"]
+        ik = 0
+        if idempotency_key is not None and cfg.dedup_window_ms > 0:
+            # Same hash tag as the stream: stored in the same script as the publish.
+            keys.append(f"{base}:k:{quote(idempotency_key, safe='')}")
+            ik = len(keys)
         args: list[Any] = [
             cfg.retention_max_len,
             cfg.retention_max_age_ms,
@@ -690,6 +739,8 @@ class RedisBroker(Broker):
             cfg.idle_expiry_ms,
             len(messages),
             f"{base}:p",
+            ik,
+            fingerprint,
         ]
         dedup = cfg.dedup_window_ms > 0
         for nm in messages:
@@ -699,8 +750,12 @@ class RedisBroker(Broker):
                 k = len(keys)
             fields = _fields(nm)
             args += (k, len(fields), *fields)
-        rows = await self._run("publish", keys, args)
+        status, *rows = await self._run("publish", keys, args)
+        if status == 2:
+            raise IdempotencyKeyReused("the Idempotency-Key was used for another request")
         out = [Published(str(id_), duplicate=bool(dup)) for id_, dup in rows]
+        if status == 1:
+            return PublishedOnce(out, replayed=True)
         st = self._streams.get((tenant, address))
         if st is not None and st.groups:
             new = [r.id for r in out if not r.duplicate]
@@ -709,7 +764,7 @@ class RedisBroker(Broker):
                 st.notified = max(st.notified, parse_position(new[-1]))
                 for gw in st.groups:
                     self._notify(gw)
-        return out
+        return PublishedOnce(out)
 
     # -- copy (feed) -------------------------------------------------------------------------
 

@@ -1,0 +1,123 @@
+"""The HTTP bridge examples with their real interpreters against a real gateway: the PHP
+publisher and claim worker (``php``, standard library only) and the Node publisher (``node``,
+fetch only), each while a wsq.v1 WebSocket client is connected. Without ``php`` / ``node`` these
+tests are skipped, except in CI (``CI=true``) where that is a failure."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+from wsq_harness import SECRET_ACME, Gateway, make_settings, running_gateway
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def _tool(name: str) -> str:
+    exe = shutil.which(name)
+    if exe is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{name} is not installed (required in CI)")
+        pytest.skip(f"{name} is not installed")
+    return exe
+
+
+async def _run(gw: Gateway, *argv: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """Run an example with the gateway's URL and tenant acme's secret in its environment."""
+    environ = {
+        "PATH": os.environ.get("PATH", ""),
+        "WSQ_URL": gw.http,
+        "WSQ_ISSUER": "acme",
+        "WSQ_SECRET": SECRET_ACME,
+        "WSQ_KID": "k1",
+        **(env or {}),
+    }
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        env=environ,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def _received_by_websocket(gw: Gateway, *argv: str) -> None:
+    """Run a publisher example while a WebSocket subscriber listens: it gets the message."""
+    ws = await gw.client(sub="browser")
+    await ws.begin(1)
+    await ws.subscribe(1, 0, "chat.room1")
+    code, out, err = await _run(gw, *argv, "chat.room1", '{"text": "hello from a backend"}', "m-1")
+    assert code == 0, err
+    position = out.strip()
+    t = await ws.expect("transfer")
+    assert t["id"] == position
+    assert t["body"] == {"text": "hello from a backend"}
+    assert t["props"]["message_id"] == "m-1"
+    await ws.close()
+
+
+async def test_php_publisher_reaches_a_websocket_subscriber() -> None:
+    php = _tool("php")
+    async with running_gateway(make_settings()) as gw:
+        await _received_by_websocket(gw, php, str(EXAMPLES / "php" / "publish.php"))
+        # Published again with the same message_id: the same position, stored once.
+        code, out, err = await _run(
+            gw, php, str(EXAMPLES / "php" / "publish.php"), "chat.room1", '"again"', "m-1"
+        )
+        assert code == 0, err
+        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {gw.token()}"}) as client:
+            listed = (await client.get(f"{gw.http}/v1/addresses/chat.room1/messages")).json()
+        assert [m["id"] for m in listed["messages"]] == [out.strip()]
+
+
+async def test_php_publisher_reports_errors_with_their_condition() -> None:
+    php = _tool("php")
+    async with running_gateway(make_settings()) as gw:
+        # A token signed with another secret: 401 with its condition, exit code 1.
+        code, _, err = await _run(
+            gw,
+            php,
+            str(EXAMPLES / "php" / "publish.php"),
+            "chat.room1",
+            "1",
+            env={"WSQ_SECRET": "s" * 40},
+        )
+        assert code == 1
+        assert "401 wsq:unauthorized" in err
+
+
+async def test_php_claim_worker_shares_the_queue_and_settles() -> None:
+    php = _tool("php")
+    async with running_gateway(make_settings()) as gw:
+        headers = {"Authorization": f"Bearer {gw.token()}"}
+        base = f"{gw.http}/v1/addresses/jobs.php"
+        async with httpx.AsyncClient(headers=headers) as client:
+            r = await client.post(
+                f"{base}/messages", json={"messages": [{"body": {"job": i}} for i in range(3)]}
+            )
+            ids = r.json()["ids"]
+            code, out, err = await _run(
+                gw, php, str(EXAMPLES / "php" / "worker.php"), "jobs.php", "--max", "3"
+            )
+            assert code == 0, err
+            lines = out.strip().splitlines()
+            assert lines == [f'{pos} {{"job":{i}}}' for i, pos in enumerate(ids)]
+            # Accepted: gone for the group.
+            assert (await client.post(f"{base}/claims")).status_code == 204
+            # An idle worker stops by itself.
+            code, out, err = await _run(
+                gw, php, str(EXAMPLES / "php" / "worker.php"), "jobs.php", "--idle", "0.3"
+            )
+            assert code == 0 and out == "", err
+
+
+async def test_node_publisher_reaches_a_websocket_subscriber() -> None:
+    node = _tool("node")
+    async with running_gateway(make_settings()) as gw:
+        await _received_by_websocket(gw, node, str(EXAMPLES / "node" / "publish.mjs"))

@@ -1,0 +1,106 @@
+"""Messages in and out of the HTTP bridge.
+
+In: a publish body, one message ``{"body":…,"subject":…,"message_id":…,"ttl":…,
+"content_type":…,"headers":{…}}`` or a batch ``{"messages":[…]}``, checked by the same rules as a
+WebSocket transfer's ``props`` (contract section 5). Out: stored messages as
+``{"id":…,"body":…,"props":{…}}``, the body spliced in as stored (encoded once, never re-parsed,
+so large integers stay exact).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+from wsq.bridge.requests import as_int
+from wsq.broker.base import Message, NewMessage
+from wsq.exceptions import InvalidFrame
+from wsq.protocol import codec
+from wsq.protocol.addresses import is_valid_address
+from wsq.protocol.connection import MAX_STRING_PROP, MAX_TTL_MS
+
+#: Most messages in one publish request.
+MAX_BATCH = 1000
+
+
+def parse_publish(doc: Any, publisher: str) -> list[NewMessage]:
+    """The messages of a publish body; ``InvalidFrame`` naming the first problem."""
+    if not isinstance(doc, dict):
+        raise InvalidFrame('the body must be a JSON object: a message or {"messages": [...]}')
+    if "messages" in doc and "body" not in doc:
+        items = doc["messages"]
+        if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH:
+            raise InvalidFrame(f"'messages' must be a list of 1..{MAX_BATCH} messages")
+        return [_message(item, publisher, f"messages[{i}]") for i, item in enumerate(items)]
+    return [_message(doc, publisher, "the message")]
+
+
+def _message(item: Any, publisher: str, where: str) -> NewMessage:
+    if not isinstance(item, dict):
+        raise InvalidFrame(f"{where} must be a JSON object")
+    if "body" not in item:
+        raise InvalidFrame(f"{where} has no 'body'")
+    try:
+        body = codec.dumps(item["body"])
+    except (TypeError, ValueError):
+        raise InvalidFrame(f"{where}: 'body' is nested too deeply") from None
+    subject = item.get("subject")
+    if subject is not None and not is_valid_address(subject):
+        raise InvalidFrame(f"{where}: 'subject' must be dot-separated tokens of [A-Za-z0-9_-]")
+    headers = item.get("headers")
+    if headers is not None:
+        if not isinstance(headers, dict):
+            raise InvalidFrame(f"{where}: 'headers' must be an object")
+        try:
+            codec.dumps(headers)  # they go out in every delivery's props
+        except (TypeError, ValueError):
+            raise InvalidFrame(f"{where}: 'headers' is nested too deeply") from None
+    raw_ttl = item.get("ttl")
+    ttl = None if raw_ttl is None else as_int(raw_ttl)
+    if raw_ttl is not None and (ttl is None or not 1 <= ttl <= MAX_TTL_MS):
+        raise InvalidFrame(f"{where}: 'ttl' must be an integer in 1..{MAX_TTL_MS}")
+    return NewMessage(
+        body=body,
+        publisher=publisher,
+        subject=subject,
+        message_id=_opt_str(item, "message_id", where),
+        content_type=_opt_str(item, "content_type", where),
+        headers=headers,
+        ttl_ms=ttl,
+    )
+
+
+def _opt_str(item: dict[str, Any], key: str, where: str) -> str | None:
+    value = item.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > MAX_STRING_PROP:
+        raise InvalidFrame(f"{where}: '{key}' must be a string of at most {MAX_STRING_PROP} chars")
+    return value
+
+
+def fingerprint(messages: Sequence[NewMessage]) -> str:
+    """What a publish request was, for telling a retry from another request under one key."""
+    canonical = codec.dumps(
+        [
+            [m.publisher, m.body, m.subject, m.message_id, m.content_type, m.headers, m.ttl_ms]
+            for m in messages
+        ]
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def encode_message(m: Message, *, body: bool = True, redelivered: int | None = None) -> str:
+    """``{"id":…,"body":…,"props":{…}}`` as JSON text."""
+    props = m.props()
+    if redelivered is not None:
+        props["redelivered"] = redelivered
+    text = '{"id":' + codec.dumps_str(m.id)
+    if body:
+        text += ',"body":' + m.body
+    return text + ',"props":' + codec.dumps(props) + "}"
+
+
+def encode_list(items: Sequence[str]) -> str:
+    return "[" + ",".join(items) + "]"

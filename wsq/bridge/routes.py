@@ -1,0 +1,284 @@
+"""The HTTP bridge endpoints (contract section 9, and claims and lookup in the same style).
+
+Each handler checks, in order: the token (401), the address (400), the right (403), then the
+body (413, 400), then the rate (429), and only then asks the broker (503 when it is down). The
+claim design follows OpenStack Zaqar's claims; docs/http-api.md describes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from collections.abc import Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from wsq.auth import Principal
+from wsq.bridge import messages as msgs
+from wsq.bridge.errors import JSON, error_response, json_response
+from wsq.bridge.openapi import openapi_document
+from wsq.bridge.requests import (
+    address_of,
+    authenticate,
+    group_field,
+    idempotency_key,
+    int_field,
+    json_object,
+    positions_field,
+    query_int,
+    query_position,
+    read_json,
+)
+from wsq.broker.base import START, Outcome
+from wsq.config import TenantConfig
+from wsq.exceptions import (
+    BrokerUnavailable,
+    Forbidden,
+    InternalError,
+    InvalidFrame,
+    NotFound,
+    WsqError,
+)
+from wsq.gateway import Gateway
+from wsq.protocol import codec
+from wsq.protocol.addresses import compile_pattern, is_valid_address, is_valid_pattern
+from wsq.protocol.connection import MAX_LEASE_MS, MAX_STRING_PROP, MIN_LEASE_MS
+
+log = logging.getLogger("wsq.bridge")
+
+#: Most messages one GET returns, and by default.
+MAX_LIST = 1000
+DEFAULT_LIST = 100
+#: Most messages one claim leases, and by default.
+MAX_CLAIM = 100
+DEFAULT_CLAIM = 10
+DEFAULT_LEASE_MS = 30_000
+#: Most positions one settle or renew names.
+MAX_SETTLE = 1000
+#: Largest body of a claim, settle or renew request (bytes): a thousand positions fit.
+CONTROL_BODY_BYTES = 64 * 1024
+
+#: ``<group>~<16 random url-safe characters>``: the group travels in the claim id.
+_CLAIM_RE = re.compile(r"(?P<group>[A-Za-z0-9_.-]{1,255})~(?P<key>[A-Za-z0-9_-]{16})")
+_OUTCOMES = {o.value: o for o in Outcome}
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _endpoint(fn: Handler) -> Handler:
+    """Every error of a handler as a bridge error answer; never a stack trace."""
+
+    async def run(request: Request) -> Response:
+        try:
+            return await fn(request)
+        except BrokerUnavailable as exc:
+            log.warning("HTTP %s %s: broker unavailable: %s", request.method, fn.__name__, exc)
+            return error_response(BrokerUnavailable("the broker is unavailable; retry later"))
+        except WsqError as exc:
+            return error_response(exc)
+        except Exception:
+            log.exception("HTTP %s %s failed", request.method, fn.__name__)
+            return error_response(InternalError("internal error"))
+
+    run.__name__ = fn.__name__
+    return run
+
+
+def _gateway(request: Request) -> Gateway:
+    gateway: Gateway = request.app.state.gateway
+    return gateway
+
+
+def _tenant(gateway: Gateway, principal: Principal) -> TenantConfig:
+    return gateway.settings.tenants[principal.tenant]
+
+
+async def _open(request: Request) -> tuple[Gateway, Principal, str]:
+    gateway = _gateway(request)
+    principal = await authenticate(request, gateway.auth)
+    return gateway, principal, address_of(request)
+
+
+def _may_subscribe(principal: Principal, address: str) -> None:
+    if not principal.rights.can_subscribe(address):
+        raise Forbidden(f"the token may not subscribe to {address}")
+
+
+# -- feed ------------------------------------------------------------------------------------
+
+
+@_endpoint
+async def publish(request: Request) -> Response:
+    gateway, principal, address = await _open(request)
+    if not principal.rights.can_publish(address):
+        raise Forbidden(f"the token may not publish to {address}")
+    key = idempotency_key(request)
+    doc = await read_json(request, gateway.settings.server.max_frame_bytes)
+    messages = msgs.parse_publish(doc, principal.sub)
+    gateway.publish_rate.check(_tenant(gateway, principal), len(messages))
+    replayed = False
+    if key is None:
+        results = await gateway.broker.publish(principal.tenant, address, messages)
+    else:
+        once = await gateway.broker.publish_once(
+            principal.tenant, address, messages, key, msgs.fingerprint(messages)
+        )
+        results, replayed = once.results, once.replayed
+    # 200 when nothing new was stored: every message was a duplicate by message_id.
+    status = 200 if all(r.duplicate for r in results) else 201
+    headers = {"Idempotent-Replayed": "true"} if replayed else None
+    return json_response({"ids": [r.id for r in results]}, status, headers)
+
+
+@_endpoint
+async def list_messages(request: Request) -> Response:
+    gateway, principal, address = await _open(request)
+    _may_subscribe(principal, address)
+    after = query_position(request, "after", START)
+    limit = query_int(request, "limit", DEFAULT_LIST, 1, MAX_LIST)
+    result = await gateway.broker.read(principal.tenant, address, after, limit)
+    found = result.messages
+    nxt = found[-1].id if found else after
+    text = (
+        '{"messages":'
+        + msgs.encode_list([msgs.encode_message(m) for m in found])
+        + ',"next":'
+        + codec.dumps_str(nxt)
+        + ',"recovered":'
+        + ("true" if result.recovered else "false")
+        + "}"
+    )
+    return Response(text, media_type=JSON)
+
+
+@_endpoint
+async def lookup(request: Request) -> Response:
+    gateway, principal, address = await _open(request)
+    rights = principal.rights
+    may_subscribe = rights.can_subscribe(address)
+    if not may_subscribe and not rights.can_publish(address):
+        raise Forbidden(f"the token may neither publish nor subscribe to {address}")
+    message_id = request.query_params.get("message_id")
+    if message_id is None or len(message_id) > MAX_STRING_PROP:
+        raise InvalidFrame(f"'message_id' must be given, at most {MAX_STRING_PROP} characters")
+    found = await gateway.broker.lookup(principal.tenant, address, message_id)
+    if found is None:
+        raise NotFound(f"no retained message with this message_id on {address}")
+    # A publisher learns that (and where) its message is stored; only a subscriber reads it.
+    return Response(msgs.encode_message(found, body=may_subscribe), media_type=JSON)
+
+
+# -- queue: claims ---------------------------------------------------------------------------
+
+
+def _consumer(claim: str) -> str:
+    return f"http-{claim}"
+
+
+def _claim_of(request: Request) -> tuple[str, str]:
+    """(claim id, its group) from the path; 404 for what no claim can be."""
+    claim = request.path_params.get("claim")
+    match = _CLAIM_RE.fullmatch(claim) if isinstance(claim, str) else None
+    if match is None or not is_valid_address(match["group"]):
+        raise NotFound("no such claim")
+    assert isinstance(claim, str)
+    return claim, match["group"]
+
+
+@_endpoint
+async def create_claim(request: Request) -> Response:
+    gateway, principal, address = await _open(request)
+    _may_subscribe(principal, address)
+    body = json_object(await read_json(request, CONTROL_BODY_BYTES, empty={}), "the body")
+    group = group_field(body)
+    limit = int_field(body, "limit", DEFAULT_CLAIM, 1, MAX_CLAIM)
+    lease = int_field(body, "lease", DEFAULT_LEASE_MS, MIN_LEASE_MS, MAX_LEASE_MS)
+    subject_filter = None
+    filter_doc = body.get("filter")
+    if filter_doc is not None:
+        subject = json_object(filter_doc, "'filter'").get("subject")
+        if subject is not None:
+            if not is_valid_pattern(subject):
+                raise InvalidFrame("'filter.subject' is not a valid pattern")
+            subject_filter = compile_pattern(subject)
+    claim = f"{group}~{secrets.token_urlsafe(12)}"
+    deliveries = await gateway.broker.claim(
+        principal.tenant, address, group, _consumer(claim), limit, lease, subject_filter
+    )
+    if not deliveries:
+        return Response(status_code=204)
+    items = [msgs.encode_message(d.message, redelivered=d.redelivered) for d in deliveries]
+    text = (
+        '{"claim":'
+        + codec.dumps_str(claim)
+        + ',"group":'
+        + codec.dumps_str(group)
+        + f',"lease":{lease},"messages":'
+        + msgs.encode_list(items)
+        + "}"
+    )
+    return Response(
+        text,
+        status_code=201,
+        media_type=JSON,
+        headers={"Location": f"/v1/addresses/{address}/claims/{claim}"},
+    )
+
+
+@_endpoint
+async def settle_claim(request: Request) -> Response:
+    gateway, principal, address = await _open(request)
+    _may_subscribe(principal, address)
+    claim, group = _claim_of(request)
+    body = json_object(await read_json(request, CONTROL_BODY_BYTES), "the body")
+    ids = positions_field(body, "ids", MAX_SETTLE)
+    name = body.get("outcome")
+    name = "accepted" if name is None else name
+    outcome = _OUTCOMES.get(name) if isinstance(name, str) else None
+    if outcome is None:
+        raise InvalidFrame("'outcome' must be accepted, released, rejected or modified")
+    await gateway.broker.settle(principal.tenant, address, group, _consumer(claim), ids, outcome)
+    return Response(status_code=204)
+
+
+@_endpoint
+async def renew_claim(request: Request) -> Response:
+    gateway, principal, address = await _open(request)
+    _may_subscribe(principal, address)
+    claim, group = _claim_of(request)
+    body = json_object(await read_json(request, CONTROL_BODY_BYTES), "the body")
+    ids = positions_field(body, "ids", MAX_SETTLE)
+    lease = int_field(body, "lease", DEFAULT_LEASE_MS, MIN_LEASE_MS, MAX_LEASE_MS)
+    renewed = await gateway.broker.renew(
+        principal.tenant, address, group, _consumer(claim), ids, lease
+    )
+    return json_response({"ids": renewed, "lease": lease})
+
+
+async def messages(request: Request) -> Response:
+    """One path, two methods: a POST publishes, a GET lists."""
+    if request.method == "POST":
+        return await publish(request)
+    return await list_messages(request)
+
+
+# -- the document ----------------------------------------------------------------------------
+
+
+async def openapi(request: Request) -> Response:
+    return json_response(openapi_document())
+
+
+def routes() -> list[Route]:
+    """The bridge's routes, relative to ``/v1`` (the app mounts them there)."""
+    return [
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/addresses/{address}/messages", messages, methods=["GET", "POST"]),
+        Route("/addresses/{address}/lookup", lookup, methods=["GET"]),
+        Route("/addresses/{address}/claims", create_claim, methods=["POST"]),
+        Route("/addresses/{address}/claims/{claim}/settle", settle_claim, methods=["POST"]),
+        Route("/addresses/{address}/claims/{claim}/renew", renew_claim, methods=["POST"]),
+    ]
