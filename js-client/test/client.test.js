@@ -437,7 +437,8 @@ describe("lost answers and a silent gateway (through a proxy)", () => {
       proxy.muteDown = true; // the socket stays open, nothing comes through
       await waitFor(() => errors.includes("wsq:idle-timeout"), "the client noticing the silence");
       proxy.muteDown = false;
-      await waitFor(() => proxy.connections === 2 && c.state === "connected", "a new connection");
+      // ">= 2": on a loaded machine a 600 ms idle may time out once more before one sticks.
+      await waitFor(() => proxy.connections >= 2 && c.state === "connected", "a new connection");
       await c.publish("silent.gw", "back");
       await waitFor(() => bodies().includes("back"), "a delivery on the new socket");
     } finally {
