@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from redis.asyncio import Redis
 from wsq_harness import (
@@ -262,3 +263,114 @@ async def test_live_reader_survives_killed_connections(
         handle.close()
     finally:
         await broker.close()
+
+
+# -- a gateway through a Redis outage -----------------------------------------------------------
+
+
+class _Stream:
+    """A publisher streaming numbered messages one at a time, each retried with its
+    ``message_id`` until accepted (as a client does after a refusal)."""
+
+    def __init__(self, client: Client, address: str) -> None:
+        self.client = client
+        self.address = address
+        self.accepted: list[str] = []  # positions, in order
+        self.refusals: list[dict[str, Any]] = []
+        self.delivery = 0
+        self.stop = asyncio.Event()
+
+    async def publish(self, body: Any, message_id: str) -> dict[str, Any]:
+        frame = {
+            "op": "transfer",
+            "ch": 9,
+            "handle": 0,
+            "delivery": self.delivery,
+            "body": body,
+            "props": {"message_id": message_id},
+        }
+        self.delivery += 1
+        await self.client.send(frame)
+        return await self.client.expect("disposition", ch=9, timeout=15)
+
+    async def run(self) -> None:
+        await self.client.begin(9)
+        await self.client.sender(9, 0, self.address)
+        n = 0
+        while not self.stop.is_set():
+            while True:
+                d = await self.publish(n, f"m{n}")
+                if d["outcome"] == "accepted":
+                    self.accepted += d["ids"]
+                    break
+                self.refusals.append(d)
+                await asyncio.sleep(0.05)
+            n += 1
+            await asyncio.sleep(0.01)
+
+
+async def _ready_status(http: httpx.AsyncClient, gw: Gateway) -> int:
+    return (await http.get(f"{gw.http}/readyz")).status_code
+
+
+async def _wait_status(http: httpx.AsyncClient, gw: Gateway, status: int) -> None:
+    deadline = time.monotonic() + 20
+    while await _ready_status(http, gw) != status:
+        if time.monotonic() > deadline:
+            pytest.fail(f"/readyz never answered {status}")
+        await asyncio.sleep(0.05)
+
+
+async def test_gateway_rides_out_a_redis_outage_mid_stream(aof_redis: RedisServer) -> None:
+    """Redis (AOF on) is killed while a publisher streams to live subscribers, then comes back
+    on the same port: /readyz follows it, sockets stay open, publishes in between are refused
+    with wsq:internal-error (never reported accepted), and every subscriber gets every accepted
+    message once, in order."""
+    settings = dataclasses.replace(make_settings(), broker=BrokerConfig(url=aof_redis.url))
+    address, other = f"out.{uuid.uuid4().hex[:8]}", f"out.{uuid.uuid4().hex[:8]}"
+    async with running_gateway(settings) as gw, httpx.AsyncClient() as http:
+        assert await _ready_status(http, gw) == 200
+        readers = []
+        for i in range(3):
+            reader = await gw.client(sub=f"reader{i}")
+            await reader.begin(1)
+            await reader.subscribe(1, 0, address, credit=100_000)
+            await reader.subscribe(1, 1, other, credit=100_000)
+            readers.append(reader)
+        stream = _Stream(await gw.client(sub="writer"), address)
+        task = asyncio.create_task(stream.run())
+        try:
+            await _eventually(lambda: len(stream.accepted) >= 20)
+            aof_redis.kill()
+            await _wait_status(http, gw, 503)
+            # Refused with a clear condition, never stored: no subscriber ever sees it.
+            probe = Publisher(await gw.client(sub="prober"))
+            await probe.client.begin(probe.ch)
+            await probe.client.sender(probe.ch, 0, other)
+            await probe.client.send(
+                {"op": "transfer", "ch": probe.ch, "handle": 0, "delivery": 0, "body": "lost"}
+            )
+            refused = await probe.client.expect("disposition", ch=probe.ch, timeout=15)
+            assert refused["outcome"] == "rejected", refused
+            assert refused["error"]["condition"] == "wsq:internal-error"
+            assert "unavailable" in refused["error"]["description"].lower()
+            await _eventually(lambda: len(stream.refusals) >= 1)
+            # Sockets stay open and served: a new session on every subscriber's socket.
+            for reader in readers:
+                await reader.begin(2)
+            accepted_before = len(stream.accepted)
+            aof_redis.start()
+            await _wait_status(http, gw, 200)
+            await _eventually(lambda: len(stream.accepted) >= accepted_before + 20)
+        finally:
+            stream.stop.set()
+            await asyncio.wait_for(task, 20)
+        expected = list(stream.accepted)
+        assert len(set(expected)) == len(expected)
+        for reader in readers:
+            got = await transfers(reader, len(expected), timeout=10, handle=0)
+            assert [t["id"] for t in got] == expected
+            assert [t["body"] for t in got] == list(range(len(expected)))
+            await reader.nothing("transfer", wait=0.3)
+        assert stream.refusals, "the outage refused no publish"
+        assert {d["error"]["condition"] for d in stream.refusals} == {"wsq:internal-error"}
