@@ -278,6 +278,47 @@ class Publisher:
         return ids
 
 
+class StreamPublisher:
+    """A publisher streaming numbered messages one at a time, each retried with its
+    ``message_id`` until accepted (as a client does after a refusal)."""
+
+    def __init__(self, client: Client, address: str) -> None:
+        self.client = client
+        self.address = address
+        self.accepted: list[str] = []  # positions, in order
+        self.refusals: list[dict[str, Any]] = []
+        self.delivery = 0
+        self.stop = asyncio.Event()
+
+    async def publish(self, body: Any, message_id: str) -> dict[str, Any]:
+        frame = {
+            "op": "transfer",
+            "ch": 9,
+            "handle": 0,
+            "delivery": self.delivery,
+            "body": body,
+            "props": {"message_id": message_id},
+        }
+        self.delivery += 1
+        await self.client.send(frame)
+        return await self.client.expect("disposition", ch=9, timeout=15)
+
+    async def run(self) -> None:
+        await self.client.begin(9)
+        await self.client.sender(9, 0, self.address)
+        n = 0
+        while not self.stop.is_set():
+            while True:
+                d = await self.publish(n, f"m{n}")
+                if d["outcome"] == "accepted":
+                    self.accepted += d["ids"]
+                    break
+                self.refusals.append(d)
+                await asyncio.sleep(0.05)
+            n += 1
+            await asyncio.sleep(0.01)
+
+
 async def transfers(
     client: Client, n: int, timeout: float = 5.0, **fields: Any
 ) -> list[dict[str, Any]]:

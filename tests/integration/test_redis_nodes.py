@@ -24,6 +24,7 @@ from wsq_harness import (
     Gateway,
     Publisher,
     RedisServer,
+    StreamPublisher,
     make_settings,
     running_gateway,
     transfers,
@@ -268,47 +269,6 @@ async def test_live_reader_survives_killed_connections(
 # -- a gateway through a Redis outage -----------------------------------------------------------
 
 
-class _Stream:
-    """A publisher streaming numbered messages one at a time, each retried with its
-    ``message_id`` until accepted (as a client does after a refusal)."""
-
-    def __init__(self, client: Client, address: str) -> None:
-        self.client = client
-        self.address = address
-        self.accepted: list[str] = []  # positions, in order
-        self.refusals: list[dict[str, Any]] = []
-        self.delivery = 0
-        self.stop = asyncio.Event()
-
-    async def publish(self, body: Any, message_id: str) -> dict[str, Any]:
-        frame = {
-            "op": "transfer",
-            "ch": 9,
-            "handle": 0,
-            "delivery": self.delivery,
-            "body": body,
-            "props": {"message_id": message_id},
-        }
-        self.delivery += 1
-        await self.client.send(frame)
-        return await self.client.expect("disposition", ch=9, timeout=15)
-
-    async def run(self) -> None:
-        await self.client.begin(9)
-        await self.client.sender(9, 0, self.address)
-        n = 0
-        while not self.stop.is_set():
-            while True:
-                d = await self.publish(n, f"m{n}")
-                if d["outcome"] == "accepted":
-                    self.accepted += d["ids"]
-                    break
-                self.refusals.append(d)
-                await asyncio.sleep(0.05)
-            n += 1
-            await asyncio.sleep(0.01)
-
-
 async def _ready_status(http: httpx.AsyncClient, gw: Gateway) -> int:
     return (await http.get(f"{gw.http}/readyz")).status_code
 
@@ -337,7 +297,7 @@ async def test_gateway_rides_out_a_redis_outage_mid_stream(aof_redis: RedisServe
             await reader.subscribe(1, 0, address, credit=100_000)
             await reader.subscribe(1, 1, other, credit=100_000)
             readers.append(reader)
-        stream = _Stream(await gw.client(sub="writer"), address)
+        stream = StreamPublisher(await gw.client(sub="writer"), address)
         task = asyncio.create_task(stream.run())
         try:
             await _eventually(lambda: len(stream.accepted) >= 20)
