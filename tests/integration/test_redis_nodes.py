@@ -30,7 +30,8 @@ from wsq_harness import (
     transfers,
 )
 
-from wsq.broker.base import START, Message, NewMessage
+import wsq.broker.redis as redis_broker_module
+from wsq.broker.base import START, Message, NewMessage, Outcome
 from wsq.broker.redis import RedisBroker
 from wsq.config import BrokerConfig, Settings
 
@@ -334,3 +335,70 @@ async def test_gateway_rides_out_a_redis_outage_mid_stream(aof_redis: RedisServe
             await reader.nothing("transfer", wait=0.3)
         assert stream.refusals, "the outage refused no publish"
         assert {d["error"]["condition"] for d in stream.refusals} == {"wsq:internal-error"}
+
+
+# -- transient addresses, queues across processes -----------------------------------------------
+
+
+async def _keys_of(redis: Redis, tenant: str, address: str) -> list[str]:
+    return sorted([k async for k in redis.scan_iter(match=f"wsq:{{{tenant}:{address}}}*")])
+
+
+async def test_an_idle_address_disappears_with_all_its_keys(
+    redis_server: RedisServer, redis: Redis, address: str
+) -> None:
+    settings = dataclasses.replace(
+        make_settings(idle_expiry_ms=1000), broker=BrokerConfig(url=redis_server.url)
+    )
+    broker = RedisBroker(settings)
+    await broker.start()
+    try:
+        first = await broker.publish("acme", address, [NewMessage("1", "w", message_id="m1")])
+        await broker.publish("acme", address, [NewMessage("2", "w")])
+        [d] = await broker.claim("acme", address, "g", "c1", 1, 60_000)
+        await broker.settle("acme", address, "g", "c1", [d.message.id], Outcome.MODIFIED)
+        keys = await _keys_of(redis, "acme", address)
+        base = f"wsq:{{acme:{address}}}"
+        # Stream, metadata, dedup key, and the group's state all exist while in use.
+        assert {f"{base}:s", f"{base}:m", f"{base}:i:m1"} <= set(keys), keys
+        assert any(k.startswith(f"{base}:g:g:") for k in keys), keys
+        deadline = time.monotonic() + 15
+        while keys:
+            assert time.monotonic() < deadline, f"keys left after idle expiry: {keys}"
+            await asyncio.sleep(0.1)
+            keys = await _keys_of(redis, "acme", address)
+        # The address starts afresh: nothing retained, the message_id is new again.
+        assert (await broker.read("acme", address, START, 10)).messages == []
+        [again] = await broker.publish("acme", address, [NewMessage("3", "w", message_id="m1")])
+        assert not again.duplicate
+        assert again.id != first[0].id
+    finally:
+        await broker.close()
+
+
+async def test_a_release_on_one_process_wakes_the_group_on_another(
+    redis_server: RedisServer, address: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No periodic poll: only the release notice can tell process B.
+    monkeypatch.setattr(redis_broker_module, "GROUP_POLL_S", 3600.0)
+    settings = Settings(broker=BrokerConfig(url=redis_server.url))
+    a, b = RedisBroker(settings), RedisBroker(settings)
+    await a.start()
+    await b.start()
+    try:
+        await a.publish("t", address, [NewMessage("1", "w")])
+        [held] = await a.claim("t", address, "g", "on-a", 1, 60_000)
+        woken = asyncio.Event()
+        watch = b.watch_group("t", address, "g", woken.set)
+        await asyncio.sleep(0.3)  # B's first look (nothing claimable), then its subscription
+        assert await b.claim("t", address, "g", "on-b", 1, 60_000) == []
+        woken.clear()
+        await a.settle("t", address, "g", "on-a", [held.message.id], Outcome.RELEASED)
+        await asyncio.wait_for(woken.wait(), 10)
+        [got] = await b.claim("t", address, "g", "on-b", 1, 60_000)
+        assert got.message.id == held.message.id
+        assert got.redelivered == 0  # released: not counted
+        watch.close()
+    finally:
+        await a.close()
+        await b.close()

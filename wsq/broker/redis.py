@@ -353,8 +353,10 @@ return out
 """
 )
 
-# KEYS: stream, L, W, N. ARGV: group, consumer, outcome (a r m h), delay, ids...
-# -> {now, any available now (0/1), next deadline, {id, fields}... (outcome h: held, unchanged)}
+# KEYS: stream, L, W, N. ARGV: group, consumer, outcome (a r m h), delay, notice channel,
+# PUBLISH or SPUBLISH, idle expiry (ms), ids... -> {now, any available now (0/1), next deadline, {id, fields}...
+# (outcome h: held, unchanged)}. Messages made available at once are announced on the channel
+# ("r:<group>"), so consumers of the group on other processes claim them at once.
 _LUA_SETTLE = (
     _LUA_COMMON
     + _LUA_GROUP
@@ -364,7 +366,7 @@ local g, c, outcome, delay = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local now = now_ms()
 if not group_exists(s, g) then return {now, 0, -1} end
 local out = {now, 0, -1}
-for i = 5, #ARGV do
+for i = 8, #ARGV do
   local id = ARGV[i]
   if #redis.call('XPENDING', s, g, id, id, 1, c) == 1 then
     if outcome == 'a' then
@@ -388,6 +390,11 @@ for i = 5, #ARGV do
   end
 end
 if outcome ~= 'h' then forget_consumer(s, g, c) end
+if out[2] == 1 then redis.call(ARGV[6], ARGV[5], 'r:' .. g) end
+if outcome ~= 'h' then
+  -- Keys this call may have created (delays, counts) expire with the address too.
+  for _, k in ipairs({s, L, W, N}) do redis.call('PEXPIRE', k, ARGV[7]) end
+end
 out[3] = next_deadline(L, W)
 return out
 """
@@ -595,6 +602,8 @@ class RedisBroker(Broker):
         self._settings = settings
         self._url = settings.broker.url
         self._cluster = urlsplit(self._url).scheme.lower() == "redis+cluster"
+        # Notices: sharded on a cluster, so each goes to its slot's shard only.
+        self._pub = "SPUBLISH" if self._cluster else "PUBLISH"
         self._redis: Redis | RedisCluster | None = None
         self._node_kwargs: dict[str, Any] = {}  # credentials for connections to cluster nodes
         self._limit = asyncio.Semaphore(MAX_CONNECTIONS)
@@ -765,11 +774,12 @@ class RedisBroker(Broker):
         args: list[Any] = [
             cfg.retention_max_len,
             cfg.retention_max_age_ms,
-            cfg.dedup_window_ms,
+            # A dedup key never outlives its address (an idle address is gone entirely).
+            min(cfg.dedup_window_ms, cfg.idle_expiry_ms),
             cfg.idle_expiry_ms,
             len(messages),
             f"{base}:p",
-            "SPUBLISH" if self._cluster else "PUBLISH",
+            self._pub,
         ]
         dedup = cfg.dedup_window_ms > 0
         for nm in messages:
@@ -1106,11 +1116,21 @@ class RedisBroker(Broker):
             self._notify(gw)
 
     def _on_notice(self, channel: str, last: str) -> None:
-        """A publish on a stream read here: ``last`` is its newest position."""
+        """A publish on a stream read here (``last`` is its newest position), or ``r:<group>``:
+        messages of that group were made available again (released) by some process."""
         st = self._by_channel.get(channel)
         if st is None:
             return
-        pos = parse_position(last)
+        if last.startswith("r:"):
+            group = last[2:]
+            for gw in st.groups:
+                if gw.group == group:
+                    self._notify(gw)
+            return
+        try:
+            pos = parse_position(last)
+        except ValueError:
+            return
         if st.groups and pos > st.notified:
             st.notified = pos
             for gw in st.groups:
@@ -1230,14 +1250,24 @@ class RedisBroker(Broker):
         }[outcome]
         if outcome is Outcome.REJECTED and cfg.dead_letter is not None:
             # Dead-letter first, then remove: a failure in between redelivers, never loses.
-            held = await self._run("settle", keys, (group, consumer, "h", 0, *ids))
+            held = await self._run(
+                "settle",
+                keys,
+                (group, consumer, "h", 0, f"{base}:p", self._pub, cfg.idle_expiry_ms, *ids),
+            )
             dead = [_message(id_, flat) for id_, flat in held[3:]]
             if not dead:
                 return
             await self.publish(tenant, cfg.dead_letter, [_dead_letter(m, address) for m in dead])
             ids = [m.id for m in dead]
         rows = await self._run(
-            "settle", keys, (group, consumer, code, cfg.redelivery_delay_ms, *ids)
+            "settle",
+            keys,
+            (
+                *(group, consumer, code, cfg.redelivery_delay_ms),
+                *(f"{base}:p", self._pub, cfg.idle_expiry_ms),
+                *ids,
+            ),
         )
         self._deadline(tenant, address, group, rows[0], rows[2])
         if rows[1]:
