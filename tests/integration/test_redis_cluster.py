@@ -6,13 +6,21 @@ The module starts its own cluster on free ports in a temporary directory. Missin
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import json
+import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+import redis
+from redis.crc import key_slot
 from wsq_harness import Publisher, RedisCluster, make_settings, running_gateway, transfers
 
+from wsq.broker.base import START, Message, NewMessage
+from wsq.broker.redis import RedisBroker
 from wsq.config import BrokerConfig, Settings
 
 
@@ -88,3 +96,59 @@ async def test_resume_on_another_node_and_queue_on_the_cluster(
             got = await transfers(again, 2)
             assert [t["id"] for t in got] == missed
             await again.close()
+
+
+def _move_slot(cluster: RedisCluster, key: str) -> tuple[int, int]:
+    """Move ``key``'s slot (with its keys) to another master, as a resharding does."""
+    slot = key_slot(key.encode())
+    src = cluster.port_of(key)
+    dst = next(p for p in cluster.ports if p != src)
+    with redis.Redis(port=src) as s, redis.Redis(port=dst) as d:
+        src_id = s.execute_command("CLUSTER", "MYID").decode()
+        dst_id = d.execute_command("CLUSTER", "MYID").decode()
+        d.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
+        s.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+        while keys := s.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+            s.execute_command("MIGRATE", "127.0.0.1", dst, "", 0, 5000, "KEYS", *keys)
+        for port in (dst, src, *(p for p in cluster.ports if p not in (src, dst))):
+            with redis.Redis(port=port) as r:
+                r.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+    return src, dst
+
+
+async def test_a_live_reader_follows_its_slot_to_another_master(cluster: RedisCluster) -> None:
+    settings = Settings(broker=BrokerConfig(url=cluster.url))
+    reader, writer = RedisBroker(settings), RedisBroker(settings)
+    await reader.start()
+    await writer.start()
+    address = f"moving.{uuid.uuid4().hex[:10]}"
+    got: list[Message] = []
+    try:
+        handle = reader.tail("acme", address, START, got.extend)
+        first = await writer.publish("acme", address, [NewMessage(str(i), "w") for i in range(3)])
+        await _eventually(lambda: len(got) >= 3)
+        src, dst = await asyncio.to_thread(_move_slot, cluster, f"wsq:{{acme:{address}}}:s")
+        assert cluster.port_of(f"wsq:{{acme:{address}}}:s") == dst != src
+        later = await writer.publish(
+            "acme", address, [NewMessage(str(i), "w") for i in range(3, 6)]
+        )
+        await _eventually(lambda: len(got) >= 6)
+        await asyncio.sleep(0.2)
+        assert [m.id for m in got] == [p.id for p in first + later]
+        assert [json.loads(m.body) for m in got] == list(range(6))
+        # The reader now listens on the new owner: its feed there holds the channel.
+        feeds = {name: f.subscribed for name, f in reader._feeds.items()}
+        channel = f"wsq:{{acme:{address}}}:p"
+        assert [name for name, subs in feeds.items() if channel in subs] == [f"127.0.0.1:{dst}"]
+        handle.close()
+    finally:
+        await reader.close()
+        await writer.close()
+
+
+async def _eventually(cond: Any, within: float = 15.0) -> None:
+    deadline = time.monotonic() + within
+    while not cond():
+        if time.monotonic() > deadline:
+            pytest.fail("condition not met in time")
+        await asyncio.sleep(0.02)
