@@ -701,11 +701,20 @@ class RedisBroker(Broker):
             tasks += feed.tasks
         self._feeds = {}
         self._background = []
+        # Cancel, and cancel again what is still running: a cancellation that meets a read
+        # timeout inside redis-py can be lost (the task then ends at its next loop check).
+        pending = set(tasks)
+        for _ in range(20):
+            if not pending:
+                break
+            for t in pending:
+                t.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.5)
+        if pending:
+            log.warning("broker close: %d background tasks did not stop", len(pending))
         for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+            if t.done() and not t.cancelled():
+                t.exception()  # retrieved: no "never retrieved" warning
         for gw in self._groups.values():
             if gw.timer is not None:
                 gw.timer.cancel()
@@ -987,7 +996,9 @@ class RedisBroker(Broker):
                 feed.subscribed = set()
                 feed.resync.set()
                 idle = 0.0
-                while True:
+                # Not ``while True``: redis-py may swallow a cancellation that meets its own
+                # read timeout (it turns into a TimeoutError), so the loop also checks close().
+                while not self._closed and self._feeds.get(feed.node) is feed:
                     msg = await ps.get_message(timeout=HEARTBEAT_S)
                     if msg is None:
                         idle += HEARTBEAT_S
