@@ -19,8 +19,10 @@ from types import MappingProxyType
 from typing import Any
 
 import pytest
+import redis
 import uvicorn
 import websockets
+from redis.crc import key_slot
 from websockets.asyncio.client import ClientConnection
 
 from wsq.app import create_app
@@ -276,6 +278,47 @@ class Publisher:
         return ids
 
 
+class StreamPublisher:
+    """A publisher streaming numbered messages one at a time, each retried with its
+    ``message_id`` until accepted (as a client does after a refusal)."""
+
+    def __init__(self, client: Client, address: str) -> None:
+        self.client = client
+        self.address = address
+        self.accepted: list[str] = []  # positions, in order
+        self.refusals: list[dict[str, Any]] = []
+        self.delivery = 0
+        self.stop = asyncio.Event()
+
+    async def publish(self, body: Any, message_id: str) -> dict[str, Any]:
+        frame = {
+            "op": "transfer",
+            "ch": 9,
+            "handle": 0,
+            "delivery": self.delivery,
+            "body": body,
+            "props": {"message_id": message_id},
+        }
+        self.delivery += 1
+        await self.client.send(frame)
+        return await self.client.expect("disposition", ch=9, timeout=15)
+
+    async def run(self) -> None:
+        await self.client.begin(9)
+        await self.client.sender(9, 0, self.address)
+        n = 0
+        while not self.stop.is_set():
+            while True:
+                d = await self.publish(n, f"m{n}")
+                if d["outcome"] == "accepted":
+                    self.accepted += d["ids"]
+                    break
+                self.refusals.append(d)
+                await asyncio.sleep(0.05)
+            n += 1
+            await asyncio.sleep(0.01)
+
+
 async def transfers(
     client: Client, n: int, timeout: float = 5.0, **fields: Any
 ) -> list[dict[str, Any]]:
@@ -285,7 +328,7 @@ async def transfers(
 class RedisServer:
     """A throwaway ``redis-server`` that can be killed and started again on the same port."""
 
-    def __init__(self, workdir: Path, *, aof: bool = False) -> None:
+    def __init__(self, workdir: Path, *, aof: bool = False, cluster: bool = False) -> None:
         exe = shutil.which("redis-server")
         if exe is None:
             if os.environ.get("CI") == "true":
@@ -294,18 +337,26 @@ class RedisServer:
         self.exe = exe
         self.workdir = workdir
         self.aof = aof
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port: int = s.getsockname()[1]
+        self.cluster = cluster
+        self.port: int = _free_port()
+        self.bus_port: int = _free_port() if cluster else 0
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         persistence = ("--appendonly", "yes", "--appendfsync", "always") if self.aof else ()
+        # The cluster bus gets its own free port (the default, port + 10000, may not exist).
+        cluster: tuple[str, ...] = ()
+        if self.cluster:
+            cluster = (
+                *("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
+                *("--cluster-port", str(self.bus_port)),
+            )
         self.proc = subprocess.Popen(
             [
                 *(self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""),
                 *(persistence or ("--appendonly", "no")),
+                *cluster,
                 *("--dir", str(self.workdir), "--logfile", str(self.workdir / "redis.log")),
             ],
             stdout=subprocess.DEVNULL,
@@ -339,3 +390,75 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
             self.proc = None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisCluster:
+    """A throwaway local Redis Cluster: ``masters`` ``redis-server --cluster-enabled yes`` on free
+    ports in ``workdir``, joined by ``redis-cli --cluster create`` (no replicas)."""
+
+    def __init__(self, workdir: Path, *, masters: int = 3) -> None:
+        cli = shutil.which("redis-cli")
+        if shutil.which("redis-server") is None or cli is None:
+            if os.environ.get("CI") == "true":
+                pytest.fail("redis-server / redis-cli are not installed (required in CI)")
+            pytest.skip("redis-server / redis-cli are not installed")
+        self.cli = cli
+        self.nodes: list[RedisServer] = []
+        for i in range(masters):
+            node_dir = workdir / f"node{i}"
+            node_dir.mkdir(parents=True, exist_ok=True)
+            self.nodes.append(RedisServer(node_dir, cluster=True))
+        self.ports = [n.port for n in self.nodes]
+        self.url = f"redis+cluster://127.0.0.1:{self.ports[0]}"
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        try:
+            subprocess.run(
+                [
+                    self.cli,
+                    "--cluster",
+                    "create",
+                    *(f"127.0.0.1:{p}" for p in self.ports),
+                    "--cluster-replicas",
+                    "0",
+                    "--cluster-yes",
+                ],
+                check=True,
+                capture_output=True,
+                timeout=30,
+            )
+            deadline = time.monotonic() + 20
+            while not all(self._state_ok(p) for p in self.ports):
+                if time.monotonic() > deadline:
+                    pytest.fail("the Redis Cluster did not reach cluster_state:ok")
+                time.sleep(0.05)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _state_ok(self, port: int) -> bool:
+        out = subprocess.run(
+            [self.cli, "-p", str(port), "cluster", "info"], capture_output=True, text=True
+        ).stdout
+        return "cluster_state:ok" in out
+
+    def port_of(self, key: str) -> int:
+        """The port of the master that holds ``key``'s slot."""
+        slot = key_slot(key.encode())
+        with redis.Redis(port=self.ports[0]) as r:
+            for start, end, master, *_ in r.execute_command("CLUSTER", "SLOTS"):
+                if start <= slot <= end:
+                    return int(master[1])
+        raise AssertionError(f"no master owns slot {slot}")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()

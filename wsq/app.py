@@ -51,15 +51,10 @@ def make_broker(settings: Settings) -> Broker:
         from wsq.broker.memory import MemoryBroker
 
         return MemoryBroker(settings)
-    if url.startswith(("redis://", "rediss://")):
+    if url.startswith(("redis://", "rediss://", "redis+cluster://")):
         from wsq.broker.redis import RedisBroker
 
         return RedisBroker(settings)
-    if url.startswith("redis+cluster://"):
-        raise ConfigError(
-            "broker redis+cluster:// is not available in this version yet; "
-            "use redis://host:6379/0 (one Redis node)"
-        )
     raise ConfigError(f"broker {url.split('://')[0]}:// is not available in this version")
 
 

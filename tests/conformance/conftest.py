@@ -5,9 +5,11 @@ Every test of this directory runs once per entry of ``BROKER_FACTORIES``. A fact
 needs) and gives an async context manager yielding a started broker, closed on exit.
 
 The "redis" entry uses a real ``redis-server`` started once per session on a free port, in a
-temporary directory, without persistence (never the machine's own Redis). When the binary is
-missing the Redis runs are skipped, except in CI (``CI=true``) where that is a failure. Tests use
-fresh addresses (the ``address`` fixture), so the shared server needs no cleanup between tests.
+temporary directory, without persistence (never the machine's own Redis); the "cluster" entry a
+real local Redis Cluster of three masters (``redis-cli --cluster create``), reached with
+``redis+cluster://``. When the binaries are missing the Redis runs are skipped, except in CI
+(``CI=true``) where that is a failure. Tests use fresh addresses (the ``address`` fixture, random
+so they spread over the cluster's masters), so the shared servers need no cleanup between tests.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 
 import pytest
-from wsq_harness import RedisServer
+from wsq_harness import RedisCluster, RedisServer
 
 from wsq.broker.base import Broker
 from wsq.broker.memory import MemoryBroker
@@ -64,18 +66,46 @@ async def redis_broker(settings: Settings) -> AsyncIterator[Broker]:
         await broker.close()
 
 
-#: One entry per broker implementation.
+#: The seed URL of this session's test Redis Cluster (set by the ``redis_cluster`` fixture).
+CLUSTER_URL: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster"))
+    cluster.start()
+    CLUSTER_URL[:] = [cluster.url]
+    try:
+        yield cluster.url
+    finally:
+        cluster.stop()
+
+
+@asynccontextmanager
+async def cluster_broker(settings: Settings) -> AsyncIterator[Broker]:
+    [url] = CLUSTER_URL
+    broker = RedisBroker(dataclasses.replace(settings, broker=BrokerConfig(url=url)))
+    await broker.start()
+    try:
+        yield broker
+    finally:
+        await broker.close()
+
+
+#: One entry per broker implementation (and Redis deployment).
 BROKER_FACTORIES: dict[str, BrokerFactory] = {
     "memory": memory_broker,
     "redis": redis_broker,
+    "cluster": cluster_broker,
 }
+_SERVERS = {"redis": "redis_server", "cluster": "redis_cluster"}
 
 
 @pytest.fixture(params=sorted(BROKER_FACTORIES))
 def broker_kind(request: pytest.FixtureRequest) -> str:
     kind: str = request.param
-    if kind == "redis":
-        request.getfixturevalue("redis_server")
+    if kind in _SERVERS:
+        request.getfixturevalue(_SERVERS[kind])
     return kind
 
 

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from redis.asyncio import Redis
 from wsq_harness import (
@@ -23,12 +24,14 @@ from wsq_harness import (
     Gateway,
     Publisher,
     RedisServer,
+    StreamPublisher,
     make_settings,
     running_gateway,
     transfers,
 )
 
-from wsq.broker.base import START, Message, NewMessage
+import wsq.broker.redis as redis_broker_module
+from wsq.broker.base import START, Message, NewMessage, Outcome
 from wsq.broker.redis import RedisBroker
 from wsq.config import BrokerConfig, Settings
 
@@ -262,3 +265,140 @@ async def test_live_reader_survives_killed_connections(
         handle.close()
     finally:
         await broker.close()
+
+
+# -- a gateway through a Redis outage -----------------------------------------------------------
+
+
+async def _ready_status(http: httpx.AsyncClient, gw: Gateway) -> int:
+    return (await http.get(f"{gw.http}/readyz")).status_code
+
+
+async def _wait_status(http: httpx.AsyncClient, gw: Gateway, status: int) -> None:
+    deadline = time.monotonic() + 20
+    while await _ready_status(http, gw) != status:
+        if time.monotonic() > deadline:
+            pytest.fail(f"/readyz never answered {status}")
+        await asyncio.sleep(0.05)
+
+
+async def test_gateway_rides_out_a_redis_outage_mid_stream(aof_redis: RedisServer) -> None:
+    """Redis (AOF on) is killed while a publisher streams to live subscribers, then comes back
+    on the same port: /readyz follows it, sockets stay open, publishes in between are refused
+    with wsq:internal-error (never reported accepted), and every subscriber gets every accepted
+    message once, in order."""
+    settings = dataclasses.replace(make_settings(), broker=BrokerConfig(url=aof_redis.url))
+    address, other = f"out.{uuid.uuid4().hex[:8]}", f"out.{uuid.uuid4().hex[:8]}"
+    async with running_gateway(settings) as gw, httpx.AsyncClient() as http:
+        assert await _ready_status(http, gw) == 200
+        readers = []
+        for i in range(3):
+            reader = await gw.client(sub=f"reader{i}")
+            await reader.begin(1)
+            await reader.subscribe(1, 0, address, credit=100_000)
+            await reader.subscribe(1, 1, other, credit=100_000)
+            readers.append(reader)
+        stream = StreamPublisher(await gw.client(sub="writer"), address)
+        task = asyncio.create_task(stream.run())
+        try:
+            await _eventually(lambda: len(stream.accepted) >= 20)
+            aof_redis.kill()
+            await _wait_status(http, gw, 503)
+            # Refused with a clear condition, never stored: no subscriber ever sees it.
+            probe = Publisher(await gw.client(sub="prober"))
+            await probe.client.begin(probe.ch)
+            await probe.client.sender(probe.ch, 0, other)
+            await probe.client.send(
+                {"op": "transfer", "ch": probe.ch, "handle": 0, "delivery": 0, "body": "lost"}
+            )
+            refused = await probe.client.expect("disposition", ch=probe.ch, timeout=15)
+            assert refused["outcome"] == "rejected", refused
+            assert refused["error"]["condition"] == "wsq:internal-error"
+            assert "unavailable" in refused["error"]["description"].lower()
+            await _eventually(lambda: len(stream.refusals) >= 1)
+            # Sockets stay open and served: a new session on every subscriber's socket.
+            for reader in readers:
+                await reader.begin(2)
+            accepted_before = len(stream.accepted)
+            aof_redis.start()
+            await _wait_status(http, gw, 200)
+            await _eventually(lambda: len(stream.accepted) >= accepted_before + 20)
+        finally:
+            stream.stop.set()
+            await asyncio.wait_for(task, 20)
+        expected = list(stream.accepted)
+        assert len(set(expected)) == len(expected)
+        for reader in readers:
+            got = await transfers(reader, len(expected), timeout=10, handle=0)
+            assert [t["id"] for t in got] == expected
+            assert [t["body"] for t in got] == list(range(len(expected)))
+            await reader.nothing("transfer", wait=0.3)
+        assert stream.refusals, "the outage refused no publish"
+        assert {d["error"]["condition"] for d in stream.refusals} == {"wsq:internal-error"}
+
+
+# -- transient addresses, queues across processes -----------------------------------------------
+
+
+async def _keys_of(redis: Redis, tenant: str, address: str) -> list[str]:
+    return sorted([k async for k in redis.scan_iter(match=f"wsq:{{{tenant}:{address}}}*")])
+
+
+async def test_an_idle_address_disappears_with_all_its_keys(
+    redis_server: RedisServer, redis: Redis, address: str
+) -> None:
+    settings = dataclasses.replace(
+        make_settings(idle_expiry_ms=1000), broker=BrokerConfig(url=redis_server.url)
+    )
+    broker = RedisBroker(settings)
+    await broker.start()
+    try:
+        first = await broker.publish("acme", address, [NewMessage("1", "w", message_id="m1")])
+        await broker.publish("acme", address, [NewMessage("2", "w")])
+        [d] = await broker.claim("acme", address, "g", "c1", 1, 60_000)
+        await broker.settle("acme", address, "g", "c1", [d.message.id], Outcome.MODIFIED)
+        keys = await _keys_of(redis, "acme", address)
+        base = f"wsq:{{acme:{address}}}"
+        # Stream, metadata, dedup key, and the group's state all exist while in use.
+        assert {f"{base}:s", f"{base}:m", f"{base}:i:m1"} <= set(keys), keys
+        assert any(k.startswith(f"{base}:g:g:") for k in keys), keys
+        deadline = time.monotonic() + 15
+        while keys:
+            assert time.monotonic() < deadline, f"keys left after idle expiry: {keys}"
+            await asyncio.sleep(0.1)
+            keys = await _keys_of(redis, "acme", address)
+        # The address starts afresh: nothing retained, the message_id is new again.
+        assert (await broker.read("acme", address, START, 10)).messages == []
+        [again] = await broker.publish("acme", address, [NewMessage("3", "w", message_id="m1")])
+        assert not again.duplicate
+        assert again.id != first[0].id
+    finally:
+        await broker.close()
+
+
+async def test_a_release_on_one_process_wakes_the_group_on_another(
+    redis_server: RedisServer, address: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No periodic poll: only the release notice can tell process B.
+    monkeypatch.setattr(redis_broker_module, "GROUP_POLL_S", 3600.0)
+    settings = Settings(broker=BrokerConfig(url=redis_server.url))
+    a, b = RedisBroker(settings), RedisBroker(settings)
+    await a.start()
+    await b.start()
+    try:
+        await a.publish("t", address, [NewMessage("1", "w")])
+        [held] = await a.claim("t", address, "g", "on-a", 1, 60_000)
+        woken = asyncio.Event()
+        watch = b.watch_group("t", address, "g", woken.set)
+        await asyncio.sleep(0.3)  # B's first look (nothing claimable), then its subscription
+        assert await b.claim("t", address, "g", "on-b", 1, 60_000) == []
+        woken.clear()
+        await a.settle("t", address, "g", "on-a", [held.message.id], Outcome.RELEASED)
+        await asyncio.wait_for(woken.wait(), 10)
+        [got] = await b.claim("t", address, "g", "on-b", 1, 60_000)
+        assert got.message.id == held.message.id
+        assert got.redelivered == 0  # released: not counted
+        watch.close()
+    finally:
+        await a.close()
+        await b.close()

@@ -49,16 +49,17 @@ import uuid
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.commands.core import AsyncScript
+from redis.exceptions import ClusterError, RedisClusterException, RedisError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from wsq.broker.base import (
@@ -91,8 +92,17 @@ GROUP_POLL_S = 1.0
 MAX_BACKOFF_S = 2.0
 #: Entries claim looks at per call beyond what it leases (filter skips, expired).
 CLAIM_SCAN = 1024
-#: Connection errors: Redis is down or unreachable.
-_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+#: Seconds between refreshes of a cluster's slot map when nothing asks for one sooner.
+TOPOLOGY_S = 30.0
+#: Connection errors: Redis is down or unreachable (a cluster: a slot without a master, too).
+_DOWN = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    OSError,
+    ClusterError,
+    RedisClusterException,
+    TryAgainError,
+)
 
 READY = "~ready"
 DELAY = "~delay"
@@ -148,11 +158,12 @@ local function trim(s, meta, maxlen, maxage, now)
 end
 """
 
-# KEYS: stream, meta, idempotency key (when ARGV[7] is 3), dedup keys. ARGV: maxlen, maxage,
-# window, idle, n, notification channel, index of the idempotency key in KEYS (0: none),
-# request fingerprint, then per message: index of its dedup key in KEYS (0: none), number of
-# fields, fields. Answers {status, {id, duplicate}...}: status 0 published, 1 replayed (the
-# results stored with the idempotency key), 2 the key was stored for another fingerprint.
+# KEYS: stream, meta, idempotency key (when ARGV[8] is 3), dedup keys. ARGV: maxlen, maxage,
+# window, idle, n, notification channel, PUBLISH or SPUBLISH (cluster: the notice stays on the
+# slot's shard), index of the idempotency key in KEYS (0: none), request fingerprint, then per
+# message: index of its dedup key in KEYS (0: none), number of fields, fields. Answers
+# {status, {id, duplicate}...}: status 0 published, 1 replayed (the results stored with the
+# idempotency key), 2 the key was stored for another fingerprint.
 _LUA_PUBLISH = (
     _LUA_COMMON
     + _LUA_TRIM
@@ -160,12 +171,12 @@ _LUA_PUBLISH = (
 local s, meta = KEYS[1], KEYS[2]
 local maxlen, maxage = tonumber(ARGV[1]), tonumber(ARGV[2])
 local window, idle, n = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local ik = tonumber(ARGV[7])
+local ik = tonumber(ARGV[8])
 if ik > 0 then
   local stored = redis.call('GET', KEYS[ik])
   if stored then
     local rec = cjson.decode(stored)
-    if rec[1] ~= ARGV[8] then return {2} end
+    if rec[1] ~= ARGV[9] then return {2} end
     local rows = {1}
     for _, r in ipairs(rec[2]) do rows[#rows + 1] = r end
     return rows
@@ -174,7 +185,7 @@ end
 local now = now_ms()
 local out = {}
 local last = nil
-local i = 9
+local i = 10
 for m = 1, n do
   local k, nf = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
   local dup = nil
@@ -194,12 +205,12 @@ end
 if last then
   redis.call('HSET', meta, 'last', last)
   trim(s, meta, maxlen, maxage, now)
-  redis.call('PUBLISH', ARGV[6], last)
+  redis.call(ARGV[7], ARGV[6], last)
 end
 redis.call('PEXPIRE', s, idle)
 redis.call('PEXPIRE', meta, idle)
 if ik > 0 then
-  redis.call('SET', KEYS[ik], cjson.encode({ARGV[8], out}), 'PX', window)
+  redis.call('SET', KEYS[ik], cjson.encode({ARGV[9], out}), 'PX', window)
 end
 table.insert(out, 1, 0)
 return out
@@ -365,8 +376,10 @@ return out
 """
 )
 
-# KEYS: stream, L, W, N. ARGV: group, consumer, outcome (a r m h), delay, ids...
-# -> {now, any available now (0/1), next deadline, {id, fields}... (outcome h: held, unchanged)}
+# KEYS: stream, L, W, N. ARGV: group, consumer, outcome (a r m h), delay, notice channel,
+# PUBLISH or SPUBLISH, idle expiry (ms), ids... -> {now, any available now (0/1), next deadline, {id, fields}...
+# (outcome h: held, unchanged)}. Messages made available at once are announced on the channel
+# ("r:<group>"), so consumers of the group on other processes claim them at once.
 _LUA_SETTLE = (
     _LUA_COMMON
     + _LUA_GROUP
@@ -376,7 +389,7 @@ local g, c, outcome, delay = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local now = now_ms()
 if not group_exists(s, g) then return {now, 0, -1} end
 local out = {now, 0, -1}
-for i = 5, #ARGV do
+for i = 8, #ARGV do
   local id = ARGV[i]
   if #redis.call('XPENDING', s, g, id, id, 1, c) == 1 then
     if outcome == 'a' then
@@ -400,6 +413,11 @@ for i = 5, #ARGV do
   end
 end
 if outcome ~= 'h' then forget_consumer(s, g, c) end
+if out[2] == 1 then redis.call(ARGV[6], ARGV[5], 'r:' .. g) end
+if outcome ~= 'h' then
+  -- Keys this call may have created (delays, counts) expire with the address too.
+  for _, k in ipairs({s, L, W, N}) do redis.call('PEXPIRE', k, ARGV[7]) end
+end
 out[3] = next_deadline(L, W)
 return out
 """
@@ -586,22 +604,43 @@ class _Watch:
             self.broker._unwatch(self)
 
 
+class _Feed:
+    """One Pub/Sub connection of the live reader: to the Redis server (``node`` None), or to
+    one primary of a cluster, subscribed to the sharded channels of the slots it owns."""
+
+    __slots__ = ("node", "ps", "resync", "subscribed", "tasks")
+
+    def __init__(self, node: str | None) -> None:
+        self.node = node
+        self.ps: PubSub | None = None
+        self.subscribed: set[str] = set()  # channels asked for on ``ps``
+        self.resync = asyncio.Event()  # the channels wanted here may have changed
+        self.tasks: list[asyncio.Task[None]] = []
+
+
 class RedisBroker(Broker):
     """Addresses in Redis streams, shared by every gateway process using the same Redis."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._url = settings.broker.url
-        self._redis: Redis | None = None
+        self._cluster = urlsplit(self._url).scheme.lower() == "redis+cluster"
+        # Notices: sharded on a cluster, so each goes to its slot's shard only.
+        self._pub = "SPUBLISH" if self._cluster else "PUBLISH"
+        self._redis: Redis | RedisCluster | None = None
+        self._node_kwargs: dict[str, Any] = {}  # credentials for connections to cluster nodes
+        self._limit = asyncio.Semaphore(MAX_CONNECTIONS)
         self._scripts: dict[str, AsyncScript] = {}
         self._streams: dict[tuple[str, str], _Stream] = {}
         self._groups: dict[tuple[str, str, str], _GroupWatch] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._by_channel: dict[str, _Stream] = {}
         self._background: list[asyncio.Task[None]] = []
-        self._ps: PubSub | None = None
-        self._subscribed: set[str] = set()  # channels the subscription has asked for
-        self._resync = asyncio.Event()  # the streams read here changed
+        # The live reader's Pub/Sub connections: one (key None) on a single Redis, one per
+        # primary (key "host:port") on a cluster, where notices are sharded channels.
+        self._feeds: dict[str | None, _Feed] = {}
+        self._topology = asyncio.Event()  # cluster: refresh the slot map and the feeds
+        self._topology_known = False
         # A channel of this process alone: keeps the subscription open when nothing is read.
         self._control = f"wsq:reader:{uuid.uuid4().hex}"
         self._closed = False
@@ -611,26 +650,20 @@ class RedisBroker(Broker):
     # -- lifecycle ---------------------------------------------------------------------------
 
     @property
-    def redis(self) -> Redis:
+    def redis(self) -> Redis | RedisCluster:
         if self._redis is None:
             raise BrokerUnavailable("the broker is not started")
         return self._redis
 
+    def _cluster_client(self) -> RedisCluster:
+        r = self.redis
+        assert isinstance(r, RedisCluster)
+        return r
+
     async def start(self) -> None:
         self._closed = False
         if self._redis is None:
-            # Bounded: a burst of reads waits for a connection rather than opening thousands.
-            pool = BlockingConnectionPool.from_url(
-                self._url,
-                max_connections=MAX_CONNECTIONS,
-                timeout=5.0,
-                decode_responses=True,
-                protocol=2,  # scripts answer RESP2 arrays; one shape to parse
-                socket_timeout=5.0,
-                socket_connect_timeout=2.0,
-                retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
-            )
-            self._redis = Redis(connection_pool=pool)
+            self._redis = self._connect()
             for name, text in (
                 ("publish", _LUA_PUBLISH),
                 ("read", _LUA_READ),
@@ -642,34 +675,98 @@ class RedisBroker(Broker):
                 self._scripts[name] = self._redis.register_script(text)
         if not self._background:
             loop = asyncio.get_running_loop()
-            self._background = [
-                loop.create_task(self._listen_forever()),
-                loop.create_task(self._sync_forever()),
-            ]
+            if self._cluster:
+                self._background = [loop.create_task(self._topology_forever())]
+            else:
+                feed = self._feeds[None] = _Feed(None)
+                self._background = [
+                    loop.create_task(self._listen_forever(feed)),
+                    loop.create_task(self._sync_forever(feed)),
+                ]
+
+    def _connect(self) -> Redis | RedisCluster:
+        if not self._cluster:
+            # Bounded: a burst of reads waits for a connection rather than opening thousands.
+            pool = BlockingConnectionPool.from_url(
+                self._url,
+                max_connections=MAX_CONNECTIONS,
+                timeout=5.0,
+                decode_responses=True,
+                protocol=2,  # scripts answer RESP2 arrays; one shape to parse
+                socket_timeout=5.0,
+                socket_connect_timeout=2.0,
+                retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
+            )
+            return Redis(connection_pool=pool)
+        # redis+cluster://[user:password@]host:port: any node; the client learns the others.
+        parts = urlsplit(self._url)
+        if parts.username:
+            self._node_kwargs["username"] = unquote(parts.username)
+        if parts.password:
+            self._node_kwargs["password"] = unquote(parts.password)
+        # The cluster client raises (rather than waits) past max_connections per node:
+        # ``_limit`` keeps every command of this process within it.
+        return RedisCluster(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 6379,
+            max_connections=MAX_CONNECTIONS,
+            decode_responses=True,
+            protocol=2,
+            socket_timeout=5.0,
+            socket_connect_timeout=2.0,
+            **self._node_kwargs,
+        )
 
     async def close(self) -> None:
         self._closed = True
         tasks = [*self._background, *self._tasks]
+        for feed in self._feeds.values():
+            tasks += feed.tasks
+        self._feeds = {}
         self._background = []
+        # Cancel, and cancel again what is still running: a cancellation that meets a read
+        # timeout inside redis-py can be lost (the task then ends at its next loop check).
+        pending = set(tasks)
+        for _ in range(20):
+            if not pending:
+                break
+            for t in pending:
+                t.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.5)
+        if pending:
+            log.warning("broker close: %d background tasks did not stop", len(pending))
         for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+            if t.done() and not t.cancelled():
+                t.exception()  # retrieved: no "never retrieved" warning
         for gw in self._groups.values():
             if gw.timer is not None:
                 gw.timer.cancel()
                 gw.timer = None
         if self._redis is not None:
-            await self._redis.aclose(close_connection_pool=True)
-            self._redis = None
+            r, self._redis = self._redis, None
+            self._topology_known = False
+            if isinstance(r, RedisCluster):
+                await r.aclose()
+            else:
+                await r.aclose(close_connection_pool=True)
 
     async def ready(self) -> bool:
+        """Redis answers: the server, or on a cluster every primary (any address may live on
+        any of them)."""
         if self._closed or self._redis is None:
             return False
+        r = self._redis
         try:
-            return bool(await asyncio.wait_for(self._redis.ping(), 2.0))
-        except (RedisError, OSError, TimeoutError):
+            async with asyncio.timeout(2.0):
+                if isinstance(r, RedisCluster):
+                    await r.initialize()
+                    primaries = r.get_primaries()
+                    answers = [
+                        await r.execute_command("PING", target_nodes=node) for node in primaries
+                    ]
+                    return bool(primaries) and all(answers)
+                return bool(await r.ping())
+        except (RedisError, RedisClusterException, OSError, TimeoutError):
             return False
 
     # -- helpers -----------------------------------------------------------------------------
@@ -682,7 +779,8 @@ class RedisBroker(Broker):
 
     async def _run(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         try:
-            return await self._scripts[script](keys=keys, args=args)
+            async with self._limit:
+                return await self._scripts[script](keys=keys, args=args)
         except _DOWN as exc:
             raise BrokerUnavailable(f"Redis is unavailable: {exc}") from exc
         except KeyError as exc:
@@ -735,10 +833,12 @@ class RedisBroker(Broker):
         args: list[Any] = [
             cfg.retention_max_len,
             cfg.retention_max_age_ms,
-            cfg.dedup_window_ms,
+            # A dedup key never outlives its address (an idle address is gone entirely).
+            min(cfg.dedup_window_ms, cfg.idle_expiry_ms),
             cfg.idle_expiry_ms,
             len(messages),
             f"{base}:p",
+            self._pub,
             ik,
             fingerprint,
         ]
@@ -770,7 +870,8 @@ class RedisBroker(Broker):
 
     async def last_position(self, tenant: str, address: str) -> str:
         try:
-            last = await self.redis.hget(f"{_base(tenant, address)}:m", "last")
+            async with self._limit:
+                last = await self.redis.hget(f"{_base(tenant, address)}:m", "last")
         except _DOWN as exc:
             raise BrokerUnavailable(f"Redis is unavailable: {exc}") from exc
         return str(last) if last else START
@@ -883,31 +984,77 @@ class RedisBroker(Broker):
                 del self._streams[key]
                 if self._by_channel.get(st.channel) is st:
                     del self._by_channel[st.channel]
-                self._resync.set()
+                self._resync_all()
 
     def _add_stream(self, tenant: str, address: str, cursor: str | None) -> _Stream:
         st = self._streams[(tenant, address)] = _Stream(tenant, address, cursor)
         self._by_channel[st.channel] = st
-        self._resync.set()
+        self._resync_all()
         return st
 
-    async def _listen_forever(self) -> None:
-        """The live reader: one subscription connection per process, for every stream read here.
+    # -- the live reader's Pub/Sub connections ------------------------------------------------
+
+    def _resync_all(self) -> None:
+        for feed in self._feeds.values():
+            feed.resync.set()
+
+    def _wanted(self, feed: _Feed) -> set[str]:
+        """The channels ``feed`` should be subscribed to."""
+        if feed.node is None:
+            return set(self._by_channel)
+        cluster = self._cluster_client()
+        out = set()
+        for channel in self._by_channel:
+            try:
+                node = cluster.get_node_from_key(channel)
+            except RedisClusterException:  # slot not covered (yet): the topology is refreshed
+                self._topology.set()
+                continue
+            if node is not None and node.name == feed.node:
+                out.add(channel)
+        return out
+
+    def _open_feed(self, feed: _Feed) -> tuple[PubSub, Redis | None]:
+        """A new Pub/Sub for ``feed`` (and, for a cluster node, the client that owns it)."""
+        if feed.node is None:
+            return self.redis.pubsub(), None
+        host, _, port = feed.node.rpartition(":")
+        # No retries inside redis-py: a broken connection must reach the loop below, which
+        # subscribes everything again on a new one (redis-py's own resubscription would send
+        # every shard channel in one SSUBSCRIBE, which Redis refuses across slots).
+        client = Redis(
+            host=host,
+            port=int(port),
+            decode_responses=True,
+            protocol=2,
+            socket_timeout=HEARTBEAT_S * 2,
+            socket_connect_timeout=2.0,
+            retry=Retry(NoBackoff(), 0),
+            **self._node_kwargs,
+        )
+        return client.pubsub(), client
+
+    async def _listen_forever(self, feed: _Feed) -> None:
+        """The live reader's connection ``feed``: notices in, confirmations trigger reads.
 
         Every (re)subscription is confirmed by Redis; on each confirmation the stream is read
         from its cursor, so what was published before the subscription took hold (or while Redis
         was away) comes too, once.
         """
         failures = 0
-        while not self._closed:
-            ps = self.redis.pubsub()
+        while not self._closed and self._feeds.get(feed.node) is feed:
+            ps, client = self._open_feed(feed)
             try:
+                # The control channel (plain Pub/Sub) keeps the connection subscribed when no
+                # stream is read; nobody publishes to it.
                 await ps.subscribe(self._control)
-                self._ps = ps
-                self._subscribed = set()
-                self._resync.set()
+                feed.ps = ps
+                feed.subscribed = set()
+                feed.resync.set()
                 idle = 0.0
-                while True:
+                # Not ``while True``: redis-py may swallow a cancellation that meets its own
+                # read timeout (it turns into a TimeoutError), so the loop also checks close().
+                while not self._closed and self._feeds.get(feed.node) is feed:
                     msg = await ps.get_message(timeout=HEARTBEAT_S)
                     if msg is None:
                         idle += HEARTBEAT_S
@@ -920,10 +1067,16 @@ class RedisBroker(Broker):
                         log.warning("live reader: Redis is back; resuming every stream")
                         failures = 0
                     kind = msg["type"]
-                    if kind == "message":
+                    if kind in ("message", "smessage"):
                         self._on_notice(msg["channel"], msg["data"])
-                    elif kind == "subscribe":
+                    elif kind in ("subscribe", "ssubscribe"):
                         self._on_subscribed(msg["channel"])
+                    elif kind == "sunsubscribe":
+                        # Ours, or Redis moved the channel's slot to another node: then the
+                        # slot map is refreshed and the channel subscribed where it lives now.
+                        feed.subscribed.discard(msg["channel"])
+                        if msg["channel"] in self._by_channel:
+                            self._topology.set()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -932,38 +1085,93 @@ class RedisBroker(Broker):
                     log.warning("live reader: %s; retrying until Redis answers", exc)
                 else:
                     log.debug("live reader: still failing (%s)", exc)
+                if feed.node is not None:
+                    self._topology.set()  # a failover may have moved this node's slots
                 # Full jitter: many gateways must not all reconnect at once.
                 delay = min(MAX_BACKOFF_S, 0.05 * 2 ** min(failures, 10))
                 await asyncio.sleep(delay * random.random())
             finally:
-                if self._ps is ps:
-                    self._ps = None
-                    self._subscribed = set()
+                if feed.ps is ps:
+                    feed.ps = None
+                    feed.subscribed = set()
                 with contextlib.suppress(Exception):
                     await ps.aclose()  # type: ignore[no-untyped-call]
+                if client is not None:
+                    with contextlib.suppress(Exception):
+                        await client.aclose()
 
-    async def _sync_forever(self) -> None:
-        """Keep the subscription's channels equal to the streams read here."""
+    async def _sync_forever(self, feed: _Feed) -> None:
+        """Keep ``feed``'s channels equal to the streams read here (that live on its node)."""
         while not self._closed:
-            await self._resync.wait()
-            self._resync.clear()
-            ps = self._ps
+            await feed.resync.wait()
+            feed.resync.clear()
+            ps = feed.ps
             if ps is None:
                 continue
-            want = set(self._by_channel)
-            add = sorted(want - self._subscribed)
-            drop = sorted(self._subscribed - want)
+            want = self._wanted(feed)
+            add = sorted(want - feed.subscribed)
+            drop = sorted(feed.subscribed - want)
             try:
-                for i in range(0, len(add), 1000):
-                    await ps.subscribe(*add[i : i + 1000])
-                for i in range(0, len(drop), 1000):
-                    await ps.unsubscribe(*drop[i : i + 1000])
+                if feed.node is None:
+                    for i in range(0, len(add), 1000):
+                        await ps.subscribe(*add[i : i + 1000])
+                    for i in range(0, len(drop), 1000):
+                        await ps.unsubscribe(*drop[i : i + 1000])
+                else:
+                    # Sharded channels: one slot per SSUBSCRIBE (every channel has its own
+                    # hash tag). Sent raw: the feed, not redis-py, resubscribes after a failure.
+                    for channel in add:
+                        await ps.execute_command("SSUBSCRIBE", channel)
+                    for channel in drop:
+                        await ps.execute_command("SUNSUBSCRIBE", channel)
             except Exception as exc:
                 log.debug("live reader: (un)subscribe failed (%s)", exc)
                 continue  # the listener reconnects and subscribes everything again
-            if self._ps is ps:
-                self._subscribed.update(add)
-                self._subscribed.difference_update(drop)
+            if feed.ps is ps:
+                feed.subscribed.update(add)
+                feed.subscribed.difference_update(drop)
+
+    async def _topology_forever(self) -> None:
+        """Cluster only: one feed per primary, following the slot map (failover, resharding).
+
+        Refreshed when a feed fails, when Redis moves a subscribed channel's slot, when a slot
+        is not covered, and every ``TOPOLOGY_S`` seconds.
+        """
+        cluster = self._cluster_client()
+        failures = 0
+        loop = asyncio.get_running_loop()
+        while not self._closed:
+            self._topology.clear()
+            try:
+                if self._topology_known:
+                    await cluster.nodes_manager.initialize()
+                else:
+                    await cluster.initialize()
+                    self._topology_known = True
+                primaries: set[str | None] = {n.name for n in cluster.get_primaries()}
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                log.debug("cluster topology refresh failed (%s)", exc)
+                delay = min(MAX_BACKOFF_S, 0.05 * 2 ** min(failures, 10))
+                await asyncio.sleep(delay * random.random())
+                continue
+            for name in primaries - set(self._feeds):
+                feed = self._feeds[name] = _Feed(name)
+                feed.tasks = [
+                    loop.create_task(self._listen_forever(feed)),
+                    loop.create_task(self._sync_forever(feed)),
+                ]
+            for gone in set(self._feeds) - set(primaries):
+                for t in self._feeds.pop(gone).tasks:
+                    t.cancel()
+            self._resync_all()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._topology.wait(), TOPOLOGY_S)
+            # Several reasons at once (every channel of a moved slot) make one refresh.
+            await asyncio.sleep(0.05)
 
     def _on_subscribed(self, channel: str) -> None:
         st = self._by_channel.get(channel)
@@ -975,11 +1183,21 @@ class RedisBroker(Broker):
             self._notify(gw)
 
     def _on_notice(self, channel: str, last: str) -> None:
-        """A publish on a stream read here: ``last`` is its newest position."""
+        """A publish on a stream read here (``last`` is its newest position), or ``r:<group>``:
+        messages of that group were made available again (released) by some process."""
         st = self._by_channel.get(channel)
         if st is None:
             return
-        pos = parse_position(last)
+        if last.startswith("r:"):
+            group = last[2:]
+            for gw in st.groups:
+                if gw.group == group:
+                    self._notify(gw)
+            return
+        try:
+            pos = parse_position(last)
+        except ValueError:
+            return
         if st.groups and pos > st.notified:
             st.notified = pos
             for gw in st.groups:
@@ -1004,7 +1222,8 @@ class RedisBroker(Broker):
                 cursor = st.cursor
                 assert cursor is not None
                 self.live_reads += 1
-                rows: Any = await self.redis.xrange(st.key, min="(" + cursor, count=READ_COUNT)
+                async with self._limit:
+                    rows: Any = await self.redis.xrange(st.key, min="(" + cursor, count=READ_COUNT)
                 entries = [_flat(row) for row in rows]
                 if self._streams.get((st.tenant, st.address)) is not st or st.cursor != cursor:
                     return
@@ -1098,14 +1317,24 @@ class RedisBroker(Broker):
         }[outcome]
         if outcome is Outcome.REJECTED and cfg.dead_letter is not None:
             # Dead-letter first, then remove: a failure in between redelivers, never loses.
-            held = await self._run("settle", keys, (group, consumer, "h", 0, *ids))
+            held = await self._run(
+                "settle",
+                keys,
+                (group, consumer, "h", 0, f"{base}:p", self._pub, cfg.idle_expiry_ms, *ids),
+            )
             dead = [_message(id_, flat) for id_, flat in held[3:]]
             if not dead:
                 return
             await self.publish(tenant, cfg.dead_letter, [_dead_letter(m, address) for m in dead])
             ids = [m.id for m in dead]
         rows = await self._run(
-            "settle", keys, (group, consumer, code, cfg.redelivery_delay_ms, *ids)
+            "settle",
+            keys,
+            (
+                *(group, consumer, code, cfg.redelivery_delay_ms),
+                *(f"{base}:p", self._pub, cfg.idle_expiry_ms),
+                *ids,
+            ),
         )
         self._deadline(tenant, address, group, rows[0], rows[2])
         if rows[1]:
@@ -1225,25 +1454,32 @@ class RedisBroker(Broker):
         stream = f"{base}:s"
         r = self.redis
         try:
-            hit = await r.get(f"{base}:i:{quote(message_id, safe='')}")
-            if hit:
-                rows: Any = await r.xrange(stream, min=hit, max=hit)
-                if rows:
-                    return _message(*_flat(rows[0]))
-            # Past the dedup window: search the retained messages, newest first.
-            end = "+"
-            while True:
-                rows = await r.xrevrange(stream, max=end, min="-", count=256)
-                for row in rows:
-                    id_, flat = _flat(row)
-                    m = _message(id_, flat)
-                    if m.message_id == message_id:
-                        return m
-                if len(rows) < 256:
-                    return None
-                end = "(" + rows[-1][0]
+            async with self._limit:
+                return await self._lookup(r, base, stream, message_id)
         except _DOWN as exc:
             raise BrokerUnavailable(f"Redis is unavailable: {exc}") from exc
+
+    @staticmethod
+    async def _lookup(
+        r: Redis | RedisCluster, base: str, stream: str, message_id: str
+    ) -> Message | None:
+        hit = await r.get(f"{base}:i:{quote(message_id, safe='')}")
+        if hit:
+            rows: Any = await r.xrange(stream, min=hit, max=hit)
+            if rows:
+                return _message(*_flat(rows[0]))
+        # Past the dedup window: search the retained messages, newest first.
+        end = "+"
+        while True:
+            rows = await r.xrevrange(stream, max=end, min="-", count=256)
+            for row in rows:
+                id_, flat = _flat(row)
+                m = _message(id_, flat)
+                if m.message_id == message_id:
+                    return m
+            if len(rows) < 256:
+                return None
+            end = "(" + rows[-1][0]
 
 
 def _flat(row: Any) -> tuple[str, list[str]]:

@@ -1,0 +1,154 @@
+"""Gateway nodes on a real local Redis Cluster (three masters, ``redis+cluster://``).
+
+The module starts its own cluster on free ports in a temporary directory. Missing
+``redis-server`` / ``redis-cli`` skips these tests, except in CI (``CI=true``) where it fails them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from redis.crc import key_slot
+from wsq_harness import Publisher, RedisCluster, make_settings, running_gateway, transfers
+
+from wsq.broker.base import START, Message, NewMessage
+from wsq.broker.redis import RedisBroker
+from wsq.config import BrokerConfig, Settings
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    c = RedisCluster(tmp_path_factory.mktemp("redis-cluster"))
+    c.start()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture
+def settings(cluster: RedisCluster) -> Settings:
+    return dataclasses.replace(make_settings(), broker=BrokerConfig(url=cluster.url))
+
+
+def spread_addresses(cluster: RedisCluster, per_master: int) -> dict[int, list[str]]:
+    """Fresh addresses of tenant acme, ``per_master`` on each master (by their keys' slot)."""
+    out: dict[int, list[str]] = {port: [] for port in cluster.ports}
+    while any(len(v) < per_master for v in out.values()):
+        address = f"spread.{uuid.uuid4().hex[:10]}"
+        owner = out[cluster.port_of(f"wsq:{{acme:{address}}}:s")]
+        if len(owner) < per_master:
+            owner.append(address)
+    return out
+
+
+async def test_published_on_one_node_is_received_on_another_on_every_master(
+    settings: Settings, cluster: RedisCluster
+) -> None:
+    by_master = spread_addresses(cluster, 2)
+    addresses = [a for group in by_master.values() for a in group]
+    async with running_gateway(settings) as a, running_gateway(settings) as b:
+        reader = await b.client(sub="reader")
+        await reader.begin(1)
+        for handle, address in enumerate(addresses):
+            await reader.subscribe(1, handle, address, credit=100)
+        publisher = Publisher(await a.client(sub="writer"))
+        sent: dict[int, list[str]] = {}
+        for handle, address in enumerate(addresses):
+            ids = await publisher.publish(address, f"{address}:0", f"{address}:1")
+            sent[handle] = ids
+        got = await transfers(reader, 2 * len(addresses))
+        for handle, address in enumerate(addresses):
+            mine = [t for t in got if t["handle"] == handle]
+            assert [t["id"] for t in mine] == sent[handle]
+            assert [t["body"] for t in mine] == [f"{address}:0", f"{address}:1"]
+            assert all(t["props"]["publisher"] == "writer" for t in mine)
+        await reader.nothing("transfer", wait=0.2)
+
+
+async def test_resume_on_another_node_and_queue_on_the_cluster(
+    settings: Settings, cluster: RedisCluster
+) -> None:
+    by_master = spread_addresses(cluster, 1)
+    async with running_gateway(settings) as b:
+        publisher = Publisher(await b.client(sub="writer"))
+        for address in (a for group in by_master.values() for a in group):
+            async with running_gateway(settings) as a:
+                reader = await a.client(sub="reader")
+                await reader.begin(1)
+                await reader.subscribe(1, 0, address, credit=100)
+                first = await publisher.publish(address, 0, 1)
+                seen = await transfers(reader, 2)
+                assert [t["id"] for t in seen] == first
+            missed = await publisher.publish(address, 2, 3)
+            again = await b.client(sub="reader")
+            await again.begin(1)
+            answer = await again.subscribe(1, 0, address, credit=100, **{"from": first[-1]})
+            assert answer["recovered"] is True
+            got = await transfers(again, 2)
+            assert [t["id"] for t in got] == missed
+            await again.close()
+
+
+def _move_slot(cluster: RedisCluster, key: str) -> tuple[int, int]:
+    """Move ``key``'s slot (with its keys) to another master, as a resharding does."""
+    slot = key_slot(key.encode())
+    src = cluster.port_of(key)
+    dst = next(p for p in cluster.ports if p != src)
+    with redis.Redis(port=src) as s, redis.Redis(port=dst) as d:
+        src_id = s.execute_command("CLUSTER", "MYID").decode()
+        dst_id = d.execute_command("CLUSTER", "MYID").decode()
+        d.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
+        s.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+        while keys := s.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+            s.execute_command("MIGRATE", "127.0.0.1", dst, "", 0, 5000, "KEYS", *keys)
+        for port in (dst, src, *(p for p in cluster.ports if p not in (src, dst))):
+            with redis.Redis(port=port) as r:
+                r.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+    return src, dst
+
+
+async def test_a_live_reader_follows_its_slot_to_another_master(cluster: RedisCluster) -> None:
+    settings = Settings(broker=BrokerConfig(url=cluster.url))
+    reader, writer = RedisBroker(settings), RedisBroker(settings)
+    await reader.start()
+    await writer.start()
+    address = f"moving.{uuid.uuid4().hex[:10]}"
+    got: list[Message] = []
+    try:
+        handle = reader.tail("acme", address, START, got.extend)
+        first = await writer.publish("acme", address, [NewMessage(str(i), "w") for i in range(3)])
+        await _eventually(lambda: len(got) >= 3)
+        src, dst = await asyncio.to_thread(_move_slot, cluster, f"wsq:{{acme:{address}}}:s")
+        assert cluster.port_of(f"wsq:{{acme:{address}}}:s") == dst != src
+        later = await writer.publish(
+            "acme", address, [NewMessage(str(i), "w") for i in range(3, 6)]
+        )
+        await _eventually(lambda: len(got) >= 6)
+        await asyncio.sleep(0.2)
+        assert [m.id for m in got] == [p.id for p in first + later]
+        assert [json.loads(m.body) for m in got] == list(range(6))
+        # The reader now listens on the new owner: its feed there holds the channel.
+        feeds = {name: f.subscribed for name, f in reader._feeds.items()}
+        channel = f"wsq:{{acme:{address}}}:p"
+        assert [name for name, subs in feeds.items() if channel in subs] == [f"127.0.0.1:{dst}"]
+        handle.close()
+    finally:
+        await reader.close()
+        await writer.close()
+
+
+async def _eventually(cond: Any, within: float = 15.0) -> None:
+    deadline = time.monotonic() + within
+    while not cond():
+        if time.monotonic() > deadline:
+            pytest.fail("condition not met in time")
+        await asyncio.sleep(0.02)
