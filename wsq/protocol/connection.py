@@ -116,6 +116,14 @@ def _opt_str(value: Any, name: str, limit: int = MAX_STRING_PROP) -> str | None:
     return value
 
 
+def _batch(frames: list[str]) -> str:
+    """``[f1,f2,…]`` with one copy of the frames (the list is consumed): the brackets go onto
+    the first and last frame instead of around the joined text, which would copy it twice."""
+    frames[0] = "[" + frames[0]
+    frames[-1] += "]"
+    return ",".join(frames)
+
+
 class ServerConnection:
     """The server end of one wsq.v1 connection."""
 
@@ -820,7 +828,7 @@ class ServerConnection:
         if self.out_bytes + n + 1 <= limit:
             self._out = []
             self.out_bytes = 0
-            return "[" + ",".join(out) + "]"
+            return _batch(out)
         # The longest prefix that fits (at least one frame): start from the estimate by the
         # mean frame size, then step; frames of similar size need a step or two.
         k = max(1, min(n, limit * n // (self.out_bytes + n)))
@@ -834,7 +842,7 @@ class ServerConnection:
         chunk = out[:k]
         del out[:k]
         self.out_bytes -= size - k - 1
-        return chunk[0] if k == 1 else "[" + ",".join(chunk) + "]"
+        return chunk[0] if k == 1 else _batch(chunk)
 
     def data_to_send(self, max_bytes: int | None = None) -> list[str]:
         """Every WebSocket message queued now (see ``next_message``)."""
