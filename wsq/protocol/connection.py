@@ -13,9 +13,9 @@ the caller for bad input.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from wsq.broker.base import Outcome, is_valid_position
 from wsq.exceptions import (
@@ -26,6 +26,7 @@ from wsq.exceptions import (
     Unauthorized,
     WsqError,
 )
+from wsq.fifo import Fifo
 from wsq.protocol import codec
 from wsq.protocol.addresses import compile_pattern, is_valid_address, is_valid_pattern
 from wsq.protocol.events import (
@@ -55,7 +56,6 @@ MIN_LEASE_MS = 100
 MAX_LEASE_MS = 86_400_000
 MAX_TTL_MS = 365 * 86_400_000
 _OUTCOMES = {o.value: o for o in Outcome}
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,50 +124,6 @@ def _batch(frames: list[str]) -> str:
     return ",".join(frames)
 
 
-class _Fifo(Generic[T]):
-    """A first-in first-out queue for the few items a connection holds at a time: a list and a
-    read index, 100-odd bytes where it is empty (a ``collections.deque`` takes 760)."""
-
-    __slots__ = ("_head", "_items")
-
-    def __init__(self) -> None:
-        self._items: list[T] = []
-        self._head = 0
-
-    def append(self, item: T) -> None:
-        self._items.append(item)
-
-    def extend(self, items: Iterable[T]) -> None:
-        self._items.extend(items)
-
-    def popleft(self) -> T:
-        items = self._items
-        head = self._head
-        item = items[head]
-        head += 1
-        if head == len(items):
-            self._items = []
-            head = 0
-        elif head >= 1024 and head * 2 >= len(items):
-            del items[:head]  # amortised: each item is moved at most once more
-            head = 0
-        self._head = head
-        return item
-
-    def peek(self) -> T:
-        return self._items[self._head]
-
-    def clear(self) -> None:
-        self._items = []
-        self._head = 0
-
-    def __bool__(self) -> bool:
-        return self._head < len(self._items)
-
-    def __len__(self) -> int:
-        return len(self._items) - self._head
-
-
 class ServerConnection:
     """The server end of one wsq.v1 connection."""
 
@@ -179,8 +135,8 @@ class ServerConnection:
         self._begun = 0
         # Frames received and not yet applied; events not yet taken. Not deques: an empty
         # deque holds a 64-slot block (760 bytes), and an idle connection keeps both.
-        self._pending: _Fifo[Any] = _Fifo()
-        self._events: _Fifo[Event] = _Fifo()
+        self._pending: Fifo[Any] = Fifo()
+        self._events: Fifo[Event] = Fifo()
         self._out: list[str] = []
         self.out_bytes = 0
         self._heartbeat_due = False
