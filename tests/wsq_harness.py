@@ -29,6 +29,7 @@ from wsq.app import create_app
 from wsq.auth import mint_token
 from wsq.broker.base import Broker
 from wsq.config import KeyConfig, ServerConfig, Settings, TenantConfig
+from wsq.ws_protocol import WS_PROTOCOL
 
 SECRET_ACME = "acme-secret-acme-secret-acme-secret-0001"
 SECRET_OTHER = "other-secret-other-secret-other-secret-02"
@@ -112,7 +113,7 @@ async def running_gateway(
         host="127.0.0.1",
         port=0,
         log_level="warning",
-        ws="websockets-sansio",
+        ws=WS_PROTOCOL,
         ws_max_size=4 * settings.server.max_frame_bytes,
         ws_ping_interval=None,
         ws_ping_timeout=None,

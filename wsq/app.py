@@ -14,9 +14,10 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from wsq import bridge
@@ -24,7 +25,7 @@ from wsq.auth import Authenticator, mint_token
 from wsq.broker.base import Broker
 from wsq.config import Settings, load_settings, settings_from_json
 from wsq.exceptions import ConfigError
-from wsq.gateway import Gateway, websocket_endpoint
+from wsq.gateway import Gateway, WebSocketEndpoint
 from wsq.hub import Hub
 
 log = logging.getLogger("wsq")
@@ -153,8 +154,7 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
             return JSONResponse({"error": "the JavaScript client is not built"}, status_code=404)
         return Response(JS_CLIENT.read_bytes(), media_type="text/javascript")
 
-    routes: list[Route | WebSocketRoute | Mount] = [
-        WebSocketRoute("/ws", websocket_endpoint),
+    routes: list[Route | Mount] = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/wsq-client.js", js_client),
@@ -165,10 +165,12 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
         routes.append(Route("/dev/token", dev_token))
     if STATIC_DIR.is_dir():
         routes.append(Mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="static"))
+    # /ws is served in front of the router: see wsq.gateway.WebSocketEndpoint.
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={HTTPException: bridge.http_exception},
+        middleware=[Middleware(WebSocketEndpoint, gateway=gateway)],
     )
     app.state.gateway = gateway
     return app

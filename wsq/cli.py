@@ -151,6 +151,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    from wsq.ws_protocol import WS_PROTOCOL
+
     server = settings.server
     uvicorn.run(
         APP_FACTORY,
@@ -158,7 +160,7 @@ def _serve(args: argparse.Namespace) -> int:
         host=server.host,
         port=server.port,
         workers=server.workers,
-        ws="websockets-sansio",
+        ws=WS_PROTOCOL,
         # Larger than our own limit, so that the gateway sees an oversized message and answers
         # wsq:frame-too-large itself instead of uvicorn closing the socket with 1009.
         ws_max_size=4 * server.max_frame_bytes,

@@ -1,21 +1,27 @@
 """The WebSocket endpoint: drives one ``ServerConnection`` per socket. I/O only.
 
-One reader (this task) feeds the protocol object and answers its events in order; one writer
-task drains the protocol's output, packing every frame queued since its last write into one
-WebSocket message. Heartbeats and token expiry are timers on the event loop, not tasks.
+One reader (the socket's ASGI task) feeds the protocol object and answers its events in order;
+a writer task, started only while there is output, drains the protocol's output, packing every
+frame queued since its last write into one WebSocket message. Heartbeats and token expiry are
+timers on the event loop, not tasks. An idle socket therefore holds one task, not two.
+
+The endpoint speaks raw ASGI (``WebSocketEndpoint``, in front of the Starlette app): no router,
+exception layers or ``WebSocket`` wrapper between uvicorn and the peer, whose coroutine frames
+every socket would keep for its lifetime and whose wrappers every send would pass through.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from wsq.auth import Authenticator, Principal
 from wsq.broker.base import Broker, NewMessage
@@ -98,7 +104,7 @@ class Gateway:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.no_peers.wait(), timeout_s)
 
-    @property
+    @functools.cached_property
     def limits(self) -> Limits:
         server = self.settings.server
         return Limits(
@@ -111,9 +117,32 @@ class Gateway:
 class Peer:
     """One client socket."""
 
-    def __init__(self, gateway: Gateway, ws: WebSocket) -> None:
+    __slots__ = (
+        "_close_code",
+        "_closing",
+        "_events_lock",
+        "_receive",
+        "_send",
+        "_tick_handle",
+        "_writer",
+        "conn",
+        "gateway",
+        "id",
+        "last_recv",
+        "last_sent",
+        "loop",
+        "outbox_cap",
+        "outlet",
+        "principal",
+        "scope",
+        "started",
+    )
+
+    def __init__(self, gateway: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
         self.gateway = gateway
-        self.ws = ws
+        self.scope = scope
+        self._receive = receive
+        self._send = send
         self.id = next(gateway.ids)
         self.loop = asyncio.get_running_loop()
         server = gateway.settings.server
@@ -127,10 +156,9 @@ class Peer:
         self.started = self.loop.time()
         self.last_recv = self.started
         self.last_sent = self.started
-        self._writer_wake = asyncio.Event()
+        # Runs while there is output to write (see _wake_writer); None when the socket is idle.
         self._writer: asyncio.Task[None] | None = None
         self._tick_handle: asyncio.TimerHandle | None = None
-        self._expiry_handle: asyncio.TimerHandle | None = None
         self._closing = False
         self._close_code = 1000
         # The reader and timer-driven closes both answer events: one at a time, in order.
@@ -139,18 +167,21 @@ class Peer:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def run(self) -> None:
-        offered = self.ws.scope.get("subprotocols") or []
+        offered = self.scope.get("subprotocols") or []
         if SUBPROTOCOL not in offered:
-            await self.ws.close(code=1002, reason="subprotocol wsq.v1 required")
+            await self._send(
+                {"type": "websocket.close", "code": 1002, "reason": "subprotocol wsq.v1 required"}
+            )
             return
-        await self.ws.accept(subprotocol=SUBPROTOCOL)
+        if (await self._receive())["type"] != "websocket.connect":
+            return  # gone before the handshake was answered
+        await self._send({"type": "websocket.accept", "subprotocol": SUBPROTOCOL})
         self.gateway.add_peer(self)
-        self._writer = self.loop.create_task(self._write_loop())
         self._schedule_tick()
         try:
             await self._read_loop()
-        except (WebSocketDisconnect, ConnectionError):
-            pass
+        except OSError:
+            pass  # the socket is gone (uvicorn's ClientDisconnected is an OSError)
         except Exception:
             log.exception("peer %d failed", self.id)
             self.conn.close(InternalError("internal error"))
@@ -158,7 +189,7 @@ class Peer:
             await self._shutdown()
 
     async def _read_loop(self) -> None:
-        receive = self.ws.receive
+        receive = self._receive
         conn = self.conn
         grace_deadline: float | None = None
         while True:
@@ -176,8 +207,8 @@ class Peer:
                     return
             else:
                 message = await receive()
-            if message["type"] == "websocket.disconnect":
-                return
+            if message["type"] != "websocket.receive":
+                return  # websocket.disconnect
             self.last_recv = self.loop.time()
             text = message.get("text")
             if text is None:
@@ -229,56 +260,56 @@ class Peer:
 
     async def _shutdown(self) -> None:
         self.gateway.remove_peer(self)
-        for handle in (self._tick_handle, self._expiry_handle):
-            if handle is not None:
-                handle.cancel()
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
         if self.conn.state not in (ConnectionState.CLOSED, ConnectionState.CLOSE_SENT):
             # The socket dropped without a close: end every link so the hub lets go.
             self.conn.close()
         await self._process_events()
-        if self._writer is not None:
-            self._writer_wake.set()
-            self._closing = True
+        self._closing = True
+        writer = self._writer
+        if writer is not None:
             try:
-                await asyncio.wait_for(self._writer, CLOSE_GRACE_S)
+                await asyncio.wait_for(writer, CLOSE_GRACE_S)
             except (TimeoutError, asyncio.CancelledError):
-                self._writer.cancel()
+                writer.cancel()
             except Exception:
                 pass
         await self._close_ws()
 
     async def _close_ws(self) -> None:
         with contextlib.suppress(Exception):  # already gone
-            await self.ws.close(code=self._close_code)
+            await self._send({"type": "websocket.close", "code": self._close_code})
 
     # -- writing ---------------------------------------------------------------------------
 
     def _wake_writer(self) -> None:
-        self._writer_wake.set()
+        """The protocol has output where it had none: start a writer unless one runs."""
+        if self._writer is None:
+            self._writer = self.loop.create_task(self._write_loop())
 
     async def _write_loop(self) -> None:
         conn = self.conn
-        send = self.ws.send_text
-        wake = self._writer_wake
+        send = self._send
         outlet = self.outlet
         low_water = outlet.high_water // 2
         hub = self.gateway.hub
         next_message = conn.next_message
-        while True:
-            await wake.wait()
-            wake.clear()
-            try:
-                # One message at a time: send() waits while the transport is full, and what
-                # waits meanwhile stays counted in out_bytes, where the hub sees it.
-                while (text := next_message(WRITE_BATCH_BYTES)) is not None:
-                    await send(text)
-                    self.last_sent = self.loop.time()
-                    if outlet.stalled and conn.out_bytes < low_water:
-                        hub.drained(outlet)
-            except Exception:
-                return  # the socket is gone; the reader notices
-            if self._closing and not conn.has_output:
-                return
+        try:
+            # One message at a time: send() waits while the transport is full, and what waits
+            # meanwhile stays counted in out_bytes, where the hub sees it. Output queued while a
+            # send waits is taken by the next round, so one writer serves the socket until
+            # nothing is left.
+            while (text := next_message(WRITE_BATCH_BYTES)) is not None:
+                await send({"type": "websocket.send", "text": text})
+                self.last_sent = self.loop.time()
+                if outlet.stalled and conn.out_bytes < low_water:
+                    hub.drained(outlet)
+        except Exception:
+            # The socket is gone; the reader notices. Keep this finished task as the writer,
+            # so that no other starts writing to a dead socket.
+            return
+        self._writer = None
 
     # -- timers ----------------------------------------------------------------------------
 
@@ -292,8 +323,18 @@ class Peer:
             interval = min(interval, client_idle / 4)
         return max(interval, 0.05)
 
-    def _schedule_tick(self) -> None:
-        self._tick_handle = self.loop.call_later(self._tick_interval(), self._tick)
+    def _schedule_tick(self, interval: float | None = None) -> None:
+        """The next tick: after ``interval``, or at the token's expiry if that comes first (one
+        timer per socket does both)."""
+        delay = self._tick_interval() if interval is None else interval
+        if self.principal is not None:
+            delay = min(delay, max(0.0, self.principal.exp - time.time()))
+        self._tick_handle = self.loop.call_later(delay, self._tick)
+
+    def _reschedule_tick(self) -> None:
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+        self._schedule_tick()
 
     def _tick(self) -> None:
         now = self.loop.time()
@@ -308,11 +349,14 @@ class Peer:
         if now - self.last_recv > server.idle_ms / 1000:
             self._fail(IdleTimeout(f"nothing received for {server.idle_ms} ms"))
             return
+        if self.principal is not None and time.time() >= self.principal.exp:
+            self._fail(TokenExpired("the token expired"))
+            return
         interval = self._tick_interval()
         # Sending whenever a tick finds a quarter-idle of silence keeps every gap under half.
         if conn.client_idle_ms and now - self.last_sent >= interval:
             conn.heartbeat()
-        self._tick_handle = self.loop.call_later(interval, self._tick)
+        self._schedule_tick(interval)
 
     def _fail(self, error: WsqError) -> None:
         """Close from a timer: the reader may be parked in receive(), so answer the events
@@ -329,16 +373,7 @@ class Peer:
         if self._writer is not None and not self._writer.done():
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(self._writer), CLOSE_GRACE_S)
-        with contextlib.suppress(Exception):
-            await self.ws.close(code=self._close_code)
-
-    def _arm_expiry(self, exp: int) -> None:
-        if self._expiry_handle is not None:
-            self._expiry_handle.cancel()
-        delay = max(0.0, exp - time.time())
-        self._expiry_handle = self.loop.call_later(
-            delay, lambda: self._fail(TokenExpired("the token expired"))
-        )
+        await self._close_ws()
 
     # -- events ----------------------------------------------------------------------------
 
@@ -365,11 +400,8 @@ class Peer:
                 "exp": principal.exp,
             }
         )
-        self._arm_expiry(principal.exp)
-        # The client's idle is known now: tick at its pace.
-        if self._tick_handle is not None:
-            self._tick_handle.cancel()
-        self._schedule_tick()
+        # The client's idle and the token's expiry are known now: tick at their pace.
+        self._reschedule_tick()
 
     async def _on_refresh(self, event: RefreshRequested) -> None:
         old = self.principal
@@ -383,7 +415,7 @@ class Peer:
             return
         self.principal = principal
         self.conn.accept_refresh(principal.exp)
-        self._arm_expiry(principal.exp)
+        self._reschedule_tick()  # the expiry moved
         for link in self.conn.links():
             if not self._allowed(link):
                 self.conn.detach(link, Forbidden(f"the new token does not allow {link.address}"))
@@ -468,13 +500,28 @@ class Peer:
         error = event.error
         if error is not None:
             self._close_code = _CLOSE_CODES.get(str(error.get("condition")), 1008)
-        self._writer_wake.set()
 
     def going_away(self) -> None:
         """The node drains: tell the client to reconnect elsewhere."""
         self._fail(GoingAway("the node is shutting down; reconnect"))
 
 
-async def websocket_endpoint(ws: WebSocket) -> None:
-    gateway: Gateway = ws.app.state.gateway
-    await Peer(gateway, ws).run()
+class WebSocketEndpoint:
+    """ASGI middleware that serves the wsq.v1 WebSocket at ``path`` itself and hands everything
+    else to the application behind it."""
+
+    def __init__(self, app: ASGIApp, gateway: Gateway, path: str = "/ws") -> None:
+        self.app = app
+        self.gateway = gateway
+        self.path = path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            path: str = scope["path"]
+            root: str = scope.get("root_path", "")
+            if root and path.startswith(root):
+                path = path[len(root) :]
+            if path == self.path:
+                await Peer(self.gateway, scope, receive, send).run()
+                return
+        await self.app(scope, receive, send)

@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
+from itertools import accumulate
 from typing import Any
 
 from wsq.broker.base import START, Broker, Delivery, Handle, Message, Outcome, parse_position
@@ -108,9 +110,12 @@ class Topic:
             return
         now_ms = int(time.time() * 1000)
         batch = [m for m in messages if m.expires_at is None or m.expires_at > now_ms]
+        # Encoded once for every link: the tails and their running byte counts.
+        tails = [copy_tail(m) for m in batch]
+        ends = list(accumulate(map(len, tails)))
         dropped: list[CopySub] = []
         for sub in live:
-            if not deliver_copy(sub, batch):
+            if not deliver_copy(sub, batch, tails, ends):
                 dropped.append(sub)
             elif last.pos > sub.cursor:
                 # Filtered-out and expired messages move the cursor too. Only forward: a sub
@@ -128,32 +133,87 @@ class Topic:
             self.tail = None
 
 
-def deliver_copy(sub: CopySub, messages: list[Message]) -> bool:
-    """Send what ``sub`` may take of ``messages`` (in order). False when it had to stop early
-    (no credit or no room); its cursor then names the last message it has seen."""
+def _pos(message: Message) -> tuple[int, int]:
+    return message.pos
+
+
+def deliver_copy(
+    sub: CopySub,
+    messages: list[Message],
+    tails: list[str] | None = None,
+    ends: list[int] | None = None,
+) -> bool:
+    """Send what ``sub`` may take of ``messages`` (in order) as one batch of transfers. False
+    when it had to stop early (no credit or no room); its cursor then names the last message
+    it has seen.
+
+    ``tails`` are the messages' encoded tails and ``ends`` their running byte counts, when the
+    caller shares them between links. The outbox room is checked as one transfer at a time
+    would: the transfer that crosses the high-water mark is the last one sent.
+    """
     link = sub.link
-    if link.state is not LinkState.ATTACHED:
+    if link.state is not LinkState.ATTACHED or not messages:
         # Detached by the protocol; the hub hears of it when the gateway reaches LinkEnded.
         return True
-    conn = sub.outlet.conn
-    high_water = sub.outlet.high_water
+    total = len(messages)
+    start = 0
+    if messages[0].pos <= sub.cursor:
+        # A catch-up read ran ahead of this (later) live batch: skip what the link has seen.
+        start = bisect_right(messages, sub.cursor, key=_pos)
+        if start == total:
+            return True
+    if tails is None:
+        tails = [copy_tail(m) for m in messages]
+        ends = None
     flt = link.filter
-    cursor = sub.cursor
-    for m in messages:
-        if m.pos <= cursor:
-            continue
-        if flt is not None and (m.subject is None or not flt.matches(m.subject)):
-            sub.cursor = m.pos
-            sub.cursor_id = m.id
-            continue
-        if link.credit <= 0:
+    chosen: list[int] | None = None  # indexes of the messages that pass the filter
+    if flt is None:
+        count = total - start
+    else:
+        chosen = [
+            i
+            for i in range(start, total)
+            if (subject := messages[i].subject) is not None and flt.matches(subject)
+        ]
+        count = len(chosen)
+    if count:
+        outlet = sub.outlet
+        conn = outlet.conn
+        credit = link.credit
+        room = outlet.high_water - conn.out_bytes
+        take = min(count, credit)
+        if take > 0 and room > 0:
+            if chosen is None:
+                picked = tails[start : start + take] if start or take < total else tails
+                if ends is None or start:
+                    ends = list(accumulate(map(len, picked)))
+            else:
+                picked = [tails[i] for i in chosen[:take]]
+                ends = list(accumulate(map(len, picked)))
+            # Each transfer adds the link's prefix and a delivery number to its tail.
+            extra = len(link.prefix) + 12
+            if ends[take - 1] + take * extra >= room:
+                # Sent one at a time, the first transfer that reaches the mark is the last.
+                sent = bisect_left(range(take), room, key=lambda i: ends[i] + (i + 1) * extra) + 1
+                picked = picked[:sent]
+            else:
+                sent = take
+            conn.send_transfers(link, picked)
+        else:
+            sent = 0
+        if sent < count:
+            # Stopped before the (sent + 1)th chosen message: the cursor names the one before it.
+            stop = start + sent if chosen is None else chosen[sent]
+            if stop > start:
+                seen = messages[stop - 1]
+                sub.cursor = seen.pos
+                sub.cursor_id = seen.id
+            if credit - sent > 0:
+                outlet.stalled.add(sub)
             return False
-        if conn.out_bytes >= high_water:
-            sub.outlet.stalled.add(sub)
-            return False
-        conn.send_transfer(link, copy_tail(m))
-        sub.cursor = m.pos
-        sub.cursor_id = m.id
+    last = messages[-1]
+    sub.cursor = last.pos
+    sub.cursor_id = last.id
     return True
 
 

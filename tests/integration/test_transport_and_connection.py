@@ -162,6 +162,15 @@ async def test_refresh_extends_the_connection_and_answers_the_new_expiry(gateway
     await client.close()
 
 
+async def test_a_refresh_to_a_token_that_expires_sooner_closes_at_the_new_expiry(
+    gateway: Gateway,
+) -> None:
+    client = await gateway.client(ttl_s=3600)
+    await client.send({"op": "refresh", "token": gateway.token(ttl_s=2)})
+    await client.expect("refresh")
+    await client.closed_with("wsq:token-expired", timeout=6)
+
+
 async def test_refresh_with_another_sub_closes_with_unauthorized(gateway: Gateway) -> None:
     client = await gateway.client(sub="alice")
     await client.send({"op": "refresh", "token": gateway.token("mallory")})

@@ -131,7 +131,7 @@ def test_serve_runs_uvicorn(
         "host": "0.0.0.0",
         "port": 9100,
         "workers": 3,
-        "ws": "websockets-sansio",
+        "ws": "wsq.ws_protocol:WebSocketProtocol",
         "ws_max_size": 4 * 65536,
         "ws_ping_interval": None,
         "ws_ping_timeout": None,

@@ -679,6 +679,58 @@ def test_many_transfers_go_out_in_one_batch() -> None:
     ]
 
 
+def test_a_batch_of_transfers_is_numbered_as_a_range_and_spends_one_credit_each() -> None:
+    h = opened()
+    a = h.attach_receiver(1, 0, credit=10)
+    b = h.attach_receiver(1, 1, credit=10)
+    h.conn.send_transfer(b, copy_tail(message("5-0", "b0")))
+    h.conn.send_transfers(a, [copy_tail(message(f"5-{i}", i)) for i in range(1, 4)])
+    h.conn.send_transfer(b, copy_tail(message("5-4", "b1")))
+    assert a.credit == 7 and b.credit == 8
+    assert [(f["handle"], f["delivery"], f["id"], f["body"]) for f in h.out()] == [
+        (1, 0, "5-0", "b0"),
+        (0, 1, "5-1", 1),
+        (0, 2, "5-2", 2),
+        (0, 3, "5-3", 3),
+        (1, 4, "5-4", "b1"),
+    ]
+    h.conn.send_transfers(a, [])
+    assert a.credit == 7 and h.out() == []
+
+
+def test_a_batch_of_transfers_is_the_same_frames_as_one_at_a_time() -> None:
+    one, many = opened(), opened()
+    tails = [copy_tail(message(f"5-{i}", {"n": i}, subject="a.b")) for i in range(50)]
+    link = one.attach_receiver(1, 7, settled=True, credit=50)
+    for tail in tails:
+        one.conn.send_transfer(link, tail)
+    many.conn.send_transfers(many.attach_receiver(1, 7, settled=True, credit=50), tails)
+    assert many.conn.out_bytes == one.conn.out_bytes
+    assert many.messages(max_bytes=2000) == one.messages(max_bytes=2000)
+
+
+def test_a_queue_larger_than_max_bytes_is_split_into_the_longest_batches_that_fit() -> None:
+    h = opened()
+    link = h.attach_receiver(1, 0, credit=1000)
+    # Frames of very different sizes: the split must not rely on the mean size.
+    bodies = ["x" * (7 if i % 5 else 300) for i in range(200)]
+    h.conn.send_transfers(link, [copy_tail(message(f"5-{i}", b)) for i, b in enumerate(bodies)])
+    messages = h.messages(max_bytes=1000)
+    sizes = [len(m) for m in messages]
+    assert all(s <= 1000 for s in sizes)
+    frames = [f for m in messages for f in (lambda v: v if isinstance(v, list) else [v])(decode(m))]
+    assert [f["body"] for f in frames] == bodies
+    # Each message but the last is as full as it can be: the next frame would not fit.
+    first_of = 0
+    for text in messages[:-1]:
+        value = decode(text)
+        count = len(value) if isinstance(value, list) else 1
+        following = frames[first_of + count]
+        assert len(text) + 1 + len(json.dumps(following, separators=(",", ":"))) > 1000
+        first_of += count
+    assert h.conn.out_bytes == 0
+
+
 def test_a_pre_settled_link_sends_settled_transfers_and_tracks_nothing() -> None:
     h = opened()
     link = h.attach_receiver(1, 0, mode="move", settled=True, credit=3)

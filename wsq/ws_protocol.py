@@ -1,0 +1,108 @@
+"""uvicorn's sans-I/O WebSocket protocol, trimmed for many idle sockets.
+
+uvicorn keeps per socket an ``asyncio.Queue`` of received messages (three deques and an
+``asyncio.Event`` with a fourth), an ``asyncio.Event`` for write flow control (a fifth), and the
+handshake's request and response with their headers, for the socket's whole life: about 9 KiB
+of a wsq connection's ~25. This subclass swaps the queue and the event for small equivalents
+with the interface uvicorn uses (one reader: the gateway's peer), and lets go of the handshake
+once it is answered. ``wsq serve`` and the test harness run uvicorn with it
+(``ws=WS_PROTOCOL``); the integration tests exercise it end to end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+from wsq.fifo import Fifo
+
+#: What uvicorn's ``ws`` setting takes to use this protocol.
+WS_PROTOCOL = "wsq.ws_protocol:WebSocketProtocol"
+
+
+class _Inbox:
+    """Received ASGI events for the app: ``put_nowait``, ``get`` and ``empty`` of an
+    ``asyncio.Queue``, for one reader at a time."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: Fifo[Any] = Fifo()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: Any) -> None:
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> Any:
+        while not self._items:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiter = waiter
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+        return self._items.popleft()
+
+    def empty(self) -> bool:
+        return not self._items
+
+
+class _Flag:
+    """``set``, ``clear``, ``is_set`` and ``wait`` of an ``asyncio.Event``, with no deque of
+    waiters while nobody waits (the common case: the transport is writable)."""
+
+    __slots__ = ("_value", "_waiters")
+
+    def __init__(self) -> None:
+        self._value = False
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def is_set(self) -> bool:
+        return self._value
+
+    def set(self) -> None:
+        self._value = True
+        waiters = self._waiters
+        if waiters:
+            self._waiters = None
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._value = False
+
+    async def wait(self) -> bool:
+        while not self._value:
+            waiter = asyncio.get_running_loop().create_future()
+            if self._waiters is None:
+                self._waiters = []
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if self._waiters is not None and waiter in self._waiters:
+                    self._waiters.remove(waiter)
+        return True
+
+
+class WebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's ``websockets-sansio`` protocol with less memory per socket (see the module)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.queue = _Inbox()  # type: ignore[assignment]
+        self.writable = _Flag()  # type: ignore[assignment]
+        self.writable.set()
+
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.accept" and self.handshake_complete:
+            # Read only while answering the handshake; headers and all, ~5 KiB per socket.
+            self.request = None  # type: ignore[assignment]
+            self.response = None  # type: ignore[assignment]
