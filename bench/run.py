@@ -349,6 +349,19 @@ def _wsq(broker: str, workers: int = 1) -> Callable[[Ctx], StartResult]:
     return start
 
 
+def _socketio(redis: bool, workers: int = 1) -> Callable[[Ctx], StartResult]:
+    def start(ctx: Ctx) -> StartResult:
+        port = free_port()
+        cmd = [sys.executable, str(BENCH / "peers" / "sio_server.py"), str(port)]
+        if redis:
+            cmd += ["--redis", ctx.redis()]
+        if workers > 1:
+            cmd += ["--workers", str(workers)]
+        return cmd, {}, port, lambda pid: Running(pid, f"ws://127.0.0.1:{port}", "socketio")
+
+    return start
+
+
 def _nats(ctx: Ctx) -> StartResult:
     port, ws_port = free_port(), free_port()
     conf = ctx.tmp / "nats.conf"
@@ -395,6 +408,19 @@ SYSTEMS: dict[str, System] = {
             workers=2,
         ),
         System("py-websockets", "websockets broadcast(), one frame per message", _py_broadcast),
+        System(
+            "socketio",
+            "python-socketio on uvicorn, emit to a room, one process",
+            _socketio(redis=False),
+            ("py:socketio",),
+        ),
+        System(
+            "socketio-redis-2w",
+            "python-socketio, AsyncRedisManager, 2 uvicorn workers",
+            _socketio(redis=True, workers=2),
+            ("py:socketio", "redis-server"),
+            workers=2,
+        ),
         System(
             "node-ws",
             "Node ws broadcaster, one frame per message",
@@ -805,7 +831,7 @@ def generator_note(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
-PYTHON_PEERS = ("py-websockets",)
+PYTHON_PEERS = ("py-websockets", "socketio", "socketio-redis-2w")
 
 
 def targets(rows: list[dict[str, Any]], sizes: dict[str, Any]) -> list[dict[str, Any]]:

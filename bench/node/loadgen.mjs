@@ -2,7 +2,7 @@
 // per-system adapter that only knows how to subscribe and how to publish a batch.
 //
 // Usage: node loadgen.mjs '<json spec>'
-//   spec: {adapter: "wsq"|"raw"|"nats", url, token?, scenario: "fanout"|"latency"|"idle",
+//   spec: {adapter: "wsq"|"raw"|"nats"|"socketio", url, token?, scenario: "fanout"|"latency"|"idle",
 //          address, subs, messages, batch, window, rate, duration, conns, concurrency, size,
 //          timeout}
 // Talks to the bench on stdout (one JSON object a line) and stdin:
@@ -229,7 +229,64 @@ const nats = {
   },
 };
 
-const adapter = { wsq, raw, nats }[spec.adapter];
+// Socket.IO (protocol 5) over Engine.IO v4, spoken directly on a raw WebSocket (transport=
+// websocket, no long-polling upgrade): what socket.io-client sends, without its per-message
+// event-emitter machinery in the generator. Subscribers join a room with an acknowledged "sub"
+// event; the publisher emits one "pub" event (one WebSocket message) per message, which the
+// server re-emits to the room: one Socket.IO packet per message and subscriber.
+const EIO_PING = 0x32; // '2': the server's heartbeat, answered with '3'
+const socketio = {
+  _connect(what) {
+    return new Promise((resolve, reject) => {
+      const ws = connect(spec.url + '/socket.io/?EIO=4&transport=websocket');
+      failOn(ws, reject, what);
+      const handshake = (buf) => {
+        const s = buf.toString();
+        if (s[0] === '0') {
+          ws.send('40'); // Engine.IO open -> Socket.IO CONNECT to the main namespace
+        } else if (s.startsWith('40')) {
+          ws.off('message', handshake);
+          resolve(ws);
+        } else if (s.startsWith('44')) {
+          reject(new Error(`${what}: ${s}`));
+        }
+      };
+      ws.on('message', handshake);
+    });
+  },
+  async subscribe(address) {
+    const ws = await socketio._connect('socket.io subscriber');
+    await new Promise((resolve) => {
+      const ack = (buf) => {
+        if (buf.indexOf('431') === 0) {
+          ws.off('message', ack);
+          resolve();
+        }
+      };
+      ws.on('message', ack);
+      ws.send(`421["sub",${JSON.stringify(address)}]`);
+    });
+    ws.on('message', (buf) => {
+      if (buf.length === 1 && buf[0] === EIO_PING) ws.send('3');
+      else received(buf);
+    });
+    return ws;
+  },
+  async publisher(address) {
+    const ws = await socketio._connect('socket.io publisher');
+    ws.on('message', (buf) => {
+      if (buf.length === 1 && buf[0] === EIO_PING) ws.send('3');
+    });
+    const to = JSON.stringify(address);
+    return {
+      async send(bodies) {
+        for (const b of bodies) ws.send(`42["pub",${to},${b}]`);
+      },
+    };
+  },
+};
+
+const adapter = { wsq, raw, nats, socketio }[spec.adapter];
 if (!adapter) throw new Error(`unknown adapter ${spec.adapter}`);
 
 // -- helpers ---------------------------------------------------------------------------------

@@ -22,11 +22,13 @@ ROWS = {
     "wsq-redis",
     "wsq-redis-2w",
     "py-websockets",
+    "socketio",
+    "socketio-redis-2w",
     "node-ws",
     "nats-ws",
 }
 # the rows that run on a Redis of their own report its commands per published message
-REDIS_ROWS = {"wsq-redis", "wsq-redis-2w"}
+REDIS_ROWS = {"wsq-redis", "wsq-redis-2w", "socketio-redis-2w"}
 MISSING_TOOLS = 3
 
 
