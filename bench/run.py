@@ -201,6 +201,7 @@ class Running:
     # helper processes a system needs (its Redis, its epmd): their CPU is reported apart
     aux_pids: tuple[int, ...] = ()
     redis_port: int | None = None
+    boot_s: float = 0.0  # from starting the server (and its helpers) to its answering
 
 
 @dataclass
@@ -378,6 +379,57 @@ def _nats(ctx: Ctx) -> StartResult:
     )
 
 
+RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+# TCP_NODELAY on the node's listeners (Web-STOMP's included), as ws, uvicorn and NATS have it
+ADVANCED = "[{kernel, [{inet_default_listen_options, [{nodelay, true}]}]}].\n"
+
+
+def _rabbitmq(ctx: Ctx) -> StartResult:
+    """A RabbitMQ node of our own (never the machine's service): its own node name, ports,
+    epmd, cookie (HOME), data, logs, config and plugins file, in the row's temp dir."""
+    base = ctx.tmp / "rabbitmq"
+    home = base / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    amqp, dist, stomp, ws, epmd = (free_port() for _ in range(5))
+    # Our own epmd on a free port: the node registers there, not with the machine's epmd.
+    ctx.spawn("epmd", ["epmd", "-address", "127.0.0.1", "-port", str(epmd)], epmd, report=False)
+    (base / "enabled_plugins").write_text("[rabbitmq_web_stomp].\n")
+    (base / "rabbitmq.conf").write_text(
+        f"listeners.tcp.1 = 127.0.0.1:{amqp}\n"
+        f"stomp.listeners.tcp.1 = 127.0.0.1:{stomp}\n"
+        f"web_stomp.tcp.port = {ws}\n"
+        "web_stomp.tcp.ip = 127.0.0.1\n"
+        "log.console = false\n"
+        "log.file.level = warning\n"
+    )
+    (base / "advanced.config").write_text(ADVANCED)
+    (base / "rabbitmq-env.conf").write_text("")
+    env = {
+        "HOME": str(home),
+        "RABBITMQ_NODENAME": "wsqbench@localhost",
+        "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+        "RABBITMQ_NODE_PORT": str(amqp),
+        "RABBITMQ_DIST_PORT": str(dist),
+        "ERL_EPMD_PORT": str(epmd),
+        "ERL_EPMD_ADDRESS": "127.0.0.1",
+        "RABBITMQ_CONF_ENV_FILE": str(base / "rabbitmq-env.conf"),
+        "RABBITMQ_CONFIG_FILE": str(base / "rabbitmq.conf"),
+        "RABBITMQ_ADVANCED_CONFIG_FILE": str(base / "advanced.config"),
+        "RABBITMQ_ENABLED_PLUGINS_FILE": str(base / "enabled_plugins"),
+        "RABBITMQ_MNESIA_BASE": str(base / "mnesia"),
+        "RABBITMQ_LOG_BASE": str(base / "log"),
+        "RABBITMQ_PID_FILE": str(base / "rabbitmq.pid"),
+        # the distribution port on loopback too (it binds every interface otherwise)
+        "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
+    }
+    return (
+        [RABBITMQ_SERVER],
+        env,
+        ws,
+        lambda pid: Running(pid, f"ws://127.0.0.1:{ws}/ws", "stomp"),
+    )
+
+
 SYSTEMS: dict[str, System] = {
     s.name: s
     for s in (
@@ -430,6 +482,13 @@ SYSTEMS: dict[str, System] = {
         System(
             "nats-ws", "nats-server WebSocket listener (NATS protocol)", _nats, ("nats-server",)
         ),
+        System(
+            "rabbitmq-stomp",
+            "RabbitMQ Web-STOMP, own node, /topic/ destination (STOMP 1.2)",
+            _rabbitmq,
+            ("epmd", RABBITMQ_SERVER),
+            boot_timeout=90.0,
+        ),
     )
 }
 
@@ -463,6 +522,7 @@ def _process(
 @contextlib.contextmanager
 def running(system: System, pin: bool, tmp: Path) -> Iterator[Running]:
     with contextlib.ExitStack() as stack:
+        t0 = time.monotonic()
         ctx = Ctx(tmp, pin, stack)
         cmd, extra_env, port, make = system.start(ctx)
         proc = stack.enter_context(_process(system.name, cmd, extra_env, pin, tmp))
@@ -473,6 +533,7 @@ def running(system: System, pin: bool, tmp: Path) -> Iterator[Running]:
         srv = make(proc.pid)
         srv.aux_pids = tuple(ctx.aux_pids)
         srv.redis_port = ctx.redis_port
+        srv.boot_s = time.monotonic() - t0
         yield srv
 
 
@@ -562,6 +623,7 @@ def measure(
 ) -> dict[str, Any]:
     row: dict[str, Any] = {"system": system.name, "what": system.what}
     with running(system, pin, tmp) as srv:
+        row["boot_s"] = srv.boot_s
         base = {
             "adapter": srv.adapter,
             "url": srv.url,
@@ -1003,7 +1065,6 @@ def _have(tool: str) -> bool:
 
         return importlib.util.find_spec(tool[3:]) is not None
     return shutil.which(tool) is not None
-
 
 
 def main(argv: list[str] | None = None) -> int:

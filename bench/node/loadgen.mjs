@@ -2,7 +2,7 @@
 // per-system adapter that only knows how to subscribe and how to publish a batch.
 //
 // Usage: node loadgen.mjs '<json spec>'
-//   spec: {adapter: "wsq"|"raw"|"nats"|"socketio", url, token?, scenario: "fanout"|"latency"|"idle",
+//   spec: {adapter: "wsq"|"raw"|"nats"|"socketio"|"stomp", url, token?, scenario: "fanout"|"latency"|"idle",
 //          address, subs, messages, batch, window, rate, duration, conns, concurrency, size,
 //          timeout}
 // Talks to the bench on stdout (one JSON object a line) and stdin:
@@ -286,7 +286,62 @@ const socketio = {
   },
 };
 
-const adapter = { wsq, raw, nats, socketio }[spec.adapter];
+// STOMP 1.2 over WebSocket (RabbitMQ Web-STOMP): SUBSCRIBE to /topic/<address> with a receipt,
+// the publisher SENDs a batch as many SEND frames in one WebSocket message (as NATS gets many
+// PUBs in one); the broker sends one MESSAGE frame per WebSocket message.
+const stomp = {
+  _connect(what) {
+    return new Promise((resolve, reject) => {
+      const ws = connect(spec.url, ['v12.stomp']);
+      failOn(ws, reject, what);
+      ws.on('open', () => ws.send(
+        'CONNECT\naccept-version:1.2\nhost:/\nlogin:guest\npasscode:guest\nheart-beat:0,0\n\n\0'));
+      const handshake = (buf) => {
+        if (buf.indexOf('CONNECTED') === 0) {
+          ws.off('message', handshake);
+          resolve(ws);
+        } else if (buf.indexOf('ERROR') === 0) {
+          reject(new Error(`${what}: ${buf}`));
+        }
+      };
+      ws.on('message', handshake);
+    });
+  },
+  async subscribe(address) {
+    const ws = await stomp._connect('stomp subscriber');
+    await new Promise((resolve, reject) => {
+      const receipt = (buf) => {
+        if (buf.indexOf('RECEIPT') === 0) {
+          ws.off('message', receipt);
+          resolve();
+        } else if (buf.indexOf('ERROR') === 0) {
+          reject(new Error(`stomp subscribe: ${buf}`));
+        }
+      };
+      ws.on('message', receipt);
+      ws.send(`SUBSCRIBE\nid:0\ndestination:/topic/${address}\nack:auto\nreceipt:sub\n\n\0`);
+    });
+    ws.on('message', received);
+    return ws;
+  },
+  async publisher(address) {
+    const ws = await stomp._connect('stomp publisher');
+    let refused = null;
+    ws.on('message', (buf) => {
+      if (buf.indexOf('ERROR') === 0) refused = String(buf);
+    });
+    const head = `SEND\ndestination:/topic/${address}\ncontent-type:application/json\n`;
+    return {
+      async send(bodies) {
+        if (refused) throw new Error(`stomp publish refused: ${refused}`);
+        ws.send(bodies.map(
+          (b) => `${head}content-length:${Buffer.byteLength(b)}\n\n${b}\0`).join(''));
+      },
+    };
+  },
+};
+
+const adapter = { wsq, raw, nats, socketio, stomp }[spec.adapter];
 if (!adapter) throw new Error(`unknown adapter ${spec.adapter}`);
 
 // -- helpers ---------------------------------------------------------------------------------

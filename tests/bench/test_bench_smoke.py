@@ -26,6 +26,7 @@ ROWS = {
     "socketio-redis-2w",
     "node-ws",
     "nats-ws",
+    "rabbitmq-stomp",
 }
 # the rows that run on a Redis of their own report its commands per published message
 REDIS_ROWS = {"wsq-redis", "wsq-redis-2w", "socketio-redis-2w"}
