@@ -430,6 +430,31 @@ def _rabbitmq(ctx: Ctx) -> StartResult:
     )
 
 
+def _mosquitto(ctx: Ctx) -> StartResult:
+    port = free_port()
+    conf = ctx.tmp / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\n"
+        "allow_anonymous true\n"
+        "persistence false\n"
+        # as every other peer (ws, uvicorn, NATS) does: no Nagle delay on small messages
+        "set_tcp_nodelay true\n"
+        # QoS 0 fan-out: never drop a subscriber's messages for a queue limit; the generator
+        # bounds what is in flight itself, as for every system.
+        "max_queued_messages 0\n"
+        "max_queued_bytes 0\n"
+        "log_type error\n"
+        "log_type warning\n"
+        "log_dest stderr\n"
+    )
+    return (
+        ["mosquitto", "-c", str(conf)],
+        {},
+        port,
+        lambda pid: Running(pid, f"tcp://127.0.0.1:{port}", "mqtt"),
+    )
+
+
 SYSTEMS: dict[str, System] = {
     s.name: s
     for s in (
@@ -488,6 +513,12 @@ SYSTEMS: dict[str, System] = {
             _rabbitmq,
             ("epmd", RABBITMQ_SERVER),
             boot_timeout=90.0,
+        ),
+        System(
+            "mosquitto-tcp",
+            "Mosquitto, MQTT 3.1.1 QoS 0 over plain TCP (Debian's has no WebSocket listener)",
+            _mosquitto,
+            ("mosquitto",),
         ),
     )
 }

@@ -2,7 +2,7 @@
 // per-system adapter that only knows how to subscribe and how to publish a batch.
 //
 // Usage: node loadgen.mjs '<json spec>'
-//   spec: {adapter: "wsq"|"raw"|"nats"|"socketio"|"stomp", url, token?, scenario: "fanout"|"latency"|"idle",
+//   spec: {adapter: "wsq"|"raw"|"nats"|"socketio"|"stomp"|"mqtt", url, token?, scenario: "fanout"|"latency"|"idle",
 //          address, subs, messages, batch, window, rate, duration, conns, concurrency, size,
 //          timeout}
 // Talks to the bench on stdout (one JSON object a line) and stdin:
@@ -13,6 +13,7 @@
 // Deliveries are counted without parsing: every message body carries the marker "b@", and a
 // subscriber counts its occurrences in each WebSocket message (one message per frame, or a batch
 // of many). Only the latency scenario reads the timestamps that follow it.
+import net from 'node:net';
 import { createInterface } from 'node:readline';
 import { performance } from 'node:perf_hooks';
 import WebSocket from 'ws';
@@ -341,7 +342,116 @@ const stomp = {
   },
 };
 
-const adapter = { wsq, raw, nats, socketio, stomp }[spec.adapter];
+// MQTT 3.1.1, QoS 0, over plain TCP (Debian 12's Mosquitto has no WebSocket listener: see
+// docs/performance.md). TCP has no message boundaries, so the subscriber cuts the stream at the
+// end of its last complete packet and counts markers in that prefix (a marker is never split).
+// The publisher writes a batch as many PUBLISH packets in one write.
+function mqttLength(n) {
+  const out = [];
+  do {
+    let byte = n % 128;
+    n = Math.floor(n / 128);
+    if (n > 0) byte |= 0x80;
+    out.push(byte);
+  } while (n > 0);
+  return Buffer.from(out);
+}
+function mqttString(s) {
+  const b = Buffer.from(s);
+  const len = Buffer.alloc(2);
+  len.writeUInt16BE(b.length);
+  return Buffer.concat([len, b]);
+}
+function mqttPacket(first, ...parts) {
+  const rest = Buffer.concat(parts);
+  return Buffer.concat([Buffer.from([first]), mqttLength(rest.length), rest]);
+}
+// The end of the last complete packet in buf (0 when none is complete).
+function mqttComplete(buf) {
+  let i = 0;
+  let end = 0;
+  while (i + 1 < buf.length) {
+    let len = 0;
+    let mul = 1;
+    let j = i + 1;
+    for (;;) {
+      if (j >= buf.length) return end;
+      const byte = buf[j++];
+      len += (byte & 0x7f) * mul;
+      mul *= 128;
+      if ((byte & 0x80) === 0) break;
+    }
+    if (j + len > buf.length) return end;
+    i = end = j + len;
+  }
+  return end;
+}
+let mqttClients = 0;
+const mqtt = {
+  _connect(what, onPacketData) {
+    const url = new URL(spec.url);
+    return new Promise((resolve, reject) => {
+      const sock = net.connect({ host: url.hostname, port: Number(url.port) });
+      sock.setNoDelay(true);
+      sock.terminate = () => sock.destroy();
+      failOn(sock, reject, what);
+      let pending = Buffer.alloc(0);
+      let connected = false;
+      sock.on('connect', () => {
+        const clientId = `wsq-bench-${process.pid}-${mqttClients++}`;
+        // CONNECT: protocol "MQTT" level 4, clean session, keep-alive 0 (off)
+        sock.write(mqttPacket(0x10, mqttString('MQTT'), Buffer.from([4, 0x02, 0, 0]),
+          mqttString(clientId)));
+      });
+      sock.on('data', (chunk) => {
+        const buf = pending.length ? Buffer.concat([pending, chunk]) : chunk;
+        const end = mqttComplete(buf);
+        pending = end < buf.length ? buf.subarray(end) : Buffer.alloc(0);
+        if (end === 0) return;
+        const done = buf.subarray(0, end);
+        if (!connected) {
+          if (done[0] !== 0x20 || done[3] !== 0) {
+            reject(new Error(`${what}: CONNACK refused (${done.subarray(0, 4).toString('hex')})`));
+            return;
+          }
+          connected = true;
+          resolve(sock);
+          if (end > 4) onPacketData(done.subarray(4));
+          return;
+        }
+        onPacketData(done);
+      });
+    });
+  },
+  async subscribe(address) {
+    let subacked = null;
+    let counting = false;
+    const sock = await mqtt._connect('mqtt subscriber', (data) => {
+      if (counting) received(data);
+      else if (data[0] === 0x90) subacked?.();
+    });
+    await new Promise((resolve) => {
+      subacked = resolve;
+      sock.write(mqttPacket(0x82, Buffer.from([0, 1]), mqttString(address), Buffer.from([0])));
+    });
+    counting = true;
+    return sock;
+  },
+  async publisher(address) {
+    const sock = await mqtt._connect('mqtt publisher', () => {});
+    const topic = mqttString(address);
+    return {
+      async send(bodies) {
+        const packets = bodies.map((b) => mqttPacket(0x30, topic, Buffer.from(b)));
+        if (!sock.write(Buffer.concat(packets))) {
+          await new Promise((r) => sock.once('drain', r));
+        }
+      },
+    };
+  },
+};
+
+const adapter = { wsq, raw, nats, socketio, stomp, mqtt }[spec.adapter];
 if (!adapter) throw new Error(`unknown adapter ${spec.adapter}`);
 
 // -- helpers ---------------------------------------------------------------------------------

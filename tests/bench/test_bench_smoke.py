@@ -27,6 +27,7 @@ ROWS = {
     "node-ws",
     "nats-ws",
     "rabbitmq-stomp",
+    "mosquitto-tcp",
 }
 # the rows that run on a Redis of their own report its commands per published message
 REDIS_ROWS = {"wsq-redis", "wsq-redis-2w", "socketio-redis-2w"}
