@@ -399,6 +399,10 @@ def _rabbitmq(ctx: Ctx) -> StartResult:
         f"stomp.listeners.tcp.1 = 127.0.0.1:{stomp}\n"
         f"web_stomp.tcp.port = {ws}\n"
         "web_stomp.tcp.ip = 127.0.0.1\n"
+        # Cowboy closes a WebSocket that has sent nothing for 60 s (its default): our
+        # subscribers send nothing once subscribed (heart-beats off, as for every peer), and a
+        # full run keeps them longer than that.
+        "web_stomp.ws_opts.idle_timeout = 3600000\n"
         "log.console = false\n"
         "log.file.level = warning\n"
     )
