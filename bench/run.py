@@ -1074,10 +1074,16 @@ def chart(rows: list[dict[str, Any]], path: Path) -> str | None:
             "#888888" if n == "ceiling" else "#d62728" if n.startswith("wsq") else "#1f77b4"
             for n in names
         ]
-        ax.barh(names, ratios, color=colors)
+        shown = [v for v in ratios if v > 0]
+        # ratios that span two decades (the slowest peers) read on a log axis
+        log = bool(shown) and max(shown) / min(shown) > 100
+        ax.barh(names, ratios, color=colors, left=min(shown) / 2 if log else 0)
+        if log:
+            ax.set_xscale("log")
         ax.axvline(1.0, color="black", linewidth=0.8)
         ax.invert_yaxis()
-        ax.set_title(f"{label}\n(x ceiling, {better} is better)", fontsize=10)
+        scale = ", log scale" if log else ""
+        ax.set_title(f"{label}\n(x ceiling, {better} is better{scale})", fontsize=10)
         for y, v in enumerate(ratios):
             ax.text(v, y, f" {v:.2f}", va="center", fontsize=8)
         ax.margins(x=0.25)
