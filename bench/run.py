@@ -14,11 +14,15 @@ per protocol):
   (at most ``window`` batches in flight); delivered messages/s, and the server tree's user+system
   CPU per delivery (from /proc/<pid>/stat of every process in the tree);
 - ``latency``: N subscribers, R messages/s for D seconds; publish->deliver p50/p99/max on the
-  client's clock, from a timestamp in the body.
+  client's clock, from a timestamp in the body;
+- for the rows on a Redis of their own (started by the bench on a free port, as are a RabbitMQ
+  node's epmd and everything else): Redis commands per published message at a low and a high
+  number of subscribers (INFO commandstats around one publish run).
 
 The server is pinned to CPU 0 and the generator to CPU 1 (``--no-pin`` to let them float), so
 that on a 2-core machine neither steals the other's core. Results: a table on stdout, and
 ``results.json``, ``results.md`` and ``results.png`` (matplotlib, when importable) in ``--out``.
+Exits 3 when a row's tool is missing (scripts/bench installs them), 1 when a row fails.
 """
 
 from __future__ import annotations
@@ -70,22 +74,24 @@ SIZES: dict[str, dict[str, Any]] = {
         cmd_subs_high=1000,
         cmd_messages=200,
     ),
+    # about a minute for every row (a few seconds each; use --only for fewer)
     "quick": dict(
         subs=50,
-        messages=1000,
+        messages=500,
         batch=100,
         window=32,
         rounds=3,
-        min_seconds=0.3,
+        min_seconds=0.2,
         lat_subs=50,
         rate=500,
-        duration=2.0,
-        conns=300,
+        duration=1.0,
+        conns=200,
         size=100,
         timeout=20.0,
         cmd_subs_low=10,
         cmd_subs_high=200,
         cmd_messages=100,
+        settle_ms=300,
     ),
     # the smoke test: only that every row completes
     "tiny": dict(
@@ -1113,7 +1119,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="small sizes, under a minute")
+    mode.add_argument("--quick", action="store_true", help="small sizes, about a minute")
     mode.add_argument("--tiny", action="store_true", help="a few seconds: for the smoke test")
     p.add_argument("--out", type=Path, default=BENCH / "results", help="results folder")
     p.add_argument("--only", help="comma-separated systems (default: all): " + ", ".join(SYSTEMS))
