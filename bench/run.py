@@ -14,11 +14,15 @@ per protocol):
   (at most ``window`` batches in flight); delivered messages/s, and the server tree's user+system
   CPU per delivery (from /proc/<pid>/stat of every process in the tree);
 - ``latency``: N subscribers, R messages/s for D seconds; publish->deliver p50/p99/max on the
-  client's clock, from a timestamp in the body.
+  client's clock, from a timestamp in the body;
+- for the rows on a Redis of their own (started by the bench on a free port, as are a RabbitMQ
+  node's epmd and everything else): Redis commands per published message at a low and a high
+  number of subscribers (INFO commandstats around one publish run).
 
 The server is pinned to CPU 0 and the generator to CPU 1 (``--no-pin`` to let them float), so
 that on a 2-core machine neither steals the other's core. Results: a table on stdout, and
 ``results.json``, ``results.md`` and ``results.png`` (matplotlib, when importable) in ``--out``.
+Exits 3 when a row's tool is missing (scripts/bench installs them), 1 when a row fails.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,20 +70,28 @@ SIZES: dict[str, dict[str, Any]] = {
         conns=2000,
         size=100,
         timeout=60.0,
+        cmd_subs_low=10,
+        cmd_subs_high=1000,
+        cmd_messages=200,
     ),
+    # about a minute for every row (a few seconds each; use --only for fewer)
     "quick": dict(
         subs=50,
-        messages=1000,
+        messages=500,
         batch=100,
         window=32,
         rounds=3,
-        min_seconds=0.3,
+        min_seconds=0.2,
         lat_subs=50,
         rate=500,
-        duration=2.0,
-        conns=300,
+        duration=1.0,
+        conns=200,
         size=100,
         timeout=20.0,
+        cmd_subs_low=10,
+        cmd_subs_high=200,
+        cmd_messages=100,
+        settle_ms=300,
     ),
     # the smoke test: only that every row completes
     "tiny": dict(
@@ -95,6 +107,9 @@ SIZES: dict[str, dict[str, Any]] = {
         conns=10,
         size=100,
         timeout=15.0,
+        cmd_subs_low=2,
+        cmd_subs_high=8,
+        cmd_messages=20,
         settle_ms=100,
     ),
 }
@@ -142,6 +157,16 @@ def tree_cpu_seconds(pid: int) -> float:
     return ticks / CLK_TCK
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User+system CPU of ``pid`` alone (not its children)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
 def tree_rss_bytes(pid: int) -> int:
     total = 0
     for p in process_tree(pid):
@@ -179,18 +204,82 @@ class Running:
     url: str
     adapter: str
     token: str = ""
+    # helper processes a system needs (its Redis, its epmd): their CPU is reported apart
+    aux_pids: tuple[int, ...] = ()
+    redis_port: int | None = None
+    boot_s: float = 0.0  # from starting the server (and its helpers) to its answering
+
+
+@dataclass
+class Ctx:
+    """What a system's start function gets: a temp dir, and a way to start helper processes
+    (a broker) that live as long as the row and are stopped after it."""
+
+    tmp: Path
+    pin: bool
+    stack: contextlib.ExitStack
+    aux_pids: list[int] = field(default_factory=list)
+    redis_port: int | None = None
+
+    def spawn(
+        self,
+        name: str,
+        cmd: list[str],
+        port: int,
+        env: dict[str, str] | None = None,
+        timeout: float = 20.0,
+        report: bool = True,
+    ) -> int:
+        """Start a helper process and wait for its port; with ``report`` its CPU is reported
+        in the row (a Redis), without it is not (an epmd)."""
+        proc = self.stack.enter_context(_process(name, cmd, env or {}, self.pin, self.tmp))
+        wait_port(port, proc, timeout)
+        if report:
+            self.aux_pids.append(proc.pid)
+        return proc.pid
+
+    def redis(self) -> str:
+        """A redis-server of our own on a free port, no persistence: its URL."""
+        if self.redis_port is None:
+            port = free_port()
+            self.spawn(
+                "redis",
+                [
+                    "redis-server",
+                    "--port",
+                    str(port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(self.tmp),
+                ],
+                port,
+            )
+            self.redis_port = port
+        return f"redis://127.0.0.1:{self.redis_port}/0"
+
+
+StartResult = tuple[list[str], dict[str, str], int, Callable[[int], Running]]
 
 
 @dataclass
 class System:
     name: str
     what: str
-    start: Callable[[Path], tuple[list[str], dict[str, str], int, Callable[[int], Running]]]
+    start: Callable[[Ctx], StartResult]
     needs: tuple[str, ...] = ()
+    # seconds the server may take to listen (a RabbitMQ node boots slowly)
+    boot_timeout: float = 20.0
+    # worker processes the server forks (uvicorn --workers): all must be up before measuring
+    workers: int = 1
 
 
-def _node(script: str, *flags: str) -> Callable[[Path], Any]:
-    def start(_tmp: Path) -> Any:
+def _node(script: str, *flags: str) -> Callable[[Ctx], StartResult]:
+    def start(_ctx: Ctx) -> StartResult:
         port = free_port()
         return (
             ["node", str(NODE_DIR / script), str(port), *flags],
@@ -206,7 +295,7 @@ def _node(script: str, *flags: str) -> Callable[[Path], Any]:
     return start
 
 
-def _py_broadcast(_tmp: Path) -> Any:
+def _py_broadcast(_ctx: Ctx) -> StartResult:
     port = free_port()
     cmd = [sys.executable, str(BENCH / "peers" / "ws_broadcast.py"), str(port)]
     return cmd, {}, port, lambda pid: Running(pid, f"ws://127.0.0.1:{port}", "raw")
@@ -242,28 +331,47 @@ def _wsq_token(env: dict[str, str]) -> str:
     return out.stdout.strip()
 
 
-def _wsq_memory(_tmp: Path) -> Any:
-    port = free_port()
-    env = _wsq_env()
-    token = _wsq_token(env)
-    cmd = [
-        str(VENV_BIN / "wsq"),
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--broker",
-        "memory://",
-        "--log-level",
-        "warning",
-    ]
-    return cmd, env, port, lambda pid: Running(pid, f"ws://127.0.0.1:{port}/ws", "wsq", token)
+def _wsq(broker: str, workers: int = 1) -> Callable[[Ctx], StartResult]:
+    def start(ctx: Ctx) -> StartResult:
+        url = ctx.redis() if broker == "redis" else "memory://"
+        port = free_port()
+        env = _wsq_env()
+        token = _wsq_token(env)
+        cmd = [
+            str(VENV_BIN / "wsq"),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--broker",
+            url,
+            "--log-level",
+            "warning",
+        ]
+        if workers > 1:
+            cmd += ["--workers", str(workers)]
+        return cmd, env, port, lambda pid: Running(pid, f"ws://127.0.0.1:{port}/ws", "wsq", token)
+
+    return start
 
 
-def _nats(tmp: Path) -> Any:
+def _socketio(redis: bool, workers: int = 1) -> Callable[[Ctx], StartResult]:
+    def start(ctx: Ctx) -> StartResult:
+        port = free_port()
+        cmd = [sys.executable, str(BENCH / "peers" / "sio_server.py"), str(port)]
+        if redis:
+            cmd += ["--redis", ctx.redis()]
+        if workers > 1:
+            cmd += ["--workers", str(workers)]
+        return cmd, {}, port, lambda pid: Running(pid, f"ws://127.0.0.1:{port}", "socketio")
+
+    return start
+
+
+def _nats(ctx: Ctx) -> StartResult:
     port, ws_port = free_port(), free_port()
-    conf = tmp / "nats.conf"
+    conf = ctx.tmp / "nats.conf"
     conf.write_text(
         f"listen: 127.0.0.1:{port}\n"
         "max_payload: 1048576\n"
@@ -274,6 +382,86 @@ def _nats(tmp: Path) -> Any:
         {},
         ws_port,
         lambda pid: Running(pid, f"ws://127.0.0.1:{ws_port}", "nats"),
+    )
+
+
+RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+# TCP_NODELAY on the node's listeners (Web-STOMP's included), as ws, uvicorn and NATS have it
+ADVANCED = "[{kernel, [{inet_default_listen_options, [{nodelay, true}]}]}].\n"
+
+
+def _rabbitmq(ctx: Ctx) -> StartResult:
+    """A RabbitMQ node of our own (never the machine's service): its own node name, ports,
+    epmd, cookie (HOME), data, logs, config and plugins file, in the row's temp dir."""
+    base = ctx.tmp / "rabbitmq"
+    home = base / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    amqp, dist, stomp, ws, epmd = (free_port() for _ in range(5))
+    # Our own epmd on a free port: the node registers there, not with the machine's epmd.
+    ctx.spawn("epmd", ["epmd", "-address", "127.0.0.1", "-port", str(epmd)], epmd, report=False)
+    (base / "enabled_plugins").write_text("[rabbitmq_web_stomp].\n")
+    (base / "rabbitmq.conf").write_text(
+        f"listeners.tcp.1 = 127.0.0.1:{amqp}\n"
+        f"stomp.listeners.tcp.1 = 127.0.0.1:{stomp}\n"
+        f"web_stomp.tcp.port = {ws}\n"
+        "web_stomp.tcp.ip = 127.0.0.1\n"
+        # Cowboy closes a WebSocket that has sent nothing for 60 s (its default): our
+        # subscribers send nothing once subscribed (heart-beats off, as for every peer), and a
+        # full run keeps them longer than that.
+        "web_stomp.ws_opts.idle_timeout = 3600000\n"
+        "log.console = false\n"
+        "log.file.level = warning\n"
+    )
+    (base / "advanced.config").write_text(ADVANCED)
+    (base / "rabbitmq-env.conf").write_text("")
+    env = {
+        "HOME": str(home),
+        "RABBITMQ_NODENAME": "wsqbench@localhost",
+        "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+        "RABBITMQ_NODE_PORT": str(amqp),
+        "RABBITMQ_DIST_PORT": str(dist),
+        "ERL_EPMD_PORT": str(epmd),
+        "ERL_EPMD_ADDRESS": "127.0.0.1",
+        "RABBITMQ_CONF_ENV_FILE": str(base / "rabbitmq-env.conf"),
+        "RABBITMQ_CONFIG_FILE": str(base / "rabbitmq.conf"),
+        "RABBITMQ_ADVANCED_CONFIG_FILE": str(base / "advanced.config"),
+        "RABBITMQ_ENABLED_PLUGINS_FILE": str(base / "enabled_plugins"),
+        "RABBITMQ_MNESIA_BASE": str(base / "mnesia"),
+        "RABBITMQ_LOG_BASE": str(base / "log"),
+        "RABBITMQ_PID_FILE": str(base / "rabbitmq.pid"),
+        # the distribution port on loopback too (it binds every interface otherwise)
+        "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
+    }
+    return (
+        [RABBITMQ_SERVER],
+        env,
+        ws,
+        lambda pid: Running(pid, f"ws://127.0.0.1:{ws}/ws", "stomp"),
+    )
+
+
+def _mosquitto(ctx: Ctx) -> StartResult:
+    port = free_port()
+    conf = ctx.tmp / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\n"
+        "allow_anonymous true\n"
+        "persistence false\n"
+        # as every other peer (ws, uvicorn, NATS) does: no Nagle delay on small messages
+        "set_tcp_nodelay true\n"
+        # QoS 0 fan-out: never drop a subscriber's messages for a queue limit; the generator
+        # bounds what is in flight itself, as for every system.
+        "max_queued_messages 0\n"
+        "max_queued_bytes 0\n"
+        "log_type error\n"
+        "log_type warning\n"
+        "log_dest stderr\n"
+    )
+    return (
+        ["mosquitto", "-c", str(conf)],
+        {},
+        port,
+        lambda pid: Running(pid, f"tcp://127.0.0.1:{port}", "mqtt"),
     )
 
 
@@ -292,8 +480,34 @@ SYSTEMS: dict[str, System] = {
             _node("ceiling.mjs", "--bare"),
             ("node",),
         ),
-        System("wsq-memory", "wsq serve, memory broker (wsq.v1)", _wsq_memory),
+        System("wsq-memory", "wsq serve, memory broker (wsq.v1)", _wsq("memory")),
+        System(
+            "wsq-redis",
+            "wsq serve, Redis broker (own redis-server), 1 worker (wsq.v1)",
+            _wsq("redis"),
+            ("redis-server",),
+        ),
+        System(
+            "wsq-redis-2w",
+            "wsq serve --workers 2, Redis broker (wsq.v1)",
+            _wsq("redis", workers=2),
+            ("redis-server",),
+            workers=2,
+        ),
         System("py-websockets", "websockets broadcast(), one frame per message", _py_broadcast),
+        System(
+            "socketio",
+            "python-socketio on uvicorn, emit to a room, one process",
+            _socketio(redis=False),
+            ("py:socketio",),
+        ),
+        System(
+            "socketio-redis-2w",
+            "python-socketio, AsyncRedisManager, 2 uvicorn workers",
+            _socketio(redis=True, workers=2),
+            ("py:socketio", "redis-server"),
+            workers=2,
+        ),
         System(
             "node-ws",
             "Node ws broadcaster, one frame per message",
@@ -303,34 +517,86 @@ SYSTEMS: dict[str, System] = {
         System(
             "nats-ws", "nats-server WebSocket listener (NATS protocol)", _nats, ("nats-server",)
         ),
+        System(
+            "rabbitmq-stomp",
+            "RabbitMQ Web-STOMP, own node, /topic/ destination (STOMP 1.2)",
+            _rabbitmq,
+            ("epmd", RABBITMQ_SERVER),
+            boot_timeout=90.0,
+        ),
+        System(
+            "mosquitto-tcp",
+            "Mosquitto, MQTT 3.1.1 QoS 0 over plain TCP (Debian's has no WebSocket listener)",
+            _mosquitto,
+            ("mosquitto",),
+        ),
     )
 }
 
 
 @contextlib.contextmanager
-def running(system: System, pin: bool, tmp: Path) -> Iterator[Running]:
-    cmd, extra_env, port, make = system.start(tmp)
-    env = {**os.environ, **extra_env} if extra_env else dict(os.environ)
+def _process(
+    name: str, cmd: list[str], extra_env: dict[str, str], pin: bool, tmp: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A server-side process on CPU 0, in its own session; its whole group stopped after."""
+    env = {**os.environ, **extra_env}
     if pin:
         cmd = ["taskset", "-c", "0", *cmd]
-    log = open(tmp / f"{system.name}.log", "wb")  # noqa: SIM115
+    log = open(tmp / f"{name}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
     try:
-        wait_port(port, proc)
-        if system.name.startswith("wsq"):
-            _wait_healthz(port)
-        yield make(proc.pid)
+        yield proc
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, 15)
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, 9)
             proc.wait()
         log.close()
+
+
+@contextlib.contextmanager
+def running(system: System, pin: bool, tmp: Path) -> Iterator[Running]:
+    with contextlib.ExitStack() as stack:
+        t0 = time.monotonic()
+        ctx = Ctx(tmp, pin, stack)
+        cmd, extra_env, port, make = system.start(ctx)
+        proc = stack.enter_context(_process(system.name, cmd, extra_env, pin, tmp))
+        wait_port(port, proc, system.boot_timeout)
+        if system.name.startswith("wsq"):
+            _wait_healthz(port)
+        _wait_processes(proc.pid, system.workers)
+        srv = make(proc.pid)
+        srv.aux_pids = tuple(ctx.aux_pids)
+        srv.redis_port = ctx.redis_port
+        srv.boot_s = time.monotonic() - t0
+        yield srv
+
+
+def _wait_processes(pid: int, count: int, timeout: float = 20.0) -> None:
+    """Until the server has forked ``count`` workers (multiprocessing spawns, as uvicorn does),
+    then a moment for the last to start accepting: connections must spread over all."""
+    if count <= 1:
+        return
+    deadline = time.monotonic() + timeout
+
+    def workers() -> int:
+        n = 0
+        for p in process_tree(pid):
+            with contextlib.suppress(OSError), open(f"/proc/{p}/cmdline", "rb") as f:
+                n += b"spawn_main" in f.read()
+        return n
+
+    while workers() < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the server has not {count} workers after {timeout} s")
+        time.sleep(0.1)
+    time.sleep(2.0)
 
 
 def _wait_healthz(port: int, timeout: float = 20.0) -> None:
@@ -350,10 +616,11 @@ def _wait_healthz(port: int, timeout: float = 20.0) -> None:
 
 
 def run_loadgen(
-    spec: dict[str, Any], server_pid: int, pin: bool, on_mark: Callable[[str], None] | None = None
+    spec: dict[str, Any], srv: Running, pin: bool, on_mark: Callable[[str], None] | None = None
 ) -> dict[str, Any]:
     """Run one scenario; sample the server's /proc at each mark. Answers the result, with
-    ``marks``: {name: {"cpu": s, "rss": bytes, "t": s, "gen_cpu": s}}."""
+    ``marks``: {name: {"cpu": s, "rss": bytes, "t": s, "gen_cpu": s, "aux_cpu": s}}."""
+    server_pid = srv.pid
     cmd = ["node", str(NODE_DIR / "loadgen.mjs"), json.dumps(spec)]
     if pin:
         cmd = ["taskset", "-c", "1", *cmd]
@@ -371,8 +638,11 @@ def run_loadgen(
             marks[name] = {
                 "t": time.monotonic(),
                 "cpu": tree_cpu_seconds(server_pid),
+                "cpu_by_pid": {p: process_cpu_seconds(p) for p in process_tree(server_pid)},
                 "rss": tree_rss_bytes(server_pid),
                 "gen_cpu": tree_cpu_seconds(proc.pid),
+                "aux_cpu": sum(tree_cpu_seconds(p) for p in srv.aux_pids),
+                "aux_rss": sum(tree_rss_bytes(p) for p in srv.aux_pids),
             }
             if on_mark is not None:
                 on_mark(name)
@@ -394,6 +664,7 @@ def measure(
 ) -> dict[str, Any]:
     row: dict[str, Any] = {"system": system.name, "what": system.what}
     with running(system, pin, tmp) as srv:
+        row["boot_s"] = srv.boot_s
         base = {
             "adapter": srv.adapter,
             "url": srv.url,
@@ -406,7 +677,7 @@ def measure(
         # idle first, on a fresh server
         r = run_loadgen(
             {**base, "scenario": "idle", "address": "bench.idle", "conns": sizes["conns"]},
-            srv.pid,
+            srv,
             pin,
         )
         before, after = r["marks"]["before"], r["marks"]["after"]
@@ -432,7 +703,7 @@ def measure(
                 "rounds": sizes["rounds"],
                 "min_seconds": sizes["min_seconds"],
             },
-            srv.pid,
+            srv,
             pin,
             profiler.on_mark if profiler else None,
         )
@@ -450,11 +721,75 @@ def measure(
                 "rate": sizes["rate"],
                 "duration": sizes["duration"],
             },
-            srv.pid,
+            srv,
             pin,
         )
         row["latency"] = _with_cpu(r, r.pop("marks"), r["delivered"])
+        if srv.redis_port is not None:
+            row["redis_commands"] = {
+                str(subs): redis_commands_per_message(srv, base, sizes, subs, pin)
+                for subs in (sizes["cmd_subs_low"], sizes["cmd_subs_high"])
+            }
     return row
+
+
+def _commandstats(port: int) -> dict[str, int]:
+    import redis  # wsq's own dependency, in the bench's venv
+
+    client = redis.Redis(host="127.0.0.1", port=port)
+    try:
+        stats = client.info("commandstats")
+    finally:
+        client.close()
+    return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
+
+
+def redis_commands_per_message(
+    srv: Running, base: dict[str, Any], sizes: dict[str, Any], subs: int, pin: bool
+) -> dict[str, Any]:
+    """Redis commands (INFO commandstats, all clients) per published message over one publish
+    run to ``subs`` subscribers: what a publish costs Redis, which must not grow with them."""
+    assert srv.redis_port is not None
+    stats: dict[str, dict[str, int]] = {}
+
+    def on_mark(name: str) -> None:
+        if name in ("start:0", "end:0"):
+            stats[name] = _commandstats(srv.redis_port)  # type: ignore[arg-type]
+
+    messages = sizes["cmd_messages"]
+    r = run_loadgen(
+        {
+            **base,
+            "scenario": "fanout",
+            "address": f"bench.cmds{subs}",
+            "subs": subs,
+            "messages": messages,
+            "batch": sizes["batch"],
+            "window": sizes["window"],
+            "rounds": 1,
+            "min_seconds": 0,
+        },
+        srv,
+        pin,
+        on_mark,
+    )
+    run = r["rounds"][0]
+    before, after = stats["start:0"], stats["end:0"]
+    # the INFO that read ``before`` is counted in ``after``: not the system's
+    calls = {
+        k: after[k] - before.get(k, 0)
+        for k in after
+        if k != "info" and after[k] - before.get(k, 0) > 0
+    }
+    total = sum(calls.values())
+    return {
+        "subs": subs,
+        "messages": messages,
+        "complete": run["complete"],
+        "commands": total,
+        "per_message": total / messages,
+        "by_command": dict(sorted(calls.items(), key=lambda kv: -kv[1])),
+    }
 
 
 def _median_round(r: dict[str, Any]) -> dict[str, Any]:
@@ -484,9 +819,24 @@ def _with_cpu(
     start, end = marks["start"], marks["end"]
     wall = max(end["t"] - start["t"], 1e-9)
     cpu = end["cpu"] - start["cpu"]
+    aux = end["aux_cpu"] - start["aux_cpu"]
     return r | {
         "server_cpu_s": cpu,
+        # each process's own CPU, busiest first: how the workers split the load
+        "cpu_s_by_process": sorted(
+            (
+                end["cpu_by_pid"][p] - start["cpu_by_pid"].get(p, 0.0)
+                for p in end["cpu_by_pid"]
+                if len(end["cpu_by_pid"]) > 1
+            ),
+            reverse=True,
+        ),
         "cpu_us_per_delivery": cpu * 1e6 / delivered if delivered else None,
+        "aux_cpu_s": aux,
+        # only rows with a helper process (their Redis) have one: its RSS is never 0
+        "aux_cpu_us_per_delivery": aux * 1e6 / delivered
+        if delivered and start["aux_rss"]
+        else None,
         "server_cpu_util": cpu / wall,
         "generator_cpu_util": (end["gen_cpu"] - start["gen_cpu"]) / wall,
     }
@@ -529,6 +879,7 @@ COLUMNS: list[tuple[str, str, tuple[str, str], str, str]] = [
     ("p99", "p99 ms", ("latency", "p99_ms"), "{:.2f}", "lower"),
     ("max", "max ms", ("latency", "max_ms"), "{:.1f}", "lower"),
     ("lat_cpu", "CPU us/deliv @rate", ("latency", "cpu_us_per_delivery"), "{:.2f}", "lower"),
+    ("redis_cpu", "+Redis CPU us/deliv", ("fanout", "aux_cpu_us_per_delivery"), "{:.2f}", "lower"),
     ("rss", "KiB/idle conn", ("idle", "kib_per_conn"), "{:.1f}", "lower"),
     ("connect", "connect/s", ("idle", "connects_per_s"), "{:,.0f}", "higher"),
 ]
@@ -583,76 +934,133 @@ def generator_note(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+PYTHON_PEERS = ("py-websockets", "socketio", "socketio-redis-2w")
+
+
 def targets(rows: list[dict[str, Any]], sizes: dict[str, Any]) -> list[dict[str, Any]]:
-    """Issue 7's targets for wsq on the memory broker that this run's rows can check."""
-    by = {r["system"]: r for r in rows}
-    wsq = by.get("wsq-memory")
-    if wsq is None or "error" in wsq:
-        return []
-
-    def ratio(path: tuple[str, str], other: str) -> float | None:
-        a, b = value(wsq, path), value(by.get(other, {}), path)
-        return a / b if a is not None and b else None
-
-    fan = ("fanout", "msgs_per_s")
+    """Issue 7's targets that this run's rows can check (wsq on the memory broker unless the
+    target names another row)."""
+    by = {r["system"]: r for r in rows if "error" not in r}
     out: list[dict[str, Any]] = []
 
-    def check(name: str, figure: float | None, goal: float, higher: bool, fmt: str) -> None:
-        met = None if figure is None else figure >= goal if higher else figure <= goal
+    def ratio(path: tuple[str, str], a: str, b: str) -> float | None:
+        x, y = value(by.get(a, {}), path), value(by.get(b, {}), path)
+        return x / y if x is not None and y else None
+
+    def check(name: str, figure: float | None, goal: float | None, higher: bool, fmt: str) -> None:
+        met = (
+            None if figure is None or goal is None else figure >= goal if higher else figure <= goal
+        )
         shown = "-" if figure is None else fmt.format(figure)
         out.append({"target": name, "figure": figure, "shown": shown, "met": met})
 
-    check("fan-out >= 0.6x ceiling", ratio(fan, "ceiling"), 0.6, True, "{:.2f}x")
-    check("fan-out >= 3x websockets broadcast()", ratio(fan, "py-websockets"), 3, True, "{:.2f}x")
-    check("fan-out >= 3x Node ws", ratio(fan, "node-ws"), 3, True, "{:.2f}x")
-    rate = sizes["lat_subs"] * sizes["rate"]
+    fan = ("fanout", "msgs_per_s")
+    cpu = ("fanout", "cpu_us_per_delivery")
+    p99 = ("latency", "p99_ms")
+    check("fan-out >= 0.6x ceiling", ratio(fan, "wsq-memory", "ceiling"), 0.6, True, "{:.2f}x")
     check(
-        f"p99 <= 25 ms at 50k deliveries/s (this run: {rate:,}/s)",
-        value(wsq, ("latency", "p99_ms")),
-        25,
-        False,
-        "{:.1f} ms",
+        "fan-out >= 3x websockets broadcast()",
+        ratio(fan, "wsq-memory", "py-websockets"),
+        3,
+        True,
+        "{:.2f}x",
     )
+    check("fan-out >= 3x Node ws", ratio(fan, "wsq-memory", "node-ws"), 3, True, "{:.2f}x")
+    rate = sizes["lat_subs"] * sizes["rate"]
+    for name in ("wsq-memory", "wsq-redis"):
+        check(
+            f"{name}: p99 <= 25 ms at 50k deliveries/s (this run: {rate:,}/s)",
+            value(by.get(name, {}), p99),
+            25,
+            False,
+            "{:.1f} ms",
+        )
     check(
         "<= 24 KiB RSS per idle connection",
-        value(wsq, ("idle", "kib_per_conn")),
+        value(by.get("wsq-memory", {}), ("idle", "kib_per_conn")),
         24,
         False,
         "{:.1f} KiB",
     )
-    cpu = ("fanout", "cpu_us_per_delivery")
+    peers = [p for p in PYTHON_PEERS if value(by.get(p, {}), cpu)]
+    best = min(peers, key=lambda p: value(by[p], cpu) or 0.0) if peers else None
     check(
-        "lowest CPU per delivery of the Python peers (x websockets)",
-        ratio(cpu, "py-websockets"),
+        f"lowest CPU per delivery of the Python peers (x {best or 'the best of them'})",
+        ratio(cpu, "wsq-memory", best) if best else None,
         1.0,
         False,
         "{:.2f}x",
     )
     check(
         "connect rate >= 0.5x websockets",
-        ratio(("idle", "connects_per_s"), "py-websockets"),
+        ratio(("idle", "connects_per_s"), "wsq-memory", "py-websockets"),
         0.5,
         True,
         "{:.2f}x",
     )
-    nats = ratio(fan, "nats-ws")
-    out.append(
-        {
-            "target": "fan-out vs NATS WebSocket (report only)",
-            "figure": nats,
-            "shown": "-" if nats is None else f"{nats:.2f}x",
-            "met": None,
-        }
+    check(
+        "wsq-redis: fan-out >= 0.8x wsq-memory",
+        ratio(fan, "wsq-redis", "wsq-memory"),
+        0.8,
+        True,
+        "{:.2f}x",
+    )
+    check(
+        "wsq-redis-2w: CPU per delivery <= 1.2x one worker's",
+        ratio(cpu, "wsq-redis-2w", "wsq-redis"),
+        1.2,
+        False,
+        "{:.2f}x",
+    )
+    for name in ("wsq-redis", "wsq-redis-2w"):
+        cmds = by.get(name, {}).get("redis_commands", {})
+        low, high = cmds.get(str(sizes["cmd_subs_low"])), cmds.get(str(sizes["cmd_subs_high"]))
+        growth = high["per_message"] / low["per_message"] if low and high else None
+        check(
+            f"{name}: Redis commands per message do not grow from {sizes['cmd_subs_low']} to "
+            f"{sizes['cmd_subs_high']} subscribers (ratio, <= 1.05)",
+            growth,
+            1.05,
+            False,
+            "{:.2f}x",
+        )
+    check(
+        "fan-out vs NATS WebSocket (report only)",
+        ratio(fan, "wsq-memory", "nats-ws"),
+        None,
+        True,
+        "{:.2f}x",
     )
     return out
 
 
 def targets_table(checks: list[dict[str, Any]]) -> str:
-    lines = ["| target (wsq-memory) | this run | met |", "|---|---|---|"]
+    lines = ["| target (wsq-memory unless named) | this run | met |", "|---|---|---|"]
     for c in checks:
         met = {True: "yes", False: "NO", None: "-"}[c["met"]]
         lines.append(f"| {c['target']} | {c['shown']} | {met} |")
     return "\n".join(lines)
+
+
+def redis_table(rows: list[dict[str, Any]], sizes: dict[str, Any]) -> str:
+    """Redis commands per published message (INFO commandstats), for the rows on Redis."""
+    low, high = str(sizes["cmd_subs_low"]), str(sizes["cmd_subs_high"])
+    lines = [
+        f"| system | Redis cmds/msg at {low} subs | at {high} subs | commands at {high} subs |",
+        "|---|---|---|---|",
+    ]
+    for row in rows:
+        cmds = row.get("redis_commands")
+        if not cmds:
+            continue
+        cells = [row["system"]]
+        for key in (low, high):
+            c = cmds.get(key)
+            cells.append("-" if c is None else f"{c['per_message']:.2f}")
+        top = cmds.get(high, {}).get("by_command", {})
+        cells.append(", ".join(f"{k} {v}" for k, v in list(top.items())[:8]) or "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def chart(rows: list[dict[str, Any]], path: Path) -> str | None:
@@ -672,10 +1080,16 @@ def chart(rows: list[dict[str, Any]], path: Path) -> str | None:
             "#888888" if n == "ceiling" else "#d62728" if n.startswith("wsq") else "#1f77b4"
             for n in names
         ]
-        ax.barh(names, ratios, color=colors)
+        shown = [v for v in ratios if v > 0]
+        # ratios that span two decades (the slowest peers) read on a log axis
+        log = bool(shown) and max(shown) / min(shown) > 100
+        ax.barh(names, ratios, color=colors, left=min(shown) / 2 if log else 0)
+        if log:
+            ax.set_xscale("log")
         ax.axvline(1.0, color="black", linewidth=0.8)
         ax.invert_yaxis()
-        ax.set_title(f"{label}\n(x ceiling, {better} is better)", fontsize=10)
+        scale = ", log scale" if log else ""
+        ax.set_title(f"{label}\n(x ceiling, {better} is better{scale})", fontsize=10)
         for y, v in enumerate(ratios):
             ax.text(v, y, f" {v:.2f}", va="center", fontsize=8)
         ax.margins(x=0.25)
@@ -688,13 +1102,24 @@ def chart(rows: list[dict[str, Any]], path: Path) -> str | None:
 
 # -- main ------------------------------------------------------------------------------------
 
+MISSING_TOOLS = 3  # the exit status when a peer's tool is not installed
+
+
+def _have(tool: str) -> bool:
+    """A command on PATH (or an absolute path), or ``py:module`` importable in this Python."""
+    if tool.startswith("py:"):
+        import importlib.util
+
+        return importlib.util.find_spec(tool[3:]) is not None
+    return shutil.which(tool) is not None
+
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="small sizes, under a minute")
+    mode.add_argument("--quick", action="store_true", help="small sizes, about a minute")
     mode.add_argument("--tiny", action="store_true", help="a few seconds: for the smoke test")
     p.add_argument("--out", type=Path, default=BENCH / "results", help="results folder")
     p.add_argument("--only", help="comma-separated systems (default: all): " + ", ".join(SYSTEMS))
@@ -728,13 +1153,13 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown systems: {', '.join(unknown)}")
     pin = args.pin and (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
-    missing = sorted({t for n in names for t in (*SYSTEMS[n].needs, "node") if not shutil.which(t)})
+    missing = sorted({t for n in names for t in (*SYSTEMS[n].needs, "node") if not _have(t)})
     if missing:
         print(
             f"bench: missing tools: {', '.join(missing)} (scripts/bench installs them)",
             file=sys.stderr,
         )
-        return 1
+        return MISSING_TOOLS
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = min(hard, max(soft, 4 * sizes["conns"] + 1024))
     resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
@@ -790,6 +1215,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{table(rows)}\n\nCPU use during the measured windows (1.0 = one core):\n\n"
         f"{generator_note(rows)}\n\n{targets_table(checks)}\n"
     )
+    redis = redis_table(rows, sizes)
+    if redis:
+        md += (
+            "\nRedis commands per published message (INFO commandstats over one publish run of "
+            f"{sizes['cmd_messages']} messages, every client of that Redis):\n\n{redis}\n"
+        )
     (args.out / "results.md").write_text(md)
     print(md)
     if args.chart:

@@ -2,7 +2,7 @@
 // per-system adapter that only knows how to subscribe and how to publish a batch.
 //
 // Usage: node loadgen.mjs '<json spec>'
-//   spec: {adapter: "wsq"|"raw"|"nats", url, token?, scenario: "fanout"|"latency"|"idle",
+//   spec: {adapter: "wsq"|"raw"|"nats"|"socketio"|"stomp"|"mqtt", url, token?, scenario: "fanout"|"latency"|"idle",
 //          address, subs, messages, batch, window, rate, duration, conns, concurrency, size,
 //          timeout}
 // Talks to the bench on stdout (one JSON object a line) and stdin:
@@ -13,6 +13,7 @@
 // Deliveries are counted without parsing: every message body carries the marker "b@", and a
 // subscriber counts its occurrences in each WebSocket message (one message per frame, or a batch
 // of many). Only the latency scenario reads the timestamps that follow it.
+import net from 'node:net';
 import { createInterface } from 'node:readline';
 import { performance } from 'node:perf_hooks';
 import WebSocket from 'ws';
@@ -229,7 +230,228 @@ const nats = {
   },
 };
 
-const adapter = { wsq, raw, nats }[spec.adapter];
+// Socket.IO (protocol 5) over Engine.IO v4, spoken directly on a raw WebSocket (transport=
+// websocket, no long-polling upgrade): what socket.io-client sends, without its per-message
+// event-emitter machinery in the generator. Subscribers join a room with an acknowledged "sub"
+// event; the publisher emits one "pub" event (one WebSocket message) per message, which the
+// server re-emits to the room: one Socket.IO packet per message and subscriber.
+const EIO_PING = 0x32; // '2': the server's heartbeat, answered with '3'
+const socketio = {
+  _connect(what) {
+    return new Promise((resolve, reject) => {
+      const ws = connect(spec.url + '/socket.io/?EIO=4&transport=websocket');
+      failOn(ws, reject, what);
+      const handshake = (buf) => {
+        const s = buf.toString();
+        if (s[0] === '0') {
+          ws.send('40'); // Engine.IO open -> Socket.IO CONNECT to the main namespace
+        } else if (s.startsWith('40')) {
+          ws.off('message', handshake);
+          resolve(ws);
+        } else if (s.startsWith('44')) {
+          reject(new Error(`${what}: ${s}`));
+        }
+      };
+      ws.on('message', handshake);
+    });
+  },
+  async subscribe(address) {
+    const ws = await socketio._connect('socket.io subscriber');
+    await new Promise((resolve) => {
+      const ack = (buf) => {
+        if (buf.indexOf('431') === 0) {
+          ws.off('message', ack);
+          resolve();
+        }
+      };
+      ws.on('message', ack);
+      ws.send(`421["sub",${JSON.stringify(address)}]`);
+    });
+    ws.on('message', (buf) => {
+      if (buf.length === 1 && buf[0] === EIO_PING) ws.send('3');
+      else received(buf);
+    });
+    return ws;
+  },
+  async publisher(address) {
+    const ws = await socketio._connect('socket.io publisher');
+    ws.on('message', (buf) => {
+      if (buf.length === 1 && buf[0] === EIO_PING) ws.send('3');
+    });
+    const to = JSON.stringify(address);
+    return {
+      async send(bodies) {
+        for (const b of bodies) ws.send(`42["pub",${to},${b}]`);
+      },
+    };
+  },
+};
+
+// STOMP 1.2 over WebSocket (RabbitMQ Web-STOMP): SUBSCRIBE to /topic/<address> with a receipt,
+// the publisher SENDs a batch as many SEND frames in one WebSocket message (as NATS gets many
+// PUBs in one); the broker sends one MESSAGE frame per WebSocket message.
+const stomp = {
+  _connect(what) {
+    return new Promise((resolve, reject) => {
+      const ws = connect(spec.url, ['v12.stomp']);
+      failOn(ws, reject, what);
+      ws.on('open', () => ws.send(
+        'CONNECT\naccept-version:1.2\nhost:/\nlogin:guest\npasscode:guest\nheart-beat:0,0\n\n\0'));
+      const handshake = (buf) => {
+        if (buf.indexOf('CONNECTED') === 0) {
+          ws.off('message', handshake);
+          resolve(ws);
+        } else if (buf.indexOf('ERROR') === 0) {
+          reject(new Error(`${what}: ${buf}`));
+        }
+      };
+      ws.on('message', handshake);
+    });
+  },
+  async subscribe(address) {
+    const ws = await stomp._connect('stomp subscriber');
+    await new Promise((resolve, reject) => {
+      const receipt = (buf) => {
+        if (buf.indexOf('RECEIPT') === 0) {
+          ws.off('message', receipt);
+          resolve();
+        } else if (buf.indexOf('ERROR') === 0) {
+          reject(new Error(`stomp subscribe: ${buf}`));
+        }
+      };
+      ws.on('message', receipt);
+      ws.send(`SUBSCRIBE\nid:0\ndestination:/topic/${address}\nack:auto\nreceipt:sub\n\n\0`);
+    });
+    ws.on('message', received);
+    return ws;
+  },
+  async publisher(address) {
+    const ws = await stomp._connect('stomp publisher');
+    let refused = null;
+    ws.on('message', (buf) => {
+      if (buf.indexOf('ERROR') === 0) refused = String(buf);
+    });
+    const head = `SEND\ndestination:/topic/${address}\ncontent-type:application/json\n`;
+    return {
+      async send(bodies) {
+        if (refused) throw new Error(`stomp publish refused: ${refused}`);
+        ws.send(bodies.map(
+          (b) => `${head}content-length:${Buffer.byteLength(b)}\n\n${b}\0`).join(''));
+      },
+    };
+  },
+};
+
+// MQTT 3.1.1, QoS 0, over plain TCP (Debian 12's Mosquitto has no WebSocket listener: see
+// docs/performance.md). TCP has no message boundaries, so the subscriber cuts the stream at the
+// end of its last complete packet and counts markers in that prefix (a marker is never split).
+// The publisher writes a batch as many PUBLISH packets in one write.
+function mqttLength(n) {
+  const out = [];
+  do {
+    let byte = n % 128;
+    n = Math.floor(n / 128);
+    if (n > 0) byte |= 0x80;
+    out.push(byte);
+  } while (n > 0);
+  return Buffer.from(out);
+}
+function mqttString(s) {
+  const b = Buffer.from(s);
+  const len = Buffer.alloc(2);
+  len.writeUInt16BE(b.length);
+  return Buffer.concat([len, b]);
+}
+function mqttPacket(first, ...parts) {
+  const rest = Buffer.concat(parts);
+  return Buffer.concat([Buffer.from([first]), mqttLength(rest.length), rest]);
+}
+// The end of the last complete packet in buf (0 when none is complete).
+function mqttComplete(buf) {
+  let i = 0;
+  let end = 0;
+  while (i + 1 < buf.length) {
+    let len = 0;
+    let mul = 1;
+    let j = i + 1;
+    for (;;) {
+      if (j >= buf.length) return end;
+      const byte = buf[j++];
+      len += (byte & 0x7f) * mul;
+      mul *= 128;
+      if ((byte & 0x80) === 0) break;
+    }
+    if (j + len > buf.length) return end;
+    i = end = j + len;
+  }
+  return end;
+}
+let mqttClients = 0;
+const mqtt = {
+  _connect(what, onPacketData) {
+    const url = new URL(spec.url);
+    return new Promise((resolve, reject) => {
+      const sock = net.connect({ host: url.hostname, port: Number(url.port) });
+      sock.setNoDelay(true);
+      sock.terminate = () => sock.destroy();
+      failOn(sock, reject, what);
+      let pending = Buffer.alloc(0);
+      let connected = false;
+      sock.on('connect', () => {
+        const clientId = `wsq-bench-${process.pid}-${mqttClients++}`;
+        // CONNECT: protocol "MQTT" level 4, clean session, keep-alive 0 (off)
+        sock.write(mqttPacket(0x10, mqttString('MQTT'), Buffer.from([4, 0x02, 0, 0]),
+          mqttString(clientId)));
+      });
+      sock.on('data', (chunk) => {
+        const buf = pending.length ? Buffer.concat([pending, chunk]) : chunk;
+        const end = mqttComplete(buf);
+        pending = end < buf.length ? buf.subarray(end) : Buffer.alloc(0);
+        if (end === 0) return;
+        const done = buf.subarray(0, end);
+        if (!connected) {
+          if (done[0] !== 0x20 || done[3] !== 0) {
+            reject(new Error(`${what}: CONNACK refused (${done.subarray(0, 4).toString('hex')})`));
+            return;
+          }
+          connected = true;
+          resolve(sock);
+          if (end > 4) onPacketData(done.subarray(4));
+          return;
+        }
+        onPacketData(done);
+      });
+    });
+  },
+  async subscribe(address) {
+    let subacked = null;
+    let counting = false;
+    const sock = await mqtt._connect('mqtt subscriber', (data) => {
+      if (counting) received(data);
+      else if (data[0] === 0x90) subacked?.();
+    });
+    await new Promise((resolve) => {
+      subacked = resolve;
+      sock.write(mqttPacket(0x82, Buffer.from([0, 1]), mqttString(address), Buffer.from([0])));
+    });
+    counting = true;
+    return sock;
+  },
+  async publisher(address) {
+    const sock = await mqtt._connect('mqtt publisher', () => {});
+    const topic = mqttString(address);
+    return {
+      async send(bodies) {
+        const packets = bodies.map((b) => mqttPacket(0x30, topic, Buffer.from(b)));
+        if (!sock.write(Buffer.concat(packets))) {
+          await new Promise((r) => sock.once('drain', r));
+        }
+      },
+    };
+  },
+};
+
+const adapter = { wsq, raw, nats, socketio, stomp, mqtt }[spec.adapter];
 if (!adapter) throw new Error(`unknown adapter ${spec.adapter}`);
 
 // -- helpers ---------------------------------------------------------------------------------
