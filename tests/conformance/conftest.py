@@ -40,8 +40,10 @@ async def memory_broker(settings: Settings) -> AsyncIterator[Broker]:
         await broker.close()
 
 
-#: The URL of this session's test Redis (set by the ``redis_server`` fixture).
+#: The URL of this session's test Redis and the seed URL of its test Redis Cluster (set by the
+#: ``redis_server`` and ``redis_cluster`` fixtures).
 REDIS_URL: list[str] = []
+CLUSTER_URL: list[str] = []
 
 
 @pytest.fixture(scope="session")
@@ -55,21 +57,6 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.stop()
 
 
-@asynccontextmanager
-async def redis_broker(settings: Settings) -> AsyncIterator[Broker]:
-    [url] = REDIS_URL
-    broker = RedisBroker(dataclasses.replace(settings, broker=BrokerConfig(url=url)))
-    await broker.start()
-    try:
-        yield broker
-    finally:
-        await broker.close()
-
-
-#: The seed URL of this session's test Redis Cluster (set by the ``redis_cluster`` fixture).
-CLUSTER_URL: list[str] = []
-
-
 @pytest.fixture(scope="session")
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster"))
@@ -81,15 +68,24 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         cluster.stop()
 
 
-@asynccontextmanager
-async def cluster_broker(settings: Settings) -> AsyncIterator[Broker]:
-    [url] = CLUSTER_URL
-    broker = RedisBroker(dataclasses.replace(settings, broker=BrokerConfig(url=url)))
-    await broker.start()
-    try:
-        yield broker
-    finally:
-        await broker.close()
+def _redis_broker_on(urls: list[str]) -> BrokerFactory:
+    """A factory of Redis brokers on the one URL a session fixture put in ``urls``."""
+
+    @asynccontextmanager
+    async def factory(settings: Settings) -> AsyncIterator[Broker]:
+        [url] = urls
+        broker = RedisBroker(dataclasses.replace(settings, broker=BrokerConfig(url=url)))
+        await broker.start()
+        try:
+            yield broker
+        finally:
+            await broker.close()
+
+    return factory
+
+
+redis_broker = _redis_broker_on(REDIS_URL)
+cluster_broker = _redis_broker_on(CLUSTER_URL)
 
 
 #: One entry per broker implementation (and Redis deployment).
