@@ -1004,8 +1004,12 @@ export class Client extends Emitter {
     return Math.floor(Math.random() * ceiling);
   }
 
+  /** The token to send now: the static one or the token function's answer, never empty. */
   async _token_() {
-    return typeof this._token === "function" ? await this._token() : this._token;
+    const token = typeof this._token === "function" ? await this._token() : this._token;
+    if (typeof token !== "string" || token === "")
+      throw new TypeError("the token function answered no token");
+    return token;
   }
 
   async _connect() {
@@ -1016,8 +1020,6 @@ export class Client extends Emitter {
     let token;
     try {
       token = await this._token_();
-      if (typeof token !== "string" || token === "")
-        throw new TypeError("the token function answered no token");
     } catch (error) {
       if (this._closed || seq !== this._connectSeq) return;
       this[EMIT](
@@ -1424,8 +1426,6 @@ export class Client extends Emitter {
     let token;
     try {
       token = await this._token_();
-      if (typeof token !== "string" || token === "")
-        throw new TypeError("the token function answered no token");
     } catch (error) {
       if (this._conn !== conn || !conn.usable) return;
       this[EMIT](
