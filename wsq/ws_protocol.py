@@ -14,12 +14,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from wsq.fifo import Fifo
 
 #: What uvicorn's ``ws`` setting takes to use this protocol.
 WS_PROTOCOL = "wsq.ws_protocol:WebSocketProtocol"
+#: How long our close may wait for a client that stopped reading before the socket is dropped.
+CLOSE_WRITE_TIMEOUT_S = 2.0
 
 
 class _Inbox:
@@ -101,8 +104,31 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         self.writable.set()
 
     async def send(self, message: Any) -> None:
+        if message["type"] == "websocket.close" and self.handshake_complete:
+            await self._send_close(message)
+            return
         await super().send(message)
         if message["type"] == "websocket.accept" and self.handshake_complete:
             # Read only while answering the handshake; headers and all, ~5 KiB per socket.
             self.request = None  # type: ignore[assignment]
             self.response = None  # type: ignore[assignment]
+
+    async def _send_close(self, message: Any) -> None:
+        """uvicorn waits without end to write a close to a client that stopped reading (the
+        transport stays paused), and once written closes the transport gently, which waits
+        without end to flush it: either way the socket, and the app's task, live forever.
+        Here the close waits a bounded time to be written, and the socket is dropped if the
+        client has not let it go ``close_timeout`` later."""
+        if not self.writable.is_set() and not self.disconnected:
+            try:
+                await asyncio.wait_for(self.writable.wait(), CLOSE_WRITE_TIMEOUT_S)
+            except TimeoutError:
+                self.transport.abort()  # connection_lost wakes the app's receive()
+                raise ClientDisconnected() from None
+        await super().send(message)
+        if not self.disconnected:
+            self.loop.call_later(self.close_timeout, self._abort_if_open)
+
+    def _abort_if_open(self) -> None:
+        if not self.disconnected:
+            self.transport.abort()
