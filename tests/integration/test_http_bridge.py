@@ -308,6 +308,18 @@ async def test_claim_with_an_empty_body_uses_the_defaults(
     assert r.status_code == 201 and r.json()["group"] == "default"
 
 
+@pytest.mark.parametrize("body", [b"\n", b"  ", b"null"])
+async def test_claim_with_a_body_that_is_not_an_object_is_refused(
+    http: httpx.AsyncClient, address: str, body: bytes
+) -> None:
+    await http.post(url(address), json={"body": 1})
+    r = await http.post(
+        url(address, "claims"), content=body, headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 400
+    assert r.json()["error"]["condition"] == "wsq:invalid-frame"
+
+
 async def test_groups_are_independent_and_filters_leave_the_rest(
     http: httpx.AsyncClient, address: str
 ) -> None:
