@@ -376,6 +376,43 @@ async def test_an_idle_address_disappears_with_all_its_keys(
         await broker.close()
 
 
+async def _consumers(redis: Redis, address: str, group: str) -> dict[str, int]:
+    """The group's consumers in Redis and how many messages each holds."""
+    rows = await redis.xinfo_consumers(f"wsq:{{acme:{address}}}:s", group)
+    return {row["name"]: row["pending"] for row in rows}
+
+
+async def test_consumers_whose_leases_ran_out_do_not_pile_up(
+    settings: Settings, redis: Redis, address: str
+) -> None:
+    # An HTTP claim is its own consumer; a worker that never settles leaves it behind. On a busy
+    # address (claims all the time) the expired leases go back to the group: so must the names.
+    broker = RedisBroker(settings)
+    await broker.start()
+    try:
+        await broker.publish("acme", address, [NewMessage("1", "w"), NewMessage("2", "w")])
+        # A WebSocket link's consumer that holds a lease that does not run out is kept.
+        [kept] = await broker.claim("acme", address, "g", "node-1-2-3", 1, 60_000)
+        for i in range(12):
+            [d] = await broker.claim("acme", address, "g", f"http-g~abandoned{i}", 1, 100)
+            assert d.redelivered == i
+            await asyncio.sleep(0.15)  # the lease runs out, nobody settles
+        consumers = await _consumers(redis, address, "g")
+        # Held: the live link's lease and the newest claim's (expired, not yet reclaimed).
+        assert consumers.get("node-1-2-3") == 1
+        assert consumers.get("http-g~abandoned11") == 1
+        abandoned = sorted(c for c in consumers if c.startswith("http-"))
+        assert abandoned == ["http-g~abandoned11"], consumers
+        assert set(consumers) <= {"node-1-2-3", "http-g~abandoned11", "~ready", "~delay"}
+        # The message whose leases ran out is still served, counted, to the next claimer.
+        [again] = await broker.claim("acme", address, "g", "http-g~last", 1, 60_000)
+        assert again.redelivered == 12
+        assert kept.message.id != again.message.id
+        assert "http-g~abandoned11" not in await _consumers(redis, address, "g")
+    finally:
+        await broker.close()
+
+
 async def test_a_release_on_one_process_wakes_the_group_on_another(
     redis_server: RedisServer, address: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
