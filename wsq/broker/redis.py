@@ -640,6 +640,12 @@ class RedisBroker(Broker):
         # Notices: sharded on a cluster, so each goes to its slot's shard only.
         self._pub = "SPUBLISH" if self._cluster else "PUBLISH"
         self._redis: Redis | RedisCluster | None = None
+        # The publish script's own client, with redis-py's retries off: a connection lost after
+        # the script was sent may have stored the batch, and running it again would store the
+        # messages without a message_id twice. The caller gets BrokerUnavailable and retries
+        # with its message_ids (dedup answers the first positions). Reads, claims and settles
+        # go through ``_redis``, which retries.
+        self._once: Redis | RedisCluster | None = None
         self._node_kwargs: dict[str, Any] = {}  # credentials for connections to cluster nodes
         self._limit = asyncio.Semaphore(MAX_CONNECTIONS)
         self._scripts: dict[str, AsyncScript] = {}
@@ -675,7 +681,8 @@ class RedisBroker(Broker):
     async def start(self) -> None:
         self._closed = False
         if self._redis is None:
-            self._redis = self._connect()
+            self._redis = self._connect(retries=2)
+            self._once = self._connect(retries=0)
             for name, text in (
                 ("publish", _LUA_PUBLISH),
                 ("read", _LUA_READ),
@@ -696,7 +703,9 @@ class RedisBroker(Broker):
                     loop.create_task(self._sync_forever(feed)),
                 ]
 
-    def _connect(self) -> Redis | RedisCluster:
+    def _connect(self, retries: int) -> Redis | RedisCluster:
+        """A client; ``retries``: times redis-py sends a command again after a connection error
+        or timeout (only for what may safely run twice)."""
         if not self._cluster:
             # Bounded: a burst of reads waits for a connection rather than opening thousands.
             pool = BlockingConnectionPool.from_url(
@@ -707,7 +716,7 @@ class RedisBroker(Broker):
                 protocol=2,  # scripts answer RESP2 arrays; one shape to parse
                 socket_timeout=5.0,
                 socket_connect_timeout=2.0,
-                retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
+                retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries),
             )
             return Redis(connection_pool=pool)
         # redis+cluster://[user:password@]host:port: any node; the client learns the others.
@@ -726,6 +735,11 @@ class RedisBroker(Broker):
             protocol=2,
             socket_timeout=5.0,
             socket_connect_timeout=2.0,
+            # Node connections never retry (redis-py sets that); the cluster level, which
+            # refreshes the slot map and sends the command again, keeps its default unless
+            # retries are off. Redirections (MOVED, ASK: the command did not run) are followed
+            # either way.
+            retry=None if retries else Retry(NoBackoff(), 0),
             **self._node_kwargs,
         )
 
@@ -754,13 +768,13 @@ class RedisBroker(Broker):
             if gw.timer is not None:
                 gw.timer.cancel()
                 gw.timer = None
-        if self._redis is not None:
-            r, self._redis = self._redis, None
-            self._topology_known = False
+        self._topology_known = False
+        for r in (self._redis, self._once):
             if isinstance(r, RedisCluster):
                 await r.aclose()
-            else:
+            elif r is not None:
                 await r.aclose(close_connection_pool=True)
+        self._redis = self._once = None
 
     async def ready(self) -> bool:
         """Redis answers: the server, or on a cluster every primary (any address may live on
@@ -789,10 +803,16 @@ class RedisBroker(Broker):
             cfg = TenantConfig(name=name, issuer=name, keys=())
         return cfg
 
-    async def _run(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def _run(
+        self,
+        script: str,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        client: Redis | RedisCluster | None = None,
+    ) -> Any:
         try:
             async with self._limit:
-                return await self._scripts[script](keys=keys, args=args)
+                return await self._scripts[script](keys=keys, args=args, client=client)
         except _DOWN as exc:
             raise BrokerUnavailable(f"Redis is unavailable: {exc}") from exc
         except KeyError as exc:
@@ -862,7 +882,8 @@ class RedisBroker(Broker):
                 k = len(keys)
             fields = _fields(nm)
             args += (k, len(fields), *fields)
-        status, *rows = await self._run("publish", keys, args)
+        # Never sent twice by redis-py (see ``_once``).
+        status, *rows = await self._run("publish", keys, args, self._once)
         if status == 2:
             raise IdempotencyKeyReused("the Idempotency-Key was used for another request")
         out = [Published(str(id_), duplicate=bool(dup)) for id_, dup in rows]
