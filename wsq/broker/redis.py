@@ -217,22 +217,48 @@ return out
 """
 )
 
-# KEYS: stream, meta. ARGV: maxlen, maxage, idle, after, count. -> {now, dropped, entries}
+# KEYS: stream, meta. ARGV: maxlen, maxage, idle, after, count, max bytes (0: no budget), 1 when
+# the first unexpired entry comes whatever its size. -> {now, dropped, entries, 1 when stopped at
+# the budget, bytes counted}. Under a budget the entries are read 16 at a time, so the script
+# holds no more than that beyond what it answers. An entry's size is its body and headers (the
+# fields that can be large); expired entries come (counted in ``count``) but do not count.
 _LUA_READ = (
     _LUA_COMMON
     + _LUA_TRIM
     + """
 local s, meta = KEYS[1], KEYS[2]
 local now = now_ms()
-if redis.call('EXISTS', s) == 0 then return {now, false, {}} end
+if redis.call('EXISTS', s) == 0 then return {now, false, {}, 0, 0} end
 trim(s, meta, tonumber(ARGV[1]), tonumber(ARGV[2]), now)
 redis.call('PEXPIRE', s, ARGV[3])
 redis.call('PEXPIRE', meta, ARGV[3])
 local entries = {}
-if tonumber(ARGV[5]) > 0 then
-  entries = redis.call('XRANGE', s, '(' .. ARGV[4], '+', 'COUNT', ARGV[5])
+local want, budget, one = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7] == '1'
+local full, used = 0, 0
+if want > 0 and budget <= 0 then
+  entries = redis.call('XRANGE', s, '(' .. ARGV[4], '+', 'COUNT', want)
+elseif want > 0 then
+  local start = '(' .. ARGV[4]
+  while #entries < want and full == 0 do
+    local n = math.min(want - #entries, 16)
+    local page = redis.call('XRANGE', s, start, '+', 'COUNT', n)
+    for _, e in ipairs(page) do
+      if not expired(e[1], e[2], now) then
+        local size = #(field(e[2], 'b') or '') + #(field(e[2], 'h') or '')
+        if used + size > budget and not one then
+          full = 1
+          break
+        end
+        used = used + size
+        one = false
+      end
+      entries[#entries + 1] = e
+    end
+    if #page < n then break end
+    start = '(' .. page[#page][1]
+  end
 end
-return {now, redis.call('HGET', meta, 'dropped'), entries}
+return {now, redis.call('HGET', meta, 'dropped'), entries, full, used}
 """
 )
 
@@ -909,7 +935,9 @@ class RedisBroker(Broker):
             raise BrokerUnavailable(f"Redis is unavailable: {exc}") from exc
         return str(last) if last else START
 
-    async def read(self, tenant: str, address: str, after: str, limit: int) -> ReadResult:
+    async def read(
+        self, tenant: str, address: str, after: str, limit: int, max_bytes: int | None = None
+    ) -> ReadResult:
         pos = parse_position(after)
         cfg = self._tenant(tenant)
         base = _base(tenant, address)
@@ -918,13 +946,22 @@ class RedisBroker(Broker):
         recovered = True
         cursor = after
         first = True
+        used = 0
         while True:
             want = max(limit - len(out), 0)
-            now, dropped, entries = await self._run(
+            if max_bytes is not None and out and used >= max_bytes:
+                return ReadResult(out, recovered)
+            # 0: no budget; otherwise what is left of it (at least 1: 0 means none).
+            budget = 0 if max_bytes is None else max(max_bytes - used, 1)
+            now, dropped, entries, full, size = await self._run(
                 "read",
                 keys,
-                (cfg.retention_max_len, cfg.retention_max_age_ms, cfg.idle_expiry_ms, cursor, want),
+                (
+                    *(cfg.retention_max_len, cfg.retention_max_age_ms, cfg.idle_expiry_ms),
+                    *(cursor, want, budget, 1 if not out else 0),
+                ),
             )
+            used += int(size)
             if first:
                 first = False
                 # START asks for whatever is retained: nothing it names was lost.
@@ -933,7 +970,7 @@ class RedisBroker(Broker):
                 m = _message(id_, flat)
                 if m.expires_at is None or m.expires_at > now:
                     out.append(m)
-            if len(entries) < want or len(out) >= limit or not entries:
+            if full or len(entries) < want or len(out) >= limit or not entries:
                 return ReadResult(out, recovered)
             cursor = entries[-1][0]
 
@@ -973,7 +1010,7 @@ class RedisBroker(Broker):
         delay = 0.05
         while not t.closed:
             try:
-                now, _, entries = await self._run(
+                now, _, entries, _, _ = await self._run(
                     "read",
                     (st.key, st.meta),
                     (
@@ -982,6 +1019,8 @@ class RedisBroker(Broker):
                         cfg.idle_expiry_ms,
                         cursor,
                         READ_COUNT,
+                        0,
+                        0,
                     ),
                 )
             except BrokerUnavailable:
