@@ -367,7 +367,8 @@ class Peer:
         self.loop.call_later(0.2, self._force_close)
 
     def _force_close(self) -> None:
-        self.loop.create_task(self._close_socket())
+        # Through the hub's task set: the loop keeps only a weak reference to a task.
+        self.gateway.hub.spawn(self._close_socket())
 
     async def _close_socket(self) -> None:
         if self._writer is not None and not self._writer.done():

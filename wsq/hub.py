@@ -422,8 +422,12 @@ class Hub:
                 if not sub.outlet.has_room():
                     sub.outlet.stalled.add(sub)
                     return
+                # No more than the outbox has room for (at least one message): a batch of 512
+                # messages of a MiB each would otherwise be read, and encoded, at once.
+                outlet = sub.outlet
+                room = max(outlet.high_water - outlet.conn.out_bytes, 1)
                 result = await self.broker.read(
-                    topic.tenant, topic.address, sub.cursor_id, min(link.credit, READ_BATCH)
+                    topic.tenant, topic.address, sub.cursor_id, min(link.credit, READ_BATCH), room
                 )
                 if link.state is not LinkState.ATTACHED or sub.live:
                     return

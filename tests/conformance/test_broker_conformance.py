@@ -196,6 +196,40 @@ async def test_read_from_start_after_position_and_limit(broker: Broker, address:
     assert res.recovered
 
 
+async def test_read_stops_at_a_byte_budget_but_returns_at_least_one(
+    broker: Broker, address: str
+) -> None:
+    # Each body's JSON text is 1000 characters: "x…x" (998 x and two quotes).
+    big = ["x" * 998 for _ in range(5)]
+    ids = await publish(broker, address, *big)
+    assert len((await broker.read(T, address, START, 100)).messages[0].body) == 1000
+    res = await broker.read(T, address, START, 100, max_bytes=2500)
+    assert [m.id for m in res.messages] == ids[:2]  # a third would pass the budget
+    res = await broker.read(T, address, START, 100, max_bytes=3000)
+    assert [m.id for m in res.messages] == ids[:3]  # up to the budget, included
+    res = await broker.read(T, address, ids[0], 100, max_bytes=1)
+    assert [m.id for m in res.messages] == [ids[1]]  # one even when larger than the budget
+    res = await broker.read(T, address, ids[1], 2, max_bytes=10**6)
+    assert [m.id for m in res.messages] == ids[2:4]  # the limit still holds
+    # Reading on from the last one returned gets the rest, page by page.
+    seen: list[str] = []
+    after = START
+    while page := (await broker.read(T, address, after, 100, max_bytes=1500)).messages:
+        seen += [m.id for m in page]
+        after = page[-1].id
+    assert seen == ids
+
+
+async def test_a_byte_budget_does_not_count_expired_messages(broker: Broker, address: str) -> None:
+    await broker.publish(T, address, [new("x" * 998, ttl_ms=50) for _ in range(3)])
+    await asyncio.sleep(0.12)
+    ids = await publish(broker, address, "y" * 998, "z" * 998)
+    res = await broker.read(T, address, START, 100, max_bytes=1)
+    assert [m.id for m in res.messages] == ids[:1]
+    res = await broker.read(T, address, START, 100, max_bytes=2000)
+    assert [m.id for m in res.messages] == ids
+
+
 async def test_read_after_positions_no_message_has(broker: Broker, address: str) -> None:
     ids = await publish(broker, address, 0)
     await asyncio.sleep(0.005)  # the next one gets a later ms

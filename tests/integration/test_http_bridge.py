@@ -206,6 +206,35 @@ async def test_list_pages_with_after_limit_and_next(http: httpx.AsyncClient, add
     assert m["props"]["publisher"] == "backend" and isinstance(m["props"]["ts"], int)
 
 
+async def test_list_pages_are_bounded_by_bytes(start: StartGateway, address: str) -> None:
+    # max_frame_bytes bounds one response's messages as it bounds one WebSocket message: a
+    # thousand messages of nearly max_frame_bytes each must not make one enormous answer.
+    async with (
+        start(server={"max_frame_bytes": 8192}) as gw,
+        httpx.AsyncClient(base_url=gw.http, headers=auth(gw.token())) as client,
+    ):
+        ids = []
+        for i in range(7):
+            r = await client.post(url(address), json={"body": f"{i}" * 3000})
+            ids += r.json()["ids"]
+        page = await client.get(url(address), params={"limit": 1000})
+        got = page.json()
+        assert [m["id"] for m in got["messages"]] == ids[:2]  # a third would pass 8192
+        assert got["next"] == ids[1]
+        assert len(page.content) <= 8192
+        seen = [m["id"] for m in got["messages"]]
+        while got["messages"]:
+            got = (await client.get(url(address), params={"after": got["next"]})).json()
+            seen += [m["id"] for m in got["messages"]]
+        assert seen == ids
+        # A message larger than the budget alone (headers count too) still comes, alone.
+        [big] = (
+            await client.post(url(address), json={"body": "b" * 4000, "headers": {"h": "x" * 4000}})
+        ).json()["ids"]
+        got = (await client.get(url(address), params={"after": ids[-1]})).json()
+        assert [m["id"] for m in got["messages"]] == [big]
+
+
 async def test_list_of_an_unknown_address_is_empty(http: httpx.AsyncClient, address: str) -> None:
     r = await http.get(url(address))
     assert r.status_code == 200

@@ -152,3 +152,25 @@ async def _eventually(cond: Any, within: float = 15.0) -> None:
         if time.monotonic() > deadline:
             pytest.fail("condition not met in time")
         await asyncio.sleep(0.02)
+
+
+async def test_the_publish_script_is_never_sent_twice_by_the_cluster_client(
+    settings: Settings,
+) -> None:
+    # The single-Redis test (test_redis_nodes.py) drops a publish's answer with a proxy; a
+    # cluster redirects clients to its nodes' own addresses, so here the configuration is what
+    # can be checked: the publish client does not run the script again after a connection error
+    # (it might have stored the batch), the command client still retries (reads are idempotent).
+    broker = RedisBroker(settings)
+    await broker.start()
+    try:
+        assert isinstance(broker._once, redis.asyncio.RedisCluster)
+        assert broker._once.retry.get_retries() == 0
+        assert isinstance(broker._redis, redis.asyncio.RedisCluster)
+        assert broker._redis.retry.get_retries() > 0
+        address = f"once.{uuid.uuid4().hex[:10]}"
+        [first] = await broker.publish("acme", address, [NewMessage("1", "w")])
+        got = await broker.read("acme", address, START, 10)
+        assert [m.id for m in got.messages] == [first.id]
+    finally:
+        await broker.close()

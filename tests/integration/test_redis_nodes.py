@@ -8,6 +8,7 @@ Each test module run starts its own ``redis-server`` on a free port, in a tempor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import time
@@ -34,6 +35,7 @@ import wsq.broker.redis as redis_broker_module
 from wsq.broker.base import START, Message, NewMessage, Outcome
 from wsq.broker.redis import RedisBroker
 from wsq.config import BrokerConfig, Settings
+from wsq.exceptions import BrokerUnavailable
 
 
 @pytest.fixture(scope="module")
@@ -337,6 +339,99 @@ async def test_gateway_rides_out_a_redis_outage_mid_stream(aof_redis: RedisServe
         assert {d["error"]["condition"] for d in stream.refusals} == {"wsq:internal-error"}
 
 
+class _ReplyDropper:
+    """A TCP proxy in front of a Redis that, once, forwards a command carrying ``marker``, lets
+    Redis answer it, then closes the client's connection instead of passing the answer on:
+    the command ran, and the client cannot know."""
+
+    def __init__(self, upstream_port: int, marker: bytes) -> None:
+        self.upstream_port = upstream_port
+        self.marker = marker
+        self.dropped = asyncio.Event()
+        self.server: asyncio.Server | None = None
+        self.port = 0
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._handlers: set[asyncio.Task[Any]] = set()
+
+    async def __aenter__(self) -> _ReplyDropper:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        for w in list(self._writers):
+            w.close()  # every pump then reads its end and stops
+        await asyncio.gather(*self._handlers, return_exceptions=True)
+        await self.server.wait_closed()
+
+    async def _serve(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
+        me = asyncio.current_task()
+        assert me is not None
+        self._handlers.add(me)
+        s_reader, s_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        self._writers |= {c_writer, s_writer}
+        armed = asyncio.Event()  # the marked command went upstream: drop its answer
+
+        async def up() -> None:
+            tail = b""
+            while data := await c_reader.read(65536):
+                seen = tail + data
+                tail = seen[-len(self.marker) :]
+                s_writer.write(data)
+                await s_writer.drain()
+                if self.marker in seen and not self.dropped.is_set():
+                    armed.set()
+
+        async def down() -> None:
+            while data := await s_reader.read(65536):
+                if armed.is_set():
+                    self.dropped.set()
+                    return  # the answer is swallowed; the client's connection closes below
+                c_writer.write(data)
+                await c_writer.drain()
+
+        pumps = [asyncio.create_task(up()), asyncio.create_task(down())]
+        with contextlib.suppress(OSError):
+            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+        for w in (c_writer, s_writer):
+            w.close()
+            self._writers.discard(w)
+        await asyncio.gather(*pumps, return_exceptions=True)
+        for w in (c_writer, s_writer):
+            with contextlib.suppress(OSError):
+                await w.wait_closed()
+        self._handlers.discard(me)
+
+
+async def test_a_publish_whose_answer_is_lost_is_not_run_again(
+    redis_server: RedisServer, redis: Redis, address: str
+) -> None:
+    # A publish without message_id is not idempotent: if redis-py retried the script after a
+    # lost answer, the message would be stored twice. The caller must get BrokerUnavailable
+    # instead (and retry with a message_id, which dedup makes safe).
+    async with _ReplyDropper(redis_server.port, b"drop-my-answer") as proxy:
+        settings = Settings(broker=BrokerConfig(url=f"redis://127.0.0.1:{proxy.port}/0"))
+        broker = RedisBroker(settings)
+        await broker.start()
+        try:
+            # The script is loaded first: the marked EVALSHA then runs at once.
+            await broker.publish("acme", address, [NewMessage('"warm"', "w")])
+            with pytest.raises(BrokerUnavailable):
+                await broker.publish("acme", address, [NewMessage('"drop-my-answer"', "w")])
+            assert proxy.dropped.is_set()
+            rows = await redis.xrange(f"wsq:{{acme:{address}}}:s")
+            assert [r[1]["b"] for r in rows] == ['"warm"', '"drop-my-answer"']
+            # Reads are idempotent and may still be retried; the broker serves on.
+            got = await broker.read("acme", address, START, 10)
+            assert [m.body for m in got.messages] == ['"warm"', '"drop-my-answer"']
+            [again] = await broker.publish("acme", address, [NewMessage('"next"', "w")])
+            assert again.id > rows[-1][0]
+        finally:
+            await broker.close()
+
+
 # -- transient addresses, queues across processes -----------------------------------------------
 
 
@@ -372,6 +467,43 @@ async def test_an_idle_address_disappears_with_all_its_keys(
         [again] = await broker.publish("acme", address, [NewMessage("3", "w", message_id="m1")])
         assert not again.duplicate
         assert again.id != first[0].id
+    finally:
+        await broker.close()
+
+
+async def _consumers(redis: Redis, address: str, group: str) -> dict[str, int]:
+    """The group's consumers in Redis and how many messages each holds."""
+    rows = await redis.xinfo_consumers(f"wsq:{{acme:{address}}}:s", group)
+    return {row["name"]: row["pending"] for row in rows}
+
+
+async def test_consumers_whose_leases_ran_out_do_not_pile_up(
+    settings: Settings, redis: Redis, address: str
+) -> None:
+    # An HTTP claim is its own consumer; a worker that never settles leaves it behind. On a busy
+    # address (claims all the time) the expired leases go back to the group: so must the names.
+    broker = RedisBroker(settings)
+    await broker.start()
+    try:
+        await broker.publish("acme", address, [NewMessage("1", "w"), NewMessage("2", "w")])
+        # A WebSocket link's consumer that holds a lease that does not run out is kept.
+        [kept] = await broker.claim("acme", address, "g", "node-1-2-3", 1, 60_000)
+        for i in range(12):
+            [d] = await broker.claim("acme", address, "g", f"http-g~abandoned{i}", 1, 100)
+            assert d.redelivered == i
+            await asyncio.sleep(0.15)  # the lease runs out, nobody settles
+        consumers = await _consumers(redis, address, "g")
+        # Held: the live link's lease and the newest claim's (expired, not yet reclaimed).
+        assert consumers.get("node-1-2-3") == 1
+        assert consumers.get("http-g~abandoned11") == 1
+        abandoned = sorted(c for c in consumers if c.startswith("http-"))
+        assert abandoned == ["http-g~abandoned11"], consumers
+        assert set(consumers) <= {"node-1-2-3", "http-g~abandoned11", "~ready", "~delay"}
+        # The message whose leases ran out is still served, counted, to the next claimer.
+        [again] = await broker.claim("acme", address, "g", "http-g~last", 1, 60_000)
+        assert again.redelivered == 12
+        assert kept.message.id != again.message.id
+        assert "http-g~abandoned11" not in await _consumers(redis, address, "g")
     finally:
         await broker.close()
 

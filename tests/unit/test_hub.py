@@ -118,6 +118,32 @@ async def test_a_copy_link_stops_at_the_high_water_mark_and_catches_up_losslessl
     await broker.close()
 
 
+async def test_a_catch_up_reads_no_more_than_the_outbox_has_room_for() -> None:
+    # 400 messages of 10 kB are retained; the link has credit for all of them but its outbox
+    # room for about three. Each read must be bounded by that room, not by READ_BATCH (512
+    # messages of up to a MiB each would be read, and encoded, at once).
+    broker = MemoryBroker(Settings())
+    await broker.start()
+    await publish(broker, "feed", 400)
+    sizes: list[int] = []
+    read = broker.read
+
+    async def counting_read(*args: Any, **kw: Any) -> Any:
+        result = await read(*args, **kw)
+        sizes.append(len(result.messages))
+        return result
+
+    broker.read = counting_read  # type: ignore[method-assign]
+    hub = Hub(broker)
+    sock = Socket(hub)
+    await sock.attach(address="feed", credit=100_000, **{"from": "^"})
+    got = await collect(sock, 400)
+    assert got == list(range(400))
+    assert sizes and max(sizes) <= HIGH_WATER // len(PAD) + 1, sizes
+    await hub.close()
+    await broker.close()
+
+
 async def test_a_queue_link_stops_at_the_high_water_mark_and_returns_the_rest() -> None:
     broker = MemoryBroker(Settings())
     await broker.start()

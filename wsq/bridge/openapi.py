@@ -288,6 +288,10 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "operationId": "list",
                     "summary": "Read retained messages after a position (subscribe right)",
+                    "description": "Up to `limit` messages, and no more than the server's "
+                    "`max_frame_bytes` (default 1 MiB) of answer, but always at least one "
+                    "message when there is one: a page may hold fewer than `limit` while more "
+                    "follow. Read on with `after` = `next` until a page is empty.",
                     "parameters": [
                         {
                             "name": "after",

@@ -52,6 +52,8 @@ log = logging.getLogger("wsq.bridge")
 #: Most messages one GET returns, and by default.
 MAX_LIST = 1000
 DEFAULT_LIST = 100
+#: Bytes of a GET's answer kept for what is not a message (``next``, ``recovered``, brackets).
+LIST_ENVELOPE = 128
 #: Most messages one claim leases, and by default.
 MAX_CLAIM = 100
 DEFAULT_CLAIM = 10
@@ -139,12 +141,27 @@ async def list_messages(request: Request) -> Response:
     _may_subscribe(principal, address)
     after = query_position(request, "after", START)
     limit = query_int(request, "limit", DEFAULT_LIST, 1, MAX_LIST)
-    result = await gateway.broker.read(principal.tenant, address, after, limit)
+    # A page is bounded by bytes as a WebSocket message is (max_frame_bytes), not only by
+    # count: a thousand messages of a MiB each would be a GiB. The broker stops reading at
+    # about the budget; the exact cut is made here on the encoded messages, and always lets
+    # one through. ``next`` then names the last one sent, so the client reads on from there.
+    budget = gateway.settings.server.max_frame_bytes
+    result = await gateway.broker.read(principal.tenant, address, after, limit, budget)
+    items: list[str] = []
+    used = LIST_ENVELOPE
     found = result.messages
+    for m in found:
+        item = msgs.encode_message(m)
+        size = len(item.encode()) + 1  # and its comma
+        if items and used + size > budget:
+            found = found[: len(items)]
+            break
+        items.append(item)
+        used += size
     nxt = found[-1].id if found else after
     text = (
         '{"messages":'
-        + msgs.encode_list([msgs.encode_message(m) for m in found])
+        + msgs.encode_list(items)
         + ',"next":'
         + codec.dumps_str(nxt)
         + ',"recovered":'

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from wsq.protocol import codec
 from wsq.protocol.addresses import Pattern
 
 #: The position before every message: reading after it reads from the oldest retained.
@@ -117,6 +118,15 @@ class Message:
 
     def __repr__(self) -> str:
         return f"Message({self.id!r}, subject={self.subject!r})"
+
+
+def message_size(m: Message) -> int:
+    """What a read's byte budget counts of a message: the JSON text of its body and of its
+    headers (the parts that can be large; each is bounded by max_frame_bytes on the way in)."""
+    size = len(m.body)
+    if m.headers is not None:
+        size += len(codec.dumps(dict(m.headers)))
+    return size
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,10 +229,15 @@ class Broker(ABC):
         """The newest position of the address, ``START`` when it has none."""
 
     @abstractmethod
-    async def read(self, tenant: str, address: str, after: str, limit: int) -> ReadResult:
+    async def read(
+        self, tenant: str, address: str, after: str, limit: int, max_bytes: int | None = None
+    ) -> ReadResult:
         """Up to ``limit`` retained, unexpired messages with a position after ``after``, in order.
 
-        ``after`` is a position (``START`` reads from the oldest retained).
+        ``after`` is a position (``START`` reads from the oldest retained). With ``max_bytes``,
+        messages are added while their sizes (``message_size``; the Redis broker counts the
+        stored bytes) sum to at most ``max_bytes``, and always at least one: what a caller
+        holds in memory per read stays bounded, and it reads on after the last one.
         """
 
     @abstractmethod

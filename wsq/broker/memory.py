@@ -41,6 +41,7 @@ from wsq.broker.base import (
     Published,
     PublishedOnce,
     ReadResult,
+    message_size,
     parse_position,
 )
 from wsq.config import Settings, TenantConfig
@@ -437,7 +438,9 @@ class MemoryBroker(Broker):
             return START
         return _fmt(lg.last)
 
-    async def read(self, tenant: str, address: str, after: str, limit: int) -> ReadResult:
+    async def read(
+        self, tenant: str, address: str, after: str, limit: int, max_bytes: int | None = None
+    ) -> ReadResult:
         pos = parse_position(after)
         lg = self._logs.get((tenant, address))
         if lg is None:
@@ -453,10 +456,16 @@ class MemoryBroker(Broker):
         n = len(msgs)
         i = bisect_right(msgs, pos, lo=lg.head, key=_pos_of)
         out: list[Message] = []
+        used = 0
         while i < n and len(out) < limit:
             m = msgs[i]
             i += 1
             if m.expires_at is None or m.expires_at > now:
+                if max_bytes is not None:
+                    size = message_size(m)
+                    if out and used + size > max_bytes:
+                        break
+                    used += size
                 out.append(m)
         return ReadResult(out, recovered)
 

@@ -217,31 +217,71 @@ return out
 """
 )
 
-# KEYS: stream, meta. ARGV: maxlen, maxage, idle, after, count. -> {now, dropped, entries}
+# KEYS: stream, meta. ARGV: maxlen, maxage, idle, after, count, max bytes (0: no budget), 1 when
+# the first unexpired entry comes whatever its size. -> {now, dropped, entries, 1 when stopped at
+# the budget, bytes counted}. Under a budget the entries are read 16 at a time, so the script
+# holds no more than that beyond what it answers. An entry's size is its body and headers (the
+# fields that can be large); expired entries come (counted in ``count``) but do not count.
 _LUA_READ = (
     _LUA_COMMON
     + _LUA_TRIM
     + """
 local s, meta = KEYS[1], KEYS[2]
 local now = now_ms()
-if redis.call('EXISTS', s) == 0 then return {now, false, {}} end
+if redis.call('EXISTS', s) == 0 then return {now, false, {}, 0, 0} end
 trim(s, meta, tonumber(ARGV[1]), tonumber(ARGV[2]), now)
 redis.call('PEXPIRE', s, ARGV[3])
 redis.call('PEXPIRE', meta, ARGV[3])
 local entries = {}
-if tonumber(ARGV[5]) > 0 then
-  entries = redis.call('XRANGE', s, '(' .. ARGV[4], '+', 'COUNT', ARGV[5])
+local want, budget, one = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7] == '1'
+local full, used = 0, 0
+if want > 0 and budget <= 0 then
+  entries = redis.call('XRANGE', s, '(' .. ARGV[4], '+', 'COUNT', want)
+elseif want > 0 then
+  local start = '(' .. ARGV[4]
+  while #entries < want and full == 0 do
+    local n = math.min(want - #entries, 16)
+    local page = redis.call('XRANGE', s, start, '+', 'COUNT', n)
+    for _, e in ipairs(page) do
+      if not expired(e[1], e[2], now) then
+        local size = #(field(e[2], 'b') or '') + #(field(e[2], 'h') or '')
+        if used + size > budget and not one then
+          full = 1
+          break
+        end
+        used = used + size
+        one = false
+      end
+      entries[#entries + 1] = e
+    end
+    if #page < n then break end
+    start = '(' .. page[#page][1]
+  end
 end
-return {now, redis.call('HGET', meta, 'dropped'), entries}
+return {now, redis.call('HGET', meta, 'dropped'), entries, full, used}
 """
 )
 
 _LUA_GROUP = """
 local READY, DELAY = '~ready', '~delay'
+local function forget_consumer(s, g, c)
+  if #redis.call('XPENDING', s, g, '-', '+', 1, c) == 0 then
+    redis.call('XGROUP', 'DELCONSUMER', s, g, c)
+  end
+end
 -- Lease deadlines and delays that are due: the messages become available (READY).
 local function due(s, g, L, W, N, now)
   local ids = redis.call('ZRANGEBYSCORE', L, '-inf', now, 'LIMIT', 0, 256)
+  -- The holders of the expired leases: each HTTP claim is a consumer of its own, and one that
+  -- is never settled would stay in the group for good. A consumer left holding nothing is
+  -- deleted; that is invisible to a live link (XREADGROUP and XCLAIM create it again).
+  local holders, seen = {}, {}
   for _, id in ipairs(ids) do
+    local p = redis.call('XPENDING', s, g, id, id, 1)
+    if #p > 0 and not seen[p[1][2]] then
+      seen[p[1][2]] = true
+      holders[#holders + 1] = p[1][2]
+    end
     if #redis.call('XCLAIM', s, g, READY, 0, id, 'JUSTID') > 0 then
       redis.call('HINCRBY', N, id, 1)
     else
@@ -249,6 +289,9 @@ local function due(s, g, L, W, N, now)
     end
   end
   if #ids > 0 then redis.call('ZREM', L, unpack(ids)) end
+  for _, c in ipairs(holders) do
+    if c ~= READY and c ~= DELAY then forget_consumer(s, g, c) end
+  end
   ids = redis.call('ZRANGEBYSCORE', W, '-inf', now, 'LIMIT', 0, 256)
   for _, id in ipairs(ids) do
     if #redis.call('XCLAIM', s, g, READY, 0, id, 'JUSTID') == 0 then
@@ -268,11 +311,6 @@ end
 local function group_exists(s, g)
   local r = redis.pcall('XPENDING', s, g, '-', '+', 1, READY)
   return not (type(r) == 'table' and r.err)
-end
-local function forget_consumer(s, g, c)
-  if #redis.call('XPENDING', s, g, '-', '+', 1, c) == 0 then
-    redis.call('XGROUP', 'DELCONSUMER', s, g, c)
-  end
 end
 """
 
@@ -628,6 +666,12 @@ class RedisBroker(Broker):
         # Notices: sharded on a cluster, so each goes to its slot's shard only.
         self._pub = "SPUBLISH" if self._cluster else "PUBLISH"
         self._redis: Redis | RedisCluster | None = None
+        # The publish script's own client, with redis-py's retries off: a connection lost after
+        # the script was sent may have stored the batch, and running it again would store the
+        # messages without a message_id twice. The caller gets BrokerUnavailable and retries
+        # with its message_ids (dedup answers the first positions). Reads, claims and settles
+        # go through ``_redis``, which retries.
+        self._once: Redis | RedisCluster | None = None
         self._node_kwargs: dict[str, Any] = {}  # credentials for connections to cluster nodes
         self._limit = asyncio.Semaphore(MAX_CONNECTIONS)
         self._scripts: dict[str, AsyncScript] = {}
@@ -663,7 +707,8 @@ class RedisBroker(Broker):
     async def start(self) -> None:
         self._closed = False
         if self._redis is None:
-            self._redis = self._connect()
+            self._redis = self._connect(retries=2)
+            self._once = self._connect(retries=0)
             for name, text in (
                 ("publish", _LUA_PUBLISH),
                 ("read", _LUA_READ),
@@ -684,7 +729,9 @@ class RedisBroker(Broker):
                     loop.create_task(self._sync_forever(feed)),
                 ]
 
-    def _connect(self) -> Redis | RedisCluster:
+    def _connect(self, retries: int) -> Redis | RedisCluster:
+        """A client; ``retries``: times redis-py sends a command again after a connection error
+        or timeout (only for what may safely run twice)."""
         if not self._cluster:
             # Bounded: a burst of reads waits for a connection rather than opening thousands.
             pool = BlockingConnectionPool.from_url(
@@ -695,7 +742,7 @@ class RedisBroker(Broker):
                 protocol=2,  # scripts answer RESP2 arrays; one shape to parse
                 socket_timeout=5.0,
                 socket_connect_timeout=2.0,
-                retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
+                retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries),
             )
             return Redis(connection_pool=pool)
         # redis+cluster://[user:password@]host:port: any node; the client learns the others.
@@ -714,6 +761,11 @@ class RedisBroker(Broker):
             protocol=2,
             socket_timeout=5.0,
             socket_connect_timeout=2.0,
+            # Node connections never retry (redis-py sets that); the cluster level, which
+            # refreshes the slot map and sends the command again, keeps its default unless
+            # retries are off. Redirections (MOVED, ASK: the command did not run) are followed
+            # either way.
+            retry=None if retries else Retry(NoBackoff(), 0),
             **self._node_kwargs,
         )
 
@@ -742,13 +794,13 @@ class RedisBroker(Broker):
             if gw.timer is not None:
                 gw.timer.cancel()
                 gw.timer = None
-        if self._redis is not None:
-            r, self._redis = self._redis, None
-            self._topology_known = False
+        self._topology_known = False
+        for r in (self._redis, self._once):
             if isinstance(r, RedisCluster):
                 await r.aclose()
-            else:
+            elif r is not None:
                 await r.aclose(close_connection_pool=True)
+        self._redis = self._once = None
 
     async def ready(self) -> bool:
         """Redis answers: the server, or on a cluster every primary (any address may live on
@@ -777,10 +829,16 @@ class RedisBroker(Broker):
             cfg = TenantConfig(name=name, issuer=name, keys=())
         return cfg
 
-    async def _run(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def _run(
+        self,
+        script: str,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        client: Redis | RedisCluster | None = None,
+    ) -> Any:
         try:
             async with self._limit:
-                return await self._scripts[script](keys=keys, args=args)
+                return await self._scripts[script](keys=keys, args=args, client=client)
         except _DOWN as exc:
             raise BrokerUnavailable(f"Redis is unavailable: {exc}") from exc
         except KeyError as exc:
@@ -850,7 +908,8 @@ class RedisBroker(Broker):
                 k = len(keys)
             fields = _fields(nm)
             args += (k, len(fields), *fields)
-        status, *rows = await self._run("publish", keys, args)
+        # Never sent twice by redis-py (see ``_once``).
+        status, *rows = await self._run("publish", keys, args, self._once)
         if status == 2:
             raise IdempotencyKeyReused("the Idempotency-Key was used for another request")
         out = [Published(str(id_), duplicate=bool(dup)) for id_, dup in rows]
@@ -876,7 +935,9 @@ class RedisBroker(Broker):
             raise BrokerUnavailable(f"Redis is unavailable: {exc}") from exc
         return str(last) if last else START
 
-    async def read(self, tenant: str, address: str, after: str, limit: int) -> ReadResult:
+    async def read(
+        self, tenant: str, address: str, after: str, limit: int, max_bytes: int | None = None
+    ) -> ReadResult:
         pos = parse_position(after)
         cfg = self._tenant(tenant)
         base = _base(tenant, address)
@@ -885,13 +946,22 @@ class RedisBroker(Broker):
         recovered = True
         cursor = after
         first = True
+        used = 0
         while True:
             want = max(limit - len(out), 0)
-            now, dropped, entries = await self._run(
+            if max_bytes is not None and out and used >= max_bytes:
+                return ReadResult(out, recovered)
+            # 0: no budget; otherwise what is left of it (at least 1: 0 means none).
+            budget = 0 if max_bytes is None else max(max_bytes - used, 1)
+            now, dropped, entries, full, size = await self._run(
                 "read",
                 keys,
-                (cfg.retention_max_len, cfg.retention_max_age_ms, cfg.idle_expiry_ms, cursor, want),
+                (
+                    *(cfg.retention_max_len, cfg.retention_max_age_ms, cfg.idle_expiry_ms),
+                    *(cursor, want, budget, 1 if not out else 0),
+                ),
             )
+            used += int(size)
             if first:
                 first = False
                 # START asks for whatever is retained: nothing it names was lost.
@@ -900,7 +970,7 @@ class RedisBroker(Broker):
                 m = _message(id_, flat)
                 if m.expires_at is None or m.expires_at > now:
                     out.append(m)
-            if len(entries) < want or len(out) >= limit or not entries:
+            if full or len(entries) < want or len(out) >= limit or not entries:
                 return ReadResult(out, recovered)
             cursor = entries[-1][0]
 
@@ -940,7 +1010,7 @@ class RedisBroker(Broker):
         delay = 0.05
         while not t.closed:
             try:
-                now, _, entries = await self._run(
+                now, _, entries, _, _ = await self._run(
                     "read",
                     (st.key, st.meta),
                     (
@@ -949,6 +1019,8 @@ class RedisBroker(Broker):
                         cfg.idle_expiry_ms,
                         cursor,
                         READ_COUNT,
+                        0,
+                        0,
                     ),
                 )
             except BrokerUnavailable:
