@@ -34,6 +34,7 @@ import wsq.broker.redis as redis_broker_module
 from wsq.broker.base import START, Message, NewMessage, Outcome
 from wsq.broker.redis import RedisBroker
 from wsq.config import BrokerConfig, Settings
+from wsq.protocol.wire import copy_tail
 
 
 @pytest.fixture(scope="module")
@@ -402,3 +403,101 @@ async def test_a_release_on_one_process_wakes_the_group_on_another(
     finally:
         await a.close()
         await b.close()
+
+
+# -- the entry format -------------------------------------------------------------------------
+
+
+async def test_entries_in_the_first_format_are_still_read(
+    redis_server: RedisServer, redis: Redis, address: str
+) -> None:
+    # Entries written before the pre-encoded props (``x``): p, m, c, h as separate fields.
+    settings = Settings(broker=BrokerConfig(url=redis_server.url))
+    broker = RedisBroker(settings)
+    await broker.start()
+    base = f"wsq:{{t:{address}}}"
+    old_id = await redis.xadd(
+        f"{base}:s",
+        {
+            "b": '{"n":1}',
+            "p": "old-writer",
+            "s": "a.b",
+            "m": "m-old",
+            "c": "text/plain",
+            "h": '{"k":[1,2]}',
+            "t": "3600000",
+        },
+    )
+    await redis.hset(f"{base}:m", "last", old_id)
+    try:
+        got: list[Message] = []
+        arrived = asyncio.Event()
+
+        def on_messages(messages: list[Message]) -> None:
+            got.extend(messages)
+            arrived.set()
+
+        handle = broker.tail("t", address, old_id, on_messages)
+        await asyncio.sleep(0.3)
+        [new] = await broker.publish(
+            "t",
+            address,
+            [
+                NewMessage(
+                    '{"n":2}',
+                    "new-writer",
+                    subject="a.b",
+                    message_id="m-new",
+                    content_type="text/plain",
+                    headers={"k": [1, 2]},
+                    ttl_ms=3_600_000,
+                )
+            ],
+        )
+        await asyncio.wait_for(arrived.wait(), 10)
+        handle.close()
+        [old, _] = (await broker.read("t", address, START, 10)).messages
+        [live] = got
+        assert live.id == new.id
+        ms = int(old_id.split("-")[0])
+        assert (old.id, old.body, old.publisher, old.subject) == (
+            old_id,
+            '{"n":1}',
+            "old-writer",
+            "a.b",
+        )
+        assert (old.message_id, old.content_type, old.headers) == (
+            "m-old",
+            "text/plain",
+            {"k": [1, 2]},
+        )
+        assert (old.ts, old.expires_at) == (ms, ms + 3_600_000)
+        # Both formats give the same props and the same wire tail as the encoder would.
+        assert (await broker.lookup("t", address, "m-old")) is not None
+        assert (await broker.lookup("t", address, "m-new")) is not None
+        new_ms = int(new.id.split("-")[0])
+        assert live.props() == {
+            "ts": new_ms,
+            "publisher": "new-writer",
+            "subject": "a.b",
+            "message_id": "m-new",
+            "content_type": "text/plain",
+            "headers": {"k": [1, 2]},
+            "expires": new_ms + 3_600_000,
+        }
+        for m in (old, live):
+            fresh = Message(
+                m.id,
+                m.body,
+                ts=m.ts,
+                publisher=m.publisher,
+                subject=m.subject,
+                message_id=m.message_id,
+                content_type=m.content_type,
+                headers=m.headers,
+                expires_at=m.expires_at,
+            )
+            assert copy_tail(m) == copy_tail(fresh)
+            assert json.loads("{" + copy_tail(m))["props"] == m.props()
+    finally:
+        await broker.close()

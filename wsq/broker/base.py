@@ -87,9 +87,12 @@ class Message:
         content_type: str | None = None,
         headers: Mapping[str, Any] | None = None,
         expires_at: int | None = None,
+        pos: tuple[int, int] | None = None,
+        wire: str | None = None,
     ) -> None:
         self.id = id
-        self.pos = parse_position(id)
+        # ``pos`` when the caller has parsed ``id`` already (a broker reading its own ids).
+        self.pos = parse_position(id) if pos is None else pos
         self.body = body
         self.ts = ts
         self.publisher = publisher
@@ -98,7 +101,7 @@ class Message:
         self.content_type = content_type
         self.headers = headers
         self.expires_at = expires_at
-        self.wire: str | None = None
+        self.wire = wire
 
     def props(self) -> dict[str, Any]:
         """The ``props`` object of the wire (absent fields left out)."""
