@@ -501,3 +501,68 @@ async def test_entries_in_the_first_format_are_still_read(
             assert json.loads("{" + copy_tail(m))["props"] == m.props()
     finally:
         await broker.close()
+
+
+async def _collect(broker: RedisBroker, address: str) -> tuple[Any, list[Message]]:
+    got: list[Message] = []
+    handle = broker.tail("acme", address, await broker.last_position("acme", address), got.extend)
+    await asyncio.sleep(0.3)  # the subscription takes hold
+    return handle, got
+
+
+async def test_own_publishes_are_passed_on_without_reading_them_back(
+    redis_server: RedisServer, address: str
+) -> None:
+    settings = dataclasses.replace(make_settings(), broker=BrokerConfig(url=redis_server.url))
+    a, b = RedisBroker(settings), RedisBroker(settings)
+    await a.start()
+    await b.start()
+    try:
+        handle, got = await _collect(a, address)
+        reads = a.live_reads
+        for i in range(5):
+            await a.publish("acme", address, [NewMessage(str(i), "a") for _ in range(3)])
+        # Delivered by the publish itself, in order, and the notices read nothing.
+        assert [m.body for m in got] == [str(i) for i in range(5) for _ in range(3)]
+        await asyncio.sleep(0.3)
+        assert a.live_reads == reads
+        assert len(got) == 15
+
+        # Another process's publishes interleaved with ours: everything once, in stream order.
+        async def burst(broker: RedisBroker, tag: str) -> None:
+            for i in range(30):
+                await broker.publish("acme", address, [NewMessage(f'"{tag}{i}"', tag)] * 2)
+
+        await asyncio.gather(burst(a, "a"), burst(b, "b"), burst(a, "c"))
+        stored = (await a.read("acme", address, START, 1000)).messages
+        await _eventually(lambda: len(got) >= len(stored))
+        await asyncio.sleep(0.2)
+        assert [m.id for m in got] == [m.id for m in stored]
+        assert [copy_tail(m) for m in got] == [copy_tail(m) for m in stored]
+        assert a.live_reads > reads  # b's publishes were read
+        handle.close()
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_own_publish_trimmed_by_retention_is_read_not_passed_on(
+    redis_server: RedisServer, address: str
+) -> None:
+    # Retention of 3: a batch of 5 keeps its last 3, and the reader passes on what Redis kept.
+    settings = dataclasses.replace(
+        make_settings(retention_max_len=3), broker=BrokerConfig(url=redis_server.url)
+    )
+    a = RedisBroker(settings)
+    await a.start()
+    try:
+        handle, got = await _collect(a, address)
+        await a.publish("acme", address, [NewMessage(str(i), "a") for i in range(5)])
+        stored = (await a.read("acme", address, START, 10)).messages
+        assert [m.body for m in stored] == ["2", "3", "4"]
+        await _eventually(lambda: len(got) >= 3)
+        await asyncio.sleep(0.2)
+        assert [m.id for m in got] == [m.id for m in stored]
+        handle.close()
+    finally:
+        await a.close()

@@ -133,9 +133,11 @@ end
 """
 
 # Retention: at most 1024 entries go per call (a larger backlog goes over the next calls).
+# Answers the newest id trimmed (nil: none).
 _LUA_TRIM = """
 local function trim(s, meta, maxlen, maxage, now)
   local dropped = nil
+  local cut = nil
   if maxlen > 0 then
     local excess = redis.call('XLEN', s) - maxlen
     if excess > 0 then
@@ -144,7 +146,8 @@ local function trim(s, meta, maxlen, maxage, now)
       for _, e in ipairs(old) do
         if not expired(e[1], e[2], now) then dropped = e[1] end
       end
-      redis.call('XTRIM', s, 'MINID', next_id(old[#old][1]))
+      cut = old[#old][1]
+      redis.call('XTRIM', s, 'MINID', next_id(cut))
     end
   end
   if maxage > 0 then
@@ -153,10 +156,12 @@ local function trim(s, meta, maxlen, maxage, now)
       for _, e in ipairs(old) do
         if not expired(e[1], e[2], now) then dropped = e[1] end
       end
-      redis.call('XTRIM', s, 'MINID', next_id(old[#old][1]))
+      cut = old[#old][1]
+      redis.call('XTRIM', s, 'MINID', next_id(cut))
     end
   end
   if dropped then redis.call('HSET', meta, 'dropped', dropped) end
+  return cut
 end
 """
 
@@ -166,8 +171,11 @@ end
 # messages as ONE JSON array (redis-py's packing costs ~0.6 us per argument in the gateway; the
 # array is one orjson call there and one cjson call here), per message: index of its dedup key
 # in KEYS (0: none), number of fields, fields; numbers as strings. Answers
-# {status, {id, duplicate}...}: status 0 published, 1 replayed (the results stored with the
-# idempotency key), 2 the key was stored for another fingerprint.
+# {status, prev, cut, {id, duplicate}...}: status 0 published, 1 replayed (the results stored
+# with the idempotency key; no prev and cut), 2 the key was stored for another fingerprint;
+# prev: the newest id before this publish (START: none), cut: the newest id retention trimmed
+# ('' none). The new entries are contiguous (one script), so a process whose reader has passed
+# on exactly ``prev`` can pass them on itself without reading them back.
 _LUA_PUBLISH = (
     _LUA_COMMON
     + _LUA_TRIM
@@ -189,6 +197,9 @@ end
 local now = now_ms()
 local out = {}
 local last = nil
+-- No 'last': nothing was ever added (meta and stream expire together), START as last_position says.
+local prev = redis.call('HGET', meta, 'last') or '0-0'
+local cut = nil
 local A = cjson.decode(ARGV[10])
 local i = 1
 for m = 1, n do
@@ -209,7 +220,7 @@ for m = 1, n do
 end
 if last then
   redis.call('HSET', meta, 'last', last)
-  trim(s, meta, maxlen, maxage, now)
+  cut = trim(s, meta, maxlen, maxage, now)
   redis.call(ARGV[7], ARGV[6], last)
 end
 redis.call('PEXPIRE', s, idle)
@@ -217,6 +228,8 @@ redis.call('PEXPIRE', meta, idle)
 if ik > 0 then
   redis.call('SET', KEYS[ik], cjson.encode({ARGV[9], out}), 'PX', window)
 end
+table.insert(out, 1, cut or '')
+table.insert(out, 1, prev)
 table.insert(out, 1, 0)
 return out
 """
@@ -568,7 +581,9 @@ class _Stream:
         "groups",
         "key",
         "meta",
+        "noticed",
         "notified",
+        "publishing",
         "pulling",
         "tails",
         "tenant",
@@ -589,6 +604,10 @@ class _Stream:
         self.groups: list[_GroupWatch] = []
         # Newest id whose publish this process told the group watchers of itself.
         self.notified = (0, 0)
+        # Publishes of this process to the stream awaiting Redis's answer, and the newest
+        # notice that came meanwhile: the answer may pass it on itself, no read needed.
+        self.publishing = 0
+        self.noticed = (0, 0)
 
 
 class _Tail:
@@ -890,20 +909,41 @@ class RedisBroker(Broker):
         ]
         dedup = cfg.dedup_window_ms > 0
         items: list[str] = []
+        stored: list[list[str]] = []
         for nm in messages:
             k = 0
             if dedup and nm.message_id is not None:
                 keys.append(f"{base}:i:{quote(nm.message_id, safe='')}")
                 k = len(keys)
             fields = _fields(nm)
+            stored.append(fields)
             items += (str(k), str(len(fields)), *fields)
         args.append(codec.dumps(items))
-        status, *rows = await self._run("publish", keys, args)
+        st = self._streams.get((tenant, address))
+        if st is None:
+            reply = await self._run("publish", keys, args)
+        else:
+            st.publishing += 1
+            try:
+                reply = await self._run("publish", keys, args)
+                if reply[0] == 0 and st.tails and st.cursor == reply[1]:
+                    self._pass_on_own(st, stored, reply[3:], reply[2])
+            finally:
+                st.publishing -= 1
+                if st.noticed > (0, 0):
+                    # Notices held back while we waited: read what was not passed on.
+                    if st.cursor is not None and st.noticed > parse_position(st.cursor):
+                        self._pull_soon(st)
+                    st.noticed = (0, 0)
+        status = reply[0]
         if status == 2:
             raise IdempotencyKeyReused("the Idempotency-Key was used for another request")
-        out = [Published(str(id_), duplicate=bool(dup)) for id_, dup in rows]
         if status == 1:
-            return PublishedOnce(out, replayed=True)
+            return PublishedOnce(
+                [Published(str(id_), duplicate=bool(dup)) for id_, dup in reply[1:]],
+                replayed=True,
+            )
+        out = [Published(id_, duplicate=bool(dup)) for id_, dup in reply[3:]]
         st = self._streams.get((tenant, address))
         if st is not None and st.groups:
             new = [r.id for r in out if not r.duplicate]
@@ -1251,7 +1291,11 @@ class RedisBroker(Broker):
             for gw in st.groups:
                 self._notify(gw)
         if st.tails and st.cursor is not None and pos > parse_position(st.cursor):
-            self._pull_soon(st)
+            if st.publishing:
+                # Likely our own publish, whose answer is on its way: decided then.
+                st.noticed = max(st.noticed, pos)
+            else:
+                self._pull_soon(st)
 
     def _pull_soon(self, st: _Stream) -> None:
         """Read ``st`` from its cursor: at most one read in flight per stream (bursts coalesce)."""
@@ -1273,8 +1317,11 @@ class RedisBroker(Broker):
                 async with self._limit:
                     rows: Any = await self.redis.xrange(st.key, min="(" + cursor, count=READ_COUNT)
                 entries = rows if rows and type(rows[0][1]) is list else list(map(_flat, rows))
-                if self._streams.get((st.tenant, st.address)) is not st or st.cursor != cursor:
+                if self._streams.get((st.tenant, st.address)) is not st:
                     return
+                if st.cursor != cursor:
+                    # Passed on meanwhile by this process's own publish: read on from there.
+                    continue
                 if entries:
                     self._dispatch(st, entries, _now_ms())
                 if len(entries) < READ_COUNT and not st.again:
@@ -1285,6 +1332,20 @@ class RedisBroker(Broker):
             asyncio.get_running_loop().call_later(0.2, self._pull_soon, st)
         finally:
             st.pulling = False
+
+    def _pass_on_own(self, st: _Stream, stored: list[list[str]], rows: list[Any], cut: str) -> None:
+        """Pass on what this process just published, without reading it back: the reader has
+        passed on everything up to the entry before it (``prev``), and the new entries follow
+        that one in the stream with nothing between (they were added by one script). A read in
+        flight meanwhile sees the cursor move and reads again from the new cursor."""
+        entries = [
+            (id_, fields) for (id_, dup), fields in zip(rows, stored, strict=True) if not dup
+        ]
+        if not entries:
+            return
+        if cut and parse_position(cut) >= parse_position(entries[0][0]):
+            return  # retention took some of them already: a read says what is left
+        self._dispatch(st, entries, _now_ms())
 
     def _dispatch(self, st: _Stream, entries: list[tuple[str, list[str]]], now: int) -> None:
         messages = [_message(id_, flat) for id_, flat in entries]
