@@ -527,19 +527,16 @@ def _message(id_: str, flat: Sequence[str]) -> Message:
     ms_text, _, seq = id_.partition("-")
     ms = int(ms_text)
     expires_at = ms + int(ttl) if ttl is not None else None
-    p = codec.loads(props)
     return Message(
         id_,
         body,
         ts=ms,
-        publisher=p.get("publisher", ""),
+        publisher="",
         subject=subject,
-        message_id=p.get("message_id"),
-        content_type=p.get("content_type"),
-        headers=p.get("headers"),
         expires_at=expires_at,
         pos=(ms, int(seq)),
         wire=stored_tail(id_, ms_text, body, props, expires_at),
+        stored=props,
     )
 
 
