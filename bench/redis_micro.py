@@ -1,6 +1,6 @@
 """The Redis broker's per-message cost in the gateway process: publish and live read.
 
-    .venv/bin/python bench/redis_micro.py [BATCHES] [memory]
+    .venv/bin/python bench/redis_micro.py [BATCHES] [memory|other]
     WSQ_SRC=/tmp/old .venv/bin/python bench/redis_micro.py   # another checkout's wsq/, for A/B
 
 Starts a throwaway ``redis-server`` on a free port, tails one address with a callback that
@@ -8,7 +8,8 @@ encodes every message's wire tail (what the hub does once per message), and publ
 batches of 100 messages of ~100 bytes, each batch awaited and then its delivery awaited.
 Reports the process CPU (this process only: not Redis's) per message, best of 5 rounds: the
 part of a Redis fan-out that does not depend on the number of subscribers. ``memory``: the same
-with the memory broker, for comparison.
+with the memory broker, for comparison; ``other``: published by a second broker (another
+gateway process), so this one reads every message back as a notice and an XRANGE.
 """
 
 import asyncio
@@ -48,6 +49,10 @@ async def main(url: str) -> None:
         else RedisBroker(Settings(broker=BrokerConfig(url=url)))
     )
     await broker.start()
+    publisher = broker
+    if sys.argv[2:] == ["other"]:
+        publisher = RedisBroker(Settings(broker=BrokerConfig(url=url)))
+        await publisher.start()
     got = 0
     arrived = asyncio.Event()
     want = 0
@@ -70,13 +75,15 @@ async def main(url: str) -> None:
         for _ in range(BATCHES):
             want = got + len(msgs)
             arrived.clear()
-            await broker.publish("t", "news", msgs)
+            await publisher.publish("t", "news", msgs)
             await asyncio.wait_for(arrived.wait(), 10)
         per = (time.process_time() - t0) / (BATCHES * 100) * 1e6
         best = per if best is None else min(best, per)
     print(f"{wsq.__file__}: {best:.2f} us/message publish + live read (best of 5)")
     handle.close()
     await broker.close()
+    if publisher is not broker:
+        await publisher.close()
 
 
 def run() -> None:
