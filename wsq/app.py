@@ -103,7 +103,7 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
         settings=settings,
         auth=Authenticator(settings.tenants),
         broker=broker,
-        hub=Hub(broker, node_id),
+        hub=Hub(broker, node_id, settings),
         node_id=node_id,
     )
     ready = {"ok": False}

@@ -22,6 +22,7 @@ from itertools import accumulate
 from typing import Any
 
 from wsq.broker.base import START, Broker, Delivery, Handle, Message, Outcome, parse_position
+from wsq.config import Settings, TenantConfig
 from wsq.protocol.connection import ServerConnection
 from wsq.protocol.state import Link, LinkState
 from wsq.protocol.wire import copy_tail, message_tail
@@ -30,6 +31,10 @@ log = logging.getLogger("wsq.hub")
 
 READ_BATCH = 512
 MAX_UNSETTLED_PER_LINK = 1024
+#: Recent messages a topic keeps while one of its links is behind (never more than the
+#: tenant's retention keeps): a link that grants credit a few messages at a time drops out of
+#: the live set on every message, and catches up from here instead of reading the broker.
+RECENT = 1024
 
 
 class Outlet:
@@ -78,7 +83,21 @@ class MoveSub:
 class Topic:
     """One address of one tenant, as seen by this process."""
 
-    __slots__ = ("address", "hub", "live", "live_id", "live_pos", "ready", "subs", "tail", "tenant")
+    __slots__ = (
+        "address",
+        "hub",
+        "live",
+        "live_id",
+        "live_pos",
+        "max_age_ms",
+        "ready",
+        "recent",
+        "recent_cap",
+        "recent_floor",
+        "subs",
+        "tail",
+        "tenant",
+    )
 
     def __init__(self, hub: Hub, tenant: str, address: str) -> None:
         self.hub = hub
@@ -91,6 +110,14 @@ class Topic:
         self.live_pos = (0, 0)
         self.tail: Handle | None = None
         self.ready = asyncio.Event()
+        # While a link is behind: every message the live reader passed on after
+        # ``recent_floor``, in order (those expired when passed on left out), at most about
+        # ``recent_cap``, which retention by length would also keep.
+        self.recent: list[Message] = []
+        self.recent_floor = (0, 0)
+        cfg = hub.tenant_config(tenant)
+        self.recent_cap = min(RECENT, cfg.retention_max_len)
+        self.max_age_ms = cfg.retention_max_age_ms
 
     async def start(self) -> None:
         last = await self.hub.broker.last_position(self.tenant, self.address)
@@ -103,10 +130,12 @@ class Topic:
         if not messages:
             return
         last = messages[-1]
+        before = self.live_pos
         self.live_id = last.id
         self.live_pos = last.pos
         live = self.live
         if not live:
+            self._remember(messages, before)
             return
         now_ms = int(time.time() * 1000)
         batch = [m for m in messages if m.expires_at is None or m.expires_at > now_ms]
@@ -125,7 +154,41 @@ class Topic:
         for sub in dropped:
             sub.live = False
             del live[sub]
+        self._remember(messages, before)
+        for sub in dropped:
             self.hub.behind(sub)
+
+    def _remember(self, messages: list[Message], before: tuple[int, int]) -> None:
+        """Keep ``messages`` (passed on after ``before``) while some link is behind."""
+        recent = self.recent
+        if len(self.subs) == len(self.live):
+            if recent:
+                self.recent = []
+            return
+        if not recent:
+            self.recent_floor = before
+            self.recent = recent = list(messages)
+        else:
+            recent += messages
+        cap = self.recent_cap
+        if len(recent) > 2 * cap:
+            # Amortised: cut back to ``cap`` once it holds twice that.
+            cut = len(recent) - cap
+            self.recent_floor = recent[cut - 1].pos
+            del recent[:cut]
+
+    def recent_after(
+        self, cursor: tuple[int, int], limit: int, now_ms: int
+    ) -> list[Message] | None:
+        """Up to ``limit`` messages after ``cursor`` from memory, or None when memory does not
+        hold all of them or holds some that age retention would have dropped (read the broker)."""
+        recent = self.recent
+        if not recent or cursor < self.recent_floor:
+            return None
+        i = bisect_right(recent, cursor, key=_pos)
+        if i < len(recent) and self.max_age_ms and recent[i].ts <= now_ms - self.max_age_ms:
+            return None
+        return recent[i : i + limit]
 
     def close(self) -> None:
         if self.tail is not None:
@@ -332,14 +395,23 @@ class GroupPump:
 class Hub:
     """Per-process fan-out. One per gateway process, shared by all sockets."""
 
-    def __init__(self, broker: Broker, node_id: str = "node") -> None:
+    def __init__(
+        self, broker: Broker, node_id: str = "node", settings: Settings | None = None
+    ) -> None:
         self.broker = broker
         self.node_id = node_id
+        self.settings = settings if settings is not None else Settings()
         self.topics: dict[tuple[str, str], Topic] = {}
         self.pumps: dict[tuple[str, str, str], GroupPump] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        # Times a copy link caught up from history (it had fallen behind the live stream).
+        # Times a copy link caught up (it had fallen behind the live stream), and how many of
+        # those read the broker (the topic's recent messages did not reach back far enough).
         self.catch_ups = 0
+        self.broker_catch_ups = 0
+
+    def tenant_config(self, tenant: str) -> TenantConfig:
+        cfg = self.settings.tenants.get(tenant)
+        return cfg if cfg is not None else TenantConfig(name=tenant, issuer=tenant, keys=())
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -408,9 +480,43 @@ class Hub:
         if not sub.outlet.has_room():
             sub.outlet.stalled.add(sub)
             return
-        sub.catching_up = True
         self.catch_ups += 1
+        if self._catch_up_from_memory(sub):
+            return
+        self.broker_catch_ups += 1
+        sub.catching_up = True
         self.spawn(self._catch_up(sub))
+
+    def _catch_up_from_memory(self, sub: CopySub) -> bool:
+        """Catch ``sub`` up from its topic's recent messages, at once; False when they do not
+        reach back to its cursor (read the broker). Stops, as a read would, for credit or room."""
+        topic = sub.topic
+        link = sub.link
+        while link.state is LinkState.ATTACHED and not sub.live:
+            now_ms = int(time.time() * 1000)
+            batch = topic.recent_after(sub.cursor, min(link.credit, READ_BATCH), now_ms)
+            if batch is None:
+                return False
+            if batch:
+                messages = [m for m in batch if m.expires_at is None or m.expires_at > now_ms]
+                if not deliver_copy(sub, messages):
+                    return True  # it waits for credit or for room, as after a read
+                last = batch[-1]
+                if last.pos > sub.cursor:
+                    sub.cursor = last.pos
+                    sub.cursor_id = last.id
+            if not batch or sub.cursor >= topic.live_pos:
+                if sub.cursor < topic.live_pos:
+                    sub.cursor = topic.live_pos
+                    sub.cursor_id = topic.live_id
+                sub.live = True
+                topic.live[sub] = None
+                return True
+            if link.credit <= 0 or not sub.outlet.has_room():
+                if link.credit > 0:
+                    sub.outlet.stalled.add(sub)
+                return True
+        return True
 
     async def _catch_up(self, sub: CopySub) -> None:
         topic = sub.topic

@@ -220,6 +220,22 @@ async def test_read_stops_at_a_byte_budget_but_returns_at_least_one(
     assert seen == ids
 
 
+async def test_a_byte_budget_counts_headers_too(broker: Broker, address: str) -> None:
+    # Body '"b"' (3 characters) and headers {"k":"v…v"} of 1000 characters: 1003 each.
+    headers = {"k": "v" * 992}
+    assert len(json.dumps(headers, separators=(",", ":"))) == 1000
+    ids = [
+        p.id
+        for p in await broker.publish(
+            T, address, [NewMessage(body='"b"', publisher="p", headers=headers) for _ in range(3)]
+        )
+    ]
+    res = await broker.read(T, address, START, 100, max_bytes=2005)
+    assert [m.id for m in res.messages] == ids[:1]  # a second would pass: 2006
+    res = await broker.read(T, address, START, 100, max_bytes=2006)
+    assert [m.id for m in res.messages] == ids[:2]
+
+
 async def test_a_byte_budget_does_not_count_expired_messages(broker: Broker, address: str) -> None:
     await broker.publish(T, address, [new("x" * 998, ttl_ms=50) for _ in range(3)])
     await asyncio.sleep(0.12)

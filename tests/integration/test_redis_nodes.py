@@ -36,6 +36,7 @@ from wsq.broker.base import START, Message, NewMessage, Outcome
 from wsq.broker.redis import RedisBroker
 from wsq.config import BrokerConfig, Settings
 from wsq.exceptions import BrokerUnavailable
+from wsq.protocol.wire import copy_tail
 
 
 @pytest.fixture(scope="module")
@@ -534,3 +535,166 @@ async def test_a_release_on_one_process_wakes_the_group_on_another(
     finally:
         await a.close()
         await b.close()
+
+
+# -- the entry format -------------------------------------------------------------------------
+
+
+async def test_entries_in_the_first_format_are_still_read(
+    redis_server: RedisServer, redis: Redis, address: str
+) -> None:
+    # Entries written before the pre-encoded props (``x``): p, m, c, h as separate fields.
+    settings = Settings(broker=BrokerConfig(url=redis_server.url))
+    broker = RedisBroker(settings)
+    await broker.start()
+    base = f"wsq:{{t:{address}}}"
+    old_id = await redis.xadd(
+        f"{base}:s",
+        {
+            "b": '{"n":1}',
+            "p": "old-writer",
+            "s": "a.b",
+            "m": "m-old",
+            "c": "text/plain",
+            "h": '{"k":[1,2]}',
+            "t": "3600000",
+        },
+    )
+    await redis.hset(f"{base}:m", "last", old_id)
+    try:
+        got: list[Message] = []
+        arrived = asyncio.Event()
+
+        def on_messages(messages: list[Message]) -> None:
+            got.extend(messages)
+            arrived.set()
+
+        handle = broker.tail("t", address, old_id, on_messages)
+        await asyncio.sleep(0.3)
+        [new] = await broker.publish(
+            "t",
+            address,
+            [
+                NewMessage(
+                    '{"n":2}',
+                    "new-writer",
+                    subject="a.b",
+                    message_id="m-new",
+                    content_type="text/plain",
+                    headers={"k": [1, 2]},
+                    ttl_ms=3_600_000,
+                )
+            ],
+        )
+        await asyncio.wait_for(arrived.wait(), 10)
+        handle.close()
+        [old, _] = (await broker.read("t", address, START, 10)).messages
+        [live] = got
+        assert live.id == new.id
+        ms = int(old_id.split("-")[0])
+        assert (old.id, old.body, old.publisher, old.subject) == (
+            old_id,
+            '{"n":1}',
+            "old-writer",
+            "a.b",
+        )
+        assert (old.message_id, old.content_type, old.headers) == (
+            "m-old",
+            "text/plain",
+            {"k": [1, 2]},
+        )
+        assert (old.ts, old.expires_at) == (ms, ms + 3_600_000)
+        # Both formats give the same props and the same wire tail as the encoder would.
+        assert (await broker.lookup("t", address, "m-old")) is not None
+        assert (await broker.lookup("t", address, "m-new")) is not None
+        new_ms = int(new.id.split("-")[0])
+        assert live.props() == {
+            "ts": new_ms,
+            "publisher": "new-writer",
+            "subject": "a.b",
+            "message_id": "m-new",
+            "content_type": "text/plain",
+            "headers": {"k": [1, 2]},
+            "expires": new_ms + 3_600_000,
+        }
+        for m in (old, live):
+            fresh = Message(
+                m.id,
+                m.body,
+                ts=m.ts,
+                publisher=m.publisher,
+                subject=m.subject,
+                message_id=m.message_id,
+                content_type=m.content_type,
+                headers=m.headers,
+                expires_at=m.expires_at,
+            )
+            assert copy_tail(m) == copy_tail(fresh)
+            assert json.loads("{" + copy_tail(m))["props"] == m.props()
+    finally:
+        await broker.close()
+
+
+async def _collect(broker: RedisBroker, address: str) -> tuple[Any, list[Message]]:
+    got: list[Message] = []
+    handle = broker.tail("acme", address, await broker.last_position("acme", address), got.extend)
+    await asyncio.sleep(0.3)  # the subscription takes hold
+    return handle, got
+
+
+async def test_own_publishes_are_passed_on_without_reading_them_back(
+    redis_server: RedisServer, address: str
+) -> None:
+    settings = dataclasses.replace(make_settings(), broker=BrokerConfig(url=redis_server.url))
+    a, b = RedisBroker(settings), RedisBroker(settings)
+    await a.start()
+    await b.start()
+    try:
+        handle, got = await _collect(a, address)
+        reads = a.live_reads
+        for i in range(5):
+            await a.publish("acme", address, [NewMessage(str(i), "a") for _ in range(3)])
+        # Delivered by the publish itself, in order, and the notices read nothing.
+        assert [m.body for m in got] == [str(i) for i in range(5) for _ in range(3)]
+        await asyncio.sleep(0.3)
+        assert a.live_reads == reads
+        assert len(got) == 15
+
+        # Another process's publishes interleaved with ours: everything once, in stream order.
+        async def burst(broker: RedisBroker, tag: str) -> None:
+            for i in range(30):
+                await broker.publish("acme", address, [NewMessage(f'"{tag}{i}"', tag)] * 2)
+
+        await asyncio.gather(burst(a, "a"), burst(b, "b"), burst(a, "c"))
+        stored = (await a.read("acme", address, START, 1000)).messages
+        await _eventually(lambda: len(got) >= len(stored))
+        await asyncio.sleep(0.2)
+        assert [m.id for m in got] == [m.id for m in stored]
+        assert [copy_tail(m) for m in got] == [copy_tail(m) for m in stored]
+        assert a.live_reads > reads  # b's publishes were read
+        handle.close()
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_own_publish_trimmed_by_retention_is_read_not_passed_on(
+    redis_server: RedisServer, address: str
+) -> None:
+    # Retention of 3: a batch of 5 keeps its last 3, and the reader passes on what Redis kept.
+    settings = dataclasses.replace(
+        make_settings(retention_max_len=3), broker=BrokerConfig(url=redis_server.url)
+    )
+    a = RedisBroker(settings)
+    await a.start()
+    try:
+        handle, got = await _collect(a, address)
+        await a.publish("acme", address, [NewMessage(str(i), "a") for i in range(5)])
+        stored = (await a.read("acme", address, START, 10)).messages
+        assert [m.body for m in stored] == ["2", "3", "4"]
+        await _eventually(lambda: len(got) >= 3)
+        await asyncio.sleep(0.2)
+        assert [m.id for m in got] == [m.id for m in stored]
+        handle.close()
+    finally:
+        await a.close()

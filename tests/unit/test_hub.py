@@ -11,7 +11,7 @@ import pytest
 
 from wsq.broker.base import NewMessage
 from wsq.broker.memory import MemoryBroker
-from wsq.config import Settings
+from wsq.config import Settings, TenantConfig
 from wsq.exceptions import BrokerUnavailable
 from wsq.hub import Hub, Outlet
 from wsq.protocol.connection import Limits, ServerConnection
@@ -358,5 +358,90 @@ async def test_a_failed_release_on_detach_does_not_leave_the_group_pump_behind()
     with pytest.raises(BrokerUnavailable):
         await hub.detach("t", link, event.unsettled)
     assert ("t", "jobs", "default") not in hub.pumps
+    await hub.close()
+    await broker.close()
+
+
+def _ints(frames: list[dict[str, Any]]) -> list[int]:
+    return [t["body"]["n"] for t in frames]
+
+
+async def _one_at_a_time(sock: Socket, link: Any, rounds: int) -> list[int]:
+    """A client that grants one credit after each delivery."""
+    got: list[int] = []
+    for _ in range(rounds):
+        await settle_loop()
+        frames = sock.drain()
+        got += _ints(frames)
+        if frames:
+            sock.hub.credit(sock.send({"op": "flow", "ch": 1, "handle": 0, "credit": 1}).link)
+    return got
+
+
+async def _small(broker: MemoryBroker, address: str, numbers: range) -> None:
+    await broker.publish(
+        "t", address, [NewMessage(body=json.dumps({"n": i}), publisher="p") for i in numbers]
+    )
+
+
+async def test_a_link_granting_one_credit_at_a_time_catches_up_from_memory() -> None:
+    broker = MemoryBroker(Settings())
+    await broker.start()
+    hub = Hub(broker)
+    sock = Socket(hub)
+    fast = Socket(hub)
+    link = await sock.attach(address="feed", credit=1)
+    await fast.attach(address="feed", credit=1000)
+    for start in range(0, 200, 50):
+        await _small(broker, "feed", range(start, start + 50))
+    got = await _one_at_a_time(sock, link, 400)
+    assert got == list(range(200))
+    assert _ints(fast.drain()) == list(range(200))
+    # It fell behind on every message and never read the broker to catch up.
+    assert hub.catch_ups >= 199
+    assert hub.broker_catch_ups == 0
+    # Everyone is live again: the topic keeps nothing.
+    await _small(broker, "feed", range(200, 201))
+    assert hub.topics[("t", "feed")].recent == []
+    await hub.close()
+    await broker.close()
+
+
+async def test_memory_never_gives_a_late_link_what_retention_dropped() -> None:
+    settings = Settings(
+        tenants={"t": TenantConfig(name="t", issuer="t", keys=(), retention_max_len=3)}
+    )
+    broker = MemoryBroker(settings)
+    await broker.start()
+    hub = Hub(broker, settings=settings)
+    sock = Socket(hub)
+    link = await sock.attach(address="feed", credit=1)
+    await _small(broker, "feed", range(10))
+    got = await _one_at_a_time(sock, link, 20)
+    # The first went live; of the rest, the broker keeps 3, and so does the topic's memory.
+    assert got == [0, 7, 8, 9]
+    await hub.close()
+    await broker.close()
+
+
+async def test_memory_never_gives_a_late_link_what_age_retention_dropped() -> None:
+    settings = Settings(
+        tenants={"t": TenantConfig(name="t", issuer="t", keys=(), retention_max_age_ms=200)}
+    )
+    broker = MemoryBroker(settings)
+    await broker.start()
+    hub = Hub(broker, settings=settings)
+    sock = Socket(hub)
+    link = await sock.attach(address="feed", credit=1)
+    await _small(broker, "feed", range(5))
+    await settle_loop()
+    assert _ints(sock.drain()) == [0]
+    await asyncio.sleep(0.3)  # past the retention age: 1..4 are gone from the broker
+    await _small(broker, "feed", range(5, 6))
+    got = await _one_at_a_time(sock, link, 10)
+    hub.credit(sock.send({"op": "flow", "ch": 1, "handle": 0, "credit": 1}).link)
+    got += await _one_at_a_time(sock, link, 10)
+    assert got == [5]
+    assert hub.broker_catch_ups > 0
     await hub.close()
     await broker.close()

@@ -20,7 +20,7 @@ from wsq.protocol.events import (
     PublishRequested,
 )
 from wsq.protocol.state import Link, SessionState
-from wsq.protocol.wire import copy_tail, message_tail
+from wsq.protocol.wire import copy_tail, message_tail, stored_props, stored_tail
 
 INVALID = "wsq:invalid-frame"
 
@@ -979,3 +979,31 @@ def test_a_move_link_ended_with_everything_settled_reports_nothing_unsettled() -
     h.send({"op": "disposition", "ch": 1, "first": 0, "last": 1})
     h.events()
     assert h.exchange(detach(1, 0)) == ([LinkEnded(link, [])], [detach(1, 0)])
+
+
+@pytest.mark.parametrize(
+    "props",
+    [
+        {},
+        {"subject": "a.b", "message_id": "m1", "content_type": "text/plain"},
+        {"headers": {"big": 2**70, "text": "grüße ☃ 😀", "nested": {"a": [1, None]}}},
+        {"message_id": "\ud800", "headers": {"h": "\udfff"}},
+        {"subject": "a.b", "expires_at": 1_732_200_060_000},
+    ],
+)
+def test_a_tail_rebuilt_from_stored_props_is_the_encoded_tail(props: dict[str, Any]) -> None:
+    # A broker may store the props pre-encoded and concatenate the tail when it reads them back.
+    m = message("1732200000000-7", {"text": "grüße"}, **props)
+    stored = stored_props(m.publisher, m.subject, m.message_id, m.content_type, m.headers)
+    tail = stored_tail(m.id, str(m.ts), m.body, stored, m.expires_at)
+    assert tail == copy_tail(m)
+    assert tail.encode("utf-8")  # valid UTF-8 whatever the props hold
+
+
+def test_a_redelivered_tail_adds_the_count_to_the_cached_tail() -> None:
+    m = message("5-1", "x", subject="a.b")
+    tail = copy_tail(m)
+    again = message_tail(m, redelivered=3)
+    assert decode("{" + again)["props"] == {**m.props(), "redelivered": 3}
+    assert again.startswith(tail[:-2])
+    assert m.wire is tail  # the message was encoded once

@@ -60,17 +60,23 @@ class NewMessage:
 
 
 class Message:
-    """A stored message as read back. ``wire`` caches its encoding for the hub (encode once)."""
+    """A stored message as read back. ``wire`` caches its encoding for the hub (encode once).
+
+    ``stored``: the props as a broker stored them, JSON text of ``publisher``, ``message_id``,
+    ``content_type`` and ``headers`` (``wsq.protocol.wire.stored_props``), decoded only when one
+    of them is asked for: live fan-out needs none of them once ``wire`` is built.
+    """
 
     __slots__ = (
+        "_content_type",
+        "_headers",
+        "_message_id",
+        "_publisher",
+        "_stored",
         "body",
-        "content_type",
         "expires_at",
-        "headers",
         "id",
-        "message_id",
         "pos",
-        "publisher",
         "subject",
         "ts",
         "wire",
@@ -88,18 +94,57 @@ class Message:
         content_type: str | None = None,
         headers: Mapping[str, Any] | None = None,
         expires_at: int | None = None,
+        pos: tuple[int, int] | None = None,
+        wire: str | None = None,
+        stored: str | None = None,
     ) -> None:
         self.id = id
-        self.pos = parse_position(id)
+        # ``pos`` when the caller has parsed ``id`` already (a broker reading its own ids).
+        self.pos = parse_position(id) if pos is None else pos
         self.body = body
         self.ts = ts
-        self.publisher = publisher
+        self._publisher = publisher
         self.subject = subject
-        self.message_id = message_id
-        self.content_type = content_type
-        self.headers = headers
+        self._message_id = message_id
+        self._content_type = content_type
+        self._headers = headers
         self.expires_at = expires_at
-        self.wire: str | None = None
+        self.wire = wire
+        self._stored = stored
+
+    def _decode(self, stored: str) -> None:
+        props = codec.loads(stored)
+        if not isinstance(props, dict):
+            props = {}
+        self._stored = None
+        self._publisher = str(props.get("publisher", ""))
+        self._message_id = props.get("message_id")
+        self._content_type = props.get("content_type")
+        self._headers = props.get("headers")
+
+    @property
+    def publisher(self) -> str:
+        if self._stored is not None:
+            self._decode(self._stored)
+        return self._publisher
+
+    @property
+    def message_id(self) -> str | None:
+        if self._stored is not None:
+            self._decode(self._stored)
+        return self._message_id
+
+    @property
+    def content_type(self) -> str | None:
+        if self._stored is not None:
+            self._decode(self._stored)
+        return self._content_type
+
+    @property
+    def headers(self) -> Mapping[str, Any] | None:
+        if self._stored is not None:
+            self._decode(self._stored)
+        return self._headers
 
     def props(self) -> dict[str, Any]:
         """The ``props`` object of the wire (absent fields left out)."""

@@ -1,0 +1,118 @@
+"""The Redis broker's per-message cost in the gateway process: publish and live read.
+
+    .venv/bin/python bench/redis_micro.py [BATCHES] [memory|other]
+    WSQ_SRC=/tmp/old .venv/bin/python bench/redis_micro.py   # another checkout's wsq/, for A/B
+
+Starts a throwaway ``redis-server`` on a free port, tails one address with a callback that
+encodes every message's wire tail (what the hub does once per message), and publishes BATCHES
+batches of 100 messages of ~100 bytes, each batch awaited and then its delivery awaited.
+Reports the process CPU (this process only: not Redis's) per message, best of 5 rounds: the
+part of a Redis fan-out that does not depend on the number of subscribers. ``memory``: the same
+with the memory broker, for comparison; ``other``: published by a second broker (another
+gateway process), so this one reads every message back as a notice and an XRANGE.
+"""
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+if os.environ.get("WSQ_SRC"):
+    sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
+    sys.path.insert(0, os.environ["WSQ_SRC"])
+
+import wsq
+from wsq.broker.base import NewMessage
+from wsq.broker.memory import MemoryBroker
+from wsq.broker.redis import RedisBroker
+from wsq.config import BrokerConfig, Settings
+from wsq.protocol.wire import copy_tail
+
+BATCHES = int(sys.argv[1]) if len(sys.argv) > 1 else 200
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def main(url: str) -> None:
+    broker = (
+        MemoryBroker(Settings())
+        if url == "memory://"
+        else RedisBroker(Settings(broker=BrokerConfig(url=url)))
+    )
+    await broker.start()
+    publisher = broker
+    if sys.argv[2:] == ["other"]:
+        publisher = RedisBroker(Settings(broker=BrokerConfig(url=url)))
+        await publisher.start()
+    got = 0
+    arrived = asyncio.Event()
+    want = 0
+
+    def on_messages(messages: list) -> None:  # type: ignore[type-arg]
+        nonlocal got
+        for m in messages:
+            copy_tail(m)
+        got += len(messages)
+        if got >= want:
+            arrived.set()
+
+    handle = broker.tail("t", "news", await broker.last_position("t", "news"), on_messages)
+    await asyncio.sleep(0.3)  # the subscription takes hold
+    body = json.dumps({"b@": "x" * 80})
+    msgs = [NewMessage(body=body, publisher="bench", subject="news.eu") for _ in range(100)]
+    best = None
+    for _ in range(5):
+        t0 = time.process_time()
+        for _ in range(BATCHES):
+            want = got + len(msgs)
+            arrived.clear()
+            await publisher.publish("t", "news", msgs)
+            await asyncio.wait_for(arrived.wait(), 10)
+        per = (time.process_time() - t0) / (BATCHES * 100) * 1e6
+        best = per if best is None else min(best, per)
+    print(f"{wsq.__file__}: {best:.2f} us/message publish + live read (best of 5)")
+    handle.close()
+    await broker.close()
+    if publisher is not broker:
+        await publisher.close()
+
+
+def run() -> None:
+    if sys.argv[2:] == ["memory"]:
+        asyncio.run(main("memory://"))
+        return
+    exe = shutil.which("redis-server")
+    if exe is None:
+        sys.exit("redis-server is not installed")
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.Popen(
+            [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+            + ["--dir", tmp],
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            time.sleep(0.3)
+            asyncio.run(main(f"redis://127.0.0.1:{port}/0"))
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+if __name__ == "__main__":
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    run()
