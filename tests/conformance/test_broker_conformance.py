@@ -286,6 +286,20 @@ async def test_dedup_answers_first_position(broker: Broker, address: str) -> Non
     assert await broker.last_position(T, address) == first.id
 
 
+async def test_dedup_and_lookup_take_any_json_string_as_message_id(
+    broker: Broker, address: str
+) -> None:
+    # JSON can carry a lone surrogate; UTF-8 cannot encode it strictly.
+    odd = ["\ud800", "\ud800x", "%", "a/b c"]
+    first = await broker.publish(T, address, [new(i, message_id=m) for i, m in enumerate(odd)])
+    again = await broker.publish(T, address, [new(9, message_id=m) for m in odd])
+    assert [r.duplicate for r in first] == [False] * 4 and all(r.duplicate for r in again)
+    assert [r.id for r in again] == [r.id for r in first]
+    for i, m in enumerate(odd):
+        found = await broker.lookup(T, address, m)
+        assert found is not None and found.id == first[i].id and found.message_id == m
+
+
 async def test_dedup_within_one_batch(broker: Broker, address: str) -> None:
     results = await broker.publish(
         T,

@@ -531,6 +531,13 @@ def _group_keys(base: str, group: str) -> tuple[str, str, str]:
     return f"{g}:l", f"{g}:w", f"{g}:n"
 
 
+def _id_part(message_id: str) -> str:
+    """A message_id as part of a key name. JSON lets a client send a lone surrogate, which
+    UTF-8 cannot encode strictly: ``surrogatepass`` keeps such an id distinct instead of
+    refusing the publish."""
+    return quote(message_id, safe="", errors="surrogatepass")
+
+
 def _fields(nm: NewMessage) -> list[str]:
     """The fields of a new entry: ``b`` body, ``x`` the props as they go on the wire (without
     ``ts`` and ``expires``: readers concatenate the tail instead of encoding it), and for the Lua
@@ -973,7 +980,7 @@ class RedisBroker(Broker):
         for nm in messages:
             k = 0
             if dedup and nm.message_id is not None:
-                keys.append(f"{base}:i:{quote(nm.message_id, safe='')}")
+                keys.append(f"{base}:i:{_id_part(nm.message_id)}")
                 k = len(keys)
             fields = _fields(nm)
             stored.append(fields)
@@ -1646,7 +1653,7 @@ class RedisBroker(Broker):
     async def _lookup(
         r: Redis | RedisCluster, base: str, stream: str, message_id: str
     ) -> Message | None:
-        hit = await r.get(f"{base}:i:{quote(message_id, safe='')}")
+        hit = await r.get(f"{base}:i:{_id_part(message_id)}")
         if hit:
             rows: Any = await r.xrange(stream, min=hit, max=hit)
             if rows:
