@@ -17,7 +17,14 @@ from typing import Any
 import pytest
 import redis
 from redis.crc import key_slot
-from wsq_harness import Publisher, RedisCluster, make_settings, running_gateway, transfers
+from wsq_harness import (
+    Publisher,
+    RedisCluster,
+    make_settings,
+    running_gateway,
+    spread_addresses,
+    transfers,
+)
 
 from wsq.broker.base import START, Message, NewMessage
 from wsq.broker.redis import RedisBroker
@@ -37,17 +44,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
 @pytest.fixture
 def settings(cluster: RedisCluster) -> Settings:
     return dataclasses.replace(make_settings(), broker=BrokerConfig(url=cluster.url))
-
-
-def spread_addresses(cluster: RedisCluster, per_master: int) -> dict[int, list[str]]:
-    """Fresh addresses of tenant acme, ``per_master`` on each master (by their keys' slot)."""
-    out: dict[int, list[str]] = {port: [] for port in cluster.ports}
-    while any(len(v) < per_master for v in out.values()):
-        address = f"spread.{uuid.uuid4().hex[:10]}"
-        owner = out[cluster.port_of(f"wsq:{{acme:{address}}}:s")]
-        if len(owner) < per_master:
-            owner.append(address)
-    return out
 
 
 async def test_published_on_one_node_is_received_on_another_on_every_master(
