@@ -108,7 +108,14 @@ async def _through_a_failover(
     addresses = [by_master[victim][0], *(a for p, g in by_master.items() if p != victim for a in g)]
     settings = dataclasses.replace(make_settings(), broker=BrokerConfig(url=cluster.url))
     broker = RedisBroker(settings)
-    async with running_gateway(settings, broker) as gw, httpx.AsyncClient() as http:
+    # Subscribers on one gateway, publishers on another: the subscribers' gateway learns of
+    # every message from Redis (a publishing gateway passes its own publishes on without
+    # reading them back, which would hide a deaf reader).
+    async with (
+        running_gateway(settings, broker) as gw,
+        running_gateway(settings) as pub_gw,
+        httpx.AsyncClient() as http,
+    ):
         assert await _ready(http, gw) == 200
         recorders = []
         for i in range(3):
@@ -118,7 +125,7 @@ async def _through_a_failover(
                 await reader.subscribe(1, handle, address, credit=1_000_000)
             recorders.append(_Recorder(reader))
         streams = [
-            StreamPublisher(await gw.client(sub=f"writer{i}"), address)
+            StreamPublisher(await pub_gw.client(sub=f"writer{i}"), address)
             for i, address in enumerate(addresses)
         ]
         tasks = [asyncio.create_task(s.run()) for s in streams]
