@@ -12,7 +12,8 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Mapping
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
@@ -329,7 +330,9 @@ async def transfers(
 class RedisServer:
     """A throwaway ``redis-server`` that can be killed and started again on the same port."""
 
-    def __init__(self, workdir: Path, *, aof: bool = False, cluster: bool = False) -> None:
+    def __init__(
+        self, workdir: Path, *, aof: bool = False, cluster: bool = False, args: Sequence[str] = ()
+    ) -> None:
         exe = shutil.which("redis-server")
         if exe is None:
             if os.environ.get("CI") == "true":
@@ -339,6 +342,7 @@ class RedisServer:
         self.workdir = workdir
         self.aof = aof
         self.cluster = cluster
+        self.args = tuple(args)  # more redis-server options
         self.port: int = _free_port()
         self.bus_port: int = _free_port() if cluster else 0
         self.url = f"redis://127.0.0.1:{self.port}/0"
@@ -358,6 +362,7 @@ class RedisServer:
                 *(self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""),
                 *(persistence or ("--appendonly", "no")),
                 *cluster,
+                *self.args,
                 *("--dir", str(self.workdir), "--logfile", str(self.workdir / "redis.log")),
             ],
             stdout=subprocess.DEVNULL,
@@ -401,20 +406,32 @@ def _free_port() -> int:
 
 class RedisCluster:
     """A throwaway local Redis Cluster: ``masters`` ``redis-server --cluster-enabled yes`` on free
-    ports in ``workdir``, joined by ``redis-cli --cluster create`` (no replicas)."""
+    ports in ``workdir``, each with ``replicas`` replicas, joined by ``redis-cli --cluster
+    create``. ``node_timeout_ms`` (``cluster-node-timeout``) sets how soon a master that stops
+    answering is failed over to its replica (Redis's default is 15 s)."""
 
-    def __init__(self, workdir: Path, *, masters: int = 3) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        masters: int = 3,
+        replicas: int = 0,
+        node_timeout_ms: int | None = None,
+    ) -> None:
         cli = shutil.which("redis-cli")
         if shutil.which("redis-server") is None or cli is None:
             if os.environ.get("CI") == "true":
                 pytest.fail("redis-server / redis-cli are not installed (required in CI)")
             pytest.skip("redis-server / redis-cli are not installed")
         self.cli = cli
+        self.replicas = replicas
+        args = () if node_timeout_ms is None else ("--cluster-node-timeout", str(node_timeout_ms))
         self.nodes: list[RedisServer] = []
-        for i in range(masters):
+        for i in range(masters * (1 + replicas)):
             node_dir = workdir / f"node{i}"
             node_dir.mkdir(parents=True, exist_ok=True)
-            self.nodes.append(RedisServer(node_dir, cluster=True))
+            self.nodes.append(RedisServer(node_dir, cluster=True, args=args))
+        # Every node's port; ``redis-cli`` makes the first ``masters`` of them masters.
         self.ports = [n.port for n in self.nodes]
         self.url = f"redis+cluster://127.0.0.1:{self.ports[0]}"
 
@@ -429,7 +446,7 @@ class RedisCluster:
                     "create",
                     *(f"127.0.0.1:{p}" for p in self.ports),
                     "--cluster-replicas",
-                    "0",
+                    str(self.replicas),
                     "--cluster-yes",
                 ],
                 check=True,
@@ -437,7 +454,7 @@ class RedisCluster:
                 timeout=30,
             )
             deadline = time.monotonic() + 20
-            while not all(self._state_ok(p) for p in self.ports):
+            while not all(self._state_ok(p) for p in self.ports) or not self._replicas_synced():
                 if time.monotonic() > deadline:
                     pytest.fail("the Redis Cluster did not reach cluster_state:ok")
                 time.sleep(0.05)
@@ -445,21 +462,79 @@ class RedisCluster:
             self.stop()
             raise
 
-    def _state_ok(self, port: int) -> bool:
-        out = subprocess.run(
-            [self.cli, "-p", str(port), "cluster", "info"], capture_output=True, text=True
+    def _info(self, port: int, *what: str) -> str:
+        return subprocess.run(
+            [self.cli, "-p", str(port), *what], capture_output=True, text=True
         ).stdout
-        return "cluster_state:ok" in out
+
+    def _state_ok(self, port: int) -> bool:
+        return "cluster_state:ok" in self._info(port, "cluster", "info")
+
+    def _replicas_synced(self) -> bool:
+        """Every master has its replicas, each has finished its first sync, and every node's
+        slot map lists them (gossip may lag behind the replication links)."""
+        if not self.replicas:
+            return True
+        for port in self.ports:
+            with redis.Redis(port=port) as r:
+                if any(
+                    len(rng) - 3 != self.replicas for rng in r.execute_command("CLUSTER", "SLOTS")
+                ):
+                    return False
+        masters = self.masters()
+        for port in self.ports:
+            info = self._info(port, "info", "replication")
+            if port in masters:
+                if f"connected_slaves:{self.replicas}" not in info:
+                    return False
+            elif "master_link_status:up" not in info:
+                return False
+        return True
+
+    def _slots(self) -> list[Any]:
+        """``CLUSTER SLOTS`` as seen by a live node."""
+        for node in self.nodes:
+            if node.proc is None:
+                continue
+            with contextlib.suppress(redis.RedisError), redis.Redis(port=node.port) as r:
+                return list(r.execute_command("CLUSTER", "SLOTS"))
+        raise AssertionError("no live node in the cluster")
+
+    def masters(self) -> list[int]:
+        """The ports of the nodes that own slots now, in port order."""
+        return sorted({int(master[1]) for _, _, master, *_ in self._slots()})
+
+    def replicas_of(self, port: int) -> list[int]:
+        """The ports of ``port``'s replicas (as the slot map lists them)."""
+        for _, _, master, *replicas in self._slots():
+            if int(master[1]) == port:
+                return sorted(int(r[1]) for r in replicas)
+        return []
+
+    def node(self, port: int) -> RedisServer:
+        return next(n for n in self.nodes if n.port == port)
 
     def port_of(self, key: str) -> int:
         """The port of the master that holds ``key``'s slot."""
         slot = key_slot(key.encode())
-        with redis.Redis(port=self.ports[0]) as r:
-            for start, end, master, *_ in r.execute_command("CLUSTER", "SLOTS"):
-                if start <= slot <= end:
-                    return int(master[1])
+        for start, end, master, *_ in self._slots():
+            if start <= slot <= end:
+                return int(master[1])
         raise AssertionError(f"no master owns slot {slot}")
 
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+
+def spread_addresses(cluster: RedisCluster, per_master: int) -> dict[int, list[str]]:
+    """Fresh addresses of tenant acme, ``per_master`` on each master (by their keys' slot)."""
+    slots = cluster._slots()
+    out: dict[int, list[str]] = {port: [] for port in cluster.masters()}
+    while any(len(v) < per_master for v in out.values()):
+        address = f"spread.{uuid.uuid4().hex[:10]}"
+        slot = key_slot(f"wsq:{{acme:{address}}}:s".encode())
+        port = next(int(m[1]) for start, end, m, *_ in slots if start <= slot <= end)
+        if len(out[port]) < per_master:
+            out[port].append(address)
+    return out

@@ -17,11 +17,19 @@ from typing import Any
 import pytest
 import redis
 from redis.crc import key_slot
-from wsq_harness import Publisher, RedisCluster, make_settings, running_gateway, transfers
+from wsq_harness import (
+    Publisher,
+    RedisCluster,
+    make_settings,
+    running_gateway,
+    spread_addresses,
+    transfers,
+)
 
 from wsq.broker.base import START, Message, NewMessage
 from wsq.broker.redis import RedisBroker
 from wsq.config import BrokerConfig, Settings
+from wsq.exceptions import BrokerUnavailable
 
 
 @pytest.fixture(scope="module")
@@ -37,17 +45,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
 @pytest.fixture
 def settings(cluster: RedisCluster) -> Settings:
     return dataclasses.replace(make_settings(), broker=BrokerConfig(url=cluster.url))
-
-
-def spread_addresses(cluster: RedisCluster, per_master: int) -> dict[int, list[str]]:
-    """Fresh addresses of tenant acme, ``per_master`` on each master (by their keys' slot)."""
-    out: dict[int, list[str]] = {port: [] for port in cluster.ports}
-    while any(len(v) < per_master for v in out.values()):
-        address = f"spread.{uuid.uuid4().hex[:10]}"
-        owner = out[cluster.port_of(f"wsq:{{acme:{address}}}:s")]
-        if len(owner) < per_master:
-            owner.append(address)
-    return out
 
 
 async def test_published_on_one_node_is_received_on_another_on_every_master(
@@ -172,5 +169,51 @@ async def test_the_publish_script_is_never_sent_twice_by_the_cluster_client(
         [first] = await broker.publish("acme", address, [NewMessage("1", "w")])
         got = await broker.read("acme", address, START, 10)
         assert [m.id for m in got.messages] == [first.id]
+    finally:
+        await broker.close()
+
+
+async def test_commands_cut_off_by_a_disconnect_are_refused_as_unavailable(
+    settings: Settings,
+) -> None:
+    # In a failover the async cluster client disconnects every node's connections when one
+    # command meets CLUSTERDOWN; commands in flight on them then fail. redis-py lets some of
+    # those through as AttributeError (a cleared writer, redis-py#4287): the broker must still
+    # answer BrokerUnavailable (the gateway's "Redis is unavailable"), never an unknown error.
+    broker = RedisBroker(settings)
+    await broker.start()
+    address = f"cut.{uuid.uuid4().hex[:10]}"
+    failures: list[BaseException] = []
+    done = 0
+
+    async def worker(i: int) -> None:
+        nonlocal done
+        for n in range(60):
+            try:
+                if n % 2:
+                    await broker.read("acme", address, START, 5)
+                else:
+                    await broker.publish("acme", address, [NewMessage(f"{i}.{n}", "w")])
+                done += 1
+            except Exception as exc:
+                failures.append(exc)
+
+    async def cut() -> None:
+        for _ in range(40):
+            await asyncio.sleep(0.01)
+            for client in (broker._redis, broker._once):
+                assert client is not None
+                await client.aclose()
+
+    try:
+        await asyncio.gather(*(worker(i) for i in range(16)), cut())
+        assert failures, "no command was cut off: the test proves nothing"
+        odd = [f for f in failures if not isinstance(f, BrokerUnavailable)]
+        assert not odd, odd[:3]
+        assert all("unavailable" in str(f) for f in failures)
+        assert done, "no command got through"
+        # And the broker works on afterwards.
+        [last] = await broker.publish("acme", address, [NewMessage("end", "w")])
+        assert (await broker.last_position("acme", address)) == last.id
     finally:
         await broker.close()

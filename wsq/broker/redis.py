@@ -43,14 +43,17 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import random
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from functools import lru_cache
+from types import TracebackType
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
+import redis as redis_package
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import RedisCluster
@@ -108,6 +111,58 @@ _DOWN = (
 
 READY = "~ready"
 DELAY = "~delay"
+
+#: Where a transport race surfaces: redis-py's own code and asyncio's streams and transports.
+_TRANSPORT_DIRS = tuple(
+    os.path.dirname(m.__file__ or "") + os.sep for m in (redis_package, asyncio)
+)
+
+
+def _leaked_disconnect(exc: BaseException) -> bool:
+    """``exc`` is a connection closed under a command that redis-py let through raw.
+
+    redis-py (8.1 and before, redis-py#4287, fixed by #4288) writes through ``self._writer``
+    without checking it: a command on a connection that another task disconnects meanwhile
+    raises ``AttributeError: 'NoneType' object has no attribute 'writelines'`` (and on some
+    Pythons a peer-reset transport raises ``TypeError``). The async cluster client disconnects
+    every connection of every node when one command meets ``CLUSTERDOWN`` (the few seconds of a
+    failover), so the other commands in flight at that moment fail this way. Only such errors
+    raised inside redis-py or asyncio count; ours stay bugs.
+    """
+    if not isinstance(exc, (AttributeError, TypeError)):
+        return False
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb.tb_frame.f_code.co_filename.startswith(_TRANSPORT_DIRS)
+
+
+class _Gate:
+    """Every command of the process passes here: at most ``limit`` in flight (the cluster
+    client raises rather than waits past its connections), and a disconnect redis-py lets
+    through raw becomes the ``ConnectionError`` it is (``_leaked_disconnect``), so callers
+    answer ``BrokerUnavailable`` and the live reader retries instead of stopping."""
+
+    __slots__ = ("_sem",)
+
+    def __init__(self, limit: int) -> None:
+        self._sem = asyncio.Semaphore(limit)
+
+    async def __aenter__(self) -> None:
+        await self._sem.acquire()
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._sem.release()
+        if exc is not None and _leaked_disconnect(exc):
+            raise RedisConnectionError(f"connection closed under a command ({exc!r})") from exc
+
 
 # -- Lua ------------------------------------------------------------------------------------------
 
@@ -743,7 +798,7 @@ class RedisBroker(Broker):
         # go through ``_redis``, which retries.
         self._once: Redis | RedisCluster | None = None
         self._node_kwargs: dict[str, Any] = {}  # credentials for connections to cluster nodes
-        self._limit = asyncio.Semaphore(MAX_CONNECTIONS)
+        self._limit = _Gate(MAX_CONNECTIONS)
         self._scripts: dict[str, AsyncScript] = {}
         self._streams: dict[tuple[str, str], _Stream] = {}
         self._groups: dict[tuple[str, str, str], _GroupWatch] = {}
@@ -883,7 +938,7 @@ class RedisBroker(Broker):
             return False
         r = self._redis
         try:
-            async with asyncio.timeout(2.0):
+            async with asyncio.timeout(2.0), self._limit:
                 if isinstance(r, RedisCluster):
                     await r.initialize()
                     primaries = r.get_primaries()
