@@ -14,16 +14,14 @@ Prints process CPU and wall time per delivery, and the broker reads the catch-up
 import asyncio
 import json
 import os
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 
 if os.environ.get("WSQ_SRC"):
     sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
     sys.path.insert(0, os.environ["WSQ_SRC"])
+
+from _micro import run_on
 
 import wsq
 from wsq.broker.base import NewMessage
@@ -117,39 +115,5 @@ async def main(url: str) -> None:
     await broker.close()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def run() -> None:
-    if KIND == "memory":
-        asyncio.run(main("memory://"))
-        return
-    exe = shutil.which("redis-server")
-    if exe is None:
-        sys.exit("redis-server is not installed")
-    port = free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        proc = subprocess.Popen(
-            [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-            + ["--dir", tmp],
-            stdout=subprocess.DEVNULL,
-        )
-        try:
-            time.sleep(0.3)
-            asyncio.run(main(f"redis://127.0.0.1:{port}/0"))
-        finally:
-            proc.terminate()
-            proc.wait(10)
-
-
 if __name__ == "__main__":
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-    run()
+    run_on(KIND, main)

@@ -8,48 +8,68 @@ socket's outbox is drained as the writer would (64 KiB messages). Best of 5 roun
 process CPU time. Quieter than the full bench on a shared machine: use it to compare changes
 to wsq/hub.py and wsq/protocol/, then confirm with scripts/bench.
 """
-import asyncio, gc, json, os, sys, time
+
+import asyncio
+import gc
+import json
+import os
+import sys
+import time
+
 if os.environ.get("WSQ_SRC"):
     sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
     sys.path.insert(0, os.environ["WSQ_SRC"])
 import wsq
 from wsq.broker.base import NewMessage
-import wsq
 from wsq.broker.memory import MemoryBroker
-import wsq
 from wsq.config import Settings
-import wsq
 from wsq.hub import Hub, Outlet
-import wsq
 from wsq.protocol.connection import Limits, ServerConnection
-import wsq
-from wsq.protocol.events import AttachRequested
 
 SUBS = int(sys.argv[1]) if len(sys.argv) > 1 else 200
 BATCHES = int(sys.argv[2]) if len(sys.argv) > 2 else 200
 
 GCOFF = os.environ.get("GCOFF")
+
+
 async def main():
     GCOFF and gc.disable()
     print(wsq.__file__, end=" ")
-    broker = MemoryBroker(Settings()); await broker.start()
+    broker = MemoryBroker(Settings())
+    await broker.start()
     hub = Hub(broker)
     conns = []
     for _ in range(SUBS):
         c = ServerConnection(Limits())
         o = Outlet(c, 2 * 1024 * 1024)
-        c.receive_text(json.dumps({"op": "open", "token": "t"})); c.next_event(); c.accept_open({})
-        c.receive_text(json.dumps({"op": "begin", "ch": 1})); c.next_event()
-        c.receive_text(json.dumps({"op": "attach", "ch": 1, "handle": 0, "role": "receiver", "address": "news", "credit": 4_000_000_000}))
-        ev = c.next_event(); link = ev.link
+        c.receive_text(json.dumps({"op": "open", "token": "t"}))
+        c.next_event()
+        c.accept_open({})
+        c.receive_text(json.dumps({"op": "begin", "ch": 1}))
+        c.next_event()
+        c.receive_text(
+            json.dumps(
+                {
+                    "op": "attach",
+                    "ch": 1,
+                    "handle": 0,
+                    "role": "receiver",
+                    "address": "news",
+                    "credit": 4_000_000_000,
+                }
+            )
+        )
+        ev = c.next_event()
+        link = ev.link
         after, rec = await hub.attach_copy("t", link, o)
-        c.accept_attach(link, from_=after, recovered=rec); hub.activate(link)
+        c.accept_attach(link, from_=after, recovered=rec)
+        hub.activate(link)
         c.data_to_send()
         conns.append(c)
     body = json.dumps({"b@": "x" * 80})
     msgs = [NewMessage(body=body, publisher="bench") for _ in range(100)]
     best = None
-    for r in range(5):
+    for _round in range(5):
         t0 = time.process_time()
         for _ in range(BATCHES):
             await broker.publish("t", "news", msgs)
@@ -60,6 +80,8 @@ async def main():
         per = dt / (BATCHES * 100 * SUBS) * 1e9
         best = per if best is None else min(best, per)
     print(f"{best:.1f} ns/delivery (best of 5), subs={SUBS}")
-    await hub.close(); await broker.close()
+    await hub.close()
+    await broker.close()
+
 
 asyncio.run(main())

@@ -15,16 +15,14 @@ gateway process), so this one reads every message back as a notice and an XRANGE
 import asyncio
 import json
 import os
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 
 if os.environ.get("WSQ_SRC"):
     sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
     sys.path.insert(0, os.environ["WSQ_SRC"])
+
+from _micro import run_on
 
 import wsq
 from wsq.broker.base import NewMessage
@@ -34,12 +32,6 @@ from wsq.config import BrokerConfig, Settings
 from wsq.protocol.wire import copy_tail
 
 BATCHES = int(sys.argv[1]) if len(sys.argv) > 1 else 200
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def main(url: str) -> None:
@@ -86,33 +78,5 @@ async def main(url: str) -> None:
         await publisher.close()
 
 
-def run() -> None:
-    if sys.argv[2:] == ["memory"]:
-        asyncio.run(main("memory://"))
-        return
-    exe = shutil.which("redis-server")
-    if exe is None:
-        sys.exit("redis-server is not installed")
-    port = free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        proc = subprocess.Popen(
-            [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-            + ["--dir", tmp],
-            stdout=subprocess.DEVNULL,
-        )
-        try:
-            time.sleep(0.3)
-            asyncio.run(main(f"redis://127.0.0.1:{port}/0"))
-        finally:
-            proc.terminate()
-            proc.wait(10)
-
-
 if __name__ == "__main__":
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-    run()
+    run_on("memory" if sys.argv[2:] == ["memory"] else "redis", main)
