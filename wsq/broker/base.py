@@ -15,7 +15,9 @@ Two delivery models:
 
 from __future__ import annotations
 
+import asyncio
 import enum
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -172,6 +174,41 @@ def message_size(m: Message) -> int:
     if m.headers is not None:
         size += len(codec.dumps(dict(m.headers)))
     return size
+
+
+class Watcher(Protocol):
+    """One ``watch_group`` registration as ``Watchers`` sees it."""
+
+    closed: bool
+
+    def callback(self) -> None: ...
+
+
+class Watchers(list[Watcher]):
+    """The watchers of one consumer group in a broker process. However many reasons arise in
+    one loop turn (publishes, releases, expiries), each watcher is told once, on the next turn,
+    so that no caller's stack runs a consumer's claim."""
+
+    __slots__ = ("pending",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending = False
+
+    def notify(self) -> None:
+        if self and not self.pending:
+            asyncio.get_running_loop().call_soon(self._fire)
+            self.pending = True
+
+    def _fire(self) -> None:
+        self.pending = False
+        for w in tuple(self):
+            if w.closed:
+                continue
+            try:
+                w.callback()
+            except Exception:
+                logging.getLogger(__name__).exception("group watcher failed")
 
 
 @dataclass(frozen=True, slots=True)

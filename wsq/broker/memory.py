@@ -41,6 +41,7 @@ from wsq.broker.base import (
     Published,
     PublishedOnce,
     ReadResult,
+    Watchers,
     message_size,
     parse_position,
 )
@@ -91,7 +92,6 @@ class _Group:
     __slots__ = (
         "cursor",
         "entries",
-        "notify_pending",
         "ready",
         "timer",
         "timer_at",
@@ -110,8 +110,7 @@ class _Group:
         self.timers: list[tuple[int, int, _Entry, int]] = []
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = 0
-        self.watchers: list[_Watch] = []
-        self.notify_pending = False
+        self.watchers = Watchers()
 
 
 class _Tail:
@@ -408,7 +407,7 @@ class MemoryBroker(Broker):
         if lg.groups:
             for g in lg.groups.values():
                 if g.watchers:
-                    self._notify(g)
+                    g.watchers.notify()
         return out
 
     def _deliver(self, lg: _Log, new: list[Message]) -> None:
@@ -530,7 +529,7 @@ class MemoryBroker(Broker):
         now = self._now_ms()
         lg, g = self._group(tenant, address, group, now)
         if self._expire(g, now):
-            self._notify(g)  # after this claim returns: it may leave some for others
+            g.watchers.notify()  # after this claim returns: it may leave some for others
         out: list[Delivery] = []
         if count <= 0:
             return out
@@ -624,7 +623,7 @@ class MemoryBroker(Broker):
                 available = True
         self._arm(g, now)
         if available:
-            self._notify(g)
+            g.watchers.notify()
         dead_letter = lg.cfg.dead_letter
         if rejected and dead_letter is not None:
             await self.publish(tenant, dead_letter, [_dead_letter(m, address) for m in rejected])
@@ -668,7 +667,7 @@ class MemoryBroker(Broker):
         # Something may already wait: say so once, so a late watcher does not sleep through it.
         if g.ready or lg.last > g.cursor:
             with contextlib.suppress(RuntimeError):
-                self._notify(g)
+                g.watchers.notify()
         return w
 
     @staticmethod
@@ -729,25 +728,8 @@ class MemoryBroker(Broker):
         g.timer = None
         now = self._now_ms()
         if self._expire(g, now):
-            self._notify(g)
+            g.watchers.notify()
         self._arm(g, now)
-
-    def _notify(self, g: _Group) -> None:
-        """Tell the group's watchers, once per loop turn however many reasons there were."""
-        if g.watchers and not g.notify_pending:
-            asyncio.get_running_loop().call_soon(self._fire, g)
-            g.notify_pending = True
-
-    @staticmethod
-    def _fire(g: _Group) -> None:
-        g.notify_pending = False
-        for w in tuple(g.watchers):
-            if w.closed:
-                continue
-            try:
-                w.callback()
-            except Exception:
-                log.exception("group watcher failed")
 
     # -- reconciliation ----------------------------------------------------------------------
 

@@ -75,6 +75,7 @@ from wsq.broker.base import (
     Published,
     PublishedOnce,
     ReadResult,
+    Watchers,
     parse_position,
 )
 from wsq.config import Settings, TenantConfig
@@ -739,17 +740,16 @@ class _Tail:
 class _GroupWatch:
     """The watchers of one consumer group in this process, and its one timer."""
 
-    __slots__ = ("group", "keys", "notify_pending", "stream", "timer", "timer_at", "watchers")
+    __slots__ = ("group", "keys", "stream", "timer", "timer_at", "watchers")
 
     def __init__(self, stream: _Stream, group: str) -> None:
         self.stream = stream
         self.group = group
         base = _base(stream.tenant, stream.address)
         self.keys = (stream.key, *_group_keys(base, group))
-        self.watchers: list[_Watch] = []
+        self.watchers = Watchers()
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = 0.0
-        self.notify_pending = False
 
 
 class _Watch:
@@ -1074,7 +1074,7 @@ class RedisBroker(Broker):
                 # Told here at once; the reader then skips this publish for the watchers.
                 st.notified = max(st.notified, parse_position(new[-1]))
                 for gw in st.groups:
-                    self._notify(gw)
+                    gw.watchers.notify()
         return PublishedOnce(out)
 
     # -- copy (feed) -------------------------------------------------------------------------
@@ -1404,7 +1404,7 @@ class RedisBroker(Broker):
         # Whatever came before the subscription held: read it, and tell the groups.
         self._pull_soon(st)
         for gw in st.groups:
-            self._notify(gw)
+            gw.watchers.notify()
 
     def _on_notice(self, channel: str, last: str) -> None:
         """A publish on a stream read here (``last`` is its newest position), or ``r:<group>``:
@@ -1416,7 +1416,7 @@ class RedisBroker(Broker):
             group = last[2:]
             for gw in st.groups:
                 if gw.group == group:
-                    self._notify(gw)
+                    gw.watchers.notify()
             return
         try:
             pos = parse_position(last)
@@ -1425,7 +1425,7 @@ class RedisBroker(Broker):
         if st.groups and pos > st.notified:
             st.notified = pos
             for gw in st.groups:
-                self._notify(gw)
+                gw.watchers.notify()
         if st.tails and st.cursor is not None and pos > parse_position(st.cursor):
             if st.publishing:
                 # Likely our own publish, whose answer is on its way: decided then.
@@ -1585,7 +1585,7 @@ class RedisBroker(Broker):
         if rows[1]:
             gw = self._groups.get((tenant, address, group))
             if gw is not None:
-                self._notify(gw)
+                gw.watchers.notify()
 
     async def renew(
         self,
@@ -1616,7 +1616,7 @@ class RedisBroker(Broker):
         # Something may wait already (published before, or a lease runs out): say so once, and
         # learn the group's next deadline.
         with contextlib.suppress(RuntimeError):
-            self._notify(gw)
+            gw.watchers.notify()
             if gw.timer is None:
                 self._spawn(self._poll(gw))
         return w
@@ -1668,29 +1668,12 @@ class RedisBroker(Broker):
         try:
             now, avail, deadline = await self._run("poll", gw.keys[:3], (gw.group,))
             if avail:
-                self._notify(gw)
+                gw.watchers.notify()
             elif deadline >= 0:
                 delay = max(0, int(deadline) - int(now) + 1) / 1000
         except (BrokerUnavailable, RedisError):
             log.debug("group poll failed", exc_info=True)
         self._arm(gw, delay)
-
-    def _notify(self, gw: _GroupWatch) -> None:
-        """Tell the group's watchers, once per loop turn however many reasons there were."""
-        if gw.watchers and not gw.notify_pending:
-            asyncio.get_running_loop().call_soon(self._fire, gw)
-            gw.notify_pending = True
-
-    @staticmethod
-    def _fire(gw: _GroupWatch) -> None:
-        gw.notify_pending = False
-        for w in tuple(gw.watchers):
-            if w.closed:
-                continue
-            try:
-                w.callback()
-            except Exception:
-                log.exception("group watcher failed")
 
     # -- reconciliation ----------------------------------------------------------------------
 
