@@ -12,24 +12,18 @@ from typing import Any
 from starlette.requests import ClientDisconnect, Request
 
 from wsq.auth import Authenticator, Principal
-from wsq.broker.base import is_valid_position, parse_position
+from wsq.broker.base import is_valid_position
 from wsq.exceptions import FrameTooLarge, InvalidFrame, Unauthorized
 from wsq.protocol import codec
 from wsq.protocol.addresses import is_valid_address
 
 #: Longest Idempotency-Key accepted (characters).
 MAX_IDEMPOTENCY_KEY = 255
-#: Each half of a position is an unsigned 64-bit number (what a Redis stream id can hold).
-_U64 = 2**64 - 1
 
 
 def is_position(value: object) -> bool:
-    """A position ``<ms>-<seq>`` that every broker can take."""
-    if not is_valid_position(value):
-        return False
-    assert isinstance(value, str)
-    ms, seq = parse_position(value)
-    return ms <= _U64 and seq <= _U64
+    """A position ``<ms>-<seq>`` (the one grammar every front end and broker takes)."""
+    return is_valid_position(value)
 
 
 async def authenticate(request: Request, auth: Authenticator) -> Principal:

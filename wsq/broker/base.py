@@ -30,10 +30,23 @@ from wsq.protocol.addresses import Pattern
 START = "0-0"
 
 
+#: Digits of each half of a position at most: every such number fits the 64 bits a Redis
+#: stream id holds, so every broker takes every position the contract does.
+MAX_POSITION_DIGITS = 19
+
+
 def parse_position(value: str) -> tuple[int, int]:
     """``"<ms>-<seq>"`` -> ``(ms, seq)``; raises ValueError when malformed."""
     ms, sep, seq = value.partition("-")
-    if not sep or not ms.isdigit() or not seq.isdigit() or len(ms) > 20 or len(seq) > 20:
+    if (
+        not sep
+        or not 0 < len(ms) <= MAX_POSITION_DIGITS
+        or not 0 < len(seq) <= MAX_POSITION_DIGITS
+        or not ms.isascii()
+        or not seq.isascii()
+        or not ms.isdigit()
+        or not seq.isdigit()
+    ):
         raise ValueError(f"invalid position: {value!r}")
     return int(ms), int(seq)
 
