@@ -24,10 +24,10 @@ if os.environ.get("WSQ_SRC"):
 from _micro import run_on
 
 import wsq
-from wsq.broker.base import NewMessage
 from wsq.broker.memory import MemoryBroker
 from wsq.broker.redis import RedisBroker
 from wsq.config import BrokerConfig, Settings
+from wsq.core.messages import NewMessage
 from wsq.hub import Hub, Outlet
 from wsq.protocol.connection import Limits, ServerConnection
 from wsq.protocol.events import CreditGranted

@@ -20,9 +20,9 @@ if os.environ.get("WSQ_SRC"):
     sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
     sys.path.insert(0, os.environ["WSQ_SRC"])
 import wsq
-from wsq.broker.base import NewMessage
 from wsq.broker.memory import MemoryBroker
 from wsq.config import Settings
+from wsq.core.messages import NewMessage
 from wsq.hub import Hub, Outlet
 from wsq.protocol.connection import Limits, ServerConnection
 

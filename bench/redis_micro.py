@@ -25,11 +25,11 @@ if os.environ.get("WSQ_SRC"):
 from _micro import run_on
 
 import wsq
-from wsq.broker.base import NewMessage
 from wsq.broker.memory import MemoryBroker
 from wsq.broker.redis import RedisBroker
 from wsq.config import BrokerConfig, Settings
-from wsq.protocol.wire import copy_tail
+from wsq.core.messages import NewMessage
+from wsq.core.wire import copy_tail
 
 BATCHES = int(sys.argv[1]) if len(sys.argv) > 1 else 200
 

@@ -24,7 +24,7 @@ from wsq import bridge
 from wsq.auth import Authenticator, mint_token
 from wsq.broker.base import Broker
 from wsq.config import Settings, load_settings, settings_from_json
-from wsq.exceptions import ConfigError
+from wsq.core.errors import ConfigError
 from wsq.gateway import Gateway, WebSocketEndpoint
 from wsq.hub import Hub
 

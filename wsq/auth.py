@@ -39,12 +39,12 @@ from jwt.algorithms import Algorithm
 from jwt.types import Options
 
 from wsq.config import KeyConfig, TenantConfig
-from wsq.exceptions import ConfigError, TokenExpired, Unauthorized
-from wsq.protocol.addresses import Pattern, compile_pattern, is_valid_pattern, matches_any
+from wsq.core.addresses import Pattern, compile_pattern, is_valid_pattern, matches_any
+from wsq.core.errors import ConfigError, TokenExpired, Unauthorized
+from wsq.core.limits import MAX_TOKEN_CHARS
 
 __all__ = [
     "HMAC_ALGORITHMS",
-    "MAX_TOKEN_LENGTH",
     "NO_RIGHTS",
     "SUPPORTED_ALGORITHMS",
     "Authenticator",
@@ -59,8 +59,6 @@ HMAC_ALGORITHMS: Final = frozenset({"HS256", "HS384", "HS512"})
 PUBLIC_KEY_ALGORITHMS: Final = frozenset({"RS256", "RS384", "RS512", "ES256", "ES384", "EdDSA"})
 SUPPORTED_ALGORITHMS: Final = HMAC_ALGORITHMS | PUBLIC_KEY_ALGORITHMS
 
-# Longest token accepted (characters); anything longer is refused before it is parsed.
-MAX_TOKEN_LENGTH: Final = 16 * 1024
 # Keys tried for one token that carries no kid (a signature check each): bounds the work a forged
 # token can cause against a tenant (or JWKS) with many keys of the same algorithm.
 MAX_KEYS_TRIED: Final = 4
@@ -504,8 +502,8 @@ class Authenticator:
         """The principal of a valid token; ``TokenExpired`` or ``Unauthorized`` otherwise."""
         if not isinstance(token, str) or not token:
             raise Unauthorized("token must be a non-empty string")
-        if len(token) > MAX_TOKEN_LENGTH:
-            raise Unauthorized(f"token longer than {MAX_TOKEN_LENGTH} characters")
+        if len(token) > MAX_TOKEN_CHARS:
+            raise Unauthorized(f"token longer than {MAX_TOKEN_CHARS} characters")
         try:
             unverified = jwt.decode_complete(token, options=_UNVERIFIED_OPTIONS)
         except (jwt.PyJWTError, ValueError, TypeError, RecursionError):

@@ -26,8 +26,8 @@ from wsq.config import (
     load_settings,
     settings_to_json,
 )
-from wsq.exceptions import ConfigError
-from wsq.protocol.addresses import is_valid_pattern
+from wsq.core.addresses import is_valid_pattern
+from wsq.core.errors import ConfigError
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 DEV_TOKEN_TTL_S = 24 * 3600

@@ -20,8 +20,9 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
-from wsq.exceptions import ConfigError
-from wsq.protocol.addresses import is_valid_address
+from wsq.core.addresses import is_valid_address
+from wsq.core.errors import ConfigError
+from wsq.core.limits import DEFAULT_IDLE_MS
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +61,7 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
-    idle_ms: int = 30_000
+    idle_ms: int = DEFAULT_IDLE_MS
     max_sessions: int = 1024
     max_links_per_session: int = 256
     max_frame_bytes: int = 1_048_576

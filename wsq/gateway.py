@@ -24,9 +24,9 @@ from typing import Any
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from wsq.auth import Authenticator, Principal
-from wsq.broker.base import Broker, NewMessage
+from wsq.broker.base import Broker
 from wsq.config import Settings
-from wsq.exceptions import (
+from wsq.core.errors import (
     BrokerUnavailable,
     Forbidden,
     GoingAway,
@@ -38,6 +38,7 @@ from wsq.exceptions import (
     Unauthorized,
     WsqError,
 )
+from wsq.core.messages import NewMessage
 from wsq.hub import Hub, Outlet
 from wsq.protocol.connection import ConnectionState, Limits, ServerConnection
 from wsq.protocol.events import (

@@ -21,11 +21,13 @@ from collections.abc import Callable
 from itertools import accumulate
 from typing import Any
 
-from wsq.broker.base import START, Broker, Delivery, Handle, Message, Outcome, parse_position
+from wsq.broker.base import Broker, Handle
 from wsq.config import Settings, TenantConfig
+from wsq.core.messages import Delivery, Message, Outcome
+from wsq.core.positions import START, parse_position
+from wsq.core.wire import copy_tail, message_tail
 from wsq.protocol.connection import ServerConnection
 from wsq.protocol.state import Link, LinkState
-from wsq.protocol.wire import copy_tail, message_tail
 
 log = logging.getLogger("wsq.hub")
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 
 from wsq.config import TenantConfig
-from wsq.exceptions import PublishRateExceeded
+from wsq.core.errors import PublishRateExceeded
 
 
 class TokenBucket:

@@ -17,7 +17,7 @@ from typing import Any
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-from wsq.fifo import Fifo
+from wsq.core.fifo import Fifo
 
 #: What uvicorn's ``ws`` setting takes to use this protocol.
 WS_PROTOCOL = "wsq.ws_protocol:WebSocketProtocol"

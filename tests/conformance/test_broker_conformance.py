@@ -16,18 +16,12 @@ from typing import Any
 
 import pytest
 
-from wsq.broker.base import (
-    START,
-    Broker,
-    Delivery,
-    Message,
-    NewMessage,
-    Outcome,
-    parse_position,
-)
+from wsq.broker.base import Broker
 from wsq.config import Settings, TenantConfig
-from wsq.exceptions import IdempotencyKeyReused
-from wsq.protocol.addresses import Pattern
+from wsq.core.addresses import Pattern
+from wsq.core.errors import IdempotencyKeyReused
+from wsq.core.messages import Delivery, Message, NewMessage, Outcome
+from wsq.core.positions import START, parse_position
 
 T = "acme"
 LEASE = 30_000  # ms: long enough never to run out during a test that does not want it to

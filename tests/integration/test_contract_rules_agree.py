@@ -29,7 +29,7 @@ POSITIONS = [
     ("-1", False),
     ("1-2-3", False),
     ("+1-0", False),
-    ("１-0", False),  # a non-ASCII digit
+    ("\uff11-0", False),  # a non-ASCII digit (FULLWIDTH DIGIT ONE)
 ]
 
 

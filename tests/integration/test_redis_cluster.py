@@ -26,10 +26,11 @@ from wsq_harness import (
     transfers,
 )
 
-from wsq.broker.base import START, Message, NewMessage
 from wsq.broker.redis import RedisBroker
 from wsq.config import BrokerConfig, Settings
-from wsq.exceptions import BrokerUnavailable
+from wsq.core.errors import BrokerUnavailable
+from wsq.core.messages import Message, NewMessage
+from wsq.core.positions import START
 
 
 @pytest.fixture(scope="module")

@@ -32,11 +32,12 @@ from wsq_harness import (
 )
 
 import wsq.broker.redis as redis_broker_module
-from wsq.broker.base import START, Message, NewMessage, Outcome
 from wsq.broker.redis import RedisBroker
 from wsq.config import BrokerConfig, Settings
-from wsq.exceptions import BrokerUnavailable
-from wsq.protocol.wire import copy_tail
+from wsq.core.errors import BrokerUnavailable
+from wsq.core.messages import Message, NewMessage, Outcome
+from wsq.core.positions import START
+from wsq.core.wire import copy_tail
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from wsq_harness import Gateway, Publisher, transfers
 
-from wsq.broker.base import parse_position
+from wsq.core.positions import parse_position
 
 
 async def test_one_socket_holds_1000_sessions_each_receiving_only_its_own(

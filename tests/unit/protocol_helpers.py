@@ -11,8 +11,8 @@ import json
 from dataclasses import replace
 from typing import Any
 
-from wsq.broker.base import Message
-from wsq.exceptions import WsqError
+from wsq.core.errors import WsqError
+from wsq.core.messages import Message
 from wsq.protocol.connection import Limits, ServerConnection
 from wsq.protocol.events import AttachRequested, Event, OpenRequested, PublishItem
 from wsq.protocol.state import Link

@@ -1,4 +1,4 @@
-"""wsq.protocol.addresses: the address and pattern grammar of contract section 6, and matching."""
+"""wsq.core.addresses: the address and pattern grammar of contract section 6, and matching."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wsq.protocol.addresses import (
+from wsq.core.addresses import (
     MAX_ADDRESS_LENGTH,
     Pattern,
     compile_pattern,

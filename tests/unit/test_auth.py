@@ -22,7 +22,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from wsq.auth import (
-    MAX_TOKEN_LENGTH,
     NO_RIGHTS,
     Authenticator,
     Principal,
@@ -30,7 +29,8 @@ from wsq.auth import (
     mint_token,
 )
 from wsq.config import KeyConfig, TenantConfig
-from wsq.exceptions import ConfigError, TokenExpired, Unauthorized
+from wsq.core.errors import ConfigError, TokenExpired, Unauthorized
+from wsq.core.limits import MAX_TOKEN_CHARS
 
 NOW = 1_700_000_000.0
 SECRET = "s" * 64  # long enough for HS512
@@ -493,7 +493,7 @@ async def test_non_string_or_empty_token(
 
 async def test_oversized_token(make_auth: Callable[..., Authenticator]) -> None:
     auth = make_auth(tenant(KeyConfig(alg="HS256", secret=SECRET)))
-    token = sign(claims(pad="x" * MAX_TOKEN_LENGTH), SECRET, "HS256")
+    token = sign(claims(pad="x" * MAX_TOKEN_CHARS), SECRET, "HS256")
     with pytest.raises(Unauthorized, match="longer"):
         await auth.verify(token)
 
@@ -515,7 +515,7 @@ async def test_messages_never_contain_the_token_or_secret(
         sign(claims(wsq={"publish": ["bad..pattern"]}), SECRET, "HS256"),
         sign(claims(exp=int(NOW) - 100), SECRET, "HS256"),
         sign(claims(), rsa_key, "RS256", kid="h"),
-        "x" * (MAX_TOKEN_LENGTH + 1),
+        "x" * (MAX_TOKEN_CHARS + 1),
     ]
     for token in bad_tokens:
         with pytest.raises((Unauthorized, TokenExpired)) as info:

@@ -20,7 +20,7 @@ from wsq.config import (
     settings_from_json,
     settings_to_json,
 )
-from wsq.exceptions import ConfigError
+from wsq.core.errors import ConfigError
 
 SECRET = "s3cret-s3cret-s3cret-s3cret-s3cret-0123456789"
 

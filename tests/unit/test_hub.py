@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from wsq.broker.base import NewMessage
 from wsq.broker.memory import MemoryBroker
 from wsq.config import Settings, TenantConfig
-from wsq.exceptions import BrokerUnavailable
+from wsq.core.errors import BrokerUnavailable
+from wsq.core.messages import NewMessage
 from wsq.hub import Hub, Outlet
 from wsq.protocol.connection import Limits, ServerConnection
 from wsq.protocol.events import AttachRequested, LinkEnded

@@ -10,10 +10,12 @@ from typing import Any
 
 import pytest
 
-from wsq.broker.base import START, Handle, Message, NewMessage, Outcome
+from wsq.broker.base import Handle
 from wsq.broker.memory import MemoryBroker
 from wsq.config import Settings, TenantConfig
-from wsq.exceptions import BrokerUnavailable
+from wsq.core.errors import BrokerUnavailable
+from wsq.core.messages import Message, NewMessage, Outcome
+from wsq.core.positions import START
 
 A = "orders.eu"
 

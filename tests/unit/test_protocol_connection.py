@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from protocol_helpers import OPEN_ANSWER, Harness, close
 
-from wsq.exceptions import GoingAway, IdleTimeout, InvalidFrame, TokenExpired, Unauthorized
+from wsq.core.errors import GoingAway, IdleTimeout, InvalidFrame, TokenExpired, Unauthorized
 from wsq.protocol.connection import ConnectionState
 from wsq.protocol.events import (
     ConnectionEnded,

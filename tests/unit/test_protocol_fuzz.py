@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from protocol_helpers import MAX_EVENTS, OPEN_ANSWER, message
 
-from wsq.exceptions import Forbidden, GoingAway, InvalidFrame, Unauthorized
+from wsq.core.errors import Forbidden, GoingAway, InvalidFrame, Unauthorized
+from wsq.core.wire import copy_tail, message_tail
 from wsq.protocol.connection import ConnectionState, Limits, ServerConnection
 from wsq.protocol.events import (
     AttachRequested,
@@ -30,7 +31,6 @@ from wsq.protocol.events import (
     RefreshRequested,
 )
 from wsq.protocol.state import Link, LinkState, Role, SessionState
-from wsq.protocol.wire import copy_tail, message_tail
 
 SERVER_OPS = {
     "open",

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from protocol_helpers import Harness, close, detach, end, transfer
 
-from wsq.exceptions import Forbidden, InvalidFrame
-from wsq.protocol.addresses import Pattern
+from wsq.core.addresses import Pattern
+from wsq.core.errors import Forbidden, InvalidFrame
 from wsq.protocol.connection import ConnectionState
 from wsq.protocol.events import AttachRequested, CreditGranted, LinkEnded
 from wsq.protocol.state import LinkState, Role, SessionState

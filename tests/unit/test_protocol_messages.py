@@ -8,7 +8,7 @@ import json
 import pytest
 from protocol_helpers import Harness, close, decode, end
 
-from wsq.exceptions import InvalidFrame, Unauthorized
+from wsq.core.errors import InvalidFrame, Unauthorized
 from wsq.protocol.connection import ConnectionState
 from wsq.protocol.events import ConnectionEnded
 

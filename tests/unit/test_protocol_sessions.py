@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from protocol_helpers import Harness, close, detach, end, transfer
 
-from wsq.exceptions import GoingAway, InvalidFrame
+from wsq.core.errors import GoingAway, InvalidFrame
 from wsq.protocol.connection import ConnectionState
 from wsq.protocol.events import ConnectionEnded, LinkEnded, PublishRequested
 from wsq.protocol.state import SessionState

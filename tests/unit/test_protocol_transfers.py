@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 from protocol_helpers import Harness, accepted, close, decode, detach, end, message, transfer
 
-from wsq.broker.base import Outcome
-from wsq.exceptions import BrokerUnavailable, GoingAway, InvalidFrame
-from wsq.protocol.connection import MAX_DELIVERY, MAX_TTL_MS
+from wsq.core.errors import BrokerUnavailable, GoingAway, InvalidFrame
+from wsq.core.limits import MAX_DELIVERY, MAX_TTL_MS
+from wsq.core.messages import Outcome
+from wsq.core.wire import copy_tail, message_tail, stored_props, stored_tail
 from wsq.protocol.events import (
     ConnectionEnded,
     DeliveriesSettled,
@@ -20,7 +21,6 @@ from wsq.protocol.events import (
     PublishRequested,
 )
 from wsq.protocol.state import Link, SessionState
-from wsq.protocol.wire import copy_tail, message_tail, stored_props, stored_tail
 
 INVALID = "wsq:invalid-frame"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from wsq.config import TenantConfig
-from wsq.exceptions import PublishRateExceeded
+from wsq.core.errors import PublishRateExceeded
 from wsq.ratelimit import PublishRateLimiter, TokenBucket, retry_after_header
 
 

@@ -12,14 +12,14 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from wsq.exceptions import (
+from wsq.core import codec
+from wsq.core.errors import (
     BrokerUnavailable,
     PublishRateExceeded,
     TokenExpired,
     Unauthorized,
     WsqError,
 )
-from wsq.protocol import codec
 from wsq.ratelimit import retry_after_header
 
 log = logging.getLogger("wsq.bridge")

@@ -14,11 +14,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from wsq.bridge.requests import as_int
-from wsq.broker.base import Message, NewMessage
-from wsq.exceptions import InvalidFrame
-from wsq.protocol import codec
-from wsq.protocol.addresses import is_valid_address
-from wsq.protocol.connection import MAX_STRING_PROP, MAX_TTL_MS
+from wsq.core import codec
+from wsq.core.addresses import is_valid_address
+from wsq.core.errors import InvalidFrame
+from wsq.core.limits import MAX_STRING_PROP, MAX_TTL_MS
+from wsq.core.messages import Message, NewMessage
 
 #: Most messages in one publish request.
 MAX_BATCH = 1000

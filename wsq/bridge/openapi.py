@@ -12,7 +12,7 @@ from typing import Any
 from wsq import __version__
 from wsq.bridge.messages import MAX_BATCH
 from wsq.bridge.requests import MAX_IDEMPOTENCY_KEY
-from wsq.protocol.connection import MAX_LEASE_MS, MAX_STRING_PROP, MAX_TTL_MS, MIN_LEASE_MS
+from wsq.core.limits import MAX_LEASE_MS, MAX_STRING_PROP, MAX_TTL_MS, MIN_LEASE_MS
 
 # Grammar of contract section 6, as JSON Schema patterns.
 _ADDRESS = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"

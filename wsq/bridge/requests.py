@@ -12,10 +12,10 @@ from typing import Any
 from starlette.requests import ClientDisconnect, Request
 
 from wsq.auth import Authenticator, Principal
-from wsq.broker.base import is_valid_position
-from wsq.exceptions import FrameTooLarge, InvalidFrame, Unauthorized
-from wsq.protocol import codec
-from wsq.protocol.addresses import is_valid_address
+from wsq.core import codec
+from wsq.core.addresses import is_valid_address
+from wsq.core.errors import FrameTooLarge, InvalidFrame, Unauthorized
+from wsq.core.positions import is_valid_position
 
 #: Longest Idempotency-Key accepted (characters).
 MAX_IDEMPOTENCY_KEY = 255

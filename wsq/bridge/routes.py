@@ -32,9 +32,10 @@ from wsq.bridge.requests import (
     query_position,
     read_json,
 )
-from wsq.broker.base import START, Outcome
 from wsq.config import TenantConfig
-from wsq.exceptions import (
+from wsq.core import codec
+from wsq.core.addresses import compile_pattern, is_valid_address, is_valid_pattern
+from wsq.core.errors import (
     BrokerUnavailable,
     Forbidden,
     InternalError,
@@ -42,10 +43,10 @@ from wsq.exceptions import (
     NotFound,
     WsqError,
 )
+from wsq.core.limits import DEFAULT_LEASE_MS, MAX_LEASE_MS, MAX_STRING_PROP, MIN_LEASE_MS
+from wsq.core.messages import Outcome
+from wsq.core.positions import START
 from wsq.gateway import Gateway
-from wsq.protocol import codec
-from wsq.protocol.addresses import compile_pattern, is_valid_address, is_valid_pattern
-from wsq.protocol.connection import MAX_LEASE_MS, MAX_STRING_PROP, MIN_LEASE_MS
 
 log = logging.getLogger("wsq.bridge")
 
@@ -57,7 +58,6 @@ LIST_ENVELOPE = 128
 #: Most messages one claim leases, and by default.
 MAX_CLAIM = 100
 DEFAULT_CLAIM = 10
-DEFAULT_LEASE_MS = 30_000
 #: Most positions one settle or renew names.
 MAX_SETTLE = 1000
 #: Largest body of a claim, settle or renew request (bytes): a thousand positions fit.

@@ -31,9 +31,11 @@ from collections.abc import Callable, Sequence
 from operator import attrgetter
 from typing import Any
 
-from wsq.broker.base import (
-    START,
-    Broker,
+from wsq.broker.base import Broker, Watchers
+from wsq.config import Settings, TenantConfig
+from wsq.core.addresses import Pattern
+from wsq.core.errors import BrokerUnavailable, IdempotencyKeyReused
+from wsq.core.messages import (
     Delivery,
     Message,
     NewMessage,
@@ -41,13 +43,9 @@ from wsq.broker.base import (
     Published,
     PublishedOnce,
     ReadResult,
-    Watchers,
     message_size,
-    parse_position,
 )
-from wsq.config import Settings, TenantConfig
-from wsq.exceptions import BrokerUnavailable, IdempotencyKeyReused
-from wsq.protocol.addresses import Pattern
+from wsq.core.positions import START, parse_position
 
 log = logging.getLogger(__name__)
 

@@ -65,9 +65,12 @@ from redis.exceptions import ClusterError, RedisClusterException, RedisError, Tr
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from wsq.broker.base import (
-    START,
-    Broker,
+from wsq.broker.base import Broker, Watchers
+from wsq.config import Settings, TenantConfig
+from wsq.core import codec
+from wsq.core.addresses import Pattern
+from wsq.core.errors import BrokerUnavailable, IdempotencyKeyReused
+from wsq.core.messages import (
     Delivery,
     Message,
     NewMessage,
@@ -75,14 +78,9 @@ from wsq.broker.base import (
     Published,
     PublishedOnce,
     ReadResult,
-    Watchers,
-    parse_position,
 )
-from wsq.config import Settings, TenantConfig
-from wsq.exceptions import BrokerUnavailable, IdempotencyKeyReused
-from wsq.protocol import codec
-from wsq.protocol.addresses import Pattern
-from wsq.protocol.wire import stored_props, stored_tail
+from wsq.core.positions import START, parse_position
+from wsq.core.wire import stored_props, stored_tail
 
 log = logging.getLogger(__name__)
 
@@ -388,7 +386,7 @@ local function group_exists(s, g)
 end
 """
 
-# A subject pattern (wsq.protocol.addresses.Pattern) in Lua: '*' one token, '>' last, 1 or more.
+# A subject pattern (wsq.core.addresses.Pattern) in Lua: '*' one token, '>' last, 1 or more.
 _LUA_MATCH = """
 local function split(text)
   local out, start = {}, 1

@@ -17,8 +17,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from wsq.broker.base import Outcome, is_valid_position
-from wsq.exceptions import (
+from wsq.core import codec
+from wsq.core.addresses import compile_pattern, is_valid_address, is_valid_pattern
+from wsq.core.errors import (
     FrameTooLarge,
     InvalidFrame,
     ResourceLimitExceeded,
@@ -26,9 +27,24 @@ from wsq.exceptions import (
     Unauthorized,
     WsqError,
 )
-from wsq.fifo import Fifo
-from wsq.protocol import codec
-from wsq.protocol.addresses import compile_pattern, is_valid_address, is_valid_pattern
+from wsq.core.fifo import Fifo
+from wsq.core.limits import (
+    DEFAULT_IDLE_MS,
+    DEFAULT_LEASE_MS,
+    MAX_CHANNEL,
+    MAX_CLIENT_NAME,
+    MAX_DELIVERY,
+    MAX_IDLE_MS,
+    MAX_LEASE_MS,
+    MAX_STRING_PROP,
+    MAX_TOKEN_CHARS,
+    MAX_TTL_MS,
+    MAX_UINT32,
+    MIN_IDLE_MS,
+    MIN_LEASE_MS,
+)
+from wsq.core.messages import Outcome
+from wsq.core.positions import is_valid_position
 from wsq.protocol.events import (
     AttachRequested,
     ConnectionEnded,
@@ -43,18 +59,6 @@ from wsq.protocol.events import (
 )
 from wsq.protocol.state import Link, LinkState, Role, Session, SessionState
 
-MAX_CHANNEL = 65_535
-MAX_UINT32 = 4_294_967_295
-# Delivery numbers are not wrapped at 32 bits: a long session may pass it. JSON-safe bound.
-MAX_DELIVERY = 2**53 - 1
-MAX_TOKEN_CHARS = 16_384
-MAX_STRING_PROP = 1_024
-DEFAULT_IDLE_MS = 30_000
-MIN_IDLE_MS = 500
-MAX_IDLE_MS = 3_600_000
-MIN_LEASE_MS = 100
-MAX_LEASE_MS = 86_400_000
-MAX_TTL_MS = 365 * 86_400_000
 _OUTCOMES = {o.value: o for o in Outcome}
 
 
@@ -225,7 +229,7 @@ class ServerConnection:
         idle = frame.get("idle", DEFAULT_IDLE_MS)
         if type(idle) is not int or not (idle == 0 or MIN_IDLE_MS <= idle <= MAX_IDLE_MS):
             raise _invalid(f"open: 'idle' must be 0 or an integer in {MIN_IDLE_MS}..{MAX_IDLE_MS}")
-        client = _opt_str(frame.get("client"), "client", 256)
+        client = _opt_str(frame.get("client"), "client", MAX_CLIENT_NAME)
         self.client_idle_ms = idle
         self.state = ConnectionState.AUTHENTICATING
         self._events.append(OpenRequested(token, idle, client))
@@ -436,7 +440,7 @@ class ServerConnection:
             if not is_valid_address(group):
                 raise _invalid("attach: 'group' must be tokens of [A-Za-z0-9_-]")
             link.group = group
-            link.lease_ms = _int_field(frame, "lease", MIN_LEASE_MS, MAX_LEASE_MS, 30_000)
+            link.lease_ms = _int_field(frame, "lease", MIN_LEASE_MS, MAX_LEASE_MS, DEFAULT_LEASE_MS)
         subject_filter = frame.get("filter")
         if subject_filter is not None:
             if not isinstance(subject_filter, dict):

@@ -8,10 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-DEFAULT_IDLE = 30_000
+from wsq.core.limits import DEFAULT_IDLE_MS
 
 if TYPE_CHECKING:
-    from wsq.broker.base import Outcome
+    from wsq.core.messages import Outcome
     from wsq.protocol.state import Link
 
 
@@ -20,7 +20,7 @@ class OpenRequested:
     """The client's ``open``. Answer with ``accept_open`` or ``reject_open``."""
 
     token: str = field(repr=False)  # never in a log line
-    idle_ms: int = DEFAULT_IDLE
+    idle_ms: int = DEFAULT_IDLE_MS
     client: str | None = None
 
 

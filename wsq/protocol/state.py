@@ -13,7 +13,8 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-from wsq.protocol.addresses import Pattern
+from wsq.core.addresses import Pattern
+from wsq.core.limits import DEFAULT_LEASE_MS
 
 
 class LinkState(enum.Enum):
@@ -65,7 +66,7 @@ class Link:
         mode: str = "copy",
         from_: str = "$",
         group: str = "default",
-        lease_ms: int = 30_000,
+        lease_ms: int = DEFAULT_LEASE_MS,
         subject_filter: Pattern | None = None,
         pre_settled: bool = False,
         credit: int = 0,

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from wsq.broker.base import Message
-from wsq.protocol import codec
+from wsq.core import codec
+from wsq.core.messages import Message
 
 
 def message_tail(message: Message, redelivered: int | None = None) -> str:

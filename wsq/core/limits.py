@@ -1,0 +1,37 @@
+"""The contract's numbers, each defined once: ranges of frame fields, defaults, and the bounds
+every front end (WebSocket, HTTP bridge) applies to the same values.
+
+Server-wide limits an operator sets (``max_frame_bytes``, ``max_sessions``, …) live in the
+configuration; these are the ones the contract or the design fixes.
+"""
+
+from __future__ import annotations
+
+#: ``ch``: a session's channel (contract section 4).
+MAX_CHANNEL = 65_535
+#: ``handle`` and ``credit``: unsigned 32-bit (contract section 5).
+MAX_UINT32 = 4_294_967_295
+#: Delivery numbers are not wrapped at 32 bits: a long session may pass it. JSON-safe bound.
+MAX_DELIVERY = 2**53 - 1
+
+#: Longest token accepted (characters), in ``open``, ``refresh`` and ``Authorization``: anything
+#: longer is refused before it is parsed.
+MAX_TOKEN_CHARS = 16_384
+#: ``message_id`` and ``content_type`` (characters).
+MAX_STRING_PROP = 1_024
+#: ``open``'s ``client`` name (characters).
+MAX_CLIENT_NAME = 256
+
+#: ``idle`` of ``open`` when the client gives none, and the server's own default (ms).
+DEFAULT_IDLE_MS = 30_000
+#: A client's ``idle``: 0 (no heartbeats wanted) or within these (ms).
+MIN_IDLE_MS = 500
+MAX_IDLE_MS = 3_600_000
+
+#: A move-mode lease (``lease`` of ``attach``, and of the bridge's claims) (ms).
+DEFAULT_LEASE_MS = 30_000
+MIN_LEASE_MS = 100
+MAX_LEASE_MS = 86_400_000
+
+#: A message's ``ttl`` (ms): up to a year.
+MAX_TTL_MS = 365 * 86_400_000
