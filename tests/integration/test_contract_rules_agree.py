@@ -125,7 +125,8 @@ async def test_message_props_are_judged_alike_by_websocket_and_http(gateway: Gat
             ws = await _publish_ws(gateway, props)
             got = await http.post("/v1/addresses/rules.props/messages", json={"body": "x", **props})
             assert (ws["outcome"] == "accepted") == valid, (props, ws)
-            assert (got.status_code == 201) == valid, (props, got.text)
+            # 200: a duplicate by message_id of the WebSocket publish just before.
+            assert (got.status_code in (200, 201)) == valid, (props, got.text)
             if not valid:
                 # The same words, whichever way the message came.
                 ws_text = ws["error"]["description"].replace("props.", "")

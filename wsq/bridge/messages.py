@@ -13,12 +13,10 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from wsq.bridge.requests import as_int
 from wsq.core import codec
-from wsq.core.addresses import is_valid_address
 from wsq.core.errors import InvalidFrame
-from wsq.core.limits import MAX_STRING_PROP, MAX_TTL_MS
 from wsq.core.messages import Message, NewMessage
+from wsq.core.props import PropsError, parse_props
 
 #: Most messages in one publish request.
 MAX_BATCH = 1000
@@ -45,39 +43,19 @@ def _message(item: Any, publisher: str, where: str) -> NewMessage:
         body = codec.dumps(item["body"])
     except (TypeError, ValueError):
         raise InvalidFrame(f"{where}: 'body' is nested too deeply") from None
-    subject = item.get("subject")
-    if subject is not None and not is_valid_address(subject):
-        raise InvalidFrame(f"{where}: 'subject' must be dot-separated tokens of [A-Za-z0-9_-]")
-    headers = item.get("headers")
-    if headers is not None:
-        if not isinstance(headers, dict):
-            raise InvalidFrame(f"{where}: 'headers' must be an object")
-        try:
-            codec.dumps(headers)  # they go out in every delivery's props
-        except (TypeError, ValueError):
-            raise InvalidFrame(f"{where}: 'headers' is nested too deeply") from None
-    raw_ttl = item.get("ttl")
-    ttl = None if raw_ttl is None else as_int(raw_ttl)
-    if raw_ttl is not None and (ttl is None or not 1 <= ttl <= MAX_TTL_MS):
-        raise InvalidFrame(f"{where}: 'ttl' must be an integer in 1..{MAX_TTL_MS}")
+    try:
+        props = parse_props(item, lambda key: f"{where}: '{key}'")
+    except PropsError as exc:
+        raise InvalidFrame(exc.description) from None
     return NewMessage(
         body=body,
         publisher=publisher,
-        subject=subject,
-        message_id=_opt_str(item, "message_id", where),
-        content_type=_opt_str(item, "content_type", where),
-        headers=headers,
-        ttl_ms=ttl,
+        subject=props.subject,
+        message_id=props.message_id,
+        content_type=props.content_type,
+        headers=props.headers,
+        ttl_ms=props.ttl_ms,
     )
-
-
-def _opt_str(item: dict[str, Any], key: str, where: str) -> str | None:
-    value = item.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str) or len(value) > MAX_STRING_PROP:
-        raise InvalidFrame(f"{where}: '{key}' must be a string of at most {MAX_STRING_PROP} chars")
-    return value
 
 
 def fingerprint(messages: Sequence[NewMessage]) -> str:

@@ -16,6 +16,7 @@ from wsq.core import codec
 from wsq.core.addresses import is_valid_address
 from wsq.core.errors import FrameTooLarge, InvalidFrame, Unauthorized
 from wsq.core.positions import is_valid_position
+from wsq.core.props import as_int
 
 #: Longest Idempotency-Key accepted (characters).
 MAX_IDEMPOTENCY_KEY = 255
@@ -118,15 +119,6 @@ def json_object(value: Any, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidFrame(f"{what} must be a JSON object")
     return value
-
-
-def as_int(value: Any) -> int | None:
-    """An integer as JSON Schema counts them (``5`` and ``5.0``, never ``true``), else None."""
-    if type(value) is int:
-        return value
-    if type(value) is float and value.is_integer():
-        return int(value)
-    return None
 
 
 def int_field(obj: dict[str, Any], key: str, default: int, lo: int, hi: int) -> int:

@@ -38,13 +38,13 @@ from wsq.core.limits import (
     MAX_LEASE_MS,
     MAX_STRING_PROP,
     MAX_TOKEN_CHARS,
-    MAX_TTL_MS,
     MAX_UINT32,
     MIN_IDLE_MS,
     MIN_LEASE_MS,
 )
 from wsq.core.messages import Outcome
 from wsq.core.positions import is_valid_position
+from wsq.core.props import PropsError, parse_props
 from wsq.protocol.events import (
     AttachRequested,
     ConnectionEnded,
@@ -118,6 +118,10 @@ def _opt_str(value: Any, name: str, limit: int = MAX_STRING_PROP) -> str | None:
     if not isinstance(value, str) or len(value) > limit:
         raise _invalid(f"'{name}' must be a string of at most {limit} characters")
     return value
+
+
+def _prop_name(key: str) -> str:
+    return f"'props.{key}'"
 
 
 def _batch(frames: list[str]) -> str:
@@ -626,35 +630,22 @@ class ServerConnection:
         props = frame.get("props")
         if props is None:
             return PublishItem(delivery, settled, body)
+        if not isinstance(props, dict):
+            return PublishItem(delivery, settled, body, error="'props' must be an object")
         try:
-            if not isinstance(props, dict):
-                raise _invalid("'props' must be an object")
-            subject = props.get("subject")
-            if subject is not None and not is_valid_address(subject):
-                raise _invalid("'props.subject' must be dot-separated tokens of [A-Za-z0-9_-]")
-            headers = props.get("headers")
-            if headers is not None:
-                if not isinstance(headers, dict):
-                    raise _invalid("'props.headers' must be an object")
-                try:
-                    codec.dumps(headers)  # they go out in every delivery's props
-                except (TypeError, ValueError):
-                    raise _invalid("'props.headers' is nested too deeply") from None
-            ttl = props.get("ttl")
-            if ttl is not None and (type(ttl) is not int or not 1 <= ttl <= MAX_TTL_MS):
-                raise _invalid(f"'props.ttl' must be an integer in 1..{MAX_TTL_MS}")
-            return PublishItem(
-                delivery,
-                settled,
-                body,
-                subject=subject,
-                message_id=_opt_str(props.get("message_id"), "props.message_id"),
-                content_type=_opt_str(props.get("content_type"), "props.content_type"),
-                headers=headers,
-                ttl_ms=ttl,
-            )
-        except _Refused as refused:
-            return PublishItem(delivery, settled, body, error=refused.error.description)
+            checked = parse_props(props, _prop_name)
+        except PropsError as exc:
+            return PublishItem(delivery, settled, body, error=exc.description)
+        return PublishItem(
+            delivery,
+            settled,
+            body,
+            subject=checked.subject,
+            message_id=checked.message_id,
+            content_type=checked.content_type,
+            headers=checked.headers,
+            ttl_ms=checked.ttl_ms,
+        )
 
     def settle_publish(
         self, link: Link, results: Sequence[tuple[PublishItem, str | None, WsqError | None]]
