@@ -39,7 +39,11 @@ KIND = sys.argv[3] if len(sys.argv) > 3 else "memory"
 
 async def main(url: str) -> None:
     settings = Settings(broker=BrokerConfig(url=url))
-    broker = MemoryBroker(settings) if url == "memory://" else RedisBroker(settings)
+    broker = (
+        MemoryBroker(settings.storage_policies())
+        if url == "memory://"
+        else RedisBroker(settings.broker.url, settings.storage_policies())
+    )
     await broker.start()
     reads = 0
     real_read = broker.read

@@ -21,8 +21,8 @@ if os.environ.get("WSQ_SRC"):
     sys.path.insert(0, os.environ["WSQ_SRC"])
 import wsq
 from wsq.broker.memory import MemoryBroker
-from wsq.config import Settings
 from wsq.core.messages import NewMessage
+from wsq.core.policy import StoragePolicies
 from wsq.hub import Hub, Outlet
 from wsq.protocol.connection import Limits, ServerConnection
 
@@ -35,7 +35,7 @@ GCOFF = os.environ.get("GCOFF")
 async def main():
     GCOFF and gc.disable()
     print(wsq.__file__, end=" ")
-    broker = MemoryBroker(Settings())
+    broker = MemoryBroker(StoragePolicies())
     await broker.start()
     hub = Hub(broker)
     conns = []

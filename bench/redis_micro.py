@@ -27,8 +27,8 @@ from _micro import run_on
 import wsq
 from wsq.broker.memory import MemoryBroker
 from wsq.broker.redis import RedisBroker
-from wsq.config import BrokerConfig, Settings
 from wsq.core.messages import NewMessage
+from wsq.core.policy import StoragePolicies
 from wsq.core.wire import copy_tail
 
 BATCHES = int(sys.argv[1]) if len(sys.argv) > 1 else 200
@@ -36,14 +36,14 @@ BATCHES = int(sys.argv[1]) if len(sys.argv) > 1 else 200
 
 async def main(url: str) -> None:
     broker = (
-        MemoryBroker(Settings())
+        MemoryBroker(StoragePolicies())
         if url == "memory://"
-        else RedisBroker(Settings(broker=BrokerConfig(url=url)))
+        else RedisBroker(url, StoragePolicies())
     )
     await broker.start()
     publisher = broker
     if sys.argv[2:] == ["other"]:
-        publisher = RedisBroker(Settings(broker=BrokerConfig(url=url)))
+        publisher = RedisBroker(url, StoragePolicies())
         await publisher.start()
     got = 0
     arrived = asyncio.Event()

@@ -51,11 +51,11 @@ def make_broker(settings: Settings) -> Broker:
     if url.startswith("memory://"):
         from wsq.broker.memory import MemoryBroker
 
-        return MemoryBroker(settings)
+        return MemoryBroker(settings.storage_policies())
     if url.startswith(("redis://", "rediss://", "redis+cluster://")):
         from wsq.broker.redis import RedisBroker
 
-        return RedisBroker(settings)
+        return RedisBroker(url, settings.storage_policies())
     raise ConfigError(f"broker {url.split('://')[0]}:// is not available in this version")
 
 
@@ -103,7 +103,7 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
         settings=settings,
         auth=Authenticator(settings.tenants),
         broker=broker,
-        hub=Hub(broker, node_id, settings),
+        hub=Hub(broker, node_id, settings.storage_policies()),
         node_id=node_id,
     )
     ready = {"ok": False}

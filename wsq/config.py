@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 from wsq.core.addresses import is_valid_address
 from wsq.core.errors import ConfigError
 from wsq.core.limits import DEFAULT_IDLE_MS
+from wsq.core.policy import DEFAULT_POLICY, StoragePolicies, StoragePolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,19 +42,27 @@ class TenantConfig:
     name: str
     issuer: str
     keys: tuple[KeyConfig, ...]
-    # Retention of an address's history (feed reads from "^" or a position).
-    retention_max_len: int = 10_000
-    retention_max_age_ms: int = 24 * 3600 * 1000
-    # A message_id already accepted on an address within this window is not stored again.
-    dedup_window_ms: int = 10 * 60 * 1000
-    # An address with no activity for this long disappears (Redis broker: keys expire).
-    idle_expiry_ms: int = 7 * 24 * 3600 * 1000
-    # Where move-mode "rejected" messages go: an address of the same tenant, or None to drop.
-    dead_letter: str | None = None
-    # How long a move-mode message settled "modified" waits before it is available again.
-    redelivery_delay_ms: int = 1000
+    # What the tenant's addresses keep (wsq.core.policy.StoragePolicy says what each means).
+    retention_max_len: int = DEFAULT_POLICY.retention_max_len
+    retention_max_age_ms: int = DEFAULT_POLICY.retention_max_age_ms
+    dedup_window_ms: int = DEFAULT_POLICY.dedup_window_ms
+    idle_expiry_ms: int = DEFAULT_POLICY.idle_expiry_ms
+    dead_letter: str | None = DEFAULT_POLICY.dead_letter
+    redelivery_delay_ms: int = DEFAULT_POLICY.redelivery_delay_ms
     # Publishes per second the tenant may make (HTTP bridge and WebSocket); 0 = unlimited.
     publish_rate: float = 0.0
+
+    @property
+    def storage(self) -> StoragePolicy:
+        """The part of this tenant's settings that the brokers and the hub need."""
+        return StoragePolicy(
+            retention_max_len=self.retention_max_len,
+            retention_max_age_ms=self.retention_max_age_ms,
+            dedup_window_ms=self.dedup_window_ms,
+            idle_expiry_ms=self.idle_expiry_ms,
+            dead_letter=self.dead_letter,
+            redelivery_delay_ms=self.redelivery_delay_ms,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +94,10 @@ class Settings:
     tenants: Mapping[str, TenantConfig] = field(default_factory=lambda: MappingProxyType({}))
     # True when no configuration was given and a development tenant was generated.
     dev_mode: bool = False
+
+    def storage_policies(self) -> StoragePolicies:
+        """Every tenant's storage policy, for the brokers and the hub."""
+        return StoragePolicies({name: t.storage for name, t in self.tenants.items()})
 
 
 # ------------------------------------------------------------------------------------------------

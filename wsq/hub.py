@@ -22,8 +22,8 @@ from itertools import accumulate
 from typing import Any
 
 from wsq.broker.base import Broker, Handle
-from wsq.config import Settings, TenantConfig
 from wsq.core.messages import Delivery, Message, Outcome
+from wsq.core.policy import StoragePolicies
 from wsq.core.positions import START, parse_position
 from wsq.core.wire import copy_tail, message_tail
 from wsq.protocol.connection import ServerConnection
@@ -117,7 +117,7 @@ class Topic:
         # ``recent_cap``, which retention by length would also keep.
         self.recent: list[Message] = []
         self.recent_floor = (0, 0)
-        cfg = hub.tenant_config(tenant)
+        cfg = hub.policies.of(tenant)
         self.recent_cap = min(RECENT, cfg.retention_max_len)
         self.max_age_ms = cfg.retention_max_age_ms
 
@@ -398,11 +398,11 @@ class Hub:
     """Per-process fan-out. One per gateway process, shared by all sockets."""
 
     def __init__(
-        self, broker: Broker, node_id: str = "node", settings: Settings | None = None
+        self, broker: Broker, node_id: str = "node", policies: StoragePolicies | None = None
     ) -> None:
         self.broker = broker
         self.node_id = node_id
-        self.settings = settings if settings is not None else Settings()
+        self.policies = policies if policies is not None else StoragePolicies()
         self.topics: dict[tuple[str, str], Topic] = {}
         self.pumps: dict[tuple[str, str, str], GroupPump] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -410,10 +410,6 @@ class Hub:
         # those read the broker (the topic's recent messages did not reach back far enough).
         self.catch_ups = 0
         self.broker_catch_ups = 0
-
-    def tenant_config(self, tenant: str) -> TenantConfig:
-        cfg = self.settings.tenants.get(tenant)
-        return cfg if cfg is not None else TenantConfig(name=tenant, issuer=tenant, keys=())
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

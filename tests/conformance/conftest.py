@@ -14,7 +14,6 @@ so they spread over the cluster's masters), so the shared servers need no cleanu
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
@@ -25,14 +24,14 @@ from wsq_harness import RedisCluster, RedisServer
 from wsq.broker.base import Broker
 from wsq.broker.memory import MemoryBroker
 from wsq.broker.redis import RedisBroker
-from wsq.config import BrokerConfig, Settings
+from wsq.config import Settings
 
 BrokerFactory = Callable[[Settings], AbstractAsyncContextManager[Broker]]
 
 
 @asynccontextmanager
 async def memory_broker(settings: Settings) -> AsyncIterator[Broker]:
-    broker = MemoryBroker(settings)
+    broker = MemoryBroker(settings.storage_policies())
     await broker.start()
     try:
         yield broker
@@ -74,7 +73,7 @@ def _redis_broker_on(urls: list[str]) -> BrokerFactory:
     @asynccontextmanager
     async def factory(settings: Settings) -> AsyncIterator[Broker]:
         [url] = urls
-        broker = RedisBroker(dataclasses.replace(settings, broker=BrokerConfig(url=url)))
+        broker = RedisBroker(url, settings.storage_policies())
         await broker.start()
         try:
             yield broker

@@ -273,7 +273,7 @@ async def _frames(ws: Any, n: int | None, quiet: float = 0.3) -> list[str]:
 
 async def _session(steps: list[tuple[str, list[str], list[str]]] | None) -> list[Any]:
     settings = make_settings(server={"node_id": "golden-node"})
-    broker = MemoryBroker(settings, clock=lambda: CLOCK_S)
+    broker = MemoryBroker(settings.storage_policies(), clock=lambda: CLOCK_S)
     recorded: list[tuple[str, list[str], list[str]]] = []
     async with running_gateway(settings, broker) as gw:
         ws = await websockets.connect(gw.url, subprotocols=["wsq.v1"], max_size=None)

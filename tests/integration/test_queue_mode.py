@@ -195,7 +195,7 @@ class SlowSettle(MemoryBroker):
 
 async def test_settlements_that_arrive_just_before_a_drain_are_not_lost() -> None:
     settings = make_settings()
-    broker = SlowSettle(settings)
+    broker = SlowSettle(settings.storage_policies())
     async with running_gateway(settings, broker) as gw:
         client = await gw.client(sub="worker")
         await client.begin(1)

@@ -116,7 +116,10 @@ def _move_slot(cluster: RedisCluster, key: str) -> tuple[int, int]:
 
 async def test_a_live_reader_follows_its_slot_to_another_master(cluster: RedisCluster) -> None:
     settings = Settings(broker=BrokerConfig(url=cluster.url))
-    reader, writer = RedisBroker(settings), RedisBroker(settings)
+    reader, writer = (
+        RedisBroker(settings.broker.url, settings.storage_policies()),
+        RedisBroker(settings.broker.url, settings.storage_policies()),
+    )
     await reader.start()
     await writer.start()
     address = f"moving.{uuid.uuid4().hex[:10]}"
@@ -135,7 +138,7 @@ async def test_a_live_reader_follows_its_slot_to_another_master(cluster: RedisCl
         assert [m.id for m in got] == [p.id for p in first + later]
         assert [json.loads(m.body) for m in got] == list(range(6))
         # The reader now listens on the new owner: its feed there holds the channel.
-        feeds = {name: f.subscribed for name, f in reader._feeds.items()}
+        feeds = {name: f.subscribed for name, f in reader._reader.feeds.items()}
         channel = f"wsq:{{acme:{address}}}:p"
         assert [name for name, subs in feeds.items() if channel in subs] == [f"127.0.0.1:{dst}"]
         handle.close()
@@ -159,13 +162,13 @@ async def test_the_publish_script_is_never_sent_twice_by_the_cluster_client(
     # cluster redirects clients to its nodes' own addresses, so here the configuration is what
     # can be checked: the publish client does not run the script again after a connection error
     # (it might have stored the batch), the command client still retries (reads are idempotent).
-    broker = RedisBroker(settings)
+    broker = RedisBroker(settings.broker.url, settings.storage_policies())
     await broker.start()
     try:
-        assert isinstance(broker._once, redis.asyncio.RedisCluster)
-        assert broker._once.retry.get_retries() == 0
-        assert isinstance(broker._redis, redis.asyncio.RedisCluster)
-        assert broker._redis.retry.get_retries() > 0
+        assert isinstance(broker._clients.once, redis.asyncio.RedisCluster)
+        assert broker._clients.once.retry.get_retries() == 0
+        assert isinstance(broker._clients.redis, redis.asyncio.RedisCluster)
+        assert broker._clients.redis.retry.get_retries() > 0
         address = f"once.{uuid.uuid4().hex[:10]}"
         [first] = await broker.publish("acme", address, [NewMessage("1", "w")])
         got = await broker.read("acme", address, START, 10)
@@ -181,7 +184,7 @@ async def test_commands_cut_off_by_a_disconnect_are_refused_as_unavailable(
     # command meets CLUSTERDOWN; commands in flight on them then fail. redis-py lets some of
     # those through as AttributeError (a cleared writer, redis-py#4287): the broker must still
     # answer BrokerUnavailable (the gateway's "Redis is unavailable"), never an unknown error.
-    broker = RedisBroker(settings)
+    broker = RedisBroker(settings.broker.url, settings.storage_policies())
     await broker.start()
     address = f"cut.{uuid.uuid4().hex[:10]}"
     failures: list[BaseException] = []
@@ -202,7 +205,7 @@ async def test_commands_cut_off_by_a_disconnect_are_refused_as_unavailable(
     async def cut() -> None:
         for _ in range(40):
             await asyncio.sleep(0.01)
-            for client in (broker._redis, broker._once):
+            for client in (broker._clients.redis, broker._clients.once):
                 assert client is not None
                 await client.aclose()
 

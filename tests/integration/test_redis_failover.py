@@ -107,7 +107,7 @@ async def _through_a_failover(
     [replica] = cluster.replicas_of(victim)
     addresses = [by_master[victim][0], *(a for p, g in by_master.items() if p != victim for a in g)]
     settings = dataclasses.replace(make_settings(), broker=BrokerConfig(url=cluster.url))
-    broker = RedisBroker(settings)
+    broker = RedisBroker(settings.broker.url, settings.storage_policies())
     # Subscribers on one gateway, publishers on another: the subscribers' gateway learns of
     # every message from Redis (a publishing gateway passes its own publishes on without
     # reading them back, which would hide a deaf reader).
@@ -162,7 +162,7 @@ async def _through_a_failover(
         await asyncio.gather(*(r.task for r in recorders))
         # The gateway's live reader: which primary's feed holds each address's channel.
         feeds = {
-            a: [n for n, f in broker._feeds.items() if f"wsq:{{acme:{a}}}:p" in f.subscribed]
+            a: [n for n, f in broker._reader.feeds.items() if f"wsq:{{acme:{a}}}:p" in f.subscribed]
             for a in addresses
         }
         return {

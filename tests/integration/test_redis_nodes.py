@@ -31,7 +31,7 @@ from wsq_harness import (
     transfers,
 )
 
-import wsq.broker.redis as redis_broker_module
+import wsq.broker.redis.groups as redis_groups_module
 from wsq.broker.redis import RedisBroker
 from wsq.config import BrokerConfig, Settings
 from wsq.core.errors import BrokerUnavailable
@@ -210,7 +210,10 @@ async def test_live_reader_resumes_after_redis_restart_without_loss_or_repeat(
     aof_redis: RedisServer,
 ) -> None:
     settings = Settings(broker=BrokerConfig(url=aof_redis.url))
-    reader, writer = RedisBroker(settings), RedisBroker(settings)
+    reader, writer = (
+        RedisBroker(settings.broker.url, settings.storage_policies()),
+        RedisBroker(settings.broker.url, settings.storage_policies()),
+    )
     await reader.start()
     await writer.start()
     got: list[Message] = []
@@ -253,7 +256,7 @@ async def test_live_reader_survives_killed_connections(
     redis_server: RedisServer, redis: Redis, address: str
 ) -> None:
     settings = Settings(broker=BrokerConfig(url=redis_server.url))
-    broker = RedisBroker(settings)
+    broker = RedisBroker(settings.broker.url, settings.storage_policies())
     await broker.start()
     got: list[Message] = []
     try:
@@ -415,7 +418,7 @@ async def test_a_publish_whose_answer_is_lost_is_not_run_again(
     # instead (and retry with a message_id, which dedup makes safe).
     async with _ReplyDropper(redis_server.port, b"drop-my-answer") as proxy:
         settings = Settings(broker=BrokerConfig(url=f"redis://127.0.0.1:{proxy.port}/0"))
-        broker = RedisBroker(settings)
+        broker = RedisBroker(settings.broker.url, settings.storage_policies())
         await broker.start()
         try:
             # The script is loaded first: the marked EVALSHA then runs at once.
@@ -447,7 +450,7 @@ async def test_an_idle_address_disappears_with_all_its_keys(
     settings = dataclasses.replace(
         make_settings(idle_expiry_ms=1000), broker=BrokerConfig(url=redis_server.url)
     )
-    broker = RedisBroker(settings)
+    broker = RedisBroker(settings.broker.url, settings.storage_policies())
     await broker.start()
     try:
         first = await broker.publish("acme", address, [NewMessage("1", "w", message_id="m1")])
@@ -484,7 +487,7 @@ async def test_consumers_whose_leases_ran_out_do_not_pile_up(
 ) -> None:
     # An HTTP claim is its own consumer; a worker that never settles leaves it behind. On a busy
     # address (claims all the time) the expired leases go back to the group: so must the names.
-    broker = RedisBroker(settings)
+    broker = RedisBroker(settings.broker.url, settings.storage_policies())
     await broker.start()
     try:
         await broker.publish("acme", address, [NewMessage("1", "w"), NewMessage("2", "w")])
@@ -514,9 +517,12 @@ async def test_a_release_on_one_process_wakes_the_group_on_another(
     redis_server: RedisServer, address: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # No periodic poll: only the release notice can tell process B.
-    monkeypatch.setattr(redis_broker_module, "GROUP_POLL_S", 3600.0)
+    monkeypatch.setattr(redis_groups_module, "GROUP_POLL_S", 3600.0)
     settings = Settings(broker=BrokerConfig(url=redis_server.url))
-    a, b = RedisBroker(settings), RedisBroker(settings)
+    a, b = (
+        RedisBroker(settings.broker.url, settings.storage_policies()),
+        RedisBroker(settings.broker.url, settings.storage_policies()),
+    )
     await a.start()
     await b.start()
     try:
@@ -546,7 +552,7 @@ async def test_entries_in_the_first_format_are_still_read(
 ) -> None:
     # Entries written before the pre-encoded props (``x``): p, m, c, h as separate fields.
     settings = Settings(broker=BrokerConfig(url=redis_server.url))
-    broker = RedisBroker(settings)
+    broker = RedisBroker(settings.broker.url, settings.storage_policies())
     await broker.start()
     base = f"wsq:{{t:{address}}}"
     old_id = await redis.xadd(
@@ -647,7 +653,10 @@ async def test_own_publishes_are_passed_on_without_reading_them_back(
     redis_server: RedisServer, address: str
 ) -> None:
     settings = dataclasses.replace(make_settings(), broker=BrokerConfig(url=redis_server.url))
-    a, b = RedisBroker(settings), RedisBroker(settings)
+    a, b = (
+        RedisBroker(settings.broker.url, settings.storage_policies()),
+        RedisBroker(settings.broker.url, settings.storage_policies()),
+    )
     await a.start()
     await b.start()
     try:
@@ -686,7 +695,7 @@ async def test_own_publish_trimmed_by_retention_is_read_not_passed_on(
     settings = dataclasses.replace(
         make_settings(retention_max_len=3), broker=BrokerConfig(url=redis_server.url)
     )
-    a = RedisBroker(settings)
+    a = RedisBroker(settings.broker.url, settings.storage_policies())
     await a.start()
     try:
         handle, got = await _collect(a, address)

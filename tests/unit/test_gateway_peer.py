@@ -22,7 +22,7 @@ async def test_a_forced_close_is_not_lost_to_the_garbage_collector(
     # future nobody else holds, is collected and never finishes ("Task was destroyed but it is
     # pending!"). The forced close of a silent client's socket must not be such a task.
     settings = Settings()
-    broker = MemoryBroker(settings)
+    broker = MemoryBroker(settings.storage_policies())
     gateway = Gateway(settings, Authenticator(settings.tenants), broker, Hub(broker), "n")
     sent: list[dict[str, Any]] = []
 

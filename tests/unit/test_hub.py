@@ -13,6 +13,7 @@ from wsq.broker.memory import MemoryBroker
 from wsq.config import Settings, TenantConfig
 from wsq.core.errors import BrokerUnavailable
 from wsq.core.messages import NewMessage
+from wsq.core.policy import StoragePolicies
 from wsq.hub import Hub, Outlet
 from wsq.protocol.connection import Limits, ServerConnection
 from wsq.protocol.events import AttachRequested, LinkEnded
@@ -100,7 +101,7 @@ async def collect(sock: Socket, n: int) -> list[int]:
 
 
 async def test_a_copy_link_stops_at_the_high_water_mark_and_catches_up_losslessly() -> None:
-    broker = MemoryBroker(Settings())
+    broker = MemoryBroker(StoragePolicies())
     await broker.start()
     hub = Hub(broker)
     sock = Socket(hub)
@@ -122,7 +123,7 @@ async def test_a_catch_up_reads_no_more_than_the_outbox_has_room_for() -> None:
     # 400 messages of 10 kB are retained; the link has credit for all of them but its outbox
     # room for about three. Each read must be bounded by that room, not by READ_BATCH (512
     # messages of up to a MiB each would be read, and encoded, at once).
-    broker = MemoryBroker(Settings())
+    broker = MemoryBroker(StoragePolicies())
     await broker.start()
     await publish(broker, "feed", 400)
     sizes: list[int] = []
@@ -145,7 +146,7 @@ async def test_a_catch_up_reads_no_more_than_the_outbox_has_room_for() -> None:
 
 
 async def test_a_queue_link_stops_at_the_high_water_mark_and_returns_the_rest() -> None:
-    broker = MemoryBroker(Settings())
+    broker = MemoryBroker(StoragePolicies())
     await broker.start()
     hub = Hub(broker)
     await publish(broker, "jobs", 400)  # a backlog waiting for the first consumer
@@ -162,7 +163,7 @@ async def test_a_queue_link_stops_at_the_high_water_mark_and_returns_the_rest() 
 
 
 async def test_one_live_reader_serves_every_local_link_of_an_address() -> None:
-    broker = MemoryBroker(Settings())
+    broker = MemoryBroker(StoragePolicies())
     await broker.start()
     hub = Hub(broker)
     socks = [Socket(hub) for _ in range(5)]
@@ -179,7 +180,7 @@ async def test_one_live_reader_serves_every_local_link_of_an_address() -> None:
 
 
 async def test_a_link_the_protocol_detached_gets_no_more_transfers() -> None:
-    broker = MemoryBroker(Settings())
+    broker = MemoryBroker(StoragePolicies())
     await broker.start()
     hub = Hub(broker)
     sock = Socket(hub)
@@ -196,7 +197,7 @@ async def test_a_link_the_protocol_detached_gets_no_more_transfers() -> None:
 
 
 async def test_credit_granted_while_the_outbox_is_full_resumes_once_it_drains() -> None:
-    broker = MemoryBroker(Settings())
+    broker = MemoryBroker(StoragePolicies())
     await broker.start()
     hub = Hub(broker)
     sock = Socket(hub)
@@ -220,7 +221,7 @@ async def test_credit_granted_while_the_outbox_is_full_resumes_once_it_drains() 
 
 
 async def test_a_filtered_link_with_little_credit_gets_every_match_once_in_order() -> None:
-    broker = MemoryBroker(Settings())
+    broker = MemoryBroker(StoragePolicies())
     await broker.start()
     hub = Hub(broker)
     sock = Socket(hub)
@@ -249,7 +250,7 @@ async def test_a_filtered_link_with_little_credit_gets_every_match_once_in_order
 
 
 async def test_links_of_one_address_each_take_what_their_credit_allows_of_a_batch() -> None:
-    broker = MemoryBroker(Settings())
+    broker = MemoryBroker(StoragePolicies())
     await broker.start()
     hub = Hub(broker)
     socks = [Socket(hub) for _ in range(3)]
@@ -283,7 +284,7 @@ class LaggingTail(MemoryBroker):
 
 
 async def test_a_late_live_batch_never_moves_a_caught_up_cursor_back() -> None:
-    broker = LaggingTail(Settings())
+    broker = LaggingTail(StoragePolicies())
     await broker.start()
     hub = Hub(broker)
     first = Socket(hub)
@@ -310,7 +311,7 @@ class SlowSettle(MemoryBroker):
 
 
 async def test_a_queue_link_detached_while_the_pump_awaits_gets_no_transfer() -> None:
-    broker = SlowSettle(Settings())
+    broker = SlowSettle(StoragePolicies())
     await broker.start()
     hub = Hub(broker)
     a = Socket(hub)
@@ -346,7 +347,7 @@ class FailingSettle(MemoryBroker):
 
 
 async def test_a_failed_release_on_detach_does_not_leave_the_group_pump_behind() -> None:
-    broker = FailingSettle(Settings())
+    broker = FailingSettle(StoragePolicies())
     await broker.start()
     hub = Hub(broker)
     sock = Socket(hub)
@@ -385,7 +386,7 @@ async def _small(broker: MemoryBroker, address: str, numbers: range) -> None:
 
 
 async def test_a_link_granting_one_credit_at_a_time_catches_up_from_memory() -> None:
-    broker = MemoryBroker(Settings())
+    broker = MemoryBroker(StoragePolicies())
     await broker.start()
     hub = Hub(broker)
     sock = Socket(hub)
@@ -411,9 +412,9 @@ async def test_memory_never_gives_a_late_link_what_retention_dropped() -> None:
     settings = Settings(
         tenants={"t": TenantConfig(name="t", issuer="t", keys=(), retention_max_len=3)}
     )
-    broker = MemoryBroker(settings)
+    broker = MemoryBroker(settings.storage_policies())
     await broker.start()
-    hub = Hub(broker, settings=settings)
+    hub = Hub(broker, policies=settings.storage_policies())
     sock = Socket(hub)
     link = await sock.attach(address="feed", credit=1)
     await _small(broker, "feed", range(10))
@@ -428,9 +429,9 @@ async def test_memory_never_gives_a_late_link_what_age_retention_dropped() -> No
     settings = Settings(
         tenants={"t": TenantConfig(name="t", issuer="t", keys=(), retention_max_age_ms=200)}
     )
-    broker = MemoryBroker(settings)
+    broker = MemoryBroker(settings.storage_policies())
     await broker.start()
-    hub = Hub(broker, settings=settings)
+    hub = Hub(broker, policies=settings.storage_policies())
     sock = Socket(hub)
     link = await sock.attach(address="feed", credit=1)
     await _small(broker, "feed", range(5))

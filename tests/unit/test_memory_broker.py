@@ -15,6 +15,7 @@ from wsq.broker.memory import MemoryBroker
 from wsq.config import Settings, TenantConfig
 from wsq.core.errors import BrokerUnavailable
 from wsq.core.messages import Message, NewMessage, Outcome
+from wsq.core.policy import StoragePolicy
 from wsq.core.positions import START
 
 A = "orders.eu"
@@ -58,7 +59,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 async def broker(clock: FakeClock) -> AsyncIterator[MemoryBroker]:
-    b = MemoryBroker(SETTINGS, clock=clock)
+    b = MemoryBroker(SETTINGS.storage_policies(), clock=clock)
     await b.start()
     yield b
     await b.close()
@@ -285,7 +286,7 @@ async def test_unknown_tenant_uses_defaults(broker: MemoryBroker) -> None:
     [d] = await broker.publish("nobody", A, [new(0, message_id="x")])
     assert d.duplicate
     cfg = broker._logs[("nobody", A)].cfg
-    assert cfg.name == "nobody"
+    assert cfg == StoragePolicy()
     assert cfg.retention_max_len == TenantConfig("n", "n", ()).retention_max_len
 
 
@@ -329,7 +330,7 @@ async def test_tail_opened_inside_a_callback(broker: MemoryBroker) -> None:
 
 
 def test_tail_without_running_loop_delivers_backlog_at_once(clock: FakeClock) -> None:
-    b = MemoryBroker(SETTINGS, clock=clock)
+    b = MemoryBroker(SETTINGS.storage_policies(), clock=clock)
     asyncio.run(b.publish("t", A, [new(0), new(1)]))
     got: list[Message] = []
     handle = b.tail("t", A, START, got.extend)

@@ -1,9 +1,10 @@
 """The Broker interface: what the hub, the gateway and the HTTP bridge need from storage.
 
 Positions are strings ``<ms>-<seq>``, strictly increasing per (tenant, address). Every method
-takes the tenant's name; a broker is built with the settings and finds each tenant's retention,
-dedup window and dead-letter address there. Implementations: ``memory.MemoryBroker`` (one process)
-and the Redis streams broker.
+takes the tenant's name; a broker is built with the tenants' storage policies
+(``wsq.core.policy``: retention, dedup window, dead-letter address). Implementations:
+``memory.MemoryBroker`` (one process) and ``redis.RedisBroker`` (Redis streams, many processes).
+What both do alike lives here once: tails and their fan-out, group watchers, dead-letter copies.
 
 Two delivery models:
 - copy (feed): ``read`` history after a position, ``tail`` to be called with every new message.
@@ -16,10 +17,11 @@ Two delivery models:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from wsq.core.addresses import Pattern
 from wsq.core.messages import (
@@ -31,17 +33,88 @@ from wsq.core.messages import (
     PublishedOnce,
     ReadResult,
 )
+from wsq.core.positions import Position
+
+log = logging.getLogger(__name__)
 
 
-class Watcher(Protocol):
-    """One ``watch_group`` registration as ``Watchers`` sees it."""
+class Tail:
+    """One ``tail`` registration, for either broker: its callback, and where it stands while
+    the backlog before the live reader's position is read."""
 
-    closed: bool
+    __slots__ = ("_detach", "after", "callback", "closed", "pending")
 
-    def callback(self) -> None: ...
+    def __init__(
+        self, callback: Callable[[list[Message]], None], detach: Callable[[Tail], None]
+    ) -> None:
+        self.callback = callback
+        self._detach = detach
+        self.closed = False
+        # The backlog being read or not yet handed over: live messages queue here behind it.
+        self.pending: list[Message] | None = None
+        # Tailing after a position newer than the live reader's: skip messages up to it.
+        self.after: Position | None = None
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.pending = None
+            with contextlib.suppress(ValueError):  # already out of its list
+                self._detach(self)
+
+    def hand_over(self, backlog: list[Message] | None = None) -> None:
+        """The backlog is read: hand it over with what the live reader queued meanwhile."""
+        if self.closed or self.pending is None:
+            return
+        batch = self.pending if not backlog else backlog + self.pending
+        self.pending = None
+        if batch:
+            self.deliver(batch)
+
+    def deliver(self, batch: list[Message]) -> None:
+        try:
+            self.callback(batch)
+        except Exception:
+            log.exception("tail callback failed")
 
 
-class Watchers(list[Watcher]):
+def fan_out(tails: Sequence[Tail], messages: list[Message]) -> None:
+    """New messages of an address (in order) to each of its tails: skipped up to a tail's
+    ``after``, queued behind a backlog still being read, else handed over at once."""
+    for t in tuple(tails):  # a callback may open or close tails
+        if t.closed:
+            continue
+        batch = messages
+        if t.after is not None:
+            after = t.after
+            batch = [m for m in messages if m.pos > after]
+            if not batch:
+                continue
+            t.after = None
+        if t.pending is not None:
+            t.pending.extend(batch)
+            continue
+        t.deliver(batch)
+
+
+class Watch:
+    """One ``watch_group`` registration, for either broker."""
+
+    __slots__ = ("_detach", "callback", "closed")
+
+    def __init__(self, callback: Callable[[], None], detach: Callable[[Watch], None]) -> None:
+        self.callback = callback
+        self._detach = detach
+        self.closed = False
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            with contextlib.suppress(ValueError):  # already out of its list
+                self._detach(self)
+
+
+class Watchers(list[Watch]):
     """The watchers of one consumer group in a broker process. However many reasons arise in
     one loop turn (publishes, releases, expiries), each watcher is told once, on the next turn,
     so that no caller's stack runs a consumer's claim."""
@@ -65,7 +138,22 @@ class Watchers(list[Watcher]):
             try:
                 w.callback()
             except Exception:
-                logging.getLogger(__name__).exception("group watcher failed")
+                log.exception("group watcher failed")
+
+
+def dead_letter_copy(m: Message, address: str) -> NewMessage:
+    """What goes to the tenant's dead-letter address for a message rejected on ``address``."""
+    headers: dict[str, Any] = dict(m.headers) if m.headers else {}
+    headers["x-dead-letter-from"] = address
+    headers["x-dead-letter-id"] = m.id
+    return NewMessage(
+        body=m.body,
+        publisher=m.publisher,
+        subject=m.subject,
+        message_id=m.message_id,
+        content_type=m.content_type,
+        headers=headers,
+    )
 
 
 class Handle(Protocol):

@@ -29,10 +29,8 @@ from bisect import bisect_right
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from operator import attrgetter
-from typing import Any
 
-from wsq.broker.base import Broker, Watchers
-from wsq.config import Settings, TenantConfig
+from wsq.broker.base import Broker, Tail, Watch, Watchers, dead_letter_copy, fan_out
 from wsq.core.addresses import Pattern
 from wsq.core.errors import BrokerUnavailable, IdempotencyKeyReused
 from wsq.core.messages import (
@@ -45,7 +43,8 @@ from wsq.core.messages import (
     ReadResult,
     message_size,
 )
-from wsq.core.positions import START, parse_position
+from wsq.core.policy import StoragePolicies, StoragePolicy
+from wsq.core.positions import START, format_position, parse_position
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +58,6 @@ _COMPACT_MIN = 1024
 _SWEEP_INTERVAL_S = 60.0
 #: Addresses examined between two yields to the event loop during the sweep.
 _SWEEP_BATCH = 1000
-
-
-def _fmt(pos: _Pos) -> str:
-    return f"{pos[0]}-{pos[1]}"
 
 
 class _State(enum.Enum):
@@ -111,41 +106,6 @@ class _Group:
         self.watchers = Watchers()
 
 
-class _Tail:
-    __slots__ = ("after", "callback", "closed", "log", "pending")
-
-    def __init__(self, log: _Log, callback: Callable[[list[Message]], None]) -> None:
-        self.log = log
-        self.callback = callback
-        self.closed = False
-        # Backlog not yet handed over; live messages queue behind it until it is.
-        self.pending: list[Message] | None = None
-        # Set when tailing after a position newer than the newest: skip messages up to it.
-        self.after: _Pos | None = None
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.pending = None
-            with contextlib.suppress(ValueError):
-                self.log.tails.remove(self)
-
-
-class _Watch:
-    __slots__ = ("callback", "closed", "group")
-
-    def __init__(self, group: _Group, callback: Callable[[], None]) -> None:
-        self.group = group
-        self.callback = callback
-        self.closed = False
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            with contextlib.suppress(ValueError):
-                self.group.watchers.remove(self)
-
-
 class _Log:
     __slots__ = (
         "cfg",
@@ -162,7 +122,7 @@ class _Log:
         "trimmed",
     )
 
-    def __init__(self, cfg: TenantConfig, now_ms: int) -> None:
+    def __init__(self, cfg: StoragePolicy, now_ms: int) -> None:
         self.cfg = cfg
         self.msgs: list[Message] = []
         self.head = 0  # msgs[:head] are trimmed, awaiting compaction
@@ -171,7 +131,7 @@ class _Log:
         self.trimmed: _Pos = _START_POS  # newest position removed from the log for any reason
         self.dedup: dict[str, tuple[int, str]] = {}  # message_id -> (ms accepted, position)
         self.dedup_order: deque[tuple[int, str]] = deque()  # (ms accepted, message_id)
-        self.tails: list[_Tail] = []
+        self.tails: list[Tail] = []
         self.groups: dict[str, _Group] = {}
         self.touched = now_ms
         # Idempotency key -> (ms stored, request fingerprint, results), oldest first.
@@ -270,8 +230,10 @@ class MemoryBroker(Broker):
     #: The most idempotency keys remembered per address (the oldest go first past it).
     idempotency_max_entries: int = 10_000
 
-    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
-        self._settings = settings
+    def __init__(
+        self, policies: StoragePolicies, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._policies = policies
         self._clock = clock
         self._logs: dict[tuple[str, str], _Log] = {}
         self._seq = itertools.count()
@@ -306,17 +268,11 @@ class MemoryBroker(Broker):
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
 
-    def _tenant(self, name: str) -> TenantConfig:
-        cfg = self._settings.tenants.get(name)
-        if cfg is None:
-            cfg = TenantConfig(name=name, issuer=name, keys=())
-        return cfg
-
     def _log(self, tenant: str, address: str, now_ms: int) -> _Log:
         key = (tenant, address)
         lg = self._logs.get(key)
         if lg is None:
-            lg = self._logs[key] = _Log(self._tenant(tenant), now_ms)
+            lg = self._logs[key] = _Log(self._policies.of(tenant), now_ms)
         return lg
 
     # -- publishing --------------------------------------------------------------------------
@@ -401,31 +357,12 @@ class MemoryBroker(Broker):
         if dedup_on and len(dedup) > self.dedup_max_entries:
             lg.prune_dedup(now, self.dedup_max_entries)
         if lg.tails:
-            self._deliver(lg, new)
+            fan_out(lg.tails, new)
         if lg.groups:
             for g in lg.groups.values():
                 if g.watchers:
                     g.watchers.notify()
         return out
-
-    def _deliver(self, lg: _Log, new: list[Message]) -> None:
-        for t in tuple(lg.tails):  # a callback may open or close tails
-            if t.closed:
-                continue
-            batch = new
-            if t.after is not None:
-                after = t.after
-                batch = [m for m in new if m.pos > after]
-                if not batch:
-                    continue
-                t.after = None
-            if t.pending is not None:
-                t.pending.extend(batch)
-                continue
-            try:
-                t.callback(batch)
-            except Exception:
-                log.exception("tail callback failed")
 
     # -- copy (feed) -------------------------------------------------------------------------
 
@@ -433,7 +370,7 @@ class MemoryBroker(Broker):
         lg = self._logs.get((tenant, address))
         if lg is None or lg.last == _START_POS:
             return START
-        return _fmt(lg.last)
+        return format_position(lg.last)
 
     async def read(
         self, tenant: str, address: str, after: str, limit: int, max_bytes: int | None = None
@@ -472,12 +409,12 @@ class MemoryBroker(Broker):
         address: str,
         after: str,
         on_messages: Callable[[list[Message]], None],
-    ) -> _Tail:
+    ) -> Tail:
         pos = parse_position(after)
         now = self._now_ms()
         lg = self._log(tenant, address, now)
         lg.touched = now
-        t = _Tail(lg, on_messages)
+        t = Tail(on_messages, lg.tails.remove)
         if pos > lg.last:
             t.after = pos
         elif pos < lg.last:
@@ -488,21 +425,11 @@ class MemoryBroker(Broker):
             if backlog:
                 t.pending = backlog
                 try:
-                    asyncio.get_running_loop().call_soon(self._flush_backlog, t)
+                    asyncio.get_running_loop().call_soon(t.hand_over)
                 except RuntimeError:  # no loop running: hand the backlog over now
-                    self._flush_backlog(t)
+                    t.hand_over()
         lg.tails.append(t)
         return t
-
-    @staticmethod
-    def _flush_backlog(t: _Tail) -> None:
-        batch, t.pending = t.pending, None
-        if t.closed or not batch:
-            return
-        try:
-            t.callback(batch)
-        except Exception:
-            log.exception("tail callback failed")
 
     # -- move (queue) ------------------------------------------------------------------------
 
@@ -624,7 +551,8 @@ class MemoryBroker(Broker):
             g.watchers.notify()
         dead_letter = lg.cfg.dead_letter
         if rejected and dead_letter is not None:
-            await self.publish(tenant, dead_letter, [_dead_letter(m, address) for m in rejected])
+            copies = [dead_letter_copy(m, address) for m in rejected]
+            await self.publish(tenant, dead_letter, copies)
 
     async def renew(
         self,
@@ -655,12 +583,12 @@ class MemoryBroker(Broker):
 
     def watch_group(
         self, tenant: str, address: str, group: str, on_available: Callable[[], None]
-    ) -> _Watch:
+    ) -> Watch:
         now = self._now_ms()
         lg = self._log(tenant, address, now)
         lg.touched = now
         g = lg.group(group)
-        w = _Watch(g, on_available)
+        w = Watch(on_available, g.watchers.remove)
         g.watchers.append(w)
         # Something may already wait: say so once, so a late watcher does not sleep through it.
         if g.ready or lg.last > g.cursor:
@@ -758,7 +686,7 @@ class MemoryBroker(Broker):
 
     def _sweep_interval(self) -> float:
         interval = _SWEEP_INTERVAL_S
-        for cfg in self._settings.tenants.values():
+        for cfg in self._policies:
             if cfg.retention_max_age_ms > 0:
                 interval = min(interval, cfg.retention_max_age_ms / 1000)
             if cfg.idle_expiry_ms > 0:
@@ -785,17 +713,3 @@ class MemoryBroker(Broker):
             expiry = lg.cfg.idle_expiry_ms
             if expiry > 0 and now - lg.touched >= expiry and lg.idle():
                 del self._logs[key]
-
-
-def _dead_letter(m: Message, address: str) -> NewMessage:
-    headers: dict[str, Any] = dict(m.headers) if m.headers else {}
-    headers["x-dead-letter-from"] = address
-    headers["x-dead-letter-id"] = m.id
-    return NewMessage(
-        body=m.body,
-        publisher=m.publisher,
-        subject=m.subject,
-        message_id=m.message_id,
-        content_type=m.content_type,
-        headers=headers,
-    )

@@ -1,0 +1,293 @@
+"""``RedisBroker``: the Broker interface on Redis streams, from its parts.
+
+``client`` (connections and the command gate), ``scripts`` (the Lua in ``lua/``), ``keys``
+(key names), ``entries`` (the entry codec), ``reader`` (live reading: one subscription per
+process) and ``groups`` (queues). Publishing, history reads and lookups are here.
+
+Publishing is one Lua script per batch: dedup, XADD, exact retention by length and age (the
+trimmed entries are looked at so ``dropped`` is exact), expiry of idle keys, then PUBLISH of the
+newest position. Accepted means Redis answered the script; any doubt raises ``BrokerUnavailable``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+
+from wsq.broker.base import Broker, Tail, Watch
+from wsq.broker.redis.client import DOWN, RedisClients, unavailable
+from wsq.broker.redis.entries import entry_fields, entry_message, flat_row
+from wsq.broker.redis.groups import ConsumerGroups
+from wsq.broker.redis.keys import address_base, dedup_key, idempotency_key
+from wsq.broker.redis.reader import LiveReader
+from wsq.core import codec
+from wsq.core.addresses import Pattern
+from wsq.core.errors import BrokerUnavailable, IdempotencyKeyReused
+from wsq.core.messages import (
+    Delivery,
+    Message,
+    NewMessage,
+    Outcome,
+    Published,
+    PublishedOnce,
+    ReadResult,
+)
+from wsq.core.policy import StoragePolicies
+from wsq.core.positions import START, parse_position
+
+
+class RedisBroker(Broker):
+    """Addresses in Redis streams, shared by every gateway process using the same Redis."""
+
+    def __init__(self, url: str, policies: StoragePolicies) -> None:
+        self._policies = policies
+        self._clients = RedisClients(url)
+        self._reader = LiveReader(self._clients, policies)
+        self._groups = ConsumerGroups(self._clients, self._reader, policies, self.publish)
+        self._closed = False
+
+    @property
+    def live_reads(self) -> int:
+        """Reads the live reader made (for tests and metrics)."""
+        return self._reader.live_reads
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._closed = False
+        self._clients.start()
+        self._reader.start()
+
+    async def close(self) -> None:
+        self._closed = True
+        await self._reader.close()
+        self._groups.close()
+        await self._clients.close()
+
+    async def ready(self) -> bool:
+        return not self._closed and await self._clients.ready()
+
+    # -- publishing --------------------------------------------------------------------------
+
+    async def publish(
+        self, tenant: str, address: str, messages: Sequence[NewMessage]
+    ) -> list[Published]:
+        if not messages:
+            if self._closed:
+                raise BrokerUnavailable("the broker is closed")
+            return []
+        return (await self._publish(tenant, address, messages, None, "")).results
+
+    async def publish_once(
+        self,
+        tenant: str,
+        address: str,
+        messages: Sequence[NewMessage],
+        key: str,
+        fingerprint: str,
+    ) -> PublishedOnce:
+        return await self._publish(tenant, address, messages, key, fingerprint)
+
+    async def _publish(
+        self,
+        tenant: str,
+        address: str,
+        messages: Sequence[NewMessage],
+        key: str | None,
+        fingerprint: str,
+    ) -> PublishedOnce:
+        if self._closed:
+            raise BrokerUnavailable("the broker is closed")
+        cfg = self._policies.of(tenant)
+        base = address_base(tenant, address)
+        keys = [f"{base}:s", f"{base}:m"]
+        ik = 0
+        if key is not None and cfg.dedup_window_ms > 0:
+            # Same hash tag as the stream: stored in the same script as the publish.
+            keys.append(idempotency_key(base, key))
+            ik = len(keys)
+        args: list[Any] = [
+            cfg.retention_max_len,
+            cfg.retention_max_age_ms,
+            # A dedup key never outlives its address (an idle address is gone entirely).
+            min(cfg.dedup_window_ms, cfg.idle_expiry_ms),
+            cfg.idle_expiry_ms,
+            len(messages),
+            f"{base}:p",
+            self._clients.publish_verb,
+            ik,
+            fingerprint,
+        ]
+        dedup = cfg.dedup_window_ms > 0
+        items: list[str] = []
+        stored: list[list[str]] = []
+        for nm in messages:
+            k = 0
+            if dedup and nm.message_id is not None:
+                keys.append(dedup_key(base, nm.message_id))
+                k = len(keys)
+            fields = entry_fields(nm)
+            stored.append(fields)
+            items += (str(k), str(len(fields)), *fields)
+        args.append(codec.dumps(items))
+        st = self._reader.streams.get((tenant, address))
+        # ``once``: never sent twice by redis-py (wsq.broker.redis.client says why).
+        if st is None:
+            reply = await self._clients.run("publish", keys, args, once=True)
+        else:
+            st.publishing += 1
+            try:
+                reply = await self._clients.run("publish", keys, args, once=True)
+                if reply[0] == 0 and st.tails and st.cursor == reply[1]:
+                    self._reader.pass_on_own(st, stored, reply[3:], reply[2])
+            finally:
+                self._reader.own_publish_done(st)
+        status = reply[0]
+        if status == 2:
+            raise IdempotencyKeyReused("the Idempotency-Key was used for another request")
+        if status == 1:
+            return PublishedOnce(
+                [Published(str(id_), duplicate=bool(dup)) for id_, dup in reply[1:]],
+                replayed=True,
+            )
+        out = [Published(id_, duplicate=bool(dup)) for id_, dup in reply[3:]]
+        self._reader.tell_groups(tenant, address, out)
+        return PublishedOnce(out)
+
+    # -- copy (feed) -------------------------------------------------------------------------
+
+    async def last_position(self, tenant: str, address: str) -> str:
+        try:
+            async with self._clients.gate:
+                last = await self._clients.redis.hget(f"{address_base(tenant, address)}:m", "last")
+        except DOWN as exc:
+            raise unavailable(exc) from exc
+        return str(last) if last else START
+
+    async def read(
+        self, tenant: str, address: str, after: str, limit: int, max_bytes: int | None = None
+    ) -> ReadResult:
+        pos = parse_position(after)
+        cfg = self._policies.of(tenant)
+        base = address_base(tenant, address)
+        keys = (f"{base}:s", f"{base}:m")
+        out: list[Message] = []
+        recovered = True
+        cursor = after
+        first = True
+        used = 0
+        while True:
+            want = max(limit - len(out), 0)
+            if max_bytes is not None and out and used >= max_bytes:
+                return ReadResult(out, recovered)
+            # 0: no budget; otherwise what is left of it (at least 1: 0 means none).
+            budget = 0 if max_bytes is None else max(max_bytes - used, 1)
+            now, dropped, entries, full, size = await self._clients.run(
+                "read",
+                keys,
+                (
+                    *(cfg.retention_max_len, cfg.retention_max_age_ms, cfg.idle_expiry_ms),
+                    *(cursor, want, budget, 1 if not out else 0),
+                ),
+            )
+            used += int(size)
+            if first:
+                first = False
+                # START asks for whatever is retained: nothing it names was lost.
+                recovered = pos == (0, 0) or not dropped or parse_position(dropped) <= pos
+            for id_, flat in entries:
+                m = entry_message(id_, flat)
+                if m.expires_at is None or m.expires_at > now:
+                    out.append(m)
+            if full or len(entries) < want or len(out) >= limit or not entries:
+                return ReadResult(out, recovered)
+            cursor = entries[-1][0]
+
+    def tail(
+        self,
+        tenant: str,
+        address: str,
+        after: str,
+        on_messages: Callable[[list[Message]], None],
+    ) -> Tail:
+        return self._reader.tail(tenant, address, after, on_messages)
+
+    # -- move (queue): wsq.broker.redis.groups ------------------------------------------------
+
+    async def claim(
+        self,
+        tenant: str,
+        address: str,
+        group: str,
+        consumer: str,
+        count: int,
+        lease_ms: int,
+        subject_filter: Pattern | None = None,
+    ) -> list[Delivery]:
+        return await self._groups.claim(
+            tenant, address, group, consumer, count, lease_ms, subject_filter
+        )
+
+    async def settle(
+        self,
+        tenant: str,
+        address: str,
+        group: str,
+        consumer: str,
+        ids: Sequence[str],
+        outcome: Outcome,
+    ) -> None:
+        await self._groups.settle(tenant, address, group, consumer, ids, outcome)
+
+    async def renew(
+        self,
+        tenant: str,
+        address: str,
+        group: str,
+        consumer: str,
+        ids: Sequence[str],
+        lease_ms: int,
+    ) -> list[str]:
+        return await self._groups.renew(tenant, address, group, consumer, ids, lease_ms)
+
+    def watch_group(
+        self, tenant: str, address: str, group: str, on_available: Callable[[], None]
+    ) -> Watch:
+        return self._groups.watch_group(tenant, address, group, on_available)
+
+    # -- reconciliation ----------------------------------------------------------------------
+
+    async def lookup(self, tenant: str, address: str, message_id: str) -> Message | None:
+        base = address_base(tenant, address)
+        stream = f"{base}:s"
+        r = self._clients.redis
+        try:
+            async with self._clients.gate:
+                return await self._lookup(r, base, stream, message_id)
+        except DOWN as exc:
+            raise unavailable(exc) from exc
+
+    @staticmethod
+    async def _lookup(
+        r: Redis | RedisCluster, base: str, stream: str, message_id: str
+    ) -> Message | None:
+        hit = await r.get(dedup_key(base, message_id))
+        if hit:
+            rows: Any = await r.xrange(stream, min=hit, max=hit)
+            if rows:
+                return entry_message(*flat_row(rows[0]))
+        # Past the dedup window: search the retained messages, newest first.
+        end = "+"
+        while True:
+            rows = await r.xrevrange(stream, max=end, min="-", count=256)
+            for row in rows:
+                id_, flat = flat_row(row)
+                m = entry_message(id_, flat)
+                if m.message_id == message_id:
+                    return m
+            if len(rows) < 256:
+                return None
+            end = "(" + rows[-1][0]

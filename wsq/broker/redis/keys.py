@@ -1,0 +1,45 @@
+"""Redis key names of an address: everything one address needs lives under one prefix.
+
+``wsq:{<tenant>:<address>}`` with tenant and address percent-escaped, so ``{``, ``}``, ``:`` and
+``%`` never appear raw and no address can name another tenant's keys. The braces are a Redis
+Cluster hash tag: every key of one address lands in one slot, so the Lua scripts that touch
+several of them stay legal in a cluster.
+
+- ``…:s``  the stream (entry id = position; ``entries`` says what an entry holds)
+- ``…:m``  hash: ``last`` (newest id ever added), ``dropped`` (newest id lost to retention)
+- ``…:i:<message_id>`` the position of a message_id, expiring with the dedup window
+- ``…:k:<idempotency key>`` an HTTP publish's fingerprint and results, as long
+- ``…:g:<group>:l`` / ``:w`` / ``:n`` lease deadlines, redelivery delays, redelivered counts
+- ``…:p``  the Pub/Sub channel where each publish announces its newest position
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from urllib.parse import quote
+
+#: Pseudo consumers of a group: what is available again, and what waits out a redelivery delay.
+READY = "~ready"
+DELAY = "~delay"
+
+
+@lru_cache(maxsize=65_536)
+def address_base(tenant: str, address: str) -> str:
+    """The key prefix of one address: a hash tag no other (tenant, address) can produce."""
+    return f"wsq:{{{quote(tenant, safe='')}:{quote(address, safe='')}}}"
+
+
+def group_keys(base: str, group: str) -> tuple[str, str, str]:
+    """Lease deadlines, redelivery delays and redelivered counts of one consumer group."""
+    g = f"{base}:g:{quote(group, safe='')}"
+    return f"{g}:l", f"{g}:w", f"{g}:n"
+
+
+def dedup_key(base: str, message_id: str) -> str:
+    # JSON lets a client send a lone surrogate, which UTF-8 cannot encode strictly:
+    # ``surrogatepass`` keeps such an id distinct instead of refusing the publish.
+    return f"{base}:i:{quote(message_id, safe='', errors='surrogatepass')}"
+
+
+def idempotency_key(base: str, key: str) -> str:
+    return f"{base}:k:{quote(key, safe='')}"

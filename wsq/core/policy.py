@@ -1,0 +1,54 @@
+"""What a tenant's addresses keep: retention, dedup, idle expiry, dead letters, redelivery.
+
+The brokers and the hub get this small policy, never the whole configuration (which holds JWT
+keys they have no business with). ``wsq.config`` builds it from each tenant's settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+
+@dataclass(frozen=True, slots=True)
+class StoragePolicy:
+    """The storage rules of one tenant's addresses."""
+
+    #: Retention of an address's history (feed reads from "^" or a position): at most this many
+    #: messages, none older than ``retention_max_age_ms``.
+    retention_max_len: int = 10_000
+    retention_max_age_ms: int = 24 * 3600 * 1000
+    #: A message_id already accepted on an address within this window is not stored again;
+    #: Idempotency-Keys are kept as long. 0: no dedup.
+    dedup_window_ms: int = 10 * 60 * 1000
+    #: An address with no activity for this long disappears (Redis: its keys expire).
+    idle_expiry_ms: int = 7 * 24 * 3600 * 1000
+    #: Where move-mode "rejected" messages go: an address of the same tenant, or None to drop.
+    dead_letter: str | None = None
+    #: How long a move-mode message settled "modified" waits before it is available again.
+    redelivery_delay_ms: int = 1000
+
+
+DEFAULT_POLICY = StoragePolicy()
+
+
+class StoragePolicies:
+    """Every tenant's policy; a tenant without one (not configured) gets the defaults."""
+
+    __slots__ = ("_by_tenant", "default")
+
+    def __init__(
+        self,
+        by_tenant: Mapping[str, StoragePolicy] | None = None,
+        default: StoragePolicy = DEFAULT_POLICY,
+    ) -> None:
+        self._by_tenant = MappingProxyType(dict(by_tenant or {}))
+        self.default = default
+
+    def of(self, tenant: str) -> StoragePolicy:
+        return self._by_tenant.get(tenant, self.default)
+
+    def __iter__(self) -> Iterator[StoragePolicy]:
+        """The configured policies (not the default)."""
+        return iter(self._by_tenant.values())
