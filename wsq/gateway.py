@@ -232,17 +232,13 @@ class Peer:
                 if isinstance(event, PublishRequested):
                     await self._on_publish(event)
                 elif isinstance(event, CreditGranted):
-                    if event.link.attachment is not None:
-                        self.gateway.hub.credit(event.link)
+                    self.gateway.hub.credit(event.link)
                 elif isinstance(event, DeliveriesSettled):
-                    await self.gateway.hub.settle(
-                        self._tenant(), event.link, event.ids, event.outcome
-                    )
+                    await self.gateway.hub.settle(event.link, event.ids, event.outcome)
                 elif isinstance(event, AttachRequested):
                     await self._on_attach(event.link)
                 elif isinstance(event, LinkEnded):
-                    if event.link.attachment is not None:
-                        await self.gateway.hub.detach(self._tenant(), event.link, event.unsettled)
+                    await self.gateway.hub.detach(event.link, event.unsettled)
                 elif isinstance(event, OpenRequested):
                     await self._on_open(event)
                 elif isinstance(event, RefreshRequested):
@@ -442,7 +438,7 @@ class Peer:
         if link.mode == "copy":
             after, recovered = await hub.attach_copy(tenant, link, self.outlet)
             if link.state is not LinkState.ATTACHING:
-                await hub.detach(tenant, link, [])
+                await hub.detach(link, [])
                 return
             self.conn.accept_attach(link, from_=after, recovered=recovered)
         else:

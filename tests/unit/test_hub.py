@@ -327,7 +327,7 @@ async def test_a_queue_link_detached_while_the_pump_awaits_gets_no_transfer() ->
     await asyncio.sleep(0.02)  # the pump is awaiting the broker
     event = a.send({"op": "detach", "ch": 1, "handle": 0})
     assert isinstance(event, LinkEnded)
-    await hub.detach("t", link, event.unsettled)
+    await hub.detach(link, event.unsettled)
     await asyncio.sleep(0.3)
     assert a.drain() == []
     # Nothing stays leased to the consumer that left: both can be claimed at once.
@@ -357,7 +357,7 @@ async def test_a_failed_release_on_detach_does_not_leave_the_group_pump_behind()
     broker.failing = True
     event = sock.send({"op": "detach", "ch": 1, "handle": 0})
     with pytest.raises(BrokerUnavailable):
-        await hub.detach("t", link, event.unsettled)
+        await hub.detach(link, event.unsettled)
     assert ("t", "jobs", "default") not in hub.pumps
     await hub.close()
     await broker.close()

@@ -699,6 +699,11 @@ class ServerConnection:
 
     # -- transfers to the client (delivering) ----------------------------------------------
 
+    def transfer_overhead(self, link: Link) -> int:
+        """What a transfer on ``link`` adds to its message's tail: the link's constant head and
+        a delivery number (12 characters is a generous bound for the numbers in use)."""
+        return len(link.prefix) + 12
+
     def send_transfer(self, link: Link, wire: str, message_id: str | None = None) -> None:
         """Send one delivery on a receiver link; spends one credit.
 

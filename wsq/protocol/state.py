@@ -11,10 +11,22 @@ Session states: BEGUN --end (either side)--> gone / END_SENT --client end--> gon
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Protocol
 
 from wsq.core.addresses import Pattern
 from wsq.core.limits import DEFAULT_LEASE_MS
+from wsq.core.messages import Outcome
+
+
+class Attachment(Protocol):
+    """What the server side hangs on a link while it serves it (the hub's subscription): the
+    gateway hands it the link's events."""
+
+    def credit_granted(self) -> None: ...
+
+    async def settled(self, ids: list[str], outcome: Outcome) -> None: ...
+
+    async def ended(self, unsettled: list[str]) -> None: ...
 
 
 class LinkState(enum.Enum):
@@ -34,7 +46,7 @@ class Role(enum.Enum):
 
 
 class Link:
-    """One link of a session. ``attachment`` belongs to the gateway/hub (its subscription)."""
+    """One link of a session. ``attachment`` belongs to the hub (its subscription)."""
 
     __slots__ = (
         "address",
@@ -94,7 +106,7 @@ class Link:
             f'{{"op":"transfer","ch":{self.ch},"handle":{handle},'
             f'"settled":{"true" if pre_settled else "false"},"delivery":'
         )
-        self.attachment: Any = None
+        self.attachment: Attachment | None = None
 
     @property
     def is_move(self) -> bool:

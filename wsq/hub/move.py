@@ -1,0 +1,182 @@
+"""Move (queue) fan-out: competing consumers of a group share an address's messages.
+
+One ``GroupPump`` per (tenant, address, group) claims messages from the broker for the local
+consumer links that have credit, whenever the broker says something may be claimable (a
+publish, a release, a lease or delay that ran out) or a consumer can take more.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from wsq.broker.base import Handle
+from wsq.core.messages import Delivery, Outcome
+from wsq.core.wire import message_tail
+from wsq.hub.outlet import Outlet, Subscription
+from wsq.protocol.state import Link, LinkState
+
+if TYPE_CHECKING:
+    from wsq.hub import Hub
+
+log = logging.getLogger("wsq.hub")
+
+#: Messages one claim takes for one link at most.
+CLAIM_BATCH = 512
+#: Deliveries a move link holds unsettled at most: more wait in the group.
+MAX_UNSETTLED_PER_LINK = 1024
+
+
+class MoveSub(Subscription):
+    """A move-mode receiver link: one consumer of its group."""
+
+    __slots__ = ("consumer", "link", "outlet", "pump")
+
+    def __init__(self, link: Link, outlet: Outlet, pump: GroupPump, consumer: str) -> None:
+        self.link = link
+        self.outlet = outlet
+        self.pump = pump
+        self.consumer = consumer
+
+    def credit_granted(self) -> None:
+        self.pump.poke()
+
+    def resume(self) -> None:
+        self.pump.poke()
+
+    async def settled(self, ids: list[str], outcome: Outcome) -> None:
+        await self.pump.settle(self, ids, outcome)
+        self.pump.poke()
+
+    async def ended(self, unsettled: list[str]) -> None:
+        pump = self.pump
+        self.outlet.stalled.discard(self)
+        if self in pump.subs:
+            pump.subs.remove(self)
+        try:
+            if unsettled:
+                # The link is gone: its unsettled deliveries go to another consumer at once.
+                await pump.settle(self, unsettled, Outcome.RELEASED)
+        finally:
+            # Even when the broker failed: a pump without consumers must not linger.
+            if pump.subs:
+                pump.poke()
+            else:
+                pump.hub.forget_pump(pump)
+
+
+class GroupPump:
+    """Claims messages of one consumer group for the local consumers with credit."""
+
+    __slots__ = ("address", "dirty", "group", "hub", "running", "subs", "tenant", "watch")
+
+    def __init__(self, hub: Hub, tenant: str, address: str, group: str) -> None:
+        self.hub = hub
+        self.tenant = tenant
+        self.address = address
+        self.group = group
+        self.subs: list[MoveSub] = []
+        self.running = False
+        self.dirty = False
+        self.watch: Handle | None = None
+
+    def poke(self) -> None:
+        """Something may be claimable, or a consumer has room again."""
+        self.dirty = True
+        if not self.running and self.subs:
+            self.running = True
+            self.hub.spawn(self._run())
+
+    def close(self) -> None:
+        if self.watch is not None:
+            self.watch.close()
+            self.watch = None
+
+    async def _run(self) -> None:
+        broker = self.hub.broker
+        try:
+            while self.dirty and self.subs:
+                self.dirty = False
+                got_any = False
+                # Rotate so that consumers take turns at the head of the line.
+                if len(self.subs) > 1:
+                    self.subs.append(self.subs.pop(0))
+                for sub in list(self.subs):
+                    link = sub.link
+                    room = min(
+                        link.credit, MAX_UNSETTLED_PER_LINK - len(link.unsettled), CLAIM_BATCH
+                    )
+                    if room <= 0 or link.state is not LinkState.ATTACHED:
+                        continue
+                    if not sub.outlet.has_room():
+                        sub.outlet.stalled.add(sub)
+                        continue
+                    deliveries = await broker.claim(
+                        self.tenant,
+                        self.address,
+                        self.group,
+                        sub.consumer,
+                        room,
+                        link.lease_ms,
+                        link.filter,
+                    )
+                    if not deliveries:
+                        continue
+                    got_any = True
+                    if len(self.subs) > 1 and any(d.redelivered for d in deliveries):
+                        deliveries = await self._prefer_others(sub, deliveries)
+                    sent, back = self._send(sub, deliveries)
+                    if back:
+                        await self.settle(sub, back, Outcome.RELEASED)
+                    if sent and link.pre_settled:
+                        # At-most-once: settled as it is sent.
+                        await self.settle(sub, sent, Outcome.ACCEPTED)
+                if got_any:
+                    self.dirty = True
+        except Exception:
+            log.exception("group pump failed for %s/%s", self.address, self.group)
+            # Try again soon rather than going deaf.
+            self.hub.loop_call_later(1.0, self.poke)
+        finally:
+            self.running = False
+
+    def _send(self, sub: MoveSub, deliveries: list[Delivery]) -> tuple[list[str], list[str]]:
+        """Send what the link can take now; answers (ids sent, ids to hand back).
+
+        No await in here: the link's state checked first holds for every send (the client may
+        detach, or the socket close, during any await of the pump).
+        """
+        link = sub.link
+        if link.state is not LinkState.ATTACHED:
+            return [], [d.message.id for d in deliveries]
+        conn = sub.outlet.conn
+        high_water = sub.outlet.high_water
+        for i, d in enumerate(deliveries):
+            if conn.out_bytes >= high_water:
+                # Full socket: what does not fit goes back to the group at once.
+                sub.outlet.stalled.add(sub)
+                return (
+                    [x.message.id for x in deliveries[:i]],
+                    [x.message.id for x in deliveries[i:]],
+                )
+            conn.send_transfer(link, message_tail(d.message, d.redelivered), d.message.id)
+        return [d.message.id for d in deliveries], []
+
+    async def settle(self, sub: MoveSub, ids: list[str], outcome: Outcome) -> None:
+        await self.hub.broker.settle(
+            self.tenant, self.address, self.group, sub.consumer, ids, outcome
+        )
+
+    async def _prefer_others(self, sub: MoveSub, deliveries: list[Delivery]) -> list[Delivery]:
+        """A message whose lease ran out on this very link goes to another consumer when one
+        has room: the link that let it expire is likely stuck on it."""
+        held = set(sub.link.unsettled.values()) if sub.link.unsettled else ()
+        back = [d for d in deliveries if d.redelivered and d.message.id in held]
+        if not back or not any(
+            other is not sub and other.link.credit > 0 and other.outlet.has_room()
+            for other in self.subs
+        ):
+            return deliveries
+        await self.settle(sub, [d.message.id for d in back], Outcome.RELEASED)
+        self.dirty = True
+        return [d for d in deliveries if d not in back]
