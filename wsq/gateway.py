@@ -40,7 +40,7 @@ from wsq.core.errors import (
 )
 from wsq.core.messages import NewMessage
 from wsq.hub import Hub, Outlet
-from wsq.protocol.connection import ConnectionState, Limits, ServerConnection
+from wsq.protocol.connection import Limits, ServerConnection
 from wsq.protocol.events import (
     AttachRequested,
     ConnectionEnded,
@@ -51,7 +51,7 @@ from wsq.protocol.events import (
     PublishRequested,
     RefreshRequested,
 )
-from wsq.protocol.state import Link, LinkState, Role
+from wsq.protocol.state import ConnectionState, Link, LinkState, Role
 from wsq.ratelimit import PublishRateLimiter
 
 log = logging.getLogger("wsq.gateway")

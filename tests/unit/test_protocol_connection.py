@@ -8,13 +8,13 @@ import pytest
 from protocol_helpers import OPEN_ANSWER, Harness, close
 
 from wsq.core.errors import GoingAway, IdleTimeout, InvalidFrame, TokenExpired, Unauthorized
-from wsq.protocol.connection import ConnectionState
 from wsq.protocol.events import (
     ConnectionEnded,
     LinkEnded,
     OpenRequested,
     RefreshRequested,
 )
+from wsq.protocol.state import ConnectionState
 
 INVALID = "wsq:invalid-frame"
 

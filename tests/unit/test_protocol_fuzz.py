@@ -19,7 +19,7 @@ from protocol_helpers import MAX_EVENTS, OPEN_ANSWER, message
 
 from wsq.core.errors import Forbidden, GoingAway, InvalidFrame, Unauthorized
 from wsq.core.wire import copy_tail, message_tail
-from wsq.protocol.connection import ConnectionState, Limits, ServerConnection
+from wsq.protocol.connection import Limits, ServerConnection
 from wsq.protocol.events import (
     AttachRequested,
     ConnectionEnded,
@@ -30,7 +30,7 @@ from wsq.protocol.events import (
     PublishRequested,
     RefreshRequested,
 )
-from wsq.protocol.state import Link, LinkState, Role, SessionState
+from wsq.protocol.state import ConnectionState, Link, LinkState, Role, SessionState
 
 SERVER_OPS = {
     "open",

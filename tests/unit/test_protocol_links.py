@@ -9,9 +9,8 @@ from protocol_helpers import Harness, close, detach, end, transfer
 
 from wsq.core.addresses import Pattern
 from wsq.core.errors import Forbidden, InvalidFrame
-from wsq.protocol.connection import ConnectionState
 from wsq.protocol.events import AttachRequested, CreditGranted, LinkEnded
-from wsq.protocol.state import LinkState, Role, SessionState
+from wsq.protocol.state import ConnectionState, LinkState, Role, SessionState
 
 INVALID = "wsq:invalid-frame"
 LIMIT = "wsq:resource-limit-exceeded"

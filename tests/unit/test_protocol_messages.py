@@ -9,8 +9,8 @@ import pytest
 from protocol_helpers import Harness, close, decode, end
 
 from wsq.core.errors import InvalidFrame, Unauthorized
-from wsq.protocol.connection import ConnectionState
 from wsq.protocol.events import ConnectionEnded
+from wsq.protocol.state import ConnectionState
 
 INVALID = "wsq:invalid-frame"
 TOO_LARGE = "wsq:frame-too-large"

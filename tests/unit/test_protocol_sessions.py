@@ -8,9 +8,8 @@ import pytest
 from protocol_helpers import Harness, close, detach, end, transfer
 
 from wsq.core.errors import GoingAway, InvalidFrame
-from wsq.protocol.connection import ConnectionState
 from wsq.protocol.events import ConnectionEnded, LinkEnded, PublishRequested
-from wsq.protocol.state import SessionState
+from wsq.protocol.state import ConnectionState, SessionState
 
 INVALID = "wsq:invalid-frame"
 LIMIT = "wsq:resource-limit-exceeded"

@@ -97,5 +97,10 @@ class BrokerUnavailable(InternalError):
     http_status = 503
 
 
+class StateError(Exception):
+    """A state machine was asked for a transition its table does not have: a bug of the caller
+    (the peer's protocol errors are ``WsqError`` s), never sent on the wire."""
+
+
 class ConfigError(Exception):
     """The configuration (file, environment or flags) is invalid; not a wire error."""

@@ -12,7 +12,6 @@ the caller for bad input.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -57,7 +56,19 @@ from wsq.protocol.events import (
     PublishRequested,
     RefreshRequested,
 )
-from wsq.protocol.state import Link, LinkState, Role, Session, SessionState
+from wsq.protocol.state import (
+    CONNECTION_TRANSITIONS,
+    ConnectionEvent,
+    ConnectionState,
+    Link,
+    LinkEvent,
+    LinkState,
+    Role,
+    Session,
+    SessionEvent,
+    SessionState,
+    next_state,
+)
 
 _OUTCOMES = {o.value: o for o in Outcome}
 
@@ -70,14 +81,6 @@ class Limits:
     max_sessions: int = 1024
     max_links_per_session: int = 256
     sender_credit: int = 256
-
-
-class ConnectionState(enum.Enum):
-    AWAIT_OPEN = "await-open"
-    AUTHENTICATING = "authenticating"  # open received; later frames wait for the verdict
-    OPEN = "open"
-    CLOSE_SENT = "close-sent"  # we sent close; only the peer's close is still of interest
-    CLOSED = "closed"
 
 
 class _Refused(Exception):
@@ -150,6 +153,12 @@ class ServerConnection:
         self._heartbeat_due = False
         self._on_output = on_output
 
+    def _can(self, event: ConnectionEvent) -> bool:
+        return (self.state, event) in CONNECTION_TRANSITIONS
+
+    def _advance(self, event: ConnectionEvent) -> None:
+        self.state = next_state(CONNECTION_TRANSITIONS, self.state, event)
+
     # -- input -----------------------------------------------------------------------------
 
     def receive_text(self, text: str | bytes) -> None:
@@ -196,7 +205,7 @@ class ServerConnection:
             if state is ConnectionState.CLOSE_SENT:
                 # After our close only the peer's answering close matters.
                 if isinstance(frame, dict) and frame.get("op") == "close":
-                    self.state = ConnectionState.CLOSED
+                    self._advance(ConnectionEvent.CLOSE_RECEIVED)
                     pending.clear()
                 continue
             self._dispatch(frame)
@@ -225,7 +234,7 @@ class ServerConnection:
     # -- connection ------------------------------------------------------------------------
 
     def _on_open(self, frame: dict[str, Any]) -> None:
-        if self.state is not ConnectionState.AWAIT_OPEN:
+        if not self._can(ConnectionEvent.OPEN_RECEIVED):
             raise _invalid("open was already received")
         token = frame.get("token")
         if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:
@@ -235,14 +244,14 @@ class ServerConnection:
             raise _invalid(f"open: 'idle' must be 0 or an integer in {MIN_IDLE_MS}..{MAX_IDLE_MS}")
         client = _opt_str(frame.get("client"), "client", MAX_CLIENT_NAME)
         self.client_idle_ms = idle
-        self.state = ConnectionState.AUTHENTICATING
+        self._advance(ConnectionEvent.OPEN_RECEIVED)
         self._events.append(OpenRequested(token, idle, client))
 
     def accept_open(self, answer: dict[str, Any]) -> None:
         """The token is good: send our ``open`` (node, idle, limits, tenant, sub, exp)."""
-        if self.state is not ConnectionState.AUTHENTICATING:
-            return
-        self.state = ConnectionState.OPEN
+        if not self._can(ConnectionEvent.OPEN_ACCEPTED):
+            return  # closed while the token was being verified
+        self._advance(ConnectionEvent.OPEN_ACCEPTED)
         self._emit({"op": "open", **answer})
 
     def reject_open(self, error: WsqError) -> None:
@@ -266,7 +275,7 @@ class ServerConnection:
             error = None
         self._end_all_links()
         self._emit({"op": "close"})
-        self.state = ConnectionState.CLOSED
+        self._advance(ConnectionEvent.CLOSE_RECEIVED)
         self._pending.clear()
         self._events.append(ConnectionEnded(error, by_peer=True))
 
@@ -275,14 +284,14 @@ class ServerConnection:
         self._fail(error)
 
     def _fail(self, error: WsqError | None) -> None:
-        if self.state in (ConnectionState.CLOSE_SENT, ConnectionState.CLOSED):
+        if not self._can(ConnectionEvent.CLOSE_SENT):
             return
         self._end_all_links()
         frame: dict[str, Any] = {"op": "close"}
         if error is not None:
             frame["error"] = error.to_error()
         self._emit(frame)
-        self.state = ConnectionState.CLOSE_SENT
+        self._advance(ConnectionEvent.CLOSE_SENT)
         self._pending.clear()
         self._events.append(ConnectionEnded(frame.get("error"), by_peer=False))
 
@@ -318,7 +327,7 @@ class ServerConnection:
         session = Session(ch)
         self.sessions[ch] = session
         if self._begun >= self.limits.max_sessions:
-            session.state = SessionState.END_SENT
+            session.advance(SessionEvent.END_SENT)
             self._emit(
                 {
                     "op": "end",
@@ -350,7 +359,7 @@ class ServerConnection:
             return
         self._begun -= 1
         self._end_links(session)
-        session.state = SessionState.END_SENT
+        session.advance(SessionEvent.END_SENT)
         frame: dict[str, Any] = {"op": "end", "ch": session.ch}
         if error is not None:
             frame["error"] = error.to_error()
@@ -358,9 +367,9 @@ class ServerConnection:
 
     def _end_links(self, session: Session) -> None:
         for link in session.links.values():
-            if link.state is not LinkState.DETACH_SENT:
+            if link.can(LinkEvent.ENDED):
                 self._link_ended(link)
-            link.state = LinkState.DETACH_SENT
+                link.advance(LinkEvent.ENDED)
         session.links.clear()
         session.unsettled.clear()
 
@@ -466,9 +475,9 @@ class ServerConnection:
         self, link: Link, *, from_: str | None = None, recovered: bool | None = None
     ) -> None:
         """Answer an attach. A copy receiver names the position it starts after."""
-        if link.state is not LinkState.ATTACHING:
-            return
-        link.state = LinkState.ATTACHED
+        if not link.can(LinkEvent.ACCEPTED):
+            return  # the client detached it meanwhile, or its session or connection ended
+        link.advance(LinkEvent.ACCEPTED)
         answer: dict[str, Any] = {
             "op": "attach",
             "ch": link.ch,
@@ -491,10 +500,10 @@ class ServerConnection:
 
     def detach(self, link: Link, error: WsqError | None = None) -> None:
         """Detach a link from our side (refusing an attach, a link error, lost rights)."""
-        if link.state is LinkState.DETACH_SENT or link.session.links.get(link.handle) is not link:
+        if not link.can(LinkEvent.ENDED) or link.session.links.get(link.handle) is not link:
             return
         self._link_ended(link)
-        link.state = LinkState.DETACH_SENT
+        link.advance(LinkEvent.ENDED)
         frame: dict[str, Any] = {"op": "detach", "ch": link.ch, "handle": link.handle}
         if error is not None:
             frame["error"] = error.to_error()
@@ -530,7 +539,7 @@ class ServerConnection:
         if link.state is LinkState.DETACH_SENT:
             return  # the answer to our detach
         self._link_ended(link)
-        link.state = LinkState.DETACH_SENT
+        link.advance(LinkEvent.ENDED)
         self._emit({"op": "detach", "ch": link.ch, "handle": handle})
 
     def _on_flow(self, frame: dict[str, Any]) -> None:

@@ -1,21 +1,108 @@
-"""Sessions and links of one connection, and the states they move through.
+"""The states of a connection, its sessions and its links, and every transition between them.
 
-Link states (a handle stays in use until both sides have detached):
+Everything that moves a state lives in the tables below (as in h11's ``_state.py``): the
+connection calls ``advance`` (or a link's or session's ``advance``) with what happened, and an
+edge the table does not have raises ``StateError`` here, in one place. Where a race makes an
+event legitimately late (the gateway answers an attach the client has detached meanwhile), the
+caller asks ``can`` first and ignores the event.
 
-    ATTACHING --accept_attach--> ATTACHED --detach (either side)--> gone / DETACH_SENT
-    ATTACHING --detach(error)--> DETACH_SENT --client detach--> gone
-
-Session states: BEGUN --end (either side)--> gone / END_SENT --client end--> gone.
+    connection: AWAIT_OPEN --open--> AUTHENTICATING --accept--> OPEN
+                any but CLOSED --our close--> CLOSE_SENT;  any --peer's close--> CLOSED
+    session:    BEGUN --our end--> END_SENT  (the peer's end, or its answer, frees the channel)
+    link:       ATTACHING --accept--> ATTACHED;  ATTACHING/ATTACHED --ended--> DETACH_SENT
+                (either side detached it, or its session or connection ended; the handle stays
+                in use until the client's answering detach, or its session's end, frees it)
 """
 
 from __future__ import annotations
 
 import enum
-from typing import Protocol
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Protocol, TypeVar
 
 from wsq.core.addresses import Pattern
+from wsq.core.errors import StateError
 from wsq.core.limits import DEFAULT_LEASE_MS
 from wsq.core.messages import Outcome
+
+
+class ConnectionState(enum.Enum):
+    AWAIT_OPEN = "await-open"
+    AUTHENTICATING = "authenticating"  # open received; later frames wait for the verdict
+    OPEN = "open"
+    CLOSE_SENT = "close-sent"  # we sent close; only the peer's close is still of interest
+    CLOSED = "closed"
+
+
+class ConnectionEvent(enum.Enum):
+    OPEN_RECEIVED = "open-received"
+    OPEN_ACCEPTED = "open-accepted"
+    CLOSE_SENT = "close-sent"
+    CLOSE_RECEIVED = "close-received"
+
+
+class SessionState(enum.Enum):
+    BEGUN = "begun"
+    END_SENT = "end-sent"  # we ended it; the client's answering end frees the channel
+
+
+class SessionEvent(enum.Enum):
+    END_SENT = "end-sent"
+
+
+class LinkState(enum.Enum):
+    ATTACHING = "attaching"  # the client's attach awaits the gateway's answer
+    ATTACHED = "attached"
+    DETACH_SENT = "detach-sent"  # ended; the client's answering detach frees the handle
+
+
+class LinkEvent(enum.Enum):
+    ACCEPTED = "accepted"  # the gateway answered the attach
+    ENDED = "ended"  # either side detached it, or its session or connection ended
+
+
+_C, _CE = ConnectionState, ConnectionEvent
+CONNECTION_TRANSITIONS: Mapping[tuple[ConnectionState, ConnectionEvent], ConnectionState] = (
+    MappingProxyType(
+        {
+            (_C.AWAIT_OPEN, _CE.OPEN_RECEIVED): _C.AUTHENTICATING,
+            (_C.AUTHENTICATING, _CE.OPEN_ACCEPTED): _C.OPEN,
+            **{
+                (state, _CE.CLOSE_SENT): _C.CLOSE_SENT
+                for state in (_C.AWAIT_OPEN, _C.AUTHENTICATING, _C.OPEN)
+            },
+            **{(state, _CE.CLOSE_RECEIVED): _C.CLOSED for state in _C if state is not _C.CLOSED},
+        }
+    )
+)
+SESSION_TRANSITIONS: Mapping[tuple[SessionState, SessionEvent], SessionState] = MappingProxyType(
+    {(SessionState.BEGUN, SessionEvent.END_SENT): SessionState.END_SENT}
+)
+LINK_TRANSITIONS: Mapping[tuple[LinkState, LinkEvent], LinkState] = MappingProxyType(
+    {
+        (LinkState.ATTACHING, LinkEvent.ACCEPTED): LinkState.ATTACHED,
+        (LinkState.ATTACHING, LinkEvent.ENDED): LinkState.DETACH_SENT,
+        (LinkState.ATTACHED, LinkEvent.ENDED): LinkState.DETACH_SENT,
+    }
+)
+
+
+S = TypeVar("S", ConnectionState, SessionState, LinkState)
+E = TypeVar("E", ConnectionEvent, SessionEvent, LinkEvent)
+
+
+def next_state(table: Mapping[tuple[S, E], S], state: S, event: E) -> S:
+    """The state after ``event``; ``StateError`` for an edge the table does not have."""
+    after = table.get((state, event))
+    if after is None:
+        raise StateError(f"{event.value} cannot happen in state {state.value}")
+    return after
+
+
+class Role(enum.Enum):
+    RECEIVER = "receiver"  # the client subscribes
+    SENDER = "sender"  # the client publishes
 
 
 class Attachment(Protocol):
@@ -27,22 +114,6 @@ class Attachment(Protocol):
     async def settled(self, ids: list[str], outcome: Outcome) -> None: ...
 
     async def ended(self, unsettled: list[str]) -> None: ...
-
-
-class LinkState(enum.Enum):
-    ATTACHING = "attaching"  # the client's attach awaits the gateway's answer
-    ATTACHED = "attached"
-    DETACH_SENT = "detach-sent"  # we detached; the client's answering detach frees the handle
-
-
-class SessionState(enum.Enum):
-    BEGUN = "begun"
-    END_SENT = "end-sent"  # we ended it; the client's answering end frees the channel
-
-
-class Role(enum.Enum):
-    RECEIVER = "receiver"  # the client subscribes
-    SENDER = "sender"  # the client publishes
 
 
 class Link:
@@ -112,6 +183,12 @@ class Link:
     def is_move(self) -> bool:
         return self.mode == "move"
 
+    def can(self, event: LinkEvent) -> bool:
+        return (self.state, event) in LINK_TRANSITIONS
+
+    def advance(self, event: LinkEvent) -> None:
+        self.state = next_state(LINK_TRANSITIONS, self.state, event)
+
     def __repr__(self) -> str:
         return (
             f"Link(ch={self.ch}, handle={self.handle}, {self.role.value}, "
@@ -138,6 +215,9 @@ class Session:
         self.next_outgoing = 0
         # Our unsettled move-mode deliveries on this session: delivery number -> link.
         self.unsettled: dict[int, Link] = {}
+
+    def advance(self, event: SessionEvent) -> None:
+        self.state = next_state(SESSION_TRANSITIONS, self.state, event)
 
     def __repr__(self) -> str:
         return f"Session(ch={self.ch}, {self.state.value}, links={len(self.links)})"
