@@ -21,12 +21,12 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from wsq import bridge
-from wsq.auth import Authenticator, mint_token
+from wsq.auth import mint_token
 from wsq.broker.base import Broker
 from wsq.config import Settings, load_settings, settings_from_json
 from wsq.core.errors import ConfigError
 from wsq.gateway import Gateway, WebSocketEndpoint
-from wsq.hub import Hub
+from wsq.node import Node
 
 log = logging.getLogger("wsq")
 
@@ -99,13 +99,8 @@ def _drain_before_exit_signals(gateway: Gateway, ready: dict[str, bool]) -> Call
 def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
     node_id = settings.server.node_id or f"wsq-{secrets.token_hex(4)}"
     broker = broker if broker is not None else make_broker(settings)
-    gateway = Gateway(
-        settings=settings,
-        auth=Authenticator(settings.tenants),
-        broker=broker,
-        hub=Hub(broker, node_id, settings.storage_policies()),
-        node_id=node_id,
-    )
+    node = Node.build(settings, broker, node_id)
+    gateway = Gateway(node)
     ready = {"ok": False}
 
     @contextlib.asynccontextmanager
@@ -119,9 +114,9 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
             restore()
             ready["ok"] = False
             await gateway.drain()
-            await gateway.hub.close()
+            await node.hub.close()
             await broker.close()
-            await gateway.auth.aclose()
+            await node.auth.aclose()
 
     async def healthz(request: Request) -> Response:
         if not ready["ok"]:
@@ -172,6 +167,7 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
         exception_handlers={HTTPException: bridge.http_exception},
         middleware=[Middleware(WebSocketEndpoint, gateway=gateway)],
     )
+    app.state.node = node
     app.state.gateway = gateway
     return app
 

@@ -14,18 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import itertools
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from wsq.auth import Authenticator, Principal
-from wsq.broker.base import Broker
-from wsq.config import Settings
+from wsq.auth import Principal
 from wsq.core.errors import (
     BrokerUnavailable,
     Forbidden,
@@ -39,7 +35,8 @@ from wsq.core.errors import (
     WsqError,
 )
 from wsq.core.messages import NewMessage
-from wsq.hub import Hub, Outlet
+from wsq.hub import Outlet
+from wsq.node import Node
 from wsq.protocol.connection import Limits, ServerConnection
 from wsq.protocol.events import (
     AttachRequested,
@@ -52,7 +49,6 @@ from wsq.protocol.events import (
     RefreshRequested,
 )
 from wsq.protocol.state import ConnectionState, Link, LinkState, Role
-from wsq.ratelimit import PublishRateLimiter
 
 log = logging.getLogger("wsq.gateway")
 
@@ -70,21 +66,21 @@ _CLOSE_CODES = {
 }
 
 
-@dataclass
 class Gateway:
-    """What every socket of the process shares."""
+    """The WebSocket side of one process: its sockets (for drains), and their shared limits."""
 
-    settings: Settings
-    auth: Authenticator
-    broker: Broker
-    hub: Hub
-    node_id: str
-    peers: set[Peer] = field(default_factory=set)
-    # Per-tenant publish_rate of this process: HTTP bridge and WebSocket publishes alike.
-    publish_rate: PublishRateLimiter = field(default_factory=PublishRateLimiter)
-    ids: itertools.count[int] = field(default_factory=itertools.count)
-    # Set while no socket is open: what a drain waits for.
-    no_peers: asyncio.Event = field(default_factory=asyncio.Event)
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.peers: set[Peer] = set()
+        self.ids = itertools.count()
+        # Set while no socket is open: what a drain waits for.
+        self.no_peers = asyncio.Event()
+        server = node.settings.server
+        self.limits = Limits(
+            max_frame_bytes=server.max_frame_bytes,
+            max_sessions=server.max_sessions,
+            max_links_per_session=server.max_links_per_session,
+        )
 
     def add_peer(self, peer: Peer) -> None:
         self.peers.add(peer)
@@ -105,15 +101,6 @@ class Gateway:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.no_peers.wait(), timeout_s)
 
-    @functools.cached_property
-    def limits(self) -> Limits:
-        server = self.settings.server
-        return Limits(
-            max_frame_bytes=server.max_frame_bytes,
-            max_sessions=server.max_sessions,
-            max_links_per_session=server.max_links_per_session,
-        )
-
 
 class Peer:
     """One client socket."""
@@ -132,6 +119,7 @@ class Peer:
         "last_recv",
         "last_sent",
         "loop",
+        "node",
         "outbox_cap",
         "outlet",
         "principal",
@@ -141,12 +129,13 @@ class Peer:
 
     def __init__(self, gateway: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
         self.gateway = gateway
+        self.node = gateway.node
         self.scope = scope
         self._receive = receive
         self._send = send
         self.id = next(gateway.ids)
         self.loop = asyncio.get_running_loop()
-        server = gateway.settings.server
+        server = gateway.node.settings.server
         self.conn = ServerConnection(gateway.limits, on_output=self._wake_writer)
         # Deliveries pause at half of outbox_max_bytes. The hard cap leaves room beyond that for
         # the one delivery that crossed the mark (up to a frame) and for control frames, so
@@ -232,13 +221,13 @@ class Peer:
                 if isinstance(event, PublishRequested):
                     await self._on_publish(event)
                 elif isinstance(event, CreditGranted):
-                    self.gateway.hub.credit(event.link)
+                    self.node.hub.credit(event.link)
                 elif isinstance(event, DeliveriesSettled):
-                    await self.gateway.hub.settle(event.link, event.ids, event.outcome)
+                    await self.node.hub.settle(event.link, event.ids, event.outcome)
                 elif isinstance(event, AttachRequested):
                     await self._on_attach(event.link)
                 elif isinstance(event, LinkEnded):
-                    await self.gateway.hub.detach(event.link, event.unsettled)
+                    await self.node.hub.detach(event.link, event.unsettled)
                 elif isinstance(event, OpenRequested):
                     await self._on_open(event)
                 elif isinstance(event, RefreshRequested):
@@ -290,7 +279,7 @@ class Peer:
         send = self._send
         outlet = self.outlet
         low_water = outlet.high_water // 2
-        hub = self.gateway.hub
+        hub = self.node.hub
         next_message = conn.next_message
         try:
             # One message at a time: send() waits while the transport is full, and what waits
@@ -311,7 +300,7 @@ class Peer:
     # -- timers ----------------------------------------------------------------------------
 
     def _tick_interval(self) -> float:
-        server = self.gateway.settings.server
+        server = self.node.settings.server
         interval = server.idle_ms / 4000
         if self.principal is None:
             interval = min(interval, server.open_timeout_ms / 4000)
@@ -338,7 +327,7 @@ class Peer:
         conn = self.conn
         if conn.state in (ConnectionState.CLOSED, ConnectionState.CLOSE_SENT):
             return
-        server = self.gateway.settings.server
+        server = self.node.settings.server
         waiting_open = conn.state in (ConnectionState.AWAIT_OPEN, ConnectionState.AUTHENTICATING)
         if waiting_open and now - self.started > server.open_timeout_ms / 1000:
             self._fail(IdleTimeout("no open within the open timeout"))
@@ -359,13 +348,13 @@ class Peer:
         """Close from a timer: the reader may be parked in receive(), so answer the events
         (every one still queued: settlements too, then the links ending) from here."""
         self.conn.close(error)
-        self.gateway.hub.spawn(self._process_events())
+        self.node.hub.spawn(self._process_events())
         # Do not wait for the client's close: it has been silent, or its token is dead.
         self.loop.call_later(0.2, self._force_close)
 
     def _force_close(self) -> None:
         # Through the hub's task set: the loop keeps only a weak reference to a task.
-        self.gateway.hub.spawn(self._close_socket())
+        self.node.hub.spawn(self._close_socket())
 
     async def _close_socket(self) -> None:
         if self._writer is not None and not self._writer.done():
@@ -380,16 +369,16 @@ class Peer:
 
     async def _on_open(self, event: OpenRequested) -> None:
         try:
-            principal = await self.gateway.auth.verify(event.token)
+            principal = await self.node.auth.verify(event.token)
         except (Unauthorized, TokenExpired) as exc:
             # The contract answers a refused open with wsq:unauthorized, whatever the cause.
             self.conn.reject_open(Unauthorized(exc.description))
             return
         self.principal = principal
-        server = self.gateway.settings.server
+        server = self.node.settings.server
         self.conn.accept_open(
             {
-                "node": self.gateway.node_id,
+                "node": self.node.node_id,
                 "idle": server.idle_ms,
                 "max_sessions": server.max_sessions,
                 "max_frame_bytes": server.max_frame_bytes,
@@ -404,7 +393,7 @@ class Peer:
     async def _on_refresh(self, event: RefreshRequested) -> None:
         old = self.principal
         try:
-            principal = await self.gateway.auth.verify(event.token)
+            principal = await self.node.auth.verify(event.token)
         except (Unauthorized, TokenExpired) as exc:
             self.conn.close(Unauthorized(f"refresh refused: {exc.description}"))
             return
@@ -430,7 +419,7 @@ class Peer:
             verb = "publish to" if link.role is Role.SENDER else "subscribe to"
             self.conn.detach(link, Forbidden(f"the token may not {verb} {link.address}"))
             return
-        hub = self.gateway.hub
+        hub = self.node.hub
         tenant = self._tenant()
         if link.role is Role.SENDER:
             self.conn.accept_attach(link)
@@ -442,7 +431,7 @@ class Peer:
                 return
             self.conn.accept_attach(link, from_=after, recovered=recovered)
         else:
-            consumer = f"{self.gateway.node_id}-{self.id}-{link.ch}-{link.handle}"
+            consumer = f"{self.node.node_id}-{self.id}-{link.ch}-{link.handle}"
             await hub.attach_move(tenant, link, self.outlet, consumer)
             self.conn.accept_attach(link)
         hub.activate(link)
@@ -469,20 +458,12 @@ class Peer:
                 for item in valid
             ]
             try:
-                tenant = self.gateway.settings.tenants.get(principal.tenant)
-                if tenant is not None:
-                    # Over the tenant's rate: these transfers are rejected, the link goes on.
-                    self.gateway.publish_rate.check(tenant, len(messages))
-                published = await self.gateway.broker.publish(
-                    principal.tenant, link.address, messages
-                )
-                for item, result in zip(valid, published, strict=True):
-                    positions[item.delivery] = result.id
+                published = await self.node.publishing.publish(principal, link.address, messages)
             except WsqError as exc:
                 failure = exc
-            except Exception:
-                log.exception("publish failed on %s", link.address)
-                failure = InternalError("the message could not be stored")
+            else:
+                for item, result in zip(valid, published.results, strict=True):
+                    positions[item.delivery] = result.id
         results: list[tuple[Any, str | None, WsqError | None]] = []
         for item in items:
             if item.error is not None:

@@ -62,7 +62,7 @@ async def test_a_subscriber_that_does_not_read_pauses_and_catches_up_without_los
     n = 2000
     for start in range(0, n, 100):
         await pub.publish("firehose", *[{"n": i, "pad": body} for i in range(start, start + 100)])
-    hub = gateway.server.config.app.state.gateway.hub  # type: ignore[attr-defined]
+    hub = gateway.server.config.app.state.node.hub  # type: ignore[attr-defined]
     got_fast = await transfers(fast, n, timeout=20)
     assert [t["body"]["n"] for t in got_fast] == list(range(n))
     # Still connected: it starts reading and receives everything, in order, once.
@@ -82,7 +82,7 @@ async def test_many_sockets_open_and_close_without_leaking_subscriptions(
     for c in clients:
         await c.begin(1)
         await c.subscribe(1, 0, "busy")
-    hub = gateway.server.config.app.state.gateway.hub  # type: ignore[attr-defined]
+    hub = gateway.server.config.app.state.node.hub  # type: ignore[attr-defined]
     assert len(hub.topics[("acme", "busy")].subs) == 50
     await asyncio.gather(*(c.close() for c in clients))
     for _ in range(50):

@@ -8,11 +8,10 @@ from typing import Any
 
 import pytest
 
-from wsq.auth import Authenticator
 from wsq.broker.memory import MemoryBroker
 from wsq.config import Settings
 from wsq.gateway import Gateway, Peer
-from wsq.hub import Hub
+from wsq.node import Node
 
 
 async def test_a_forced_close_is_not_lost_to_the_garbage_collector(
@@ -23,7 +22,7 @@ async def test_a_forced_close_is_not_lost_to_the_garbage_collector(
     # pending!"). The forced close of a silent client's socket must not be such a task.
     settings = Settings()
     broker = MemoryBroker(settings.storage_policies())
-    gateway = Gateway(settings, Authenticator(settings.tenants), broker, Hub(broker), "n")
+    gateway = Gateway(Node.build(settings, broker, "n"))
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
@@ -56,4 +55,4 @@ async def test_a_forced_close_is_not_lost_to_the_garbage_collector(
             break
         await asyncio.sleep(0.01)
     assert sent == [{"type": "websocket.close", "code": peer._close_code}]
-    await gateway.hub.close()
+    await gateway.node.hub.close()

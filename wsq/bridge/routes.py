@@ -32,7 +32,6 @@ from wsq.bridge.requests import (
     query_position,
     read_json,
 )
-from wsq.config import TenantConfig
 from wsq.core import codec
 from wsq.core.addresses import compile_pattern, is_valid_address, is_valid_pattern
 from wsq.core.errors import (
@@ -46,7 +45,7 @@ from wsq.core.errors import (
 from wsq.core.limits import DEFAULT_LEASE_MS, MAX_LEASE_MS, MAX_STRING_PROP, MIN_LEASE_MS
 from wsq.core.messages import Outcome
 from wsq.core.positions import START
-from wsq.gateway import Gateway
+from wsq.node import Node
 
 log = logging.getLogger("wsq.bridge")
 
@@ -89,19 +88,15 @@ def _endpoint(fn: Handler) -> Handler:
     return run
 
 
-def _gateway(request: Request) -> Gateway:
-    gateway: Gateway = request.app.state.gateway
-    return gateway
+def _node(request: Request) -> Node:
+    node: Node = request.app.state.node
+    return node
 
 
-def _tenant(gateway: Gateway, principal: Principal) -> TenantConfig:
-    return gateway.settings.tenants[principal.tenant]
-
-
-async def _open(request: Request) -> tuple[Gateway, Principal, str]:
-    gateway = _gateway(request)
-    principal = await authenticate(request, gateway.auth)
-    return gateway, principal, address_of(request)
+async def _open(request: Request) -> tuple[Node, Principal, str]:
+    node = _node(request)
+    principal = await authenticate(request, node.auth)
+    return node, principal, address_of(request)
 
 
 def _may_subscribe(principal: Principal, address: str) -> None:
@@ -114,30 +109,24 @@ def _may_subscribe(principal: Principal, address: str) -> None:
 
 @_endpoint
 async def publish(request: Request) -> Response:
-    gateway, principal, address = await _open(request)
-    if not principal.rights.can_publish(address):
-        raise Forbidden(f"the token may not publish to {address}")
+    node, principal, address = await _open(request)
+    # The right before the body is read: 403 comes before 413 and 400.
+    node.publishing.check_right(principal, address)
     key = idempotency_key(request)
-    doc = await read_json(request, gateway.settings.server.max_frame_bytes)
+    doc = await read_json(request, node.settings.server.max_frame_bytes)
     messages = msgs.parse_publish(doc, principal.sub)
-    gateway.publish_rate.check(_tenant(gateway, principal), len(messages))
-    replayed = False
-    if key is None:
-        results = await gateway.broker.publish(principal.tenant, address, messages)
-    else:
-        once = await gateway.broker.publish_once(
-            principal.tenant, address, messages, key, msgs.fingerprint(messages)
-        )
-        results, replayed = once.results, once.replayed
+    idempotency = None if key is None else (key, msgs.fingerprint(messages))
+    once = await node.publishing.publish(principal, address, messages, idempotency)
+    results = once.results
     # 200 when nothing new was stored: every message was a duplicate by message_id.
     status = 200 if all(r.duplicate for r in results) else 201
-    headers = {"Idempotent-Replayed": "true"} if replayed else None
+    headers = {"Idempotent-Replayed": "true"} if once.replayed else None
     return json_response({"ids": [r.id for r in results]}, status, headers)
 
 
 @_endpoint
 async def list_messages(request: Request) -> Response:
-    gateway, principal, address = await _open(request)
+    node, principal, address = await _open(request)
     _may_subscribe(principal, address)
     after = query_position(request, "after", START)
     limit = query_int(request, "limit", DEFAULT_LIST, 1, MAX_LIST)
@@ -145,8 +134,8 @@ async def list_messages(request: Request) -> Response:
     # count: a thousand messages of a MiB each would be a GiB. The broker stops reading at
     # about the budget; the exact cut is made here on the encoded messages, and always lets
     # one through. ``next`` then names the last one sent, so the client reads on from there.
-    budget = gateway.settings.server.max_frame_bytes
-    result = await gateway.broker.read(principal.tenant, address, after, limit, budget)
+    budget = node.settings.server.max_frame_bytes
+    result = await node.broker.read(principal.tenant, address, after, limit, budget)
     items: list[str] = []
     used = LIST_ENVELOPE
     found = result.messages
@@ -173,7 +162,7 @@ async def list_messages(request: Request) -> Response:
 
 @_endpoint
 async def lookup(request: Request) -> Response:
-    gateway, principal, address = await _open(request)
+    node, principal, address = await _open(request)
     rights = principal.rights
     may_subscribe = rights.can_subscribe(address)
     if not may_subscribe and not rights.can_publish(address):
@@ -181,7 +170,7 @@ async def lookup(request: Request) -> Response:
     message_id = request.query_params.get("message_id")
     if message_id is None or len(message_id) > MAX_STRING_PROP:
         raise InvalidFrame(f"'message_id' must be given, at most {MAX_STRING_PROP} characters")
-    found = await gateway.broker.lookup(principal.tenant, address, message_id)
+    found = await node.broker.lookup(principal.tenant, address, message_id)
     if found is None:
         raise NotFound(f"no retained message with this message_id on {address}")
     # A publisher learns that (and where) its message is stored; only a subscriber reads it.
@@ -207,7 +196,7 @@ def _claim_of(request: Request) -> tuple[str, str]:
 
 @_endpoint
 async def create_claim(request: Request) -> Response:
-    gateway, principal, address = await _open(request)
+    node, principal, address = await _open(request)
     _may_subscribe(principal, address)
     body = json_object(await read_json(request, CONTROL_BODY_BYTES, empty={}), "the body")
     group = group_field(body)
@@ -222,7 +211,7 @@ async def create_claim(request: Request) -> Response:
                 raise InvalidFrame("'filter.subject' is not a valid pattern")
             subject_filter = compile_pattern(subject)
     claim = f"{group}~{secrets.token_urlsafe(12)}"
-    deliveries = await gateway.broker.claim(
+    deliveries = await node.broker.claim(
         principal.tenant, address, group, _consumer(claim), limit, lease, subject_filter
     )
     if not deliveries:
@@ -247,7 +236,7 @@ async def create_claim(request: Request) -> Response:
 
 @_endpoint
 async def settle_claim(request: Request) -> Response:
-    gateway, principal, address = await _open(request)
+    node, principal, address = await _open(request)
     _may_subscribe(principal, address)
     claim, group = _claim_of(request)
     body = json_object(await read_json(request, CONTROL_BODY_BYTES), "the body")
@@ -257,19 +246,19 @@ async def settle_claim(request: Request) -> Response:
     outcome = _OUTCOMES.get(name) if isinstance(name, str) else None
     if outcome is None:
         raise InvalidFrame("'outcome' must be accepted, released, rejected or modified")
-    await gateway.broker.settle(principal.tenant, address, group, _consumer(claim), ids, outcome)
+    await node.broker.settle(principal.tenant, address, group, _consumer(claim), ids, outcome)
     return Response(status_code=204)
 
 
 @_endpoint
 async def renew_claim(request: Request) -> Response:
-    gateway, principal, address = await _open(request)
+    node, principal, address = await _open(request)
     _may_subscribe(principal, address)
     claim, group = _claim_of(request)
     body = json_object(await read_json(request, CONTROL_BODY_BYTES), "the body")
     ids = positions_field(body, "ids", MAX_SETTLE)
     lease = int_field(body, "lease", DEFAULT_LEASE_MS, MIN_LEASE_MS, MAX_LEASE_MS)
-    renewed = await gateway.broker.renew(
+    renewed = await node.broker.renew(
         principal.tenant, address, group, _consumer(claim), ids, lease
     )
     return json_response({"ids": renewed, "lease": lease})

@@ -1,0 +1,36 @@
+"""What one gateway process shares between its WebSocket endpoint and its HTTP bridge."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from wsq.auth import Authenticator
+from wsq.broker.base import Broker
+from wsq.config import Settings
+from wsq.hub import Hub
+from wsq.publishing import PublishService
+
+
+@dataclass
+class Node:
+    """The settings, token verification, storage, fan-out and publishing of this process."""
+
+    settings: Settings
+    auth: Authenticator
+    broker: Broker
+    hub: Hub
+    node_id: str
+    publishing: PublishService = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.publishing = PublishService(self.broker, self.settings.tenants)
+
+    @classmethod
+    def build(cls, settings: Settings, broker: Broker, node_id: str) -> Node:
+        return cls(
+            settings=settings,
+            auth=Authenticator(settings.tenants),
+            broker=broker,
+            hub=Hub(broker, node_id, settings.storage_policies()),
+            node_id=node_id,
+        )
