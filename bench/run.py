@@ -2,7 +2,7 @@
 
 Run it through ``scripts/bench`` (which installs what the peers need first)::
 
-    scripts/bench [--quick | --tiny] [--out bench/results] [--only wsq-memory,ceiling]
+    scripts/bench [--quick | --tiny] [--out DIR] [--only wsq-memory,ceiling]
 
 For each system it starts the server on free ports, then runs three scenarios against it with
 ``bench/node/loadgen.mjs`` (one Node process; the same client code for all, with a small adapter
@@ -21,7 +21,9 @@ per protocol):
 
 The server is pinned to CPU 0 and the generator to CPU 1 (``--no-pin`` to let them float), so
 that on a 2-core machine neither steals the other's core. Results: a table on stdout, and
-``results.json``, ``results.md`` and ``results.png`` (matplotlib, when importable) in ``--out``.
+``results.json``, ``results.md`` and ``results.png`` (matplotlib, when importable) in ``--out``:
+``bench/out/`` (git-ignored) unless it names another folder. The committed reference figures of
+docs/performance.md are in ``bench/results/``, written only by ``--out bench/results``.
 Exits 3 when a row's tool is missing (scripts/bench installs them), 1 when a row fails.
 """
 
@@ -50,6 +52,9 @@ from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
+#: where a run writes unless --out says: git-ignored, never the committed reference
+DEFAULT_OUT = BENCH / "out"
+REFERENCE = BENCH / "results"
 NODE_DIR = BENCH / "node"
 VENV_BIN = Path(sys.executable).parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -1114,6 +1119,12 @@ def _have(tool: str) -> bool:
     return shutil.which(tool) is not None
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the current directory when it is under it, for messages."""
+    path = path.resolve()
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -1121,7 +1132,13 @@ def main(argv: list[str] | None = None) -> int:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="small sizes, about a minute")
     mode.add_argument("--tiny", action="store_true", help="a few seconds: for the smoke test")
-    p.add_argument("--out", type=Path, default=BENCH / "results", help="results folder")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help="results folder (default bench/out/, git-ignored; the committed reference figures "
+        "are in bench/results/: --out bench/results to replace them)",
+    )
     p.add_argument("--only", help="comma-separated systems (default: all): " + ", ".join(SYSTEMS))
     p.add_argument(
         "--no-pin",
@@ -1225,8 +1242,10 @@ def main(argv: list[str] | None = None) -> int:
     print(md)
     if args.chart:
         note = chart(rows, args.out / "results.png")
-        print(note or f"chart: {args.out / 'results.png'}")
-    print(f"results: {args.out / 'results.json'} ({doc['seconds']:.0f} s)")
+        print(note or f"chart: {_shown(args.out / 'results.png')}")
+    print(f"results: {_shown(args.out / 'results.json')} ({doc['seconds']:.0f} s)")
+    if args.out.resolve() != REFERENCE.resolve():
+        print(f"  (the committed reference figures in {_shown(REFERENCE)}/ are untouched)")
     if failures:
         print("FAILED: " + "; ".join(failures), file=sys.stderr)
         return 1
