@@ -9,7 +9,9 @@ For each system it starts the server on free ports, then runs three scenarios ag
 per protocol):
 
 - ``idle``: K subscribed connections; the server tree's RSS before and after (KiB per
-  connection) and the connect+open+attach rate;
+  connection; "n/a (too noisy at this size)" when the tree gave memory back in between, a
+  garbage collector returning pages, or grew too little to read) and the connect+open+attach
+  rate;
 - ``fanout``: N subscribers x M messages of ~100 bytes published in batches by one publisher
   (at most ``window`` batches in flight); delivered messages/s, and the server tree's user+system
   CPU per delivery (from /proc/<pid>/stat of every process in the tree);
@@ -43,6 +45,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -90,7 +93,9 @@ SIZES: dict[str, dict[str, Any]] = {
         lat_subs=50,
         rate=500,
         duration=1.0,
-        conns=200,
+        # 1000, not fewer: a runtime's garbage collector returns a few MB now and then (V8's
+        # ~8 s after start), the size of what 200 connections take, which made figures negative
+        conns=1000,
         size=100,
         timeout=20.0,
         cmd_subs_low=10,
@@ -173,14 +178,42 @@ def process_cpu_seconds(pid: int) -> float:
 
 
 def tree_rss_bytes(pid: int) -> int:
+    return rss_bytes(process_tree(pid))
+
+
+def rss_bytes(pids: list[int]) -> int:
     total = 0
-    for p in process_tree(pid):
+    for p in pids:
         try:
             with open(f"/proc/{p}/statm") as f:
                 total += int(f.read().split()[1]) * PAGE
         except OSError:
             continue
     return total
+
+
+class RssWatch:
+    """The RSS of a process tree every 10 ms from ``start`` to ``stop``: how much memory it gave
+    back to the system meanwhile (the sum of its drops: a garbage collector returning pages),
+    which the difference of two readings cannot tell from memory that was never taken."""
+
+    def __init__(self, pid: int) -> None:
+        self.pids = process_tree(pid)
+        self.samples = [rss_bytes(self.pids)]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.01):
+            self.samples.append(rss_bytes(self.pids))
+
+    def stop(self) -> int:
+        """The bytes given back between start and now."""
+        self._stop.set()
+        self._thread.join()
+        self.samples.append(rss_bytes(self.pids))
+        return sum(max(0, a - b) for a, b in zip(self.samples, self.samples[1:], strict=False))
 
 
 # -- systems ---------------------------------------------------------------------------------
@@ -621,10 +654,16 @@ def _wait_healthz(port: int, timeout: float = 20.0) -> None:
 
 
 def run_loadgen(
-    spec: dict[str, Any], srv: Running, pin: bool, on_mark: Callable[[str], None] | None = None
+    spec: dict[str, Any],
+    srv: Running,
+    pin: bool,
+    on_mark: Callable[[str], None] | None = None,
+    watch_rss: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run one scenario; sample the server's /proc at each mark. Answers the result, with
-    ``marks``: {name: {"cpu": s, "rss": bytes, "t": s, "gen_cpu": s, "aux_cpu": s}}."""
+    ``marks``: {name: {"cpu": s, "rss": bytes, "t": s, "gen_cpu": s, "aux_cpu": s}}. With
+    ``watch_rss`` (two marks), the server's RSS is also watched between them, and the second
+    mark has ``rss_released``: the bytes the server gave back meanwhile (RssWatch)."""
     server_pid = srv.pid
     cmd = ["node", str(NODE_DIR / "loadgen.mjs"), json.dumps(spec)]
     if pin:
@@ -636,10 +675,15 @@ def run_loadgen(
     marks: dict[str, dict[str, float]] = {}
     result: dict[str, Any] | None = None
     error = None
+    watch: RssWatch | None = None
     for line in proc.stdout:
         msg = json.loads(line)
         if "mark" in msg:
             name = msg["mark"]
+            released = None
+            if watch is not None and watch_rss is not None and name == watch_rss[1]:
+                released = watch.stop()
+                watch = None
             marks[name] = {
                 "t": time.monotonic(),
                 "cpu": tree_cpu_seconds(server_pid),
@@ -649,6 +693,10 @@ def run_loadgen(
                 "aux_cpu": sum(tree_cpu_seconds(p) for p in srv.aux_pids),
                 "aux_rss": sum(tree_rss_bytes(p) for p in srv.aux_pids),
             }
+            if released is not None:
+                marks[name]["rss_released"] = released
+            if watch_rss is not None and name == watch_rss[0]:
+                watch = RssWatch(server_pid)
             if on_mark is not None:
                 on_mark(name)
             proc.stdin.write("ok\n")
@@ -658,6 +706,8 @@ def run_loadgen(
         elif "error" in msg:
             error = msg["error"]
     proc.wait()
+    if watch is not None:
+        watch.stop()
     if result is None:
         raise RuntimeError(f"load generator failed ({spec['scenario']}): {error}")
     result["marks"] = marks
@@ -684,15 +734,9 @@ def measure(
             {**base, "scenario": "idle", "address": "bench.idle", "conns": sizes["conns"]},
             srv,
             pin,
+            watch_rss=("before", "after"),
         )
-        before, after = r["marks"]["before"], r["marks"]["after"]
-        row["idle"] = {
-            "conns": r["conns"],
-            "rss_before_kib": before["rss"] / 1024,
-            "rss_after_kib": after["rss"] / 1024,
-            "kib_per_conn": (after["rss"] - before["rss"]) / 1024 / r["conns"],
-            "connects_per_s": r["connects_per_s"],
-        }
+        row["idle"] = idle_figures(r)
         time.sleep(0.3)  # let the server see the closes
 
         profiler = _Profiler(srv.pid, profile_dir, system.name) if profile_dir else None
@@ -736,6 +780,47 @@ def measure(
                 for subs in (sizes["cmd_subs_low"], sizes["cmd_subs_high"])
             }
     return row
+
+
+#: Below this growth of the server's RSS the idle figure is page and allocator granularity.
+IDLE_MIN_GROWTH = 256 * 1024
+#: More given back than this share of the growth while the connections were opened, and the
+#: before/after difference is not what they take (a runtime's GC returned older memory).
+IDLE_MAX_RELEASED = 0.05
+TOO_NOISY = "n/a (too noisy at this size)"
+
+
+def idle_figures(r: dict[str, Any]) -> dict[str, Any]:
+    """The idle scenario's figures. ``kib_per_conn`` is None (``noisy`` says why) unless the
+    server's RSS grew enough to read and gave (almost) nothing back while it grew: the
+    difference of two readings is the connections' cost only then."""
+    before, after = r["marks"]["before"], r["marks"]["after"]
+    conns = r["conns"]
+    growth = after["rss"] - before["rss"]
+    released = after.get("rss_released", 0)
+    measured = growth / 1024 / conns
+    noisy = None
+    if released > IDLE_MAX_RELEASED * max(growth, 0):
+        noisy = (
+            f"its RSS gave back {released / 1024:,.0f} KiB (a garbage collector) while it grew "
+            f"{growth / 1024:,.0f} KiB with {conns:,} connections: the difference "
+            f"({measured:.1f} KiB/conn) is not their cost"
+        )
+    elif growth < IDLE_MIN_GROWTH:
+        noisy = (
+            f"its RSS grew {growth / 1024:,.0f} KiB with {conns:,} connections, under "
+            f"{IDLE_MIN_GROWTH // 1024} KiB: pages and allocator chunks, not a figure"
+        )
+    return {
+        "conns": conns,
+        "rss_before_kib": before["rss"] / 1024,
+        "rss_after_kib": after["rss"] / 1024,
+        "rss_released_kib": released / 1024,
+        "kib_per_conn_measured": measured,
+        "kib_per_conn": None if noisy else measured,
+        "noisy": noisy,
+        "connects_per_s": r["connects_per_s"],
+    }
 
 
 def _commandstats(port: int) -> dict[str, int]:
@@ -916,6 +1001,8 @@ def table(rows: list[dict[str, Any]]) -> str:
             v = value(row, path)
             ratio = row["ratio_to_ceiling"].get(key)
             cell = "-" if v is None else fmt.format(v)
+            if key == "rss" and row.get("idle", {}).get("noisy"):
+                cell = TOO_NOISY
             if ratio is not None and row["system"] != "ceiling":
                 cell += f" ({ratio:.2f}x)"
             cells.append(cell)
@@ -923,6 +1010,16 @@ def table(rows: list[dict[str, Any]]) -> str:
         cells.append("yes" if ok else "NO")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def noisy_note(rows: list[dict[str, Any]]) -> str:
+    """Why a row's KiB per idle connection is n/a."""
+    lines = [
+        f"- {row['system']}: {row['idle']['noisy']}"
+        for row in rows
+        if row.get("idle", {}).get("noisy")
+    ]
+    return f"KiB/idle conn {TOO_NOISY}:\n\n" + "\n".join(lines) if lines else ""
 
 
 def generator_note(rows: list[dict[str, Any]]) -> str:
@@ -987,6 +1084,8 @@ def targets(rows: list[dict[str, Any]], sizes: dict[str, Any]) -> list[dict[str,
         False,
         "{:.1f} KiB",
     )
+    if by.get("wsq-memory", {}).get("idle", {}).get("noisy"):
+        out[-1]["shown"] = TOO_NOISY
     peers = [p for p in PYTHON_PEERS if value(by.get(p, {}), cpu)]
     best = min(peers, key=lambda p: value(by[p], cpu) or 0.0) if peers else None
     check(
@@ -1229,7 +1328,13 @@ def main(argv: list[str] | None = None) -> int:
     md = (
         f"wsq bench, {preset} sizes {json.dumps(sizes)}, {doc['when']}, "
         f"{'server on CPU 0, generator on CPU 1' if pin else 'not pinned'}\n\n"
-        f"{table(rows)}\n\nCPU use during the measured windows (1.0 = one core):\n\n"
+        f"{table(rows)}\n\n"
+    )
+    noisy = noisy_note(rows)
+    if noisy:
+        md += f"{noisy}\n\n"
+    md += (
+        "CPU use during the measured windows (1.0 = one core):\n\n"
         f"{generator_note(rows)}\n\n{targets_table(checks)}\n"
     )
     redis = redis_table(rows, sizes)
