@@ -89,3 +89,65 @@ def test_rss_watch_sees_memory_given_back_between_two_readings() -> None:
     finally:
         proc.wait(10)
     assert released >= 60 * MiB
+
+
+# -- targets: named when missed; a full run fails on them, a quick one says it cannot tell ----
+
+
+def _row(system: str, msgs_per_s: float) -> dict[str, Any]:
+    return {
+        "system": system,
+        "what": system,
+        "idle": bench.idle_figures(_idle(50 * MiB, 60 * MiB, 0, conns=1000)),
+        "fanout": {"msgs_per_s": msgs_per_s, "cpu_us_per_delivery": 1.0, "complete": True},
+        "latency": {"p99_ms": 5.0, "complete": True},
+    }
+
+
+@pytest.fixture
+def fake_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows without running anything: wsq-memory at 0.5x the ceiling's fan-out (target 0.6x)."""
+    speeds = {"ceiling": 2_000_000.0, "wsq-memory": 1_000_000.0}
+
+    def measure(system: Any, *_args: Any) -> dict[str, Any]:
+        return _row(system.name, speeds[system.name])
+
+    monkeypatch.setattr(bench, "measure", measure)
+
+
+@pytest.mark.usefixtures("fake_rows")
+def test_a_full_run_that_misses_a_target_names_it_and_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--only", "ceiling,wsq-memory", "--out", str(tmp_path), "--no-chart", "--no-pin"]
+    assert bench.main(argv) == bench.TARGETS_MISSED == 4
+    out, err = capsys.readouterr()
+    assert "| fan-out >= 0.6x ceiling | 0.50x | NO |" in out
+    last = out[out.index("targets NOT met") :]
+    assert last.splitlines()[1] == "  - fan-out >= 0.6x ceiling: 0.50x"
+    assert "1 target(s) not met (exit 4)" in err
+
+
+@pytest.mark.usefixtures("fake_rows")
+@pytest.mark.parametrize("size", [["--quick"], ["--subs", "10"]])
+def test_a_run_at_other_sizes_says_its_figures_are_not_comparable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], size: list[str]
+) -> None:
+    argv = ["--only", "ceiling,wsq-memory", "--out", str(tmp_path), "--no-chart", "--no-pin"]
+    assert bench.main([*argv, *size]) == 0
+    out, _ = capsys.readouterr()
+    assert "| NO |" not in out
+    assert "| fan-out >= 0.6x ceiling | 0.50x | no |" in out
+    assert "not comparable with the targets" in out
+    assert "below target at these sizes: fan-out >= 0.6x ceiling (0.50x)" in out
+
+
+@pytest.mark.usefixtures("fake_rows")
+def test_a_full_run_that_meets_its_targets_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bench, "measure", lambda system, *_: _row(system.name, 1_000_000.0))
+    argv = ["--only", "ceiling,wsq-memory", "--out", str(tmp_path), "--no-chart", "--no-pin"]
+    assert bench.main(argv) == 0
+    out, _ = capsys.readouterr()
+    assert "targets: all 3 checked are met; 10 not checked" in out
