@@ -804,10 +804,18 @@ def idle_figures(r: dict[str, Any]) -> dict[str, Any]:
     measured = growth / 1024 / conns
     noisy = None
     if released > IDLE_MAX_RELEASED * max(growth, 0):
+        # What it gave back was older memory, or some of the connections' own: their cost is
+        # between the difference and the difference plus all of it.
+        upper = (growth + released) / 1024 / conns
+        moved = (
+            f"grew {growth / 1024:,.0f} KiB"
+            if growth >= 0
+            else f"ended {-growth / 1024:,.0f} KiB lower"
+        )
         noisy = (
-            f"its RSS gave back {released / 1024:,.0f} KiB (a garbage collector) while it grew "
-            f"{growth / 1024:,.0f} KiB with {conns:,} connections: the difference "
-            f"({measured:.1f} KiB/conn) is not their cost"
+            f"its RSS gave back {released / 1024:,.0f} KiB (a garbage collector) and {moved} "
+            f"with {conns:,} connections: somewhere between {max(measured, 0.0):.1f} and "
+            f"{upper:.1f} KiB/conn"
         )
     elif growth < IDLE_MIN_GROWTH:
         noisy = (
