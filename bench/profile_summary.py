@@ -1,7 +1,7 @@
 """Summarise a py-spy ``--format raw`` profile (``scripts/bench --profile`` writes them):
 the functions with the largest share of samples, by self time and by total (inclusive) time.
 
-Usage: python bench/profile_summary.py bench/results/profiles/wsq-memory-fanout.txt [--top 20]
+Usage: python bench/profile_summary.py bench/out/profiles/wsq-memory-fanout.txt [--top 20]
 """
 
 from __future__ import annotations

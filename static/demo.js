@@ -38,7 +38,6 @@ const lastIds = new Map(); // address -> id of the last message shown (no double
 // -- small helpers -----------------------------------------------------------------------
 
 const STATE_LABELS = {
-  idle: "idle",
   "need-token": "waiting for a token",
   connecting: "connecting…",
   open: "connected",
@@ -121,7 +120,7 @@ function connect() {
     clientName: "wsq-demo/2",
   });
   client = c;
-  c.on("state", (state) => {
+  const showState = (state) => {
     if (client !== c) return;
     if (state === "connecting") setState(everConnected ? "reconnecting" : "connecting");
     else if (state === "connected") {
@@ -132,7 +131,10 @@ function connect() {
       ui.subscription.textContent = "not subscribed";
       setState("reconnecting");
     }
-  });
+  };
+  c.on("state", showState);
+  // The client is "connecting" from its constructor, before this listener could hear it.
+  showState(c.state);
   c.on("open", (info) => {
     if (client === c) ui.node.textContent = `node ${info.node} · tenant ${info.tenant} · sub ${info.sub}`;
   });

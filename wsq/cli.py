@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import shlex
+import shutil
 import sys
 from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit, urlunsplit
@@ -73,6 +75,24 @@ def _browser_host(host: str) -> str:
     return host
 
 
+def wsq_command() -> str:
+    """How to run this ``wsq`` again, as a shell command that works as printed in another
+    terminal, from any directory: ``wsq`` when that is the one on PATH (and not from a
+    virtualenv, whose bin is on PATH only where it is activated), else this script's absolute
+    path (``/src/wsq/.venv/bin/wsq`` for ``scripts/run``), else ``<this python> -m wsq``."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if os.path.basename(argv0) == "wsq" and os.path.isfile(argv0):
+        script = os.path.abspath(argv0)
+        on_path = shutil.which("wsq")
+        venv_bin = sys.prefix != sys.base_prefix and os.path.realpath(
+            os.path.dirname(script)
+        ) == os.path.realpath(os.path.join(sys.prefix, "bin"))
+        if on_path is not None and not venv_bin and os.path.samefile(on_path, script):
+            return "wsq"
+        return shlex.quote(script)
+    return f"{shlex.quote(sys.executable)} -m wsq"
+
+
 def _event_loop() -> str:
     return "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
 
@@ -118,7 +138,7 @@ def _print_dev_banner(settings: Settings) -> None:
         "",
         f"  Keep this secret across restarts, and mint more tokens, with: export {ENV_DEV_SECRET}="
         f"{key.secret}",
-        f"  then: wsq token --tenant {DEV_TENANT} --sub alice --subscribe 'chat.>'",
+        f"  then: {wsq_command()} token --tenant {DEV_TENANT} --sub alice --subscribe 'chat.>'",
         "",
     ):
         _out(line)

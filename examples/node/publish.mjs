@@ -4,7 +4,9 @@
 //   WSQ_URL=http://127.0.0.1:8000 WSQ_ISSUER=acme WSQ_SECRET=... \
 //     node publish.mjs chat.room1 '{"text":"hello"}' [message_id]
 //
-// Prints the message's position. docs/http-api.md describes the endpoint.
+// WSQ_TOKEN=... instead of WSQ_ISSUER and WSQ_SECRET publishes with that token. Prints the
+// message's position; exit code 2 when an argument or the credentials are missing, 1 with the
+// wsq: condition on an error. docs/http-api.md describes the endpoint.
 import { createHmac, randomUUID } from "node:crypto";
 import { pathToFileURL } from "node:url";
 
@@ -65,6 +67,10 @@ async function main([address, json, messageId]) {
     process.exit(2);
   }
   const env = process.env;
+  if (!env.WSQ_TOKEN && !(env.WSQ_ISSUER && env.WSQ_SECRET)) {
+    console.error("set WSQ_TOKEN, or WSQ_ISSUER and WSQ_SECRET");
+    process.exit(2);
+  }
   const token =
     env.WSQ_TOKEN ||
     mintToken({

@@ -7,8 +7,10 @@ elsewhere it is skipped with the bench's message.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -66,3 +68,51 @@ def test_bench_completes_at_tiny_sizes_and_reports_every_row(tmp_path: Path) -> 
         assert f"| {name} |" in run.stdout
     assert "Redis cmds/msg" in run.stdout
     assert (tmp_path / "results.md").exists()
+
+
+def _digests(folder: Path) -> dict[str, tuple[str, int]]:
+    return {
+        str(f.relative_to(folder)): (
+            hashlib.sha256(f.read_bytes()).hexdigest(),
+            f.stat().st_mtime_ns,
+        )
+        for f in sorted(folder.rglob("*"))
+        if f.is_file()
+    }
+
+
+@pytest.mark.slow
+def test_bench_without_out_leaves_the_committed_reference_alone(tmp_path: Path) -> None:
+    """`scripts/bench --quick` as a new user runs it: results in bench/out/ (git-ignored), and
+    bench/results/ (the committed reference of docs/performance.md) untouched."""
+    reference, out = ROOT / "bench" / "results", ROOT / "bench" / "out"
+    before = _digests(reference)
+    assert "results.json" in before
+    saved = tmp_path / "saved-out"
+    if out.exists():  # a run of the user's own: put back afterwards
+        shutil.move(out, saved)
+    try:
+        run = subprocess.run(
+            [str(ROOT / "scripts" / "bench"), "--quick", "--only", "ceiling", "--no-chart"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=ROOT,
+        )
+        if run.returncode == MISSING_TOOLS and os.environ.get("CI") != "true":
+            pytest.skip((run.stderr.strip().splitlines() or ["bench: missing tools"])[-1])
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        assert _digests(reference) == before
+        assert json.loads((out / "results.json").read_text())["preset"] == "quick"
+        assert (out / "results.md").exists()
+        # it says where it wrote
+        assert "results: bench/out/results.json" in run.stdout
+        assert "bench/results/ are untouched" in run.stdout
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+        if saved.exists():
+            shutil.move(saved, out)
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", "bench/out/results.json"], cwd=ROOT, check=False
+    )
+    assert ignored.returncode == 0, "bench/out/ is git-ignored"

@@ -26,16 +26,23 @@ def _tool(name: str) -> str:
     return exe
 
 
-async def _run(gw: Gateway, *argv: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    """Run an example with the gateway's URL and tenant acme's secret in its environment."""
+async def _run(
+    gw: Gateway, *argv: str, env: dict[str, str | None] | None = None
+) -> tuple[int, str, str]:
+    """Run an example with the gateway's URL and tenant acme's secret in its environment
+    (``env`` adds to it; a None value unsets a variable)."""
     environ = {
         "PATH": os.environ.get("PATH", ""),
         "WSQ_URL": gw.http,
         "WSQ_ISSUER": "acme",
         "WSQ_SECRET": SECRET_ACME,
         "WSQ_KID": "k1",
-        **(env or {}),
     }
+    for name, value in (env or {}).items():
+        if value is None:
+            environ.pop(name, None)
+        else:
+            environ[name] = value
     proc = await asyncio.create_subprocess_exec(
         *argv,
         env=environ,
@@ -121,3 +128,21 @@ async def test_node_publisher_reaches_a_websocket_subscriber() -> None:
     node = _tool("node")
     async with running_gateway(make_settings()) as gw:
         await _received_by_websocket(gw, node, str(EXAMPLES / "node" / "publish.mjs"))
+
+
+@pytest.mark.parametrize(
+    ("tool", "script"), [("php", "php/publish.php"), ("node", "node/publish.mjs")]
+)
+@pytest.mark.parametrize("unset", ["WSQ_SECRET", "WSQ_ISSUER"])
+async def test_publishers_say_which_credentials_are_missing(
+    tool: str, script: str, unset: str
+) -> None:
+    exe = _tool(tool)
+    async with running_gateway(make_settings()) as gw:
+        code, out, err = await _run(
+            gw, exe, str(EXAMPLES / script), "chat.room1", "1", env={unset: None}
+        )
+    # One line naming what to set, no stack trace, nothing published.
+    assert code == 2, err
+    assert err == "set WSQ_TOKEN, or WSQ_ISSUER and WSQ_SECRET\n"
+    assert out == ""

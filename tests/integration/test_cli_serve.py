@@ -42,15 +42,35 @@ def wait_healthy(port: int, proc: subprocess.Popen[str], timeout: float = 20) ->
     raise AssertionError("wsq serve did not become healthy")
 
 
-def serve(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+def serve(
+    args: list[str],
+    env: dict[str, str] | None = None,
+    command: list[str] = WSQ,
+    cwd: Path | None = None,
+) -> subprocess.Popen[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("WSQ_")}
     return subprocess.Popen(
-        [*WSQ, "serve", *args],
+        [*command, "serve", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env={**clean, **(env or {})},
+        cwd=cwd,
     )
+
+
+def read_banner(proc: subprocess.Popen[str], until: str, timeout: float = 20) -> str:
+    """The start banner up to (and with) the first line holding ``until``."""
+    assert proc.stdout is not None
+    banner = ""
+    deadline = time.monotonic() + timeout
+    while until not in banner and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            break
+        banner += line
+    assert until in banner, banner
+    return banner
 
 
 @pytest.fixture
@@ -197,3 +217,48 @@ async def test_sigterm_tells_every_client_going_away_before_the_process_exits(
             await asyncio.wait_for(ws.recv(), 5)
         assert ws.close_code == 1001
     assert await asyncio.to_thread(proc.wait, 10) is not None
+
+
+@pytest.mark.parametrize("launcher", ["venv script", "python -m wsq"])
+async def test_the_banners_token_command_runs_as_printed(
+    launcher: str, tmp_path: Path, stop: list[subprocess.Popen[str]]
+) -> None:
+    """The banner's `export WSQ_DEV_SECRET=...` and `then: ... token ...` lines, pasted into
+    another shell (another directory, no virtualenv on PATH), mint a token the server takes."""
+    if launcher == "venv script":
+        # As scripts/run starts it: `.venv/bin/wsq serve` from the directory holding .venv.
+        script = Path(sys.executable).parent / "wsq"
+        if not script.is_file():
+            pytest.skip(f"no wsq script beside {sys.executable}")
+        venv = script.parent.parent
+        command, cwd = [str(script.relative_to(venv.parent))], venv.parent
+    else:
+        command, cwd = WSQ, None
+    port = free_port()
+    proc = serve(["--port", str(port)], command=command, cwd=cwd)
+    stop.append(proc)
+    lines = read_banner(proc, "then:").splitlines()
+    export = next(line for line in lines if "export WSQ_DEV_SECRET=" in line).split("with: ")[1]
+    then = next(line for line in lines if line.strip().startswith("then:"))
+    mint = then.split("then:", 1)[1].strip()
+    assert not mint.startswith("wsq "), "wsq is not on PATH here"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WSQ_")}
+    env["PATH"] = "/usr/bin:/bin"
+    minted = await asyncio.to_thread(
+        subprocess.run,
+        ["bash", "-c", f"set -e\n{export}\n{mint}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert minted.returncode == 0, minted.stderr
+    token = minted.stdout.strip()
+    await asyncio.to_thread(wait_healthy, port, proc)
+    async with websockets.connect(
+        f"ws://127.0.0.1:{port}/ws", subprotocols=[websockets.Subprotocol("wsq.v1")]
+    ) as ws:
+        await ws.send(json.dumps({"op": "open", "token": token}))
+        answer = json.loads(await asyncio.wait_for(ws.recv(), 5))
+    assert answer["op"] == "open" and answer["sub"] == "alice", answer

@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import shlex
+import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -62,16 +66,16 @@ async def test_readme_python_example_prints_what_its_comments_say(tmp_path: Path
     code = _readme_python()
     async with running_gateway(make_settings()) as gw:
         token = gw.token(publish=("chat.>",), subscribe=("chat.>",))
-        assert '"eyJ..."' in code and "ws://127.0.0.1:8000/ws" in code
+        # the token comes from $TOKEN, exported by the tour's shell lines
+        assert 'os.environ["TOKEN"]' in code and "ws://127.0.0.1:8000/ws" in code
         script = tmp_path / "example.py"
-        script.write_text(
-            code.replace('"eyJ..."', json.dumps(token)).replace("ws://127.0.0.1:8000/ws", gw.url)
-        )
+        script.write_text(code.replace("ws://127.0.0.1:8000/ws", gw.url))
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             str(script),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "TOKEN": token},
         )
         out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0, err.decode()
@@ -85,6 +89,78 @@ async def test_readme_python_example_prints_what_its_comments_say(tmp_path: Path
     transfer, disposition, _ = printed[1]
     assert transfer["body"] == {"text": "hello"} and transfer["handle"] == 0
     assert disposition["outcome"] == "accepted" and disposition["ids"] == [transfer["id"]]
+
+
+# -- README: the tour's shell lines, in order, in a fresh shell -----------------------------------
+
+
+def _readme_shell_blocks() -> list[str]:
+    return [str(b) for b in re.findall(r"```sh\n(.*?)```", README, re.S)]
+
+
+def test_readme_tour_commands_work_in_order() -> None:
+    """Start the gateway as the tour says, then run its shell lines as written in another
+    shell: export the secret the banner printed, mint $TOKEN, publish with curl (201)."""
+    blocks = _readme_shell_blocks()
+    start = next(b for b in blocks if b.startswith("scripts/run --port 8000"))
+    mint = next(b for b in blocks if "export WSQ_DEV_SECRET=..." in b)
+    curl = next(b for b in blocks if b.startswith("curl -X POST") and "$TOKEN" in b)
+    assert blocks.index(start) < blocks.index(mint) < blocks.index(curl)
+    # `scripts/run --port 8000` is `.venv/bin/wsq serve --port 8000` once .venv is installed.
+    assert ".venv/bin/wsq serve" in start
+    venv_bin = Path(sys.executable).parent
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WSQ_") and k != "TOKEN"}
+    server = subprocess.Popen(
+        [str(venv_bin / "wsq"), "serve", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    try:
+        assert server.stdout is not None
+        banner, deadline = "", time.monotonic() + 20
+        while "export WSQ_DEV_SECRET=" not in banner and time.monotonic() < deadline:
+            banner += server.stdout.readline()
+        export = re.search(r"export WSQ_DEV_SECRET=\S+", banner)
+        assert export, banner
+        script = "set -euo pipefail\n" + mint + curl
+        script = script.replace("export WSQ_DEV_SECRET=...", export.group(0))
+        script = script.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
+        if not (ROOT / ".venv" / "bin" / "wsq").exists():  # tests run from another venv
+            script = script.replace(".venv/bin/", f"{venv_bin}/")
+        _wait_healthy(port)
+        done = subprocess.run(
+            ["bash", "-c", script], capture_output=True, text=True, env=env, cwd=ROOT, timeout=60
+        )
+    finally:
+        server.terminate()
+        server.wait(10)
+        if server.stdout is not None:
+            server.stdout.close()
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer == {"ids": [answer["ids"][0]]}, answer  # 201 {"ids":[...]}, not a 401
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_healthy(port: int) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("the gateway did not become healthy")
 
 
 # -- docs/protocol.md section 12: the worked session ---------------------------------------------

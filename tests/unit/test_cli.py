@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ import pytest
 import uvicorn
 
 from wsq import __version__
-from wsq.cli import main, redact_url
+from wsq.cli import main, redact_url, wsq_command
 from wsq.config import settings_from_json
 
 SECRET = "a-long-enough-shared-secret-for-hs256-0123456789"
@@ -185,6 +186,66 @@ def test_serve_dev_mode_banner(
     assert claims["wsq"] == {"publish": [">"], "subscribe": [">"]}
     assert 24 * 3600 - 60 <= claims["exp"] - time.time() <= 24 * 3600 + 60
     assert jwt.get_unverified_header(token)["kid"] == "dev"
+
+
+def test_serve_dev_mode_banner_names_a_wsq_command_that_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], uvicorn_calls: list[Any]
+) -> None:
+    assert main(["serve"]) == 0
+    out, _ = capsys.readouterr()
+    secret = settings_from_json(os.environ["WSQ_RESOLVED_SETTINGS"]).tenants["dev"].keys[0].secret
+    assert secret is not None
+    lines = out.splitlines()
+    export = next(line for line in lines if "export WSQ_DEV_SECRET=" in line).split("with: ")[1]
+    assert export == f"export WSQ_DEV_SECRET={secret}"
+    then = next(line for line in lines if line.strip().startswith("then:"))
+    command = then.split("then:", 1)[1].strip()
+    # Under pytest no `wsq` script runs this: the banner says `<this python> -m wsq token`.
+    assert command.startswith(f"{shlex.quote(sys.executable)} -m wsq token --tenant dev ")
+    # Both lines as printed, in a shell of their own (another terminal, another directory).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WSQ_")}
+    done = subprocess.run(
+        f"{export}\n{command}",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    claims = jwt.decode(done.stdout.strip(), secret, algorithms=["HS256"])
+    assert claims["sub"] == "alice" and claims["wsq"]["subscribe"] == ["chat.>"]
+
+
+@pytest.mark.parametrize(
+    ("on_path", "in_venv", "expected"),
+    [
+        (False, False, "path"),  # not on PATH: its absolute path
+        (True, False, "wsq"),  # installed on PATH: plain `wsq`
+        # a virtualenv's bin is on PATH only where it is activated: its absolute path
+        (True, True, "path"),
+    ],
+)
+def test_wsq_command_for_a_wsq_script(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, on_path: bool, in_venv: bool, expected: str
+) -> None:
+    prefix = tmp_path / "some dir"
+    script = prefix / "bin" / "wsq"
+    script.parent.mkdir(parents=True)
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    monkeypatch.chdir(prefix)
+    monkeypatch.setattr(sys, "argv", ["bin/wsq", "serve"])
+    monkeypatch.setenv("PATH", f"{script.parent}:/usr/bin:/bin" if on_path else "/usr/bin:/bin")
+    monkeypatch.setattr(sys, "prefix", str(prefix) if in_venv else sys.base_prefix)
+    want = "wsq" if expected == "wsq" else f"'{script}'"  # quoted: the path has a space
+    assert wsq_command() == want
+
+
+def test_wsq_command_for_python_dash_m(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["/src/wsq/__main__.py", "serve"])
+    assert wsq_command() == f"{shlex.quote(sys.executable)} -m wsq"
 
 
 def test_serve_dev_mode_keeps_given_secret(

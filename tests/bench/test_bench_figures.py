@@ -1,0 +1,153 @@
+"""bench/run.py's figures from made-up readings: KiB per idle connection is never a negative
+number or a garbage collector's doing, and how it reads in the table."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+MiB = 1024 * 1024
+
+
+def _load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "bench" / "run.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_run"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _load()
+
+
+def _idle(before: int, after: int, released: int, conns: int = 200) -> dict[str, Any]:
+    return {
+        "conns": conns,
+        "connects_per_s": 2000.0,
+        "marks": {"before": {"rss": before}, "after": {"rss": after, "rss_released": released}},
+    }
+
+
+def test_a_steady_growth_is_the_figure() -> None:
+    figures = bench.idle_figures(_idle(50 * MiB, 50 * MiB + 200 * 11 * 1024, 0))
+    assert figures["kib_per_conn"] == pytest.approx(11.0)
+    assert figures["noisy"] is None
+
+
+@pytest.mark.parametrize(
+    ("after", "released", "why"),
+    [
+        # what a quick run showed for node-ws: V8 gave back ~5 MB while 200 connections took 2
+        (50 * MiB - 3 * MiB, 5 * MiB, "gave back"),
+        # a smaller give-back still hides a part of the cost: not the connections' figure
+        (50 * MiB + 2 * MiB, 1 * MiB, "gave back"),
+        # a few pages: granularity, not a figure
+        (50 * MiB + 64 * 1024, 0, "under 256 KiB"),
+        (50 * MiB - 8 * 1024, 0, "under 256 KiB"),
+    ],
+)
+def test_a_noisy_reading_is_not_a_figure(after: int, released: int, why: str) -> None:
+    figures = bench.idle_figures(_idle(50 * MiB, after, released))
+    assert figures["kib_per_conn"] is None
+    assert why in figures["noisy"]
+    # the raw difference is kept in results.json, for whoever wants to look
+    assert figures["kib_per_conn_measured"] == pytest.approx((after - 50 * MiB) / 1024 / 200)
+
+
+def test_the_table_says_too_noisy_rather_than_a_negative_number() -> None:
+    rows = [
+        {"system": "ceiling", "idle": bench.idle_figures(_idle(50 * MiB, 53 * MiB, 0))},
+        {"system": "node-ws", "idle": bench.idle_figures(_idle(56 * MiB, 53 * MiB, 5 * MiB))},
+    ]
+    bench.add_ratios(rows)
+    table = bench.table(rows)
+    node = next(line for line in table.splitlines() if line.startswith("| node-ws |"))
+    assert "n/a (too noisy at this size)" in node
+    assert "-15" not in node and "(-" not in node
+    assert "node-ws: its RSS gave back 5,120 KiB" in bench.noisy_note(rows)
+
+
+def test_rss_watch_sees_memory_given_back_between_two_readings() -> None:
+    # A process that takes 64 MiB, gives it back, and ends where it started: the two readings
+    # agree, the watch sees the 64 MiB go.
+    code = "import time; time.sleep(0.3); b = bytearray(64 << 20); time.sleep(0.3); del b; time.sleep(0.5)"
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        time.sleep(0.1)
+        watch = bench.RssWatch(proc.pid)
+        time.sleep(1.0)
+        released = watch.stop()
+    finally:
+        proc.wait(10)
+    assert released >= 60 * MiB
+
+
+# -- targets: named when missed; a full run fails on them, a quick one says it cannot tell ----
+
+
+def _row(system: str, msgs_per_s: float) -> dict[str, Any]:
+    return {
+        "system": system,
+        "what": system,
+        "idle": bench.idle_figures(_idle(50 * MiB, 60 * MiB, 0, conns=1000)),
+        "fanout": {"msgs_per_s": msgs_per_s, "cpu_us_per_delivery": 1.0, "complete": True},
+        "latency": {"p99_ms": 5.0, "complete": True},
+    }
+
+
+@pytest.fixture
+def fake_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows without running anything: wsq-memory at 0.5x the ceiling's fan-out (target 0.6x)."""
+    speeds = {"ceiling": 2_000_000.0, "wsq-memory": 1_000_000.0}
+
+    def measure(system: Any, *_args: Any) -> dict[str, Any]:
+        return _row(system.name, speeds[system.name])
+
+    monkeypatch.setattr(bench, "measure", measure)
+
+
+@pytest.mark.usefixtures("fake_rows")
+def test_a_full_run_that_misses_a_target_names_it_and_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--only", "ceiling,wsq-memory", "--out", str(tmp_path), "--no-chart", "--no-pin"]
+    assert bench.main(argv) == bench.TARGETS_MISSED == 4
+    out, err = capsys.readouterr()
+    assert "| fan-out >= 0.6x ceiling | 0.50x | NO |" in out
+    last = out[out.index("targets NOT met") :]
+    assert last.splitlines()[1] == "  - fan-out >= 0.6x ceiling: 0.50x"
+    assert "1 target(s) not met (exit 4)" in err
+
+
+@pytest.mark.usefixtures("fake_rows")
+@pytest.mark.parametrize("size", [["--quick"], ["--subs", "10"]])
+def test_a_run_at_other_sizes_says_its_figures_are_not_comparable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], size: list[str]
+) -> None:
+    argv = ["--only", "ceiling,wsq-memory", "--out", str(tmp_path), "--no-chart", "--no-pin"]
+    assert bench.main([*argv, *size]) == 0
+    out, _ = capsys.readouterr()
+    assert "| NO |" not in out
+    assert "| fan-out >= 0.6x ceiling | 0.50x | no |" in out
+    assert "not comparable with the targets" in out
+    assert "below target at these sizes: fan-out >= 0.6x ceiling (0.50x)" in out
+
+
+@pytest.mark.usefixtures("fake_rows")
+def test_a_full_run_that_meets_its_targets_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bench, "measure", lambda system, *_: _row(system.name, 1_000_000.0))
+    argv = ["--only", "ceiling,wsq-memory", "--out", str(tmp_path), "--no-chart", "--no-pin"]
+    assert bench.main(argv) == 0
+    out, _ = capsys.readouterr()
+    assert "targets: all 3 checked are met; 10 not checked" in out
