@@ -28,13 +28,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import jwt
-from cryptography.hazmat.primitives.asymmetric.ec import (
-    EllipticCurvePrivateKey,
-    EllipticCurvePublicKey,
-)
-from cryptography.hazmat.primitives.asymmetric.ed448 import Ed448PrivateKey
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from jwt.algorithms import Algorithm
 from jwt.types import Options
 
@@ -42,11 +35,17 @@ from wsq.config import KeyConfig, TenantConfig
 from wsq.core.addresses import Pattern, compile_pattern, is_valid_pattern, matches_any
 from wsq.core.errors import ConfigError, TokenExpired, Unauthorized
 from wsq.core.limits import MAX_TOKEN_CHARS
+from wsq.keys import (
+    EC_JWK_CURVES,
+    HMAC_ALGORITHMS,
+    HMAC_MIN_BYTES,
+    PUBLIC_KEY_ALGORITHMS,
+    SUPPORTED_ALGORITHMS,
+    public_key_problem,
+)
 
 __all__ = [
-    "HMAC_ALGORITHMS",
     "NO_RIGHTS",
-    "SUPPORTED_ALGORITHMS",
     "Authenticator",
     "Principal",
     "Rights",
@@ -55,10 +54,6 @@ __all__ = [
 
 log = logging.getLogger("wsq.auth")
 
-HMAC_ALGORITHMS: Final = frozenset({"HS256", "HS384", "HS512"})
-PUBLIC_KEY_ALGORITHMS: Final = frozenset({"RS256", "RS384", "RS512", "ES256", "ES384", "EdDSA"})
-SUPPORTED_ALGORITHMS: Final = HMAC_ALGORITHMS | PUBLIC_KEY_ALGORITHMS
-
 # Keys tried for one token that carries no kid (a signature check each): bounds the work a forged
 # token can cause against a tenant (or JWKS) with many keys of the same algorithm.
 MAX_KEYS_TRIED: Final = 4
@@ -66,12 +61,6 @@ MAX_KEYS_TRIED: Final = 4
 MAX_JWKS_BYTES: Final = 1024 * 1024
 # Patterns per right in one token.
 MAX_PATTERNS: Final = 1024
-
-# RFC 7518 section 3.2: an HMAC key shorter than the hash output is weak (PyJWT warns per call).
-_HMAC_MIN_BYTES: Final = {"HS256": 32, "HS384": 48, "HS512": 64}
-# Curve an EC algorithm needs (RFC 7518 section 3.4): JWK "crv" name, cryptography name.
-_EC_CURVES: Final = {"ES256": "P-256", "ES384": "P-384"}
-_EC_CURVE_NAMES: Final = {"ES256": "secp256r1", "ES384": "secp384r1"}
 
 # Signature only: the claims are checked below against the injected clock.
 _VERIFY_OPTIONS: Final[Options] = {
@@ -174,15 +163,6 @@ def _algorithm(alg: str) -> Algorithm:
     return jwt.get_algorithm_by_name(alg)
 
 
-def _public_only(key: Any) -> Any:
-    """A private key given as ``public_key`` verifies as its public half; keep only that."""
-    if isinstance(
-        key, RSAPrivateKey | EllipticCurvePrivateKey | Ed25519PrivateKey | Ed448PrivateKey
-    ):
-        return key.public_key()
-    return key
-
-
 def _prepare_static_key(tenant: str, index: int, cfg: KeyConfig) -> _Key:
     where = _describe(tenant, index, cfg)
     if cfg.secret is not None:
@@ -197,27 +177,25 @@ def _prepare_static_key(tenant: str, index: int, cfg: KeyConfig) -> _Key:
             raise ConfigError(
                 f"{where}: the secret looks like a public key, not an HMAC secret"
             ) from None
-        short = len(prepared) < _HMAC_MIN_BYTES[cfg.alg]
+        short = len(prepared) < HMAC_MIN_BYTES[cfg.alg]
         if short:
             log.warning(
                 "%s: HMAC secret shorter than %d bytes (RFC 7518 3.2); use a longer one",
                 where,
-                _HMAC_MIN_BYTES[cfg.alg],
+                HMAC_MIN_BYTES[cfg.alg],
             )
         return _Key(cfg.alg, cfg.kid, prepared, short)
     # public_key
     if cfg.alg not in PUBLIC_KEY_ALGORITHMS:
         raise ConfigError(f"{where}: a public key needs RS256/384/512, ES256/384 or EdDSA")
+    assert cfg.public_key is not None
+    problem = public_key_problem(cfg.alg, cfg.public_key)
+    if problem is not None:
+        raise ConfigError(f"{where}: public_key {problem}")
     try:
         prepared = _algorithm(cfg.alg).prepare_key(cfg.public_key)
     except (jwt.PyJWTError, ValueError, TypeError):
         raise ConfigError(f"{where}: public_key is not a PEM key usable with {cfg.alg}") from None
-    prepared = _public_only(prepared)
-    if cfg.alg in _EC_CURVE_NAMES and (
-        not isinstance(prepared, EllipticCurvePublicKey)
-        or prepared.curve.name != _EC_CURVE_NAMES[cfg.alg]
-    ):
-        raise ConfigError(f"{where}: {cfg.alg} needs a {_EC_CURVES[cfg.alg]} public key")
     return _Key(cfg.alg, cfg.kid, prepared)
 
 
@@ -381,7 +359,7 @@ def _jwk_key(jwk: object, alg: str) -> _Key | None:
     ops = jwk.get("key_ops")
     if isinstance(ops, list) and "verify" not in ops:
         return None
-    if alg in _EC_CURVES and jwk.get("crv") != _EC_CURVES[alg]:
+    if alg in EC_JWK_CURVES and jwk.get("crv") != EC_JWK_CURVES[alg]:
         return None
     kid = jwk.get("kid")
     if kid is not None and not isinstance(kid, str):
@@ -686,7 +664,7 @@ def mint_token(
         "wsq": {"publish": list(publish), "subscribe": list(subscribe)},
     }
     headers = {"kid": key.kid} if key.kid is not None else None
-    if len(key.secret.encode()) >= _HMAC_MIN_BYTES[key.alg]:
+    if len(key.secret.encode()) >= HMAC_MIN_BYTES[key.alg]:
         return jwt.encode(claims, key.secret, algorithm=key.alg, headers=headers)
     with warnings.catch_warnings():
         # A short secret is the configuration's choice (the Authenticator logs it once); PyJWT

@@ -21,7 +21,6 @@ from wsq.config import (
     ENV_CONFIG,
     ENV_DEV_SECRET,
     ENV_RESOLVED_SETTINGS,
-    HMAC_MIN_BYTES,
     KeyConfig,
     Settings,
     TenantConfig,
@@ -30,6 +29,7 @@ from wsq.config import (
 )
 from wsq.core.addresses import is_valid_pattern
 from wsq.core.errors import ConfigError
+from wsq.keys import HMAC_MIN_BYTES
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 DEV_TOKEN_TTL_S = 24 * 3600

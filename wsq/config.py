@@ -24,6 +24,7 @@ from wsq.core.addresses import is_valid_address
 from wsq.core.errors import ConfigError
 from wsq.core.limits import DEFAULT_IDLE_MS
 from wsq.core.policy import DEFAULT_POLICY, StoragePolicies, StoragePolicy
+from wsq.keys import ALGORITHMS, HMAC_ALGORITHMS, public_key_problem
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,25 +103,6 @@ class Settings:
 
 # ------------------------------------------------------------------------------------------------
 # Loading: TOML file < environment < overrides (command-line flags)
-
-#: Signature algorithms a key may name (contract section 7).
-ALGORITHMS: tuple[str, ...] = (
-    "HS256",
-    "HS384",
-    "HS512",
-    "RS256",
-    "RS384",
-    "RS512",
-    "ES256",
-    "ES384",
-    "EdDSA",
-)
-HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
-#: RFC 7518 section 3.2: an HMAC key should be at least as long as the hash output.
-HMAC_MIN_BYTES: Mapping[str, int] = MappingProxyType({"HS256": 32, "HS384": 48, "HS512": 64})
-#: RFC 7518 section 3.3: RSA keys of 2048 bits or more.
-RSA_MIN_BITS = 2048
-_EC_CURVES: Mapping[str, str] = MappingProxyType({"ES256": "secp256r1", "ES384": "secp384r1"})
 
 BROKER_SCHEMES: tuple[str, ...] = ("memory", "redis", "rediss", "redis+cluster")
 
@@ -393,55 +375,6 @@ def broker_scheme(url: str) -> str:
 # -- tenants and keys ------------------------------------------------------------------------
 
 
-def _public_key_problem(alg: str, pem: str) -> str | None:
-    """Why ``pem`` is not a public key usable with ``alg``, or None when it is."""
-    from cryptography.exceptions import UnsupportedAlgorithm
-    from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
-    from cryptography.hazmat.primitives.serialization import load_pem_public_key
-
-    if "PRIVATE KEY-----" in pem:
-        return (
-            "holds a PRIVATE key; give only its public half "
-            "(openssl pkey -in key.pem -pubout), the gateway never needs the private key"
-        )
-    if "BEGIN CERTIFICATE" in pem:
-        return "holds a certificate; give its public key (openssl x509 -in cert.pem -pubkey -noout)"
-    try:
-        key = load_pem_public_key(pem.encode())
-    except (ValueError, TypeError, UnsupportedAlgorithm):
-        return "is not a PEM public key (-----BEGIN PUBLIC KEY----- ...)"
-    if alg.startswith("RS"):
-        if not isinstance(key, rsa.RSAPublicKey):
-            return f"{alg} needs an RSA public key, this is {_key_kind(key)}"
-        if key.key_size < RSA_MIN_BITS:
-            return f"the RSA key has {key.key_size} bits; {alg} needs at least {RSA_MIN_BITS}"
-        return None
-    if alg in _EC_CURVES:
-        if not isinstance(key, ec.EllipticCurvePublicKey):
-            return f"{alg} needs an EC public key, this is {_key_kind(key)}"
-        if key.curve.name != _EC_CURVES[alg]:
-            return f"{alg} needs a key on curve {_EC_CURVES[alg]}, this one is on {key.curve.name}"
-        return None
-    if not isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
-        return f"EdDSA needs an Ed25519 or Ed448 public key, this is {_key_kind(key)}"
-    return None
-
-
-def _key_kind(key: object) -> str:
-    from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
-
-    kinds: tuple[tuple[type, str], ...] = (
-        (rsa.RSAPublicKey, "an RSA key"),
-        (ec.EllipticCurvePublicKey, "an EC key"),
-        (ed25519.Ed25519PublicKey, "an Ed25519 key"),
-        (ed448.Ed448PublicKey, "an Ed448 key"),
-    )
-    for cls, kind in kinds:
-        if isinstance(key, cls):
-            return kind
-    return f"a {type(key).__name__.lstrip('_')}"
-
-
 def _parse_key(t: _Table, environ: Mapping[str, str], base_dir: Path) -> KeyConfig:
     alg = t.get_opt_str("alg")
     if alg is None:
@@ -497,7 +430,7 @@ def _parse_key(t: _Table, environ: Mapping[str, str], base_dir: Path) -> KeyConf
             raise t.error(source, f"cannot read {str(path)!r}: {reason}") from e
     else:
         pem = value
-    problem = _public_key_problem(alg, pem)
+    problem = public_key_problem(alg, pem)
     if problem is not None:
         raise t.error(source, problem)
     return KeyConfig(alg=alg, kid=kid, public_key=pem)

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,14 +22,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
-from wsq.auth import (
-    NO_RIGHTS,
-    Authenticator,
-    Principal,
-    Rights,
-    mint_token,
-)
-from wsq.config import KeyConfig, TenantConfig
+from wsq.auth import NO_RIGHTS, Authenticator, Principal, Rights, mint_token
+from wsq.config import KeyConfig, TenantConfig, load_settings
 from wsq.core.errors import ConfigError, TokenExpired, Unauthorized
 from wsq.core.limits import MAX_TOKEN_CHARS
 
@@ -667,7 +662,7 @@ def test_mint_token_skips_public_keys_to_find_the_hmac_key(rsa_key: rsa.RSAPriva
         ((KeyConfig(alg="RS256", secret=SECRET),), "HMAC"),
         ((KeyConfig(alg="HS256", secret=""),), "empty"),
         ((KeyConfig(alg="HS256", public_key="x"),), "public key needs"),
-        ((KeyConfig(alg="RS256", public_key="not a pem"),), "not a PEM key"),
+        ((KeyConfig(alg="RS256", public_key="not a pem"),), "not a PEM public key"),
         ((KeyConfig(alg="HS256", jwks_url="https://idp/jwks"),), "JWKS"),
         ((KeyConfig(alg="RS256", jwks_url="ftp://idp/jwks"),), "http"),
         ((KeyConfig(alg="RS256", jwks_url="/jwks"),), "http"),
@@ -707,16 +702,24 @@ def test_public_key_of_the_wrong_kind(
         Authenticator({"acme": tenant(KeyConfig(alg="HS256", secret=public_pem(rsa_key)))})
 
 
-async def test_private_key_pem_verifies_as_its_public_half(
-    rsa_key: rsa.RSAPrivateKey, make_auth: Callable[..., Authenticator]
+def test_a_private_key_pem_is_refused_as_the_configuration_refuses_it(
+    rsa_key: rsa.RSAPrivateKey, tmp_path: Path
 ) -> None:
+    # One key policy (wsq/keys.py): the configuration and the authenticator agree. The gateway
+    # only verifies; a private key in its settings is one more place for it to leak from.
     pem = rsa_key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     ).decode()
-    auth = make_auth(tenant(KeyConfig(alg="RS256", public_key=pem)))
-    assert (await auth.verify(sign(claims(), rsa_key, "RS256"))).sub == "user-1"
+    with pytest.raises(ConfigError, match="public_key holds a PRIVATE key"):
+        Authenticator({"acme": tenant(KeyConfig(alg="RS256", public_key=pem))})
+    (tmp_path / "key.pem").write_text(pem)
+    (tmp_path / "wsq.toml").write_text(
+        '[tenants.acme]\nkeys = [{ alg = "RS256", public_key_file = "key.pem" }]\n'
+    )
+    with pytest.raises(ConfigError, match="public_key_file: holds a PRIVATE key"):
+        load_settings(config_path=str(tmp_path / "wsq.toml"), environ={})
 
 
 def test_shared_issuer_is_a_config_error() -> None:

@@ -10,7 +10,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from wsq.config import (
-    ALGORITHMS,
     BrokerConfig,
     KeyConfig,
     ServerConfig,
@@ -21,6 +20,7 @@ from wsq.config import (
     settings_to_json,
 )
 from wsq.core.errors import ConfigError
+from wsq.keys import ALGORITHMS
 
 SECRET = "s3cret-s3cret-s3cret-s3cret-s3cret-0123456789"
 
