@@ -1,15 +1,11 @@
 """The embedded broker: every address lives in this process's memory (``memory://``).
 
-Per (tenant, address) there is one :class:`_Log`: a list of messages in position order (with a
-head offset that is compacted now and then, so trimming the oldest is O(1) amortised), the dedup
-map, the live tails and the consumer groups.
+Per (tenant, address) there is one ``AddressLog`` (``log``): its messages, dedup map,
+idempotency keys, live tails and consumer groups (``groups``).
 
 Costs, per message: publishing appends, delivers to the tails synchronously and trims retention
-lazily, all O(1) amortised; reads bisect on positions. A consumer group pulls messages from the
-log through a cursor and only keeps state for messages it has delivered at least once; messages
-made available again (released, modified, lease expired, skipped by a subject filter) wait in a
-heap ordered by position, and lease deadlines / redelivery delays in one heap of deadlines served
-by a single timer per group.
+lazily, all O(1) amortised; reads bisect on positions; a consumer group keeps state only for
+messages it has handed out.
 
 Memory is bounded: retention trims the log (by length and by age, also for idle addresses, by a
 periodic sweep), the dedup map is pruned by age and capped in size, groups drop the state of
@@ -20,17 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import heapq
-import itertools
 import logging
 import time
 from bisect import bisect_right
-from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
-from operator import attrgetter
 
-from wsq.broker.base import Broker, Tail, Watch, Watchers, dead_letter_copy, fan_out
+from wsq.broker.base import Broker, Tail, Watch, dead_letter_copy, fan_out
+from wsq.broker.memory.groups import Entry, EntryState, Group
+from wsq.broker.memory.log import START_POS, AddressLog, pos_of
 from wsq.core.addresses import Pattern
 from wsq.core.errors import BrokerUnavailable, IdempotencyKeyReused
 from wsq.core.messages import (
@@ -43,183 +37,15 @@ from wsq.core.messages import (
     ReadResult,
     message_size,
 )
-from wsq.core.policy import StoragePolicies, StoragePolicy
+from wsq.core.policy import StoragePolicies
 from wsq.core.positions import START, format_position, parse_position
 
 log = logging.getLogger(__name__)
 
-_Pos = tuple[int, int]
-_START_POS: _Pos = (0, 0)
-_pos_of = attrgetter("pos")
-
-#: Compact a log's message list once this many trimmed slots sit before its head.
-_COMPACT_MIN = 1024
 #: How often (seconds, at most) idle addresses are trimmed by age and expired.
 _SWEEP_INTERVAL_S = 60.0
 #: Addresses examined between two yields to the event loop during the sweep.
 _SWEEP_BATCH = 1000
-
-
-class _State(enum.Enum):
-    READY = 1  # available to claim (sits in the group's ready heap)
-    LEASED = 2  # held by ``consumer`` until ``deadline``
-    DELAYED = 3  # modified: available again at ``deadline``
-    REMOVED = 4  # settled for good, expired, or trimmed by retention
-
-
-class _Entry:
-    """A message the group has delivered at least once (or skipped through a filter)."""
-
-    __slots__ = ("consumer", "count", "deadline", "gen", "msg", "state")
-
-    def __init__(self, msg: Message) -> None:
-        self.msg = msg
-        self.count = 0  # failed deliveries counted so far (Delivery.redelivered)
-        self.consumer: str | None = None
-        self.deadline = 0
-        self.gen = 0  # bumped on each state change: invalidates older heap items
-        self.state = _State.READY
-
-
-class _Group:
-    __slots__ = (
-        "cursor",
-        "entries",
-        "ready",
-        "timer",
-        "timer_at",
-        "timers",
-        "watchers",
-    )
-
-    def __init__(self) -> None:
-        # Every log message up to the cursor has been pulled into the group.
-        self.cursor: _Pos = _START_POS
-        # Pulled messages still owned by the group, in position order (pulled in log order).
-        self.entries: OrderedDict[str, _Entry] = OrderedDict()
-        # Available entries: (pos, seq, entry); an entry has at most one live item here.
-        self.ready: list[tuple[_Pos, int, _Entry]] = []
-        # Lease deadlines and redelivery delays: (when_ms, seq, entry, gen).
-        self.timers: list[tuple[int, int, _Entry, int]] = []
-        self.timer: asyncio.TimerHandle | None = None
-        self.timer_at = 0
-        self.watchers = Watchers()
-
-
-class _Log:
-    __slots__ = (
-        "cfg",
-        "dedup",
-        "dedup_order",
-        "dropped",
-        "groups",
-        "head",
-        "idem",
-        "last",
-        "msgs",
-        "tails",
-        "touched",
-        "trimmed",
-    )
-
-    def __init__(self, cfg: StoragePolicy, now_ms: int) -> None:
-        self.cfg = cfg
-        self.msgs: list[Message] = []
-        self.head = 0  # msgs[:head] are trimmed, awaiting compaction
-        self.last: _Pos = _START_POS  # newest position ever assigned
-        self.dropped: _Pos = _START_POS  # newest position lost to retention (not to its ttl)
-        self.trimmed: _Pos = _START_POS  # newest position removed from the log for any reason
-        self.dedup: dict[str, tuple[int, str]] = {}  # message_id -> (ms accepted, position)
-        self.dedup_order: deque[tuple[int, str]] = deque()  # (ms accepted, message_id)
-        self.tails: list[Tail] = []
-        self.groups: dict[str, _Group] = {}
-        self.touched = now_ms
-        # Idempotency key -> (ms stored, request fingerprint, results), oldest first.
-        self.idem: OrderedDict[str, tuple[int, str, list[Published]]] = OrderedDict()
-
-    def trim(self, now_ms: int) -> None:
-        """Drop from the head what retention no longer keeps, and expired messages there."""
-        msgs = self.msgs
-        n = len(msgs)
-        head = self.head
-        if head >= n:
-            return
-        cfg = self.cfg
-        max_len = cfg.retention_max_len
-        new_head = n - max_len if 0 < max_len < n - head else head
-        max_age = cfg.retention_max_age_ms
-        cutoff = now_ms - max_age if max_age > 0 else -1
-        # Then the head goes while it is too old, or expired by its own ttl.
-        while new_head < n:
-            m = msgs[new_head]
-            if m.ts < cutoff or (m.expires_at is not None and m.expires_at <= now_ms):
-                new_head += 1
-            else:
-                break
-        if new_head == head:
-            return  # the common case: nothing to drop
-        dropped = self.dropped
-        for i in range(head, new_head):
-            m = msgs[i]
-            if m.expires_at is None or m.expires_at > now_ms:
-                dropped = m.pos  # lost to retention, not to its own ttl
-        self.dropped = dropped
-        self.trimmed = msgs[new_head - 1].pos
-        if new_head >= _COMPACT_MIN and new_head * 2 >= n:
-            del msgs[:new_head]
-            new_head = 0
-        self.head = new_head
-
-    def prune_dedup(self, now_ms: int, max_entries: int) -> None:
-        order = self.dedup_order
-        if not order:
-            return
-        dedup = self.dedup
-        cutoff = now_ms - self.cfg.dedup_window_ms
-        while order and (order[0][0] <= cutoff or len(dedup) > max_entries):
-            ts, mid = order.popleft()
-            cur = dedup.get(mid)
-            if cur is not None and cur[0] == ts:
-                del dedup[mid]
-
-    def prune_idem(self, now_ms: int, max_entries: int) -> None:
-        idem = self.idem
-        cutoff = now_ms - self.cfg.dedup_window_ms
-        while idem:
-            ts = next(iter(idem.values()))[0]
-            if ts > cutoff and len(idem) <= max_entries:
-                break
-            idem.popitem(last=False)
-
-    def group(self, name: str) -> _Group:
-        g = self.groups.get(name)
-        if g is None:
-            g = self.groups[name] = _Group()
-        return g
-
-    def prune_group(self, g: _Group) -> None:
-        """Forget the group's state for messages the log no longer holds."""
-        entries = g.entries
-        trimmed = self.trimmed
-        while entries:
-            e = next(iter(entries.values()))
-            if e.msg.pos > trimmed:
-                break
-            entries.popitem(last=False)
-            e.state = _State.REMOVED
-            e.gen += 1
-
-    def find(self, pos: _Pos) -> Message | None:
-        msgs = self.msgs
-        i = bisect_right(msgs, pos, lo=self.head, key=_pos_of) - 1
-        if i >= self.head and msgs[i].pos == pos:
-            return msgs[i]
-        return None
-
-    def idle(self) -> bool:
-        if self.tails:
-            return False
-        return all(not g.watchers and g.timer is None for g in self.groups.values())
 
 
 class MemoryBroker(Broker):
@@ -235,8 +61,7 @@ class MemoryBroker(Broker):
     ) -> None:
         self._policies = policies
         self._clock = clock
-        self._logs: dict[tuple[str, str], _Log] = {}
-        self._seq = itertools.count()
+        self._logs: dict[tuple[str, str], AddressLog] = {}
         self._closed = False
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -268,11 +93,11 @@ class MemoryBroker(Broker):
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
 
-    def _log(self, tenant: str, address: str, now_ms: int) -> _Log:
+    def _log(self, tenant: str, address: str, now_ms: int) -> AddressLog:
         key = (tenant, address)
         lg = self._logs.get(key)
         if lg is None:
-            lg = self._logs[key] = _Log(self._policies.of(tenant), now_ms)
+            lg = self._logs[key] = AddressLog(self._policies.of(tenant), now_ms)
         return lg
 
     # -- publishing --------------------------------------------------------------------------
@@ -312,7 +137,7 @@ class MemoryBroker(Broker):
             lg.prune_idem(now, self.idempotency_max_entries)
         return PublishedOnce(list(results))
 
-    def _publish(self, lg: _Log, now: int, messages: Sequence[NewMessage]) -> list[Published]:
+    def _publish(self, lg: AddressLog, now: int, messages: Sequence[NewMessage]) -> list[Published]:
         lg.touched = now
         dedup_on = lg.cfg.dedup_window_ms > 0
         if dedup_on:
@@ -368,7 +193,7 @@ class MemoryBroker(Broker):
 
     async def last_position(self, tenant: str, address: str) -> str:
         lg = self._logs.get((tenant, address))
-        if lg is None or lg.last == _START_POS:
+        if lg is None or lg.last == START_POS:
             return START
         return format_position(lg.last)
 
@@ -383,12 +208,12 @@ class MemoryBroker(Broker):
         lg.touched = now
         lg.trim(now)
         # START asks for whatever is retained: nothing it names was lost.
-        recovered = pos == _START_POS or lg.dropped <= pos
+        recovered = pos == START_POS or lg.dropped <= pos
         if limit <= 0:
             return ReadResult([], recovered)
         msgs = lg.msgs
         n = len(msgs)
-        i = bisect_right(msgs, pos, lo=lg.head, key=_pos_of)
+        i = bisect_right(msgs, pos, lo=lg.head, key=pos_of)
         out: list[Message] = []
         used = 0
         while i < n and len(out) < limit:
@@ -420,7 +245,7 @@ class MemoryBroker(Broker):
         elif pos < lg.last:
             lg.trim(now)
             msgs = lg.msgs
-            i = bisect_right(msgs, pos, lo=lg.head, key=_pos_of)
+            i = bisect_right(msgs, pos, lo=lg.head, key=pos_of)
             backlog = [m for m in msgs[i:] if m.expires_at is None or m.expires_at > now]
             if backlog:
                 t.pending = backlog
@@ -433,7 +258,7 @@ class MemoryBroker(Broker):
 
     # -- move (queue) ------------------------------------------------------------------------
 
-    def _group(self, tenant: str, address: str, group: str, now: int) -> tuple[_Log, _Group]:
+    def _group(self, tenant: str, address: str, group: str, now: int) -> tuple[AddressLog, Group]:
         lg = self._log(tenant, address, now)
         lg.touched = now
         lg.trim(now)
@@ -453,21 +278,19 @@ class MemoryBroker(Broker):
     ) -> list[Delivery]:
         now = self._now_ms()
         lg, g = self._group(tenant, address, group, now)
-        if self._expire(g, now):
+        if g.expire(now):
             g.watchers.notify()  # after this claim returns: it may leave some for others
         out: list[Delivery] = []
         if count <= 0:
             return out
         ready = g.ready
-        timers = g.timers
-        skipped: list[_Entry] = []
+        skipped: list[Entry] = []
         msgs = lg.msgs
         n = len(msgs)
-        i = bisect_right(msgs, g.cursor, lo=lg.head, key=_pos_of)
+        i = bisect_right(msgs, g.cursor, lo=lg.head, key=pos_of)
         deadline = now + lease_ms
-        seq = self._seq
         while len(out) < count:
-            while ready and ready[0][2].state is not _State.READY:
+            while ready and ready[0][2].state is not EntryState.READY:
                 heapq.heappop(ready)  # settled, expired or trimmed since
             if i < n and (not ready or msgs[i].pos < ready[0][0]):
                 m = msgs[i]
@@ -475,7 +298,7 @@ class MemoryBroker(Broker):
                 g.cursor = m.pos
                 if m.expires_at is not None and m.expires_at <= now:
                     continue
-                e = _Entry(m)
+                e = Entry(m)
                 g.entries[m.id] = e
                 if subject_filter is not None and (
                     m.subject is None or not subject_filter.matches(m.subject)
@@ -486,7 +309,7 @@ class MemoryBroker(Broker):
                 e = heapq.heappop(ready)[2]
                 m = e.msg
                 if m.expires_at is not None and m.expires_at <= now:
-                    self._remove(g, e)
+                    g.remove(e)
                     continue
                 if subject_filter is not None and (
                     m.subject is None or not subject_filter.matches(m.subject)
@@ -495,16 +318,16 @@ class MemoryBroker(Broker):
                     continue
             else:
                 break
-            e.state = _State.LEASED
+            e.state = EntryState.LEASED
             e.consumer = consumer
             e.deadline = deadline
             e.gen += 1
-            heapq.heappush(timers, (deadline, next(seq), e, e.gen))
+            g.add_timer(e, deadline)
             out.append(Delivery(m, e.count))
         for e in skipped:
-            heapq.heappush(ready, (e.msg.pos, next(seq), e))
+            g.make_ready(e)
         if out:
-            self._compact_timers(g)
+            g.compact_timers()
             self._arm(g, now)
         return out
 
@@ -523,15 +346,14 @@ class MemoryBroker(Broker):
         rejected: list[Message] = []
         available = False
         delay = lg.cfg.redelivery_delay_ms
-        seq = self._seq
         for id_ in ids:
             e = entries.get(id_)
-            if e is None or e.state is not _State.LEASED or e.consumer != consumer:
+            if e is None or e.state is not EntryState.LEASED or e.consumer != consumer:
                 continue
             if outcome is Outcome.ACCEPTED:
-                self._remove(g, e)
+                g.remove(e)
             elif outcome is Outcome.REJECTED:
-                self._remove(g, e)
+                g.remove(e)
                 rejected.append(e.msg)
             else:
                 e.consumer = None
@@ -539,12 +361,11 @@ class MemoryBroker(Broker):
                 if outcome is Outcome.MODIFIED:
                     e.count += 1
                     if delay > 0:
-                        e.state = _State.DELAYED
+                        e.state = EntryState.DELAYED
                         e.deadline = now + delay
-                        heapq.heappush(g.timers, (e.deadline, next(seq), e, e.gen))
+                        g.add_timer(e, e.deadline)
                         continue
-                e.state = _State.READY
-                heapq.heappush(g.ready, (e.msg.pos, next(seq), e))
+                g.make_ready(e)
                 available = True
         self._arm(g, now)
         if available:
@@ -570,14 +391,14 @@ class MemoryBroker(Broker):
         renewed: list[str] = []
         for id_ in ids:
             e = entries.get(id_)
-            if e is None or e.state is not _State.LEASED or e.consumer != consumer:
+            if e is None or e.state is not EntryState.LEASED or e.consumer != consumer:
                 continue
             e.deadline = deadline
             e.gen += 1
-            heapq.heappush(g.timers, (deadline, next(self._seq), e, e.gen))
+            g.add_timer(e, deadline)
             renewed.append(id_)
         if renewed:
-            self._compact_timers(g)
+            g.compact_timers()
             self._arm(g, now)
         return renewed
 
@@ -596,51 +417,14 @@ class MemoryBroker(Broker):
                 g.watchers.notify()
         return w
 
-    @staticmethod
-    def _remove(g: _Group, e: _Entry) -> None:
-        e.state = _State.REMOVED
-        e.gen += 1
-        g.entries.pop(e.msg.id, None)
-
-    def _expire(self, g: _Group, now: int) -> bool:
-        """Serve due deadlines: expired leases and delays past become READY. True if any did."""
-        timers = g.timers
-        ready = g.ready
-        any_ready = False
-        while timers and timers[0][0] <= now:
-            _, _, e, gen = heapq.heappop(timers)
-            if e.gen != gen:
-                continue
-            if e.state is _State.LEASED:
-                e.count += 1  # the lease ran out: a failed delivery
-                e.consumer = None
-            elif e.state is not _State.DELAYED:
-                continue
-            e.state = _State.READY
-            e.gen += 1
-            heapq.heappush(ready, (e.msg.pos, next(self._seq), e))
-            any_ready = True
-        return any_ready
-
-    @staticmethod
-    def _compact_timers(g: _Group) -> None:
-        """Drop outdated deadlines (renewed or settled leases) once they are most of the heap."""
-        timers = g.timers
-        if len(timers) > 64 and len(timers) > 2 * len(g.entries):
-            g.timers = [t for t in timers if t[2].gen == t[3]]
-            heapq.heapify(g.timers)
-
-    def _arm(self, g: _Group, now: int) -> None:
+    def _arm(self, g: Group, now: int) -> None:
         """Keep one timer per group, set for its earliest deadline."""
-        timers = g.timers
-        while timers and timers[0][2].gen != timers[0][3]:
-            heapq.heappop(timers)
-        if not timers or self._closed:
+        when = g.next_deadline()
+        if when is None or self._closed:
             if g.timer is not None:
                 g.timer.cancel()
                 g.timer = None
             return
-        when = timers[0][0]
         if g.timer is not None:
             if g.timer_at <= when:
                 return
@@ -650,10 +434,10 @@ class MemoryBroker(Broker):
         g.timer = asyncio.get_running_loop().call_later(delay, self._on_timer, g)
         g.timer_at = when
 
-    def _on_timer(self, g: _Group) -> None:
+    def _on_timer(self, g: Group) -> None:
         g.timer = None
         now = self._now_ms()
-        if self._expire(g, now):
+        if g.expire(now):
             g.watchers.notify()
         self._arm(g, now)
 
