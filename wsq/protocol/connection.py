@@ -8,6 +8,11 @@ The gateway answers events by calling ``accept_open``, ``accept_attach``, ``deta
 Errors are mapped to the narrowest scope the contract allows: a link error detaches the link, a
 session error ends the session, a connection error closes the connection. Nothing here raises to
 the caller for bad input.
+
+Why this module is longer than ~600 lines: it is one state machine whose frame handlers all share
+the connection's sessions, links, delivery numbering and credit. What does not share them has
+left it: frame field checks (``frames``), the output queue (``output``), the state tables
+(``state``); splitting the handlers further would spread one machine over several files.
 """
 
 from __future__ import annotations
@@ -17,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from wsq.core import codec
-from wsq.core.addresses import compile_pattern, is_valid_address, is_valid_pattern
 from wsq.core.errors import (
     FrameTooLarge,
     InvalidFrame,
@@ -29,21 +33,15 @@ from wsq.core.errors import (
 from wsq.core.fifo import Fifo
 from wsq.core.limits import (
     DEFAULT_IDLE_MS,
-    DEFAULT_LEASE_MS,
     MAX_CHANNEL,
     MAX_CLIENT_NAME,
     MAX_DELIVERY,
     MAX_IDLE_MS,
-    MAX_LEASE_MS,
-    MAX_STRING_PROP,
     MAX_TOKEN_CHARS,
     MAX_UINT32,
     MIN_IDLE_MS,
-    MIN_LEASE_MS,
 )
 from wsq.core.messages import Outcome
-from wsq.core.positions import is_valid_position
-from wsq.core.props import PropsError, parse_props
 from wsq.protocol.events import (
     AttachRequested,
     ConnectionEnded,
@@ -56,6 +54,16 @@ from wsq.protocol.events import (
     PublishRequested,
     RefreshRequested,
 )
+from wsq.protocol.frames import (
+    BrokenMessage,
+    Refused,
+    configure_link,
+    int_field,
+    invalid,
+    opt_str,
+    publish_item,
+)
+from wsq.protocol.output import OutgoingFrames
 from wsq.protocol.state import (
     CONNECTION_TRANSITIONS,
     ConnectionEvent,
@@ -83,62 +91,11 @@ class Limits:
     sender_credit: int = 256
 
 
-class _Refused(Exception):
-    """Internal: a frame broke the contract; carries the error for the scope that handles it."""
-
-    def __init__(self, error: WsqError) -> None:
-        self.error = error
-
-
-class _BrokenMessage:
-    """Internal: stands in the queue for a message that broke the contract as a whole (too
-    large, not JSON, not an object or array), so that it is judged after the frames before it."""
-
-    __slots__ = ("error",)
-
-    def __init__(self, error: WsqError) -> None:
-        self.error = error
-
-
-def _invalid(description: str) -> _Refused:
-    return _Refused(InvalidFrame(description))
-
-
-def _int_field(
-    frame: dict[str, Any], key: str, lo: int, hi: int, default: int | None = None
-) -> int:
-    value = frame.get(key, default)
-    if type(value) is not int or not lo <= value <= hi:
-        if key not in frame and default is None:
-            raise _invalid(f"{frame.get('op')}: '{key}' is required")
-        raise _invalid(f"{frame.get('op')}: '{key}' must be an integer in {lo}..{hi}")
-    return value
-
-
-def _opt_str(value: Any, name: str, limit: int = MAX_STRING_PROP) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or len(value) > limit:
-        raise _invalid(f"'{name}' must be a string of at most {limit} characters")
-    return value
-
-
-def _prop_name(key: str) -> str:
-    return f"'props.{key}'"
-
-
-def _batch(frames: list[str]) -> str:
-    """``[f1,f2,…]`` with one copy of the frames (the list is consumed): the brackets go onto
-    the first and last frame instead of around the joined text, which would copy it twice."""
-    frames[0] = "[" + frames[0]
-    frames[-1] += "]"
-    return ",".join(frames)
-
-
-class ServerConnection:
+class ServerConnection(OutgoingFrames):
     """The server end of one wsq.v1 connection."""
 
     def __init__(self, limits: Limits, on_output: Callable[[], None] | None = None) -> None:
+        super().__init__(limits.max_frame_bytes, on_output)
         self.limits = limits
         self.state = ConnectionState.AWAIT_OPEN
         self.sessions: dict[int, Session] = {}
@@ -148,10 +105,6 @@ class ServerConnection:
         # deque holds a 64-slot block (760 bytes), and an idle connection keeps both.
         self._pending: Fifo[Any] = Fifo()
         self._events: Fifo[Event] = Fifo()
-        self._out: list[str] = []
-        self.out_bytes = 0
-        self._heartbeat_due = False
-        self._on_output = on_output
 
     def _can(self, event: ConnectionEvent) -> bool:
         return (self.state, event) in CONNECTION_TRANSITIONS
@@ -178,12 +131,12 @@ class ServerConnection:
             and len(text.encode("utf-8", "surrogatepass")) > limit
         ):
             error: WsqError = FrameTooLarge(f"message larger than max_frame_bytes ({limit})")
-            self._pending.append(_BrokenMessage(error))
+            self._pending.append(BrokenMessage(error))
             return
         try:
             value = codec.loads(text)
         except codec.DecodeError:
-            self._pending.append(_BrokenMessage(InvalidFrame("message is not valid JSON")))
+            self._pending.append(BrokenMessage(InvalidFrame("message is not valid JSON")))
             return
         if isinstance(value, dict):
             self._pending.append(value)
@@ -191,7 +144,7 @@ class ServerConnection:
             self._pending.extend(value)
         else:
             error = InvalidFrame("a message must hold a JSON object or an array of them")
-            self._pending.append(_BrokenMessage(error))
+            self._pending.append(BrokenMessage(error))
 
     def next_event(self) -> Event | None:
         """The next event, processing queued frames as far as needed; None when none is ready."""
@@ -212,7 +165,7 @@ class ServerConnection:
         return events.popleft() if events else None
 
     def _dispatch(self, frame: Any) -> None:
-        if type(frame) is _BrokenMessage:
+        if type(frame) is BrokenMessage:
             self._fail(frame.error)
             return
         if not isinstance(frame, dict):
@@ -228,21 +181,21 @@ class ServerConnection:
             return
         try:
             handler(self, frame)
-        except _Refused as refused:
+        except Refused as refused:
             self._fail(refused.error)
 
     # -- connection ------------------------------------------------------------------------
 
     def _on_open(self, frame: dict[str, Any]) -> None:
         if not self._can(ConnectionEvent.OPEN_RECEIVED):
-            raise _invalid("open was already received")
+            raise invalid("open was already received")
         token = frame.get("token")
         if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:
-            raise _Refused(Unauthorized("open needs a token"))
+            raise Refused(Unauthorized("open needs a token"))
         idle = frame.get("idle", DEFAULT_IDLE_MS)
         if type(idle) is not int or not (idle == 0 or MIN_IDLE_MS <= idle <= MAX_IDLE_MS):
-            raise _invalid(f"open: 'idle' must be 0 or an integer in {MIN_IDLE_MS}..{MAX_IDLE_MS}")
-        client = _opt_str(frame.get("client"), "client", MAX_CLIENT_NAME)
+            raise invalid(f"open: 'idle' must be 0 or an integer in {MIN_IDLE_MS}..{MAX_IDLE_MS}")
+        client = opt_str(frame.get("client"), "client", MAX_CLIENT_NAME)
         self.client_idle_ms = idle
         self._advance(ConnectionEvent.OPEN_RECEIVED)
         self._events.append(OpenRequested(token, idle, client))
@@ -261,7 +214,7 @@ class ServerConnection:
     def _on_refresh(self, frame: dict[str, Any]) -> None:
         token = frame.get("token")
         if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:
-            raise _invalid("refresh needs a token")
+            raise invalid("refresh needs a token")
         self._events.append(RefreshRequested(token))
 
     def accept_refresh(self, exp: int) -> None:
@@ -304,14 +257,14 @@ class ServerConnection:
     # -- sessions --------------------------------------------------------------------------
 
     def _channel(self, frame: dict[str, Any]) -> int:
-        return _int_field(frame, "ch", 0, MAX_CHANNEL)
+        return int_field(frame, "ch", 0, MAX_CHANNEL)
 
     def _session(self, frame: dict[str, Any]) -> Session | None:
         """The begun session a frame names; None when we ended it and await the answer."""
         ch = self._channel(frame)
         session = self.sessions.get(ch)
         if session is None:
-            raise _invalid(f"{frame['op']} on channel {ch}, which is not begun")
+            raise invalid(f"{frame['op']} on channel {ch}, which is not begun")
         if session.state is SessionState.END_SENT:
             return None
         return session
@@ -321,7 +274,7 @@ class ServerConnection:
         existing = self.sessions.get(ch)
         if existing is not None:
             if existing.state is not SessionState.END_SENT:
-                raise _invalid(f"begin on channel {ch}, which is in use")
+                raise invalid(f"begin on channel {ch}, which is in use")
             # A client that never answered our end reuses the channel: take that as the answer.
             del self.sessions[ch]
         session = Session(ch)
@@ -345,7 +298,7 @@ class ServerConnection:
         ch = self._channel(frame)
         session = self.sessions.get(ch)
         if session is None:
-            raise _invalid(f"end on channel {ch}, which is not begun")
+            raise invalid(f"end on channel {ch}, which is not begun")
         del self.sessions[ch]
         if session.state is SessionState.END_SENT:
             return  # the answer to our end
@@ -391,8 +344,8 @@ class ServerConnection:
         if session is None:
             return None
         try:
-            return session, _int_field(frame, "handle", 0, MAX_UINT32)
-        except _Refused as refused:
+            return session, int_field(frame, "handle", 0, MAX_UINT32)
+        except Refused as refused:
             self.end_session(session, refused.error)
             return None
 
@@ -413,8 +366,8 @@ class ServerConnection:
         link = Link(session, handle, Role.SENDER if role == "sender" else Role.RECEIVER, "")
         session.links[handle] = link
         try:
-            self._configure_link(link, frame)
-        except _Refused as refused:
+            configure_link(link, frame)
+        except Refused as refused:
             self.detach(link, refused.error)
             return
         attached = sum(1 for lk in session.links.values() if lk.state is not LinkState.DETACH_SENT)
@@ -427,49 +380,6 @@ class ServerConnection:
             )
             return
         self._events.append(AttachRequested(link))
-
-    def _configure_link(self, link: Link, frame: dict[str, Any]) -> None:
-        role = frame.get("role")
-        if role not in ("receiver", "sender"):
-            raise _invalid("attach: 'role' must be 'receiver' or 'sender'")
-        address = frame.get("address")
-        if not is_valid_address(address):
-            raise _invalid("attach: 'address' must be dot-separated tokens of [A-Za-z0-9_-]")
-        assert isinstance(address, str)
-        link.address = address
-        if role == "sender":
-            return
-        mode = frame.get("mode", "copy")
-        if mode not in ("copy", "move"):
-            raise _invalid("attach: 'mode' must be 'copy' or 'move'")
-        link.mode = mode
-        if mode == "copy":
-            from_ = frame.get("from", "$")
-            if from_ not in ("$", "^") and not is_valid_position(from_):
-                raise _invalid("attach: 'from' must be '$', '^' or a position '<ms>-<seq>'")
-            link.from_ = from_
-        else:
-            group = frame.get("group", "default")
-            if not is_valid_address(group):
-                raise _invalid("attach: 'group' must be tokens of [A-Za-z0-9_-]")
-            link.group = group
-            link.lease_ms = _int_field(frame, "lease", MIN_LEASE_MS, MAX_LEASE_MS, DEFAULT_LEASE_MS)
-        subject_filter = frame.get("filter")
-        if subject_filter is not None:
-            if not isinstance(subject_filter, dict):
-                raise _invalid("attach: 'filter' must be an object")
-            subject = subject_filter.get("subject")
-            if subject is not None:
-                if not is_valid_pattern(subject):
-                    raise _invalid("attach: 'filter.subject' is not a valid pattern")
-                link.filter = compile_pattern(subject)
-        settled = frame.get("settled", False)
-        if not isinstance(settled, bool):
-            raise _invalid("attach: 'settled' must be a boolean")
-        if settled:
-            link.pre_settled = True
-            link.prefix = link.prefix.replace('"settled":false', '"settled":true')
-        link.credit = _int_field(frame, "credit", 0, MAX_UINT32, 0)
 
     def accept_attach(
         self, link: Link, *, from_: str | None = None, recovered: bool | None = None
@@ -547,8 +457,8 @@ class ServerConnection:
         if link is None:
             return
         try:
-            credit = _int_field(frame, "credit", 0, MAX_UINT32)
-        except _Refused as refused:
+            credit = int_field(frame, "credit", 0, MAX_UINT32)
+        except Refused as refused:
             self.detach(link, refused.error)
             return
         if link.role is not Role.RECEIVER:
@@ -562,7 +472,7 @@ class ServerConnection:
         link = self._accept_transfer(frame)
         if link is None:
             return
-        items = [self._publish_item(frame)]
+        items = [publish_item(frame)]
         # Consecutive transfers on the same link become one event: one broker write for many.
         # Only a transfer that passes every check joins: one that breaks a rule is left for the
         # next round, after the gateway has published and settled the ones before it (taking
@@ -592,7 +502,7 @@ class ServerConnection:
             pending.popleft()
             if self._accept_transfer(nxt) is not link:
                 break
-            items.append(self._publish_item(nxt))
+            items.append(publish_item(nxt))
         self._events.append(PublishRequested(link, items))
 
     def _accept_transfer(self, frame: dict[str, Any]) -> Link | None:
@@ -601,8 +511,8 @@ class ServerConnection:
         if session is None:
             return None
         try:
-            delivery = _int_field(frame, "delivery", 0, MAX_DELIVERY)
-        except _Refused as refused:
+            delivery = int_field(frame, "delivery", 0, MAX_DELIVERY)
+        except Refused as refused:
             self.end_session(session, refused.error)
             return None
         if delivery != session.next_incoming:
@@ -623,38 +533,6 @@ class ServerConnection:
             return None
         link.credit -= 1
         return link
-
-    def _publish_item(self, frame: dict[str, Any]) -> PublishItem:
-        delivery: int = frame["delivery"]
-        settled = frame.get("settled", False)
-        try:
-            body = codec.dumps(frame.get("body"))
-        except (TypeError, ValueError):
-            # Decoding admits a little more nesting than encoding does.
-            return PublishItem(
-                delivery, settled is True, "null", error="'body' is nested too deeply"
-            )
-        if not isinstance(settled, bool):
-            return PublishItem(delivery, False, body, error="'settled' must be a boolean")
-        props = frame.get("props")
-        if props is None:
-            return PublishItem(delivery, settled, body)
-        if not isinstance(props, dict):
-            return PublishItem(delivery, settled, body, error="'props' must be an object")
-        try:
-            checked = parse_props(props, _prop_name)
-        except PropsError as exc:
-            return PublishItem(delivery, settled, body, error=exc.description)
-        return PublishItem(
-            delivery,
-            settled,
-            body,
-            subject=checked.subject,
-            message_id=checked.message_id,
-            content_type=checked.content_type,
-            headers=checked.headers,
-            ttl_ms=checked.ttl_ms,
-        )
 
     def settle_publish(
         self, link: Link, results: Sequence[tuple[PublishItem, str | None, WsqError | None]]
@@ -753,15 +631,15 @@ class ServerConnection:
         if session is None:
             return
         try:
-            first = _int_field(frame, "first", 0, MAX_DELIVERY)
-            last = _int_field(frame, "last", first, MAX_DELIVERY, first)
+            first = int_field(frame, "first", 0, MAX_DELIVERY)
+            last = int_field(frame, "last", first, MAX_DELIVERY, first)
             name = frame.get("outcome", "accepted")
             outcome = _OUTCOMES.get(name) if isinstance(name, str) else None
             if outcome is None:
-                raise _invalid(
+                raise invalid(
                     "disposition: 'outcome' must be accepted, released, rejected or modified"
                 )
-        except _Refused as refused:
+        except Refused as refused:
             self.end_session(session, refused.error)
             return
         unsettled = session.unsettled
@@ -778,77 +656,10 @@ class ServerConnection:
         for link, ids in by_link.items():
             self._events.append(DeliveriesSettled(link, ids, outcome))
 
-    # -- output ----------------------------------------------------------------------------
-
-    def _emit(self, frame: dict[str, Any]) -> None:
-        self._emit_raw(codec.dumps(frame))
-
-    def _emit_raw(self, text: str) -> None:
-        out = self._out
-        out.append(text)
-        self.out_bytes += len(text)
-        if len(out) == 1 and self._on_output is not None:
-            self._on_output()
-
-    @property
-    def has_output(self) -> bool:
-        return bool(self._out) or self._heartbeat_due
-
     def heartbeat(self) -> None:
         """Ask for an empty batch ``[]`` to be sent, unless a frame goes out anyway."""
-        if self.state is ConnectionState.OPEN and not self._out and not self._heartbeat_due:
-            self._heartbeat_due = True
-            if self._on_output is not None:
-                self._on_output()
-
-    def next_message(self, max_bytes: int | None = None) -> str | None:
-        """The next WebSocket message to write: queued frames packed into one batch of at most
-        ``max_bytes`` (a lone larger frame goes alone); None when nothing is queued.
-
-        The writer takes one message at a time, so ``out_bytes`` keeps counting everything not
-        yet handed to the transport: it is what backpressure looks at.
-        """
-        out = self._out
-        if not out:
-            if self._heartbeat_due:
-                self._heartbeat_due = False
-                return "[]"
-            return None
-        self._heartbeat_due = False
-        if len(out) == 1:
-            self._out = []
-            self.out_bytes = 0
-            return out[0]
-        limit = max_bytes or self.limits.max_frame_bytes
-        n = len(out)
-        # A batch of k frames takes their bytes plus k + 1 characters ("[", "]", the commas).
-        # out_bytes is exactly the bytes queued, so the common case (everything fits) needs no
-        # walk over the frames.
-        if self.out_bytes + n + 1 <= limit:
-            self._out = []
-            self.out_bytes = 0
-            return _batch(out)
-        # The longest prefix that fits (at least one frame): start from the estimate by the
-        # mean frame size, then step; frames of similar size need a step or two.
-        k = max(1, min(n, limit * n // (self.out_bytes + n)))
-        size = sum(map(len, out[:k])) + k + 1
-        while k > 1 and size > limit:
-            k -= 1
-            size -= len(out[k]) + 1
-        while k < n and size + len(out[k]) + 1 <= limit:
-            size += len(out[k]) + 1
-            k += 1
-        chunk = out[:k]
-        del out[:k]
-        self.out_bytes -= size - k - 1
-        return chunk[0] if k == 1 else _batch(chunk)
-
-    def data_to_send(self, max_bytes: int | None = None) -> list[str]:
-        """Every WebSocket message queued now (see ``next_message``)."""
-        messages: list[str] = []
-        while (text := self.next_message(max_bytes)) is not None:
-            messages.append(text)
-        return messages
+        if self.state is ConnectionState.OPEN:
+            self._ask_heartbeat()
 
     def links(self) -> list[Link]:
         """Every attached link (for rights re-checks after a refresh)."""
