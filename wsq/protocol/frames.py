@@ -143,4 +143,3 @@ def publish_item(frame: dict[str, Any]) -> PublishItem:
         headers=checked.headers,
         ttl_ms=checked.ttl_ms,
     )
-
