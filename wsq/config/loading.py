@@ -1,127 +1,45 @@
-"""Settings: one frozen object built from TOML, environment and CLI flags.
-
-The dataclasses here are the whole configuration surface; ``load_settings`` (below) resolves
-file < environment < flags into one ``Settings``.
+"""Loading the settings: TOML file < environment < command-line flags, each value checked, each
+problem a ``ConfigError`` that names where it is; and the settings as JSON for worker processes.
 """
 
 from __future__ import annotations
 
-import difflib
 import json
-import math
 import os
 import re
 import secrets
 import tomllib
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, fields
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
+from wsq.config.settings import (
+    BROKER_SCHEMES,
+    DEV_KID,
+    DEV_TENANT,
+    ENV_BROKER,
+    ENV_CONFIG,
+    ENV_DEV_SECRET,
+    ENV_HOST,
+    ENV_PORT,
+    ENV_WORKERS,
+    MAX_FRAME_BYTES,
+    MIN_FRAME_BYTES,
+    MIN_IDLE_MS,
+    MIN_OPEN_TIMEOUT_MS,
+    BrokerConfig,
+    KeyConfig,
+    ServerConfig,
+    Settings,
+    TenantConfig,
+)
+from wsq.config.table import Table, describe
 from wsq.core.addresses import is_valid_address
 from wsq.core.errors import ConfigError
-from wsq.core.limits import DEFAULT_IDLE_MS
-from wsq.core.policy import DEFAULT_POLICY, StoragePolicies, StoragePolicy
 from wsq.keys import ALGORITHMS, HMAC_ALGORITHMS, public_key_problem
-
-
-@dataclass(frozen=True, slots=True)
-class KeyConfig:
-    """One verification key of a tenant. Exactly one of secret / public_key / jwks_url is set."""
-
-    alg: str
-    kid: str | None = None
-    secret: str | None = None
-    public_key: str | None = None
-    jwks_url: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class TenantConfig:
-    name: str
-    issuer: str
-    keys: tuple[KeyConfig, ...]
-    # What the tenant's addresses keep (wsq.core.policy.StoragePolicy says what each means).
-    retention_max_len: int = DEFAULT_POLICY.retention_max_len
-    retention_max_age_ms: int = DEFAULT_POLICY.retention_max_age_ms
-    dedup_window_ms: int = DEFAULT_POLICY.dedup_window_ms
-    idle_expiry_ms: int = DEFAULT_POLICY.idle_expiry_ms
-    dead_letter: str | None = DEFAULT_POLICY.dead_letter
-    redelivery_delay_ms: int = DEFAULT_POLICY.redelivery_delay_ms
-    # Publishes per second the tenant may make (HTTP bridge and WebSocket); 0 = unlimited.
-    publish_rate: float = 0.0
-
-    @property
-    def storage(self) -> StoragePolicy:
-        """The part of this tenant's settings that the brokers and the hub need."""
-        return StoragePolicy(
-            retention_max_len=self.retention_max_len,
-            retention_max_age_ms=self.retention_max_age_ms,
-            dedup_window_ms=self.dedup_window_ms,
-            idle_expiry_ms=self.idle_expiry_ms,
-            dead_letter=self.dead_letter,
-            redelivery_delay_ms=self.redelivery_delay_ms,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class ServerConfig:
-    host: str = "127.0.0.1"
-    port: int = 8000
-    workers: int = 1
-    idle_ms: int = DEFAULT_IDLE_MS
-    max_sessions: int = 1024
-    max_links_per_session: int = 256
-    max_frame_bytes: int = 1_048_576
-    # Bytes queued for one socket before its links pause (copy) and, past the hard cap, close.
-    outbox_max_bytes: int = 4 * 1_048_576
-    # Longest an open handshake may take (token verification included) before the socket drops.
-    open_timeout_ms: int = 10_000
-    # Node id advertised in "open"; empty = generated at start.
-    node_id: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class BrokerConfig:
-    url: str = "memory://"
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    server: ServerConfig = field(default_factory=ServerConfig)
-    broker: BrokerConfig = field(default_factory=BrokerConfig)
-    tenants: Mapping[str, TenantConfig] = field(default_factory=lambda: MappingProxyType({}))
-    # True when no configuration was given and a development tenant was generated.
-    dev_mode: bool = False
-
-    def storage_policies(self) -> StoragePolicies:
-        """Every tenant's storage policy, for the brokers and the hub."""
-        return StoragePolicies({name: t.storage for name, t in self.tenants.items()})
-
-
-# ------------------------------------------------------------------------------------------------
-# Loading: TOML file < environment < overrides (command-line flags)
-
-BROKER_SCHEMES: tuple[str, ...] = ("memory", "redis", "rediss", "redis+cluster")
-
-MIN_FRAME_BYTES = 1024
-MAX_FRAME_BYTES = 64 * 1024 * 1024
-MIN_IDLE_MS = 1000
-MIN_OPEN_TIMEOUT_MS = 100
-
-DEV_TENANT = "dev"
-DEV_KID = "dev"
-
-ENV_CONFIG = "WSQ_CONFIG"
-ENV_BROKER = "WSQ_BROKER"
-ENV_HOST = "WSQ_HOST"
-ENV_PORT = "WSQ_PORT"
-ENV_WORKERS = "WSQ_WORKERS"
-ENV_DEV_SECRET = "WSQ_DEV_SECRET"
-#: Where ``wsq serve`` hands the resolved settings (``settings_to_json``) to its worker processes.
-ENV_RESOLVED_SETTINGS = "WSQ_RESOLVED_SETTINGS"
 
 _SETTINGS_FORMAT = "wsq.settings/1"
 _NODE_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -131,134 +49,6 @@ _SERVER_ENV: tuple[tuple[str, str], ...] = (
     (ENV_PORT, "port"),
     (ENV_WORKERS, "workers"),
 )
-
-
-def _describe(value: object) -> str:
-    """``value`` named in TOML terms, for error messages."""
-    if isinstance(value, bool):
-        return f"a boolean ({str(value).lower()})"
-    if isinstance(value, int):
-        return f"an integer ({value})"
-    if isinstance(value, float):
-        return f"a float ({value})"
-    if isinstance(value, str):
-        return f"a string ({value!r})"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, Mapping):
-        return "a table"
-    if value is None:
-        return "null"
-    return f"a {type(value).__name__}"
-
-
-class _Table:
-    """Strict, typed reads of one table; every problem is a ConfigError naming its key.
-
-    Every getter records its key, present or not, so that ``finish`` can refuse the keys nobody
-    asked for (misspellings above all) and list the ones that are known.
-    """
-
-    def __init__(
-        self,
-        data: Mapping[str, Any],
-        source: str,
-        path: str = "",
-        origins: Mapping[str, str] | None = None,
-    ) -> None:
-        self.data = data
-        self.source = source
-        self.path = path
-        self._origins = origins or {}
-        self._known: list[str] = []
-
-    @property
-    def where(self) -> str:
-        return f"{self.source}: {self.path}" if self.path else self.source
-
-    def label(self, key: str) -> str:
-        if key in self._origins:
-            return self._origins[key]
-        return f"{self.source}: {self.path}.{key}" if self.path else f"{self.source}: {key}"
-
-    def error(self, key: str, problem: str) -> ConfigError:
-        return ConfigError(f"{self.label(key)}: {problem}")
-
-    def _take(self, key: str) -> Any:
-        if key not in self._known:
-            self._known.append(key)
-        return self.data.get(key)
-
-    def get_int(self, key: str, default: int, *, minimum: int, maximum: int | None = None) -> int:
-        value = self._take(key)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.error(key, f"expected an integer, got {_describe(value)}")
-        if value < minimum or (maximum is not None and value > maximum):
-            if maximum is None:
-                raise self.error(key, f"must be at least {minimum}, got {value}")
-            raise self.error(key, f"must be between {minimum} and {maximum}, got {value}")
-        return value
-
-    def get_float(self, key: str, default: float, *, minimum: float) -> float:
-        value = self._take(key)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.error(key, f"expected a number, got {_describe(value)}")
-        number = float(value)
-        if not math.isfinite(number) or number < minimum:
-            raise self.error(key, f"must be a finite number of at least {minimum}, got {value}")
-        return number
-
-    def get_bool(self, key: str, default: bool) -> bool:
-        value = self._take(key)
-        if value is None:
-            return default
-        if not isinstance(value, bool):
-            raise self.error(key, f"expected true or false, got {_describe(value)}")
-        return value
-
-    def get_opt_str(self, key: str, *, allow_empty: bool = False) -> str | None:
-        value = self._take(key)
-        if value is None:
-            return None
-        if not isinstance(value, str):
-            raise self.error(key, f"expected a string, got {_describe(value)}")
-        if not value and not allow_empty:
-            raise self.error(key, "must not be empty")
-        return value
-
-    def get_str(self, key: str, default: str, *, allow_empty: bool = False) -> str:
-        value = self.get_opt_str(key, allow_empty=allow_empty)
-        return default if value is None else value
-
-    def get_table(self, key: str) -> Mapping[str, Any]:
-        value = self._take(key)
-        if value is None:
-            return {}
-        if not isinstance(value, Mapping):
-            raise self.error(key, f"expected a table, got {_describe(value)}")
-        return value
-
-    def get_list(self, key: str) -> list[Any] | None:
-        value = self._take(key)
-        if value is None:
-            return None
-        if not isinstance(value, list):
-            raise self.error(key, f"expected an array, got {_describe(value)}")
-        return value
-
-    def finish(self) -> None:
-        """Refuse every key that no getter asked for."""
-        for key in self.data:
-            if key in self._known:
-                continue
-            close = difflib.get_close_matches(key, self._known, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            known = ", ".join(self._known) or "none"
-            raise self.error(key, f"unknown key; {hint}known keys here: {known}")
 
 
 # -- server and broker -----------------------------------------------------------------------
@@ -279,7 +69,7 @@ def _parse_server(
     for key, (value, origin) in layers.items():
         merged[key] = value
         origins[key] = origin
-    t = _Table(merged, source, "server", origins)
+    t = Table(merged, source, "server", origins)
     default = ServerConfig()
     host = t.get_str("host", default.host)
     port = t.get_int("port", default.port, minimum=1, maximum=65535)
@@ -358,7 +148,7 @@ def _parse_broker(
     origins: dict[str, str] = {}
     if layer is not None:
         merged["url"], origins["url"] = layer
-    t = _Table(merged, source, "broker", origins)
+    t = Table(merged, source, "broker", origins)
     url = t.get_str("url", BrokerConfig().url)
     problem = _broker_url_problem(url)
     if problem is not None:
@@ -375,7 +165,7 @@ def broker_scheme(url: str) -> str:
 # -- tenants and keys ------------------------------------------------------------------------
 
 
-def _parse_key(t: _Table, environ: Mapping[str, str], base_dir: Path) -> KeyConfig:
+def _parse_key(t: Table, environ: Mapping[str, str], base_dir: Path) -> KeyConfig:
     alg = t.get_opt_str("alg")
     if alg is None:
         raise ConfigError(f"{t.where}: missing 'alg' (one of {', '.join(ALGORITHMS)})")
@@ -446,8 +236,8 @@ def _parse_tenant(
             "(dot-separated tokens of A-Z a-z 0-9 _ -, at most 255 characters)"
         )
     if not isinstance(doc, Mapping):
-        raise ConfigError(f"{source}: {where}: expected a table, got {_describe(doc)}")
-    t = _Table(doc, source, where)
+        raise ConfigError(f"{source}: {where}: expected a table, got {describe(doc)}")
+    t = Table(doc, source, where)
     default = TenantConfig(name=name, issuer=name, keys=())
     issuer = t.get_str("issuer", name)
     raw_keys = t.get_list("keys")
@@ -461,8 +251,8 @@ def _parse_tenant(
     for i, raw in enumerate(raw_keys):
         key_where = f"{where}.keys[{i}]"
         if not isinstance(raw, Mapping):
-            raise ConfigError(f"{source}: {key_where}: expected a table, got {_describe(raw)}")
-        key = _parse_key(_Table(raw, source, key_where), environ, base_dir)
+            raise ConfigError(f"{source}: {key_where}: expected a table, got {describe(raw)}")
+        key = _parse_key(Table(raw, source, key_where), environ, base_dir)
         if key.kid is not None:
             if key.kid in kids:
                 raise ConfigError(
@@ -588,7 +378,7 @@ def load_settings(
     else:
         doc, source, base_dir = {}, "configuration", Path.cwd()
 
-    top = _Table(doc, source)
+    top = Table(doc, source)
     server_doc = top.get_table("server")
     broker_doc = top.get_table("broker")
     tenants_doc = top.get_table("tenants")
@@ -662,8 +452,8 @@ def settings_from_json(text: str) -> Settings:
     except json.JSONDecodeError as e:
         raise ConfigError(f"{source}: invalid JSON: {e}") from None
     if not isinstance(doc, dict):
-        raise ConfigError(f"{source}: expected a JSON object, got {_describe(doc)}")
-    top = _Table(doc, source)
+        raise ConfigError(f"{source}: expected a JSON object, got {describe(doc)}")
+    top = Table(doc, source)
     fmt = top.get_opt_str("format")
     if fmt != _SETTINGS_FORMAT:
         raise top.error("format", f"expected {_SETTINGS_FORMAT!r}, got {fmt!r}")

@@ -1,0 +1,106 @@
+"""The settings of a gateway: one frozen object, its parts, and the names they are given by.
+
+``wsq.config.loading`` builds it from a TOML file, the environment and command-line flags.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from wsq.core.limits import DEFAULT_IDLE_MS
+from wsq.core.policy import DEFAULT_POLICY, StoragePolicies, StoragePolicy
+
+BROKER_SCHEMES: tuple[str, ...] = ("memory", "redis", "rediss", "redis+cluster")
+
+MIN_FRAME_BYTES = 1024
+MAX_FRAME_BYTES = 64 * 1024 * 1024
+MIN_IDLE_MS = 1000
+MIN_OPEN_TIMEOUT_MS = 100
+
+DEV_TENANT = "dev"
+DEV_KID = "dev"
+
+ENV_CONFIG = "WSQ_CONFIG"
+ENV_BROKER = "WSQ_BROKER"
+ENV_HOST = "WSQ_HOST"
+ENV_PORT = "WSQ_PORT"
+ENV_WORKERS = "WSQ_WORKERS"
+ENV_DEV_SECRET = "WSQ_DEV_SECRET"
+#: Where ``wsq serve`` hands the resolved settings (``settings_to_json``) to its worker processes.
+ENV_RESOLVED_SETTINGS = "WSQ_RESOLVED_SETTINGS"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyConfig:
+    """One verification key of a tenant. Exactly one of secret / public_key / jwks_url is set."""
+
+    alg: str
+    kid: str | None = None
+    secret: str | None = None
+    public_key: str | None = None
+    jwks_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TenantConfig:
+    name: str
+    issuer: str
+    keys: tuple[KeyConfig, ...]
+    # What the tenant's addresses keep (wsq.core.policy.StoragePolicy says what each means).
+    retention_max_len: int = DEFAULT_POLICY.retention_max_len
+    retention_max_age_ms: int = DEFAULT_POLICY.retention_max_age_ms
+    dedup_window_ms: int = DEFAULT_POLICY.dedup_window_ms
+    idle_expiry_ms: int = DEFAULT_POLICY.idle_expiry_ms
+    dead_letter: str | None = DEFAULT_POLICY.dead_letter
+    redelivery_delay_ms: int = DEFAULT_POLICY.redelivery_delay_ms
+    # Publishes per second the tenant may make (HTTP bridge and WebSocket); 0 = unlimited.
+    publish_rate: float = 0.0
+
+    @property
+    def storage(self) -> StoragePolicy:
+        """The part of this tenant's settings that the brokers and the hub need."""
+        return StoragePolicy(
+            retention_max_len=self.retention_max_len,
+            retention_max_age_ms=self.retention_max_age_ms,
+            dedup_window_ms=self.dedup_window_ms,
+            idle_expiry_ms=self.idle_expiry_ms,
+            dead_letter=self.dead_letter,
+            redelivery_delay_ms=self.redelivery_delay_ms,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    idle_ms: int = DEFAULT_IDLE_MS
+    max_sessions: int = 1024
+    max_links_per_session: int = 256
+    max_frame_bytes: int = 1_048_576
+    # Bytes queued for one socket before its links pause (copy) and, past the hard cap, close.
+    outbox_max_bytes: int = 4 * 1_048_576
+    # Longest an open handshake may take (token verification included) before the socket drops.
+    open_timeout_ms: int = 10_000
+    # Node id advertised in "open"; empty = generated at start.
+    node_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerConfig:
+    url: str = "memory://"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    broker: BrokerConfig = field(default_factory=BrokerConfig)
+    tenants: Mapping[str, TenantConfig] = field(default_factory=lambda: MappingProxyType({}))
+    # True when no configuration was given and a development tenant was generated.
+    dev_mode: bool = False
+
+    def storage_policies(self) -> StoragePolicies:
+        """Every tenant's storage policy, for the brokers and the hub."""
+        return StoragePolicies({name: t.storage for name, t in self.tenants.items()})
