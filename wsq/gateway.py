@@ -34,7 +34,6 @@ from wsq.core.errors import (
     Unauthorized,
     WsqError,
 )
-from wsq.core.messages import NewMessage
 from wsq.hub import Outlet
 from wsq.node import Node
 from wsq.protocol.connection import Limits, ServerConnection
@@ -445,18 +444,7 @@ class Peer:
         positions: dict[int, str] = {}
         failure: WsqError | None = None
         if valid:
-            messages = [
-                NewMessage(
-                    body=item.body,
-                    publisher=principal.sub,
-                    subject=item.subject,
-                    message_id=item.message_id,
-                    content_type=item.content_type,
-                    headers=item.headers,
-                    ttl_ms=item.ttl_ms,
-                )
-                for item in valid
-            ]
+            messages = [item.props.message(item.body, principal.sub) for item in valid]
             try:
                 published = await self.node.publishing.publish(principal, link.address, messages)
             except WsqError as exc:

@@ -12,6 +12,7 @@ from protocol_helpers import Harness, accepted, close, decode, detach, end, mess
 from wsq.core.errors import BrokerUnavailable, GoingAway, InvalidFrame
 from wsq.core.limits import MAX_DELIVERY, MAX_TTL_MS
 from wsq.core.messages import Outcome
+from wsq.core.props import Props
 from wsq.core.wire import copy_tail, message_tail, stored_props, stored_tail
 from wsq.protocol.events import (
     ConnectionEnded,
@@ -83,11 +84,13 @@ def test_a_transfer_is_reported_as_a_publish_request_with_its_props() -> None:
                     0,
                     False,
                     '{"total":12.5}',
-                    subject="orders.de.eu",
-                    message_id="m-1",
-                    content_type="application/json",
-                    headers={"k": "v", "n": [1, 2]},
-                    ttl_ms=60_000,
+                    Props(
+                        subject="orders.de.eu",
+                        message_id="m-1",
+                        content_type="application/json",
+                        headers={"k": "v", "n": [1, 2]},
+                        ttl_ms=60_000,
+                    ),
                 )
             ],
         )

@@ -47,15 +47,7 @@ def _message(item: Any, publisher: str, where: str) -> NewMessage:
         props = parse_props(item, lambda key: f"{where}: '{key}'")
     except PropsError as exc:
         raise InvalidFrame(exc.description) from None
-    return NewMessage(
-        body=body,
-        publisher=publisher,
-        subject=props.subject,
-        message_id=props.message_id,
-        content_type=props.content_type,
-        headers=props.headers,
-        ttl_ms=props.ttl_ms,
-    )
+    return props.message(body, publisher)
 
 
 def fingerprint(messages: Sequence[NewMessage]) -> str:

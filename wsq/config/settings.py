@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 
 from wsq.core.limits import DEFAULT_IDLE_MS
@@ -61,14 +61,7 @@ class TenantConfig:
     @property
     def storage(self) -> StoragePolicy:
         """The part of this tenant's settings that the brokers and the hub need."""
-        return StoragePolicy(
-            retention_max_len=self.retention_max_len,
-            retention_max_age_ms=self.retention_max_age_ms,
-            dedup_window_ms=self.dedup_window_ms,
-            idle_expiry_ms=self.idle_expiry_ms,
-            dead_letter=self.dead_letter,
-            redelivery_delay_ms=self.redelivery_delay_ms,
-        )
+        return StoragePolicy(**{f.name: getattr(self, f.name) for f in fields(StoragePolicy)})
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from typing import Any
 from wsq.core import codec
 from wsq.core.addresses import is_valid_address
 from wsq.core.limits import MAX_STRING_PROP, MAX_TTL_MS
+from wsq.core.messages import NewMessage
 
 
 class PropsError(ValueError):
@@ -33,6 +34,19 @@ class Props:
     content_type: str | None = None
     headers: dict[str, Any] | None = None
     ttl_ms: int | None = None
+
+    def message(self, body: str, publisher: str) -> NewMessage:
+        """The message to publish with these props: ``body`` its JSON text, ``publisher`` the
+        ``sub`` of the publishing token (never the client's word)."""
+        return NewMessage(
+            body=body,
+            publisher=publisher,
+            subject=self.subject,
+            message_id=self.message_id,
+            content_type=self.content_type,
+            headers=self.headers,
+            ttl_ms=self.ttl_ms,
+        )
 
 
 NO_PROPS = Props()

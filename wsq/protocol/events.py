@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from wsq.core.limits import DEFAULT_IDLE_MS
+from wsq.core.props import NO_PROPS, Props
 
 if TYPE_CHECKING:
     from wsq.core.messages import Outcome
@@ -53,11 +54,7 @@ class PublishItem:
     delivery: int
     settled: bool
     body: str
-    subject: str | None = None
-    message_id: str | None = None
-    content_type: str | None = None
-    headers: dict[str, Any] | None = None
-    ttl_ms: int | None = None
+    props: Props = NO_PROPS
     error: str | None = None
 
 

@@ -133,13 +133,4 @@ def publish_item(frame: dict[str, Any]) -> PublishItem:
         checked = parse_props(props, _prop_name)
     except PropsError as exc:
         return PublishItem(delivery, settled, body, error=exc.description)
-    return PublishItem(
-        delivery,
-        settled,
-        body,
-        subject=checked.subject,
-        message_id=checked.message_id,
-        content_type=checked.content_type,
-        headers=checked.headers,
-        ttl_ms=checked.ttl_ms,
-    )
+    return PublishItem(delivery, settled, body, checked)

@@ -17,20 +17,17 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
-from wsq.broker.base import Broker, Tail, Watch
+from wsq.broker.base import Broker, Tail
 from wsq.broker.redis.client import DOWN, RedisClients, unavailable
 from wsq.broker.redis.entries import entry_fields, entry_message, flat_row
 from wsq.broker.redis.groups import ConsumerGroups
 from wsq.broker.redis.keys import address_base, dedup_key, idempotency_key
 from wsq.broker.redis.reader import LiveReader
 from wsq.core import codec
-from wsq.core.addresses import Pattern
 from wsq.core.errors import BrokerUnavailable, IdempotencyKeyReused
 from wsq.core.messages import (
-    Delivery,
     Message,
     NewMessage,
-    Outcome,
     Published,
     PublishedOnce,
     ReadResult,
@@ -39,14 +36,16 @@ from wsq.core.policy import StoragePolicies
 from wsq.core.positions import START, parse_position
 
 
-class RedisBroker(Broker):
-    """Addresses in Redis streams, shared by every gateway process using the same Redis."""
+class RedisBroker(ConsumerGroups, Broker):
+    """Addresses in Redis streams, shared by every gateway process using the same Redis.
+
+    Queues (claim, settle, renew, watch_group) come from ``ConsumerGroups``."""
 
     def __init__(self, url: str, policies: StoragePolicies) -> None:
         self._policies = policies
         self._clients = RedisClients(url)
         self._reader = LiveReader(self._clients, policies)
-        self._groups = ConsumerGroups(self._clients, self._reader, policies, self.publish)
+        self._group_watches = {}
         self._closed = False
 
     @property
@@ -64,7 +63,7 @@ class RedisBroker(Broker):
     async def close(self) -> None:
         self._closed = True
         await self._reader.close()
-        self._groups.close()
+        self._close_groups()
         await self._clients.close()
 
     async def ready(self) -> bool:
@@ -214,49 +213,6 @@ class RedisBroker(Broker):
         on_messages: Callable[[list[Message]], None],
     ) -> Tail:
         return self._reader.tail(tenant, address, after, on_messages)
-
-    # -- move (queue): wsq.broker.redis.groups ------------------------------------------------
-
-    async def claim(
-        self,
-        tenant: str,
-        address: str,
-        group: str,
-        consumer: str,
-        count: int,
-        lease_ms: int,
-        subject_filter: Pattern | None = None,
-    ) -> list[Delivery]:
-        return await self._groups.claim(
-            tenant, address, group, consumer, count, lease_ms, subject_filter
-        )
-
-    async def settle(
-        self,
-        tenant: str,
-        address: str,
-        group: str,
-        consumer: str,
-        ids: Sequence[str],
-        outcome: Outcome,
-    ) -> None:
-        await self._groups.settle(tenant, address, group, consumer, ids, outcome)
-
-    async def renew(
-        self,
-        tenant: str,
-        address: str,
-        group: str,
-        consumer: str,
-        ids: Sequence[str],
-        lease_ms: int,
-    ) -> list[str]:
-        return await self._groups.renew(tenant, address, group, consumer, ids, lease_ms)
-
-    def watch_group(
-        self, tenant: str, address: str, group: str, on_available: Callable[[], None]
-    ) -> Watch:
-        return self._groups.watch_group(tenant, address, group, on_available)
 
     # -- reconciliation ----------------------------------------------------------------------
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 
@@ -37,28 +38,25 @@ GROUP_POLL_S = 1.0
 #: Entries claim looks at per call beyond what it leases (filter skips, expired).
 CLAIM_SCAN = 1024
 
-Publish = Callable[[str, str, Sequence[NewMessage]], Awaitable[list[Published]]]
-
 
 class ConsumerGroups:
-    """The move-mode half of the Redis broker."""
+    """The move-mode half of ``RedisBroker`` (a base class of it): claim, settle, renew and
+    watch_group of the Broker interface."""
 
-    def __init__(
-        self,
-        clients: RedisClients,
-        reader: LiveReader,
-        policies: StoragePolicies,
-        publish: Publish,
-    ) -> None:
-        self._clients = clients
-        self._reader = reader
-        self._policies = policies
-        # Dead letters are published as any message is.
-        self._publish = publish
-        self._groups: dict[tuple[str, str, str], GroupWatch] = {}
+    _clients: RedisClients
+    _reader: LiveReader
+    _policies: StoragePolicies
+    # The group watches of this process.
+    _group_watches: dict[tuple[str, str, str], GroupWatch]
 
-    def close(self) -> None:
-        for gw in self._groups.values():
+    if TYPE_CHECKING:
+        # RedisBroker's: dead letters are published as any message is.
+        async def publish(
+            self, tenant: str, address: str, messages: Sequence[NewMessage]
+        ) -> list[Published]: ...
+
+    def _close_groups(self) -> None:
+        for gw in self._group_watches.values():
             if gw.timer is not None:
                 gw.timer.cancel()
                 gw.timer = None
@@ -133,7 +131,7 @@ class ConsumerGroups:
             dead = [entry_message(id_, flat) for id_, flat in held[3:]]
             if not dead:
                 return
-            await self._publish(
+            await self.publish(
                 tenant, cfg.dead_letter, [dead_letter_copy(m, address) for m in dead]
             )
             ids = [m.id for m in dead]
@@ -148,7 +146,7 @@ class ConsumerGroups:
         )
         self._deadline(tenant, address, group, rows[0], rows[2])
         if rows[1]:
-            gw = self._groups.get((tenant, address, group))
+            gw = self._group_watches.get((tenant, address, group))
             if gw is not None:
                 gw.watchers.notify()
 
@@ -173,12 +171,12 @@ class ConsumerGroups:
     def watch_group(
         self, tenant: str, address: str, group: str, on_available: Callable[[], None]
     ) -> Watch:
-        gw = self._groups.get((tenant, address, group))
+        gw = self._group_watches.get((tenant, address, group))
         if gw is None:
             st = self._reader.streams.get((tenant, address)) or self._reader.add_stream(
                 tenant, address, None
             )
-            gw = self._groups[(tenant, address, group)] = GroupWatch(st, group)
+            gw = self._group_watches[(tenant, address, group)] = GroupWatch(st, group)
             st.groups.append(gw)
         w = Watch(on_available, lambda w: self._unwatch(gw, w))
         gw.watchers.append(w)
@@ -200,15 +198,15 @@ class ConsumerGroups:
             gw.timer = None
         st = gw.stream
         key = (st.tenant, st.address, gw.group)
-        if self._groups.get(key) is gw:
-            del self._groups[key]
+        if self._group_watches.get(key) is gw:
+            del self._group_watches[key]
         with contextlib.suppress(ValueError):
             st.groups.remove(gw)
         self._reader.release(st)
 
     def _deadline(self, tenant: str, address: str, group: str, now: int, deadline: int) -> None:
         """A claim or settle told the group's next deadline (Redis time): wake up for it."""
-        gw = self._groups.get((tenant, address, group))
+        gw = self._group_watches.get((tenant, address, group))
         if gw is not None and deadline >= 0:
             # One ms late rather than early.
             self._arm(gw, max(0, int(deadline) - int(now) + 1) / 1000)
