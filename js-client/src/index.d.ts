@@ -4,7 +4,7 @@
 export const SUBPROTOCOL: "wsq.v1";
 export const VERSION: string;
 
-/** A message position in its address, "<ms>-<seq>". */
+/** A message position in its address, "<ms>-<seq>": each part 1 to 19 decimal digits. */
 export type Position = string;
 
 /** Conditions the gateway sends (wsq.v1) and the client's own. */
@@ -48,7 +48,8 @@ export class WsqError extends Error {
   readonly address?: string;
 }
 
-/** Compare two positions numerically: negative, 0 or positive. */
+/** Compare two positions numerically: negative, 0 or positive. Throws a TypeError when either
+ * is not a position. */
 export function comparePositions(a: Position, b: Position): number;
 
 /** Whether `value` is a valid wsq address (dot-separated tokens of [A-Za-z0-9_-], ≤ 255). */

@@ -21,7 +21,9 @@ export const TRANSFER_OVERHEAD = 128;
 
 const ADDRESS_RE = /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/;
 const PATTERN_RE = /^([A-Za-z0-9_-]+|\*)(\.([A-Za-z0-9_-]+|\*))*(\.>)?$|^>$/;
-const POSITION_RE = /^(\d{1,20})-(\d{1,20})$/;
+// A position `<ms>-<seq>`: each part 1 to 19 decimal digits, so every one fits 64 bits (the
+// gateway's rule: the pattern `^[0-9]{1,19}-[0-9]{1,19}$`). Defined here only.
+const POSITION_RE = /^([0-9]{1,19})-([0-9]{1,19})$/;
 
 export function isAddress(value) {
   return typeof value === "string" && value.length <= 255 && ADDRESS_RE.test(value);
