@@ -12,7 +12,11 @@ export const MAX_CH = 65535;
 export const DEFAULT_MAX_FRAME_BYTES = 1048576;
 export const OUTCOMES = new Set(["accepted", "released", "rejected", "modified"]);
 // A link refused for one of these will be refused again: no retry, the user is told.
-export const FINAL_LINK_CONDITIONS = new Set(["wsq:forbidden", "wsq:invalid-frame", "wsq:not-found"]);
+export const FINAL_LINK_CONDITIONS = new Set([
+  "wsq:forbidden",
+  "wsq:invalid-frame",
+  "wsq:not-found",
+]);
 export const AUTH_CONDITIONS = new Set(["wsq:unauthorized", "wsq:token-expired"]);
 // Room for a transfer frame's fields around the body and props when sizing a publish.
 export const TRANSFER_OVERHEAD = 128;
