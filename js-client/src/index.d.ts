@@ -1,4 +1,5 @@
-// Type declarations for wsq-client (hand-written; keep in step with index.js).
+// Type declarations for wsq-client (hand-written). test/exports.test.js checks them against what
+// index.js exports, and test/types/usage.ts (tsc -p test/types) against a user's code.
 
 /** The WebSocket subprotocol, "wsq.v1". */
 export const SUBPROTOCOL: "wsq.v1";
@@ -59,9 +60,11 @@ export function isAddress(value: unknown): value is string;
 export interface WebSocketLike {
   readonly readyState: number;
   readonly protocol?: string;
+  // The client sets these handlers; it reads `data` of a message event and `code` of a close
+  // event. Their parameters are `any` so that every implementation's own event types fit.
   onopen: ((event: any) => void) | null;
-  onmessage: ((event: { data: any }) => void) | null;
-  onclose: ((event: { code?: number }) => void) | null;
+  onmessage: ((event: any) => void) | null;
+  onclose: ((event: any) => void) | null;
   onerror: ((event: any) => void) | null;
   send(data: string): void;
   close(code?: number, reason?: string): void;
@@ -178,7 +181,10 @@ export class Message<T = unknown> {
   modify(): boolean;
 }
 
-export type Handler<T = unknown> = (message: Message<T>) => void | Promise<void>;
+/** Called with each message, one at a time. What it returns is ignored, except that a promise
+ * is awaited before the next message. In move mode the message is accepted when it returns (or
+ * its promise resolves) and released when it throws (or its promise rejects). */
+export type Handler<T = unknown> = (message: Message<T>) => unknown;
 
 export interface SubscribeOptions {
   /** "copy" (a feed, default) or "move" (a queue of competing consumers). */
