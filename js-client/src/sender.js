@@ -62,7 +62,7 @@ export class Sender {
     this.queue.sort((a, b) => a.seq - b.seq);
   }
 
-  /** No room for the link on the socket (connection.js): what waits for it fails. */
+  /** No room for the link on the socket (sessions.js): what waits for it fails. */
   _refuse(error) {
     this.client._senders.delete(this.address);
     this.failAll(error);

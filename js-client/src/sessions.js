@@ -1,8 +1,9 @@
 // The sessions and links of one socket: which session each link (a Subscription or a Sender) is
 // attached on, under which handle, and the publishes sent on each session awaiting their
 // disposition. The server's session and link frames (begin, end, attach, flow, transfer,
-// disposition, detach) are checked against that state here and handed to their link; one that
-// names a channel or handle we do not have breaks the contract (a Violation).
+// disposition, detach) are checked against that state here and handed to their link (a publish's
+// answer settles it in the client's outbox); one that names a channel or handle we do not have
+// breaks the contract (a Violation).
 
 import { EMIT } from "./emitter.js";
 import { WsqError } from "./errors.js";

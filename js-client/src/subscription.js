@@ -1,7 +1,7 @@
 // Receiving: a Subscription is one receiver link that outlives sockets. It checks its options,
 // hands messages to its handler one at a time, refills credit as the handler gets through them,
 // settles move-mode deliveries, keeps its resume position, and re-attaches after a retryable
-// detach. Which socket and session it is on is the connection's business (connection.js).
+// detach. Which socket and session it is on is sessions.js's business.
 
 import { EMIT, Emitter } from "./emitter.js";
 import { WsqError, guarded } from "./errors.js";
@@ -188,7 +188,7 @@ export class Subscription extends Emitter {
     this[EMIT]("closed", error ?? null);
   }
 
-  /** No room for the link on the socket (connection.js): the subscription ends. */
+  /** No room for the link on the socket (sessions.js): the subscription ends. */
   _refuse(error) {
     this._end(error);
   }

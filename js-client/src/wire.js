@@ -1,7 +1,7 @@
 // The wsq.v1 wire (docs/protocol.md), as far as the client needs it: the grammar of addresses,
 // patterns and positions, the frames the client sends (encoding), and the checks on what the
 // server sends (validation: a frame that breaks the contract throws a Violation, and the
-// connection closes with wsq:invalid-frame). No state: sessions and links are connection.js's.
+// connection closes with wsq:invalid-frame). No state: that is connection.js's and sessions.js's.
 
 import { WsqError } from "./errors.js";
 
