@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from wsq import bridge
+from wsq import bridge, js_client
 from wsq.auth import mint_token
 from wsq.broker.base import Broker
 from wsq.config import Settings, load_settings, settings_from_json
@@ -144,15 +144,10 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
         token = mint_token(tenant, sub, publish=[">"], subscribe=[">"], ttl_s=3600)
         return JSONResponse({"token": token, "tenant": "dev", "sub": sub})
 
-    async def js_client(request: Request) -> Response:
-        if not JS_CLIENT.is_file():
-            return JSONResponse({"error": "the JavaScript client is not built"}, status_code=404)
-        return Response(JS_CLIENT.read_bytes(), media_type="text/javascript")
-
     routes: list[Route | Mount] = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
-        Route("/wsq-client.js", js_client),
+        *js_client.routes(JS_CLIENT.parent),  # /wsq-client.js and /wsq-client/<module>.js
         # Before the static pages: every /v1 path answers in the bridge's JSON shape.
         Mount("/v1", routes=bridge.routes()),
     ]

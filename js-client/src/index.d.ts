@@ -1,10 +1,11 @@
-// Type declarations for wsq-client (hand-written; keep in step with index.js).
+// Type declarations for wsq-client (hand-written). test/exports.test.js checks them against what
+// index.js exports, and test/types/usage.ts (tsc -p test/types) against a user's code.
 
 /** The WebSocket subprotocol, "wsq.v1". */
 export const SUBPROTOCOL: "wsq.v1";
 export const VERSION: string;
 
-/** A message position in its address, "<ms>-<seq>". */
+/** A message position in its address, "<ms>-<seq>": each part 1 to 19 decimal digits. */
 export type Position = string;
 
 /** Conditions the gateway sends (wsq.v1) and the client's own. */
@@ -48,7 +49,8 @@ export class WsqError extends Error {
   readonly address?: string;
 }
 
-/** Compare two positions numerically: negative, 0 or positive. */
+/** Compare two positions numerically: negative, 0 or positive. Throws a TypeError when either
+ * is not a position. */
 export function comparePositions(a: Position, b: Position): number;
 
 /** Whether `value` is a valid wsq address (dot-separated tokens of [A-Za-z0-9_-], ≤ 255). */
@@ -58,9 +60,11 @@ export function isAddress(value: unknown): value is string;
 export interface WebSocketLike {
   readonly readyState: number;
   readonly protocol?: string;
+  // The client sets these handlers; it reads `data` of a message event and `code` of a close
+  // event. Their parameters are `any` so that every implementation's own event types fit.
   onopen: ((event: any) => void) | null;
-  onmessage: ((event: { data: any }) => void) | null;
-  onclose: ((event: { code?: number }) => void) | null;
+  onmessage: ((event: any) => void) | null;
+  onclose: ((event: any) => void) | null;
   onerror: ((event: any) => void) | null;
   send(data: string): void;
   close(code?: number, reason?: string): void;
@@ -177,7 +181,10 @@ export class Message<T = unknown> {
   modify(): boolean;
 }
 
-export type Handler<T = unknown> = (message: Message<T>) => void | Promise<void>;
+/** Called with each message, one at a time. What it returns is ignored, except that a promise
+ * is awaited before the next message. In move mode the message is accepted when it returns (or
+ * its promise resolves) and released when it throws (or its promise rejects). */
+export type Handler<T = unknown> = (message: Message<T>) => unknown;
 
 export interface SubscribeOptions {
   /** "copy" (a feed, default) or "move" (a queue of competing consumers). */

@@ -1,4 +1,5 @@
-"""wsq-client (js-client/src/index.js, served at /wsq-client.js) in real headless Chromium."""
+"""wsq-client (js-client/src, served at /wsq-client.js and /wsq-client/<module>.js) in real
+headless Chromium."""
 
 from __future__ import annotations
 
@@ -6,20 +7,46 @@ import asyncio
 from pathlib import Path
 
 import httpx
-from wsq_harness import make_settings, running_gateway
+from wsq_harness import Gateway, make_settings, running_gateway
 
 from wsq.app import JS_CLIENT
 
 HERE = Path(__file__).parent
 
 
+async def raw_get(gw: Gateway, path: str) -> bytes:
+    """A GET of exactly ``path`` (no client normalises its dots): the status line and body."""
+    host, port = gw.http.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: wsq\r\nConnection: close\r\n\r\n".encode())
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    return answer
+
+
 async def test_the_gateway_serves_the_client_module() -> None:
     async with running_gateway(make_settings()) as gw, httpx.AsyncClient() as http:
-        response = await http.get(gw.http + "/wsq-client.js")
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/javascript")
-    assert response.content == JS_CLIENT.read_bytes()
-    assert b"export class Client" in response.content
+        entry = await http.get(gw.http + "/wsq-client.js")
+        index = await http.get(gw.http + "/wsq-client/index.js")
+        outside = [
+            await raw_get(gw, path)
+            for path in (
+                "/wsq-client/../../pyproject.toml",
+                "/wsq-client/%2e%2e/%2e%2e/pyproject.toml",
+                "/wsq-client/..%2f..%2fpyproject.toml",
+                "/wsq-client/..",
+                "/wsq-client/index.d.ts",
+            )
+        ]
+    assert entry.status_code == 200
+    assert entry.headers["content-type"].startswith("text/javascript")
+    assert b'export * from "./wsq-client/index.js";' in entry.content
+    assert index.status_code == 200
+    assert index.headers["content-type"].startswith("text/javascript")
+    assert index.content == JS_CLIENT.read_bytes()
+    for answer in outside:
+        assert answer.startswith(b"HTTP/1.1 404 "), answer[:200]
+        assert b"[project]" not in answer and b"export" not in answer
 
 
 async def test_a_page_imports_the_client_subscribes_publishes_and_receives() -> None:
