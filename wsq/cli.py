@@ -16,17 +16,8 @@ from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from wsq import __version__
-from wsq.config import (
-    DEV_TENANT,
-    ENV_CONFIG,
-    ENV_DEV_SECRET,
-    ENV_RESOLVED_SETTINGS,
-    KeyConfig,
-    Settings,
-    TenantConfig,
-    load_settings,
-    settings_to_json,
-)
+from wsq.config import KeyConfig, Settings, TenantConfig, load_settings, settings_to_json
+from wsq.config.settings import DEV_TENANT, ENV_CONFIG, ENV_DEV_SECRET, ENV_RESOLVED_SETTINGS
 from wsq.core.addresses import is_valid_pattern
 from wsq.core.errors import ConfigError
 from wsq.keys import HMAC_MIN_BYTES

@@ -11,6 +11,7 @@ import logging
 import re
 import secrets
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -234,33 +235,36 @@ async def create_claim(request: Request) -> Response:
     )
 
 
-@_endpoint
-async def settle_claim(request: Request) -> Response:
+async def _on_claim(
+    request: Request,
+) -> tuple[Node, Principal, str, str, str, dict[str, Any], list[str]]:
+    """A request about a claim (settle, renew): node, principal, address, consumer, group,
+    body and the ids it names, every check done in the bridge's order."""
     node, principal, address = await _open(request)
     _may_subscribe(principal, address)
     claim, group = _claim_of(request)
     body = json_object(await read_json(request, CONTROL_BODY_BYTES), "the body")
     ids = positions_field(body, "ids", MAX_SETTLE)
+    return node, principal, address, _consumer(claim), group, body, ids
+
+
+@_endpoint
+async def settle_claim(request: Request) -> Response:
+    node, principal, address, consumer, group, body, ids = await _on_claim(request)
     name = body.get("outcome")
     name = "accepted" if name is None else name
     outcome = _OUTCOMES.get(name) if isinstance(name, str) else None
     if outcome is None:
         raise InvalidFrame("'outcome' must be accepted, released, rejected or modified")
-    await node.broker.settle(principal.tenant, address, group, _consumer(claim), ids, outcome)
+    await node.broker.settle(principal.tenant, address, group, consumer, ids, outcome)
     return Response(status_code=204)
 
 
 @_endpoint
 async def renew_claim(request: Request) -> Response:
-    node, principal, address = await _open(request)
-    _may_subscribe(principal, address)
-    claim, group = _claim_of(request)
-    body = json_object(await read_json(request, CONTROL_BODY_BYTES), "the body")
-    ids = positions_field(body, "ids", MAX_SETTLE)
+    node, principal, address, consumer, group, body, ids = await _on_claim(request)
     lease = int_field(body, "lease", DEFAULT_LEASE_MS, MIN_LEASE_MS, MAX_LEASE_MS)
-    renewed = await node.broker.renew(
-        principal.tenant, address, group, _consumer(claim), ids, lease
-    )
+    renewed = await node.broker.renew(principal.tenant, address, group, consumer, ids, lease)
     return json_response({"ids": renewed, "lease": lease})
 
 

@@ -5,49 +5,10 @@ environment variables; ``loading`` resolves file < environment < flags into one 
 ``table`` reads a TOML table strictly.
 """
 
-from wsq.config.loading import (
-    broker_scheme,
-    load_settings,
-    settings_from_json,
-    settings_to_json,
-)
-from wsq.config.settings import (
-    BROKER_SCHEMES,
-    DEV_KID,
-    DEV_TENANT,
-    ENV_BROKER,
-    ENV_CONFIG,
-    ENV_DEV_SECRET,
-    ENV_HOST,
-    ENV_PORT,
-    ENV_RESOLVED_SETTINGS,
-    ENV_WORKERS,
-    MAX_FRAME_BYTES,
-    MIN_FRAME_BYTES,
-    MIN_IDLE_MS,
-    MIN_OPEN_TIMEOUT_MS,
-    BrokerConfig,
-    KeyConfig,
-    ServerConfig,
-    Settings,
-    TenantConfig,
-)
+from wsq.config.loading import broker_scheme, load_settings, settings_from_json, settings_to_json
+from wsq.config.settings import BrokerConfig, KeyConfig, ServerConfig, Settings, TenantConfig
 
 __all__ = [
-    "BROKER_SCHEMES",
-    "DEV_KID",
-    "DEV_TENANT",
-    "ENV_BROKER",
-    "ENV_CONFIG",
-    "ENV_DEV_SECRET",
-    "ENV_HOST",
-    "ENV_PORT",
-    "ENV_RESOLVED_SETTINGS",
-    "ENV_WORKERS",
-    "MAX_FRAME_BYTES",
-    "MIN_FRAME_BYTES",
-    "MIN_IDLE_MS",
-    "MIN_OPEN_TIMEOUT_MS",
     "BrokerConfig",
     "KeyConfig",
     "ServerConfig",
