@@ -6,7 +6,7 @@
 SUBS copy receivers on one address, BATCHES publishes of 100 messages of ~100 bytes; each
 socket's outbox is drained as the writer would (64 KiB messages). Best of 5 rounds of
 process CPU time. Quieter than the full bench on a shared machine: use it to compare changes
-to wsq/hub.py and wsq/protocol/, then confirm with scripts/bench.
+to wsq/hub/ and wsq/protocol/, then confirm with scripts/bench.
 """
 
 import asyncio
