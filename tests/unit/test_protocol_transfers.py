@@ -423,7 +423,7 @@ def test_one_invalid_item_does_not_spoil_the_others() -> None:
     )
     items = only_request(h).items
     assert [i.error is None for i in items] == [True, False, True]
-    assert items[0].subject == "ok"
+    assert items[0].props.subject == "ok"
 
 
 def test_a_body_nested_too_deeply_to_encode_gives_an_item_with_an_error() -> None:
