@@ -447,11 +447,14 @@ class Peer:
             messages = [item.props.message(item.body, principal.sub) for item in valid]
             try:
                 published = await self.node.publishing.publish(principal, link.address, messages)
-            except WsqError as exc:
-                failure = exc
-            else:
                 for item, result in zip(valid, published.results, strict=True):
                     positions[item.delivery] = result.id
+            except WsqError as exc:
+                failure = exc
+            except Exception:
+                # A result per message or none: these transfers are refused, the link goes on.
+                log.exception("publish on %s answered unexpectedly", link.address)
+                failure = InternalError("the message could not be stored")
         results: list[tuple[Any, str | None, WsqError | None]] = []
         for item in items:
             if item.error is not None:

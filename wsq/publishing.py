@@ -43,16 +43,22 @@ class PublishService:
         ``BrokerUnavailable`` when nothing could be stored, and ``InternalError`` for anything
         unexpected (logged here): a ``WsqError`` every time, so every front end can answer it.
         """
-        self.check_right(principal, address)
-        tenant = self._tenants.get(principal.tenant)
-        if tenant is not None:
-            self.rate.check(tenant, len(messages))
         broker = self._broker
         try:
+            self.check_right(principal, address)
+            tenant = self._tenants.get(principal.tenant)
+            if tenant is not None:
+                self.rate.check(tenant, len(messages))
             if idempotency is None:
-                return PublishedOnce(await broker.publish(principal.tenant, address, messages))
-            key, fingerprint = idempotency
-            return await broker.publish_once(principal.tenant, address, messages, key, fingerprint)
+                once = PublishedOnce(await broker.publish(principal.tenant, address, messages))
+            else:
+                key, fingerprint = idempotency
+                once = await broker.publish_once(
+                    principal.tenant, address, messages, key, fingerprint
+                )
+            if len(once.results) != len(messages):
+                raise RuntimeError(f"{len(once.results)} results for {len(messages)} messages")
+            return once
         except WsqError:
             raise
         except Exception:

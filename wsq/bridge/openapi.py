@@ -13,12 +13,11 @@ from wsq import __version__
 from wsq.bridge.messages import MAX_BATCH
 from wsq.bridge.requests import MAX_IDEMPOTENCY_KEY
 from wsq.core.limits import MAX_LEASE_MS, MAX_STRING_PROP, MAX_TTL_MS, MIN_LEASE_MS
+from wsq.core.positions import POSITION_PATTERN
 
 # Grammar of contract section 6, as JSON Schema patterns.
 _ADDRESS = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
 _PATTERN = r"^((\*|[A-Za-z0-9_-]+)\.)*(\*|>|[A-Za-z0-9_-]+)$"
-# 19 digits at most: every such number fits the 64 bits a broker position holds.
-_POSITION = r"^[0-9]{1,19}-[0-9]{1,19}$"
 _CLAIM = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*~[A-Za-z0-9_-]{16}$"
 
 
@@ -71,7 +70,7 @@ _CLAIM_PARAM = {
 
 
 def _schemas() -> dict[str, Any]:
-    position = {"type": "string", "pattern": _POSITION, "description": "`<ms>-<seq>`"}
+    position = {"type": "string", "pattern": POSITION_PATTERN, "description": "`<ms>-<seq>`"}
     positions = {"type": "array", "items": _ref("Position"), "minItems": 1, "maxItems": 1000}
     short = {"type": ["string", "null"], "maxLength": MAX_STRING_PROP}
     return {
