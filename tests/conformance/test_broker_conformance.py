@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from types import MappingProxyType
 from typing import Any
 
@@ -871,63 +872,53 @@ async def test_claim_count_zero(broker: Broker, address: str) -> None:
 # -- move: watch_group ------------------------------------------------------------------------
 
 
-async def test_watch_group_on_publish(broker: Broker, address: str) -> None:
+@asynccontextmanager
+async def watching(broker: Broker, address: str) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+    """A ``watch_group`` on group ``g`` of ``address``, past its first look; yields ``woken()``,
+    which waits until the watch is called again. Closed on exit."""
     flag = Flag()
     handle = broker.watch_group(T, address, "g", flag)
     try:
         await asyncio.sleep(0.05)
         before = flag.calls
-        await publish(broker, address, 0)
-        await eventually(lambda: flag.calls > before)
-        assert dbodies(await broker.claim(T, address, "g", "c1", 1, LEASE)) == [0]
+        yield lambda: eventually(lambda: flag.calls > before)
     finally:
         handle.close()
+
+
+async def test_watch_group_on_publish(broker: Broker, address: str) -> None:
+    async with watching(broker, address) as woken:
+        await publish(broker, address, 0)
+        await woken()
+        assert dbodies(await broker.claim(T, address, "g", "c1", 1, LEASE)) == [0]
 
 
 async def test_watch_group_on_release(broker: Broker, address: str) -> None:
     await publish(broker, address, 0)
     [d] = await broker.claim(T, address, "g", "c1", 1, LEASE)
-    flag = Flag()
-    handle = broker.watch_group(T, address, "g", flag)
-    try:
-        await asyncio.sleep(0.05)
-        before = flag.calls
+    async with watching(broker, address) as woken:
         await broker.settle(T, address, "g", "c1", [d.message.id], Outcome.RELEASED)
-        await eventually(lambda: flag.calls > before)
-    finally:
-        handle.close()
+        await woken()
 
 
 async def test_watch_group_on_modified_delay(broker: Broker, address: str) -> None:
     await publish(broker, address, 0)
     [d] = await broker.claim(T, address, "g", "c1", 1, LEASE)
-    flag = Flag()
-    handle = broker.watch_group(T, address, "g", flag)
-    try:
-        await asyncio.sleep(0.05)
-        before = flag.calls
+    async with watching(broker, address) as woken:
         await broker.settle(T, address, "g", "c1", [d.message.id], Outcome.MODIFIED)
-        await eventually(lambda: flag.calls > before)
+        await woken()
         [d2] = await broker.claim(T, address, "g", "c2", 1, LEASE)
         assert d2.redelivered == 1
-    finally:
-        handle.close()
 
 
 async def test_watch_group_on_lease_expiry(broker: Broker, address: str) -> None:
     await publish(broker, address, 0)
     [d] = await broker.claim(T, address, "g", "c1", 1, 100)
-    flag = Flag()
-    handle = broker.watch_group(T, address, "g", flag)
-    try:
-        await asyncio.sleep(0.05)
-        before = flag.calls
-        await eventually(lambda: flag.calls > before)
+    async with watching(broker, address) as woken:
+        await woken()
         [d2] = await broker.claim(T, address, "g", "c2", 1, LEASE)
         assert d2.message.id == d.message.id
         assert d2.redelivered == 1
-    finally:
-        handle.close()
 
 
 async def test_watch_group_close(broker: Broker, address: str) -> None:
@@ -945,17 +936,13 @@ async def test_watch_group_failing_callback(broker: Broker, address: str) -> Non
     def boom() -> None:
         raise RuntimeError("boom")
 
-    flag = Flag()
     bad = broker.watch_group(T, address, "g", boom)
-    good = broker.watch_group(T, address, "g", flag)
     try:
-        await asyncio.sleep(0.05)
-        before = flag.calls
-        await publish(broker, address, 0)
-        await eventually(lambda: flag.calls > before)
+        async with watching(broker, address) as woken:  # a good watch beside the failing one
+            await publish(broker, address, 0)
+            await woken()
     finally:
         bad.close()
-        good.close()
 
 
 # -- lookup -----------------------------------------------------------------------------------
