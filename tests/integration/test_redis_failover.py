@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import itertools
 import subprocess
 import time
@@ -35,17 +34,12 @@ from wsq_harness import (
 )
 
 from wsq.broker.redis import RedisBroker
-from wsq.config import BrokerConfig
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[RedisCluster]:
-    c = RedisCluster(tmp_path, masters=3, replicas=1, node_timeout_ms=1000)
-    c.start()
-    try:
+    with RedisCluster(tmp_path, masters=3, replicas=1, node_timeout_ms=1000) as c:
         yield c
-    finally:
-        c.stop()
 
 
 async def _eventually(cond: Callable[[], bool], what: str, within: float = 20.0) -> None:
@@ -106,7 +100,7 @@ async def _through_a_failover(
     victim = cluster.masters()[0]
     [replica] = cluster.replicas_of(victim)
     addresses = [by_master[victim][0], *(a for p, g in by_master.items() if p != victim for a in g)]
-    settings = dataclasses.replace(make_settings(), broker=BrokerConfig(url=cluster.url))
+    settings = make_settings(broker_url=cluster.url)
     broker = RedisBroker(settings.broker.url, settings.storage_policies())
     # Subscribers on one gateway, publishers on another: the subscribers' gateway learns of
     # every message from Redis (a publishing gateway passes its own publishes on without
