@@ -114,6 +114,22 @@ class Collector:
         return [m.id for m in self.messages]
 
 
+@asynccontextmanager
+async def tailing(
+    broker: Broker, address: str, after: str | None = None
+) -> AsyncIterator[Collector]:
+    """A ``tail`` of ``address`` (tenant ``T``) from ``after`` (default: its last position),
+    collecting what it is handed; closed on exit."""
+    if after is None:
+        after = await broker.last_position(T, address)
+    got = Collector()
+    handle = broker.tail(T, address, after, got)
+    try:
+        yield got
+    finally:
+        handle.close()
+
+
 class Flag:
     """An ``on_available`` callback: counts the calls."""
 
@@ -315,9 +331,7 @@ async def test_dedup_is_per_address(broker: Broker, address: str) -> None:
 
 
 async def test_publish_once_replays_the_first_results(broker: Broker, address: str) -> None:
-    got = Collector()
-    handle = broker.tail(T, address, await broker.last_position(T, address), got)
-    try:
+    async with tailing(broker, address) as got:
         first = await broker.publish_once(T, address, [new(1), new(2)], "key-1", "fp")
         assert not first.replayed
         assert [r.duplicate for r in first.results] == [False, False]
@@ -327,8 +341,6 @@ async def test_publish_once_replays_the_first_results(broker: Broker, address: s
         await eventually(lambda: len(got.messages) == 2)
         await asyncio.sleep(0.1)
         assert bodies(got.messages) == [1, 2]  # the replay delivered nothing
-    finally:
-        handle.close()
     assert bodies((await broker.read(T, address, START, 10)).messages) == [1, 2]
 
 
@@ -381,16 +393,12 @@ async def test_publish_once_is_shared_by_instances_of_a_shared_broker(
 
 
 async def test_duplicate_not_delivered_to_tail(broker: Broker, address: str) -> None:
-    got = Collector()
-    handle = broker.tail(T, address, await broker.last_position(T, address), got)
-    try:
+    async with tailing(broker, address) as got:
         await broker.publish(T, address, [new(1, message_id="x")])
         await broker.publish(T, address, [new(2, message_id="x"), new(3)])
         await eventually(lambda: len(got.messages) >= 2)
         await asyncio.sleep(0.1)
         assert bodies(got.messages) == [1, 3]
-    finally:
-        handle.close()
 
 
 # -- ttl and retention ------------------------------------------------------------------------
@@ -477,9 +485,7 @@ async def test_retention_by_age_without_new_publish(broker: Broker, address: str
 
 
 async def test_tail_delivers_new_messages_in_order_once(broker: Broker, address: str) -> None:
-    got = Collector()
-    handle = broker.tail(T, address, await broker.last_position(T, address), got)
-    try:
+    async with tailing(broker, address) as got:
         ids: list[str] = []
         for i in range(0, 30, 3):
             ids += await publish(broker, address, i, i + 1, i + 2)
@@ -487,29 +493,21 @@ async def test_tail_delivers_new_messages_in_order_once(broker: Broker, address:
         await asyncio.sleep(0.05)
         assert got.ids == ids
         assert bodies(got.messages) == list(range(30))
-    finally:
-        handle.close()
 
 
 async def test_tail_from_start_on_empty_address(broker: Broker, address: str) -> None:
-    got = Collector()
-    handle = broker.tail(T, address, START, got)
-    try:
+    async with tailing(broker, address, START) as got:
         ids = await publish(broker, address, 1, 2)
         await eventually(lambda: len(got.messages) >= 2)
         await asyncio.sleep(0.05)
         assert got.ids == ids
-    finally:
-        handle.close()
 
 
 async def test_tail_backlog_then_live_without_gap_or_duplicate(
     broker: Broker, address: str
 ) -> None:
     ids = await publish(broker, address, *range(6))
-    got = Collector()
-    handle = broker.tail(T, address, ids[1], got)
-    try:
+    async with tailing(broker, address, ids[1]) as got:
         # Published before the backlog could have been handed over: must come after it, once.
         ids += await publish(broker, address, 6, 7)
         await asyncio.sleep(0)
@@ -520,34 +518,24 @@ async def test_tail_backlog_then_live_without_gap_or_duplicate(
         await asyncio.sleep(0.05)
         assert got.ids == ids[2:]
         assert bodies(got.messages) == list(range(2, 11))
-    finally:
-        handle.close()
 
 
 async def test_tail_from_start_delivers_whole_backlog(broker: Broker, address: str) -> None:
     ids = await publish(broker, address, 0, 1, 2)
-    got = Collector()
-    handle = broker.tail(T, address, START, got)
-    try:
+    async with tailing(broker, address, START) as got:
         ids += await publish(broker, address, 3)
         await eventually(lambda: len(got.messages) >= 4)
         await asyncio.sleep(0.05)
         assert got.ids == ids
-    finally:
-        handle.close()
 
 
 async def test_tail_backlog_skips_expired(broker: Broker, address: str) -> None:
     await broker.publish(T, address, [new(0), new(1, ttl_ms=50), new(2)])
     await asyncio.sleep(0.15)
-    got = Collector()
-    handle = broker.tail(T, address, START, got)
-    try:
+    async with tailing(broker, address, START) as got:
         await eventually(lambda: len(got.messages) >= 2)
         await asyncio.sleep(0.05)
         assert bodies(got.messages) == [0, 2]
-    finally:
-        handle.close()
 
 
 async def test_tail_close_stops_callbacks(broker: Broker, address: str) -> None:
