@@ -130,15 +130,17 @@ class Gateway:
 
 @contextlib.asynccontextmanager
 async def running_gateway(
-    settings: Settings, broker: Broker | None = None
+    settings: Settings, broker: Broker | None = None, *, ws: str | type[Any] = WS_PROTOCOL
 ) -> AsyncIterator[Gateway]:
+    """A gateway in this process: uvicorn on a free port of 127.0.0.1 (``ws``: uvicorn's
+    WebSocket protocol), stopped on exit."""
     app = create_app(settings, broker)
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
         port=0,
         log_level="warning",
-        ws=WS_PROTOCOL,
+        ws=ws,
         ws_max_size=4 * settings.server.max_frame_bytes,
         ws_ping_interval=None,
         ws_ping_timeout=None,
@@ -183,6 +185,11 @@ async def redis_brokers(settings: Settings, n: int = 1) -> AsyncIterator[list[Re
             )
             for _ in range(n)
         ]
+
+
+def attach_frame(ch: int, handle: int, role: str, address: str, **fields: Any) -> dict[str, Any]:
+    """An ``attach`` frame of the client's."""
+    return {"op": "attach", "ch": ch, "handle": handle, "role": role, "address": address, **fields}
 
 
 #: Starts a gateway: ``start(server={...}, **tenant_overrides)`` is an async context manager.
@@ -243,6 +250,14 @@ class Client:
         unexpected = [f for f in self.inbox if op is None or f.get("op") == op]
         assert not unexpected, f"unexpected frames: {unexpected}"
 
+    async def bodies_until_quiet(self, quiet: float = 0.5) -> list[Any]:
+        """The bodies of the transfers that come until none has come for ``quiet`` seconds."""
+        bodies: list[Any] = []
+        with contextlib.suppress(TimeoutError):
+            while True:
+                bodies.append((await self.expect("transfer", timeout=quiet))["body"])
+        return bodies
+
     async def closed_with(self, condition: str | None, timeout: float = 5.0) -> dict[str, Any]:
         frame = await self.expect("close", timeout)
         assert (frame.get("error") or {}).get("condition") == condition, frame
@@ -266,23 +281,11 @@ class Client:
     async def subscribe(
         self, ch: int, handle: int, address: str, credit: int = 100, **fields: Any
     ) -> dict[str, Any]:
-        await self.send(
-            {
-                "op": "attach",
-                "ch": ch,
-                "handle": handle,
-                "role": "receiver",
-                "address": address,
-                "credit": credit,
-                **fields,
-            }
-        )
+        await self.send(attach_frame(ch, handle, "receiver", address, credit=credit, **fields))
         return await self.expect("attach", ch=ch, handle=handle)
 
     async def sender(self, ch: int, handle: int, address: str) -> None:
-        await self.send(
-            {"op": "attach", "ch": ch, "handle": handle, "role": "sender", "address": address}
-        )
+        await self.send(attach_frame(ch, handle, "sender", address))
         await self.expect("attach", ch=ch, handle=handle)
         await self.expect("flow", ch=ch, handle=handle)
 
@@ -457,6 +460,15 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
             self.proc = None
+
+
+async def eventually(cond: Callable[[], bool], what: str = "condition", *, within: float) -> None:
+    """Wait until ``cond()`` holds; fail the test after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while not cond():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not in time: {what}")
+        await asyncio.sleep(0.02)
 
 
 def free_port() -> int:

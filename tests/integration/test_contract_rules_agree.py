@@ -70,9 +70,7 @@ async def test_a_position_is_taken_or_refused_alike_by_websocket_and_http(
 
 
 async def _publish_ws(gateway: Gateway, props: dict[str, Any]) -> dict[str, Any]:
-    client = await gateway.client()
-    await client.begin(1)
-    await client.sender(1, 0, "rules.props")
+    client = await gateway.sender("rules.props")
     await client.send(
         {"op": "transfer", "ch": 1, "handle": 0, "delivery": 0, "body": "x", "props": props}
     )
@@ -96,9 +94,7 @@ async def test_message_props_are_judged_alike_by_websocket_and_http(gateway: Gat
         ({"headers": {"k": "v"}}, True),
         ({"headers": []}, False),
     ]
-    reader = await gateway.client(sub="reader")
-    await reader.begin(1)
-    await reader.subscribe(1, 0, "rules.props", credit=100)
+    reader = await gateway.subscriber("rules.props", sub="reader", credit=100)
     headers = {"Authorization": f"Bearer {gateway.token()}"}
     async with httpx.AsyncClient(base_url=gateway.http, headers=headers) as http:
         for props, valid in cases:

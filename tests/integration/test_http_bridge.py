@@ -66,9 +66,7 @@ def url(address: str, tail: str = "messages") -> str:
 async def test_published_message_reaches_a_websocket_subscriber(
     gw: Gateway, http: httpx.AsyncClient, address: str
 ) -> None:
-    ws = await gw.client(sub="browser")
-    await ws.begin(1)
-    await ws.subscribe(1, 0, address)
+    ws = await gw.subscriber(address, sub="browser")
     r = await http.post(
         url(address),
         json={
@@ -122,9 +120,7 @@ async def test_all_duplicates_answer_200_with_the_first_positions(
 async def test_idempotency_key_answers_a_retry_with_the_first_answer(
     gw: Gateway, http: httpx.AsyncClient, address: str
 ) -> None:
-    ws = await gw.client(sub="browser")
-    await ws.begin(1)
-    await ws.subscribe(1, 0, address)
+    ws = await gw.subscriber(address, sub="browser")
     headers = {"Idempotency-Key": "order-42"}
     body = {"messages": [{"body": "a"}, {"body": "b"}]}
     first = await http.post(url(address), json=body, headers=headers)

@@ -7,11 +7,10 @@ The module starts its own cluster on free ports in a temporary directory. Missin
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
-import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import redis
@@ -19,6 +18,7 @@ from redis.crc import key_slot
 from wsq_harness import (
     Publisher,
     RedisCluster,
+    eventually,
     make_settings,
     redis_brokers,
     running_gateway,
@@ -75,9 +75,7 @@ async def test_resume_on_another_node_and_queue_on_the_cluster(
         publisher = Publisher(await b.client(sub="writer"))
         for address in (a for group in by_master.values() for a in group):
             async with running_gateway(settings) as a:
-                reader = await a.client(sub="reader")
-                await reader.begin(1)
-                await reader.subscribe(1, 0, address, credit=100)
+                reader = await a.subscriber(address, sub="reader", credit=100)
                 first = await publisher.publish(address, 0, 1)
                 seen = await transfers(reader, 2)
                 assert [t["id"] for t in seen] == first
@@ -133,12 +131,7 @@ async def test_a_live_reader_follows_its_slot_to_another_master(cluster: RedisCl
         handle.close()
 
 
-async def _eventually(cond: Any, within: float = 15.0) -> None:
-    deadline = time.monotonic() + within
-    while not cond():
-        if time.monotonic() > deadline:
-            pytest.fail("condition not met in time")
-        await asyncio.sleep(0.02)
+_eventually = functools.partial(eventually, within=15.0)
 
 
 async def test_the_publish_script_is_never_sent_twice_by_the_cluster_client(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import subprocess
 import time
@@ -28,6 +29,7 @@ from wsq_harness import (
     Gateway,
     RedisCluster,
     StreamPublisher,
+    eventually,
     make_settings,
     running_gateway,
     spread_addresses,
@@ -42,12 +44,7 @@ def cluster(tmp_path: Path) -> Iterator[RedisCluster]:
         yield c
 
 
-async def _eventually(cond: Callable[[], bool], what: str, within: float = 20.0) -> None:
-    deadline = time.monotonic() + within
-    while not cond():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not in time: {what}")
-        await asyncio.sleep(0.02)
+_eventually = functools.partial(eventually, within=20.0)
 
 
 class _Recorder:
@@ -244,7 +241,7 @@ async def test_subscribers_keep_receiving_after_a_master_is_killed(cluster: Redi
             assert time.monotonic() < deadline, "/readyz never came back"
             await asyncio.sleep(0.05)
         # (The node the harness asks may hear of the promotion a moment after the gateway.)
-        await _eventually(lambda: replica in cluster.masters(), "the replica promoted", 5)
+        await _eventually(lambda: replica in cluster.masters(), "the replica promoted", within=5)
         seen["t_200"] = time.monotonic()
 
     run = await _through_a_failover(cluster, kill)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import time
 import uuid
@@ -25,6 +26,7 @@ from wsq_harness import (
     Publisher,
     RedisServer,
     StreamPublisher,
+    eventually,
     make_settings,
     redis_brokers,
     running_gateway,
@@ -43,6 +45,12 @@ from wsq.core.wire import copy_tail
 @pytest.fixture
 def settings(redis_server: RedisServer) -> Settings:
     return make_settings(broker_url=redis_server.url)
+
+
+@pytest.fixture
+def plain_settings(redis_server: RedisServer) -> Settings:
+    """The module's Redis and no tenant configured (every tenant has the default policy)."""
+    return Settings(broker=BrokerConfig(url=redis_server.url))
 
 
 @pytest.fixture
@@ -110,19 +118,10 @@ async def test_queue_consumers_on_two_nodes_share_the_messages(
     async with running_gateway(settings) as a, running_gateway(settings) as b:
         consumers = []
         for gw in (a, b):
-            client = await gw.client(sub="worker")
-            await client.begin(1)
-            await client.subscribe(1, 0, address, credit=1000, mode="move")
+            client = await gw.subscriber(address, sub="worker", credit=1000, mode="move")
             consumers.append(client)
         await Publisher(await a.client(sub="writer")).publish(address, *range(30))
-        got: list[int] = []
-        for client in consumers:
-            try:
-                while True:
-                    t = await client.expect("transfer", timeout=0.5)
-                    got.append(t["body"])
-            except TimeoutError:
-                pass
+        got = [body for client in consumers for body in await client.bodies_until_quiet()]
         assert sorted(got) == list(range(30))
 
 
@@ -184,12 +183,7 @@ def aof_redis(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
 
 
-async def _eventually(cond: Any, within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not cond():
-        if time.monotonic() > deadline:
-            pytest.fail("condition not met in time")
-        await asyncio.sleep(0.02)
+_eventually = functools.partial(eventually, within=10.0)
 
 
 async def test_live_reader_resumes_after_redis_restart_without_loss_or_repeat(
@@ -230,10 +224,9 @@ async def test_live_reader_resumes_after_redis_restart_without_loss_or_repeat(
 
 
 async def test_live_reader_survives_killed_connections(
-    redis_server: RedisServer, redis: Redis, address: str
+    plain_settings: Settings, redis: Redis, address: str
 ) -> None:
-    settings = Settings(broker=BrokerConfig(url=redis_server.url))
-    async with redis_brokers(settings) as [broker]:
+    async with redis_brokers(plain_settings) as [broker]:
         got: list[Message] = []
         handle = broker.tail("t", address, START, got.extend)
         await broker.publish("t", address, [NewMessage("0", "w")])
@@ -273,9 +266,7 @@ async def test_gateway_rides_out_a_redis_outage_mid_stream(aof_redis: RedisServe
         assert await _ready_status(http, gw) == 200
         readers = []
         for i in range(3):
-            reader = await gw.client(sub=f"reader{i}")
-            await reader.begin(1)
-            await reader.subscribe(1, 0, address, credit=100_000)
+            reader = await gw.subscriber(address, sub=f"reader{i}", credit=100_000)
             await reader.subscribe(1, 1, other, credit=100_000)
             readers.append(reader)
         stream = StreamPublisher(await gw.client(sub="writer"), address)
@@ -473,12 +464,11 @@ async def test_consumers_whose_leases_ran_out_do_not_pile_up(
 
 
 async def test_a_release_on_one_process_wakes_the_group_on_another(
-    redis_server: RedisServer, address: str, monkeypatch: pytest.MonkeyPatch
+    plain_settings: Settings, address: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # No periodic poll: only the release notice can tell process B.
     monkeypatch.setattr(redis_groups_module, "GROUP_POLL_S", 3600.0)
-    settings = Settings(broker=BrokerConfig(url=redis_server.url))
-    async with redis_brokers(settings, 2) as (a, b):
+    async with redis_brokers(plain_settings, 2) as (a, b):
         await a.publish("t", address, [NewMessage("1", "w")])
         [held] = await a.claim("t", address, "g", "on-a", 1, 60_000)
         woken = asyncio.Event()
@@ -498,11 +488,10 @@ async def test_a_release_on_one_process_wakes_the_group_on_another(
 
 
 async def test_entries_in_the_first_format_are_still_read(
-    redis_server: RedisServer, redis: Redis, address: str
+    plain_settings: Settings, redis: Redis, address: str
 ) -> None:
     # Entries written before the pre-encoded props (``x``): p, m, c, h as separate fields.
-    settings = Settings(broker=BrokerConfig(url=redis_server.url))
-    async with redis_brokers(settings) as [broker]:
+    async with redis_brokers(plain_settings) as [broker]:
         base = f"wsq:{{t:{address}}}"
         old_id = await redis.xadd(
             f"{base}:s",
