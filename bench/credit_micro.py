@@ -21,14 +21,14 @@ if os.environ.get("WSQ_SRC"):
     sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
     sys.path.insert(0, os.environ["WSQ_SRC"])
 
-from _micro import run_on
+from _micro import attach_receiver, run_on
 
 import wsq
 from wsq.broker.memory import MemoryBroker
 from wsq.broker.redis import RedisBroker
 from wsq.config import BrokerConfig, Settings
 from wsq.core.messages import NewMessage
-from wsq.hub import Hub, Outlet
+from wsq.hub import Hub
 from wsq.protocol.connection import Limits, ServerConnection
 from wsq.protocol.events import CreditGranted
 
@@ -83,23 +83,7 @@ async def main(url: str) -> None:
             Limits(), lambda box=box: asyncio.get_running_loop().call_soon(reply, box[0])
         )
         box.append(c)
-        o = Outlet(c, 2 * 1024 * 1024)
-        c.receive_text(json.dumps({"op": "open", "token": "t"}))
-        c.next_event()
-        c.accept_open({})
-        c.receive_text(json.dumps({"op": "begin", "ch": 1}))
-        c.next_event()
-        c.receive_text(
-            json.dumps(
-                {"op": "attach", "ch": 1, "handle": 0, "role": "receiver", "address": "news"}
-                | {"credit": 1}
-            )
-        )
-        link = c.next_event().link  # type: ignore[union-attr]
-        after, rec = await hub.attach_copy("t", link, o)
-        c.accept_attach(link, from_=after, recovered=rec)
-        hub.activate(link)
-        c.data_to_send()
+        await attach_receiver(hub, c, "news", credit=1)
         conns.append(c)
 
     body = json.dumps({"b@": "x" * 80})

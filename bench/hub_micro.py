@@ -19,11 +19,14 @@ import time
 if os.environ.get("WSQ_SRC"):
     sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
     sys.path.insert(0, os.environ["WSQ_SRC"])
+
+from _micro import attach_receiver
+
 import wsq
 from wsq.broker.memory import MemoryBroker
 from wsq.core.messages import NewMessage
 from wsq.core.policy import StoragePolicies
-from wsq.hub import Hub, Outlet
+from wsq.hub import Hub
 from wsq.protocol.connection import Limits, ServerConnection
 
 SUBS = int(sys.argv[1]) if len(sys.argv) > 1 else 200
@@ -41,30 +44,7 @@ async def main():
     conns = []
     for _ in range(SUBS):
         c = ServerConnection(Limits())
-        o = Outlet(c, 2 * 1024 * 1024)
-        c.receive_text(json.dumps({"op": "open", "token": "t"}))
-        c.next_event()
-        c.accept_open({})
-        c.receive_text(json.dumps({"op": "begin", "ch": 1}))
-        c.next_event()
-        c.receive_text(
-            json.dumps(
-                {
-                    "op": "attach",
-                    "ch": 1,
-                    "handle": 0,
-                    "role": "receiver",
-                    "address": "news",
-                    "credit": 4_000_000_000,
-                }
-            )
-        )
-        ev = c.next_event()
-        link = ev.link
-        after, rec = await hub.attach_copy("t", link, o)
-        c.accept_attach(link, from_=after, recovered=rec)
-        hub.activate(link)
-        c.data_to_send()
+        await attach_receiver(hub, c, "news", credit=4_000_000_000)
         conns.append(c)
     body = json.dumps({"b@": "x" * 80})
     msgs = [NewMessage(body=body, publisher="bench") for _ in range(100)]

@@ -24,10 +24,11 @@ if os.environ.get("WSQ_SRC"):
     sys.path.insert(0, os.environ["WSQ_SRC"])
 from pathlib import Path
 
-import uvicorn
 import uvloop
 
-from wsq.app import create_app
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from wsq_harness import running_gateway  # the tests' in-process gateway: uvicorn, a free port
+
 from wsq.cli import _mint
 from wsq.config import load_settings
 
@@ -43,23 +44,11 @@ def rss_kib():
 async def main():
     secret = "bench-secret-" + "x" * 40
     settings = load_settings(environ={"WSQ_DEV_SECRET": secret})
-    app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=0,
-        log_level="warning",
-        ws=os.environ.get("WSPROTO", "websockets-sansio"),
-        ws_max_size=4 * settings.server.max_frame_bytes,
-        ws_ping_interval=None,
-        ws_ping_timeout=None,
-        lifespan="on",
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:  # noqa: ASYNC110 - uvicorn offers a flag, no event
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
+    async with running_gateway(settings, ws=os.environ.get("WSPROTO", "websockets-sansio")) as gw:
+        await measure(settings, gw.server.config.app, gw.port)
+
+
+async def measure(settings, app, port):
     tenant = settings.tenants["dev"]
     token = _mint(tenant, "bench", publish=["bench.>"], subscribe=["bench.>"], ttl_s=7200, kid=None)
     # warm-up: a few connections so lazy imports/caches are loaded
@@ -145,8 +134,6 @@ async def main():
         proc.stdin.close()
         await proc.wait()
         await asyncio.sleep(0.5)
-    server.should_exit = True
-    await task
 
 
 uvloop.run(main())

@@ -13,12 +13,13 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
+import httpx
 import pytest
 import redis
 import uvicorn
@@ -29,7 +30,8 @@ from websockets.asyncio.client import ClientConnection
 from wsq.app import create_app
 from wsq.auth import mint_token
 from wsq.broker.base import Broker
-from wsq.config import KeyConfig, ServerConfig, Settings, TenantConfig
+from wsq.broker.redis import RedisBroker
+from wsq.config import BrokerConfig, KeyConfig, ServerConfig, Settings, TenantConfig
 from wsq.ws_protocol import WS_PROTOCOL
 
 SECRET_ACME = "acme-secret-acme-secret-acme-secret-0001"
@@ -50,9 +52,15 @@ def tenants(**overrides: Any) -> dict[str, TenantConfig]:
     return {"acme": replace(acme, **overrides), "other": other}
 
 
-def make_settings(server: Mapping[str, Any] | None = None, **tenant_overrides: Any) -> Settings:
+def make_settings(
+    server: Mapping[str, Any] | None = None,
+    *,
+    broker_url: str = "memory://",
+    **tenant_overrides: Any,
+) -> Settings:
     return Settings(
         server=replace(ServerConfig(port=0), **(server or {})),
+        broker=BrokerConfig(url=broker_url),
         tenants=MappingProxyType(tenants(**tenant_overrides)),
     )
 
@@ -103,18 +111,36 @@ class Gateway:
             await client.open(self.token(sub, **kw))
         return client
 
+    async def subscriber(
+        self, address: str, *, sub: str = "alice", credit: int = 100, **fields: Any
+    ) -> Client:
+        """A client with session 1 and receiver link 0 on ``address`` (attach ``fields``)."""
+        client = await self.client(sub=sub)
+        await client.begin(1)
+        await client.subscribe(1, 0, address, credit=credit, **fields)
+        return client
+
+    async def sender(self, address: str, *, sub: str = "alice") -> Client:
+        """A client with session 1 and sender link 0 on ``address``, its credit received."""
+        client = await self.client(sub=sub)
+        await client.begin(1)
+        await client.sender(1, 0, address)
+        return client
+
 
 @contextlib.asynccontextmanager
 async def running_gateway(
-    settings: Settings, broker: Broker | None = None
+    settings: Settings, broker: Broker | None = None, *, ws: str | type[Any] = WS_PROTOCOL
 ) -> AsyncIterator[Gateway]:
+    """A gateway in this process: uvicorn on a free port of 127.0.0.1 (``ws``: uvicorn's
+    WebSocket protocol), stopped on exit."""
     app = create_app(settings, broker)
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
         port=0,
         log_level="warning",
-        ws=WS_PROTOCOL,
+        ws=ws,
         ws_max_size=4 * settings.server.max_frame_bytes,
         ws_ping_interval=None,
         ws_ping_timeout=None,
@@ -134,6 +160,40 @@ async def running_gateway(
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 10)
+
+
+B = TypeVar("B", bound=Broker)
+
+
+@contextlib.asynccontextmanager
+async def started(broker: B) -> AsyncIterator[B]:
+    """``broker`` started, and closed on exit."""
+    await broker.start()
+    try:
+        yield broker
+    finally:
+        await broker.close()
+
+
+@contextlib.asynccontextmanager
+async def redis_brokers(settings: Settings, n: int = 1) -> AsyncIterator[list[RedisBroker]]:
+    """``n`` started Redis brokers on ``settings`` (as many gateway processes), closed on exit."""
+    async with contextlib.AsyncExitStack() as stack:
+        yield [
+            await stack.enter_async_context(
+                started(RedisBroker(settings.broker.url, settings.storage_policies()))
+            )
+            for _ in range(n)
+        ]
+
+
+def attach_frame(ch: int, handle: int, role: str, address: str, **fields: Any) -> dict[str, Any]:
+    """An ``attach`` frame of the client's."""
+    return {"op": "attach", "ch": ch, "handle": handle, "role": role, "address": address, **fields}
+
+
+#: Starts a gateway: ``start(server={...}, **tenant_overrides)`` is an async context manager.
+StartGateway = Callable[..., contextlib.AbstractAsyncContextManager[Gateway]]
 
 
 class Client:
@@ -190,6 +250,14 @@ class Client:
         unexpected = [f for f in self.inbox if op is None or f.get("op") == op]
         assert not unexpected, f"unexpected frames: {unexpected}"
 
+    async def bodies_until_quiet(self, quiet: float = 0.5) -> list[Any]:
+        """The bodies of the transfers that come until none has come for ``quiet`` seconds."""
+        bodies: list[Any] = []
+        with contextlib.suppress(TimeoutError):
+            while True:
+                bodies.append((await self.expect("transfer", timeout=quiet))["body"])
+        return bodies
+
     async def closed_with(self, condition: str | None, timeout: float = 5.0) -> dict[str, Any]:
         frame = await self.expect("close", timeout)
         assert (frame.get("error") or {}).get("condition") == condition, frame
@@ -213,23 +281,11 @@ class Client:
     async def subscribe(
         self, ch: int, handle: int, address: str, credit: int = 100, **fields: Any
     ) -> dict[str, Any]:
-        await self.send(
-            {
-                "op": "attach",
-                "ch": ch,
-                "handle": handle,
-                "role": "receiver",
-                "address": address,
-                "credit": credit,
-                **fields,
-            }
-        )
+        await self.send(attach_frame(ch, handle, "receiver", address, credit=credit, **fields))
         return await self.expect("attach", ch=ch, handle=handle)
 
     async def sender(self, ch: int, handle: int, address: str) -> None:
-        await self.send(
-            {"op": "attach", "ch": ch, "handle": handle, "role": "sender", "address": address}
-        )
+        await self.send(attach_frame(ch, handle, "sender", address))
         await self.expect("attach", ch=ch, handle=handle)
         await self.expect("flow", ch=ch, handle=handle)
 
@@ -343,8 +399,8 @@ class RedisServer:
         self.aof = aof
         self.cluster = cluster
         self.args = tuple(args)  # more redis-server options
-        self.port: int = _free_port()
-        self.bus_port: int = _free_port() if cluster else 0
+        self.port: int = free_port()
+        self.bus_port: int = free_port() if cluster else 0
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -382,6 +438,14 @@ class RedisServer:
                 pytest.fail(f"redis-server did not start on port {self.port}")
             time.sleep(0.02)
 
+    def __enter__(self) -> RedisServer:
+        """Started; stopped on exit."""
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def kill(self) -> None:
         if self.proc is not None:
             self.proc.send_signal(signal.SIGKILL)
@@ -398,10 +462,34 @@ class RedisServer:
             self.proc = None
 
 
-def _free_port() -> int:
+async def eventually(cond: Callable[[], bool], what: str = "condition", *, within: float) -> None:
+    """Wait until ``cond()`` holds; fail the test after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while not cond():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not in time: {what}")
+        await asyncio.sleep(0.02)
+
+
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def wait_healthy(port: int, proc: subprocess.Popen[str] | None = None, timeout: float = 20) -> None:
+    """Wait until ``/healthz`` on ``port`` answers 200; fail at once if ``proc`` exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the gateway process exited with {proc.returncode}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"the gateway on port {port} did not become healthy")
 
 
 class RedisCluster:
@@ -461,6 +549,14 @@ class RedisCluster:
         except BaseException:
             self.stop()
             raise
+
+    def __enter__(self) -> RedisCluster:
+        """Started; stopped on exit."""
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def _info(self, port: int, *what: str) -> str:
         return subprocess.run(

@@ -1,11 +1,12 @@
 // The client against a real gateway on the memory broker (python -m wsq serve).
 import assert from "node:assert/strict";
-import { after, afterEach, before, describe, test } from "node:test";
+import { after, before, describe, test } from "node:test";
 import WebSocket from "ws";
 import { Client, WsqError, comparePositions } from "../src/index.js";
 import {
   Gateway,
   SECRET,
+  clientsClosedAfterEach,
   collector,
   countingWebSocket,
   freePort,
@@ -30,22 +31,8 @@ after(async () => {
   await gw?.stop();
 });
 
-const clients = [];
-function client({ url, ...options } = {}) {
-  const c = new Client(url ?? gw.url, {
-    token: token(),
-    WebSocket,
-    reconnectDelay: 50,
-    maxReconnectDelay: 500,
-    ...options,
-  });
-  clients.push(c);
-  return c;
-}
-
-afterEach(async () => {
-  await Promise.all(clients.splice(0).map((c) => c.close()));
-});
+const newClient = clientsClosedAfterEach(() => ({ token: token(), maxReconnectDelay: 500 }));
+const client = ({ url, ...options } = {}) => newClient(url ?? gw.url, options);
 
 describe("subscribe and publish", () => {
   test("a published message reaches the subscriber with its id, body and props", async () => {

@@ -7,7 +7,9 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import WebSocket from "ws";
+import { afterEach } from "node:test";
+import WebSocket, { WebSocketServer } from "ws";
+import { Client } from "../src/index.js";
 
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 export const PYTHON = process.env.WSQ_PYTHON ?? path.join(REPO, ".venv", "bin", "python");
@@ -206,18 +208,38 @@ export function collector() {
   return { got, handler, bodies: () => got.map((m) => m.body) };
 }
 
-/** A WebSocket proxy in front of `target`: it can go silent towards the client (muteDown) and
- * cut the client's socket, to lose the gateway's answers the way a network does. */
-export async function wsProxy(target) {
-  const { WebSocketServer } = await import("ws");
+/** A WebSocket server on a free port of 127.0.0.1 that speaks wsq.v1 (the subprotocol), once
+ * it listens: `{ wss, url }`, `url` being its `/ws` address. */
+export async function wsqServer() {
   const wss = new WebSocketServer({
     host: "127.0.0.1",
     port: 0,
     handleProtocols: (protocols) => (protocols.has("wsq.v1") ? "wsq.v1" : false),
   });
   await new Promise((resolve) => wss.once("listening", resolve));
+  return { wss, url: `ws://127.0.0.1:${wss.address().port}/ws` };
+}
+
+/** `newClient(url, options)`: a Client with the tests' defaults (the `ws` WebSocket, a 50 ms
+ * reconnect delay, then `defaults()`, then `options`), closed after each test of the file. */
+export function clientsClosedAfterEach(defaults = () => ({})) {
+  const clients = [];
+  afterEach(async () => {
+    await Promise.all(clients.splice(0).map((c) => c.close()));
+  });
+  return (url, options = {}) => {
+    const c = new Client(url, { WebSocket, reconnectDelay: 50, ...defaults(), ...options });
+    clients.push(c);
+    return c;
+  };
+}
+
+/** A WebSocket proxy in front of `target`: it can go silent towards the client (muteDown) and
+ * cut the client's socket, to lose the gateway's answers the way a network does. */
+export async function wsProxy(target) {
+  const { wss, url } = await wsqServer();
   const proxy = {
-    url: `ws://127.0.0.1:${wss.address().port}/ws`,
+    url,
     connections: 0,
     muteDown: false,
     onUp: null, // (text, cut) => void: sees every client message before it is forwarded

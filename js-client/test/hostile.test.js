@@ -3,9 +3,9 @@
 // "error" event and reconnects; nothing throws into user code.
 import assert from "node:assert/strict";
 import { afterEach, describe, test } from "node:test";
-import WebSocket, { WebSocketServer } from "ws";
+import WebSocket from "ws";
 import { Client } from "../src/index.js";
-import { sleep, waitFor } from "./helpers.js";
+import { sleep, waitFor, wsqServer } from "./helpers.js";
 
 const OPEN_ANSWER = {
   op: "open",
@@ -20,14 +20,9 @@ const OPEN_ANSWER = {
 
 /** A wsq.v1 server whose every socket runs `script(socket, frame)` for each client frame. */
 async function fakeServer(script) {
-  const wss = new WebSocketServer({
-    host: "127.0.0.1",
-    port: 0,
-    handleProtocols: (protocols) => (protocols.has("wsq.v1") ? "wsq.v1" : false),
-  });
-  await new Promise((resolve) => wss.once("listening", resolve));
+  const { wss, url } = await wsqServer();
   const server = {
-    url: `ws://127.0.0.1:${wss.address().port}/ws`,
+    url,
     sockets: [],
     received: [],
     close: () =>

@@ -2,9 +2,9 @@
 // numbers. No gateway needed: a scripted server where one is.
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import WebSocket, { WebSocketServer } from "ws";
+import WebSocket from "ws";
 import { Client, comparePositions } from "../src/index.js";
-import { waitFor } from "./helpers.js";
+import { waitFor, wsqServer } from "./helpers.js";
 
 const MAX = "9999999999999999999"; // 19 digits: the largest part
 const TWENTY = "1".repeat(20);
@@ -54,12 +54,7 @@ describe("positions", () => {
   });
 
   test("a delivery whose id has a 20-digit part breaks the contract", async () => {
-    const wss = new WebSocketServer({
-      host: "127.0.0.1",
-      port: 0,
-      handleProtocols: () => "wsq.v1",
-    });
-    await new Promise((resolve) => wss.once("listening", resolve));
+    const { wss, url } = await wsqServer();
     const closes = [];
     wss.on("connection", (ws) => {
       ws.on("message", (data) => {
@@ -77,7 +72,7 @@ describe("positions", () => {
         }
       });
     });
-    const client = new Client(`ws://127.0.0.1:${wss.address().port}/ws`, {
+    const client = new Client(url, {
       token: "t",
       WebSocket,
       reconnectDelay: 5000,

@@ -4,11 +4,10 @@
 // so this holds even for messages in flight at the kill; on the memory broker it holds for
 // messages published while the gateway is down.
 import assert from "node:assert/strict";
-import { after, afterEach, before, describe, test } from "node:test";
-import WebSocket from "ws";
-import { Client } from "../src/index.js";
+import { after, before, describe, test } from "node:test";
 import {
   Gateway,
+  clientsClosedAfterEach,
   collector,
   countingWebSocket,
   sleep,
@@ -17,22 +16,8 @@ import {
   waitFor,
 } from "./helpers.js";
 
-const clients = [];
-function client(gw, options = {}) {
-  const c = new Client(gw.url, {
-    token: () => token(),
-    WebSocket,
-    reconnectDelay: 50,
-    maxReconnectDelay: 400,
-    ...options,
-  });
-  clients.push(c);
-  return c;
-}
-
-afterEach(async () => {
-  await Promise.all(clients.splice(0).map((c) => c.close()));
-});
+const newClient = clientsClosedAfterEach(() => ({ token: () => token(), maxReconnectDelay: 400 }));
+const client = (gw, options = {}) => newClient(gw.url, options);
 
 const range = (from, to) => Array.from({ length: to - from }, (_, i) => from + i);
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 
 import pytest
-from wsq_harness import RedisCluster, RedisServer
+from wsq_harness import RedisCluster, RedisServer, started
 
 from wsq.broker.base import Broker
 from wsq.broker.memory import MemoryBroker
@@ -29,14 +29,8 @@ from wsq.config import Settings
 BrokerFactory = Callable[[Settings], AbstractAsyncContextManager[Broker]]
 
 
-@asynccontextmanager
-async def memory_broker(settings: Settings) -> AsyncIterator[Broker]:
-    broker = MemoryBroker(settings.storage_policies())
-    await broker.start()
-    try:
-        yield broker
-    finally:
-        await broker.close()
+def memory_broker(settings: Settings) -> AbstractAsyncContextManager[Broker]:
+    return started(MemoryBroker(settings.storage_policies()))
 
 
 #: The URL of this session's test Redis and the seed URL of its test Redis Cluster (set by the
@@ -47,38 +41,24 @@ CLUSTER_URL: list[str] = []
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    REDIS_URL[:] = [server.url]
-    try:
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        REDIS_URL[:] = [server.url]
         yield server.url
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster"))
-    cluster.start()
-    CLUSTER_URL[:] = [cluster.url]
-    try:
+    with RedisCluster(tmp_path_factory.mktemp("redis-cluster")) as cluster:
+        CLUSTER_URL[:] = [cluster.url]
         yield cluster.url
-    finally:
-        cluster.stop()
 
 
 def _redis_broker_on(urls: list[str]) -> BrokerFactory:
     """A factory of Redis brokers on the one URL a session fixture put in ``urls``."""
 
-    @asynccontextmanager
-    async def factory(settings: Settings) -> AsyncIterator[Broker]:
+    def factory(settings: Settings) -> AbstractAsyncContextManager[Broker]:
         [url] = urls
-        broker = RedisBroker(url, settings.storage_policies())
-        await broker.start()
-        try:
-            yield broker
-        finally:
-            await broker.close()
+        return started(RedisBroker(url, settings.storage_policies()))
 
     return factory
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from types import MappingProxyType
 from typing import Any
 
@@ -111,6 +112,22 @@ class Collector:
     @property
     def ids(self) -> list[str]:
         return [m.id for m in self.messages]
+
+
+@asynccontextmanager
+async def tailing(
+    broker: Broker, address: str, after: str | None = None
+) -> AsyncIterator[Collector]:
+    """A ``tail`` of ``address`` (tenant ``T``) from ``after`` (default: its last position),
+    collecting what it is handed; closed on exit."""
+    if after is None:
+        after = await broker.last_position(T, address)
+    got = Collector()
+    handle = broker.tail(T, address, after, got)
+    try:
+        yield got
+    finally:
+        handle.close()
 
 
 class Flag:
@@ -314,9 +331,7 @@ async def test_dedup_is_per_address(broker: Broker, address: str) -> None:
 
 
 async def test_publish_once_replays_the_first_results(broker: Broker, address: str) -> None:
-    got = Collector()
-    handle = broker.tail(T, address, await broker.last_position(T, address), got)
-    try:
+    async with tailing(broker, address) as got:
         first = await broker.publish_once(T, address, [new(1), new(2)], "key-1", "fp")
         assert not first.replayed
         assert [r.duplicate for r in first.results] == [False, False]
@@ -326,8 +341,6 @@ async def test_publish_once_replays_the_first_results(broker: Broker, address: s
         await eventually(lambda: len(got.messages) == 2)
         await asyncio.sleep(0.1)
         assert bodies(got.messages) == [1, 2]  # the replay delivered nothing
-    finally:
-        handle.close()
     assert bodies((await broker.read(T, address, START, 10)).messages) == [1, 2]
 
 
@@ -380,16 +393,12 @@ async def test_publish_once_is_shared_by_instances_of_a_shared_broker(
 
 
 async def test_duplicate_not_delivered_to_tail(broker: Broker, address: str) -> None:
-    got = Collector()
-    handle = broker.tail(T, address, await broker.last_position(T, address), got)
-    try:
+    async with tailing(broker, address) as got:
         await broker.publish(T, address, [new(1, message_id="x")])
         await broker.publish(T, address, [new(2, message_id="x"), new(3)])
         await eventually(lambda: len(got.messages) >= 2)
         await asyncio.sleep(0.1)
         assert bodies(got.messages) == [1, 3]
-    finally:
-        handle.close()
 
 
 # -- ttl and retention ------------------------------------------------------------------------
@@ -476,9 +485,7 @@ async def test_retention_by_age_without_new_publish(broker: Broker, address: str
 
 
 async def test_tail_delivers_new_messages_in_order_once(broker: Broker, address: str) -> None:
-    got = Collector()
-    handle = broker.tail(T, address, await broker.last_position(T, address), got)
-    try:
+    async with tailing(broker, address) as got:
         ids: list[str] = []
         for i in range(0, 30, 3):
             ids += await publish(broker, address, i, i + 1, i + 2)
@@ -486,29 +493,21 @@ async def test_tail_delivers_new_messages_in_order_once(broker: Broker, address:
         await asyncio.sleep(0.05)
         assert got.ids == ids
         assert bodies(got.messages) == list(range(30))
-    finally:
-        handle.close()
 
 
 async def test_tail_from_start_on_empty_address(broker: Broker, address: str) -> None:
-    got = Collector()
-    handle = broker.tail(T, address, START, got)
-    try:
+    async with tailing(broker, address, START) as got:
         ids = await publish(broker, address, 1, 2)
         await eventually(lambda: len(got.messages) >= 2)
         await asyncio.sleep(0.05)
         assert got.ids == ids
-    finally:
-        handle.close()
 
 
 async def test_tail_backlog_then_live_without_gap_or_duplicate(
     broker: Broker, address: str
 ) -> None:
     ids = await publish(broker, address, *range(6))
-    got = Collector()
-    handle = broker.tail(T, address, ids[1], got)
-    try:
+    async with tailing(broker, address, ids[1]) as got:
         # Published before the backlog could have been handed over: must come after it, once.
         ids += await publish(broker, address, 6, 7)
         await asyncio.sleep(0)
@@ -519,34 +518,24 @@ async def test_tail_backlog_then_live_without_gap_or_duplicate(
         await asyncio.sleep(0.05)
         assert got.ids == ids[2:]
         assert bodies(got.messages) == list(range(2, 11))
-    finally:
-        handle.close()
 
 
 async def test_tail_from_start_delivers_whole_backlog(broker: Broker, address: str) -> None:
     ids = await publish(broker, address, 0, 1, 2)
-    got = Collector()
-    handle = broker.tail(T, address, START, got)
-    try:
+    async with tailing(broker, address, START) as got:
         ids += await publish(broker, address, 3)
         await eventually(lambda: len(got.messages) >= 4)
         await asyncio.sleep(0.05)
         assert got.ids == ids
-    finally:
-        handle.close()
 
 
 async def test_tail_backlog_skips_expired(broker: Broker, address: str) -> None:
     await broker.publish(T, address, [new(0), new(1, ttl_ms=50), new(2)])
     await asyncio.sleep(0.15)
-    got = Collector()
-    handle = broker.tail(T, address, START, got)
-    try:
+    async with tailing(broker, address, START) as got:
         await eventually(lambda: len(got.messages) >= 2)
         await asyncio.sleep(0.05)
         assert bodies(got.messages) == [0, 2]
-    finally:
-        handle.close()
 
 
 async def test_tail_close_stops_callbacks(broker: Broker, address: str) -> None:
@@ -871,63 +860,53 @@ async def test_claim_count_zero(broker: Broker, address: str) -> None:
 # -- move: watch_group ------------------------------------------------------------------------
 
 
-async def test_watch_group_on_publish(broker: Broker, address: str) -> None:
+@asynccontextmanager
+async def watching(broker: Broker, address: str) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+    """A ``watch_group`` on group ``g`` of ``address``, past its first look; yields ``woken()``,
+    which waits until the watch is called again. Closed on exit."""
     flag = Flag()
     handle = broker.watch_group(T, address, "g", flag)
     try:
         await asyncio.sleep(0.05)
         before = flag.calls
-        await publish(broker, address, 0)
-        await eventually(lambda: flag.calls > before)
-        assert dbodies(await broker.claim(T, address, "g", "c1", 1, LEASE)) == [0]
+        yield lambda: eventually(lambda: flag.calls > before)
     finally:
         handle.close()
+
+
+async def test_watch_group_on_publish(broker: Broker, address: str) -> None:
+    async with watching(broker, address) as woken:
+        await publish(broker, address, 0)
+        await woken()
+        assert dbodies(await broker.claim(T, address, "g", "c1", 1, LEASE)) == [0]
 
 
 async def test_watch_group_on_release(broker: Broker, address: str) -> None:
     await publish(broker, address, 0)
     [d] = await broker.claim(T, address, "g", "c1", 1, LEASE)
-    flag = Flag()
-    handle = broker.watch_group(T, address, "g", flag)
-    try:
-        await asyncio.sleep(0.05)
-        before = flag.calls
+    async with watching(broker, address) as woken:
         await broker.settle(T, address, "g", "c1", [d.message.id], Outcome.RELEASED)
-        await eventually(lambda: flag.calls > before)
-    finally:
-        handle.close()
+        await woken()
 
 
 async def test_watch_group_on_modified_delay(broker: Broker, address: str) -> None:
     await publish(broker, address, 0)
     [d] = await broker.claim(T, address, "g", "c1", 1, LEASE)
-    flag = Flag()
-    handle = broker.watch_group(T, address, "g", flag)
-    try:
-        await asyncio.sleep(0.05)
-        before = flag.calls
+    async with watching(broker, address) as woken:
         await broker.settle(T, address, "g", "c1", [d.message.id], Outcome.MODIFIED)
-        await eventually(lambda: flag.calls > before)
+        await woken()
         [d2] = await broker.claim(T, address, "g", "c2", 1, LEASE)
         assert d2.redelivered == 1
-    finally:
-        handle.close()
 
 
 async def test_watch_group_on_lease_expiry(broker: Broker, address: str) -> None:
     await publish(broker, address, 0)
     [d] = await broker.claim(T, address, "g", "c1", 1, 100)
-    flag = Flag()
-    handle = broker.watch_group(T, address, "g", flag)
-    try:
-        await asyncio.sleep(0.05)
-        before = flag.calls
-        await eventually(lambda: flag.calls > before)
+    async with watching(broker, address) as woken:
+        await woken()
         [d2] = await broker.claim(T, address, "g", "c2", 1, LEASE)
         assert d2.message.id == d.message.id
         assert d2.redelivered == 1
-    finally:
-        handle.close()
 
 
 async def test_watch_group_close(broker: Broker, address: str) -> None:
@@ -945,17 +924,13 @@ async def test_watch_group_failing_callback(broker: Broker, address: str) -> Non
     def boom() -> None:
         raise RuntimeError("boom")
 
-    flag = Flag()
     bad = broker.watch_group(T, address, "g", boom)
-    good = broker.watch_group(T, address, "g", flag)
     try:
-        await asyncio.sleep(0.05)
-        before = flag.calls
-        await publish(broker, address, 0)
-        await eventually(lambda: flag.calls > before)
+        async with watching(broker, address) as woken:  # a good watch beside the failing one
+            await publish(broker, address, 0)
+            await woken()
     finally:
         bad.close()
-        good.close()
 
 
 # -- lookup -----------------------------------------------------------------------------------

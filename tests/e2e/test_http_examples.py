@@ -56,9 +56,7 @@ async def _run(
 
 async def _received_by_websocket(gw: Gateway, *argv: str) -> None:
     """Run a publisher example while a WebSocket subscriber listens: it gets the message."""
-    ws = await gw.client(sub="browser")
-    await ws.begin(1)
-    await ws.subscribe(1, 0, "chat.room1")
+    ws = await gw.subscriber("chat.room1", sub="browser")
     code, out, err = await _run(gw, *argv, "chat.room1", '{"text": "hello from a backend"}', "m-1")
     assert code == 0, err
     position = out.strip()

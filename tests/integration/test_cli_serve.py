@@ -7,39 +7,20 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import websockets
+from wsq_harness import Client, attach_frame, free_port, wait_healthy
 
 WSQ = [sys.executable, "-m", "wsq"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_healthy(port: int, proc: subprocess.Popen[str], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"wsq serve exited with {proc.returncode}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("wsq serve did not become healthy")
 
 
 def serve(
@@ -88,38 +69,19 @@ def stop() -> Iterator[list[subprocess.Popen[str]]]:
             p.stdout.close()
 
 
-async def roundtrip(port: int, token: str) -> dict[str, object]:
+async def roundtrip(port: int, token: str) -> dict[str, Any]:
     url = f"ws://127.0.0.1:{port}/ws"
     async with websockets.connect(url, subprotocols=["wsq.v1"]) as ws:
-        await ws.send(
-            json.dumps(
-                [
-                    {"op": "open", "token": token},
-                    {"op": "begin", "ch": 1},
-                    {
-                        "op": "attach",
-                        "ch": 1,
-                        "handle": 0,
-                        "role": "receiver",
-                        "address": "tour",
-                        "credit": 5,
-                    },
-                    {"op": "attach", "ch": 1, "handle": 1, "role": "sender", "address": "tour"},
-                ]
-            )
+        client = Client(ws)
+        await client.send(
+            {"op": "open", "token": token},
+            {"op": "begin", "ch": 1},
+            attach_frame(1, 0, "receiver", "tour", credit=5),
+            attach_frame(1, 1, "sender", "tour"),
         )
-        frames: list[dict[str, object]] = []
-        while not any(f.get("op") == "flow" for f in frames):
-            value = json.loads(await asyncio.wait_for(ws.recv(), 5))
-            frames.extend(value if isinstance(value, list) else [value])
-        await ws.send(
-            json.dumps({"op": "transfer", "ch": 1, "handle": 1, "delivery": 0, "body": "hello"})
-        )
-        while True:
-            value = json.loads(await asyncio.wait_for(ws.recv(), 5))
-            for f in value if isinstance(value, list) else [value]:
-                if f.get("op") == "transfer":
-                    return f
+        await client.expect("flow")
+        await client.send({"op": "transfer", "ch": 1, "handle": 1, "delivery": 0, "body": "hello"})
+        return await client.expect("transfer")
 
 
 async def test_serve_with_no_config_prints_a_dev_token_that_works(
@@ -190,7 +152,7 @@ async def test_serve_with_a_config_file_serves_its_tenants(
     stop.append(proc)
     await asyncio.to_thread(wait_healthy, port, proc)
     delivered = await roundtrip(port, token)
-    assert delivered["props"]["publisher"] == "svc"  # type: ignore[index]
+    assert delivered["props"]["publisher"] == "svc"
     # No dev tenant, no dev token endpoint when tenants are configured.
     async with httpx.AsyncClient() as http:
         assert (await http.get(f"http://127.0.0.1:{port}/dev/token")).status_code == 404

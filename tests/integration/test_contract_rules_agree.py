@@ -8,15 +8,11 @@ Two of them had drifted apart while each front end kept its own copy:
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
-from wsq_harness import Gateway, Publisher, RedisServer, make_settings, running_gateway
-
-from wsq.config import BrokerConfig
+from wsq_harness import Gateway, Publisher
 
 #: Positions and whether the contract takes them: ``<ms>-<seq>``, each part 1..19 digits.
 POSITIONS = [
@@ -33,26 +29,10 @@ POSITIONS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("rules-agree"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def gateway(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Gateway]:
-    settings = make_settings()
-    if request.param == "redis":
-        server: RedisServer = request.getfixturevalue("redis_server")
-        settings = dataclasses.replace(settings, broker=BrokerConfig(url=server.url))
-    async with running_gateway(settings) as gw:
-        yield gw
+@pytest.fixture
+def gateway(gateway_on_each_broker: Gateway) -> Gateway:
+    """Every test here runs on both brokers."""
+    return gateway_on_each_broker
 
 
 async def test_a_position_is_taken_or_refused_alike_by_websocket_and_http(
@@ -90,9 +70,7 @@ async def test_a_position_is_taken_or_refused_alike_by_websocket_and_http(
 
 
 async def _publish_ws(gateway: Gateway, props: dict[str, Any]) -> dict[str, Any]:
-    client = await gateway.client()
-    await client.begin(1)
-    await client.sender(1, 0, "rules.props")
+    client = await gateway.sender("rules.props")
     await client.send(
         {"op": "transfer", "ch": 1, "handle": 0, "delivery": 0, "body": "x", "props": props}
     )
@@ -116,9 +94,7 @@ async def test_message_props_are_judged_alike_by_websocket_and_http(gateway: Gat
         ({"headers": {"k": "v"}}, True),
         ({"headers": []}, False),
     ]
-    reader = await gateway.client(sub="reader")
-    await reader.begin(1)
-    await reader.subscribe(1, 0, "rules.props", credit=100)
+    reader = await gateway.subscriber("rules.props", sub="reader", credit=100)
     headers = {"Authorization": f"Bearer {gateway.token()}"}
     async with httpx.AsyncClient(base_url=gateway.http, headers=headers) as http:
         for props, valid in cases:

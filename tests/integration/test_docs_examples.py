@@ -10,7 +10,6 @@ import json
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ import httpx
 import jsonschema
 import pytest
 import websockets
-from wsq_harness import make_settings, running_gateway
+from wsq_harness import free_port, make_settings, running_gateway, wait_healthy
 
 from wsq.auth import mint_token
 from wsq.config import KeyConfig, ServerConfig, Settings, TenantConfig
@@ -109,7 +108,7 @@ def test_readme_tour_commands_work_in_order() -> None:
     # `scripts/run --port 8000` is `.venv/bin/wsq serve --port 8000` once .venv is installed.
     assert ".venv/bin/wsq serve" in start
     venv_bin = Path(sys.executable).parent
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("WSQ_") and k != "TOKEN"}
     server = subprocess.Popen(
         [str(venv_bin / "wsq"), "serve", "--port", str(port)],
@@ -131,7 +130,7 @@ def test_readme_tour_commands_work_in_order() -> None:
         script = script.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
         if not (ROOT / ".venv" / "bin" / "wsq").exists():  # tests run from another venv
             script = script.replace(".venv/bin/", f"{venv_bin}/")
-        _wait_healthy(port)
+        wait_healthy(port)
         done = subprocess.run(
             ["bash", "-c", script], capture_output=True, text=True, env=env, cwd=ROOT, timeout=60
         )
@@ -143,24 +142,6 @@ def test_readme_tour_commands_work_in_order() -> None:
     assert done.returncode == 0, done.stderr
     answer = json.loads(done.stdout)
     assert answer == {"ids": [answer["ids"][0]]}, answer  # 201 {"ids":[...]}, not a 401
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_healthy(port: int) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("the gateway did not become healthy")
 
 
 # -- docs/protocol.md section 12: the worked session ---------------------------------------------

@@ -4,49 +4,29 @@ and a real ``redis-server`` on a free port. Every endpoint, every error code."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-from wsq_harness import Gateway, Publisher, RedisServer, make_settings, running_gateway
+from wsq_harness import (
+    Gateway,
+    Publisher,
+    RedisServer,
+    StartGateway,
+    make_settings,
+    running_gateway,
+)
 
 from wsq.auth import mint_token
-from wsq.config import BrokerConfig, KeyConfig, Settings, TenantConfig
-
-StartGateway = Callable[..., AbstractAsyncContextManager[Gateway]]
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis-bridge"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(params=["memory", "redis"])
-def start(request: pytest.FixtureRequest) -> StartGateway:
-    """Start a gateway on the broker under test: ``start(server={...}, **tenant_overrides)``."""
-    url = "memory://"
-    if request.param == "redis":
-        url = request.getfixturevalue("redis_server").url
-
-    def settings(**kw: Any) -> Settings:
-        return dataclasses.replace(make_settings(**kw), broker=BrokerConfig(url=url))
-
-    return lambda **kw: running_gateway(settings(**kw))
+from wsq.config import KeyConfig, TenantConfig
 
 
 @pytest.fixture
-async def gw(start: StartGateway) -> AsyncIterator[Gateway]:
-    async with start() as gateway:
-        yield gateway
+def gw(gateway_on_each_broker: Gateway) -> Gateway:
+    """Every test here that takes ``gw`` (or ``start_gateway``) runs on both brokers."""
+    return gateway_on_each_broker
 
 
 @pytest.fixture
@@ -86,9 +66,7 @@ def url(address: str, tail: str = "messages") -> str:
 async def test_published_message_reaches_a_websocket_subscriber(
     gw: Gateway, http: httpx.AsyncClient, address: str
 ) -> None:
-    ws = await gw.client(sub="browser")
-    await ws.begin(1)
-    await ws.subscribe(1, 0, address)
+    ws = await gw.subscriber(address, sub="browser")
     r = await http.post(
         url(address),
         json={
@@ -142,9 +120,7 @@ async def test_all_duplicates_answer_200_with_the_first_positions(
 async def test_idempotency_key_answers_a_retry_with_the_first_answer(
     gw: Gateway, http: httpx.AsyncClient, address: str
 ) -> None:
-    ws = await gw.client(sub="browser")
-    await ws.begin(1)
-    await ws.subscribe(1, 0, address)
+    ws = await gw.subscriber(address, sub="browser")
     headers = {"Idempotency-Key": "order-42"}
     body = {"messages": [{"body": "a"}, {"body": "b"}]}
     first = await http.post(url(address), json=body, headers=headers)
@@ -175,7 +151,7 @@ async def test_idempotency_key_must_be_visible_ascii(http: httpx.AsyncClient, ad
 async def test_idempotency_key_holds_across_gateway_processes_on_redis(
     redis_server: RedisServer, address: str
 ) -> None:
-    settings = dataclasses.replace(make_settings(), broker=BrokerConfig(url=redis_server.url))
+    settings = make_settings(broker_url=redis_server.url)
     async with running_gateway(settings) as one, running_gateway(settings) as two:
         headers = {**auth(one.token("backend")), "Idempotency-Key": "k-1"}
         async with httpx.AsyncClient(headers=headers) as client:
@@ -206,11 +182,11 @@ async def test_list_pages_with_after_limit_and_next(http: httpx.AsyncClient, add
     assert m["props"]["publisher"] == "backend" and isinstance(m["props"]["ts"], int)
 
 
-async def test_list_pages_are_bounded_by_bytes(start: StartGateway, address: str) -> None:
+async def test_list_pages_are_bounded_by_bytes(start_gateway: StartGateway, address: str) -> None:
     # max_frame_bytes bounds one response's messages as it bounds one WebSocket message: a
     # thousand messages of nearly max_frame_bytes each must not make one enormous answer.
     async with (
-        start(server={"max_frame_bytes": 8192}) as gw,
+        start_gateway(server={"max_frame_bytes": 8192}) as gw,
         httpx.AsyncClient(base_url=gw.http, headers=auth(gw.token())) as client,
     ):
         ids = []
@@ -563,9 +539,11 @@ async def test_batch_size_is_bounded(http: httpx.AsyncClient, address: str) -> N
     assert r.status_code == 201 and len(r.json()["ids"]) == 1000
 
 
-async def test_large_bodies_are_413_before_being_read(start: StartGateway, address: str) -> None:
+async def test_large_bodies_are_413_before_being_read(
+    start_gateway: StartGateway, address: str
+) -> None:
     async with (
-        start(server={"max_frame_bytes": 4096}) as gw,
+        start_gateway(server={"max_frame_bytes": 4096}) as gw,
         httpx.AsyncClient(base_url=gw.http, headers=auth(gw.token())) as client,
     ):
         big = {"body": "x" * 5000}
@@ -587,11 +565,11 @@ async def test_large_bodies_are_413_before_being_read(start: StartGateway, addre
 
 
 async def test_publish_rate_is_limited_per_tenant_with_retry_after(
-    start: StartGateway, address: str
+    start_gateway: StartGateway, address: str
 ) -> None:
     # 0.5 messages/s: a bucket of one message, refilled in 2 s.
     async with (
-        start(publish_rate=0.5) as gw,
+        start_gateway(publish_rate=0.5) as gw,
         httpx.AsyncClient(base_url=gw.http, headers=auth(gw.token())) as client,
     ):
         assert (await client.post(url(address), json={"body": 0})).status_code == 201
@@ -620,10 +598,8 @@ async def test_unknown_paths_and_methods_answer_json(http: httpx.AsyncClient) ->
 
 
 async def test_broker_down_is_503_never_accepted(tmp_path: Any, address: str) -> None:
-    redis = RedisServer(tmp_path, aof=True)  # what was accepted survives the kill
-    redis.start()
-    try:
-        settings = dataclasses.replace(make_settings(), broker=BrokerConfig(url=redis.url))
+    with RedisServer(tmp_path, aof=True) as redis:  # what was accepted survives the kill
+        settings = make_settings(broker_url=redis.url)
         async with (
             running_gateway(settings) as gw,
             httpx.AsyncClient(base_url=gw.http, headers=auth(gw.token()), timeout=30) as client,
@@ -643,8 +619,6 @@ async def test_broker_down_is_503_never_accepted(tmp_path: Any, address: str) ->
             redis.start()
             r = await client.get(url(address))
             assert [m["body"] for m in r.json()["messages"]] == [1]
-    finally:
-        redis.stop()
 
 
 async def test_openapi_document_is_served(http: httpx.AsyncClient) -> None:

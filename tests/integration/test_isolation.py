@@ -30,14 +30,10 @@ GARBAGE = [
 
 
 async def test_garbage_from_one_socket_never_disturbs_another(gateway: Gateway) -> None:
-    victim = await gateway.client(sub="victim")
-    await victim.begin(1)
-    await victim.subscribe(1, 0, "chat.room1")
+    victim = await gateway.subscriber("chat.room1", sub="victim")
     pub = Publisher(await gateway.client(sub="pub"))
     for i, text in enumerate(GARBAGE):
-        attacker = await gateway.client(sub=f"attacker{i}")
-        await attacker.begin(1)
-        await attacker.subscribe(1, 0, "chat.room1", credit=5)
+        attacker = await gateway.subscriber("chat.room1", sub=f"attacker{i}", credit=5)
         await attacker.send_raw(text)
         # Every bad frame is answered with a scoped error (or ignored), never a crash.
         await pub.publish("chat.room1", i)

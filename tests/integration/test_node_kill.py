@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -20,22 +19,16 @@ from typing import Any
 import httpx
 import pytest
 import websockets
-from wsq_harness import SECRET_ACME, Client, RedisServer, StreamPublisher, tenants
+from wsq_harness import SECRET_ACME, Client, RedisServer, StreamPublisher, free_port, tenants
 
 from wsq.auth import mint_token
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Node:
     """``python -m wsq serve`` on a free port."""
 
     def __init__(self, config: Path, log: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         clean = {k: v for k, v in os.environ.items() if not k.startswith("WSQ_")}
         self.log = log.open("w")
         argv = [sys.executable, "-m", "wsq", "serve", "--config", str(config)]

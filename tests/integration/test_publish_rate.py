@@ -13,9 +13,7 @@ from wsq_harness import Gateway
 async def test_websocket_publishes_over_the_rate_are_rejected_and_the_link_goes_on(
     gateway: Gateway,
 ) -> None:
-    client = await gateway.client(sub="pub")
-    await client.begin(1)
-    await client.sender(1, 0, "rated")
+    client = await gateway.sender("rated", sub="pub")
 
     def transfer(delivery: int) -> dict[str, object]:
         return {"op": "transfer", "ch": 1, "handle": 0, "delivery": delivery, "body": delivery}

@@ -7,12 +7,10 @@ The module starts its own cluster on free ports in a temporary directory. Missin
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import functools
 import json
-import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import redis
@@ -20,13 +18,14 @@ from redis.crc import key_slot
 from wsq_harness import (
     Publisher,
     RedisCluster,
+    eventually,
     make_settings,
+    redis_brokers,
     running_gateway,
     spread_addresses,
     transfers,
 )
 
-from wsq.broker.redis import RedisBroker
 from wsq.config import BrokerConfig, Settings
 from wsq.core.errors import BrokerUnavailable
 from wsq.core.messages import Message, NewMessage
@@ -35,17 +34,13 @@ from wsq.core.positions import START
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
-    c = RedisCluster(tmp_path_factory.mktemp("redis-cluster"))
-    c.start()
-    try:
+    with RedisCluster(tmp_path_factory.mktemp("redis-cluster")) as c:
         yield c
-    finally:
-        c.stop()
 
 
 @pytest.fixture
 def settings(cluster: RedisCluster) -> Settings:
-    return dataclasses.replace(make_settings(), broker=BrokerConfig(url=cluster.url))
+    return make_settings(broker_url=cluster.url)
 
 
 async def test_published_on_one_node_is_received_on_another_on_every_master(
@@ -80,9 +75,7 @@ async def test_resume_on_another_node_and_queue_on_the_cluster(
         publisher = Publisher(await b.client(sub="writer"))
         for address in (a for group in by_master.values() for a in group):
             async with running_gateway(settings) as a:
-                reader = await a.client(sub="reader")
-                await reader.begin(1)
-                await reader.subscribe(1, 0, address, credit=100)
+                reader = await a.subscriber(address, sub="reader", credit=100)
                 first = await publisher.publish(address, 0, 1)
                 seen = await transfers(reader, 2)
                 assert [t["id"] for t in seen] == first
@@ -116,15 +109,9 @@ def _move_slot(cluster: RedisCluster, key: str) -> tuple[int, int]:
 
 async def test_a_live_reader_follows_its_slot_to_another_master(cluster: RedisCluster) -> None:
     settings = Settings(broker=BrokerConfig(url=cluster.url))
-    reader, writer = (
-        RedisBroker(settings.broker.url, settings.storage_policies()),
-        RedisBroker(settings.broker.url, settings.storage_policies()),
-    )
-    await reader.start()
-    await writer.start()
-    address = f"moving.{uuid.uuid4().hex[:10]}"
-    got: list[Message] = []
-    try:
+    async with redis_brokers(settings, 2) as (reader, writer):
+        address = f"moving.{uuid.uuid4().hex[:10]}"
+        got: list[Message] = []
         handle = reader.tail("acme", address, START, got.extend)
         first = await writer.publish("acme", address, [NewMessage(str(i), "w") for i in range(3)])
         await _eventually(lambda: len(got) >= 3)
@@ -142,17 +129,9 @@ async def test_a_live_reader_follows_its_slot_to_another_master(cluster: RedisCl
         channel = f"wsq:{{acme:{address}}}:p"
         assert [name for name, subs in feeds.items() if channel in subs] == [f"127.0.0.1:{dst}"]
         handle.close()
-    finally:
-        await reader.close()
-        await writer.close()
 
 
-async def _eventually(cond: Any, within: float = 15.0) -> None:
-    deadline = time.monotonic() + within
-    while not cond():
-        if time.monotonic() > deadline:
-            pytest.fail("condition not met in time")
-        await asyncio.sleep(0.02)
+_eventually = functools.partial(eventually, within=15.0)
 
 
 async def test_the_publish_script_is_never_sent_twice_by_the_cluster_client(
@@ -162,9 +141,7 @@ async def test_the_publish_script_is_never_sent_twice_by_the_cluster_client(
     # cluster redirects clients to its nodes' own addresses, so here the configuration is what
     # can be checked: the publish client does not run the script again after a connection error
     # (it might have stored the batch), the command client still retries (reads are idempotent).
-    broker = RedisBroker(settings.broker.url, settings.storage_policies())
-    await broker.start()
-    try:
+    async with redis_brokers(settings) as [broker]:
         assert isinstance(broker._clients.once, redis.asyncio.RedisCluster)
         assert broker._clients.once.retry.get_retries() == 0
         assert isinstance(broker._clients.redis, redis.asyncio.RedisCluster)
@@ -173,8 +150,6 @@ async def test_the_publish_script_is_never_sent_twice_by_the_cluster_client(
         [first] = await broker.publish("acme", address, [NewMessage("1", "w")])
         got = await broker.read("acme", address, START, 10)
         assert [m.id for m in got.messages] == [first.id]
-    finally:
-        await broker.close()
 
 
 async def test_commands_cut_off_by_a_disconnect_are_refused_as_unavailable(
@@ -184,32 +159,30 @@ async def test_commands_cut_off_by_a_disconnect_are_refused_as_unavailable(
     # command meets CLUSTERDOWN; commands in flight on them then fail. redis-py lets some of
     # those through as AttributeError (a cleared writer, redis-py#4287): the broker must still
     # answer BrokerUnavailable (the gateway's "Redis is unavailable"), never an unknown error.
-    broker = RedisBroker(settings.broker.url, settings.storage_policies())
-    await broker.start()
-    address = f"cut.{uuid.uuid4().hex[:10]}"
-    failures: list[BaseException] = []
-    done = 0
+    async with redis_brokers(settings) as [broker]:
+        address = f"cut.{uuid.uuid4().hex[:10]}"
+        failures: list[BaseException] = []
+        done = 0
 
-    async def worker(i: int) -> None:
-        nonlocal done
-        for n in range(60):
-            try:
-                if n % 2:
-                    await broker.read("acme", address, START, 5)
-                else:
-                    await broker.publish("acme", address, [NewMessage(f"{i}.{n}", "w")])
-                done += 1
-            except Exception as exc:
-                failures.append(exc)
+        async def worker(i: int) -> None:
+            nonlocal done
+            for n in range(60):
+                try:
+                    if n % 2:
+                        await broker.read("acme", address, START, 5)
+                    else:
+                        await broker.publish("acme", address, [NewMessage(f"{i}.{n}", "w")])
+                    done += 1
+                except Exception as exc:
+                    failures.append(exc)
 
-    async def cut() -> None:
-        for _ in range(40):
-            await asyncio.sleep(0.01)
-            for client in (broker._clients.redis, broker._clients.once):
-                assert client is not None
-                await client.aclose()
+        async def cut() -> None:
+            for _ in range(40):
+                await asyncio.sleep(0.01)
+                for client in (broker._clients.redis, broker._clients.once):
+                    assert client is not None
+                    await client.aclose()
 
-    try:
         await asyncio.gather(*(worker(i) for i in range(16)), cut())
         assert failures, "no command was cut off: the test proves nothing"
         odd = [f for f in failures if not isinstance(f, BrokerUnavailable)]
@@ -219,5 +192,3 @@ async def test_commands_cut_off_by_a_disconnect_are_refused_as_unavailable(
         # And the broker works on afterwards.
         [last] = await broker.publish("acme", address, [NewMessage("end", "w")])
         assert (await broker.last_position("acme", address)) == last.id
-    finally:
-        await broker.close()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
+import functools
 import itertools
 import subprocess
 import time
@@ -29,31 +29,22 @@ from wsq_harness import (
     Gateway,
     RedisCluster,
     StreamPublisher,
+    eventually,
     make_settings,
     running_gateway,
     spread_addresses,
 )
 
 from wsq.broker.redis import RedisBroker
-from wsq.config import BrokerConfig
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[RedisCluster]:
-    c = RedisCluster(tmp_path, masters=3, replicas=1, node_timeout_ms=1000)
-    c.start()
-    try:
+    with RedisCluster(tmp_path, masters=3, replicas=1, node_timeout_ms=1000) as c:
         yield c
-    finally:
-        c.stop()
 
 
-async def _eventually(cond: Callable[[], bool], what: str, within: float = 20.0) -> None:
-    deadline = time.monotonic() + within
-    while not cond():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not in time: {what}")
-        await asyncio.sleep(0.02)
+_eventually = functools.partial(eventually, within=20.0)
 
 
 class _Recorder:
@@ -106,7 +97,7 @@ async def _through_a_failover(
     victim = cluster.masters()[0]
     [replica] = cluster.replicas_of(victim)
     addresses = [by_master[victim][0], *(a for p, g in by_master.items() if p != victim for a in g)]
-    settings = dataclasses.replace(make_settings(), broker=BrokerConfig(url=cluster.url))
+    settings = make_settings(broker_url=cluster.url)
     broker = RedisBroker(settings.broker.url, settings.storage_policies())
     # Subscribers on one gateway, publishers on another: the subscribers' gateway learns of
     # every message from Redis (a publishing gateway passes its own publishes on without
@@ -250,7 +241,7 @@ async def test_subscribers_keep_receiving_after_a_master_is_killed(cluster: Redi
             assert time.monotonic() < deadline, "/readyz never came back"
             await asyncio.sleep(0.05)
         # (The node the harness asks may hear of the promotion a moment after the gateway.)
-        await _eventually(lambda: replica in cluster.masters(), "the replica promoted", 5)
+        await _eventually(lambda: replica in cluster.masters(), "the replica promoted", within=5)
         seen["t_200"] = time.monotonic()
 
     run = await _through_a_failover(cluster, kill)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
+import functools
 import json
 import time
 import uuid
@@ -26,7 +26,9 @@ from wsq_harness import (
     Publisher,
     RedisServer,
     StreamPublisher,
+    eventually,
     make_settings,
+    redis_brokers,
     running_gateway,
     transfers,
 )
@@ -40,19 +42,15 @@ from wsq.core.positions import START
 from wsq.core.wire import copy_tail
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis-nodes"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+@pytest.fixture
+def settings(redis_server: RedisServer) -> Settings:
+    return make_settings(broker_url=redis_server.url)
 
 
 @pytest.fixture
-def settings(redis_server: RedisServer) -> Settings:
-    return dataclasses.replace(make_settings(), broker=BrokerConfig(url=redis_server.url))
+def plain_settings(redis_server: RedisServer) -> Settings:
+    """The module's Redis and no tenant configured (every tenant has the default policy)."""
+    return Settings(broker=BrokerConfig(url=redis_server.url))
 
 
 @pytest.fixture
@@ -120,19 +118,10 @@ async def test_queue_consumers_on_two_nodes_share_the_messages(
     async with running_gateway(settings) as a, running_gateway(settings) as b:
         consumers = []
         for gw in (a, b):
-            client = await gw.client(sub="worker")
-            await client.begin(1)
-            await client.subscribe(1, 0, address, credit=1000, mode="move")
+            client = await gw.subscriber(address, sub="worker", credit=1000, mode="move")
             consumers.append(client)
         await Publisher(await a.client(sub="writer")).publish(address, *range(30))
-        got: list[int] = []
-        for client in consumers:
-            try:
-                while True:
-                    t = await client.expect("transfer", timeout=0.5)
-                    got.append(t["body"])
-            except TimeoutError:
-                pass
+        got = [body for client in consumers for body in await client.bodies_until_quiet()]
         assert sorted(got) == list(range(30))
 
 
@@ -190,34 +179,19 @@ async def test_redis_read_calls_do_not_grow_with_subscribers(
 
 @pytest.fixture
 def aof_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path, aof=True)
-    server.start()
-    try:
+    with RedisServer(tmp_path, aof=True) as server:
         yield server
-    finally:
-        server.stop()
 
 
-async def _eventually(cond: Any, within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not cond():
-        if time.monotonic() > deadline:
-            pytest.fail("condition not met in time")
-        await asyncio.sleep(0.02)
+_eventually = functools.partial(eventually, within=10.0)
 
 
 async def test_live_reader_resumes_after_redis_restart_without_loss_or_repeat(
     aof_redis: RedisServer,
 ) -> None:
     settings = Settings(broker=BrokerConfig(url=aof_redis.url))
-    reader, writer = (
-        RedisBroker(settings.broker.url, settings.storage_policies()),
-        RedisBroker(settings.broker.url, settings.storage_policies()),
-    )
-    await reader.start()
-    await writer.start()
-    got: list[Message] = []
-    try:
+    async with redis_brokers(settings, 2) as (reader, writer):
+        got: list[Message] = []
         handle = reader.tail("t", "live", START, got.extend)
         before = await writer.publish("t", "live", [NewMessage(str(i), "w") for i in range(3)])
         await _eventually(lambda: len(got) >= 3)
@@ -247,19 +221,13 @@ async def test_live_reader_resumes_after_redis_restart_without_loss_or_repeat(
         assert [json.loads(m.body) for m in got] == list(range(6))
         assert await writer.ready()
         handle.close()
-    finally:
-        await reader.close()
-        await writer.close()
 
 
 async def test_live_reader_survives_killed_connections(
-    redis_server: RedisServer, redis: Redis, address: str
+    plain_settings: Settings, redis: Redis, address: str
 ) -> None:
-    settings = Settings(broker=BrokerConfig(url=redis_server.url))
-    broker = RedisBroker(settings.broker.url, settings.storage_policies())
-    await broker.start()
-    got: list[Message] = []
-    try:
+    async with redis_brokers(plain_settings) as [broker]:
+        got: list[Message] = []
         handle = broker.tail("t", address, START, got.extend)
         await broker.publish("t", address, [NewMessage("0", "w")])
         await _eventually(lambda: len(got) >= 1)
@@ -270,8 +238,6 @@ async def test_live_reader_survives_killed_connections(
         await asyncio.sleep(0.1)
         assert [json.loads(m.body) for m in got] == [0, 1]
         handle.close()
-    finally:
-        await broker.close()
 
 
 # -- a gateway through a Redis outage -----------------------------------------------------------
@@ -294,15 +260,13 @@ async def test_gateway_rides_out_a_redis_outage_mid_stream(aof_redis: RedisServe
     on the same port: /readyz follows it, sockets stay open, publishes in between are refused
     with wsq:internal-error (never reported accepted), and every subscriber gets every accepted
     message once, in order."""
-    settings = dataclasses.replace(make_settings(), broker=BrokerConfig(url=aof_redis.url))
+    settings = make_settings(broker_url=aof_redis.url)
     address, other = f"out.{uuid.uuid4().hex[:8]}", f"out.{uuid.uuid4().hex[:8]}"
     async with running_gateway(settings) as gw, httpx.AsyncClient() as http:
         assert await _ready_status(http, gw) == 200
         readers = []
         for i in range(3):
-            reader = await gw.client(sub=f"reader{i}")
-            await reader.begin(1)
-            await reader.subscribe(1, 0, address, credit=100_000)
+            reader = await gw.subscriber(address, sub=f"reader{i}", credit=100_000)
             await reader.subscribe(1, 1, other, credit=100_000)
             readers.append(reader)
         stream = StreamPublisher(await gw.client(sub="writer"), address)
@@ -418,9 +382,7 @@ async def test_a_publish_whose_answer_is_lost_is_not_run_again(
     # instead (and retry with a message_id, which dedup makes safe).
     async with _ReplyDropper(redis_server.port, b"drop-my-answer") as proxy:
         settings = Settings(broker=BrokerConfig(url=f"redis://127.0.0.1:{proxy.port}/0"))
-        broker = RedisBroker(settings.broker.url, settings.storage_policies())
-        await broker.start()
-        try:
+        async with redis_brokers(settings) as [broker]:
             # The script is loaded first: the marked EVALSHA then runs at once.
             await broker.publish("acme", address, [NewMessage('"warm"', "w")])
             with pytest.raises(BrokerUnavailable):
@@ -433,8 +395,6 @@ async def test_a_publish_whose_answer_is_lost_is_not_run_again(
             assert [m.body for m in got.messages] == ['"warm"', '"drop-my-answer"']
             [again] = await broker.publish("acme", address, [NewMessage('"next"', "w")])
             assert again.id > rows[-1][0]
-        finally:
-            await broker.close()
 
 
 # -- transient addresses, queues across processes -----------------------------------------------
@@ -447,12 +407,8 @@ async def _keys_of(redis: Redis, tenant: str, address: str) -> list[str]:
 async def test_an_idle_address_disappears_with_all_its_keys(
     redis_server: RedisServer, redis: Redis, address: str
 ) -> None:
-    settings = dataclasses.replace(
-        make_settings(idle_expiry_ms=1000), broker=BrokerConfig(url=redis_server.url)
-    )
-    broker = RedisBroker(settings.broker.url, settings.storage_policies())
-    await broker.start()
-    try:
+    settings = make_settings(idle_expiry_ms=1000, broker_url=redis_server.url)
+    async with redis_brokers(settings) as [broker]:
         first = await broker.publish("acme", address, [NewMessage("1", "w", message_id="m1")])
         await broker.publish("acme", address, [NewMessage("2", "w")])
         [d] = await broker.claim("acme", address, "g", "c1", 1, 60_000)
@@ -472,8 +428,6 @@ async def test_an_idle_address_disappears_with_all_its_keys(
         [again] = await broker.publish("acme", address, [NewMessage("3", "w", message_id="m1")])
         assert not again.duplicate
         assert again.id != first[0].id
-    finally:
-        await broker.close()
 
 
 async def _consumers(redis: Redis, address: str, group: str) -> dict[str, int]:
@@ -487,9 +441,7 @@ async def test_consumers_whose_leases_ran_out_do_not_pile_up(
 ) -> None:
     # An HTTP claim is its own consumer; a worker that never settles leaves it behind. On a busy
     # address (claims all the time) the expired leases go back to the group: so must the names.
-    broker = RedisBroker(settings.broker.url, settings.storage_policies())
-    await broker.start()
-    try:
+    async with redis_brokers(settings) as [broker]:
         await broker.publish("acme", address, [NewMessage("1", "w"), NewMessage("2", "w")])
         # A WebSocket link's consumer that holds a lease that does not run out is kept.
         [kept] = await broker.claim("acme", address, "g", "node-1-2-3", 1, 60_000)
@@ -509,23 +461,14 @@ async def test_consumers_whose_leases_ran_out_do_not_pile_up(
         assert again.redelivered == 12
         assert kept.message.id != again.message.id
         assert "http-g~abandoned11" not in await _consumers(redis, address, "g")
-    finally:
-        await broker.close()
 
 
 async def test_a_release_on_one_process_wakes_the_group_on_another(
-    redis_server: RedisServer, address: str, monkeypatch: pytest.MonkeyPatch
+    plain_settings: Settings, address: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # No periodic poll: only the release notice can tell process B.
     monkeypatch.setattr(redis_groups_module, "GROUP_POLL_S", 3600.0)
-    settings = Settings(broker=BrokerConfig(url=redis_server.url))
-    a, b = (
-        RedisBroker(settings.broker.url, settings.storage_policies()),
-        RedisBroker(settings.broker.url, settings.storage_policies()),
-    )
-    await a.start()
-    await b.start()
-    try:
+    async with redis_brokers(plain_settings, 2) as (a, b):
         await a.publish("t", address, [NewMessage("1", "w")])
         [held] = await a.claim("t", address, "g", "on-a", 1, 60_000)
         woken = asyncio.Event()
@@ -539,36 +482,30 @@ async def test_a_release_on_one_process_wakes_the_group_on_another(
         assert got.message.id == held.message.id
         assert got.redelivered == 0  # released: not counted
         watch.close()
-    finally:
-        await a.close()
-        await b.close()
 
 
 # -- the entry format -------------------------------------------------------------------------
 
 
 async def test_entries_in_the_first_format_are_still_read(
-    redis_server: RedisServer, redis: Redis, address: str
+    plain_settings: Settings, redis: Redis, address: str
 ) -> None:
     # Entries written before the pre-encoded props (``x``): p, m, c, h as separate fields.
-    settings = Settings(broker=BrokerConfig(url=redis_server.url))
-    broker = RedisBroker(settings.broker.url, settings.storage_policies())
-    await broker.start()
-    base = f"wsq:{{t:{address}}}"
-    old_id = await redis.xadd(
-        f"{base}:s",
-        {
-            "b": '{"n":1}',
-            "p": "old-writer",
-            "s": "a.b",
-            "m": "m-old",
-            "c": "text/plain",
-            "h": '{"k":[1,2]}',
-            "t": "3600000",
-        },
-    )
-    await redis.hset(f"{base}:m", "last", old_id)
-    try:
+    async with redis_brokers(plain_settings) as [broker]:
+        base = f"wsq:{{t:{address}}}"
+        old_id = await redis.xadd(
+            f"{base}:s",
+            {
+                "b": '{"n":1}',
+                "p": "old-writer",
+                "s": "a.b",
+                "m": "m-old",
+                "c": "text/plain",
+                "h": '{"k":[1,2]}',
+                "t": "3600000",
+            },
+        )
+        await redis.hset(f"{base}:m", "last", old_id)
         got: list[Message] = []
         arrived = asyncio.Event()
 
@@ -638,8 +575,6 @@ async def test_entries_in_the_first_format_are_still_read(
             )
             assert copy_tail(m) == copy_tail(fresh)
             assert json.loads("{" + copy_tail(m))["props"] == m.props()
-    finally:
-        await broker.close()
 
 
 async def _collect(broker: RedisBroker, address: str) -> tuple[Any, list[Message]]:
@@ -652,14 +587,8 @@ async def _collect(broker: RedisBroker, address: str) -> tuple[Any, list[Message
 async def test_own_publishes_are_passed_on_without_reading_them_back(
     redis_server: RedisServer, address: str
 ) -> None:
-    settings = dataclasses.replace(make_settings(), broker=BrokerConfig(url=redis_server.url))
-    a, b = (
-        RedisBroker(settings.broker.url, settings.storage_policies()),
-        RedisBroker(settings.broker.url, settings.storage_policies()),
-    )
-    await a.start()
-    await b.start()
-    try:
+    settings = make_settings(broker_url=redis_server.url)
+    async with redis_brokers(settings, 2) as (a, b):
         handle, got = await _collect(a, address)
         reads = a.live_reads
         for i in range(5):
@@ -683,21 +612,14 @@ async def test_own_publishes_are_passed_on_without_reading_them_back(
         assert [copy_tail(m) for m in got] == [copy_tail(m) for m in stored]
         assert a.live_reads > reads  # b's publishes were read
         handle.close()
-    finally:
-        await a.close()
-        await b.close()
 
 
 async def test_own_publish_trimmed_by_retention_is_read_not_passed_on(
     redis_server: RedisServer, address: str
 ) -> None:
     # Retention of 3: a batch of 5 keeps its last 3, and the reader passes on what Redis kept.
-    settings = dataclasses.replace(
-        make_settings(retention_max_len=3), broker=BrokerConfig(url=redis_server.url)
-    )
-    a = RedisBroker(settings.broker.url, settings.storage_policies())
-    await a.start()
-    try:
+    settings = make_settings(retention_max_len=3, broker_url=redis_server.url)
+    async with redis_brokers(settings) as [a]:
         handle, got = await _collect(a, address)
         await a.publish("acme", address, [NewMessage(str(i), "a") for i in range(5)])
         stored = (await a.read("acme", address, START, 10)).messages
@@ -706,5 +628,3 @@ async def test_own_publish_trimmed_by_retention_is_read_not_passed_on(
         await asyncio.sleep(0.2)
         assert [m.id for m in got] == [m.id for m in stored]
         handle.close()
-    finally:
-        await a.close()

@@ -167,9 +167,7 @@ async def test_attach_without_the_right_is_refused_with_forbidden(gateway: Gatew
 async def test_links_past_the_limit_are_refused_with_resource_limit_exceeded(
     gateway: Gateway,
 ) -> None:
-    client = await gateway.client()
-    await client.begin(1)
-    await client.subscribe(1, 0, "a")
+    client = await gateway.subscriber("a")
     await client.subscribe(1, 1, "b")
     await client.send({"op": "attach", "ch": 1, "handle": 2, "role": "receiver", "address": "c"})
     detach = await client.expect("detach", handle=2)
@@ -178,9 +176,7 @@ async def test_links_past_the_limit_are_refused_with_resource_limit_exceeded(
 
 
 async def test_detach_is_answered_and_delivery_stops(gateway: Gateway) -> None:
-    client = await gateway.client()
-    await client.begin(1)
-    await client.subscribe(1, 0, "x")
+    client = await gateway.subscriber("x")
     await client.send({"op": "detach", "ch": 1, "handle": 0})
     assert await client.expect("detach") == {"op": "detach", "ch": 1, "handle": 0}
     await Publisher(await gateway.client(sub="p")).publish("x", 1)
@@ -191,9 +187,7 @@ async def test_detach_is_answered_and_delivery_stops(gateway: Gateway) -> None:
 async def test_receiver_gets_nothing_without_credit_and_exactly_its_credit(
     gateway: Gateway,
 ) -> None:
-    client = await gateway.client()
-    await client.begin(1)
-    await client.subscribe(1, 0, "q", credit=0)
+    client = await gateway.subscriber("q", credit=0)
     pub = Publisher(await gateway.client(sub="p"))
     await pub.publish("q", *range(5))
     await client.nothing("transfer")
@@ -212,9 +206,7 @@ async def test_receiver_gets_nothing_without_credit_and_exactly_its_credit(
 async def test_publish_is_answered_with_accepted_positions_and_delivered(
     gateway: Gateway,
 ) -> None:
-    sub = await gateway.client(sub="reader")
-    await sub.begin(1)
-    await sub.subscribe(1, 0, "chat.room1")
+    sub = await gateway.subscriber("chat.room1", sub="reader")
     pub = Publisher(await gateway.client(sub="writer"))
     ids = await pub.publish("chat.room1", {"text": "hi"}, "two", subject="chat.x", message_id=None)
     assert len(ids) == 2 and parse_position(ids[0]) < parse_position(ids[1])
@@ -229,9 +221,7 @@ async def test_publish_is_answered_with_accepted_positions_and_delivered(
 
 
 async def test_publish_beyond_credit_is_a_link_error(gateway: Gateway) -> None:
-    client = await gateway.client()
-    await client.begin(1)
-    await client.sender(1, 0, "x")
+    client = await gateway.sender("x")
     frames = [
         {"op": "transfer", "ch": 1, "handle": 0, "delivery": d, "settled": True, "body": d}
         for d in range(257)
@@ -244,9 +234,7 @@ async def test_publish_beyond_credit_is_a_link_error(gateway: Gateway) -> None:
 
 
 async def test_delivery_number_out_of_sequence_is_a_session_error(gateway: Gateway) -> None:
-    client = await gateway.client()
-    await client.begin(1)
-    await client.sender(1, 0, "x")
+    client = await gateway.sender("x")
     await client.send({"op": "transfer", "ch": 1, "handle": 0, "delivery": 1, "body": 1})
     end = await client.expect("end", ch=1)
     assert end["error"]["condition"] == "wsq:invalid-frame"
@@ -254,9 +242,7 @@ async def test_delivery_number_out_of_sequence_is_a_session_error(gateway: Gatew
 
 
 async def test_invalid_props_reject_that_message_only(gateway: Gateway) -> None:
-    client = await gateway.client()
-    await client.begin(1)
-    await client.sender(1, 0, "x")
+    client = await gateway.sender("x")
     await client.send(
         {
             "op": "transfer",
@@ -279,9 +265,7 @@ async def test_invalid_props_reject_that_message_only(gateway: Gateway) -> None:
 async def test_duplicate_message_id_is_accepted_with_the_first_position_and_not_redelivered(
     gateway: Gateway,
 ) -> None:
-    sub = await gateway.client(sub="r")
-    await sub.begin(1)
-    await sub.subscribe(1, 0, "orders")
+    sub = await gateway.subscriber("orders", sub="r")
     pub = Publisher(await gateway.client(sub="w"))
     first = await pub.publish("orders", {"n": 1}, message_id="order-17")
     again = await pub.publish("orders", {"n": 1}, message_id="order-17")
@@ -348,9 +332,7 @@ async def test_from_a_position_lost_to_retention_says_recovered_false(gateway: G
 
 
 async def test_subject_filter_delivers_only_matching_messages(gateway: Gateway) -> None:
-    client = await gateway.client()
-    await client.begin(1)
-    await client.subscribe(1, 0, "orders", filter={"subject": "orders.*.eu"})
+    client = await gateway.subscriber("orders", filter={"subject": "orders.*.eu"})
     pub = Publisher(await gateway.client(sub="p"))
     await pub.publish("orders", "de", subject="orders.de.eu")
     await pub.publish("orders", "us", subject="orders.us.na")
@@ -366,18 +348,14 @@ async def test_ttl_drops_a_message_once_it_is_that_old(gateway: Gateway) -> None
     await pub.publish("ttl", "short-lived", ttl=100)
     await pub.publish("ttl", "lasting")
     await asyncio.sleep(0.25)
-    client = await gateway.client()
-    await client.begin(1)
-    await client.subscribe(1, 0, "ttl", **{"from": "^"})
+    client = await gateway.subscriber("ttl", **{"from": "^"})
     assert [t["body"] for t in await transfers(client, 1)] == ["lasting"]
     await client.nothing("transfer")
     await client.close()
 
 
 async def test_settled_receiver_gets_pre_settled_transfers(gateway: Gateway) -> None:
-    client = await gateway.client()
-    await client.begin(1)
-    await client.subscribe(1, 0, "x", settled=True)
+    client = await gateway.subscriber("x", settled=True)
     await Publisher(await gateway.client(sub="p")).publish("x", 1)
     assert (await client.expect("transfer"))["settled"] is True
     await client.close()

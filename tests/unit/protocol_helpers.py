@@ -15,7 +15,7 @@ from wsq.core.errors import WsqError
 from wsq.core.messages import Message
 from wsq.protocol.connection import Limits, ServerConnection
 from wsq.protocol.events import AttachRequested, Event, OpenRequested, PublishItem
-from wsq.protocol.state import Link
+from wsq.protocol.state import ConnectionState, Link
 
 #: What our fake gateway answers an open with (any fields: the protocol object just echoes them).
 OPEN_ANSWER: dict[str, Any] = {
@@ -165,6 +165,12 @@ class Harness:
             else:
                 frames.append(value)
         return frames
+
+    def assert_quiet(self, state: ConnectionState) -> None:
+        """No event and no frame now, and the connection in ``state``."""
+        assert self.events() == []
+        assert self.out() == []
+        assert self.conn.state is state
 
     def exchange(self, *frames: Any) -> tuple[list[Event], list[Any]]:
         """Send one message, then collect the events and the frames that came out."""

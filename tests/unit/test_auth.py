@@ -967,14 +967,21 @@ async def test_jwks_refresh_rate_limit(
     assert jwks_server.requests == 2
 
 
-async def test_jwks_concurrent_verifies_share_one_fetch(
-    rsa_key: rsa.RSAPrivateKey,
-    jwks_server: JwksServer,
-    jwks_auth: Callable[..., Authenticator],
-) -> None:
+@pytest.fixture
+def slow_k1_auth(
+    rsa_key: rsa.RSAPrivateKey, jwks_server: JwksServer, jwks_auth: Callable[..., Authenticator]
+) -> Authenticator:
+    """An authenticator on a JWKS server that publishes ``rsa_key`` as k1 and answers after
+    0.2 s (a slow fetch, for the tests of verifies that wait on one)."""
     jwks_server.publish(jwk(rsa_key, "k1"))
     jwks_server.delay_s = 0.2
-    auth = jwks_auth()
+    return jwks_auth()
+
+
+async def test_jwks_concurrent_verifies_share_one_fetch(
+    rsa_key: rsa.RSAPrivateKey, jwks_server: JwksServer, slow_k1_auth: Authenticator
+) -> None:
+    auth = slow_k1_auth
     tokens = [sign(claims(sub=f"u{i}"), rsa_key, "RS256", kid="k1") for i in range(20)]
     principals = await asyncio.gather(*(auth.verify(t) for t in tokens))
     assert [p.sub for p in principals] == [f"u{i}" for i in range(20)]
@@ -982,13 +989,9 @@ async def test_jwks_concurrent_verifies_share_one_fetch(
 
 
 async def test_jwks_cancelled_verify_does_not_cancel_the_fetch(
-    rsa_key: rsa.RSAPrivateKey,
-    jwks_server: JwksServer,
-    jwks_auth: Callable[..., Authenticator],
+    rsa_key: rsa.RSAPrivateKey, jwks_server: JwksServer, slow_k1_auth: Authenticator
 ) -> None:
-    jwks_server.publish(jwk(rsa_key, "k1"))
-    jwks_server.delay_s = 0.2
-    auth = jwks_auth()
+    auth = slow_k1_auth
     token = sign(claims(), rsa_key, "RS256", kid="k1")
     first = asyncio.ensure_future(auth.verify(token))
     await asyncio.sleep(0.05)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -17,6 +19,28 @@ from wsq.core.policy import StoragePolicies
 from wsq.hub import Hub, Outlet
 from wsq.protocol.connection import Limits, ServerConnection
 from wsq.protocol.events import AttachRequested, LinkEnded
+
+
+@asynccontextmanager
+async def hub_on(
+    broker: MemoryBroker, policies: StoragePolicies | None = None
+) -> AsyncIterator[Hub]:
+    """``broker`` started and a hub on it (with ``policies``); both closed on exit."""
+    await broker.start()
+    hub = Hub(broker) if policies is None else Hub(broker, policies=policies)
+    try:
+        yield hub
+    finally:
+        await hub.close()
+        await broker.close()
+
+
+def tenant_t(**fields: Any) -> StoragePolicies:
+    """The storage policies of one tenant ``t`` with these ``TenantConfig`` fields."""
+    return Settings(
+        tenants={"t": TenantConfig(name="t", issuer="t", keys=(), **fields)}
+    ).storage_policies()
+
 
 HIGH_WATER = 32 * 1024
 PAD = "x" * 10_000
@@ -102,21 +126,18 @@ async def collect(sock: Socket, n: int) -> list[int]:
 
 async def test_a_copy_link_stops_at_the_high_water_mark_and_catches_up_losslessly() -> None:
     broker = MemoryBroker(StoragePolicies())
-    await broker.start()
-    hub = Hub(broker)
-    sock = Socket(hub)
-    await sock.attach(address="feed", credit=100_000, **{"from": "^"})
-    await publish(broker, "feed", 400)  # 4 MB: far past the mark
-    await settle_loop()
-    sock.watch()
-    # It stopped one message past the mark, not 4 MB later.
-    assert sock.peak < HIGH_WATER + 2 * len(PAD)
-    got = await collect(sock, 400)
-    assert got == list(range(400))
-    assert sock.peak < HIGH_WATER + 2 * len(PAD)
-    assert hub.catch_ups > 0
-    await hub.close()
-    await broker.close()
+    async with hub_on(broker) as hub:
+        sock = Socket(hub)
+        await sock.attach(address="feed", credit=100_000, **{"from": "^"})
+        await publish(broker, "feed", 400)  # 4 MB: far past the mark
+        await settle_loop()
+        sock.watch()
+        # It stopped one message past the mark, not 4 MB later.
+        assert sock.peak < HIGH_WATER + 2 * len(PAD)
+        got = await collect(sock, 400)
+        assert got == list(range(400))
+        assert sock.peak < HIGH_WATER + 2 * len(PAD)
+        assert hub.catch_ups > 0
 
 
 async def test_a_catch_up_reads_no_more_than_the_outbox_has_room_for() -> None:
@@ -147,130 +168,118 @@ async def test_a_catch_up_reads_no_more_than_the_outbox_has_room_for() -> None:
 
 async def test_a_queue_link_stops_at_the_high_water_mark_and_returns_the_rest() -> None:
     broker = MemoryBroker(StoragePolicies())
-    await broker.start()
-    hub = Hub(broker)
-    await publish(broker, "jobs", 400)  # a backlog waiting for the first consumer
-    sock = Socket(hub)
-    await sock.attach(address="jobs", credit=1000, mode="move")
-    await settle_loop()
-    sock.watch()
-    assert sock.peak < HIGH_WATER + 2 * len(PAD)
-    got = await collect(sock, 400)
-    assert sorted(got) == list(range(400))
-    assert sock.peak < HIGH_WATER + 2 * len(PAD)
-    await hub.close()
-    await broker.close()
+    async with hub_on(broker) as hub:
+        await publish(broker, "jobs", 400)  # a backlog waiting for the first consumer
+        sock = Socket(hub)
+        await sock.attach(address="jobs", credit=1000, mode="move")
+        await settle_loop()
+        sock.watch()
+        assert sock.peak < HIGH_WATER + 2 * len(PAD)
+        got = await collect(sock, 400)
+        assert sorted(got) == list(range(400))
+        assert sock.peak < HIGH_WATER + 2 * len(PAD)
 
 
 async def test_one_live_reader_serves_every_local_link_of_an_address() -> None:
     broker = MemoryBroker(StoragePolicies())
-    await broker.start()
-    hub = Hub(broker)
-    socks = [Socket(hub) for _ in range(5)]
-    for s in socks:
-        await s.attach(address="news", credit=10)
-    topic = hub.topics[("t", "news")]
-    assert len(topic.subs) == 5 and topic.tail is not None
-    await publish(broker, "news", 3)
-    await settle_loop()
-    for s in socks:
-        assert [t["body"]["n"] for t in s.drain()] == [0, 1, 2]
-    await hub.close()
-    await broker.close()
+    async with hub_on(broker) as hub:
+        socks = [Socket(hub) for _ in range(5)]
+        for s in socks:
+            await s.attach(address="news", credit=10)
+        topic = hub.topics[("t", "news")]
+        assert len(topic.subs) == 5 and topic.tail is not None
+        await publish(broker, "news", 3)
+        await settle_loop()
+        for s in socks:
+            assert [t["body"]["n"] for t in s.drain()] == [0, 1, 2]
 
 
 async def test_a_link_the_protocol_detached_gets_no_more_transfers() -> None:
     broker = MemoryBroker(StoragePolicies())
-    await broker.start()
-    hub = Hub(broker)
-    sock = Socket(hub)
-    await sock.attach(address="news", credit=10)
-    # The client detaches; the gateway has not yet handed LinkEnded to the hub.
-    sock.conn.receive_text(json.dumps({"op": "detach", "ch": 1, "handle": 0}))
-    sock.conn.next_event()
-    sock.drain()
-    await publish(broker, "news", 2)
-    await settle_loop()
-    assert sock.drain() == []
-    await hub.close()
-    await broker.close()
+    async with hub_on(broker) as hub:
+        sock = Socket(hub)
+        await sock.attach(address="news", credit=10)
+        # The client detaches; the gateway has not yet handed LinkEnded to the hub.
+        sock.conn.receive_text(json.dumps({"op": "detach", "ch": 1, "handle": 0}))
+        sock.conn.next_event()
+        sock.drain()
+        await publish(broker, "news", 2)
+        await settle_loop()
+        assert sock.drain() == []
 
 
 async def test_credit_granted_while_the_outbox_is_full_resumes_once_it_drains() -> None:
     broker = MemoryBroker(StoragePolicies())
-    await broker.start()
-    hub = Hub(broker)
-    sock = Socket(hub)
-    await sock.attach(0, address="busy", credit=1000)
-    quiet = await sock.attach(1, address="quiet", credit=0)
-    sock.drain()
-    await broker.publish("t", "quiet", [NewMessage(body='"q1"', publisher="p")])
-    await publish(broker, "busy", 10)  # the outbox goes past the mark
-    await settle_loop()
-    assert not sock.outlet.has_room()
-    hub.credit(sock.send({"op": "flow", "ch": 1, "handle": 1, "credit": 10}).link)
-    await settle_loop()
-    got: list[Any] = []
-    for _ in range(10):
-        got += sock.drain()
+    async with hub_on(broker) as hub:
+        sock = Socket(hub)
+        await sock.attach(0, address="busy", credit=1000)
+        quiet = await sock.attach(1, address="quiet", credit=0)
+        sock.drain()
+        await broker.publish("t", "quiet", [NewMessage(body='"q1"', publisher="p")])
+        await publish(broker, "busy", 10)  # the outbox goes past the mark
         await settle_loop()
-    assert [t["body"] for t in got if t["handle"] == 1] == ["q1"]
-    assert quiet.attachment.live
-    await hub.close()
-    await broker.close()
+        assert not sock.outlet.has_room()
+        hub.credit(sock.send({"op": "flow", "ch": 1, "handle": 1, "credit": 10}).link)
+        await settle_loop()
+        got: list[Any] = []
+        for _ in range(10):
+            got += sock.drain()
+            await settle_loop()
+        assert [t["body"] for t in got if t["handle"] == 1] == ["q1"]
+        assert quiet.attachment.live
 
 
 async def test_a_filtered_link_with_little_credit_gets_every_match_once_in_order() -> None:
     broker = MemoryBroker(StoragePolicies())
-    await broker.start()
-    hub = Hub(broker)
-    sock = Socket(hub)
-    link = await sock.attach(address="feed", credit=3, filter={"subject": "a.*"})
-    subjects = ["a.x" if i % 3 else "b.x" for i in range(60)]
-    for start in (0, 30):  # two live batches
-        await broker.publish(
-            "t",
-            "feed",
-            [
-                NewMessage(body=str(i), publisher="p", subject=subjects[i])
-                for i in range(start, start + 30)
-            ],
-        )
-    got: list[int] = []
-    for _ in range(40):  # the client grants 3 more each time it has read what it got
-        await settle_loop()
-        frames = sock.drain()
-        got += [t["body"] for t in frames]
-        assert [t["delivery"] for t in frames] == list(range(len(got) - len(frames), len(got)))
-        hub.credit(sock.send({"op": "flow", "ch": 1, "handle": 0, "credit": 3}).link)
-    assert got == [i for i in range(60) if subjects[i] == "a.x"]
-    assert link.attachment.live
-    await hub.close()
-    await broker.close()
+    async with hub_on(broker) as hub:
+        sock = Socket(hub)
+        link = await sock.attach(address="feed", credit=3, filter={"subject": "a.*"})
+        subjects = ["a.x" if i % 3 else "b.x" for i in range(60)]
+        for start in (0, 30):  # two live batches
+            await broker.publish(
+                "t",
+                "feed",
+                [
+                    NewMessage(body=str(i), publisher="p", subject=subjects[i])
+                    for i in range(start, start + 30)
+                ],
+            )
+        got: list[int] = []
+        for _ in range(40):  # the client grants 3 more each time it has read what it got
+            await settle_loop()
+            frames = sock.drain()
+            got += [t["body"] for t in frames]
+            assert [t["delivery"] for t in frames] == list(range(len(got) - len(frames), len(got)))
+            hub.credit(sock.send({"op": "flow", "ch": 1, "handle": 0, "credit": 3}).link)
+        assert got == [i for i in range(60) if subjects[i] == "a.x"]
+        assert link.attachment.live
 
 
 async def test_links_of_one_address_each_take_what_their_credit_allows_of_a_batch() -> None:
     broker = MemoryBroker(StoragePolicies())
-    await broker.start()
-    hub = Hub(broker)
-    socks = [Socket(hub) for _ in range(3)]
-    for credit, s in zip((0, 4, 100), socks, strict=True):
-        await s.attach(address="news", credit=credit)
-    await broker.publish("t", "news", [NewMessage(body=str(i), publisher="p") for i in range(10)])
-    await settle_loop()
-    assert [[t["body"] for t in s.drain()] for s in socks] == [[], [0, 1, 2, 3], list(range(10))]
-    # The two that ran out of credit left the live set; a grant catches them up from history.
-    assert [s.conn.sessions[1].links[0].attachment.live for s in socks] == [False, False, True]
-    for s in socks[:2]:
-        hub.credit(s.send({"op": "flow", "ch": 1, "handle": 0, "credit": 100}).link)
-    await settle_loop()
-    assert [[t["body"] for t in s.drain()] for s in socks] == [
-        list(range(10)),
-        list(range(4, 10)),
-        [],
-    ]
-    await hub.close()
-    await broker.close()
+    async with hub_on(broker) as hub:
+        socks = [Socket(hub) for _ in range(3)]
+        for credit, s in zip((0, 4, 100), socks, strict=True):
+            await s.attach(address="news", credit=credit)
+        await broker.publish(
+            "t", "news", [NewMessage(body=str(i), publisher="p") for i in range(10)]
+        )
+        await settle_loop()
+        assert [[t["body"] for t in s.drain()] for s in socks] == [
+            [],
+            [0, 1, 2, 3],
+            list(range(10)),
+        ]
+        # The two that ran out of credit left the live set; a grant catches them up from history.
+        assert [s.conn.sessions[1].links[0].attachment.live for s in socks] == [False, False, True]
+        for s in socks[:2]:
+            hub.credit(s.send({"op": "flow", "ch": 1, "handle": 0, "credit": 100}).link)
+        await settle_loop()
+        assert [[t["body"] for t in s.drain()] for s in socks] == [
+            list(range(10)),
+            list(range(4, 10)),
+            [],
+        ]
 
 
 class LaggingTail(MemoryBroker):
@@ -285,21 +294,18 @@ class LaggingTail(MemoryBroker):
 
 async def test_a_late_live_batch_never_moves_a_caught_up_cursor_back() -> None:
     broker = LaggingTail(StoragePolicies())
-    await broker.start()
-    hub = Hub(broker)
-    first = Socket(hub)
-    await first.attach(address="feed", credit=1000)
-    await broker.publish("t", "feed", [NewMessage(body=str(n), publisher="p") for n in (1, 2)])
-    await asyncio.sleep(0.1)  # the live reader has passed 2
-    await broker.publish("t", "feed", [NewMessage(body=str(n), publisher="p") for n in (3, 4)])
-    await broker.publish("t", "feed", [NewMessage(body=str(n), publisher="p") for n in (5, 6)])
-    late = Socket(hub)
-    await late.attach(address="feed", credit=1000, **{"from": "^"})  # reads 1..6 from history
-    await asyncio.sleep(0.3)  # the live batches [3, 4] and [5, 6] arrive after that
-    assert [t["body"] for t in late.drain()] == [1, 2, 3, 4, 5, 6]
-    assert [t["body"] for t in first.drain()] == [1, 2, 3, 4, 5, 6]
-    await hub.close()
-    await broker.close()
+    async with hub_on(broker) as hub:
+        first = Socket(hub)
+        await first.attach(address="feed", credit=1000)
+        await broker.publish("t", "feed", [NewMessage(body=str(n), publisher="p") for n in (1, 2)])
+        await asyncio.sleep(0.1)  # the live reader has passed 2
+        await broker.publish("t", "feed", [NewMessage(body=str(n), publisher="p") for n in (3, 4)])
+        await broker.publish("t", "feed", [NewMessage(body=str(n), publisher="p") for n in (5, 6)])
+        late = Socket(hub)
+        await late.attach(address="feed", credit=1000, **{"from": "^"})  # reads 1..6 from history
+        await asyncio.sleep(0.3)  # the live batches [3, 4] and [5, 6] arrive after that
+        assert [t["body"] for t in late.drain()] == [1, 2, 3, 4, 5, 6]
+        assert [t["body"] for t in first.drain()] == [1, 2, 3, 4, 5, 6]
 
 
 class SlowSettle(MemoryBroker):
@@ -312,29 +318,26 @@ class SlowSettle(MemoryBroker):
 
 async def test_a_queue_link_detached_while_the_pump_awaits_gets_no_transfer() -> None:
     broker = SlowSettle(StoragePolicies())
-    await broker.start()
-    hub = Hub(broker)
-    a = Socket(hub)
-    link = await a.attach(address="jobs", mode="move", credit=1, lease=200)
-    b = Socket(hub)
-    await b.attach(address="jobs", mode="move", credit=5, filter={"subject": "nomatch"})
-    await broker.publish("t", "jobs", [NewMessage(body='"m1"', publisher="p")])
-    await asyncio.sleep(0.05)
-    assert [t["body"] for t in a.drain()] == ["m1"]
-    await asyncio.sleep(0.3)  # a's lease on m1 runs out
-    await broker.publish("t", "jobs", [NewMessage(body='"m2"', publisher="p")])
-    hub.credit(a.send({"op": "flow", "ch": 1, "handle": 0, "credit": 5}).link)
-    await asyncio.sleep(0.02)  # the pump is awaiting the broker
-    event = a.send({"op": "detach", "ch": 1, "handle": 0})
-    assert isinstance(event, LinkEnded)
-    await hub.detach(link, event.unsettled)
-    await asyncio.sleep(0.3)
-    assert a.drain() == []
-    # Nothing stays leased to the consumer that left: both can be claimed at once.
-    claimed = await broker.claim("t", "jobs", "default", "someone", 10, 1000)
-    assert sorted(d.message.body for d in claimed) == ['"m1"', '"m2"']
-    await hub.close()
-    await broker.close()
+    async with hub_on(broker) as hub:
+        a = Socket(hub)
+        link = await a.attach(address="jobs", mode="move", credit=1, lease=200)
+        b = Socket(hub)
+        await b.attach(address="jobs", mode="move", credit=5, filter={"subject": "nomatch"})
+        await broker.publish("t", "jobs", [NewMessage(body='"m1"', publisher="p")])
+        await asyncio.sleep(0.05)
+        assert [t["body"] for t in a.drain()] == ["m1"]
+        await asyncio.sleep(0.3)  # a's lease on m1 runs out
+        await broker.publish("t", "jobs", [NewMessage(body='"m2"', publisher="p")])
+        hub.credit(a.send({"op": "flow", "ch": 1, "handle": 0, "credit": 5}).link)
+        await asyncio.sleep(0.02)  # the pump is awaiting the broker
+        event = a.send({"op": "detach", "ch": 1, "handle": 0})
+        assert isinstance(event, LinkEnded)
+        await hub.detach(link, event.unsettled)
+        await asyncio.sleep(0.3)
+        assert a.drain() == []
+        # Nothing stays leased to the consumer that left: both can be claimed at once.
+        claimed = await broker.claim("t", "jobs", "default", "someone", 10, 1000)
+        assert sorted(d.message.body for d in claimed) == ['"m1"', '"m2"']
 
 
 class FailingSettle(MemoryBroker):
@@ -348,19 +351,16 @@ class FailingSettle(MemoryBroker):
 
 async def test_a_failed_release_on_detach_does_not_leave_the_group_pump_behind() -> None:
     broker = FailingSettle(StoragePolicies())
-    await broker.start()
-    hub = Hub(broker)
-    sock = Socket(hub)
-    link = await sock.attach(address="jobs", mode="move", credit=5)
-    await broker.publish("t", "jobs", [NewMessage(body="1", publisher="p")])
-    await asyncio.sleep(0.05)
-    broker.failing = True
-    event = sock.send({"op": "detach", "ch": 1, "handle": 0})
-    with pytest.raises(BrokerUnavailable):
-        await hub.detach(link, event.unsettled)
-    assert ("t", "jobs", "default") not in hub.pumps
-    await hub.close()
-    await broker.close()
+    async with hub_on(broker) as hub:
+        sock = Socket(hub)
+        link = await sock.attach(address="jobs", mode="move", credit=5)
+        await broker.publish("t", "jobs", [NewMessage(body="1", publisher="p")])
+        await asyncio.sleep(0.05)
+        broker.failing = True
+        event = sock.send({"op": "detach", "ch": 1, "handle": 0})
+        with pytest.raises(BrokerUnavailable):
+            await hub.detach(link, event.unsettled)
+        assert ("t", "jobs", "default") not in hub.pumps
 
 
 def _ints(frames: list[dict[str, Any]]) -> list[int]:
@@ -387,62 +387,49 @@ async def _small(broker: MemoryBroker, address: str, numbers: range) -> None:
 
 async def test_a_link_granting_one_credit_at_a_time_catches_up_from_memory() -> None:
     broker = MemoryBroker(StoragePolicies())
-    await broker.start()
-    hub = Hub(broker)
-    sock = Socket(hub)
-    fast = Socket(hub)
-    link = await sock.attach(address="feed", credit=1)
-    await fast.attach(address="feed", credit=1000)
-    for start in range(0, 200, 50):
-        await _small(broker, "feed", range(start, start + 50))
-    got = await _one_at_a_time(sock, link, 400)
-    assert got == list(range(200))
-    assert _ints(fast.drain()) == list(range(200))
-    # It fell behind on every message and never read the broker to catch up.
-    assert hub.catch_ups >= 199
-    assert hub.broker_catch_ups == 0
-    # Everyone is live again: the topic keeps nothing.
-    await _small(broker, "feed", range(200, 201))
-    assert hub.topics[("t", "feed")].recent == []
-    await hub.close()
-    await broker.close()
+    async with hub_on(broker) as hub:
+        sock = Socket(hub)
+        fast = Socket(hub)
+        link = await sock.attach(address="feed", credit=1)
+        await fast.attach(address="feed", credit=1000)
+        for start in range(0, 200, 50):
+            await _small(broker, "feed", range(start, start + 50))
+        got = await _one_at_a_time(sock, link, 400)
+        assert got == list(range(200))
+        assert _ints(fast.drain()) == list(range(200))
+        # It fell behind on every message and never read the broker to catch up.
+        assert hub.catch_ups >= 199
+        assert hub.broker_catch_ups == 0
+        # Everyone is live again: the topic keeps nothing.
+        await _small(broker, "feed", range(200, 201))
+        assert hub.topics[("t", "feed")].recent == []
 
 
 async def test_memory_never_gives_a_late_link_what_retention_dropped() -> None:
-    settings = Settings(
-        tenants={"t": TenantConfig(name="t", issuer="t", keys=(), retention_max_len=3)}
-    )
-    broker = MemoryBroker(settings.storage_policies())
-    await broker.start()
-    hub = Hub(broker, policies=settings.storage_policies())
-    sock = Socket(hub)
-    link = await sock.attach(address="feed", credit=1)
-    await _small(broker, "feed", range(10))
-    got = await _one_at_a_time(sock, link, 20)
-    # The first went live; of the rest, the broker keeps 3, and so does the topic's memory.
-    assert got == [0, 7, 8, 9]
-    await hub.close()
-    await broker.close()
+    policies = tenant_t(retention_max_len=3)
+    broker = MemoryBroker(policies)
+    async with hub_on(broker, policies) as hub:
+        sock = Socket(hub)
+        link = await sock.attach(address="feed", credit=1)
+        await _small(broker, "feed", range(10))
+        got = await _one_at_a_time(sock, link, 20)
+        # The first went live; of the rest, the broker keeps 3, and so does the topic's memory.
+        assert got == [0, 7, 8, 9]
 
 
 async def test_memory_never_gives_a_late_link_what_age_retention_dropped() -> None:
-    settings = Settings(
-        tenants={"t": TenantConfig(name="t", issuer="t", keys=(), retention_max_age_ms=200)}
-    )
-    broker = MemoryBroker(settings.storage_policies())
-    await broker.start()
-    hub = Hub(broker, policies=settings.storage_policies())
-    sock = Socket(hub)
-    link = await sock.attach(address="feed", credit=1)
-    await _small(broker, "feed", range(5))
-    await settle_loop()
-    assert _ints(sock.drain()) == [0]
-    await asyncio.sleep(0.3)  # past the retention age: 1..4 are gone from the broker
-    await _small(broker, "feed", range(5, 6))
-    got = await _one_at_a_time(sock, link, 10)
-    hub.credit(sock.send({"op": "flow", "ch": 1, "handle": 0, "credit": 1}).link)
-    got += await _one_at_a_time(sock, link, 10)
-    assert got == [5]
-    assert hub.broker_catch_ups > 0
-    await hub.close()
-    await broker.close()
+    policies = tenant_t(retention_max_age_ms=200)
+    broker = MemoryBroker(policies)
+    async with hub_on(broker, policies) as hub:
+        sock = Socket(hub)
+        link = await sock.attach(address="feed", credit=1)
+        await _small(broker, "feed", range(5))
+        await settle_loop()
+        assert _ints(sock.drain()) == [0]
+        await asyncio.sleep(0.3)  # past the retention age: 1..4 are gone from the broker
+        await _small(broker, "feed", range(5, 6))
+        got = await _one_at_a_time(sock, link, 10)
+        hub.credit(sock.send({"op": "flow", "ch": 1, "handle": 0, "credit": 1}).link)
+        got += await _one_at_a_time(sock, link, 10)
+        assert got == [5]
+        assert hub.broker_catch_ups > 0

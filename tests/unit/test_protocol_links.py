@@ -290,12 +290,13 @@ def test_an_attach_with_an_invalid_address_is_detached_and_the_session_goes_on(
     h.attach_sender(1, 5)  # the session works
 
 
-def test_an_attach_without_an_address_is_detached() -> None:
+@pytest.mark.parametrize(("field", "handle"), [("address", 4), ("role", 3)])
+def test_an_attach_without_an_address_or_a_role_is_detached(field: str, handle: int) -> None:
     h = opened()
-    frame = attach_frame(4)
-    del frame["address"]
+    frame = attach_frame(handle)
+    del frame[field]
     h.send(frame)
-    refused_at_link_scope(h, 4, INVALID)
+    refused_at_link_scope(h, handle, INVALID)
 
 
 def test_an_address_of_255_characters_is_accepted() -> None:
@@ -355,14 +356,6 @@ def test_an_attach_with_an_invalid_field_is_detached_with_invalid_frame(
 ) -> None:
     h = opened()
     h.send(attach_frame(3, **fields))
-    refused_at_link_scope(h, 3, INVALID)
-
-
-def test_an_attach_without_a_role_is_detached() -> None:
-    h = opened()
-    frame = attach_frame(3)
-    del frame["role"]
-    h.send(frame)
     refused_at_link_scope(h, 3, INVALID)
 
 

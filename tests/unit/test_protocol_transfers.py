@@ -45,6 +45,14 @@ def only_request(h: Harness) -> PublishRequested:
     return requests[0]
 
 
+def one_item(**fields: Any) -> PublishItem:
+    """The item of the one request a transfer with ``fields`` makes on a fresh sender link."""
+    h = opened()
+    h.attach_sender(1, 0)
+    h.send(transfer(1, 0, 0, **fields))
+    return only_request(h).items[0]
+
+
 def disposition(first: int, last: int, outcome: str = "accepted", **fields: Any) -> dict[str, Any]:
     """A server disposition frame as settle_publish sends it."""
     return {
@@ -113,17 +121,11 @@ def test_a_transfer_is_reported_as_a_publish_request_with_its_props() -> None:
     ],
 )
 def test_the_body_is_kept_as_compact_json_text(body: Any, text: str) -> None:
-    h = opened()
-    h.attach_sender(1, 0)
-    h.send(transfer(1, 0, 0, body=body))
-    assert only_request(h).items[0].body == text
+    assert one_item(body=body).body == text
 
 
 def test_an_integer_beyond_64_bits_in_the_body_is_kept_exactly() -> None:
-    h = opened()
-    h.attach_sender(1, 0)
-    h.send(transfer(1, 0, 0, body={"id": 2**70}))
-    assert only_request(h).items[0].body == '{"id":' + str(2**70) + "}"
+    assert one_item(body={"id": 2**70}).body == '{"id":' + str(2**70) + "}"
 
 
 def test_a_body_number_too_large_for_a_double_closes_with_invalid_frame() -> None:
@@ -143,10 +145,7 @@ def test_a_transfer_without_body_has_a_null_body_and_no_props() -> None:
 
 
 def test_a_settled_transfer_is_reported_settled() -> None:
-    h = opened()
-    h.attach_sender(1, 0)
-    h.send(transfer(1, 0, 0, settled=True))
-    assert only_request(h).items[0].settled is True
+    assert one_item(settled=True).settled is True
 
 
 def test_consecutive_transfers_on_one_link_come_as_one_request_in_order() -> None:
@@ -407,10 +406,7 @@ def test_a_settled_transfer_with_invalid_props_is_dropped_without_disposition() 
     ids=repr,
 )
 def test_valid_props_give_an_item_without_error(props: dict[str, Any]) -> None:
-    h = opened()
-    h.attach_sender(1, 0)
-    h.send(transfer(1, 0, 0, props=props))
-    assert only_request(h).items[0].error is None
+    assert one_item(props=props).error is None
 
 
 def test_one_invalid_item_does_not_spoil_the_others() -> None:
