@@ -95,7 +95,7 @@ class ServerConnection(OutgoingFrames):
     """The server end of one wsq.v1 connection."""
 
     def __init__(self, limits: Limits, on_output: Callable[[], None] | None = None) -> None:
-        super().__init__(limits.max_frame_bytes, on_output)
+        super().__init__(on_output)
         self.limits = limits
         self.state = ConnectionState.AWAIT_OPEN
         self.sessions: dict[int, Session] = {}
@@ -105,6 +105,9 @@ class ServerConnection(OutgoingFrames):
         # deque holds a 64-slot block (760 bytes), and an idle connection keeps both.
         self._pending: Fifo[Any] = Fifo()
         self._events: Fifo[Event] = Fifo()
+
+    def _max_message_bytes(self) -> int:
+        return self.limits.max_frame_bytes
 
     def _can(self, event: ConnectionEvent) -> bool:
         return (self.state, event) in CONNECTION_TRANSITIONS

@@ -24,13 +24,16 @@ def _batch(frames: list[str]) -> str:
 class OutgoingFrames:
     """Frames waiting to be written, and a heartbeat asked for."""
 
-    def __init__(self, max_frame_bytes: int, on_output: Callable[[], None] | None) -> None:
+    def __init__(self, on_output: Callable[[], None] | None) -> None:
         self._out: list[str] = []
         self.out_bytes = 0
         self._heartbeat_due = False
-        self._max_message_bytes = max_frame_bytes
         # Called when output appears where there was none (the writer wakes up).
         self._on_output = on_output
+
+    def _max_message_bytes(self) -> int:
+        """The largest message to write when the writer names no size (``max_frame_bytes``)."""
+        raise NotImplementedError
 
     def _emit(self, frame: dict[str, Any]) -> None:
         self._emit_raw(codec.dumps(frame))
@@ -71,7 +74,7 @@ class OutgoingFrames:
             self._out = []
             self.out_bytes = 0
             return out[0]
-        limit = max_bytes or self._max_message_bytes
+        limit = max_bytes or self._max_message_bytes()
         n = len(out)
         # A batch of k frames takes their bytes plus k + 1 characters ("[", "]", the commas).
         # out_bytes is exactly the bytes queued, so the common case (everything fits) needs no
