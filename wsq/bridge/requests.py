@@ -22,11 +22,6 @@ from wsq.core.props import as_int
 MAX_IDEMPOTENCY_KEY = 255
 
 
-def is_position(value: object) -> bool:
-    """A position ``<ms>-<seq>`` (the one grammar every front end and broker takes)."""
-    return is_valid_position(value)
-
-
 async def authenticate(request: Request, auth: Authenticator) -> Principal:
     """The principal of ``Authorization: Bearer <JWT>``; 401 otherwise."""
     header = request.headers.get("authorization")
@@ -62,7 +57,7 @@ def query_position(request: Request, name: str, default: str) -> str:
     text = request.query_params.get(name)
     if text is None:
         return default
-    if not is_position(text):
+    if not is_valid_position(text):
         raise InvalidFrame(f"'{name}' must be a position '<ms>-<seq>'")
     return text
 
@@ -135,7 +130,7 @@ def positions_field(obj: dict[str, Any], key: str, most: int) -> list[str]:
     if (
         not isinstance(value, list)
         or not 1 <= len(value) <= most
-        or not all(is_position(v) for v in value)
+        or not all(is_valid_position(v) for v in value)
     ):
         raise InvalidFrame(f"'{key}' must be a list of 1..{most} positions '<ms>-<seq>'")
     return list(dict.fromkeys(value))

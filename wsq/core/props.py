@@ -94,5 +94,4 @@ def _short_string(fields: Mapping[str, Any], key: str, name: Callable[[str], str
         return None
     if not isinstance(value, str) or len(value) > MAX_STRING_PROP:
         raise PropsError(f"{name(key)} must be a string of at most {MAX_STRING_PROP} characters")
-    assert isinstance(value, str)
     return value
