@@ -296,9 +296,11 @@ def describe_settings(settings: Settings, source: str | None) -> list[str]:
             f"{tenant.retention_max_age_ms}, dedup_window_ms {tenant.dedup_window_ms}, "
             f"idle_expiry_ms {tenant.idle_expiry_ms}"
         )
+        limit = tenant.max_deliveries or "0 (no limit)"
         lines.append(
-            f"  dead_letter {tenant.dead_letter or '(none: rejected messages are dropped)'}, "
-            f"redelivery_delay_ms {tenant.redelivery_delay_ms}, publish_rate {rate}"
+            f"  dead_letter {tenant.dead_letter or '(none: dead letters are dropped)'}, "
+            f"redelivery_delay_ms {tenant.redelivery_delay_ms}, max_deliveries {limit}, "
+            f"publish_rate {rate}"
         )
     return lines
 

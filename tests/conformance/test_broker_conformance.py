@@ -21,6 +21,7 @@ from wsq.broker.base import Broker
 from wsq.config import Settings, TenantConfig
 from wsq.core.addresses import Pattern
 from wsq.core.errors import IdempotencyKeyReused
+from wsq.core.limits import HANDOFF_MS
 from wsq.core.messages import Delivery, Message, NewMessage, Outcome
 from wsq.core.positions import START, parse_position
 
@@ -50,6 +51,8 @@ def broker_settings() -> Settings:
                 "short": _tenant("short", retention_max_len=SHORT_MAX_LEN),
                 "aging": _tenant("aging", retention_max_age_ms=AGING_MAX_AGE_MS),
                 "dl": _tenant("dl", dead_letter=DEAD_LETTER),
+                "limited": _tenant("limited", dead_letter=DEAD_LETTER, max_deliveries=2),
+                "limitdrop": _tenant("limitdrop", max_deliveries=1),
                 "nodedup": _tenant("nodedup", dedup_window_ms=0),
             }
         )
@@ -96,6 +99,24 @@ async def eventually(cond: Callable[[], bool], within: float = 3.0) -> None:
         if loop.time() > deadline:
             pytest.fail("condition not met in time")
         await asyncio.sleep(0.01)
+
+
+async def dead_letters(broker: Broker, tenant: str, start: str, n: int) -> list[Message]:
+    """The ``n`` dead letters stored after ``start`` (Redis copies them in the background)."""
+    got: list[Message] = []
+
+    async def read() -> None:
+        got[:] = (await broker.read(tenant, DEAD_LETTER, start, 100)).messages
+
+    for _ in range(300):
+        await read()
+        if len(got) >= n:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
+    await read()  # and no more than n
+    assert len(got) == n, bodies(got)
+    return got
 
 
 class Collector:
@@ -720,14 +741,14 @@ async def test_rejected_is_dead_lettered(broker: Broker, address: str) -> None:
     [d] = await broker.claim("dl", address, "g", "c1", 1, LEASE)
     await broker.settle("dl", address, "g", "c1", [d.message.id], Outcome.REJECTED)
     assert await broker.claim("dl", address, "g", "c2", 10, LEASE) == []
-    res = await broker.read("dl", DEAD_LETTER, start, 10)
-    [m] = res.messages
+    [m] = await dead_letters(broker, "dl", start, 1)
     assert m.body == '"x"'
     assert m.subject == "s.1"
     assert m.publisher == "bob"
     headers = dict(m.headers or {})
-    assert headers["x-dead-letter-from"] == address
-    assert headers["x-dead-letter-id"] == d.message.id
+    assert headers["dead_letter_from"] == address
+    assert headers["dead_letter_id"] == d.message.id
+    assert headers["dead_letter_reason"] == "rejected"
     assert headers["h"] == 1
     # The dead letter is in the same tenant only.
     assert (await broker.read(T, DEAD_LETTER, start, 10)).messages == []
@@ -849,6 +870,147 @@ async def test_competing_consumers_never_share_a_message(broker: Broker, address
     await asyncio.gather(*(consumer(f"c{i}") for i in range(5)))
     assert sorted(done) == list(range(n))
     assert len(released) == n // 4
+
+
+# -- move: the queue rules of contract section 5 -------------------------------------------------
+
+
+async def test_released_goes_to_another_consumer_that_wants_work(
+    broker: Broker, address: str
+) -> None:
+    await publish(broker, address, 0)
+    # c2 asked for work and got none: it wants work.
+    [d] = await broker.claim(T, address, "g", "c1", 1, LEASE, room=10)
+    assert await broker.claim(T, address, "g", "c2", 1, LEASE, room=10) == []
+    await broker.settle(T, address, "g", "c1", [d.message.id], Outcome.RELEASED)
+    # c1 still has room, but the message waits for c2.
+    assert await broker.claim(T, address, "g", "c1", 10, LEASE, room=10) == []
+    [d2] = await broker.claim(T, address, "g", "c2", 10, LEASE, room=10)
+    assert (d2.message.id, d2.redelivered) == (d.message.id, 0)
+
+
+async def test_released_comes_back_at_once_when_no_other_consumer_wants_work(
+    broker: Broker, address: str
+) -> None:
+    await publish(broker, address, 0, 1)
+    # c2 took all it asked for: it does not want more.
+    await broker.claim(T, address, "g", "c2", 1, LEASE, room=1)
+    [d] = await broker.claim(T, address, "g", "c1", 1, LEASE, room=10)
+    await broker.settle(T, address, "g", "c1", [d.message.id], Outcome.RELEASED)
+    [d2] = await broker.claim(T, address, "g", "c1", 10, LEASE, room=10)
+    assert d2.message.id == d.message.id
+
+
+async def test_a_consumer_that_left_no_longer_holds_released_work_back(
+    broker: Broker, address: str
+) -> None:
+    await publish(broker, address, 0)
+    [d] = await broker.claim(T, address, "g", "c1", 1, LEASE, room=10)
+    assert await broker.claim(T, address, "g", "c2", 1, LEASE, room=10) == []
+    await broker.leave(T, address, "g", "c2", [])
+    await broker.settle(T, address, "g", "c1", [d.message.id], Outcome.RELEASED)
+    assert dbodies(await broker.claim(T, address, "g", "c1", 10, LEASE, room=10)) == [0]
+
+
+async def test_released_returns_to_its_consumer_after_the_hand_over_wait(
+    broker: Broker, address: str
+) -> None:
+    await publish(broker, address, 0)
+    [d] = await broker.claim(T, address, "g", "c1", 1, LEASE, room=10)
+    assert await broker.claim(T, address, "g", "c2", 1, LEASE, room=10) == []
+    await broker.settle(T, address, "g", "c1", [d.message.id], Outcome.RELEASED)
+    assert await broker.claim(T, address, "g", "c1", 10, LEASE, room=10) == []
+    # c2 never claims (its socket is full, or its process died): c1 may take it back.
+    await asyncio.sleep(HANDOFF_MS / 1000 + 0.1)
+    assert dbodies(await broker.claim(T, address, "g", "c1", 10, LEASE, room=10)) == [0]
+
+
+async def test_an_expired_lease_goes_to_another_consumer_that_wants_work(
+    broker: Broker, address: str
+) -> None:
+    await publish(broker, address, 0)
+    [d] = await broker.claim(T, address, "g", "c1", 1, 100, room=10)
+    assert await broker.claim(T, address, "g", "c2", 1, LEASE, room=10) == []
+    await asyncio.sleep(0.25)
+    assert await broker.claim(T, address, "g", "c1", 10, LEASE, room=10) == []
+    [d2] = await broker.claim(T, address, "g", "c2", 10, LEASE, room=10)
+    assert (d2.message.id, d2.redelivered) == (d.message.id, 1)
+
+
+async def test_the_deliveries_of_a_consumer_that_left_are_counted(
+    broker: Broker, address: str
+) -> None:
+    await publish(broker, address, 0, 1, 2)
+    got = await broker.claim(T, address, "g", "c1", 2, LEASE, room=2)
+    await broker.leave(T, address, "g", "c1", [d.message.id for d in got])
+    again = await broker.claim(T, address, "g", "c2", 10, LEASE, room=10)
+    assert [(b, d.redelivered) for b, d in zip(dbodies(again), again, strict=True)] == [
+        (0, 1),
+        (1, 1),
+        (2, 0),
+    ]
+
+
+async def test_past_max_deliveries_a_message_is_dead_lettered(broker: Broker, address: str) -> None:
+    start = await broker.last_position("limited", DEAD_LETTER)
+    await publish(broker, address, "poison", tenant="limited")
+    [d] = await broker.claim("limited", address, "g", "c1", 1, LEASE)
+    assert d.redelivered == 0
+    await broker.leave("limited", address, "g", "c1", [d.message.id])
+    [d] = await broker.claim("limited", address, "g", "c2", 1, LEASE)
+    assert d.redelivered == 1
+    # The second failed delivery reaches max_deliveries = 2: never delivered again.
+    await broker.settle("limited", address, "g", "c2", [d.message.id], Outcome.MODIFIED)
+    [m] = await dead_letters(broker, "limited", start, 1)
+    assert bodies([m]) == ["poison"]
+    headers = dict(m.headers or {})
+    assert headers["dead_letter_from"] == address
+    assert headers["dead_letter_id"] == d.message.id
+    assert headers["dead_letter_reason"] == "delivery-limit"
+    await asyncio.sleep(REDELIVERY_DELAY_MS / 1000 + 0.1)
+    assert await broker.claim("limited", address, "g", "c3", 10, LEASE) == []
+
+
+async def test_an_expired_lease_past_max_deliveries_is_dead_lettered(
+    broker: Broker, address: str
+) -> None:
+    start = await broker.last_position("limited", DEAD_LETTER)
+    await publish(broker, address, "slow", tenant="limited")
+    for _ in range(2):
+        assert len(await broker.claim("limited", address, "g", "c1", 1, 100)) == 1
+        await asyncio.sleep(0.2)
+    # Claim serves the due lease: the message goes to the dead letters, not to c1.
+    assert await broker.claim("limited", address, "g", "c1", 1, LEASE) == []
+    [m] = await dead_letters(broker, "limited", start, 1)
+    assert dict(m.headers or {})["dead_letter_reason"] == "delivery-limit"
+
+
+async def test_past_max_deliveries_without_a_dead_letter_address_is_dropped_and_counted(
+    broker: Broker, address: str
+) -> None:
+    await publish(broker, address, 0, tenant="limitdrop")
+    before = broker.dead_letters_dropped
+    [d] = await broker.claim("limitdrop", address, "g", "c1", 1, LEASE)
+    await broker.settle("limitdrop", address, "g", "c1", [d.message.id], Outcome.MODIFIED)
+    await eventually(lambda: broker.dead_letters_dropped == before + 1)
+    await asyncio.sleep(REDELIVERY_DELAY_MS / 1000 + 0.1)
+    assert await broker.claim("limitdrop", address, "g", "c2", 10, LEASE) == []
+
+
+async def test_dead_letters_with_one_message_id_all_land(broker: Broker, address: str) -> None:
+    start = await broker.last_position("dl", DEAD_LETTER)
+    other = address + ".b"
+    for a in (address, other):
+        await broker.publish("dl", a, [new("order", message_id="order-17")])
+    await broker.publish("dl", address, [new("no id")])
+    for a in (address, other):
+        got = await broker.claim("dl", a, "g", "c1", 10, LEASE)
+        await broker.settle("dl", a, "g", "c1", [d.message.id for d in got], Outcome.REJECTED)
+    letters = await dead_letters(broker, "dl", start, 3)
+    assert sorted(bodies(letters)) == ["no id", "order", "order"]
+    assert sorted(str(m.headers["dead_letter_from"]) for m in letters if m.headers) == sorted(
+        [address, address, other]
+    )
 
 
 async def test_claim_count_zero(broker: Broker, address: str) -> None:

@@ -403,6 +403,7 @@ def test_check_config_ok(config: str, capsys: pytest.CaptureFixture[str]) -> Non
     assert "key 'k1': HS256, shared secret" in out
     assert "key 'j': RS256, JWKS https://idp.example/jwks" in out
     assert "broker: redis://:***@127.0.0.1:6379/0" in out
+    assert "max_deliveries 0 (no limit)" in out
     assert "configuration OK" in out
     assert SECRET not in out and "hunter2" not in out
 

@@ -164,6 +164,7 @@ def test_every_field(
     idle_expiry_ms = 3600000
     dead_letter = "dlq.acme"
     redelivery_delay_ms = 250
+    max_deliveries = 5
     publish_rate = 12.5
     keys = [
       {{ kid = "h1", alg = "HS512", secret = "{SECRET}" }},
@@ -219,6 +220,7 @@ def test_every_field(
         idle_expiry_ms=3600000,
         dead_letter="dlq.acme",
         redelivery_delay_ms=250,
+        max_deliveries=5,
         publish_rate=12.5,
     )
     beta = s.tenants["beta.team"]
@@ -453,6 +455,11 @@ INVALID: list[tuple[str, str]] = [
     (
         f"[tenants.acme]\n{KEY}\nredelivery_delay_ms = -5",
         r"redelivery_delay_ms: must be at least 0",
+    ),
+    (f"[tenants.acme]\n{KEY}\nmax_deliveries = -1", r"max_deliveries: must be at least 0"),
+    (
+        f"[tenants.acme]\n{KEY}\nmax_deliveries = 1e3",
+        r"max_deliveries: expected an integer",
     ),
     (
         f"[tenants.acme]\n{KEY}\npublish_rate = -1",

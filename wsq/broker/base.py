@@ -141,11 +141,19 @@ class Watchers(list[Watch]):
                 log.exception("group watcher failed")
 
 
-def dead_letter_copy(m: Message, address: str) -> NewMessage:
-    """What goes to the tenant's dead-letter address for a message rejected on ``address``."""
+#: ``dead_letter_reason`` of a dead letter (contract section 5, "Queue (move) rules").
+REJECTED = "rejected"
+DELIVERY_LIMIT = "delivery-limit"
+
+
+def dead_letter_copy(m: Message, address: str, reason: str) -> NewMessage:
+    """What goes to the tenant's dead-letter address for a message of ``address`` that was
+    rejected or went past the delivery limit. Brokers store it without dedup: its
+    ``message_id`` is kept for the reader, but two dead letters with one id both land."""
     headers: dict[str, Any] = dict(m.headers) if m.headers else {}
-    headers["x-dead-letter-from"] = address
-    headers["x-dead-letter-id"] = m.id
+    headers["dead_letter_from"] = address
+    headers["dead_letter_id"] = m.id
+    headers["dead_letter_reason"] = reason
     return NewMessage(
         body=m.body,
         publisher=m.publisher,
@@ -164,6 +172,10 @@ class Handle(Protocol):
 
 class Broker(ABC):
     """Storage of addresses for one gateway process. Every method is safe to call concurrently."""
+
+    #: Messages past ``max_deliveries`` dropped for want of a dead-letter address, and rejected
+    #: ones likewise, by this process (counted, as the contract says).
+    dead_letters_dropped: int = 0
 
     @abstractmethod
     async def start(self) -> None:
@@ -254,11 +266,28 @@ class Broker(ABC):
         count: int,
         lease_ms: int,
         subject_filter: Pattern | None = None,
+        room: int | None = None,
     ) -> list[Delivery]:
         """Lease up to ``count`` available messages (matching the filter) to ``consumer``.
 
-        Messages a filter does not match stay available to the group's other consumers.
+        Messages a filter does not match stay available to the group's other consumers. A
+        message that ``consumer`` released, or whose lease ran out on it, is left for another
+        consumer that wants work, for up to ``HANDOFF_MS`` (contract section 5).
+
+        ``room``: a standing consumer (a link) says how many it could take in all; the group
+        then records, across processes, whether it still wants work after this claim (it got
+        fewer than ``room``) until its next claim or ``leave``. None: a one-off consumer (an
+        HTTP claim), recorded as nothing.
         """
+
+    @abstractmethod
+    async def leave(
+        self, tenant: str, address: str, group: str, consumer: str, unsettled: Sequence[str]
+    ) -> None:
+        """``consumer`` is gone (its link, session or connection ended): it wants no more work,
+        and its ``unsettled`` deliveries ended without an outcome: each is counted in
+        ``redelivered`` and goes to another consumer first (or is dead-lettered past the
+        tenant's ``max_deliveries``)."""
 
     @abstractmethod
     async def settle(
@@ -272,7 +301,11 @@ class Broker(ABC):
     ) -> None:
         """End the leases ``consumer`` holds on ``ids`` with ``outcome``.
 
-        An id the consumer no longer holds (its lease expired and it went to another) is ignored.
+        ``released``: available at once, to another consumer first. ``modified``: counted in
+        ``redelivered``, available after the redelivery delay (dead-lettered past the tenant's
+        ``max_deliveries``). ``rejected``: dead-lettered, or dropped without a dead-letter
+        address. An id the consumer no longer holds (its lease expired and it went to another)
+        is ignored.
         """
 
     @abstractmethod

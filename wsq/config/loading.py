@@ -274,6 +274,10 @@ def _parse_tenant(
             "no wildcards)",
         )
     redelivery_delay_ms = t.get_int("redelivery_delay_ms", default.redelivery_delay_ms, minimum=0)
+    # 0: no limit. Bounded so that a typo cannot mean "forever" in disguise.
+    max_deliveries = t.get_int(
+        "max_deliveries", default.max_deliveries, minimum=0, maximum=1_000_000
+    )
     publish_rate = t.get_float("publish_rate", default.publish_rate, minimum=0.0)
     t.finish()
     return TenantConfig(
@@ -286,6 +290,7 @@ def _parse_tenant(
         idle_expiry_ms=idle_expiry_ms,
         dead_letter=dead_letter,
         redelivery_delay_ms=redelivery_delay_ms,
+        max_deliveries=max_deliveries,
         publish_rate=publish_rate,
     )
 

@@ -55,6 +55,7 @@ class TenantConfig:
     idle_expiry_ms: int = DEFAULT_POLICY.idle_expiry_ms
     dead_letter: str | None = DEFAULT_POLICY.dead_letter
     redelivery_delay_ms: int = DEFAULT_POLICY.redelivery_delay_ms
+    max_deliveries: int = DEFAULT_POLICY.max_deliveries
     # Publishes per second the tenant may make (HTTP bridge and WebSocket); 0 = unlimited.
     publish_rate: float = 0.0
 

@@ -35,3 +35,15 @@ MAX_LEASE_MS = 86_400_000
 
 #: A message's ``ttl`` (ms): up to a year.
 MAX_TTL_MS = 365 * 86_400_000
+
+#: Queue (move) rules, contract section 5: the most messages one link is handed per round, so
+#: that every consumer of a group with credit gets work.
+QUEUE_ROUND = 32
+#: How long (ms) a message released by a consumer, or whose lease ran out on it, waits for
+#: *another* consumer that wants work before it may go back to the same one. Another consumer
+#: with credit claims it within milliseconds; the wait only matters when the group believes one
+#: wants work that does not claim (its socket is full, or its process died unannounced).
+HANDOFF_MS = 1_000
+#: The most consumers a group remembers as wanting work: past it the record starts afresh
+#: (consumers of a process that died unannounced are never removed otherwise).
+MAX_WANTING = 4_096

@@ -1,4 +1,5 @@
-"""What a tenant's addresses keep: retention, dedup, idle expiry, dead letters, redelivery.
+"""What a tenant's addresses keep: retention, dedup, idle expiry, dead letters, redelivery,
+delivery limit.
 
 The brokers and the hub get this small policy, never the whole configuration (which holds JWT
 keys they have no business with). ``wsq.config`` builds it from each tenant's settings.
@@ -24,10 +25,14 @@ class StoragePolicy:
     dedup_window_ms: int = 10 * 60 * 1000
     #: An address with no activity for this long disappears (Redis: its keys expire).
     idle_expiry_ms: int = 7 * 24 * 3600 * 1000
-    #: Where move-mode "rejected" messages go: an address of the same tenant, or None to drop.
+    #: Where move-mode messages go that are rejected or past ``max_deliveries``: an address of
+    #: the same tenant, or None to drop them (counted).
     dead_letter: str | None = None
     #: How long a move-mode message settled "modified" waits before it is available again.
     redelivery_delay_ms: int = 1000
+    #: Move mode: the most deliveries of a message that end without an outcome (``redelivered``
+    #: counts them) before it is dead-lettered instead of delivered again. 0: no limit.
+    max_deliveries: int = 0
 
 
 DEFAULT_POLICY = StoragePolicy()

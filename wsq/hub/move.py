@@ -3,14 +3,22 @@
 One ``GroupPump`` per (tenant, address, group) claims messages from the broker for the local
 consumer links that have credit, whenever the broker says something may be claimable (a
 publish, a release, a lease or delay that ran out) or a consumer can take more.
+
+Fair share (contract section 5): the pump hands out work in rounds of at most ``QUEUE_ROUND``
+messages per link, taking turns over its links, and yields between rounds so that the pumps of
+the group on other hubs (other processes, over a shared broker) claim their turns too. Who gets
+what a consumer released or let expire is the broker's to decide (it knows every process's
+consumers): the pump tells it how much each link could take (``room``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING
 
 from wsq.broker.base import Handle
+from wsq.core.limits import QUEUE_ROUND
 from wsq.core.messages import Delivery, Outcome
 from wsq.core.wire import message_tail
 from wsq.hub.outlet import Outlet, Subscription
@@ -21,8 +29,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("wsq.hub")
 
-#: Messages one claim takes for one link at most.
-CLAIM_BATCH = 512
 #: Deliveries a move link holds unsettled at most: more wait in the group.
 MAX_UNSETTLED_PER_LINK = 1024
 
@@ -54,9 +60,11 @@ class MoveSub(Subscription):
         if self in pump.subs:
             pump.subs.remove(self)
         try:
-            if unsettled:
-                # The link is gone: its unsettled deliveries go to another consumer at once.
-                await pump.settle(self, unsettled, Outcome.RELEASED)
+            # The link is gone: it wants no more work, and its unsettled deliveries ended
+            # without an outcome (counted in ``redelivered``, to another consumer first).
+            await pump.hub.broker.leave(
+                pump.tenant, pump.address, pump.group, self.consumer, unsettled
+            )
         finally:
             # Even when the broker failed: a pump without consumers must not linger.
             if pump.subs:
@@ -98,14 +106,13 @@ class GroupPump:
             while self.dirty and self.subs:
                 self.dirty = False
                 got_any = False
-                # Rotate so that consumers take turns at the head of the line.
+                # One round: each link with credit gets a turn, the first turn moving on by one
+                # every round.
                 if len(self.subs) > 1:
                     self.subs.append(self.subs.pop(0))
                 for sub in list(self.subs):
                     link = sub.link
-                    room = min(
-                        link.credit, MAX_UNSETTLED_PER_LINK - len(link.unsettled), CLAIM_BATCH
-                    )
+                    room = min(link.credit, MAX_UNSETTLED_PER_LINK - len(link.unsettled))
                     if room <= 0 or link.state is not LinkState.ATTACHED:
                         continue
                     if not sub.outlet.has_room():
@@ -116,15 +123,14 @@ class GroupPump:
                         self.address,
                         self.group,
                         sub.consumer,
-                        room,
+                        min(room, QUEUE_ROUND),
                         link.lease_ms,
                         link.filter,
+                        room=room,
                     )
                     if not deliveries:
                         continue
                     got_any = True
-                    if len(self.subs) > 1 and any(d.redelivered for d in deliveries):
-                        deliveries = await self._prefer_others(sub, deliveries)
                     sent, back = self._send(sub, deliveries)
                     if back:
                         await self.settle(sub, back, Outcome.RELEASED)
@@ -133,6 +139,8 @@ class GroupPump:
                         await self.settle(sub, sent, Outcome.ACCEPTED)
                 if got_any:
                     self.dirty = True
+                    # Let the group's other pumps (and this process's sockets) have a turn.
+                    await asyncio.sleep(0)
         except Exception:
             log.exception("group pump failed for %s/%s", self.address, self.group)
             # Try again soon rather than going deaf.
@@ -166,17 +174,3 @@ class GroupPump:
         await self.hub.broker.settle(
             self.tenant, self.address, self.group, sub.consumer, ids, outcome
         )
-
-    async def _prefer_others(self, sub: MoveSub, deliveries: list[Delivery]) -> list[Delivery]:
-        """A message whose lease ran out on this very link goes to another consumer when one
-        has room: the link that let it expire is likely stuck on it."""
-        held = set(sub.link.unsettled.values()) if sub.link.unsettled else ()
-        back = [d for d in deliveries if d.redelivered and d.message.id in held]
-        if not back or not any(
-            other is not sub and other.link.credit > 0 and other.outlet.has_room()
-            for other in self.subs
-        ):
-            return deliveries
-        await self.settle(sub, [d.message.id for d in back], Outcome.RELEASED)
-        self.dirty = True
-        return [d for d in deliveries if d not in back]

@@ -22,7 +22,15 @@ import time
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 
-from wsq.broker.base import Broker, Tail, Watch, dead_letter_copy, fan_out
+from wsq.broker.base import (
+    DELIVERY_LIMIT,
+    REJECTED,
+    Broker,
+    Tail,
+    Watch,
+    dead_letter_copy,
+    fan_out,
+)
 from wsq.broker.memory.groups import Entry, EntryState, Group
 from wsq.broker.memory.log import START_POS, AddressLog, pos_of
 from wsq.core.addresses import Pattern
@@ -137,12 +145,15 @@ class MemoryBroker(Broker):
             lg.prune_idem(now, self.idempotency_max_entries)
         return PublishedOnce(list(results))
 
-    def _publish(self, lg: AddressLog, now: int, messages: Sequence[NewMessage]) -> list[Published]:
+    def _publish(
+        self, lg: AddressLog, now: int, messages: Sequence[NewMessage], dedup: bool = True
+    ) -> list[Published]:
+        """Store ``messages``; ``dedup=False`` for dead letters, which are never duplicates."""
         lg.touched = now
-        dedup_on = lg.cfg.dedup_window_ms > 0
+        dedup_on = dedup and lg.cfg.dedup_window_ms > 0
         if dedup_on:
             lg.prune_dedup(now, self.dedup_max_entries)
-        dedup = lg.dedup
+        seen = lg.dedup
         ms, seq = lg.last
         if now > ms:
             ms, seq = now, -1
@@ -151,7 +162,7 @@ class MemoryBroker(Broker):
         for nm in messages:
             mid = nm.message_id
             if mid is not None and dedup_on:
-                hit = dedup.get(mid)
+                hit = seen.get(mid)
                 if hit is not None:
                     out.append(Published(hit[1], duplicate=True))
                     continue
@@ -172,14 +183,14 @@ class MemoryBroker(Broker):
             new.append(m)
             out.append(Published(id_))
             if mid is not None and dedup_on:
-                dedup[mid] = (ms, id_)
+                seen[mid] = (ms, id_)
                 lg.dedup_order.append((ms, mid))
         if not new:
             return out
         lg.last = (ms, seq)
         lg.msgs.extend(new)
         lg.trim(now)
-        if dedup_on and len(dedup) > self.dedup_max_entries:
+        if dedup_on and len(seen) > self.dedup_max_entries:
             lg.prune_dedup(now, self.dedup_max_entries)
         if lg.tails:
             fan_out(lg.tails, new)
@@ -275,16 +286,17 @@ class MemoryBroker(Broker):
         count: int,
         lease_ms: int,
         subject_filter: Pattern | None = None,
+        room: int | None = None,
     ) -> list[Delivery]:
         now = self._now_ms()
         lg, g = self._group(tenant, address, group, now)
-        if g.expire(now):
-            g.watchers.notify()  # after this claim returns: it may leave some for others
+        self._expire(tenant, address, lg, g, now)
         out: list[Delivery] = []
         if count <= 0:
             return out
         ready = g.ready
         skipped: list[Entry] = []
+        others_wanting = g.others_want(consumer)
         msgs = lg.msgs
         n = len(msgs)
         i = bisect_right(msgs, g.cursor, lo=lg.head, key=pos_of)
@@ -311,9 +323,10 @@ class MemoryBroker(Broker):
                 if m.expires_at is not None and m.expires_at <= now:
                     g.remove(e)
                     continue
-                if subject_filter is not None and (
-                    m.subject is None or not subject_filter.matches(m.subject)
-                ):
+                if (
+                    subject_filter is not None
+                    and (m.subject is None or not subject_filter.matches(m.subject))
+                ) or g.avoids(e, consumer, now, others_wanting):
                     skipped.append(e)
                     continue
             else:
@@ -326,9 +339,11 @@ class MemoryBroker(Broker):
             out.append(Delivery(m, e.count))
         for e in skipped:
             g.make_ready(e)
-        if out:
+        if room is not None:
+            g.record_want(consumer, len(out) < room)
+        if out or skipped:
             g.compact_timers()
-            self._arm(g, now)
+            self._arm(tenant, address, lg, g, now)
         return out
 
     async def settle(
@@ -343,9 +358,9 @@ class MemoryBroker(Broker):
         now = self._now_ms()
         lg, g = self._group(tenant, address, group, now)
         entries = g.entries
-        rejected: list[Message] = []
+        dead: list[tuple[Message, str]] = []
         available = False
-        delay = lg.cfg.redelivery_delay_ms
+        cfg = lg.cfg
         for id_ in ids:
             e = entries.get(id_)
             if e is None or e.state is not EntryState.LEASED or e.consumer != consumer:
@@ -354,26 +369,73 @@ class MemoryBroker(Broker):
                 g.remove(e)
             elif outcome is Outcome.REJECTED:
                 g.remove(e)
-                rejected.append(e.msg)
+                dead.append((e.msg, REJECTED))
             else:
-                e.consumer = None
-                e.gen += 1
-                if outcome is Outcome.MODIFIED:
-                    e.count += 1
-                    if delay > 0:
-                        e.state = EntryState.DELAYED
-                        e.deadline = now + delay
-                        g.add_timer(e, e.deadline)
-                        continue
-                g.make_ready(e)
+                modified = outcome is Outcome.MODIFIED
+                fate = g.give_back(
+                    e,
+                    now,
+                    failed=modified,
+                    delay=cfg.redelivery_delay_ms if modified else 0,
+                    max_deliveries=cfg.max_deliveries,
+                )
+                if fate is EntryState.REMOVED:
+                    dead.append((e.msg, DELIVERY_LIMIT))
+                elif fate is EntryState.READY:
+                    available = True
+        self._after_give_back(tenant, address, lg, g, now, available, dead)
+
+    async def leave(
+        self, tenant: str, address: str, group: str, consumer: str, unsettled: Sequence[str]
+    ) -> None:
+        now = self._now_ms()
+        lg, g = self._group(tenant, address, group, now)
+        g.record_want(consumer, False)
+        dead: list[tuple[Message, str]] = []
+        available = False
+        for id_ in unsettled:
+            e = g.entries.get(id_)
+            if e is None or e.state is not EntryState.LEASED or e.consumer != consumer:
+                continue
+            fate = g.give_back(e, now, failed=True, delay=0, max_deliveries=lg.cfg.max_deliveries)
+            if fate is EntryState.REMOVED:
+                dead.append((e.msg, DELIVERY_LIMIT))
+            else:
                 available = True
-        self._arm(g, now)
+        self._after_give_back(tenant, address, lg, g, now, available, dead)
+
+    def _after_give_back(
+        self,
+        tenant: str,
+        address: str,
+        lg: AddressLog,
+        g: Group,
+        now: int,
+        available: bool,
+        dead: list[tuple[Message, str]],
+    ) -> None:
+        self._arm(tenant, address, lg, g, now)
         if available:
             g.watchers.notify()
-        dead_letter = lg.cfg.dead_letter
-        if rejected and dead_letter is not None:
-            copies = [dead_letter_copy(m, address) for m in rejected]
-            await self.publish(tenant, dead_letter, copies)
+        if dead:
+            self._dead_letter(tenant, address, lg, now, dead)
+
+    def _dead_letter(
+        self,
+        tenant: str,
+        address: str,
+        lg: AddressLog,
+        now: int,
+        dead: list[tuple[Message, str]],
+    ) -> None:
+        """Store what left a group for good (rejected, past the delivery limit) at the tenant's
+        dead-letter address, each one whatever its message_id; without one, count the drop."""
+        target = lg.cfg.dead_letter
+        if target is None:
+            self.dead_letters_dropped += len(dead)
+            return
+        copies = [dead_letter_copy(m, address, reason) for m, reason in dead]
+        self._publish(self._log(tenant, target, now), now, copies, dedup=False)
 
     async def renew(
         self,
@@ -385,7 +447,7 @@ class MemoryBroker(Broker):
         lease_ms: int,
     ) -> list[str]:
         now = self._now_ms()
-        _, g = self._group(tenant, address, group, now)
+        lg, g = self._group(tenant, address, group, now)
         entries = g.entries
         deadline = now + lease_ms
         renewed: list[str] = []
@@ -399,7 +461,7 @@ class MemoryBroker(Broker):
             renewed.append(id_)
         if renewed:
             g.compact_timers()
-            self._arm(g, now)
+            self._arm(tenant, address, lg, g, now)
         return renewed
 
     def watch_group(
@@ -417,7 +479,16 @@ class MemoryBroker(Broker):
                 g.watchers.notify()
         return w
 
-    def _arm(self, g: Group, now: int) -> None:
+    def _expire(self, tenant: str, address: str, lg: AddressLog, g: Group, now: int) -> None:
+        """Serve the group's due deadlines; tell its watchers if anything became claimable
+        (after the caller returns: a claim may leave some for others)."""
+        available, dead = g.expire(now, lg.cfg.max_deliveries)
+        if available:
+            g.watchers.notify()
+        if dead:
+            self._dead_letter(tenant, address, lg, now, [(e.msg, DELIVERY_LIMIT) for e in dead])
+
+    def _arm(self, tenant: str, address: str, lg: AddressLog, g: Group, now: int) -> None:
         """Keep one timer per group, set for its earliest deadline."""
         when = g.next_deadline()
         if when is None or self._closed:
@@ -431,15 +502,16 @@ class MemoryBroker(Broker):
             g.timer.cancel()
         # One ms late rather than early: the clock's ms are truncated.
         delay = max(0, when - now + 1) / 1000
-        g.timer = asyncio.get_running_loop().call_later(delay, self._on_timer, g)
+        g.timer = asyncio.get_running_loop().call_later(
+            delay, self._on_timer, tenant, address, lg, g
+        )
         g.timer_at = when
 
-    def _on_timer(self, g: Group) -> None:
+    def _on_timer(self, tenant: str, address: str, lg: AddressLog, g: Group) -> None:
         g.timer = None
         now = self._now_ms()
-        if g.expire(now):
-            g.watchers.notify()
-        self._arm(g, now)
+        self._expire(tenant, address, lg, g, now)
+        self._arm(tenant, address, lg, g, now)
 
     # -- reconciliation ----------------------------------------------------------------------
 

@@ -46,6 +46,7 @@ class RedisBroker(ConsumerGroups, Broker):
         self._clients = RedisClients(url)
         self._reader = LiveReader(self._clients, policies)
         self._group_watches = {}
+        self._dead_letterers = set()
         self._closed = False
 
     @property
@@ -90,6 +91,12 @@ class RedisBroker(ConsumerGroups, Broker):
     ) -> PublishedOnce:
         return await self._publish(tenant, address, messages, key, fingerprint)
 
+    async def _publish_dead(
+        self, tenant: str, address: str, messages: Sequence[NewMessage]
+    ) -> list[Published]:
+        """Dead letters are stored whatever their message_id: no dedup (contract section 5)."""
+        return (await self._publish(tenant, address, messages, None, "", dedup=False)).results
+
     async def _publish(
         self,
         tenant: str,
@@ -97,6 +104,7 @@ class RedisBroker(ConsumerGroups, Broker):
         messages: Sequence[NewMessage],
         key: str | None,
         fingerprint: str,
+        dedup: bool = True,
     ) -> PublishedOnce:
         if self._closed:
             raise BrokerUnavailable("the broker is closed")
@@ -120,7 +128,7 @@ class RedisBroker(ConsumerGroups, Broker):
             ik,
             fingerprint,
         ]
-        dedup = cfg.dedup_window_ms > 0
+        dedup = dedup and cfg.dedup_window_ms > 0
         items: list[str] = []
         stored: list[list[str]] = []
         for nm in messages:

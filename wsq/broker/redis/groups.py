@@ -2,9 +2,12 @@
 
 A leased message sits in its consumer's PEL with a lease deadline; released, expired and
 filter-skipped ones are moved (XCLAIM) to the pseudo consumer ``~ready``, modified ones to
-``~delay`` until their delay is over. ``claim`` serves ``~ready`` first (oldest first: everything
-there is older than what the group has not read yet), then XREADGROUP. The Lua scripts
-(``lua/claim.lua``, ``settle.lua``, ``renew.lua``, ``poll.lua``) do each step atomically.
+``~delay`` until their delay is over, rejected ones and those past the delivery limit to
+``~dead`` until a process has copied them to the dead-letter address. ``claim`` serves
+``~ready`` first (oldest first: everything there is older than what the group has not read yet),
+then XREADGROUP. The group records who last held each message and which consumers want work,
+so the queue rules of contract section 5 hold across processes. The Lua scripts
+(``lua/group.lua`` and the scripts that need it) do each step atomically.
 
 A group watched in this process has one timer for its next deadline (Redis time), polls at least
 every ``GROUP_POLL_S``, and hears of publishes and releases through the live reader's notices.
@@ -28,8 +31,9 @@ from wsq.broker.redis.keys import address_base, group_keys
 from wsq.broker.redis.reader import GroupWatch, LiveReader
 from wsq.core.addresses import Pattern
 from wsq.core.errors import BrokerUnavailable
+from wsq.core.limits import HANDOFF_MS
 from wsq.core.messages import Delivery, NewMessage, Outcome, Published
-from wsq.core.policy import StoragePolicies
+from wsq.core.policy import StoragePolicies, StoragePolicy
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,20 @@ log = logging.getLogger(__name__)
 GROUP_POLL_S = 1.0
 #: Entries claim looks at per call beyond what it leases (filter skips, expired).
 CLAIM_SCAN = 1024
+#: How long (ms) a process may take to copy a batch of dead letters before another may.
+DEAD_LETTER_LEASE_MS = 30_000
+
+_OUTCOME_CODES = {
+    Outcome.ACCEPTED: "a",
+    Outcome.REJECTED: "j",
+    Outcome.RELEASED: "r",
+    Outcome.MODIFIED: "m",
+}
+
+
+def _rules(cfg: StoragePolicy) -> tuple[int, int, int]:
+    """The tenant's queue rules as the scripts take them (``policy`` in ``lua/group.lua``)."""
+    return cfg.max_deliveries, 1 if cfg.dead_letter is not None else 0, HANDOFF_MS
 
 
 class ConsumerGroups:
@@ -48,10 +66,13 @@ class ConsumerGroups:
     _policies: StoragePolicies
     # The group watches of this process.
     _group_watches: dict[tuple[str, str, str], GroupWatch]
+    # Groups whose dead letters this process is copying now: one copier per group.
+    _dead_letterers: set[tuple[str, str, str]]
+    dead_letters_dropped: int
 
     if TYPE_CHECKING:
-        # RedisBroker's: dead letters are published as any message is.
-        async def publish(
+        # RedisBroker's: dead letters are published as any message is, without dedup.
+        async def _publish_dead(
             self, tenant: str, address: str, messages: Sequence[NewMessage]
         ) -> list[Published]: ...
 
@@ -70,6 +91,7 @@ class ConsumerGroups:
         count: int,
         lease_ms: int,
         subject_filter: Pattern | None = None,
+        room: int | None = None,
     ) -> list[Delivery]:
         if count <= 0:
             return []
@@ -87,10 +109,13 @@ class ConsumerGroups:
                 subject_filter.text if subject_filter is not None else "",
                 cfg.idle_expiry_ms,
                 count + CLAIM_SCAN,
+                -1 if room is None else room,
+                *_rules(cfg),
             ),
         )
         self._deadline(tenant, address, group, rows[0], rows[1])
-        return [Delivery(entry_message(id_, flat), int(n)) for id_, flat, n in rows[2:]]
+        self._after_group_change(tenant, address, group, bool(rows[2]), int(rows[3]))
+        return [Delivery(entry_message(id_, flat), int(n)) for id_, flat, n in rows[4:]]
 
     async def settle(
         self,
@@ -101,46 +126,32 @@ class ConsumerGroups:
         ids: Sequence[str],
         outcome: Outcome,
     ) -> None:
-        if not ids:
-            return
+        if ids:
+            await self._settle(tenant, address, group, consumer, ids, _OUTCOME_CODES[outcome])
+
+    async def leave(
+        self, tenant: str, address: str, group: str, consumer: str, unsettled: Sequence[str]
+    ) -> None:
+        await self._settle(tenant, address, group, consumer, unsettled, "x")
+
+    async def _settle(
+        self,
+        tenant: str,
+        address: str,
+        group: str,
+        consumer: str,
+        ids: Sequence[str],
+        code: str,
+    ) -> None:
         cfg = self._policies.of(tenant)
         base = address_base(tenant, address)
-        keys = (f"{base}:s", *group_keys(base, group))
-        code = {
-            Outcome.ACCEPTED: "a",
-            Outcome.RELEASED: "r",
-            Outcome.MODIFIED: "m",
-            Outcome.REJECTED: "a",
-        }[outcome]
-        if outcome is Outcome.REJECTED and cfg.dead_letter is not None:
-            # Dead-letter first, then remove: a failure in between redelivers, never loses.
-            held = await self._clients.run(
-                "settle",
-                keys,
-                (
-                    group,
-                    consumer,
-                    "h",
-                    0,
-                    f"{base}:p",
-                    self._clients.publish_verb,
-                    cfg.idle_expiry_ms,
-                    *ids,
-                ),
-            )
-            dead = [entry_message(id_, flat) for id_, flat in held[3:]]
-            if not dead:
-                return
-            await self.publish(
-                tenant, cfg.dead_letter, [dead_letter_copy(m, address) for m in dead]
-            )
-            ids = [m.id for m in dead]
         rows = await self._clients.run(
             "settle",
-            keys,
+            (f"{base}:s", *group_keys(base, group)),
             (
                 *(group, consumer, code, cfg.redelivery_delay_ms),
                 *(f"{base}:p", self._clients.publish_verb, cfg.idle_expiry_ms),
+                *_rules(cfg),
                 *ids,
             ),
         )
@@ -149,6 +160,51 @@ class ConsumerGroups:
             gw = self._group_watches.get((tenant, address, group))
             if gw is not None:
                 gw.watchers.notify()
+        self._after_group_change(tenant, address, group, bool(rows[3]), int(rows[4]))
+
+    def _after_group_change(
+        self, tenant: str, address: str, group: str, dead: bool, dropped: int
+    ) -> None:
+        """A script moved messages out of the group: count the dropped, copy the dead."""
+        self.dead_letters_dropped += dropped
+        key = (tenant, address, group)
+        if dead and key not in self._dead_letterers:
+            self._dead_letterers.add(key)
+            self._reader.spawn(self._dead_letter(key))
+
+    async def _dead_letter(self, key: tuple[str, str, str]) -> None:
+        """Copy the group's dead letters to the tenant's dead-letter address, then remove them
+        from the group: a failure in between leaves them to copy again (never lost; a copy may
+        land twice then, which dead letters allow)."""
+        tenant, address, group = key
+        base = address_base(tenant, address)
+        keys = (f"{base}:s", group_keys(base, group)[0], group_keys(base, group)[2])
+        try:
+            while True:
+                cfg = self._policies.of(tenant)
+                rows = await self._clients.run(
+                    "dead", keys, (group, "t", DEAD_LETTER_LEASE_MS, cfg.idle_expiry_ms)
+                )
+                if not rows:
+                    return
+                taken = [(entry_message(id_, flat), str(reason)) for id_, flat, reason in rows]
+                if cfg.dead_letter is None:
+                    self.dead_letters_dropped += len(taken)
+                else:
+                    await self._publish_dead(
+                        tenant,
+                        cfg.dead_letter,
+                        [dead_letter_copy(m, address, reason) for m, reason in taken],
+                    )
+                await self._clients.run(
+                    "dead",
+                    keys,
+                    (group, "d", 0, cfg.idle_expiry_ms, *(m.id for m, _ in taken)),
+                )
+        except (BrokerUnavailable, RedisError):
+            log.warning("dead-lettering failed for a group; it is tried again", exc_info=True)
+        finally:
+            self._dead_letterers.discard(key)
 
     async def renew(
         self,
@@ -232,9 +288,12 @@ class ConsumerGroups:
         """Ask Redis whether anything became claimable (a lease ran out, here or elsewhere)."""
         delay = GROUP_POLL_S
         try:
-            now, avail, deadline = await self._clients.run("poll", gw.keys[:3], (gw.group,))
+            now, avail, deadline, dead = await self._clients.run("poll", gw.keys[:3], (gw.group,))
             if avail:
                 gw.watchers.notify()
+            if dead:
+                st = gw.stream
+                self._after_group_change(st.tenant, st.address, gw.group, True, 0)
             elif deadline >= 0:
                 delay = max(0, int(deadline) - int(now) + 1) / 1000
         except (BrokerUnavailable, RedisError):

@@ -9,7 +9,8 @@ several of them stay legal in a cluster.
 - ``…:m``  hash: ``last`` (newest id ever added), ``dropped`` (newest id lost to retention)
 - ``…:i:<message_id>`` the position of a message_id, expiring with the dedup window
 - ``…:k:<idempotency key>`` an HTTP publish's fingerprint and results, as long
-- ``…:g:<group>:l`` / ``:w`` / ``:n`` lease deadlines, redelivery delays, redelivered counts
+- ``…:g:<group>:l`` / ``:w`` / ``:n`` / ``:q`` lease deadlines, redelivery delays, per message
+  state (redelivered count, last holder, dead-letter reason), consumers wanting work
 - ``…:p``  the Pub/Sub channel where each publish announces its newest position
 """
 
@@ -18,9 +19,12 @@ from __future__ import annotations
 from functools import lru_cache
 from urllib.parse import quote
 
-#: Pseudo consumers of a group: what is available again, and what waits out a redelivery delay.
+#: Pseudo consumers of a group: what is available again, what waits out a redelivery delay,
+#: what waits to be dead-lettered and what a process is dead-lettering (``lua/group.lua``).
 READY = "~ready"
 DELAY = "~delay"
+DEAD = "~dead"
+DYING = "~dying"
 
 
 @lru_cache(maxsize=65_536)
@@ -29,10 +33,11 @@ def address_base(tenant: str, address: str) -> str:
     return f"wsq:{{{quote(tenant, safe='')}:{quote(address, safe='')}}}"
 
 
-def group_keys(base: str, group: str) -> tuple[str, str, str]:
-    """Lease deadlines, redelivery delays and redelivered counts of one consumer group."""
+def group_keys(base: str, group: str) -> tuple[str, str, str, str]:
+    """Lease deadlines, redelivery delays, per message state and wanting consumers of one
+    consumer group (``lua/group.lua`` says what each holds)."""
     g = f"{base}:g:{quote(group, safe='')}"
-    return f"{g}:l", f"{g}:w", f"{g}:n"
+    return f"{g}:l", f"{g}:w", f"{g}:n", f"{g}:q"
 
 
 def dedup_key(base: str, message_id: str) -> str:

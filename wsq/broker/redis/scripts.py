@@ -11,7 +11,7 @@ from functools import cache
 from importlib import resources
 
 #: The scripts the broker registers, by name (``lua/<name>.lua``).
-ENTRY_SCRIPTS = ("publish", "read", "claim", "settle", "renew", "poll")
+ENTRY_SCRIPTS = ("publish", "read", "claim", "settle", "renew", "poll", "dead")
 
 _NEEDS = "-- needs:"
 
