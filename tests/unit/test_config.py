@@ -456,7 +456,7 @@ INVALID: list[tuple[str, str]] = [
         f"[tenants.acme]\n{KEY}\nredelivery_delay_ms = -5",
         r"redelivery_delay_ms: must be at least 0",
     ),
-    (f"[tenants.acme]\n{KEY}\nmax_deliveries = -1", r"max_deliveries: must be at least 0"),
+    (f"[tenants.acme]\n{KEY}\nmax_deliveries = -1", r"max_deliveries: must be between 0 and 1000000"),
     (
         f"[tenants.acme]\n{KEY}\nmax_deliveries = 1e3",
         r"max_deliveries: expected an integer",
