@@ -37,9 +37,10 @@ import pytest
 
 from wsq.broker.base import Broker
 from wsq.config import Settings, TenantConfig
-from wsq.core.limits import HANDOFF_MS
+from wsq.core.limits import HANDOFF_MS, QUEUE_ROUND
 from wsq.core.messages import NewMessage, Outcome
 from wsq.hub import Hub, Outlet
+from wsq.hub.move import MAX_UNSETTLED_PER_LINK
 from wsq.protocol.connection import Limits, ServerConnection
 from wsq.protocol.events import AttachRequested, CreditGranted, DeliveriesSettled, LinkEnded
 from wsq.protocol.state import Link
@@ -214,6 +215,8 @@ class Model:
                     or other.link is None
                     or other.credit <= 0
                     or other.wanting_since + 0.1 >= self.last_look
+                    # A link holding this many unsettled takes no more (MAX_UNSETTLED_PER_LINK).
+                    or len(other.held) + QUEUE_ROUND > MAX_UNSETTLED_PER_LINK
                 ):
                     continue
                 # What ``other`` let go itself goes to others first: that is no unfairness.
@@ -351,10 +354,10 @@ async def test_queue_semantics_match_the_model(
                     model.jobs[r.id] = Job()
                 published += n
                 model.log.append(f"{step}: publish {n}")
-            elif roll < 0.2:
+            elif roll < 0.2 and len(side_dead) < published:
                 # A job of another queue with the message_id of one of ours, rejected there:
                 # its dead letter lands beside ours, whatever its message_id.
-                mid = f"job-{rng.randrange(published)}"
+                mid = f"job-{len(side_dead)}"  # a new one there, within its dedup window
                 broker = rng.choice(brokers)
                 await broker.publish(
                     TENANT, side, [NewMessage(body="0", publisher="p", message_id=mid)]
