@@ -97,6 +97,7 @@ class Job:
     let_go_at: float = 0.0
     deliveries: int = 0
     history: list[str] = dataclasses.field(default_factory=list)
+    holder: str = ""  # who was handed it last
 
 
 class Consumer:
@@ -115,6 +116,16 @@ class Consumer:
         # Since when it has had credit without a break (inf: it has none): the broker learns
         # that a consumer wants work at its next claim, a moment after it gets credit.
         self.wanting_since = float("inf")
+        # When the hub queued each delivery on this socket, by delivery number: the model
+        # judges leases by it (a look may come late on a busy machine).
+        self.sent_at: dict[int, float] = {}
+        send = self.conn.send_transfer
+
+        def send_transfer(link: Link, wire: str, message_id: str | None = None) -> None:
+            self.sent_at[link.session.next_outgoing] = time.monotonic()
+            send(link, wire, message_id)
+
+        self.conn.send_transfer = send_transfer  # type: ignore[method-assign]
         self.conn.receive_text(json.dumps({"op": "open", "token": "t"}))
         self.conn.next_event()
         self.conn.accept_open({})
@@ -172,13 +183,14 @@ class Consumer:
         self.held.clear()
         return gone
 
-    def transfers(self) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
+    def transfers(self) -> list[tuple[float, dict[str, Any]]]:
+        """The transfers queued on the socket since the last look, each with when it was."""
+        out: list[tuple[float, dict[str, Any]]] = []
         for text in self.conn.data_to_send():
             value = json.loads(text)
             for f in value if isinstance(value, list) else [value]:
                 if f.get("op") == "transfer":
-                    out.append(f)
+                    out.append((self.sent_at.pop(f["delivery"]), f))
         if self.outlet.stalled:
             self.hub.drained(self.outlet)
         return out
@@ -196,7 +208,7 @@ class Model:
         self.last_look = 0.0
 
     def fail(self, why: str) -> None:
-        tail = "\n".join(self.log[-40:])
+        tail = "\n".join(self.log[-150:])
         pytest.fail(
             f"{why}\n{self.kind}: seed {self.seed} (WSQ_MODEL_SEED={self.seed})\nlast steps:\n{tail}"
         )
@@ -219,24 +231,25 @@ class Model:
                     or len(other.held) + QUEUE_ROUND > MAX_UNSETTLED_PER_LINK
                 ):
                     continue
-                # What ``other`` let go itself goes to others first: that is no unfairness.
-                owed = [t for t in ts if self.jobs[t["id"]].let_go_by != other.name]
+                # What ``other`` held last goes to others first: that is no unfairness.
+                owed = [t for _, t in ts if self.jobs[t["id"]].holder != other.name]
                 if len(owed) >= UNFAIR:
                     self.fail(f"{c.name} was handed {len(owed)} while {other.name} waited")
-        earliest, self.last_look = self.last_look, now
+        self.last_look = now
         for c, ts in batches:
             if ts:
                 if c.link is None or c.credit < len(ts):
                     self.fail(f"{c.name} was handed {len(ts)} without a link or credit")
                 c.credit -= len(ts)
-                c.last_handed = now
+                c.last_handed = ts[-1][0]
                 if c.credit == 0:
                     c.wanting_since = float("inf")
-        for c, ts in batches:
-            for t in ts:
-                self.record(c, t, earliest, now)
+        # In the order the hub handed them over.
+        handed = [(at, c, t) for c, ts in batches for at, t in ts]
+        for at, c, t in sorted(handed, key=lambda x: x[0]):
+            self.record(c, t, at)
 
-    def record(self, c: Consumer, t: dict[str, Any], earliest: float, now: float) -> None:
+    def record(self, c: Consumer, t: dict[str, Any], now: float) -> None:
         """Check one transfer against the model, then record it."""
         job_id = t["id"]
         job = self.jobs.get(job_id)
@@ -280,7 +293,8 @@ class Model:
                         f"{other.name} wanted work"
                     )
         job.history.append(f"{now:.2f} to {c.name} ({t['props']['redelivered']})")
-        c.held[t["delivery"]] = Held(job_id, earliest, now, c.lease_s)
+        c.held[t["delivery"]] = Held(job_id, now, now, c.lease_s)
+        job.holder = c.name
         job.deliveries += 1
         job.let_go_by = None
 
@@ -301,6 +315,40 @@ class Model:
         job.failures += 1
         if job.failures >= MAX_DELIVERIES:
             job.dead = "delivery-limit"
+
+
+def trace(model: Model, brokers: list[Broker]) -> None:
+    """Record each broker call on a job in its history (what a failure message shows)."""
+    for n, broker in enumerate(dict.fromkeys(brokers)):
+        claim, settle, leave = broker.claim, broker.settle, broker.leave
+
+        async def traced_claim(*args: Any, _claim: Any = claim, _n: int = n, **kw: Any) -> Any:
+            got = await _claim(*args, **kw)
+            for d in got:
+                job = model.jobs.get(d.message.id)
+                if job is not None:
+                    job.history.append(
+                        f"{time.monotonic():.2f} b{_n} claim {args[3]} ({d.redelivered})"
+                    )
+            return got
+
+        async def traced_settle(*args: Any, _settle: Any = settle, _n: int = n) -> None:
+            for i in args[4]:
+                if i in model.jobs:
+                    model.jobs[i].history.append(
+                        f"{time.monotonic():.2f} b{_n} settle {args[3]} {args[5].value}"
+                    )
+            await _settle(*args)
+
+        async def traced_leave(*args: Any, _leave: Any = leave, _n: int = n) -> None:
+            for i in args[4]:
+                if i in model.jobs:
+                    model.jobs[i].history.append(f"{time.monotonic():.2f} b{_n} leave {args[3]}")
+            await _leave(*args)
+
+        broker.claim = traced_claim  # type: ignore[method-assign]
+        broker.settle = traced_settle  # type: ignore[method-assign]
+        broker.leave = traced_leave  # type: ignore[method-assign]
 
 
 async def settle_loop(brokers: list[Broker]) -> None:
@@ -325,6 +373,7 @@ async def test_queue_semantics_match_the_model(
     b1 = await make_broker(broker_settings)
     b2 = b1 if broker_kind == "memory" else await make_broker(broker_settings)
     brokers = [b1, b2]
+    trace(model, brokers)
     hubs = [Hub(b1, "n1", policies), Hub(b2, "n2", policies)]
     dead_start = await b1.last_position(TENANT, f"{address}.dead")
     model.consumers = [Consumer(f"c{i}", hubs[i % 2]) for i in range(4)]
@@ -334,10 +383,11 @@ async def test_queue_semantics_match_the_model(
     try:
         for step in range(STEPS):
             now = time.monotonic()
+            model.log.append(f"{now:.2f}")
             c = rng.choice(model.consumers)
             roll = rng.random()
             if roll < 0.15 or published == 0:
-                n = BURST if rng.random() < 0.15 else rng.randint(1, 6)
+                n = BURST if rng.random() < 0.3 else rng.randint(1, 6)
                 results = await rng.choice(brokers).publish(
                     TENANT,
                     address,

@@ -111,6 +111,8 @@ class ConsumerGroups:
                 count + CLAIM_SCAN,
                 -1 if room is None else room,
                 *_rules(cfg),
+                f"{base}:p",
+                self._clients.publish_verb,
             ),
         )
         self._deadline(tenant, address, group, rows[0], rows[1])

@@ -1,7 +1,10 @@
 -- needs: common group match
 -- KEYS: stream, L, W, N, Q, meta. ARGV: group, consumer, count, lease, pattern, idle, scan,
 -- room (-1: a one-off consumer, nothing recorded), max_deliveries, has dead letter (0/1),
--- handoff ms. -> {now, next deadline, dead pending (0/1), dropped, {id, fields, redelivered}...}
+-- handoff ms, notice channel, PUBLISH or SPUBLISH.
+-- -> {now, next deadline, dead pending (0/1), dropped, {id, fields, redelivered}...}
+-- Leases and delays that ran out are announced on the channel ("r:<group>") as releases are:
+-- the group's consumers on every process claim their share of them at once.
 local s, L, W, N, Q, meta = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local g, c = ARGV[1], ARGV[2]
 local count, lease, pat = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
@@ -13,6 +16,7 @@ if not group_exists(s, g) then
   redis.call('DEL', L, W, N, Q)
 end
 local res = due(s, g, L, W, N, now, P)
+if res[3] > 0 then redis.call(ARGV[13], ARGV[12], 'r:' .. g) end
 local deadline = now + lease
 local out = {now, 0, res[1], res[2]}
 local got = 0

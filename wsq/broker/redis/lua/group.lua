@@ -62,9 +62,9 @@ local function avoids(N, id, c, now)
   return last == c and tonumber(untl) > now
 end
 -- Lease deadlines and delays that are due: the messages become available (READY), or dead.
--- Answers {dead (any went to DEAD), dropped (how many were dropped)}.
+-- Answers {dead (any went to DEAD), dropped (how many were dropped), how many became READY}.
 local function due(s, g, L, W, N, now, P)
-  local res = {0, 0}
+  local res = {0, 0, 0}
   local ids = redis.call('ZRANGEBYSCORE', L, '-inf', now, 'LIMIT', 0, 256)
   -- The holders of the expired leases: each HTTP claim is a consumer of its own, and one that
   -- is never settled would stay in the group for good. A consumer left holding nothing is
@@ -85,14 +85,18 @@ local function due(s, g, L, W, N, now, P)
         holders[#holders + 1] = holder
       end
       local r = give_back(s, g, L, W, N, id, holder, true, 0, P, now)
-      if r == 'dead' then res[1] = 1 elseif r == 'dropped' then res[2] = res[2] + 1 end
+      if r == 'dead' then res[1] = 1
+      elseif r == 'dropped' then res[2] = res[2] + 1
+      elseif r == 'ready' then res[3] = res[3] + 1 end
     end
   end
   for _, c in ipairs(holders) do
     if c ~= READY and c ~= DELAY and c ~= DEAD then forget_consumer(s, g, c) end
   end
   ids = redis.call('ZRANGEBYSCORE', W, '-inf', now, 'LIMIT', 0, 256)
-  for _, id in ipairs(ids) do move(s, g, N, READY, id) end
+  for _, id in ipairs(ids) do
+    if move(s, g, N, READY, id) then res[3] = res[3] + 1 end
+  end
   if #ids > 0 then redis.call('ZREM', W, unpack(ids)) end
   return res
 end
