@@ -320,11 +320,29 @@ async def run_once(
 def _start_gateways(
     ctx: Ctx, wsq: list[str], env: dict[str, str], broker_url: str, n: int, name: str
 ) -> list[str]:
+    """``n`` gateways on ``broker_url``: their WebSocket URLs. A free port can be taken by another
+    socket before the gateway binds it (an outgoing connection's local port, on a busy machine):
+    then the gateway is started again on another port, twice at most."""
     urls = []
     for k in range(n):
-        port = free_port()
-        cmd = [*wsq, "serve", "--host", "127.0.0.1", "--port", str(port), "--broker", broker_url]
-        ctx.spawn(f"{name}-gw{k}", [*cmd, "--log-level", "warning"], port, env, report=False)
+        for attempt in range(3):
+            port = free_port()
+            cmd = [*wsq, "serve", "--host", "127.0.0.1", "--port", str(port)]
+            log = f"{name}-gw{k}-{attempt}"
+            try:
+                ctx.spawn(
+                    log,
+                    [*cmd, "--broker", broker_url, "--log-level", "warning"],
+                    port,
+                    env,
+                    report=False,
+                )
+            except RuntimeError:
+                text = (ctx.tmp / f"{log}.log").read_text(errors="replace")
+                if attempt < 2 and "address already in use" in text.lower():
+                    continue
+                raise RuntimeError(f"gateway {k} did not start: {text[-1000:]}") from None
+            break
         _wait_healthz(port)
         urls.append(f"ws://127.0.0.1:{port}/ws")
     return urls
