@@ -376,13 +376,14 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _describe(wsq: list[str]) -> str:
+def _describe(wsq: list[str], env: dict[str, str]) -> str:
     """The commit of the checkout whose ``wsq`` runs (the bench's own unless --wsq)."""
     where = ROOT
     if wsq != [str(VENV_BIN / "wsq")]:
         with contextlib.suppress(Exception):
             out = subprocess.run(
                 [*wsq[:1], "-c", "import wsq, os; print(os.path.dirname(wsq.__file__))"],
+                env={**os.environ, **env},
                 capture_output=True,
                 text=True,
                 timeout=30,
@@ -432,7 +433,11 @@ def main(argv: list[str] | None = None) -> int:
     jobs = int(sizes["jobs"])
     work_s = args.work_ms / 1000
     wsq = shlex.split(args.wsq)
-    code = _describe(wsq)
+    env = _wsq_env()
+    # `python -m wsq` puts the current directory first on sys.path: run from a checkout, another
+    # venv's python would import THAT checkout's wsq/. Not with PYTHONSAFEPATH (Python 3.11+).
+    env["PYTHONSAFEPATH"] = "1"
+    code = _describe(wsq, env)
     with contextlib.suppress(ImportError):
         import uvloop
 
@@ -447,7 +452,6 @@ def main(argv: list[str] | None = None) -> int:
     ):
         tmp = Path(tmpdir)
         ctx = Ctx(tmp, False, stack)
-        env = _wsq_env()
         token = _wsq_token(env, wsq)
         n = 0
         for setup in setups:
