@@ -3,6 +3,7 @@
 Run it through ``scripts/bench`` (which installs what the peers need first)::
 
     scripts/bench [--quick | --tiny] [--out DIR] [--only wsq-memory,ceiling]
+    scripts/bench --only fairness        # an optional part: bench/queue_fairness.py
 
 For each system it starts the server on free ports, then runs three scenarios against it with
 ``bench/node/loadgen.mjs`` (one Node process; the same client code for all, with a small adapter
@@ -348,10 +349,12 @@ def _wsq_env() -> dict[str, str]:
     return env
 
 
-def _wsq_token(env: dict[str, str]) -> str:
+def _wsq_token(env: dict[str, str], wsq: list[str] | None = None) -> str:
+    """A development token of tenant ``dev`` for ``bench.>``, minted by ``wsq`` (a command: this
+    venv's ``wsq`` unless given, e.g. another checkout's ``python -m wsq``)."""
     out = subprocess.run(
         [
-            str(VENV_BIN / "wsq"),
+            *(wsq or [str(VENV_BIN / "wsq")]),
             "token",
             "--tenant",
             "dev",
@@ -1254,6 +1257,12 @@ def chart(rows: list[dict[str, Any]], path: Path) -> str | None:
 # -- main ------------------------------------------------------------------------------------
 
 MISSING_TOOLS = 3  # the exit status when a peer's tool is not installed
+#: optional parts, run only when --only names them (not rows: no ceiling, no load generator);
+#: each is a script of bench/ given --out (and --quick or --tiny), and the tools it needs
+PARTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    # competing move-mode consumers sharing a batch of jobs: queue_fairness.json / .md
+    "fairness": ("queue_fairness.py", ("redis-server",)),
+}
 TARGETS_MISSED = 4  # the exit status when a run at the full sizes misses a target
 
 
@@ -1286,7 +1295,13 @@ def main(argv: list[str] | None = None) -> int:
         help="results folder (default bench/out/, git-ignored; the committed reference figures "
         "are in bench/results/: --out bench/results to replace them)",
     )
-    p.add_argument("--only", help="comma-separated systems (default: all): " + ", ".join(SYSTEMS))
+    p.add_argument(
+        "--only",
+        help="comma-separated systems (default: all): "
+        + ", ".join(SYSTEMS)
+        + "; and optional parts, run only when named here: "
+        + ", ".join(PARTS),
+    )
     p.add_argument(
         "--no-pin",
         dest="pin",
@@ -1313,11 +1328,16 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, key) is not None:
             sizes[key] = getattr(args, key)
     names = args.only.split(",") if args.only else list(SYSTEMS)
+    parts = [n for n in names if n in PARTS]
+    names = [n for n in names if n not in PARTS]
     unknown = [n for n in names if n not in SYSTEMS]
     if unknown:
         p.error(f"unknown systems: {', '.join(unknown)}")
     pin = args.pin and (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
-    missing = sorted({t for n in names for t in (*SYSTEMS[n].needs, "node") if not _have(t)})
+    missing = sorted(
+        {t for n in names for t in (*SYSTEMS[n].needs, "node") if not _have(t)}
+        | {t for n in parts for t in PARTS[n][1] if not _have(t)}
+    )
     if missing:
         print(
             f"bench: missing tools: {', '.join(missing)} (scripts/bench installs them)",
@@ -1329,9 +1349,20 @@ def main(argv: list[str] | None = None) -> int:
     resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
     args.out.mkdir(parents=True, exist_ok=True)
+    failures: list[str] = []
+    for part in parts:
+        print(f"bench: {part} ...", file=sys.stderr, flush=True)
+        size = ["--quick"] if args.quick else ["--tiny"] if args.tiny else []
+        script = str(BENCH / PARTS[part][0])
+        status = subprocess.run([sys.executable, script, "--out", str(args.out), *size]).returncode
+        if status:
+            failures.append(f"{part}: {PARTS[part][0]} exited with {status}")
+    if not names:  # parts only: the rows' results files are left alone
+        if failures:
+            print("FAILED: " + "; ".join(failures), file=sys.stderr)
+        return 1 if failures else 0
     started = time.monotonic()
     rows: list[dict[str, Any]] = []
-    failures: list[str] = []
     with tempfile.TemporaryDirectory(prefix="wsq-bench-") as tmpdir:
         tmp = Path(tmpdir)
         for name in names:

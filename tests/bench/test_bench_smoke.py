@@ -116,3 +116,27 @@ def test_bench_without_out_leaves_the_committed_reference_alone(tmp_path: Path) 
         ["git", "check-ignore", "-q", "bench/out/results.json"], cwd=ROOT, check=False
     )
     assert ignored.returncode == 0, "bench/out/ is git-ignored"
+
+
+@pytest.mark.slow
+def test_queue_fairness_part_completes_and_leaves_the_rows_results_alone(tmp_path: Path) -> None:
+    """`scripts/bench --only fairness --tiny`: every run of bench/queue_fairness.py finishes and
+    reports each consumer's jobs; no row runs, so no results.json is written. How fairly the jobs
+    are shared is a figure to read (docs/performance.md), not asserted here."""
+    if shutil.which("redis-server") is None and os.environ.get("CI") != "true":
+        pytest.skip("redis-server is not installed")
+    run = subprocess.run(
+        [str(ROOT / "scripts" / "bench"), "--only", "fairness", "--tiny", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert not (tmp_path / "results.json").exists()
+    doc = json.loads((tmp_path / "queue_fairness.json").read_text())
+    assert doc["runs"]
+    for r in doc["runs"]:
+        assert r["error"] is None, r
+        assert r["accepted"] == r["jobs"] == sum(r["per_consumer"]), r
+        assert len(r["per_consumer"]) == r["consumers"], r
+    assert "| memory | 1 | 2 | 10 |" in (tmp_path / "queue_fairness.md").read_text()
