@@ -429,12 +429,12 @@ def test_check_config_ok(config: str, capsys: pytest.CaptureFixture[str]) -> Non
     out, err = capsys.readouterr()
     assert err == ""
     assert f"configuration: {config}" in out
+    assert "  handshake_timeout_ms 5000, max_connections 10000, max_pending 2048, " in out
+    assert "  trusted_proxies 127.0.0.1, ::1" in out
     assert "tenant acme: issuer 'acme-issuer'" in out
     assert "key 'k1': HS256, shared secret" in out
     assert "key 'j': RS256, JWKS https://idp.example/jwks" in out
     assert "broker: redis://:***@127.0.0.1:6379/0" in out
-    assert "  handshake_timeout_ms 5000, max_connections 10000, max_pending 2048, " in out
-    assert "  trusted_proxies 127.0.0.1, ::1" in out
     assert "configuration OK" in out
     assert SECRET not in out and "hunter2" not in out
 
