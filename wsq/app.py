@@ -21,6 +21,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from wsq import bridge, js_client
+from wsq.admission import STATE_KEY, Admission
 from wsq.auth import mint_token
 from wsq.broker.base import Broker
 from wsq.config import Settings, load_settings, settings_from_json
@@ -103,13 +104,16 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
     gateway = Gateway(node)
     ready = {"ok": False}
 
+    admission = Admission(settings.server)
+
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         await broker.start()
         ready["ok"] = True
         restore = _drain_before_exit_signals(gateway, ready)
         try:
-            yield
+            # The lifespan state is where wsq.http_protocol finds the admission.
+            yield {STATE_KEY: admission}
         finally:
             restore()
             ready["ok"] = False
@@ -164,6 +168,8 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
     )
     app.state.node = node
     app.state.gateway = gateway
+    # The bounds before authentication, with what they refused (wsq.admission).
+    app.state.admission = admission
     return app
 
 

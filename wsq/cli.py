@@ -16,7 +16,14 @@ from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from wsq import __version__
-from wsq.config import KeyConfig, Settings, TenantConfig, load_settings, settings_to_json
+from wsq.config import (
+    KeyConfig,
+    ServerConfig,
+    Settings,
+    TenantConfig,
+    load_settings,
+    settings_to_json,
+)
 from wsq.config.settings import DEV_TENANT, ENV_CONFIG, ENV_DEV_SECRET, ENV_RESOLVED_SETTINGS
 from wsq.core.addresses import is_valid_pattern
 from wsq.core.errors import ConfigError
@@ -162,9 +169,11 @@ def _serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    from wsq.http_protocol import HTTP_PROTOCOL
     from wsq.ws_protocol import WS_PROTOCOL
 
     server = settings.server
+    _raise_fd_limit(server)
     uvicorn.run(
         APP_FACTORY,
         factory=True,
@@ -181,9 +190,46 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         lifespan="on",
         loop=_event_loop(),
+        # h11 with a deadline and bounds before authentication (wsq.http_protocol).
+        http=HTTP_PROTOCOL,
         proxy_headers=True,
+        forwarded_allow_ips=list(server.trusted_proxies),
     )
     return 0
+
+
+#: File descriptors a process needs beside its connections: listeners, Redis, files, logs.
+FD_SPARE = 256
+
+
+def _raise_fd_limit(server: ServerConfig) -> None:
+    """Raise the soft limit on open files to what ``max_connections`` needs, up to the hard
+    limit; warn when even that is short: past it accept() fails, for /healthz too."""
+    try:
+        import resource
+    except ImportError:  # not on Linux or macOS
+        return
+    from wsq.admission import HEADROOM
+
+    need = server.max_connections + 2 * HEADROOM + FD_SPARE
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    unlimited = resource.RLIM_INFINITY
+    if soft != unlimited and soft < need:
+        target = need if hard == unlimited else min(need, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft != unlimited and soft < need:
+        print(
+            f"wsq: warning: the open-file limit is {soft}, below max_connections "
+            f"({server.max_connections}) + {need - server.max_connections}: past it no "
+            "connection is accepted, /healthz included; raise it (ulimit -n, systemd "
+            "LimitNOFILE=) or lower [server] max_connections (docs/security.md)",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 # -- token -----------------------------------------------------------------------------------
@@ -279,6 +325,10 @@ def describe_settings(settings: Settings, source: str | None) -> list[str]:
         f"  idle_ms {s.idle_ms}, open_timeout_ms {s.open_timeout_ms}, max_sessions "
         f"{s.max_sessions}, max_links_per_session {s.max_links_per_session}",
         f"  max_frame_bytes {s.max_frame_bytes}, outbox_max_bytes {s.outbox_max_bytes}",
+        f"  handshake_timeout_ms {s.handshake_timeout_ms}, max_connections {s.max_connections}, "
+        f"max_pending {s.max_pending}, max_pending_per_ip {s.max_pending_per_ip}",
+        "  trusted_proxies "
+        + (", ".join(s.trusted_proxies) or "none (X-Forwarded-For is not believed)"),
         f"broker: {redact_url(settings.broker.url)}",
     ]
     if settings.dev_mode:

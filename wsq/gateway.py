@@ -21,6 +21,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from wsq.admission import SCOPE_KEY
 from wsq.auth import Principal
 from wsq.core.errors import (
     BrokerUnavailable,
@@ -388,6 +389,9 @@ class Peer:
         )
         # The client's idle and the token's expiry are known now: tick at their pace.
         self._reschedule_tick()
+        ticket = self.scope.get(SCOPE_KEY)
+        if ticket is not None:
+            ticket.authenticated()  # no longer pending (wsq.admission)
 
     async def _on_refresh(self, event: RefreshRequested) -> None:
         old = self.principal

@@ -12,12 +12,15 @@ once it is answered. ``wsq serve`` and the test harness run uvicorn with it
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.http11 import Request
 
+from wsq.admission import SCOPE_KEY, STATE_KEY, Ticket
 from wsq.core.fifo import Fifo
+from wsq.http_protocol import HTTPProtocol
 
 #: What uvicorn's ``ws`` setting takes to use this protocol.
 WS_PROTOCOL = "wsq.ws_protocol:WebSocketProtocol"
@@ -102,6 +105,38 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         self.queue = _Inbox()  # type: ignore[assignment]
         self.writable = _Flag()  # type: ignore[assignment]
         self.writable.set()
+        # Before authentication (wsq.http_protocol): the connection's admission ticket, and the
+        # deadline of its upgrade until the accept.
+        self.ticket: Ticket | None = None
+        self.deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Upgraded by wsq.http_protocol, still the transport's protocol: take its ticket over.
+        previous = transport.get_protocol()
+        if isinstance(previous, HTTPProtocol) and previous.ticket is not None:
+            self.ticket = previous.ticket
+            self.deadline, previous.deadline = previous.deadline, None
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end_deadline()
+        if self.ticket is not None:
+            self.ticket.closed()
+        super().connection_lost(exc)
+
+    def _end_deadline(self) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
+        if self.ticket is not None and self.response.status_code == 101:
+            # The gateway tells the ticket of a valid open; the admission stays out of the
+            # socket's copy of the lifespan state (one key less per socket).
+            scope = cast(dict[str, Any], self.scope)
+            scope["state"].pop(STATE_KEY, None)
+            scope[SCOPE_KEY] = self.ticket
 
     async def send(self, message: Any) -> None:
         if message["type"] == "websocket.close" and self.handshake_complete:
@@ -109,6 +144,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             return
         await super().send(message)
         if message["type"] == "websocket.accept" and self.handshake_complete:
+            self._end_deadline()  # the open timeout (wsq.gateway) takes over
             # Read only while answering the handshake; headers and all, ~5 KiB per socket.
             self.request = None  # type: ignore[assignment]
             self.response = None  # type: ignore[assignment]

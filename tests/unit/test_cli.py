@@ -16,8 +16,8 @@ import pytest
 import uvicorn
 
 from wsq import __version__
-from wsq.cli import main, redact_url, wsq_command
-from wsq.config import settings_from_json
+from wsq.cli import FD_SPARE, _raise_fd_limit, main, redact_url, wsq_command
+from wsq.config import ServerConfig, settings_from_json
 
 SECRET = "a-long-enough-shared-secret-for-hs256-0123456789"
 ENV_VARS = (
@@ -138,7 +138,9 @@ def test_serve_runs_uvicorn(
         "ws_ping_timeout": None,
         "log_level": "warning",
         "lifespan": "on",
+        "http": "wsq.http_protocol:HTTPProtocol",
         "proxy_headers": True,
+        "forwarded_allow_ips": ["127.0.0.1", "::1"],
     }
     resolved = settings_from_json(os.environ["WSQ_RESOLVED_SETTINGS"])
     assert resolved.server.port == 9100 and resolved.server.workers == 3
@@ -391,6 +393,34 @@ def test_token_requires_tenant_and_sub(capsys: pytest.CaptureFixture[str]) -> No
     assert "--sub" in capsys.readouterr().err
 
 
+def test_serve_raises_the_open_file_limit_up_to_the_hard_limit(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import resource
+
+    set_to: list[tuple[int, int]] = []
+    monkeypatch.setattr(resource, "getrlimit", lambda _which: (1024, 1 << 20))
+    monkeypatch.setattr(resource, "setrlimit", lambda _which, limits: set_to.append(limits))
+    _raise_fd_limit(ServerConfig(max_connections=5000))
+    assert set_to == [(5000 + 16 + FD_SPARE, 1 << 20)]
+    assert capsys.readouterr().err == ""
+
+
+def test_serve_warns_when_the_hard_open_file_limit_is_below_max_connections(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import resource
+
+    set_to: list[tuple[int, int]] = []
+    monkeypatch.setattr(resource, "getrlimit", lambda _which: (1024, 4096))
+    monkeypatch.setattr(resource, "setrlimit", lambda _which, limits: set_to.append(limits))
+    _raise_fd_limit(ServerConfig(max_connections=10_000))
+    assert set_to == [(4096, 4096)]
+    err = capsys.readouterr().err
+    assert err.startswith("wsq: warning: the open-file limit is 4096, below max_connections")
+    assert "ulimit -n" in err
+
+
 # -- check-config -----------------------------------------------------------------------------
 
 
@@ -399,6 +429,8 @@ def test_check_config_ok(config: str, capsys: pytest.CaptureFixture[str]) -> Non
     out, err = capsys.readouterr()
     assert err == ""
     assert f"configuration: {config}" in out
+    assert "  handshake_timeout_ms 5000, max_connections 10000, max_pending 2048, " in out
+    assert "  trusted_proxies 127.0.0.1, ::1" in out
     assert "tenant acme: issuer 'acme-issuer'" in out
     assert "key 'k1': HS256, shared secret" in out
     assert "key 'j': RS256, JWKS https://idp.example/jwks" in out

@@ -152,6 +152,11 @@ def test_every_field(
     outbox_max_bytes = 131072
     open_timeout_ms = 5000
     node_id = "node-1"
+    handshake_timeout_ms = 3000
+    max_connections = 5000
+    max_pending = 500
+    max_pending_per_ip = 50
+    trusted_proxies = ["10.0.0.0/8", " 192.0.2.1", "fd00::/8"]
 
     [broker]
     url = "redis://127.0.0.1:6379/0"
@@ -197,6 +202,11 @@ def test_every_field(
         outbox_max_bytes=131072,
         open_timeout_ms=5000,
         node_id="node-1",
+        handshake_timeout_ms=3000,
+        max_connections=5000,
+        max_pending=500,
+        max_pending_per_ip=50,
+        trusted_proxies=("10.0.0.0/8", "192.0.2.1", "fd00::/8"),
     )
     assert s.broker == BrokerConfig(url="redis://127.0.0.1:6379/0")
     assert list(s.tenants) == ["acme", "beta.team"]
@@ -228,6 +238,13 @@ def test_every_field(
     assert beta.keys == (KeyConfig(alg="HS256", secret=SECRET),)
     assert beta.publish_rate == 3.0 and isinstance(beta.publish_rate, float)
     assert beta.retention_max_len == TenantConfig("x", "x", ()).retention_max_len
+
+
+def test_pending_bounds_default_to_at_most_max_connections(tmp_path: Path) -> None:
+    server = load(tmp_path, "[server]\nmax_connections = 100").server
+    assert (server.max_pending, server.max_pending_per_ip) == (100, 100)
+    server = load(tmp_path, "[server]\nmax_pending = 30").server
+    assert (server.max_connections, server.max_pending_per_ip) == (10_000, 30)
 
 
 def test_contract_example(tmp_path: Path) -> None:
@@ -418,6 +435,22 @@ INVALID: list[tuple[str, str]] = [
     ('[server]\nnode_id = "a b"', r"server\.node_id: must be 1 to 64 characters"),
     ('[server]\nnode_id = "%s"' % ("n" * 65), r"server\.node_id"),
     ("[server]\nworkers = 2", r"workers = 2 needs a shared broker: the memory:// broker"),
+    ("[server]\nhandshake_timeout_ms = 99", r"server\.handshake_timeout_ms: must be between 100"),
+    ("[server]\nmax_connections = 0", r"server\.max_connections: must be at least 1"),
+    (
+        "[server]\nmax_connections = 10\nmax_pending = 11",
+        r"server\.max_pending: must be at most max_connections \(10\), got 11",
+    ),
+    (
+        "[server]\nmax_pending = 10\nmax_pending_per_ip = 11",
+        r"server\.max_pending_per_ip: must be at most max_pending \(10\), got 11",
+    ),
+    ('[server]\ntrusted_proxies = "10.0.0.1"', r"server\.trusted_proxies: expected an array"),
+    ("[server]\ntrusted_proxies = [1]", r"server\.trusted_proxies: \[0\]: expected a string"),
+    (
+        '[server]\ntrusted_proxies = ["10.0.0.1", "proxy.local"]',
+        r"server\.trusted_proxies: \[1\]: 'proxy\.local' is not an IP address or a CIDR",
+    ),
     # broker
     (
         '[broker]\nurl = "http://x"',

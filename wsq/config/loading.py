@@ -4,6 +4,7 @@ problem a ``ConfigError`` that names where it is; and the settings as JSON for w
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -28,6 +29,7 @@ from wsq.config.settings import (
     ENV_WORKERS,
     MAX_FRAME_BYTES,
     MIN_FRAME_BYTES,
+    MIN_HANDSHAKE_TIMEOUT_MS,
     MIN_IDLE_MS,
     MIN_OPEN_TIMEOUT_MS,
     BrokerConfig,
@@ -93,6 +95,28 @@ def _parse_server(
     node_id = t.get_str("node_id", default.node_id, allow_empty=True)
     if node_id and _NODE_ID_RE.fullmatch(node_id) is None:
         raise t.error("node_id", "must be 1 to 64 characters of A-Z a-z 0-9 _ - (or empty)")
+    handshake_timeout_ms = t.get_int(
+        "handshake_timeout_ms",
+        default.handshake_timeout_ms,
+        minimum=MIN_HANDSHAKE_TIMEOUT_MS,
+        maximum=600_000,
+    )
+    max_connections = t.get_int("max_connections", default.max_connections, minimum=1)
+    max_pending = t.get_int("max_pending", min(default.max_pending, max_connections), minimum=1)
+    if max_pending > max_connections:
+        raise t.error(
+            "max_pending",
+            f"must be at most max_connections ({max_connections}), got {max_pending}",
+        )
+    max_pending_per_ip = t.get_int(
+        "max_pending_per_ip", min(default.max_pending_per_ip, max_pending), minimum=1
+    )
+    if max_pending_per_ip > max_pending:
+        raise t.error(
+            "max_pending_per_ip",
+            f"must be at most max_pending ({max_pending}), got {max_pending_per_ip}",
+        )
+    trusted_proxies = _trusted_proxies(t, default.trusted_proxies)
     t.finish()
     return ServerConfig(
         host=host,
@@ -105,7 +129,29 @@ def _parse_server(
         outbox_max_bytes=outbox_max_bytes,
         open_timeout_ms=open_timeout_ms,
         node_id=node_id,
+        handshake_timeout_ms=handshake_timeout_ms,
+        max_connections=max_connections,
+        max_pending=max_pending,
+        max_pending_per_ip=max_pending_per_ip,
+        trusted_proxies=trusted_proxies,
     )
+
+
+def _trusted_proxies(t: Table, default: tuple[str, ...]) -> tuple[str, ...]:
+    entries = t.get_list("trusted_proxies")
+    if entries is None:
+        return default
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, str):
+            raise t.error("trusted_proxies", f"[{i}]: expected a string, got {describe(entry)}")
+        try:
+            ipaddress.ip_network(entry.strip(), strict=False)
+        except ValueError:
+            raise t.error(
+                "trusted_proxies",
+                f"[{i}]: {entry!r} is not an IP address or a CIDR (10.0.0.0/8, fd00::/8)",
+            ) from None
+    return tuple(entry.strip() for entry in entries)
 
 
 def _broker_url_problem(url: str) -> str | None:

@@ -18,6 +18,7 @@ MIN_FRAME_BYTES = 1024
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 MIN_IDLE_MS = 1000
 MIN_OPEN_TIMEOUT_MS = 100
+MIN_HANDSHAKE_TIMEOUT_MS = 100
 
 DEV_TENANT = "dev"
 DEV_KID = "dev"
@@ -80,6 +81,15 @@ class ServerConfig:
     open_timeout_ms: int = 10_000
     # Node id advertised in "open"; empty = generated at start.
     node_id: str = ""
+    # Before authentication (docs/security.md): a request (head and body) or a WebSocket upgrade
+    # must be in within handshake_timeout_ms of the connection or of the previous response;
+    # connections not yet authenticated are bounded per source IP and in total, all of them by
+    # max_connections. X-Forwarded-For is believed from trusted_proxies (IPs or CIDRs) only.
+    handshake_timeout_ms: int = 5_000
+    max_connections: int = 10_000
+    max_pending: int = 2_048
+    max_pending_per_ip: int = 256
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
 
 
 @dataclass(frozen=True, slots=True)
