@@ -27,6 +27,7 @@ from wsq.config import Settings, load_settings, settings_from_json
 from wsq.core.errors import ConfigError
 from wsq.gateway import Gateway, WebSocketEndpoint
 from wsq.node import Node
+from wsq.origins import is_local_host, is_local_origin
 
 log = logging.getLogger("wsq")
 
@@ -132,11 +133,20 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
 
     async def dev_token(request: Request) -> Response:
         """Development mode only: a token for the demo page, to clients on this machine (a dev
-        gateway bound to 0.0.0.0 must not hand full rights to the network)."""
+        gateway bound to 0.0.0.0 must not hand full rights to the network), asking by a local
+        name from a local page or none: a page of another site that rebinds its own DNS name to
+        127.0.0.1 reaches us with its own Host and Origin (DNS rebinding), and gets nothing."""
         client = request.client.host if request.client else ""
+        refusal = None
         if client not in ("127.0.0.1", "::1", "localhost"):
+            refusal = "loopback only"
+        elif not is_local_host(request.headers.get("host")):
+            refusal = "only for Host localhost, 127.0.0.1 or [::1]"
+        elif not is_local_origin(request.headers.get("origin")):
+            refusal = "only for pages of localhost, 127.0.0.1 or [::1]"
+        if refusal is not None:
             return JSONResponse(
-                {"error": {"condition": "wsq:forbidden", "description": "loopback only"}},
+                {"error": {"condition": "wsq:forbidden", "description": refusal}},
                 status_code=403,
             )
         tenant = settings.tenants["dev"]
@@ -149,7 +159,7 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
         Route("/readyz", readyz),
         *js_client.routes(JS_CLIENT.parent),  # /wsq-client.js and /wsq-client/<module>.js
         # Before the static pages: every /v1 path answers in the bridge's JSON shape.
-        Mount("/v1", routes=bridge.routes()),
+        Mount("/v1", routes=bridge.routes(), middleware=bridge.cors_middleware(gateway.origins)),
     ]
     if settings.dev_mode:
         routes.append(Route("/dev/token", dev_token))

@@ -270,6 +270,16 @@ def _warnings(settings: Settings) -> list[str]:
     return found
 
 
+def _describe_origins(origins: tuple[str, ...] | None) -> str:
+    if origins is None:
+        return "(unset: pages of the gateway's own host, and clients that send no Origin)"
+    if not origins:
+        return "[] (no browser page; clients that send no Origin only)"
+    if "*" in origins:
+        return "* (any page of any site)"
+    return ", ".join(origins)
+
+
 def describe_settings(settings: Settings, source: str | None) -> list[str]:
     """A summary of ``settings`` for people: every value, never a secret."""
     s = settings.server
@@ -279,6 +289,7 @@ def describe_settings(settings: Settings, source: str | None) -> list[str]:
         f"  idle_ms {s.idle_ms}, open_timeout_ms {s.open_timeout_ms}, max_sessions "
         f"{s.max_sessions}, max_links_per_session {s.max_links_per_session}",
         f"  max_frame_bytes {s.max_frame_bytes}, outbox_max_bytes {s.outbox_max_bytes}",
+        f"  allowed_origins {_describe_origins(s.allowed_origins)}",
         f"broker: {redact_url(settings.broker.url)}",
     ]
     if settings.dev_mode:

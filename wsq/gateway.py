@@ -36,6 +36,7 @@ from wsq.core.errors import (
 )
 from wsq.hub import Outlet
 from wsq.node import Node
+from wsq.origins import OriginPolicy
 from wsq.protocol.connection import Limits, ServerConnection
 from wsq.protocol.events import (
     AttachRequested,
@@ -80,6 +81,7 @@ class Gateway:
             max_sessions=server.max_sessions,
             max_links_per_session=server.max_links_per_session,
         )
+        self.origins = OriginPolicy(server.allowed_origins)
 
     def add_peer(self, peer: Peer) -> None:
         self.peers.add(peer)
@@ -156,6 +158,12 @@ class Peer:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def run(self) -> None:
+        origin, host = _origin_and_host(self.scope)
+        if not self.gateway.origins.allows(origin, host):
+            # Before accept: uvicorn answers the handshake 403 and closes.
+            log.info("refused a WebSocket handshake from origin %.200r (host %.200r)", origin, host)
+            await self._send({"type": "websocket.close", "code": 1008})
+            return
         offered = self.scope.get("subprotocols") or []
         if SUBPROTOCOL not in offered:
             await self._send(
@@ -474,6 +482,17 @@ class Peer:
     def going_away(self) -> None:
         """The node drains: tell the client to reconnect elsewhere."""
         self._fail(GoingAway("the node is shutting down; reconnect"))
+
+
+def _origin_and_host(scope: Scope) -> tuple[str | None, str | None]:
+    """The ``Origin`` and ``Host`` headers of a request (None where absent)."""
+    origin = host = None
+    for name, value in scope.get("headers") or ():
+        if name == b"origin":
+            origin = value.decode("latin-1")
+        elif name == b"host":
+            host = value.decode("latin-1")
+    return origin, host
 
 
 class WebSocketEndpoint:

@@ -424,6 +424,21 @@ def test_check_config_warns_about_short_secret(
     assert "change-me" not in out
 
 
+def test_check_config_shows_allowed_origins(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "wsq.toml"
+    path.write_text(
+        '[server]\nallowed_origins = ["https://App.example.com:443", "http://localhost:3000"]\n'
+        f'[tenants.acme]\nkeys = [{{ alg = "HS256", secret = "{SECRET}" }}]\n'
+    )
+    assert main(["check-config", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "allowed_origins https://app.example.com, http://localhost:3000" in out
+    assert main(["check-config"]) == 0
+    assert "allowed_origins (unset: pages of the gateway's own host" in capsys.readouterr().out
+
+
 def test_check_config_invalid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "wsq.toml"
     path.write_text('[tenants.acme]\nkeys = [{ alg = "HS1", secret = "x" }]\n')

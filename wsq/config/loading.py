@@ -40,6 +40,7 @@ from wsq.config.table import Table, describe
 from wsq.core.addresses import is_valid_address
 from wsq.core.errors import ConfigError
 from wsq.keys import ALGORITHMS, HMAC_ALGORITHMS, public_key_problem
+from wsq.origins import ANY, normalize_origin, origin_problem
 
 _SETTINGS_FORMAT = "wsq.settings/1"
 _NODE_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -93,6 +94,7 @@ def _parse_server(
     node_id = t.get_str("node_id", default.node_id, allow_empty=True)
     if node_id and _NODE_ID_RE.fullmatch(node_id) is None:
         raise t.error("node_id", "must be 1 to 64 characters of A-Z a-z 0-9 _ - (or empty)")
+    allowed_origins = _allowed_origins(t)
     t.finish()
     return ServerConfig(
         host=host,
@@ -105,7 +107,27 @@ def _parse_server(
         outbox_max_bytes=outbox_max_bytes,
         open_timeout_ms=open_timeout_ms,
         node_id=node_id,
+        allowed_origins=allowed_origins,
     )
+
+
+def _allowed_origins(t: Table) -> tuple[str, ...] | None:
+    """``allowed_origins``: None when unset (same-host pages only), else the origins normalized
+    as browsers send them (``*`` kept as is), each checked."""
+    raw = t.get_list("allowed_origins")
+    if raw is None:
+        return None
+    origins: list[str] = []
+    for i, value in enumerate(raw):
+        if not isinstance(value, str):
+            raise t.error(f"allowed_origins[{i}]", f"expected a string, got {describe(value)}")
+        problem = origin_problem(value)
+        if problem is not None:
+            raise t.error(f"allowed_origins[{i}]", problem)
+        normal = ANY if value == ANY else normalize_origin(value)
+        if normal is not None and normal not in origins:
+            origins.append(normal)
+    return tuple(origins)
 
 
 def _broker_url_problem(url: str) -> str | None:

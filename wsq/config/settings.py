@@ -79,6 +79,9 @@ class ServerConfig:
     open_timeout_ms: int = 10_000
     # Node id advertised in "open"; empty = generated at start.
     node_id: str = ""
+    # Browser origins that may open a socket and get CORS answers from the bridge (wsq.origins):
+    # None = pages of the gateway's own host only; "*" = any. No Origin header is always allowed.
+    allowed_origins: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
