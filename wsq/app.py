@@ -24,6 +24,7 @@ from wsq import bridge, js_client
 from wsq.auth import mint_token
 from wsq.broker.base import Broker
 from wsq.config import Settings, load_settings, settings_from_json
+from wsq.config.settings import ENV_SETTINGS_FILE
 from wsq.core.errors import ConfigError
 from wsq.gateway import Gateway, WebSocketEndpoint
 from wsq.node import Node
@@ -177,8 +178,45 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
     return app
 
 
+def _log_like_uvicorn() -> None:
+    """wsq's loggers at the level ``wsq serve --log-level`` gave uvicorn's, through its handlers
+    (one format on the terminal); a logging setup of the embedding program's own is kept."""
+    wsq_log = logging.getLogger("wsq")
+    handlers = logging.getLogger("uvicorn").handlers
+    if wsq_log.handlers or not handlers:
+        return
+    wsq_log.setLevel(logging.getLogger("uvicorn.error").getEffectiveLevel())
+    for handler in handlers:
+        wsq_log.addHandler(handler)
+    wsq_log.propagate = False
+
+
+#: The settings ``wsq serve`` resolved, when uvicorn runs the app in its own process (one
+#: worker): handed over in memory, never through the environment.
+_handed_over: Settings | None = None
+
+
+def hand_over(settings: Settings | None) -> None:
+    """Give ``app_factory`` in this process its settings (``wsq serve``, one worker)."""
+    global _handed_over
+    _handed_over = settings
+
+
+def handed_over() -> Settings | None:
+    return _handed_over
+
+
 def app_factory() -> Starlette:
-    """Entry point for uvicorn (``wsq.app:app_factory``), in every worker process."""
-    resolved = os.environ.get("WSQ_RESOLVED_SETTINGS")
-    settings = settings_from_json(resolved) if resolved else load_settings()
+    """Entry point for uvicorn (``wsq.app:app_factory``), in every worker process: the settings
+    handed over in memory (one worker), else those of the file ``WSQ_SETTINGS_FILE`` names
+    (``wsq serve --workers N``), else loaded here."""
+    _log_like_uvicorn()
+    settings = _handed_over
+    if settings is None:
+        path = os.environ.get(ENV_SETTINGS_FILE)
+        if path:
+            with open(path, encoding="utf-8") as f:
+                settings = settings_from_json(f.read())
+        else:
+            settings = load_settings()
     return create_app(settings)

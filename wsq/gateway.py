@@ -34,6 +34,7 @@ from wsq.core.errors import (
     Unauthorized,
     WsqError,
 )
+from wsq.framelog import describe_message
 from wsq.hub import Outlet
 from wsq.node import Node
 from wsq.origins import OriginPolicy
@@ -211,6 +212,8 @@ class Peer:
             if text is None:
                 conn.close(InvalidFrame("messages must be UTF-8 JSON text"))
             else:
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("peer %d < %s", self.id, describe_message(text))
                 conn.receive_text(text)
             await self._process_events()
             if conn.out_bytes > self.outbox_cap and not self._closing:
@@ -296,6 +299,8 @@ class Peer:
             while (text := next_message(WRITE_BATCH_BYTES)) is not None:
                 await send({"type": "websocket.send", "text": text})
                 self.last_sent = self.loop.time()
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("peer %d > %s", self.id, describe_message(text))
                 if outlet.stalled and conn.out_bytes < low_water:
                     hub.drained(outlet)
         except Exception:

@@ -99,6 +99,10 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # websockets logs every frame at debug level with the head and tail of its data (a
+        # token's header and signature, pieces of bodies) and the handshake's headers: never.
+        # The gateway logs frames itself, by op and numbers only (wsq.framelog).
+        self.conn.debug = False
         self.queue = _Inbox()  # type: ignore[assignment]
         self.writable = _Flag()  # type: ignore[assignment]
         self.writable.set()

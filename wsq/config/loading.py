@@ -445,8 +445,8 @@ def _drop_none(d: Mapping[str, Any]) -> dict[str, Any]:
 def settings_to_json(s: Settings) -> str:
     """``s`` as JSON text that ``settings_from_json`` turns back into an equal ``Settings``.
 
-    It holds the secrets: it is meant for ``WSQ_RESOLVED_SETTINGS`` of the gateway's own worker
-    processes, never for logs.
+    It holds the secrets: it is meant for the gateway's own worker processes (a file only the
+    user can read, ``WSQ_SETTINGS_FILE``), never for logs nor an environment.
     """
     tenants: dict[str, Any] = {}
     for name, tenant in s.tenants.items():

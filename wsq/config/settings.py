@@ -28,8 +28,10 @@ ENV_HOST = "WSQ_HOST"
 ENV_PORT = "WSQ_PORT"
 ENV_WORKERS = "WSQ_WORKERS"
 ENV_DEV_SECRET = "WSQ_DEV_SECRET"
-#: Where ``wsq serve`` hands the resolved settings (``settings_to_json``) to its worker processes.
-ENV_RESOLVED_SETTINGS = "WSQ_RESOLVED_SETTINGS"
+#: The path of the file (mode 0600) in which ``wsq serve --workers N`` hands the resolved
+#: settings (``settings_to_json``) to its worker processes: a path, never a secret, in their
+#: environment.
+ENV_SETTINGS_FILE = "WSQ_SETTINGS_FILE"
 
 
 @dataclass(frozen=True, slots=True)
