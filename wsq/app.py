@@ -25,9 +25,11 @@ from wsq.admission import STATE_KEY, Admission
 from wsq.auth import mint_token
 from wsq.broker.base import Broker
 from wsq.config import Settings, load_settings, settings_from_json
+from wsq.config.settings import ENV_SETTINGS_FILE
 from wsq.core.errors import ConfigError
 from wsq.gateway import Gateway, WebSocketEndpoint
 from wsq.node import Node
+from wsq.origins import is_local_host, is_local_origin
 
 log = logging.getLogger("wsq")
 
@@ -136,11 +138,20 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
 
     async def dev_token(request: Request) -> Response:
         """Development mode only: a token for the demo page, to clients on this machine (a dev
-        gateway bound to 0.0.0.0 must not hand full rights to the network)."""
+        gateway bound to 0.0.0.0 must not hand full rights to the network), asking by a local
+        name from a local page or none: a page of another site that rebinds its own DNS name to
+        127.0.0.1 reaches us with its own Host and Origin (DNS rebinding), and gets nothing."""
         client = request.client.host if request.client else ""
+        refusal = None
         if client not in ("127.0.0.1", "::1", "localhost"):
+            refusal = "loopback only"
+        elif not is_local_host(request.headers.get("host")):
+            refusal = "only for Host localhost, 127.0.0.1 or [::1]"
+        elif not is_local_origin(request.headers.get("origin")):
+            refusal = "only for pages of localhost, 127.0.0.1 or [::1]"
+        if refusal is not None:
             return JSONResponse(
-                {"error": {"condition": "wsq:forbidden", "description": "loopback only"}},
+                {"error": {"condition": "wsq:forbidden", "description": refusal}},
                 status_code=403,
             )
         tenant = settings.tenants["dev"]
@@ -153,7 +164,7 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
         Route("/readyz", readyz),
         *js_client.routes(JS_CLIENT.parent),  # /wsq-client.js and /wsq-client/<module>.js
         # Before the static pages: every /v1 path answers in the bridge's JSON shape.
-        Mount("/v1", routes=bridge.routes()),
+        Mount("/v1", routes=bridge.routes(), middleware=bridge.cors_middleware(gateway.origins)),
     ]
     if settings.dev_mode:
         routes.append(Route("/dev/token", dev_token))
@@ -173,8 +184,45 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
     return app
 
 
+def _log_like_uvicorn() -> None:
+    """wsq's loggers at the level ``wsq serve --log-level`` gave uvicorn's, through its handlers
+    (one format on the terminal); a logging setup of the embedding program's own is kept."""
+    wsq_log = logging.getLogger("wsq")
+    handlers = logging.getLogger("uvicorn").handlers
+    if wsq_log.handlers or not handlers:
+        return
+    wsq_log.setLevel(logging.getLogger("uvicorn.error").getEffectiveLevel())
+    for handler in handlers:
+        wsq_log.addHandler(handler)
+    wsq_log.propagate = False
+
+
+#: The settings ``wsq serve`` resolved, when uvicorn runs the app in its own process (one
+#: worker): handed over in memory, never through the environment.
+_handed_over: Settings | None = None
+
+
+def hand_over(settings: Settings | None) -> None:
+    """Give ``app_factory`` in this process its settings (``wsq serve``, one worker)."""
+    global _handed_over
+    _handed_over = settings
+
+
+def handed_over() -> Settings | None:
+    return _handed_over
+
+
 def app_factory() -> Starlette:
-    """Entry point for uvicorn (``wsq.app:app_factory``), in every worker process."""
-    resolved = os.environ.get("WSQ_RESOLVED_SETTINGS")
-    settings = settings_from_json(resolved) if resolved else load_settings()
+    """Entry point for uvicorn (``wsq.app:app_factory``), in every worker process: the settings
+    handed over in memory (one worker), else those of the file ``WSQ_SETTINGS_FILE`` names
+    (``wsq serve --workers N``), else loaded here."""
+    _log_like_uvicorn()
+    settings = _handed_over
+    if settings is None:
+        path = os.environ.get(ENV_SETTINGS_FILE)
+        if path:
+            with open(path, encoding="utf-8") as f:
+                settings = settings_from_json(f.read())
+        else:
+            settings = load_settings()
     return create_app(settings)

@@ -7,11 +7,13 @@ Exit codes: 0 success; 2 a configuration or usage error (``wsq: error: ...`` on 
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib.util
 import os
 import shlex
 import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
@@ -24,7 +26,13 @@ from wsq.config import (
     load_settings,
     settings_to_json,
 )
-from wsq.config.settings import DEV_TENANT, ENV_CONFIG, ENV_DEV_SECRET, ENV_RESOLVED_SETTINGS
+from wsq.config.settings import (
+    DEV_TENANT,
+    ENV_BROKER,
+    ENV_CONFIG,
+    ENV_DEV_SECRET,
+    ENV_SETTINGS_FILE,
+)
 from wsq.core.addresses import is_valid_pattern
 from wsq.core.errors import ConfigError
 from wsq.keys import HMAC_MIN_BYTES
@@ -32,7 +40,8 @@ from wsq.keys import HMAC_MIN_BYTES
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 DEV_TOKEN_TTL_S = 24 * 3600
 DEFAULT_TOKEN_TTL_S = 3600
-#: The application factory uvicorn imports in every worker; it reads WSQ_RESOLVED_SETTINGS.
+#: The application factory uvicorn imports in every worker; it takes the settings _hand_over
+#: gave it (in memory, or in the file WSQ_SETTINGS_FILE names).
 APP_FACTORY = "wsq.app:app_factory"
 
 Handler = Callable[[argparse.Namespace], int]
@@ -142,6 +151,36 @@ def _print_dev_banner(settings: Settings) -> None:
         _out(line)
 
 
+def _secrets_of(settings: Settings) -> set[str]:
+    return {key.secret for t in settings.tenants.values() for key in t.keys if key.secret}
+
+
+def _hand_over(settings: Settings) -> None:
+    """Give the resolved settings to ``wsq.app:app_factory`` without a secret in the environment
+    of any process we start: one worker takes them in memory; N workers (separate processes)
+    from a file that only this user can read (0600, in a fresh 0700 directory), which the
+    workers' environment names by path and which goes when ``wsq serve`` exits (it stays while
+    the server runs: uvicorn starts a worker again when one dies). Variables that hold a key's
+    secret (``secret_env``, WSQ_DEV_SECRET) or the broker's password leave this process's
+    environment, so that the workers do not inherit them: they do not need them."""
+    secrets = _secrets_of(settings)
+    for name, value in list(os.environ.items()):
+        if value in secrets or (name == ENV_BROKER and urlsplit(value).password):
+            del os.environ[name]
+    if settings.server.workers == 1:
+        from wsq import app
+
+        app.hand_over(settings)
+        return
+    directory = tempfile.mkdtemp(prefix="wsq-")
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    path = os.path.join(directory, "settings.json")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(settings_to_json(settings))
+    os.environ[ENV_SETTINGS_FILE] = path
+
+
 def _serve(args: argparse.Namespace) -> int:
     settings = load_settings(
         config_path=args.config,
@@ -159,13 +198,8 @@ def _serve(args: argparse.Namespace) -> int:
             "use redis://host:6379/0"
         )
     if settings.dev_mode:
-        secret = settings.tenants[DEV_TENANT].keys[0].secret
-        assert secret is not None
-        # Worker processes get the secret through WSQ_RESOLVED_SETTINGS; this keeps any child
-        # that loads settings itself on the same development secret.
-        os.environ[ENV_DEV_SECRET] = secret
         _print_dev_banner(settings)
-    os.environ[ENV_RESOLVED_SETTINGS] = settings_to_json(settings)
+    _hand_over(settings)
 
     import uvicorn
 
@@ -316,6 +350,16 @@ def _warnings(settings: Settings) -> list[str]:
     return found
 
 
+def _describe_origins(origins: tuple[str, ...] | None) -> str:
+    if origins is None:
+        return "(unset: pages of the gateway's own host, and clients that send no Origin)"
+    if not origins:
+        return "[] (no browser page; clients that send no Origin only)"
+    if "*" in origins:
+        return "* (any page of any site)"
+    return ", ".join(origins)
+
+
 def describe_settings(settings: Settings, source: str | None) -> list[str]:
     """A summary of ``settings`` for people: every value, never a secret."""
     s = settings.server
@@ -329,6 +373,7 @@ def describe_settings(settings: Settings, source: str | None) -> list[str]:
         f"max_pending {s.max_pending}, max_pending_per_ip {s.max_pending_per_ip}",
         "  trusted_proxies "
         + (", ".join(s.trusted_proxies) or "none (X-Forwarded-For is not believed)"),
+        f"  allowed_origins {_describe_origins(s.allowed_origins)}",
         f"broker: {redact_url(settings.broker.url)}",
     ]
     if settings.dev_mode:

@@ -35,8 +35,10 @@ from wsq.core.errors import (
     Unauthorized,
     WsqError,
 )
+from wsq.framelog import describe_message
 from wsq.hub import Outlet
 from wsq.node import Node
+from wsq.origins import OriginPolicy
 from wsq.protocol.connection import Limits, ServerConnection
 from wsq.protocol.events import (
     AttachRequested,
@@ -81,6 +83,7 @@ class Gateway:
             max_sessions=server.max_sessions,
             max_links_per_session=server.max_links_per_session,
         )
+        self.origins = OriginPolicy(server.allowed_origins)
 
     def add_peer(self, peer: Peer) -> None:
         self.peers.add(peer)
@@ -106,6 +109,7 @@ class Peer:
     """One client socket."""
 
     __slots__ = (
+        "_backlog",
         "_close_code",
         "_closing",
         "_events_lock",
@@ -125,6 +129,7 @@ class Peer:
         "principal",
         "scope",
         "started",
+        "writing_since",
     )
 
     def __init__(self, gateway: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
@@ -146,6 +151,11 @@ class Peer:
         self.started = self.loop.time()
         self.last_recv = self.started
         self.last_sent = self.started
+        # When the running writer started, or the client last took some of what waits: with
+        # last_sent, how long output has waited with none of it written (_stalled).
+        self.writing_since = self.started
+        # What the transport and the kernel held for the client at the last look (-1: none).
+        self._backlog = -1
         # Runs while there is output to write (see _wake_writer); None when the socket is idle.
         self._writer: asyncio.Task[None] | None = None
         self._tick_handle: asyncio.TimerHandle | None = None
@@ -157,6 +167,10 @@ class Peer:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def run(self) -> None:
+        if not self._origin_allowed():
+            # Before accept: uvicorn answers the handshake 403 and closes.
+            await self._send({"type": "websocket.close", "code": 1008})
+            return
         offered = self.scope.get("subprotocols") or []
         if SUBPROTOCOL not in offered:
             await self._send(
@@ -177,6 +191,15 @@ class Peer:
             self.conn.close(InternalError("internal error"))
         finally:
             await self._shutdown()
+
+    def _origin_allowed(self) -> bool:
+        """``[server] allowed_origins`` (wsq.origins). A function of its own, so that the
+        headers it reads are not kept in ``run``'s frame for the socket's whole life."""
+        origin, host = _origin_and_host(self.scope)
+        if self.gateway.origins.allows(origin, host):
+            return True
+        log.info("refused a WebSocket handshake from origin %.200r (host %.200r)", origin, host)
+        return False
 
     async def _read_loop(self) -> None:
         receive = self._receive
@@ -204,6 +227,8 @@ class Peer:
             if text is None:
                 conn.close(InvalidFrame("messages must be UTF-8 JSON text"))
             else:
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("peer %d < %s", self.id, describe_message(text))
                 conn.receive_text(text)
             await self._process_events()
             if conn.out_bytes > self.outbox_cap and not self._closing:
@@ -272,6 +297,8 @@ class Peer:
     def _wake_writer(self) -> None:
         """The protocol has output where it had none: start a writer unless one runs."""
         if self._writer is None:
+            self.writing_since = self.loop.time()
+            self._backlog = -1
             self._writer = self.loop.create_task(self._write_loop())
 
     async def _write_loop(self) -> None:
@@ -289,6 +316,8 @@ class Peer:
             while (text := next_message(WRITE_BATCH_BYTES)) is not None:
                 await send({"type": "websocket.send", "text": text})
                 self.last_sent = self.loop.time()
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("peer %d > %s", self.id, describe_message(text))
                 if outlet.stalled and conn.out_bytes < low_water:
                     hub.drained(outlet)
         except Exception:
@@ -335,6 +364,13 @@ class Peer:
         if now - self.last_recv > server.idle_ms / 1000:
             self._fail(IdleTimeout(f"nothing received for {server.idle_ms} ms"))
             return
+        if self._stalled(now, server.idle_ms / 1000):
+            # Contract section 3: a client that stops reading is dead, heartbeats or not. Its
+            # close cannot be written either: do not wait for the writer.
+            self._fail(
+                IdleTimeout(f"nothing could be written for {server.idle_ms} ms"), flush=False
+            )
+            return
         if self.principal is not None and time.time() >= self.principal.exp:
             self._fail(TokenExpired("the token expired"))
             return
@@ -344,20 +380,36 @@ class Peer:
             conn.heartbeat()
         self._schedule_tick(interval)
 
-    def _fail(self, error: WsqError) -> None:
+    def _stalled(self, now: float, idle_s: float) -> bool:
+        """Whether output has waited ``idle_s`` with none of it taken by the client (contract
+        section 3). The writer runs while there is output, and each message it gets written
+        moves ``last_sent``; while it waits, the client reading what the transport and the
+        kernel hold for it (their backlog shrinks) counts as taking output too."""
+        writer = self._writer
+        if writer is None or writer.done():
+            return False
+        backlog = _backlog_of(self._send)
+        if backlog is not None:
+            if 0 <= backlog < self._backlog:
+                self.writing_since = now
+            self._backlog = backlog
+        return now - max(self.last_sent, self.writing_since) > idle_s
+
+    def _fail(self, error: WsqError, *, flush: bool = True) -> None:
         """Close from a timer: the reader may be parked in receive(), so answer the events
-        (every one still queued: settlements too, then the links ending) from here."""
+        (every one still queued: settlements too, then the links ending) from here. ``flush``:
+        give what is queued a moment to be written first (not for a client that reads nothing)."""
         self.conn.close(error)
         self.node.hub.spawn(self._process_events())
         # Do not wait for the client's close: it has been silent, or its token is dead.
-        self.loop.call_later(0.2, self._force_close)
+        self.loop.call_later(0.2, self._force_close, flush)
 
-    def _force_close(self) -> None:
+    def _force_close(self, flush: bool = True) -> None:
         # Through the hub's task set: the loop keeps only a weak reference to a task.
-        self.node.hub.spawn(self._close_socket())
+        self.node.hub.spawn(self._close_socket(flush))
 
-    async def _close_socket(self) -> None:
-        if self._writer is not None and not self._writer.done():
+    async def _close_socket(self, flush: bool = True) -> None:
+        if flush and self._writer is not None and not self._writer.done():
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(self._writer), CLOSE_GRACE_S)
         await self._close_ws()
@@ -478,6 +530,25 @@ class Peer:
     def going_away(self) -> None:
         """The node drains: tell the client to reconnect elsewhere."""
         self._fail(GoingAway("the node is shutting down; reconnect"))
+
+
+def _backlog_of(send: Send) -> int | None:
+    """What the socket behind ``send`` holds that its client has not read yet, where uvicorn
+    runs it with wsq's protocol (``WebSocketProtocol.backlog``); None elsewhere."""
+    backlog = getattr(getattr(send, "__self__", None), "backlog", None)
+    result = backlog() if callable(backlog) else None
+    return result if isinstance(result, int) else None
+
+
+def _origin_and_host(scope: Scope) -> tuple[str | None, str | None]:
+    """The ``Origin`` and ``Host`` headers of a request (None where absent)."""
+    origin = host = None
+    for name, value in scope.get("headers") or ():
+        if name == b"origin":
+            origin = value.decode("latin-1")
+        elif name == b"host":
+            host = value.decode("latin-1")
+    return origin, host
 
 
 class WebSocketEndpoint:

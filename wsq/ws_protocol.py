@@ -12,7 +12,13 @@ once it is answered. ``wsq serve`` and the test harness run uvicorn with it
 from __future__ import annotations
 
 import asyncio
+import sys
+import time
 from typing import Any, cast
+
+if sys.platform != "win32":
+    import fcntl
+    import termios
 
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -26,6 +32,9 @@ from wsq.http_protocol import HTTPProtocol
 WS_PROTOCOL = "wsq.ws_protocol:WebSocketProtocol"
 #: How long our close may wait for a client that stopped reading before the socket is dropped.
 CLOSE_WRITE_TIMEOUT_S = 2.0
+#: The ioctl that answers the bytes in a TCP socket's send queue (Linux's SIOCOUTQ); None where
+#: there is none (the transport's own buffer is what we see there).
+_SIOCOUTQ: int | None = getattr(termios, "TIOCOUTQ", None) if sys.platform == "linux" else None
 
 
 class _Inbox:
@@ -60,13 +69,15 @@ class _Inbox:
 
 class _Flag:
     """``set``, ``clear``, ``is_set`` and ``wait`` of an ``asyncio.Event``, with no deque of
-    waiters while nobody waits (the common case: the transport is writable)."""
+    waiters while nobody waits (the common case: the transport is writable), and when it was
+    last cleared (``cleared_at``, monotonic): since when the transport takes no more."""
 
-    __slots__ = ("_value", "_waiters")
+    __slots__ = ("_value", "_waiters", "cleared_at")
 
     def __init__(self) -> None:
         self._value = False
         self._waiters: list[asyncio.Future[None]] | None = None
+        self.cleared_at = 0.0
 
     def is_set(self) -> bool:
         return self._value
@@ -81,6 +92,8 @@ class _Flag:
                     waiter.set_result(None)
 
     def clear(self) -> None:
+        if self._value:
+            self.cleared_at = time.monotonic()
         self._value = False
 
     async def wait(self) -> bool:
@@ -102,6 +115,10 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # websockets logs every frame at debug level with the head and tail of its data (a
+        # token's header and signature, pieces of bodies) and the handshake's headers: never.
+        # The gateway logs frames itself, by op and numbers only (wsq.framelog).
+        self.conn.debug = False
         self.queue = _Inbox()  # type: ignore[assignment]
         self.writable = _Flag()  # type: ignore[assignment]
         self.writable.set()
@@ -138,6 +155,27 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             scope["state"].pop(STATE_KEY, None)
             scope[SCOPE_KEY] = self.ticket
 
+    def backlog(self) -> int | None:
+        """Bytes written to this socket that the client has not taken yet: the transport's
+        buffer and, on Linux, the kernel's send queue (``SIOCOUTQ``: unsent and unacknowledged,
+        which shrinks only as the client reads). It shrinking is how a slow client that still
+        reads is told from one that reads nothing, while the kernel takes no more from us (it
+        takes more only once it has room for half its buffer again, megabytes on a fast
+        link). None when the socket is gone."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return None
+        size = transport.get_write_buffer_size()
+        sock = transport.get_extra_info("socket")
+        if sock is not None and _SIOCOUTQ is not None:
+            try:
+                queued = fcntl.ioctl(sock.fileno(), _SIOCOUTQ, b"\0\0\0\0")
+            except (OSError, ValueError):
+                pass
+            else:
+                size += int.from_bytes(queued, sys.byteorder)
+        return size
+
     async def send(self, message: Any) -> None:
         if message["type"] == "websocket.close" and self.handshake_complete:
             await self._send_close(message)
@@ -156,8 +194,13 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         Here the close waits a bounded time to be written, and the socket is dropped if the
         client has not let it go ``close_timeout`` later."""
         if not self.writable.is_set() and not self.disconnected:
+            # Counted from when the transport stopped taking data: a client that has read
+            # nothing for the gateway's idle already (a stalled socket) is dropped at once.
+            paused_s = time.monotonic() - cast(_Flag, self.writable).cleared_at
             try:
-                await asyncio.wait_for(self.writable.wait(), CLOSE_WRITE_TIMEOUT_S)
+                await asyncio.wait_for(
+                    self.writable.wait(), max(0.0, CLOSE_WRITE_TIMEOUT_S - paused_s)
+                )
             except TimeoutError:
                 self.transport.abort()  # connection_lost wakes the app's receive()
                 raise ClientDisconnected() from None

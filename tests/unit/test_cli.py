@@ -15,9 +15,9 @@ import jwt
 import pytest
 import uvicorn
 
-from wsq import __version__
+from wsq import __version__, app
 from wsq.cli import FD_SPARE, _raise_fd_limit, main, redact_url, wsq_command
-from wsq.config import ServerConfig, settings_from_json
+from wsq.config import ServerConfig, Settings, settings_from_json
 
 SECRET = "a-long-enough-shared-secret-for-hs256-0123456789"
 ENV_VARS = (
@@ -27,19 +27,32 @@ ENV_VARS = (
     "WSQ_PORT",
     "WSQ_WORKERS",
     "WSQ_DEV_SECRET",
-    "WSQ_RESOLVED_SETTINGS",
+    "WSQ_SETTINGS_FILE",
 )
 
 
 @pytest.fixture(autouse=True)
 def clean_environment() -> Iterator[None]:
-    """No WSQ_* from outside; whatever the command sets is undone afterwards."""
+    """No WSQ_* from outside; whatever the command sets is undone afterwards (and the settings
+    it handed over to the app factory)."""
     saved = dict(os.environ)
     for name in ENV_VARS:
         os.environ.pop(name, None)
     yield
     os.environ.clear()
     os.environ.update(saved)
+    app.hand_over(None)
+
+
+def resolved() -> Settings:
+    """The settings `wsq serve` handed over to the app factory: in memory (one worker) or in the
+    file WSQ_SETTINGS_FILE names (workers)."""
+    path = os.environ.get("WSQ_SETTINGS_FILE")
+    if path:
+        return settings_from_json(Path(path).read_text())
+    settings = app.handed_over()
+    assert settings is not None
+    return settings
 
 
 @pytest.fixture
@@ -92,7 +105,7 @@ def test_serve_refuses_workers_on_memory(
     assert "memory://" in err and "one process" in err and "redis://" in err
     assert out == ""
     assert uvicorn_calls == []
-    assert "WSQ_RESOLVED_SETTINGS" not in os.environ
+    assert "WSQ_SETTINGS_FILE" not in os.environ and app.handed_over() is None
 
 
 def test_serve_refuses_workers_on_memory_from_environment(
@@ -142,7 +155,8 @@ def test_serve_runs_uvicorn(
         "proxy_headers": True,
         "forwarded_allow_ips": ["127.0.0.1", "::1"],
     }
-    resolved = settings_from_json(os.environ["WSQ_RESOLVED_SETTINGS"])
+    assert app.handed_over() is None  # three workers: in a file
+    resolved = settings_from_json(Path(os.environ["WSQ_SETTINGS_FILE"]).read_text())
     assert resolved.server.port == 9100 and resolved.server.workers == 3
     assert resolved.broker.url == "redis://:hunter2@127.0.0.1:6379/0"
     assert resolved.tenants["acme"].issuer == "acme-issuer"
@@ -152,13 +166,48 @@ def test_serve_runs_uvicorn(
     assert SECRET not in out + err and "hunter2" not in out + err
 
 
+def test_serve_hands_workers_their_settings_in_a_private_file_not_the_environment(
+    tmp_path: Path, uvicorn_calls: list[Any]
+) -> None:
+    path = tmp_path / "wsq.toml"
+    path.write_text(
+        f'[tenants.acme]\nkeys = [{{ alg = "HS256", secret = "{SECRET}" }},\n'
+        '  { kid = "e", alg = "HS256", secret_env = "ACME_E_SECRET" }]\n'
+    )
+    env_secret = "from-the-environment-" + SECRET
+    os.environ["ACME_E_SECRET"] = env_secret
+    os.environ["WSQ_BROKER"] = "redis://:hunter2@127.0.0.1:6379/0"
+    assert main(["serve", "--config", str(path), "--workers", "2"]) == 0
+    assert len(uvicorn_calls) == 1
+    # What the workers will inherit: a path, no secret.
+    assert "ACME_E_SECRET" not in os.environ and "WSQ_BROKER" not in os.environ
+    environment = "\0".join(f"{k}={v}" for k, v in os.environ.items())
+    for secret in (SECRET, env_secret, "hunter2"):
+        assert secret not in environment
+    file = Path(os.environ["WSQ_SETTINGS_FILE"])
+    assert file.stat().st_mode & 0o777 == 0o600
+    assert file.parent.stat().st_mode & 0o777 == 0o700
+    settings = settings_from_json(file.read_text())
+    assert [key.secret for key in settings.tenants["acme"].keys] == [SECRET, env_secret]
+    assert settings.broker.url == "redis://:hunter2@127.0.0.1:6379/0"
+
+
+def test_serve_hands_one_worker_its_settings_in_memory(
+    config: str, uvicorn_calls: list[Any]
+) -> None:
+    os.environ["WSQ_DEV_SECRET"] = SECRET  # ignored with a config; a secret all the same
+    assert main(["serve", "--config", config, "--broker", "redis://127.0.0.1:6379/0"]) == 0
+    assert "WSQ_SETTINGS_FILE" not in os.environ
+    assert resolved().tenants["acme"].keys[0].secret == SECRET
+    assert SECRET not in os.environ.values()
+
+
 def test_serve_broker_flag_beats_environment(
     config: str, uvicorn_calls: list[Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
     os.environ["WSQ_BROKER"] = "redis://env:6379/0"
     assert main(["serve", "--config", config, "--broker", "redis+cluster://flag:7000"]) == 0
-    resolved = settings_from_json(os.environ["WSQ_RESOLVED_SETTINGS"])
-    assert resolved.broker.url == "redis+cluster://flag:7000"
+    assert resolved().broker.url == "redis+cluster://flag:7000"
     assert uvicorn_calls[0][1]["log_level"] == "info"
 
 
@@ -173,11 +222,11 @@ def test_serve_dev_mode_banner(
 ) -> None:
     assert main(["serve", "--port", "8123"]) == 0
     out, _ = capsys.readouterr()
-    resolved = settings_from_json(os.environ["WSQ_RESOLVED_SETTINGS"])
-    assert resolved.dev_mode
-    secret = resolved.tenants["dev"].keys[0].secret
+    settings = resolved()
+    assert settings.dev_mode
+    secret = settings.tenants["dev"].keys[0].secret
     assert secret is not None
-    assert os.environ["WSQ_DEV_SECRET"] == secret
+    assert secret not in os.environ.values()
     assert "DEVELOPMENT MODE" in out
     assert secret in out
     assert "http://127.0.0.1:8123/" in out
@@ -195,7 +244,7 @@ def test_serve_dev_mode_banner_names_a_wsq_command_that_runs(
 ) -> None:
     assert main(["serve"]) == 0
     out, _ = capsys.readouterr()
-    secret = settings_from_json(os.environ["WSQ_RESOLVED_SETTINGS"]).tenants["dev"].keys[0].secret
+    secret = resolved().tenants["dev"].keys[0].secret
     assert secret is not None
     lines = out.splitlines()
     export = next(line for line in lines if "export WSQ_DEV_SECRET=" in line).split("with: ")[1]
@@ -258,10 +307,7 @@ def test_serve_dev_mode_keeps_given_secret(
     out, _ = capsys.readouterr()
     assert SECRET in out
     assert "http://[::1]:8000/" in out
-    assert (
-        settings_from_json(os.environ["WSQ_RESOLVED_SETTINGS"]).tenants["dev"].keys[0].secret
-        == SECRET
-    )
+    assert resolved().tenants["dev"].keys[0].secret == SECRET
 
 
 def test_serve_invalid_config(
@@ -455,6 +501,21 @@ def test_check_config_warns_about_short_secret(
     assert "warning: tenant 'acme' key k1: the HS256 secret has 9 bytes" in out
     assert "warning: tenant 'acme' key k2: the JWKS is fetched over plain http" in out
     assert "change-me" not in out
+
+
+def test_check_config_shows_allowed_origins(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "wsq.toml"
+    path.write_text(
+        '[server]\nallowed_origins = ["https://App.example.com:443", "http://localhost:3000"]\n'
+        f'[tenants.acme]\nkeys = [{{ alg = "HS256", secret = "{SECRET}" }}]\n'
+    )
+    assert main(["check-config", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "allowed_origins https://app.example.com, http://localhost:3000" in out
+    assert main(["check-config"]) == 0
+    assert "allowed_origins (unset: pages of the gateway's own host" in capsys.readouterr().out
 
 
 def test_check_config_invalid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -489,7 +489,10 @@ INVALID: list[tuple[str, str]] = [
         f"[tenants.acme]\n{KEY}\nredelivery_delay_ms = -5",
         r"redelivery_delay_ms: must be at least 0",
     ),
-    (f"[tenants.acme]\n{KEY}\nmax_deliveries = -1", r"max_deliveries: must be between 0 and 1000000"),
+    (
+        f"[tenants.acme]\n{KEY}\nmax_deliveries = -1",
+        r"max_deliveries: must be between 0 and 1000000",
+    ),
     (
         f"[tenants.acme]\n{KEY}\nmax_deliveries = 1e3",
         r"max_deliveries: expected an integer",
@@ -787,3 +790,55 @@ def test_json_round_trip_does_not_read_environment(
 def test_json_invalid(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         settings_from_json(text)
+
+
+# -- allowed_origins --------------------------------------------------------------------------
+
+
+def test_allowed_origins_unset_is_same_host(tmp_path: Path) -> None:
+    assert load(tmp_path, ACME).server.allowed_origins is None
+
+
+def test_allowed_origins_are_normalized(tmp_path: Path) -> None:
+    s = load(
+        tmp_path,
+        '[server]\nallowed_origins = ["https://App.Example.com:443", "http://[::1]:8000", '
+        '"https://app.example.com", "chrome-extension://abcdef"]\n' + ACME,
+    )
+    assert s.server.allowed_origins == (
+        "https://app.example.com",
+        "http://[::1]:8000",
+        "chrome-extension://abcdef",
+    )
+    assert settings_from_json(settings_to_json(s)) == s
+
+
+def test_allowed_origins_star_and_empty(tmp_path: Path) -> None:
+    assert load(tmp_path, '[server]\nallowed_origins = ["*"]\n' + ACME).server.allowed_origins == (
+        "*",
+    )
+    empty = load(tmp_path, "[server]\nallowed_origins = []\n" + ACME)
+    assert empty.server.allowed_origins == ()
+    assert settings_from_json(settings_to_json(empty)) == empty
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ('"https://a.example"', r"server\.allowed_origins: expected an array, got a string"),
+        ("[1]", r"server\.allowed_origins\[0\]: expected a string, got an integer"),
+        (
+            '["https://a.example/"]',
+            r"allowed_origins\[0\]: 'https://a.example/' is not an origin: an origin has no "
+            r"path; write https://a\.example",
+        ),
+        ('["null"]', r"allowed_origins\[0\]: 'null' is not an origin"),
+        ('["a.example"]', r"allowed_origins\[0\]: 'a\.example' is not an origin"),
+        ('["https://a.example?x=1"]', r"is not an origin"),
+        ('["https://user:pw@a.example"]', r"is not an origin"),
+        ('["https://*.a.example"]', r"is not an origin"),
+    ],
+)
+def test_allowed_origins_invalid(tmp_path: Path, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load(tmp_path, f"[server]\nallowed_origins = {value}\n" + ACME)

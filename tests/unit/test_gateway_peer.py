@@ -35,7 +35,7 @@ async def test_a_forced_close_is_not_lost_to_the_garbage_collector(
     reached = asyncio.Event()
     original = Peer._close_socket
 
-    async def close_socket_later(self: Peer) -> None:
+    async def close_socket_later(self: Peer, flush: bool = True) -> None:
         # Parked on a future only this coroutine knows (the writer it waits for in real life
         # may end without anyone else holding the close).
         reached.set()

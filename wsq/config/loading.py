@@ -42,6 +42,7 @@ from wsq.config.table import Table, describe
 from wsq.core.addresses import is_valid_address
 from wsq.core.errors import ConfigError
 from wsq.keys import ALGORITHMS, HMAC_ALGORITHMS, public_key_problem
+from wsq.origins import ANY, normalize_origin, origin_problem
 
 _SETTINGS_FORMAT = "wsq.settings/1"
 _NODE_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -117,6 +118,7 @@ def _parse_server(
             f"must be at most max_pending ({max_pending}), got {max_pending_per_ip}",
         )
     trusted_proxies = _trusted_proxies(t, default.trusted_proxies)
+    allowed_origins = _allowed_origins(t)
     t.finish()
     return ServerConfig(
         host=host,
@@ -134,6 +136,7 @@ def _parse_server(
         max_pending=max_pending,
         max_pending_per_ip=max_pending_per_ip,
         trusted_proxies=trusted_proxies,
+        allowed_origins=allowed_origins,
     )
 
 
@@ -152,6 +155,25 @@ def _trusted_proxies(t: Table, default: tuple[str, ...]) -> tuple[str, ...]:
                 f"[{i}]: {entry!r} is not an IP address or a CIDR (10.0.0.0/8, fd00::/8)",
             ) from None
     return tuple(entry.strip() for entry in entries)
+
+
+def _allowed_origins(t: Table) -> tuple[str, ...] | None:
+    """``allowed_origins``: None when unset (same-host pages only), else the origins normalized
+    as browsers send them (``*`` kept as is), each checked."""
+    raw = t.get_list("allowed_origins")
+    if raw is None:
+        return None
+    origins: list[str] = []
+    for i, value in enumerate(raw):
+        if not isinstance(value, str):
+            raise t.error(f"allowed_origins[{i}]", f"expected a string, got {describe(value)}")
+        problem = origin_problem(value)
+        if problem is not None:
+            raise t.error(f"allowed_origins[{i}]", problem)
+        normal = ANY if value == ANY else normalize_origin(value)
+        if normal is not None and normal not in origins:
+            origins.append(normal)
+    return tuple(origins)
 
 
 def _broker_url_problem(url: str) -> str | None:
@@ -474,8 +496,8 @@ def _drop_none(d: Mapping[str, Any]) -> dict[str, Any]:
 def settings_to_json(s: Settings) -> str:
     """``s`` as JSON text that ``settings_from_json`` turns back into an equal ``Settings``.
 
-    It holds the secrets: it is meant for ``WSQ_RESOLVED_SETTINGS`` of the gateway's own worker
-    processes, never for logs.
+    It holds the secrets: it is meant for the gateway's own worker processes (a file only the
+    user can read, ``WSQ_SETTINGS_FILE``), never for logs nor an environment.
     """
     tenants: dict[str, Any] = {}
     for name, tenant in s.tenants.items():

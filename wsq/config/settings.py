@@ -29,8 +29,10 @@ ENV_HOST = "WSQ_HOST"
 ENV_PORT = "WSQ_PORT"
 ENV_WORKERS = "WSQ_WORKERS"
 ENV_DEV_SECRET = "WSQ_DEV_SECRET"
-#: Where ``wsq serve`` hands the resolved settings (``settings_to_json``) to its worker processes.
-ENV_RESOLVED_SETTINGS = "WSQ_RESOLVED_SETTINGS"
+#: The path of the file (mode 0600) in which ``wsq serve --workers N`` hands the resolved
+#: settings (``settings_to_json``) to its worker processes: a path, never a secret, in their
+#: environment.
+ENV_SETTINGS_FILE = "WSQ_SETTINGS_FILE"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,9 @@ class ServerConfig:
     max_pending: int = 2_048
     max_pending_per_ip: int = 256
     trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
+    # Browser origins that may open a socket and get CORS answers from the bridge (wsq.origins):
+    # None = pages of the gateway's own host only; "*" = any. No Origin header is always allowed.
+    allowed_origins: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
