@@ -170,6 +170,11 @@ export class Message<T = unknown> {
   /** The gateway's delivery number on its session. */
   readonly delivery: number;
   readonly subject: string | undefined;
+  /**
+   * Move mode: earlier deliveries of this message that ended without an answer (a consumer
+   * that vanished, a lease that ran out, `modify()`). 1 or more: the job may already be done,
+   * in part or in full; do it idempotently.
+   */
   readonly redelivered: number;
   /** Settled already (always true outside move mode and on pre-settled links). */
   readonly settled: boolean;

@@ -82,7 +82,7 @@ export class Message {
     if (this._settled) return false;
     this._settled = true;
     const b = this._binding;
-    // A delivery of a link or socket that is gone was released by the server already.
+    // A delivery of a link or socket that is gone went back to the group already (counted).
     if (!b.live || b.link._binding !== b) return false;
     b.conn.send(frame.disposition(b.session.ch, this.delivery, outcome));
     return true;

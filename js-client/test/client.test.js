@@ -285,6 +285,26 @@ describe("move mode", () => {
     assert.deepEqual(bodies(), ["next"]);
   });
 
+  test("the job of a consumer that went away reaches another, marked redelivered", async () => {
+    const a = client();
+    const held = [];
+    // A takes the job and never finishes it.
+    await a.subscribe("jobs.vanish", (msg) => held.push(msg) && new Promise(() => {}), {
+      mode: "move",
+    }).ready;
+    await a.publish("jobs.vanish", "job");
+    await waitFor(() => held.length === 1, "A holding the job");
+    const b = client();
+    const seen = [];
+    await b.subscribe("jobs.vanish", (msg) => seen.push([msg.body, msg.redelivered]), {
+      mode: "move",
+    }).ready;
+    await a.close(); // gone without an answer: the job may have been half done
+    await waitFor(() => seen.length === 1, "B getting the job");
+    assert.deepEqual(seen, [["job", 1]]);
+    assert.equal(held[0].redelivered, 0);
+  });
+
   test("a modified delivery comes back with its redelivery counted", async () => {
     const c = client();
     const seen = [];
