@@ -8,11 +8,13 @@ work, what ``redelivered`` says, what lands in the dead-letter address.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
 from wsq_harness import (
     Client,
@@ -192,3 +194,27 @@ async def test_dead_letters_with_one_message_id_all_land(two_gateways: Pair, q: 
             f"{q}.eu",
         ]
         assert {t["props"]["headers"]["dead_letter_reason"] for t in letters} == {"rejected"}
+
+
+async def test_http_claims_and_websocket_consumers_count_alike(two_gateways: Pair, q: str) -> None:
+    async with two_gateways() as (g1, g2):
+        await publish(g1, q, "job")
+        auth = {"Authorization": f"Bearer {g2.token('php')}"}
+        async with httpx.AsyncClient(base_url=g2.http, headers=auth) as http:
+            r = await http.post(f"/v1/addresses/{q}/claims", json={"limit": 5, "lease": 300})
+            assert r.status_code == 201
+            [m] = r.json()["messages"]
+            assert m["props"]["redelivered"] == 0
+            ws = await consumer(g1, "ws", q)
+            # The claim is never settled: its lease runs out, and the job goes to the consumer.
+            t = await ws.expect("transfer", timeout=3)
+            assert (t["id"], t["props"]["redelivered"]) == (m["id"], 1)
+            await ws.send(disposition(t["delivery"], "modified"))
+            await ws.close()
+            for _ in range(100):  # the test tenant's redelivery delay is 100 ms
+                r = await http.post(f"/v1/addresses/{q}/claims", json={"limit": 5})
+                if r.status_code == 201:
+                    break
+                await asyncio.sleep(0.05)
+            [again] = r.json()["messages"]
+            assert (again["id"], again["props"]["redelivered"]) == (m["id"], 2)
