@@ -99,13 +99,18 @@ class Gateway:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
             sock.setblocking(False)
             await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", self.port))
-        ws = await websockets.connect(
-            self.url,
-            subprotocols=["wsq.v1"],
-            max_size=None,
-            sock=sock,
-            max_queue=2 if rcvbuf is not None else 16,
-        )
+        try:
+            ws = await websockets.connect(
+                self.url,
+                subprotocols=["wsq.v1"],
+                max_size=None,
+                sock=sock,
+                max_queue=2 if rcvbuf is not None else 16,
+            )
+        except BaseException:
+            if sock is not None:
+                sock.close()  # else left to the garbage collector: a ResourceWarning, later
+            raise
         client = Client(ws)
         if open:
             await client.open(self.token(sub, **kw))

@@ -122,8 +122,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
 def connect(port: int, source: str = "127.0.0.1") -> socket.socket:
     sock = socket.socket()
-    sock.bind((source, 0))
-    sock.connect(("127.0.0.1", port))
+    try:
+        sock.bind((source, 0))
+        sock.connect(("127.0.0.1", port))
+    except OSError:
+        sock.close()  # else left to the garbage collector: a ResourceWarning in a later test
+        raise
     sock.setblocking(False)
     return sock
 
