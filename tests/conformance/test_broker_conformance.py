@@ -875,13 +875,18 @@ async def test_competing_consumers_never_share_a_message(broker: Broker, address
 # -- move: the queue rules of contract section 5 -------------------------------------------------
 
 
+async def c1_holds_while_c2_wants_work(broker: Broker, address: str) -> Delivery:
+    """One job, held by c1; c2 then asked for work and got none, so it wants work."""
+    await publish(broker, address, 0)
+    [d] = await broker.claim(T, address, "g", "c1", 1, LEASE, room=10)
+    assert await broker.claim(T, address, "g", "c2", 1, LEASE, room=10) == []
+    return d
+
+
 async def test_released_goes_to_another_consumer_that_wants_work(
     broker: Broker, address: str
 ) -> None:
-    await publish(broker, address, 0)
-    # c2 asked for work and got none: it wants work.
-    [d] = await broker.claim(T, address, "g", "c1", 1, LEASE, room=10)
-    assert await broker.claim(T, address, "g", "c2", 1, LEASE, room=10) == []
+    d = await c1_holds_while_c2_wants_work(broker, address)
     await broker.settle(T, address, "g", "c1", [d.message.id], Outcome.RELEASED)
     # c1 still has room, but the message waits for c2.
     assert await broker.claim(T, address, "g", "c1", 10, LEASE, room=10) == []
@@ -904,9 +909,7 @@ async def test_released_comes_back_at_once_when_no_other_consumer_wants_work(
 async def test_a_consumer_that_left_no_longer_holds_released_work_back(
     broker: Broker, address: str
 ) -> None:
-    await publish(broker, address, 0)
-    [d] = await broker.claim(T, address, "g", "c1", 1, LEASE, room=10)
-    assert await broker.claim(T, address, "g", "c2", 1, LEASE, room=10) == []
+    d = await c1_holds_while_c2_wants_work(broker, address)
     await broker.leave(T, address, "g", "c2", [])
     await broker.settle(T, address, "g", "c1", [d.message.id], Outcome.RELEASED)
     assert dbodies(await broker.claim(T, address, "g", "c1", 10, LEASE, room=10)) == [0]
@@ -915,9 +918,7 @@ async def test_a_consumer_that_left_no_longer_holds_released_work_back(
 async def test_released_returns_to_its_consumer_after_the_hand_over_wait(
     broker: Broker, address: str
 ) -> None:
-    await publish(broker, address, 0)
-    [d] = await broker.claim(T, address, "g", "c1", 1, LEASE, room=10)
-    assert await broker.claim(T, address, "g", "c2", 1, LEASE, room=10) == []
+    d = await c1_holds_while_c2_wants_work(broker, address)
     await broker.settle(T, address, "g", "c1", [d.message.id], Outcome.RELEASED)
     assert await broker.claim(T, address, "g", "c1", 10, LEASE, room=10) == []
     # c2 never claims (its socket is full, or its process died): c1 may take it back.
