@@ -11,10 +11,12 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import replace
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -495,6 +497,68 @@ def wait_healthy(port: int, proc: subprocess.Popen[str] | None = None, timeout: 
             pass
         time.sleep(0.1)
     raise AssertionError(f"the gateway on port {port} did not become healthy")
+
+
+@dataclass
+class Served:
+    """A real ``wsq serve`` process (``serve_config``): its port and everything it printed."""
+
+    proc: subprocess.Popen[str]
+    port: int
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def rss_kib(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise AssertionError("no VmRSS")
+
+    def log(self) -> str:
+        return "".join(self.lines)
+
+
+@contextlib.contextmanager
+def serve_config(
+    config: Path, *args: str, env: Mapping[str, str] | None = None
+) -> Iterator[Served]:
+    """Run ``wsq serve --config config`` on a free port (with no WSQ_ variables of ours) until
+    the block ends; stopped by SIGINT, killed if it will not go."""
+    port = free_port()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("WSQ_")}
+    clean.update(env or {})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wsq", "serve", "--config", str(config), "--port", str(port), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=clean,
+    )
+    server = Served(proc, port)
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            server.lines.append(line)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    try:
+        wait_healthy(port, proc)
+        yield server
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        reader.join(5)
+        assert proc.stdout is not None
+        proc.stdout.close()
 
 
 class RedisCluster:

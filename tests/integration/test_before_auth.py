@@ -15,21 +15,16 @@ import base64
 import contextlib
 import itertools
 import os
-import signal
 import socket
-import subprocess
-import sys
 import textwrap
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import httpx
 import pytest
 import websockets
-from wsq_harness import SECRET_ACME, SECRET_OTHER, Client, free_port, tenants, wait_healthy
+from wsq_harness import SECRET_ACME, SECRET_OTHER, Client, Served, serve_config, tenants
 
 from wsq.auth import mint_token
 
@@ -45,22 +40,6 @@ PROXY = "127.0.0.9"
 FLOOD = 2000
 #: How much the gateway's RSS may grow under the flood from one source.
 RSS_BOUND_KIB = 4 * 1024
-
-
-@dataclass
-class Served:
-    proc: subprocess.Popen[str]
-    port: int
-    lines: list[str] = field(default_factory=list)
-
-    def rss_kib(self) -> int:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise AssertionError("no VmRSS")
-
-    def log(self) -> str:
-        return "".join(self.lines)
 
 
 @pytest.fixture(scope="module")
@@ -84,37 +63,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             """
         )
     )
-    port = free_port()
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("WSQ_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "wsq", "serve", "--config", str(config), "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=clean,
-    )
-    server = Served(proc, port)
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            server.lines.append(line)
-
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
-    try:
-        wait_healthy(port, proc)
+    with serve_config(config) as server:
         yield server
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        reader.join(5)
-        assert proc.stdout is not None
-        proc.stdout.close()
 
 
 # -- raw clients -------------------------------------------------------------------------------
