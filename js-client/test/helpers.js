@@ -2,7 +2,7 @@
 // process on a free port; tokens signed here with node:crypto; a WebSocket that counts sockets.
 import { spawn } from "node:child_process";
 import { createHmac, randomBytes } from "node:crypto";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { accessSync, constants, existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -158,9 +158,25 @@ export class Gateway {
   }
 }
 
+/** The first executable `name` in a folder of PATH, as a shell would find it, or undefined. */
+export function onPath(name) {
+  return (process.env.PATH || "")
+    .split(path.delimiter)
+    .filter(Boolean)
+    .map((dir) => path.join(dir, name))
+    .find((p) => {
+      try {
+        accessSync(p, constants.X_OK);
+        return true;
+      } catch {
+        return false;
+      }
+    });
+}
+
 /** A throwaway redis-server (no persistence), or null when it is not installed (locally). */
 export async function startRedis() {
-  const exe = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"].find((p) => existsSync(p));
+  const exe = onPath("redis-server");
   if (!exe) {
     if (process.env.CI === "true")
       throw new Error("redis-server is not installed (required in CI)");
