@@ -32,6 +32,8 @@ REDELIVERY_DELAY_MS = 150
 #: Retention of the "short" tenant (messages) and of the "aging" tenant (ms).
 SHORT_MAX_LEN = 5
 AGING_MAX_AGE_MS = 300
+#: Dedup window of the "brief" tenant (ms): its ids and Idempotency-Keys are forgotten after it.
+BRIEF_WINDOW_MS = 300
 #: Dead-letter address of the "dl" tenant.
 DEAD_LETTER = "dead.letters"
 
@@ -54,6 +56,7 @@ def broker_settings() -> Settings:
                 "limited": _tenant("limited", dead_letter=DEAD_LETTER, max_deliveries=2),
                 "limitdrop": _tenant("limitdrop", max_deliveries=1),
                 "nodedup": _tenant("nodedup", dedup_window_ms=0),
+                "brief": _tenant("brief", dedup_window_ms=BRIEF_WINDOW_MS),
             }
         )
     )
@@ -349,6 +352,32 @@ async def test_dedup_is_per_address(broker: Broker, address: str) -> None:
     [b] = await broker.publish(T, other, [new(2, message_id="x")])
     assert not a.duplicate
     assert not b.duplicate
+
+
+async def test_a_message_id_is_forgotten_after_the_dedup_window(
+    broker: Broker, address: str
+) -> None:
+    """Within the window a message_id is a duplicate; once it has passed, it is new again (and
+    not kept as long as the address's much longer idle expiry)."""
+    [first] = await broker.publish("brief", address, [new(1, message_id="x")])
+    [again] = await broker.publish("brief", address, [new(2, message_id="x")])
+    assert again.duplicate and again.id == first.id
+    await asyncio.sleep(BRIEF_WINDOW_MS / 1000 + 0.1)
+    [later] = await broker.publish("brief", address, [new(3, message_id="x")])
+    assert not later.duplicate and later.id != first.id
+    assert bodies((await broker.read("brief", address, START, 10)).messages) == [1, 3]
+
+
+async def test_an_idempotency_key_is_forgotten_after_the_dedup_window(
+    broker: Broker, address: str
+) -> None:
+    first = await broker.publish_once("brief", address, [new(1)], "k", "fp-1")
+    with pytest.raises(IdempotencyKeyReused):
+        await broker.publish_once("brief", address, [new(2)], "k", "fp-2")
+    await asyncio.sleep(BRIEF_WINDOW_MS / 1000 + 0.1)
+    later = await broker.publish_once("brief", address, [new(2)], "k", "fp-2")
+    assert not later.replayed and later.results[0].id != first.results[0].id
+    assert bodies((await broker.read("brief", address, START, 10)).messages) == [1, 2]
 
 
 async def test_publish_once_replays_the_first_results(broker: Broker, address: str) -> None:
