@@ -388,8 +388,8 @@ def describe_settings(settings: Settings, source: str | None) -> list[str]:
         rate = f"{tenant.publish_rate:g}/s" if tenant.publish_rate else "unlimited"
         lines.append(
             f"  retention_max_len {tenant.retention_max_len}, retention_max_age_ms "
-            f"{tenant.retention_max_age_ms}, dedup_window_ms {tenant.dedup_window_ms}, "
-            f"idle_expiry_ms {tenant.idle_expiry_ms}"
+            f"{tenant.retention_max_age_ms}, retention_max_bytes {tenant.retention_max_bytes}, "
+            f"dedup_window_ms {tenant.dedup_window_ms}, idle_expiry_ms {tenant.idle_expiry_ms}"
         )
         limit = tenant.max_deliveries or "0 (no limit)"
         lines.append(

@@ -32,8 +32,12 @@ REDELIVERY_DELAY_MS = 150
 #: Retention of the "short" tenant (messages) and of the "aging" tenant (ms).
 SHORT_MAX_LEN = 5
 AGING_MAX_AGE_MS = 300
-#: Dedup window of the "brief" tenant (ms): its ids and Idempotency-Keys are forgotten after it.
-BRIEF_WINDOW_MS = 300
+#: What a message of a 998-character string body published by "alice" costs (``stored_size``):
+#: its body's JSON text and its stored props.
+COST = 1000 + len('{"publisher":"alice"}')
+#: Retention of the "bytes" tenant (bytes: 4 messages of COST) and dedup window of "brief" (ms).
+BYTES_MAX = 4096
+BRIEF_DEDUP_MS = 300
 #: Dead-letter address of the "dl" tenant.
 DEAD_LETTER = "dead.letters"
 
@@ -56,7 +60,8 @@ def broker_settings() -> Settings:
                 "limited": _tenant("limited", dead_letter=DEAD_LETTER, max_deliveries=2),
                 "limitdrop": _tenant("limitdrop", max_deliveries=1),
                 "nodedup": _tenant("nodedup", dedup_window_ms=0),
-                "brief": _tenant("brief", dedup_window_ms=BRIEF_WINDOW_MS),
+                "bytes": _tenant("bytes", retention_max_bytes=BYTES_MAX),
+                "brief": _tenant("brief", dedup_window_ms=BRIEF_DEDUP_MS),
             }
         )
     )
@@ -234,13 +239,14 @@ async def test_read_from_start_after_position_and_limit(broker: Broker, address:
 async def test_read_stops_at_a_byte_budget_but_returns_at_least_one(
     broker: Broker, address: str
 ) -> None:
-    # Each body's JSON text is 1000 characters: "x…x" (998 x and two quotes).
+    # Each body's JSON text is 1000 characters: "x…x" (998 x and two quotes); each message
+    # costs that and its stored props, {"publisher":"alice"}: COST.
     big = ["x" * 998 for _ in range(5)]
     ids = await publish(broker, address, *big)
     assert len((await broker.read(T, address, START, 100)).messages[0].body) == 1000
-    res = await broker.read(T, address, START, 100, max_bytes=2500)
+    res = await broker.read(T, address, START, 100, max_bytes=COST * 3 - 1)
     assert [m.id for m in res.messages] == ids[:2]  # a third would pass the budget
-    res = await broker.read(T, address, START, 100, max_bytes=3000)
+    res = await broker.read(T, address, START, 100, max_bytes=COST * 3)
     assert [m.id for m in res.messages] == ids[:3]  # up to the budget, included
     res = await broker.read(T, address, ids[0], 100, max_bytes=1)
     assert [m.id for m in res.messages] == [ids[1]]  # one even when larger than the budget
@@ -256,9 +262,10 @@ async def test_read_stops_at_a_byte_budget_but_returns_at_least_one(
 
 
 async def test_a_byte_budget_counts_headers_too(broker: Broker, address: str) -> None:
-    # Body '"b"' (3 characters) and headers {"k":"v…v"} of 1000 characters: 1003 each.
-    headers = {"k": "v" * 992}
-    assert len(json.dumps(headers, separators=(",", ":"))) == 1000
+    # Body '"b"' (3 characters) and props {"publisher":"p","headers":{"k":"v…v"}} of 1000
+    # characters: 1003 each.
+    headers = {"k": "v" * 964}
+    assert len(json.dumps({"publisher": "p", "headers": headers}, separators=(",", ":"))) == 1000
     ids = [
         p.id
         for p in await broker.publish(
@@ -277,7 +284,7 @@ async def test_a_byte_budget_does_not_count_expired_messages(broker: Broker, add
     ids = await publish(broker, address, "y" * 998, "z" * 998)
     res = await broker.read(T, address, START, 100, max_bytes=1)
     assert [m.id for m in res.messages] == ids[:1]
-    res = await broker.read(T, address, START, 100, max_bytes=2000)
+    res = await broker.read(T, address, START, 100, max_bytes=COST * 2)
     assert [m.id for m in res.messages] == ids
 
 
@@ -362,7 +369,7 @@ async def test_a_message_id_is_forgotten_after_the_dedup_window(
     [first] = await broker.publish("brief", address, [new(1, message_id="x")])
     [again] = await broker.publish("brief", address, [new(2, message_id="x")])
     assert again.duplicate and again.id == first.id
-    await asyncio.sleep(BRIEF_WINDOW_MS / 1000 + 0.1)
+    await asyncio.sleep(BRIEF_DEDUP_MS / 1000 + 0.1)
     [later] = await broker.publish("brief", address, [new(3, message_id="x")])
     assert not later.duplicate and later.id != first.id
     assert bodies((await broker.read("brief", address, START, 10)).messages) == [1, 3]
@@ -374,7 +381,7 @@ async def test_an_idempotency_key_is_forgotten_after_the_dedup_window(
     first = await broker.publish_once("brief", address, [new(1)], "k", "fp-1")
     with pytest.raises(IdempotencyKeyReused):
         await broker.publish_once("brief", address, [new(2)], "k", "fp-2")
-    await asyncio.sleep(BRIEF_WINDOW_MS / 1000 + 0.1)
+    await asyncio.sleep(BRIEF_DEDUP_MS / 1000 + 0.1)
     later = await broker.publish_once("brief", address, [new(2)], "k", "fp-2")
     assert not later.replayed and later.results[0].id != first.results[0].id
     assert bodies((await broker.read("brief", address, START, 10)).messages) == [1, 2]
@@ -1145,6 +1152,58 @@ async def test_lookup_after_retention(broker: Broker, address: str) -> None:
     await broker.publish("short", address, [new(0, message_id="gone")])
     await publish(broker, address, *range(1, SHORT_MAX_LEN + 1), tenant="short")
     assert await broker.lookup("short", address, "gone") is None
+
+
+async def test_lookup_answers_from_the_dedup_window_only(broker: Broker, address: str) -> None:
+    # Never by scanning the stream: past the window a retained message is not found.
+    [p] = await broker.publish("brief", address, [new(0, message_id="w")])
+    found = await broker.lookup("brief", address, "w")
+    assert found is not None and found.id == p.id
+    await asyncio.sleep(BRIEF_DEDUP_MS / 1000 + 0.1)
+    assert [m.id for m in (await broker.read("brief", address, START, 10)).messages] == [p.id]
+    assert await broker.lookup("brief", address, "w") is None
+    assert await broker.lookup("nodedup", address, "w") is None
+
+
+# -- retention by bytes -----------------------------------------------------------------------
+
+
+async def test_retention_by_bytes_keeps_the_newest_that_fit(broker: Broker, address: str) -> None:
+    ids: list[str] = []
+    for _ in range(10):
+        ids += await publish(broker, address, "x" * 998, tenant="bytes")
+    # 4 x COST (1021) = 4084 fit in 4096, a fifth would not: 0..5 are lost to retention.
+    res = await broker.read("bytes", address, START, 100)
+    assert [m.id for m in res.messages] == ids[6:] and res.recovered
+    res = await broker.read("bytes", address, ids[4], 100)
+    assert [m.id for m in res.messages] == ids[6:] and not res.recovered
+    assert (await broker.read("bytes", address, ids[5], 100)).recovered
+    # A batch trims as much as it adds.
+    batch = await publish(broker, address, *["y" * 998] * 3, tenant="bytes")
+    res = await broker.read("bytes", address, START, 100)
+    assert [m.id for m in res.messages] == ids[9:] + batch
+    assert not (await broker.read("bytes", address, ids[7], 100)).recovered
+    assert (await broker.read("bytes", address, ids[8], 100)).recovered
+    # Headers count (the stored props): this one costs 3 + 2048, two of COST go.
+    [h] = await broker.publish(
+        "bytes", address, [new("z", headers={"k": "h" * 1990}, message_id="hm")]
+    )
+    res = await broker.read("bytes", address, START, 100)
+    assert [m.id for m in res.messages] == [batch[1], batch[2], h.id]
+    # The newest message stays whatever its size, alone.
+    [big] = await publish(broker, address, "b" * 8000, tenant="bytes")
+    res = await broker.read("bytes", address, h.id, 100)
+    assert [m.id for m in res.messages] == [big] and res.recovered
+    res = await broker.read("bytes", address, batch[2], 100)
+    assert [m.id for m in res.messages] == [big] and not res.recovered
+    # And a tail from before what was lost gets what is left.
+    got: list[Message] = []
+    handle = broker.tail("bytes", address, ids[0], got.extend)
+    try:
+        await eventually(lambda: len(got) == 1)
+        assert got[0].id == big
+    finally:
+        handle.close()
 
 
 # -- lifecycle --------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from wsq_harness import (
 
 import wsq.broker.redis.groups as redis_groups_module
 from wsq.broker.redis import RedisBroker
+from wsq.broker.redis.keys import dedup_key
 from wsq.config import BrokerConfig, Settings
 from wsq.core.errors import BrokerUnavailable
 from wsq.core.messages import Message, NewMessage, Outcome
@@ -506,6 +507,8 @@ async def test_entries_in_the_first_format_are_still_read(
             },
         )
         await redis.hset(f"{base}:m", "last", old_id)
+        # Its dedup key, as the publish that wrote it set it: lookups read only those.
+        await redis.set(dedup_key(base, "m-old"), old_id, px=60_000)
         got: list[Message] = []
         arrived = asyncio.Event()
 

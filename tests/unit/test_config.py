@@ -165,6 +165,7 @@ def test_every_field(
     issuer = "https://auth.acme.example"
     retention_max_len = 500
     retention_max_age_ms = 60000
+    retention_max_bytes = 1048576
     dedup_window_ms = 0
     idle_expiry_ms = 3600000
     dead_letter = "dlq.acme"
@@ -226,6 +227,7 @@ def test_every_field(
         ),
         retention_max_len=500,
         retention_max_age_ms=60000,
+        retention_max_bytes=1048576,
         dedup_window_ms=0,
         idle_expiry_ms=3600000,
         dead_letter="dlq.acme",
@@ -482,6 +484,10 @@ INVALID: list[tuple[str, str]] = [
     (
         f"[tenants.acme]\n{KEY}\nretention_max_age_ms = 0",
         r"retention_max_age_ms: must be at least 1",
+    ),
+    (
+        f"[tenants.acme]\n{KEY}\nretention_max_bytes = 1023",
+        r"tenants\.acme\.retention_max_bytes: must be at least 1024",
     ),
     (f"[tenants.acme]\n{KEY}\ndedup_window_ms = -1", r"dedup_window_ms: must be at least 0"),
     (f"[tenants.acme]\n{KEY}\nidle_expiry_ms = 10", r"idle_expiry_ms: must be at least 1000"),

@@ -438,3 +438,23 @@ async def test_memory_never_gives_a_late_link_what_age_retention_dropped() -> No
         got += await _one_at_a_time(sock, link, 10)
         assert got == [5]
         assert hub.broker_catch_ups > 0
+
+
+async def test_a_link_that_stops_granting_credit_pins_no_more_than_the_recent_bytes() -> None:
+    # Retention keeps 1 MiB: what the topic's memory holds beyond it is its own.
+    policies = tenant_t(retention_max_bytes=1024 * 1024)
+    broker = MemoryBroker(policies)
+    async with hub_on(broker, policies) as hub:
+        stuck = Socket(hub)
+        await stuck.attach(address="feed", credit=1)  # and never again
+        live = Socket(hub)
+        await live.attach(address="feed", credit=10_000)
+        body = json.dumps("x" * 100_000)
+        for _ in range(300):  # 30 MB
+            await broker.publish("t", "feed", [NewMessage(body=body, publisher="p")])
+            live.drain()
+        topic = hub.topics[("t", "feed")]
+        held = sum(len(m.wire or "") for m in topic.recent)
+        # Bounded by wsq.hub.copy.RECENT_BYTES (4 MiB) and by retention (1 MiB here), amortised:
+        # twice that at most. Before: all 300 (30 MB), up to 2,048 messages whatever their size.
+        assert held <= 2 * 1024 * 1024 + 100_100, held

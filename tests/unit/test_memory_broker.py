@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
-from collections.abc import AsyncIterator
+import tracemalloc
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import MappingProxyType
 from typing import Any
 
@@ -43,6 +45,7 @@ SETTINGS = Settings(
             "short": tenant("short", retention_max_len=10),
             "aging": tenant("aging", retention_max_age_ms=1000),
             "idle": tenant("idle", idle_expiry_ms=1000),
+            "bytes": tenant("bytes", retention_max_bytes=4096),
         }
     )
 )
@@ -338,10 +341,101 @@ def test_tail_without_running_loop_delivers_backlog_at_once(clock: FakeClock) ->
     handle.close()
 
 
-async def test_lookup_past_the_dedup_window(broker: MemoryBroker, clock: FakeClock) -> None:
+async def test_lookup_answers_from_the_dedup_window_only(
+    broker: MemoryBroker, clock: FakeClock
+) -> None:
     [p] = await broker.publish("t", A, [new(0, message_id="x")])
-    clock.advance(5000)
-    await broker.publish("t", A, [new(1, message_id="y")])
+    clock.advance(999)
     m = await broker.lookup("t", A, "x")
-    assert m is not None
-    assert m.id == p.id
+    assert m is not None and m.id == p.id
+    clock.advance(1)  # the window (1000 ms) is over: still retained, no longer looked up
+    await broker.publish("t", A, [new(1, message_id="y")])
+    assert len((await broker.read("t", A, START, 10)).messages) == 2
+    assert await broker.lookup("t", A, "x") is None
+
+
+# -- memory bounded by bytes (docs/security.md, "Memory bounded by bytes") --------------------
+
+#: A message of a 998-character string body published by "p" costs its body's JSON text (1000)
+#: and its stored props, {"publisher":"p"} (17).
+COST = 1000 + 17
+
+
+async def test_retention_by_bytes_is_exact(broker: MemoryBroker) -> None:
+    ids = [(await broker.publish("bytes", A, [new("x" * 998)]))[0].id for _ in range(10)]
+    lg = broker._logs[("bytes", A)]
+    # 4 x 1017 = 4068 fit in 4096; a fifth would not.
+    res = await broker.read("bytes", A, START, 100)
+    assert [m.id for m in res.messages] == ids[6:]
+    assert lg.bytes == 4 * COST
+    assert (await broker.read("bytes", A, ids[5], 100)).recovered
+    assert not (await broker.read("bytes", A, ids[4], 100)).recovered
+    # The newest message stays whatever its size, alone.
+    [big] = await broker.publish("bytes", A, [new("y" * 10_000)])
+    res = await broker.read("bytes", A, ids[-2], 100)
+    assert [m.id for m in res.messages] == [big.id] and not res.recovered
+    assert (await broker.read("bytes", A, ids[-1], 100)).recovered  # nothing after it lost
+    assert lg.bytes == 10_002 + 17
+    # Non-ASCII text counts in UTF-8 bytes.
+    [u] = await broker.publish("bytes", A, [NewMessage(body='"' + "é" * 1000 + '"', publisher="p")])
+    assert lg.bytes == 2002 + 17
+    assert [m.id for m in (await broker.read("bytes", A, START, 9)).messages] == [u.id]
+
+
+async def growth(action: Callable[[], Awaitable[object]]) -> int:
+    """Bytes still allocated after ``action`` (tracemalloc) that were not before it."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        await action()
+        gc.collect()
+        return tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+
+async def test_trimmed_messages_are_released_when_trimmed(
+    broker: MemoryBroker, clock: FakeClock
+) -> None:
+    async def publish() -> None:
+        for i in range(200):
+            clock.advance(1)
+            await broker.publish("short", A, [new(f"{i:06}" + "x" * 100_000)])
+
+    # 200 x 100 kB published, 10 retained (1 MB). Before: held until 1,024 slots were trimmed.
+    held = await growth(publish)
+    assert held < 2_000_000, held
+
+
+async def test_headers_are_kept_encoded(broker: MemoryBroker) -> None:
+    headers = {f"k{i}": i for i in range(20_000)}
+    text = len(json.dumps(headers, separators=(",", ":")))
+
+    async def publish() -> None:
+        # Decoded from the request, as the gateway and the bridge do, and dropped after.
+        await broker.publish("t", A, [new(0, headers=json.loads(json.dumps(headers)))])
+
+    held = await growth(publish)
+    # Its JSON text once, and a little. Before: the dict, ~10x the text.
+    assert held < 1.3 * text, (held, text)
+    [m] = (await broker.read("t", A, START, 1)).messages
+    assert m.headers == headers  # decoded when asked for
+
+
+async def test_an_idempotency_key_keeps_its_results_as_text(broker: MemoryBroker) -> None:
+    batch = [new(i) for i in range(1000)]
+
+    async def plain() -> None:
+        await broker.publish("t", "plain", batch)
+
+    async def keyed() -> None:
+        await broker.publish_once("t", "keyed", batch, "key-1", "f" * 64)
+
+    extra = await growth(keyed) - await growth(plain)
+    # One run of 1,000 new positions: a few dozen bytes. Before: 1,000 Published, ~116 kB.
+    assert extra < 2048, extra
+    again = await broker.publish_once("t", "keyed", batch, "key-1", "f" * 64)
+    assert again.replayed
+    stored = (await broker.read("t", "keyed", START, 1000)).messages
+    assert [r.id for r in again.results] == [m.id for m in stored]

@@ -17,6 +17,7 @@ from wsq.core import codec
 from wsq.core.errors import InvalidFrame
 from wsq.core.messages import Message, NewMessage
 from wsq.core.props import PropsError, parse_props
+from wsq.core.wire import copy_tail
 
 #: Most messages in one publish request.
 MAX_BATCH = 1000
@@ -63,6 +64,8 @@ def fingerprint(messages: Sequence[NewMessage]) -> str:
 
 def encode_message(m: Message, *, body: bool = True, redelivered: int | None = None) -> str:
     """``{"id":…,"body":…,"props":{…}}`` as JSON text."""
+    if body and redelivered is None:
+        return "{" + copy_tail(m)  # the delivery's tail is that object, less its "{"
     props = m.props()
     if redelivered is not None:
         props["redelivered"] = redelivered

@@ -150,16 +150,17 @@ def dead_letter_copy(m: Message, address: str, reason: str) -> NewMessage:
     """What goes to the tenant's dead-letter address for a message of ``address`` that was
     rejected or went past the delivery limit. Brokers store it without dedup: its
     ``message_id`` is kept for the reader, but two dead letters with one id both land."""
-    headers: dict[str, Any] = dict(m.headers) if m.headers else {}
+    props = m.props()  # decoded once (a stored message keeps them encoded)
+    headers: dict[str, Any] = dict(props.get("headers") or {})
     headers["dead_letter_from"] = address
     headers["dead_letter_id"] = m.id
     headers["dead_letter_reason"] = reason
     return NewMessage(
         body=m.body,
-        publisher=m.publisher,
+        publisher=str(props.get("publisher", "")),
         subject=m.subject,
-        message_id=m.message_id,
-        content_type=m.content_type,
+        message_id=props.get("message_id"),
+        content_type=props.get("content_type"),
         headers=headers,
     )
 

@@ -32,6 +32,7 @@ from wsq.config.settings import (
     MIN_HANDSHAKE_TIMEOUT_MS,
     MIN_IDLE_MS,
     MIN_OPEN_TIMEOUT_MS,
+    MIN_RETENTION_BYTES,
     BrokerConfig,
     KeyConfig,
     ServerConfig,
@@ -332,6 +333,11 @@ def _parse_tenant(
     retention_max_age_ms = t.get_int(
         "retention_max_age_ms", default.retention_max_age_ms, minimum=1
     )
+    # At least a KiB: the newest message is kept whatever its size, so a smaller bound would
+    # only mean "the newest message" (say retention_max_len = 1 for that).
+    retention_max_bytes = t.get_int(
+        "retention_max_bytes", default.retention_max_bytes, minimum=MIN_RETENTION_BYTES
+    )
     dedup_window_ms = t.get_int("dedup_window_ms", default.dedup_window_ms, minimum=0)
     idle_expiry_ms = t.get_int("idle_expiry_ms", default.idle_expiry_ms, minimum=1000)
     dead_letter = t.get_opt_str("dead_letter")
@@ -354,6 +360,7 @@ def _parse_tenant(
         keys=tuple(keys),
         retention_max_len=retention_max_len,
         retention_max_age_ms=retention_max_age_ms,
+        retention_max_bytes=retention_max_bytes,
         dedup_window_ms=dedup_window_ms,
         idle_expiry_ms=idle_expiry_ms,
         dead_letter=dead_letter,

@@ -19,6 +19,7 @@ MAX_FRAME_BYTES = 64 * 1024 * 1024
 MIN_IDLE_MS = 1000
 MIN_OPEN_TIMEOUT_MS = 100
 MIN_HANDSHAKE_TIMEOUT_MS = 100
+MIN_RETENTION_BYTES = 1024
 
 DEV_TENANT = "dev"
 DEV_KID = "dev"
@@ -54,6 +55,7 @@ class TenantConfig:
     # What the tenant's addresses keep (wsq.core.policy.StoragePolicy says what each means).
     retention_max_len: int = DEFAULT_POLICY.retention_max_len
     retention_max_age_ms: int = DEFAULT_POLICY.retention_max_age_ms
+    retention_max_bytes: int = DEFAULT_POLICY.retention_max_bytes
     dedup_window_ms: int = DEFAULT_POLICY.dedup_window_ms
     idle_expiry_ms: int = DEFAULT_POLICY.idle_expiry_ms
     dead_letter: str | None = DEFAULT_POLICY.dead_letter

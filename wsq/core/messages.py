@@ -2,14 +2,14 @@
 a consumer, and the outcomes that settle a lease.
 
 ``Message`` is read far more often than it is written: a broker builds it once per read and the
-hub shares it between every link of the process, so it caches its own wire encoding (``wire``)
-and keeps its rarely read props undecoded (``stored``) until someone asks.
+hub shares it between every link of the process, so it caches its own wire encoding (``wire``),
+which then holds its body and its rarely read props (decoded only when someone asks).
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,24 +30,65 @@ class NewMessage:
     ttl_ms: int | None = None
 
 
+#: A delivery's tail starts ``"id":"<id>","body":``, its body follows at this plus len(id)...
+_BODY_AT = len('"id":"","body":')
+#: ... and its props object this far after the body.
+_PROPS_GAP = len(',"props":')
+
+
+def utf8_len(text: str) -> int:
+    """The UTF-8 length of ``text`` (O(1) for ASCII)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def stored_props(
+    publisher: str,
+    subject: str | None = None,
+    message_id: str | None = None,
+    content_type: str | None = None,
+    headers: Any = None,
+) -> str:
+    """The props object of a message as stored, without ``ts`` and ``expires`` (the order of
+    ``Message.props``). Raises TypeError / ValueError for headers JSON cannot hold."""
+    props: dict[str, Any] = {"publisher": publisher}
+    if subject is not None:
+        props["subject"] = subject
+    if message_id is not None:
+        props["message_id"] = message_id
+    if content_type is not None:
+        props["content_type"] = content_type
+    if headers is not None:
+        props["headers"] = dict(headers)
+    return codec.dumps(props)
+
+
+def stored_size(body: str, props: str) -> int:
+    """What a message costs an address (``retention_max_bytes``, reads' byte budgets): the UTF-8
+    bytes of its body's JSON text and of its ``stored_props``; both brokers count this."""
+    return utf8_len(body) + utf8_len(props)
+
+
 class Message:
     """A stored message as read back. ``wire`` caches its encoding for the hub (encode once).
 
-    ``stored``: the props as a broker stored them, JSON text of ``publisher``, ``message_id``,
-    ``content_type`` and ``headers`` (``wsq.core.wire.stored_props``), decoded only when one
-    of them is asked for: live fan-out needs none of them once ``wire`` is built.
+    Once ``wire`` is set (a broker builds it when it stores or reads the message, or the first
+    delivery encodes it), the wire text is the only copy: ``body`` is sliced out of it and the
+    props (publisher, message_id, content_type, headers) are decoded from it each time one is
+    asked for, never kept decoded. So a message costs its wire text once, not its body twice and
+    its headers as a dict (which costs ~7x their JSON text); live fan-out needs none of them.
     """
 
     __slots__ = (
+        "_blen",
+        "_body",
         "_content_type",
         "_headers",
         "_message_id",
         "_publisher",
-        "_stored",
-        "body",
         "expires_at",
         "id",
         "pos",
+        "size",
         "subject",
         "ts",
         "wire",
@@ -67,67 +108,94 @@ class Message:
         expires_at: int | None = None,
         pos: tuple[int, int] | None = None,
         wire: str | None = None,
-        stored: str | None = None,
+        size: int | None = None,
     ) -> None:
+        """``wire``: the message's delivery tail (``wsq.core.wire``), built from ``body`` and
+        the props, which it then holds: the props given here are ignored. ``size``: its
+        ``stored_size`` when the broker counted it."""
         self.id = id
         # ``pos`` when the caller has parsed ``id`` already (a broker reading its own ids).
         self.pos = parse_position(id) if pos is None else pos
-        self.body = body
         self.ts = ts
-        self._publisher = publisher
         self.subject = subject
-        self._message_id = message_id
-        self._content_type = content_type
-        self._headers = headers
         self.expires_at = expires_at
+        self.size = size
+        self._blen = len(body)
         self.wire = wire
-        self._stored = stored
+        if wire is not None:
+            self._body: str | None = None
+            self._publisher = ""
+            self._message_id = self._content_type = None
+            self._headers: Mapping[str, Any] | None = None
+        else:
+            self._body = body
+            self._publisher = publisher
+            self._message_id = message_id
+            self._content_type = content_type
+            self._headers = headers
 
-    def _decode(self, stored: str) -> None:
-        props = codec.loads(stored)
-        if not isinstance(props, dict):
-            props = {}
-        self._stored = None
-        self._publisher = str(props.get("publisher", ""))
-        self._message_id = props.get("message_id")
-        self._content_type = props.get("content_type")
-        self._headers = props.get("headers")
+    def hold_in_wire(self, wire: str) -> None:
+        """``wire`` (built from this message) becomes its only copy: body and props go."""
+        body = self._body
+        if body is not None:
+            self._blen = len(body)
+        self.wire = wire
+        self._body = None
+        self._headers = None
+
+    def _wire_props(self) -> dict[str, Any]:
+        wire = self.wire
+        assert wire is not None
+        props = codec.loads(wire[_BODY_AT + len(self.id) + self._blen + _PROPS_GAP : -1])
+        return props if isinstance(props, dict) else {}
+
+    @property
+    def body(self) -> str:
+        body = self._body
+        if body is None:
+            wire = self.wire
+            assert wire is not None
+            start = _BODY_AT + len(self.id)
+            return wire[start : start + self._blen]
+        return body
 
     @property
     def publisher(self) -> str:
-        if self._stored is not None:
-            self._decode(self._stored)
+        if self._body is None:
+            return str(self._wire_props().get("publisher", ""))
         return self._publisher
 
     @property
     def message_id(self) -> str | None:
-        if self._stored is not None:
-            self._decode(self._stored)
+        if self._body is None:
+            return self._wire_props().get("message_id")
         return self._message_id
 
     @property
     def content_type(self) -> str | None:
-        if self._stored is not None:
-            self._decode(self._stored)
+        if self._body is None:
+            return self._wire_props().get("content_type")
         return self._content_type
 
     @property
     def headers(self) -> Mapping[str, Any] | None:
-        if self._stored is not None:
-            self._decode(self._stored)
+        if self._body is None:
+            return self._wire_props().get("headers")
         return self._headers
 
     def props(self) -> dict[str, Any]:
         """The ``props`` object of the wire (absent fields left out)."""
-        props: dict[str, Any] = {"ts": self.ts, "publisher": self.publisher}
+        if self._body is None:
+            return self._wire_props()
+        props: dict[str, Any] = {"ts": self.ts, "publisher": self._publisher}
         if self.subject is not None:
             props["subject"] = self.subject
-        if self.message_id is not None:
-            props["message_id"] = self.message_id
-        if self.content_type is not None:
-            props["content_type"] = self.content_type
-        if self.headers is not None:
-            props["headers"] = dict(self.headers)
+        if self._message_id is not None:
+            props["message_id"] = self._message_id
+        if self._content_type is not None:
+            props["content_type"] = self._content_type
+        if self._headers is not None:
+            props["headers"] = dict(self._headers)
         if self.expires_at is not None:
             props["expires"] = self.expires_at
         return props
@@ -137,11 +205,14 @@ class Message:
 
 
 def message_size(m: Message) -> int:
-    """What a read's byte budget counts of a message: the JSON text of its body and of its
-    headers (the parts that can be large; each is bounded by max_frame_bytes on the way in)."""
-    size = len(m.body)
-    if m.headers is not None:
-        size += len(codec.dumps(dict(m.headers)))
+    """What a message costs (``stored_size``): the UTF-8 bytes of its body's JSON text and of
+    its stored props. Counted once per message."""
+    size = m.size
+    if size is None:
+        props = m.props()
+        props.pop("ts", None)
+        props.pop("expires", None)
+        size = m.size = stored_size(m.body, codec.dumps(props))
     return size
 
 
@@ -151,6 +222,47 @@ class Published:
 
     id: str
     duplicate: bool = False
+
+
+def published_text(results: Sequence[Published]) -> str:
+    """``results`` as compact text, for an idempotency key's record: comma-separated items,
+    ``<ms>-<seq>+<k>`` for a run of k + 1 new positions (seq, seq + 1, ...), ``=<id>`` for a
+    duplicate. A batch of 1,000 new messages is one item. The Redis publish script writes the
+    same (``lua/publish.lua``); ``published_from_text`` reads both."""
+    items: list[str] = []
+    ms = ""
+    seq = k = -1
+    for r in results:
+        if not r.duplicate:
+            m, _, s = r.id.partition("-")
+            n = int(s)
+            if m == ms and n == seq + k + 1:
+                k += 1
+                continue
+        if k >= 0:
+            items.append(f"{ms}-{seq}+{k}" if k else f"{ms}-{seq}")
+            k = -1
+        if r.duplicate:
+            items.append("=" + r.id)
+        else:
+            ms, seq, k = m, n, 0
+    if k >= 0:
+        items.append(f"{ms}-{seq}+{k}" if k else f"{ms}-{seq}")
+    return ",".join(items)
+
+
+def published_from_text(text: str) -> list[Published]:
+    """The results ``published_text`` wrote."""
+    out: list[Published] = []
+    for item in text.split(",") if text else ():
+        if item[0] == "=":
+            out.append(Published(item[1:], duplicate=True))
+            continue
+        first, _, k = item.partition("+")
+        ms, _, seq = first.partition("-")
+        n = int(seq)
+        out += (Published(f"{ms}-{n + i}") for i in range(int(k or 0) + 1))
+    return out
 
 
 @dataclass(frozen=True, slots=True)

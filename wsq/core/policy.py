@@ -1,4 +1,4 @@
-"""What a tenant's addresses keep: retention, dedup, idle expiry, dead letters, redelivery,
+"""What a tenant's addresses keep: retention (length, age, bytes), dedup, idle expiry, dead letters, redelivery,
 delivery limit.
 
 The brokers and the hub get this small policy, never the whole configuration (which holds JWT
@@ -17,9 +17,15 @@ class StoragePolicy:
     """The storage rules of one tenant's addresses."""
 
     #: Retention of an address's history (feed reads from "^" or a position): at most this many
-    #: messages, none older than ``retention_max_age_ms``.
+    #: messages, none older than ``retention_max_age_ms``, and at most ``retention_max_bytes``
+    #: of them (``wsq.core.messages.stored_size``: the UTF-8 bytes of each body's JSON text and
+    #: stored props), the newest message always kept whatever its size.
     retention_max_len: int = 10_000
     retention_max_age_ms: int = 24 * 3600 * 1000
+    #: 64 MiB: 64 messages of the largest default frame (1 MiB), or the 10,000 messages of
+    #: ``retention_max_len`` up to ~6.5 KiB each. Without it one address could hold 10,000 x
+    #: max_frame_bytes (10 GiB at the defaults).
+    retention_max_bytes: int = 64 * 1024 * 1024
     #: A message_id already accepted on an address within this window is not stored again;
     #: Idempotency-Keys are kept as long. 0: no dedup.
     dedup_window_ms: int = 10 * 60 * 1000

@@ -11,10 +11,10 @@ concatenation when it reads them back (``stored_tail``): the same text as ``mess
 
 from __future__ import annotations
 
-from typing import Any
-
 from wsq.core import codec
-from wsq.core.messages import Message
+from wsq.core.messages import Message, stored_props
+
+__all__ = ["copy_tail", "message_tail", "stored_message", "stored_props", "stored_tail"]
 
 
 def message_tail(message: Message, redelivered: int | None = None) -> str:
@@ -27,10 +27,11 @@ def message_tail(message: Message, redelivered: int | None = None) -> str:
 
 
 def copy_tail(message: Message) -> str:
-    """The cached tail of a delivery (computed on first use)."""
+    """The cached tail of a delivery (computed on first use, then the message's only copy of its
+    body and props: ``Message.hold_in_wire``)."""
     tail = message.wire
     if tail is None:
-        tail = message.wire = (
+        tail = (
             '"id":"'
             + message.id
             + '","body":'
@@ -39,28 +40,8 @@ def copy_tail(message: Message) -> str:
             + codec.dumps(message.props())
             + "}"
         )
+        message.hold_in_wire(tail)
     return tail
-
-
-def stored_props(
-    publisher: str,
-    subject: str | None = None,
-    message_id: str | None = None,
-    content_type: str | None = None,
-    headers: Any = None,
-) -> str:
-    """The props object of a message as stored, without ``ts`` and ``expires`` (the order of
-    ``Message.props``). Raises TypeError / ValueError for headers JSON cannot hold."""
-    props: dict[str, Any] = {"publisher": publisher}
-    if subject is not None:
-        props["subject"] = subject
-    if message_id is not None:
-        props["message_id"] = message_id
-    if content_type is not None:
-        props["content_type"] = content_type
-    if headers is not None:
-        props["headers"] = dict(headers)
-    return codec.dumps(props)
 
 
 def stored_tail(id_: str, ms: str, body: str, props: str, expires_at: int | None) -> str:
@@ -73,3 +54,30 @@ def stored_tail(id_: str, ms: str, body: str, props: str, expires_at: int | None
     if expires_at is not None:
         head += ',"expires":' + str(expires_at)
     return head + "}}"
+
+
+def stored_message(
+    id_: str,
+    body: str,
+    props: str,
+    subject: str | None,
+    ttl_ms: int | None,
+    size: int | None = None,
+) -> Message:
+    """A stored message from its id, its body's JSON text and its ``stored_props``: its wire
+    tail concatenated (never encoded), which holds body and props from then on. ``size``: its
+    ``stored_size`` where the broker counted it."""
+    ms_text, _, seq = id_.partition("-")
+    ms = int(ms_text)
+    expires_at = None if ttl_ms is None else ms + ttl_ms
+    return Message(
+        id_,
+        body,
+        ts=ms,
+        publisher="",
+        subject=subject,
+        expires_at=expires_at,
+        pos=(ms, int(seq)),
+        wire=stored_tail(id_, ms_text, body, props, expires_at),
+        size=size,
+    )

@@ -35,6 +35,9 @@ READ_BATCH = 512
 #: tenant's retention keeps): a link that grants credit a few messages at a time drops out of
 #: the live set on every message, and catches up from here instead of reading the broker.
 RECENT = 1024
+#: ... and at most about this many bytes of them (their wire tails; never more than the tenant's
+#: retention keeps): a link that stops granting credit must not pin megabytes per message.
+RECENT_BYTES = 4 * 1024 * 1024
 
 
 def _now_ms() -> int:
@@ -61,8 +64,10 @@ class Topic:
         "max_age_ms",
         "ready",
         "recent",
+        "recent_bytes",
         "recent_cap",
         "recent_floor",
+        "recent_max_bytes",
         "subs",
         "tail",
         "tenant",
@@ -81,11 +86,14 @@ class Topic:
         self.ready = asyncio.Event()
         # While a link is behind: every message the live reader passed on after
         # ``recent_floor``, in order (those expired when passed on left out), at most about
-        # ``recent_cap``, which retention by length would also keep.
+        # ``recent_cap`` and ``recent_max_bytes`` (``recent_bytes``: their wire tails' length),
+        # which retention would also keep.
         self.recent: list[Message] = []
+        self.recent_bytes = 0
         self.recent_floor: Position = (0, 0)
         cfg = hub.policies.of(tenant)
         self.recent_cap = min(RECENT, cfg.retention_max_len)
+        self.recent_max_bytes = min(RECENT_BYTES, cfg.retention_max_bytes)
         self.max_age_ms = cfg.retention_max_age_ms
 
     async def start(self) -> None:
@@ -131,18 +139,28 @@ class Topic:
         if len(self.subs) == len(self.live):
             if recent:
                 self.recent = []
+                self.recent_bytes = 0
             return
         if not recent:
             self.recent_floor = before
             self.recent = recent = list(messages)
+            self.recent_bytes = 0
         else:
             recent += messages
+        size = self.recent_bytes = self.recent_bytes + sum(len(copy_tail(m)) for m in messages)
         cap = self.recent_cap
-        if len(recent) > 2 * cap:
-            # Amortised: cut back to ``cap`` once it holds twice that.
-            cut = len(recent) - cap
-            self.recent_floor = recent[cut - 1].pos
-            del recent[:cut]
+        max_bytes = self.recent_max_bytes
+        if len(recent) > 2 * cap or size > 2 * max_bytes:
+            # Amortised: cut back to ``cap`` and ``max_bytes`` once it holds twice either.
+            cut = max(len(recent) - cap, 0)
+            size -= sum(len(copy_tail(m)) for m in recent[:cut])
+            while size > max_bytes and cut < len(recent):
+                size -= len(copy_tail(recent[cut]))
+                cut += 1
+            self.recent_bytes = size
+            if cut:
+                self.recent_floor = recent[cut - 1].pos
+                del recent[:cut]
 
     def recent_after(self, cursor: Position, limit: int, now_ms: int) -> list[Message] | None:
         """Up to ``limit`` messages after ``cursor`` from memory, or None when memory does not

@@ -7,8 +7,9 @@ Costs, per message: publishing appends, delivers to the tails synchronously and 
 lazily, all O(1) amortised; reads bisect on positions; a consumer group keeps state only for
 messages it has handed out.
 
-Memory is bounded: retention trims the log (by length and by age, also for idle addresses, by a
-periodic sweep), the dedup map is pruned by age and capped in size, groups drop the state of
+Memory is bounded: retention trims the log (by length, age and bytes; by age also for idle
+addresses, by a periodic sweep) and releases what it trims, a message is kept as its wire text
+alone (props encoded), the dedup map is pruned by age and capped in size, groups drop the state of
 trimmed messages, and addresses idle for the tenant's ``idle_expiry_ms`` disappear.
 """
 
@@ -44,9 +45,13 @@ from wsq.core.messages import (
     PublishedOnce,
     ReadResult,
     message_size,
+    published_from_text,
+    published_text,
+    stored_size,
 )
 from wsq.core.policy import StoragePolicies
 from wsq.core.positions import START, format_position, parse_position
+from wsq.core.wire import stored_message, stored_props
 
 log = logging.getLogger(__name__)
 
@@ -138,9 +143,9 @@ class MemoryBroker(Broker):
         if hit is not None:
             if hit[1] != fingerprint:
                 raise IdempotencyKeyReused("the Idempotency-Key was used for another request")
-            return PublishedOnce(list(hit[2]), replayed=True)
+            return PublishedOnce(published_from_text(hit[2]), replayed=True)
         results = self._publish(lg, now, messages)
-        lg.idem[key] = (now, fingerprint, results)
+        lg.idem[key] = (now, fingerprint, published_text(results))
         if len(lg.idem) > self.idempotency_max_entries:
             lg.prune_idem(now, self.idempotency_max_entries)
         return PublishedOnce(list(results))
@@ -168,18 +173,11 @@ class MemoryBroker(Broker):
                     continue
             seq += 1
             id_ = f"{ms}-{seq}"
-            ttl = nm.ttl_ms
-            m = Message(
-                id_,
-                nm.body,
-                ts=ms,
-                publisher=nm.publisher,
-                subject=nm.subject,
-                message_id=mid,
-                content_type=nm.content_type,
-                headers=nm.headers,
-                expires_at=None if ttl is None else ms + ttl,
-            )
+            # Kept as its wire tail alone, props encoded (as the Redis broker stores them):
+            # no decoded headers, and the hub's encoding is this one.
+            props = stored_props(nm.publisher, nm.subject, mid, nm.content_type, nm.headers)
+            body = nm.body
+            m = stored_message(id_, body, props, nm.subject, nm.ttl_ms, stored_size(body, props))
             new.append(m)
             out.append(Published(id_))
             if mid is not None and dedup_on:
@@ -188,7 +186,7 @@ class MemoryBroker(Broker):
         if not new:
             return out
         lg.last = (ms, seq)
-        lg.msgs.extend(new)
+        lg.append(new)
         lg.trim(now)
         if dedup_on and len(seen) > self.dedup_max_entries:
             lg.prune_dedup(now, self.dedup_max_entries)
@@ -516,22 +514,17 @@ class MemoryBroker(Broker):
     # -- reconciliation ----------------------------------------------------------------------
 
     async def lookup(self, tenant: str, address: str, message_id: str) -> Message | None:
+        """From the dedup index only, never by scanning the log: past the dedup window (or
+        capped out of it, or with no window), not found."""
         lg = self._logs.get((tenant, address))
         if lg is None:
             return None
         now = self._now_ms()
         lg.trim(now)
         hit = lg.dedup.get(message_id)
-        if hit is not None:
-            m = lg.find(parse_position(hit[1]))
-            if m is not None:
-                return m
-        # Past the dedup window (or capped out of it): search the retained messages, newest first.
-        msgs = lg.msgs
-        for i in range(len(msgs) - 1, lg.head - 1, -1):
-            if msgs[i].message_id == message_id:
-                return msgs[i]
-        return None
+        if hit is None or hit[0] <= now - lg.cfg.dedup_window_ms:
+            return None  # as the Redis broker's dedup keys expire (``prune_dedup``'s cutoff)
+        return lg.find(parse_position(hit[1]))
 
     # -- background --------------------------------------------------------------------------
 

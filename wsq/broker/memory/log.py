@@ -1,8 +1,11 @@
 """One address in the memory broker: its messages, retention, dedup and idempotency keys.
 
-The messages are a list in position order with a head offset that is compacted now and then, so
-trimming the oldest is O(1) amortised; reads bisect on positions. The dedup map is pruned by age
-and capped in size; idempotency keys likewise.
+The messages are a list in position order with a head offset, so trimming the oldest is O(1)
+amortised; reads bisect on positions. A trimmed message is released at once (its slot before the
+head is given a placeholder) and the list's slots are compacted now and then. Retention counts
+the messages, their age and their bytes (``bytes``: the ``stored_size`` of the retained ones, kept
+as they come and go). The dedup map is pruned by age and capped in size; idempotency keys
+likewise, their results kept as text (``wsq.core.messages.published_text``).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from operator import attrgetter
 
 from wsq.broker.base import Tail
 from wsq.broker.memory.groups import EntryState, Group
-from wsq.core.messages import Message, Published
+from wsq.core.messages import Message, message_size
 from wsq.core.policy import StoragePolicy
 from wsq.core.positions import Position
 
@@ -22,10 +25,13 @@ pos_of = attrgetter("pos")
 
 #: Compact a log's message list once this many trimmed slots sit before its head.
 _COMPACT_MIN = 1024
+#: What a trimmed message's slot holds until compaction: the message itself is released.
+_TRIMMED = Message("0-0", "null", ts=0, publisher="")
 
 
 class AddressLog:
     __slots__ = (
+        "bytes",
         "cfg",
         "dedup",
         "dedup_order",
@@ -43,7 +49,8 @@ class AddressLog:
     def __init__(self, cfg: StoragePolicy, now_ms: int) -> None:
         self.cfg = cfg
         self.msgs: list[Message] = []
-        self.head = 0  # msgs[:head] are trimmed, awaiting compaction
+        self.head = 0  # msgs[:head] are trimmed (placeholders), awaiting compaction
+        self.bytes = 0  # the stored_size of msgs[head:]
         self.last: Position = START_POS  # newest position ever assigned
         self.dropped: Position = START_POS  # newest position lost to retention (not to its ttl)
         self.trimmed: Position = START_POS  # newest position removed from the log for any reason
@@ -52,37 +59,56 @@ class AddressLog:
         self.tails: list[Tail] = []
         self.groups: dict[str, Group] = {}
         self.touched = now_ms
-        # Idempotency key -> (ms stored, request fingerprint, results), oldest first.
-        self.idem: OrderedDict[str, tuple[int, str, list[Published]]] = OrderedDict()
+        # Idempotency key -> (ms stored, request fingerprint, results as ``published_text``),
+        # oldest first.
+        self.idem: OrderedDict[str, tuple[int, str, str]] = OrderedDict()
+
+    def append(self, new: list[Message]) -> None:
+        self.msgs.extend(new)
+        self.bytes += sum(map(message_size, new))
 
     def trim(self, now_ms: int) -> None:
-        """Drop from the head what retention no longer keeps, and expired messages there."""
+        """Drop from the head what retention no longer keeps (by length, age and bytes: the
+        newest message always stays), and expired messages there; release what goes."""
         msgs = self.msgs
         n = len(msgs)
         head = self.head
         if head >= n:
             return
         cfg = self.cfg
+        total = self.bytes
         max_len = cfg.retention_max_len
-        new_head = n - max_len if 0 < max_len < n - head else head
+        new_head = head
+        if 0 < max_len < n - head:
+            new_head = n - max_len
+            for i in range(head, new_head):
+                total -= message_size(msgs[i])
         max_age = cfg.retention_max_age_ms
         cutoff = now_ms - max_age if max_age > 0 else -1
-        # Then the head goes while it is too old, or expired by its own ttl.
+        # Then the head goes while it is too old, or expired by its own ttl...
         while new_head < n:
             m = msgs[new_head]
             if m.ts < cutoff or (m.expires_at is not None and m.expires_at <= now_ms):
+                total -= message_size(m)
                 new_head += 1
             else:
                 break
+        # ... and while the rest is more bytes than retention keeps.
+        max_bytes = cfg.retention_max_bytes
+        while total > max_bytes > 0 and new_head < n - 1:
+            total -= message_size(msgs[new_head])
+            new_head += 1
         if new_head == head:
             return  # the common case: nothing to drop
+        self.bytes = total
         dropped = self.dropped
         for i in range(head, new_head):
             m = msgs[i]
             if m.expires_at is None or m.expires_at > now_ms:
                 dropped = m.pos  # lost to retention, not to its own ttl
+            msgs[i] = _TRIMMED
         self.dropped = dropped
-        self.trimmed = msgs[new_head - 1].pos
+        self.trimmed = m.pos
         if new_head >= _COMPACT_MIN and new_head * 2 >= n:
             del msgs[:new_head]
             new_head = 0

@@ -4,8 +4,8 @@
 (key names), ``entries`` (the entry codec), ``reader`` (live reading: one subscription per
 process) and ``groups`` (queues). Publishing, history reads and lookups are here.
 
-Publishing is one Lua script per batch: dedup, XADD, exact retention by length and age (the
-trimmed entries are looked at so ``dropped`` is exact), expiry of idle keys, then PUBLISH of the
+Publishing is one Lua script per batch: dedup, XADD, exact retention by length, age and bytes
+(the trimmed entries are looked at so ``dropped`` is exact; the meta hash counts the bytes), expiry of idle keys, then PUBLISH of the
 newest position. Accepted means Redis answered the script; any doubt raises ``BrokerUnavailable``.
 """
 
@@ -14,15 +14,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
-
 from wsq.broker.base import Broker, Tail
 from wsq.broker.redis.client import DOWN, RedisClients, unavailable
 from wsq.broker.redis.entries import entry_fields, entry_message, flat_row
 from wsq.broker.redis.groups import ConsumerGroups
 from wsq.broker.redis.keys import address_base, dedup_key, idempotency_key
 from wsq.broker.redis.reader import LiveReader
+from wsq.broker.redis.scripts import retention
 from wsq.core import codec
 from wsq.core.errors import BrokerUnavailable, IdempotencyKeyReused
 from wsq.core.messages import (
@@ -31,6 +29,7 @@ from wsq.core.messages import (
     Published,
     PublishedOnce,
     ReadResult,
+    published_from_text,
 )
 from wsq.core.policy import StoragePolicies
 from wsq.core.positions import START, parse_position
@@ -117,8 +116,7 @@ class RedisBroker(ConsumerGroups, Broker):
             keys.append(idempotency_key(base, key))
             ik = len(keys)
         args: list[Any] = [
-            cfg.retention_max_len,
-            cfg.retention_max_age_ms,
+            *retention(cfg),
             # A dedup key never outlives its address (an idle address is gone entirely).
             min(cfg.dedup_window_ms, cfg.idle_expiry_ms),
             cfg.idle_expiry_ms,
@@ -156,10 +154,7 @@ class RedisBroker(ConsumerGroups, Broker):
         if status == 2:
             raise IdempotencyKeyReused("the Idempotency-Key was used for another request")
         if status == 1:
-            return PublishedOnce(
-                [Published(str(id_), duplicate=bool(dup)) for id_, dup in reply[1:]],
-                replayed=True,
-            )
+            return PublishedOnce(published_from_text(str(reply[1])), replayed=True)
         out = [Published(id_, duplicate=bool(dup)) for id_, dup in reply[3:]]
         self._reader.tell_groups(tenant, address, out)
         return PublishedOnce(out)
@@ -196,7 +191,7 @@ class RedisBroker(ConsumerGroups, Broker):
                 "read",
                 keys,
                 (
-                    *(cfg.retention_max_len, cfg.retention_max_age_ms, cfg.idle_expiry_ms),
+                    *(*retention(cfg), cfg.idle_expiry_ms),
                     *(cursor, want, budget, 1 if not out else 0),
                 ),
             )
@@ -225,33 +220,16 @@ class RedisBroker(ConsumerGroups, Broker):
     # -- reconciliation ----------------------------------------------------------------------
 
     async def lookup(self, tenant: str, address: str, message_id: str) -> Message | None:
+        """From the dedup key only (one GET, one XRANGE of that id), never by scanning the
+        stream: past the dedup window, not found."""
         base = address_base(tenant, address)
-        stream = f"{base}:s"
         r = self._clients.redis
         try:
             async with self._clients.gate:
-                return await self._lookup(r, base, stream, message_id)
+                hit = await r.get(dedup_key(base, message_id))
+                if not hit:
+                    return None
+                rows: Any = await r.xrange(f"{base}:s", min=hit, max=hit)
         except DOWN as exc:
             raise unavailable(exc) from exc
-
-    @staticmethod
-    async def _lookup(
-        r: Redis | RedisCluster, base: str, stream: str, message_id: str
-    ) -> Message | None:
-        hit = await r.get(dedup_key(base, message_id))
-        if hit:
-            rows: Any = await r.xrange(stream, min=hit, max=hit)
-            if rows:
-                return entry_message(*flat_row(rows[0]))
-        # Past the dedup window: search the retained messages, newest first.
-        end = "+"
-        while True:
-            rows = await r.xrevrange(stream, max=end, min="-", count=256)
-            for row in rows:
-                id_, flat = flat_row(row)
-                m = entry_message(id_, flat)
-                if m.message_id == message_id:
-                    return m
-            if len(rows) < 256:
-                return None
-            end = "(" + rows[-1][0]
+        return entry_message(*flat_row(rows[0])) if rows else None

@@ -2,7 +2,8 @@
 
 Entry fields are one letter: ``b`` body (its JSON text), ``x`` the props as they go on the wire
 without ``ts`` and ``expires`` (``wsq.core.wire.stored_props``), and for the Lua scripts ``s``
-subject (filters), ``t`` ttl in ms (expiry) and ``z`` the headers' size (reads' byte budgets).
+subject (filters) and ``t`` ttl in ms (expiry); entries written before ``retention_max_bytes``
+also have ``z``, the headers' size, no longer read.
 A reader builds each delivery's wire tail by concatenation (no encoding) and decodes ``x`` only
 when something asks for the publisher, message_id, content_type or headers. Entries of the
 first format (``p`` publisher, ``m`` message_id, ``c`` content_type, ``h`` headers as separate
@@ -15,16 +16,16 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from wsq.core import codec
 from wsq.core.messages import Message, NewMessage
-from wsq.core.wire import stored_props, stored_tail
+from wsq.core.wire import stored_message, stored_props
 
 
 def entry_fields(nm: NewMessage) -> list[str]:
     """The fields of a new entry: ``b`` body, ``x`` the props as they go on the wire (without
     ``ts`` and ``expires``: readers concatenate the tail instead of encoding it), and for the Lua
-    scripts ``s`` subject (filters), ``t`` ttl (expiry) and ``z`` the headers' size (reads'
-    byte budgets)."""
+    scripts ``s`` subject (filters) and ``t`` ttl (expiry). What the entry costs the address
+    (``retention_max_bytes``, reads' byte budgets) is the length of ``b`` and ``x``
+    (``wsq.core.messages.stored_size``), which the scripts take with ``#``."""
     out = [
         "b",
         nm.body,
@@ -35,20 +36,14 @@ def entry_fields(nm: NewMessage) -> list[str]:
         out += ("s", nm.subject)
     if nm.ttl_ms is not None:
         out += ("t", str(nm.ttl_ms))
-    if nm.headers is not None:
-        # What a read's byte budget counts of the headers (``message_size``), which the read
-        # script cannot take out of ``x``.
-        out += ("z", str(len(codec.dumps(dict(nm.headers)))))
     return out
 
 
 def entry_message(id_: str, flat: Sequence[str]) -> Message:
-    """An entry -> Message, its wire tail already built (``_fields``' format)."""
+    """An entry -> Message, its wire tail already built (``entry_fields``' format)."""
     n = len(flat)
     if n < 4 or flat[2] != "x":
         return _old_message(id_, flat)
-    body = flat[1]
-    props = flat[3]
     subject = ttl = None
     for i in range(4, n - 1, 2):
         name = flat[i]
@@ -56,20 +51,7 @@ def entry_message(id_: str, flat: Sequence[str]) -> Message:
             subject = flat[i + 1]
         elif name == "t":
             ttl = flat[i + 1]
-    ms_text, _, seq = id_.partition("-")
-    ms = int(ms_text)
-    expires_at = ms + int(ttl) if ttl is not None else None
-    return Message(
-        id_,
-        body,
-        ts=ms,
-        publisher="",
-        subject=subject,
-        expires_at=expires_at,
-        pos=(ms, int(seq)),
-        wire=stored_tail(id_, ms_text, body, props, expires_at),
-        stored=props,
-    )
+    return stored_message(id_, flat[1], flat[3], subject, None if ttl is None else int(ttl))
 
 
 def _old_message(id_: str, flat: Sequence[str]) -> Message:

@@ -34,6 +34,7 @@ from wsq.broker.base import Tail, Watchers, fan_out
 from wsq.broker.redis.client import DOWN, RedisClients
 from wsq.broker.redis.entries import entry_message, flat_row
 from wsq.broker.redis.keys import address_base, group_keys
+from wsq.broker.redis.scripts import retention
 from wsq.core.errors import BrokerUnavailable
 from wsq.core.messages import Message, Published
 from wsq.core.policy import StoragePolicies
@@ -231,8 +232,7 @@ class LiveReader:
                     "read",
                     (st.key, st.meta),
                     (
-                        cfg.retention_max_len,
-                        cfg.retention_max_age_ms,
+                        *retention(cfg),
                         cfg.idle_expiry_ms,
                         cursor,
                         READ_COUNT,

@@ -10,6 +10,8 @@ from __future__ import annotations
 from functools import cache
 from importlib import resources
 
+from wsq.core.policy import StoragePolicy
+
 #: The scripts the broker registers, by name (``lua/<name>.lua``).
 ENTRY_SCRIPTS = ("publish", "read", "claim", "settle", "renew", "poll", "dead")
 
@@ -24,3 +26,8 @@ def source(name: str) -> str:
     if not first.startswith(_NEEDS):
         return text
     return "".join(source(dep) for dep in first[len(_NEEDS) :].split()) + rest
+
+
+def retention(cfg: StoragePolicy) -> tuple[int, int, int]:
+    """The arguments of ``trim`` (``lua/trim.lua``) that the publish and read scripts take."""
+    return (cfg.retention_max_len, cfg.retention_max_age_ms, cfg.retention_max_bytes)
