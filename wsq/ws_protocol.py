@@ -25,6 +25,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.http11 import Request
 
 from wsq.admission import SCOPE_KEY, STATE_KEY, Ticket
+from wsq.config import ServerConfig
 from wsq.core.fifo import Fifo
 from wsq.http_protocol import HTTPProtocol
 
@@ -35,6 +36,26 @@ CLOSE_WRITE_TIMEOUT_S = 2.0
 #: The ioctl that answers the bytes in a TCP socket's send queue (Linux's SIOCOUTQ); None where
 #: there is none (the transport's own buffer is what we see there).
 _SIOCOUTQ: int | None = getattr(termios, "TIOCOUTQ", None) if sys.platform == "linux" else None
+
+
+def uvicorn_options(server: ServerConfig) -> dict[str, Any]:
+    """What uvicorn's WebSocket side is given (``wsq serve``, the tests' gateways).
+
+    - ``ws_max_size``: larger than our own limit, so that the gateway sees an oversized
+      message and answers ``wsq:frame-too-large`` itself instead of uvicorn closing with 1009.
+    - ``ws_per_message_deflate``: ``[server] ws_compression``. Accepted, the offer is answered
+      as websockets' factory does in uvicorn: ``server_max_window_bits=12;
+      client_max_window_bits=12`` (a browser offers ``client_max_window_bits``); declined,
+      the handshake answers no ``Sec-WebSocket-Extensions``.
+    - Heartbeats are wsq's own empty batches (``idle_ms``): no WebSocket pings from uvicorn.
+    """
+    return {
+        "ws": WS_PROTOCOL,
+        "ws_max_size": 4 * server.max_frame_bytes,
+        "ws_per_message_deflate": server.ws_compression == "deflate",
+        "ws_ping_interval": None,
+        "ws_ping_timeout": None,
+    }
 
 
 class _Inbox:

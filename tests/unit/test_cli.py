@@ -147,6 +147,7 @@ def test_serve_runs_uvicorn(
         "workers": 3,
         "ws": "wsq.ws_protocol:WebSocketProtocol",
         "ws_max_size": 4 * 65536,
+        "ws_per_message_deflate": ServerConfig().ws_compression == "deflate",
         "ws_ping_interval": None,
         "ws_ping_timeout": None,
         "log_level": "warning",
@@ -501,6 +502,32 @@ def test_check_config_warns_about_short_secret(
     assert "warning: tenant 'acme' key k1: the HS256 secret has 9 bytes" in out
     assert "warning: tenant 'acme' key k2: the JWKS is fetched over plain http" in out
     assert "change-me" not in out
+
+
+@pytest.mark.parametrize("setting, offer_accepted", [("off", False), ("deflate", True)])
+def test_serve_gives_uvicorn_ws_compression(
+    tmp_path: Path, uvicorn_calls: list[Any], setting: str, offer_accepted: bool
+) -> None:
+    path = tmp_path / "wsq.toml"
+    path.write_text(
+        f'[server]\nws_compression = "{setting}"\n'
+        f'[tenants.acme]\nkeys = [{{ alg = "HS256", secret = "{SECRET}" }}]\n'
+    )
+    assert main(["serve", "--config", str(path)]) == 0
+    ((_args, kwargs),) = uvicorn_calls
+    assert kwargs["ws_per_message_deflate"] is offer_accepted
+
+
+def test_check_config_shows_ws_compression(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "wsq.toml"
+    path.write_text(
+        '[server]\nws_compression = "off"\n'
+        f'[tenants.acme]\nkeys = [{{ alg = "HS256", secret = "{SECRET}" }}]\n'
+    )
+    assert main(["check-config", "--config", str(path)]) == 0
+    assert "  ws_compression off (permessage-deflate declined)" in capsys.readouterr().out
 
 
 def test_check_config_shows_allowed_origins(

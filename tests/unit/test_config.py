@@ -792,6 +792,30 @@ def test_json_invalid(text: str, message: str) -> None:
         settings_from_json(text)
 
 
+# -- ws_compression ---------------------------------------------------------------------------
+
+
+def test_ws_compression(tmp_path: Path) -> None:
+    assert load(tmp_path, ACME).server.ws_compression == ServerConfig().ws_compression
+    for value in ("off", "deflate"):
+        s = load(tmp_path, f'[server]\nws_compression = "{value}"\n' + ACME)
+        assert s.server.ws_compression == value
+        assert settings_from_json(settings_to_json(s)).server.ws_compression == value
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ('"gzip"', r"server\.ws_compression: expected one of 'off', 'deflate', got 'gzip'"),
+        ("true", r"server\.ws_compression: expected a string, got a boolean"),
+        ('""', r"server\.ws_compression: must not be empty"),
+    ],
+)
+def test_ws_compression_invalid(tmp_path: Path, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load(tmp_path, f"[server]\nws_compression = {value}\n" + ACME)
+
+
 # -- allowed_origins --------------------------------------------------------------------------
 
 

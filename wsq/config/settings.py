@@ -19,6 +19,9 @@ MAX_FRAME_BYTES = 64 * 1024 * 1024
 MIN_IDLE_MS = 1000
 MIN_OPEN_TIMEOUT_MS = 100
 MIN_HANDSHAKE_TIMEOUT_MS = 100
+#: ``[server] ws_compression``: whether a WebSocket client's offer of permessage-deflate
+#: (RFC 7692; every browser makes it) is accepted.
+WS_COMPRESSIONS: tuple[str, ...] = ("off", "deflate")
 
 DEV_TENANT = "dev"
 DEV_KID = "dev"
@@ -95,6 +98,9 @@ class ServerConfig:
     # Browser origins that may open a socket and get CORS answers from the bridge (wsq.origins):
     # None = pages of the gateway's own host only; "*" = any. No Origin header is always allowed.
     allowed_origins: tuple[str, ...] | None = None
+    # permessage-deflate (WS_COMPRESSIONS): "deflate" accepts a client's offer, "off" declines
+    # it. Chosen by measurement: docs/performance.md, "WebSocket compression".
+    ws_compression: str = "deflate"
 
 
 @dataclass(frozen=True, slots=True)
