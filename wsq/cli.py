@@ -203,6 +203,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    from wsq.accesslog import log_config
     from wsq.http_protocol import HTTP_PROTOCOL
     from wsq.ws_protocol import uvicorn_options
 
@@ -217,6 +218,8 @@ def _serve(args: argparse.Namespace) -> int:
         # wsq's WebSocket protocol, max_frame_bytes, ws_compression, no pings.
         **uvicorn_options(server),
         log_level=args.log_level,
+        # uvicorn's own, printing request paths without their query strings (wsq.accesslog).
+        log_config=log_config(),
         lifespan="on",
         loop=_event_loop(),
         # h11 with a deadline and bounds before authentication (wsq.http_protocol).

@@ -16,6 +16,7 @@ import pytest
 import uvicorn
 
 from wsq import __version__, app
+from wsq.accesslog import log_config
 from wsq.cli import FD_SPARE, _raise_fd_limit, main, redact_url, wsq_command
 from wsq.config import ServerConfig, Settings, settings_from_json
 
@@ -152,6 +153,7 @@ def test_serve_runs_uvicorn(
         "ws_ping_interval": None,
         "ws_ping_timeout": None,
         "log_level": "warning",
+        "log_config": log_config(),
         "lifespan": "on",
         "http": "wsq.http_protocol:HTTPProtocol",
         "proxy_headers": True,
