@@ -521,28 +521,37 @@ def test_serve_gives_uvicorn_ws_compression(
     assert kwargs["ws_per_message_deflate"] is offer_accepted
 
 
-def test_check_config_shows_ws_compression(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def check_config_out(tmp_path: Path, capsys: pytest.CaptureFixture[str], server: str) -> str:
+    """What ``wsq check-config`` prints for a file with ``server`` in [server] and one tenant."""
     path = tmp_path / "wsq.toml"
     path.write_text(
-        '[server]\nws_compression = "off"\n'
-        f'[tenants.acme]\nkeys = [{{ alg = "HS256", secret = "{SECRET}" }}]\n'
+        f'[server]\n{server}\n[tenants.acme]\nkeys = [{{ alg = "HS256", secret = "{SECRET}" }}]\n'
     )
     assert main(["check-config", "--config", str(path)]) == 0
-    assert "  ws_compression off (permessage-deflate declined)" in capsys.readouterr().out
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "setting, shown",
+    [
+        ("off", "  ws_compression off (permessage-deflate declined)"),
+        ("deflate", "  ws_compression deflate (permessage-deflate accepted when offered)"),
+    ],
+)
+def test_check_config_shows_ws_compression(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], setting: str, shown: str
+) -> None:
+    assert shown in check_config_out(tmp_path, capsys, f'ws_compression = "{setting}"')
 
 
 def test_check_config_shows_allowed_origins(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = tmp_path / "wsq.toml"
-    path.write_text(
-        '[server]\nallowed_origins = ["https://App.example.com:443", "http://localhost:3000"]\n'
-        f'[tenants.acme]\nkeys = [{{ alg = "HS256", secret = "{SECRET}" }}]\n'
+    out = check_config_out(
+        tmp_path,
+        capsys,
+        'allowed_origins = ["https://App.example.com:443", "http://localhost:3000"]',
     )
-    assert main(["check-config", "--config", str(path)]) == 0
-    out = capsys.readouterr().out
     assert "allowed_origins https://app.example.com, http://localhost:3000" in out
     assert main(["check-config"]) == 0
     assert "allowed_origins (unset: pages of the gateway's own host" in capsys.readouterr().out
