@@ -99,8 +99,10 @@ class ServerConfig:
     # None = pages of the gateway's own host only; "*" = any. No Origin header is always allowed.
     allowed_origins: tuple[str, ...] | None = None
     # permessage-deflate (WS_COMPRESSIONS): "deflate" accepts a client's offer, "off" declines
-    # it. Chosen by measurement: docs/performance.md, "WebSocket compression".
-    ws_compression: str = "deflate"
+    # it. Off by default, from measurement (every browser offers it; accepted, it doubles the
+    # CPU per delivery and triples an idle socket's memory): docs/performance.md, "WebSocket
+    # compression".
+    ws_compression: str = "off"
 
 
 @dataclass(frozen=True, slots=True)
