@@ -262,6 +262,8 @@ class Ctx:
     stack: contextlib.ExitStack
     aux_pids: list[int] = field(default_factory=list)
     redis_port: int | None = None
+    #: --ws-compression: the wsq rows' [server] ws_compression (None: wsq's default).
+    ws_compression: str | None = None
 
     def spawn(
         self,
@@ -395,6 +397,10 @@ def _wsq(broker: str, workers: int = 1) -> Callable[[Ctx], StartResult]:
         ]
         if workers > 1:
             cmd += ["--workers", str(workers)]
+        if ctx.ws_compression is not None:
+            config = ctx.tmp / "wsq-bench.toml"
+            config.write_text(f'[server]\nws_compression = "{ctx.ws_compression}"\n')
+            cmd += ["--config", str(config)]
         return cmd, env, port, lambda pid: Running(pid, f"ws://127.0.0.1:{port}/ws", "wsq", token)
 
     return start
@@ -605,10 +611,12 @@ def _process(
 
 
 @contextlib.contextmanager
-def running(system: System, pin: bool, tmp: Path) -> Iterator[Running]:
+def running(
+    system: System, pin: bool, tmp: Path, ws_compression: str | None = None
+) -> Iterator[Running]:
     with contextlib.ExitStack() as stack:
         t0 = time.monotonic()
-        ctx = Ctx(tmp, pin, stack)
+        ctx = Ctx(tmp, pin, stack, ws_compression=ws_compression)
         cmd, extra_env, port, make = system.start(ctx)
         proc = stack.enter_context(_process(system.name, cmd, extra_env, pin, tmp))
         wait_port(port, proc, system.boot_timeout)
@@ -721,10 +729,18 @@ def run_loadgen(
 
 
 def measure(
-    system: System, sizes: dict[str, Any], pin: bool, tmp: Path, profile_dir: Path | None
+    system: System,
+    sizes: dict[str, Any],
+    pin: bool,
+    tmp: Path,
+    profile_dir: Path | None,
+    deflate: bool = False,
+    ws_compression: str | None = None,
 ) -> dict[str, Any]:
+    """One row. ``deflate``: the generator's clients offer permessage-deflate as Chromium does;
+    ``ws_compression``: the wsq rows' setting (None: wsq's default)."""
     row: dict[str, Any] = {"system": system.name, "what": system.what}
-    with running(system, pin, tmp) as srv:
+    with running(system, pin, tmp, ws_compression) as srv:
         row["boot_s"] = srv.boot_s
         base = {
             "adapter": srv.adapter,
@@ -734,6 +750,7 @@ def measure(
             "timeout": sizes["timeout"],
             "concurrency": 50,
             "settle_ms": sizes.get("settle_ms", 1000),
+            "deflate": deflate,
         }
         # idle first, on a fresh server
         r = run_loadgen(
@@ -742,6 +759,8 @@ def measure(
             pin,
             watch_rss=("before", "after"),
         )
+        # What the server answered to the clients' offer ("" when declined or not offered).
+        row["extensions"] = r.get("extensions")
         row["idle"] = idle_figures(r)
         time.sleep(0.3)  # let the server see the closes
 
@@ -1314,6 +1333,17 @@ def main(argv: list[str] | None = None) -> int:
         help="py-spy the Python servers during fan-out (raw stacks into --out)",
     )
     p.add_argument("--no-chart", dest="chart", action="store_false")
+    p.add_argument(
+        "--deflate",
+        action="store_true",
+        help="the generator's clients offer permessage-deflate as Chromium does "
+        "('permessage-deflate; client_max_window_bits') and compress every message they send",
+    )
+    p.add_argument(
+        "--ws-compression",
+        choices=("off", "deflate"),
+        help="the wsq rows' [server] ws_compression (default: wsq's default)",
+    )
     for key in SIZES["full"]:
         p.add_argument(
             f"--{key.replace('_', '-')}",
@@ -1374,7 +1404,11 @@ def main(argv: list[str] | None = None) -> int:
                     if args.profile and name.startswith(("wsq", "py-"))
                     else None
                 )
-                rows.append(measure(SYSTEMS[name], sizes, pin, tmp, profile))
+                rows.append(
+                    measure(
+                        SYSTEMS[name], sizes, pin, tmp, profile, args.deflate, args.ws_compression
+                    )
+                )
             except Exception as e:  # one broken peer must not hide the others' figures
                 failures.append(f"{name}: {e}")
                 print(f"bench: {name} FAILED: {e}", file=sys.stderr)
@@ -1392,6 +1426,8 @@ def main(argv: list[str] | None = None) -> int:
         "preset": preset,
         "sizes": sizes,
         "pinned": pin,
+        "deflate_offered": args.deflate,
+        "ws_compression": args.ws_compression,
         "machine": {
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
@@ -1409,7 +1445,9 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "results.json").write_text(json.dumps(doc, indent=2) + "\n")
     md = (
         f"wsq bench, {preset} sizes {json.dumps(sizes)}, {doc['when']}, "
-        f"{'server on CPU 0, generator on CPU 1' if pin else 'not pinned'}\n\n"
+        f"{'server on CPU 0, generator on CPU 1' if pin else 'not pinned'}"
+        f"{', clients offer permessage-deflate' if args.deflate else ''}"
+        f"{f', wsq ws_compression = {args.ws_compression}' if args.ws_compression else ''}\n\n"
         f"{table(rows)}\n\n"
     )
     noisy = noisy_note(rows)

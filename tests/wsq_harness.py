@@ -34,7 +34,7 @@ from wsq.auth import mint_token
 from wsq.broker.base import Broker
 from wsq.broker.redis import RedisBroker
 from wsq.config import BrokerConfig, KeyConfig, ServerConfig, Settings, TenantConfig
-from wsq.ws_protocol import WS_PROTOCOL
+from wsq.ws_protocol import WS_PROTOCOL, uvicorn_options
 
 SECRET_ACME = "acme-secret-acme-secret-acme-secret-0001"
 SECRET_OTHER = "other-secret-other-secret-other-secret-02"
@@ -147,10 +147,7 @@ async def running_gateway(
         host="127.0.0.1",
         port=0,
         log_level="warning",
-        ws=ws,
-        ws_max_size=4 * settings.server.max_frame_bytes,
-        ws_ping_interval=None,
-        ws_ping_timeout=None,
+        **{**uvicorn_options(settings.server), "ws": ws},
         lifespan="on",
     )
     server = uvicorn.Server(config)

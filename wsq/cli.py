@@ -203,8 +203,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    from wsq.accesslog import log_config
     from wsq.http_protocol import HTTP_PROTOCOL
-    from wsq.ws_protocol import WS_PROTOCOL
+    from wsq.ws_protocol import uvicorn_options
 
     server = settings.server
     _raise_fd_limit(server)
@@ -214,14 +215,11 @@ def _serve(args: argparse.Namespace) -> int:
         host=server.host,
         port=server.port,
         workers=server.workers,
-        ws=WS_PROTOCOL,
-        # Larger than our own limit, so that the gateway sees an oversized message and answers
-        # wsq:frame-too-large itself instead of uvicorn closing the socket with 1009.
-        ws_max_size=4 * server.max_frame_bytes,
-        # Heartbeats are wsq's own empty batches (idle_ms); no WebSocket pings from uvicorn.
-        ws_ping_interval=None,
-        ws_ping_timeout=None,
+        # wsq's WebSocket protocol, max_frame_bytes, ws_compression, no pings.
+        **uvicorn_options(server),
         log_level=args.log_level,
+        # uvicorn's own, printing request paths without their query strings (wsq.accesslog).
+        log_config=log_config(),
         lifespan="on",
         loop=_event_loop(),
         # h11 with a deadline and bounds before authentication (wsq.http_protocol).
@@ -374,6 +372,13 @@ def describe_settings(settings: Settings, source: str | None) -> list[str]:
         "  trusted_proxies "
         + (", ".join(s.trusted_proxies) or "none (X-Forwarded-For is not believed)"),
         f"  allowed_origins {_describe_origins(s.allowed_origins)}",
+        f"  ws_compression {s.ws_compression} ("
+        + (
+            "permessage-deflate accepted when offered"
+            if s.ws_compression == "deflate"
+            else "permessage-deflate declined"
+        )
+        + ")",
         f"broker: {redact_url(settings.broker.url)}",
     ]
     if settings.dev_mode:

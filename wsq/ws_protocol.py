@@ -22,9 +22,14 @@ if sys.platform != "win32":
 
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.exceptions import PayloadTooBig
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
 
 from wsq.admission import SCOPE_KEY, STATE_KEY, Ticket
+from wsq.config import ServerConfig
+from wsq.core import codec
+from wsq.core.errors import FrameTooLarge
 from wsq.core.fifo import Fifo
 from wsq.http_protocol import HTTPProtocol
 
@@ -35,6 +40,29 @@ CLOSE_WRITE_TIMEOUT_S = 2.0
 #: The ioctl that answers the bytes in a TCP socket's send queue (Linux's SIOCOUTQ); None where
 #: there is none (the transport's own buffer is what we see there).
 _SIOCOUTQ: int | None = getattr(termios, "TIOCOUTQ", None) if sys.platform == "linux" else None
+
+
+def uvicorn_options(server: ServerConfig) -> dict[str, Any]:
+    """What uvicorn's WebSocket side is given (``wsq serve``, the tests' gateways).
+
+    - ``ws_max_size``: ``max_frame_bytes``. websockets refuses a message past it while reading
+      it, and a compressed one while inflating it (zlib is never asked for more than the
+      limit), so no client makes the process hold more than ``max_frame_bytes`` of one
+      message, whatever it sent on the wire; ``WebSocketProtocol`` answers the refusal as the
+      gateway answers any message past the limit (``wsq:frame-too-large``, close 1009).
+    - ``ws_per_message_deflate``: ``[server] ws_compression``. Accepted, the offer is answered
+      as websockets' factory does in uvicorn: ``server_max_window_bits=12;
+      client_max_window_bits=12`` (a browser offers ``client_max_window_bits``); declined,
+      the handshake answers no ``Sec-WebSocket-Extensions``.
+    - Heartbeats are wsq's own empty batches (``idle_ms``): no WebSocket pings from uvicorn.
+    """
+    return {
+        "ws": WS_PROTOCOL,
+        "ws_max_size": server.max_frame_bytes,
+        "ws_per_message_deflate": server.ws_compression == "deflate",
+        "ws_ping_interval": None,
+        "ws_ping_timeout": None,
+    }
 
 
 class _Inbox:
@@ -154,6 +182,23 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             scope = cast(dict[str, Any], self.scope)
             scope["state"].pop(STATE_KEY, None)
             scope[SCOPE_KEY] = self.ticket
+
+    def handle_parser_exception(self) -> None:
+        exc = self.conn.parser_exc
+        if isinstance(exc, PayloadTooBig) and not self.close_sent:
+            # A message past ws_max_size (max_frame_bytes), refused by websockets as it read or
+            # inflated it: the gateway's answer to such a message (wsq.v1 section 1), before
+            # the close 1009 websockets has queued.
+            error = FrameTooLarge(
+                f"message larger than max_frame_bytes ({self.config.ws_max_size})"
+            )
+            close = codec.dumps({"op": "close", "error": error.to_error()}).encode()
+            frame = Frame(Opcode.TEXT, close).serialize(mask=False, extensions=self.conn.extensions)
+            self.conn.writes.insert(0, frame)
+            # websockets keeps the exception (parser_exc) as long as the socket's objects live,
+            # and its traceback the inflated data it refused (max_frame_bytes): let go of it.
+            exc.__traceback__ = None
+        super().handle_parser_exception()
 
     def backlog(self) -> int | None:
         """Bytes written to this socket that the client has not taken yet: the transport's

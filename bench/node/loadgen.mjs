@@ -4,7 +4,7 @@
 // Usage: node loadgen.mjs '<json spec>'
 //   spec: {adapter: "wsq"|"raw"|"nats"|"socketio"|"stomp"|"mqtt", url, token?, scenario: "fanout"|"latency"|"idle",
 //          address, subs, messages, batch, window, rate, duration, conns, concurrency, size,
-//          timeout}
+//          timeout, deflate}
 // Talks to the bench on stdout (one JSON object a line) and stdin:
 //   {"mark":"NAME"}   a measuring point; the generator waits for a line on stdin before going on,
 //                     so that the bench samples the server's /proc exactly there
@@ -69,12 +69,22 @@ function untilDelivered(need) {
   });
 }
 
+// spec.deflate: offer permessage-deflate as Chromium does ("permessage-deflate;
+// client_max_window_bits", ws's default offer) and, as Chromium, compress every message sent
+// (threshold 0), when the server accepts. Without it nothing is offered.
+// The first answer seen is reported (result.extensions): what the server negotiated.
+let negotiated = null;
+
 function connect(url, protocols) {
-  return new WebSocket(url, protocols, {
-    perMessageDeflate: false,
+  const ws = new WebSocket(url, protocols, {
+    perMessageDeflate: spec.deflate ? { threshold: 0 } : false,
     skipUTF8Validation: true,
     maxPayload: 0,
   });
+  ws.once('upgrade', (res) => {
+    negotiated ??= res.headers['sec-websocket-extensions'] ?? '';
+  });
+  return ws;
 }
 
 function failOn(ws, reject, what) {
@@ -622,7 +632,7 @@ async function idle() {
 const scenarios = { fanout, latency, idle };
 try {
   const result = await scenarios[spec.scenario]();
-  emit({ result });
+  emit({ result: { ...result, extensions: negotiated } });
   process.exit(0);
 } catch (e) {
   emit({ error: String(e?.stack || e) });

@@ -11,7 +11,12 @@ const SCRIPT = `
   import { Client, SUBPROTOCOL } from "/wsq-client.js";
   const result = { sockets: 0, states: [], received: [] };
   class Counting extends WebSocket {
-    constructor(...args) { super(...args); result.sockets += 1; }
+    constructor(...args) {
+      super(...args);
+      result.sockets += 1;
+      // What the gateway answered to Chromium's offer of permessage-deflate ("" if declined).
+      this.addEventListener("open", () => { result.extensions = this.extensions; });
+    }
   }
   try {
     const client = new Client("/ws", { token: ${JSON.stringify(token)}, WebSocket: Counting });
@@ -68,6 +73,7 @@ try {
   if (result.refused !== "wsq:forbidden") fail("the refusal's condition");
   if (result.finalState !== "closed") fail("close()");
   if (errors.length) throw new Error(`page errors: ${errors.join("; ")}`);
+  console.log(`extensions: ${JSON.stringify(result.extensions)}`);
   console.log("wsq-client in Chromium: subscribed, published, received");
 } finally {
   await browser.close();

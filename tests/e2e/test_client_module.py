@@ -4,9 +4,11 @@ headless Chromium."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import httpx
+import pytest
 from wsq_harness import Gateway, make_settings, running_gateway
 
 from wsq.app import JS_CLIENT
@@ -49,8 +51,19 @@ async def test_the_gateway_serves_the_client_module() -> None:
         assert b"[project]" not in answer and b"export" not in answer
 
 
-async def test_a_page_imports_the_client_subscribes_publishes_and_receives() -> None:
-    async with running_gateway(make_settings()) as gw:
+@pytest.mark.parametrize(
+    "ws_compression, extensions",
+    [
+        ("off", ""),
+        ("deflate", "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12"),
+    ],
+)
+async def test_a_page_imports_the_client_subscribes_publishes_and_receives(
+    ws_compression: str, extensions: str
+) -> None:
+    """With either [server] ws_compression: Chromium always offers permessage-deflate."""
+    settings = make_settings({"ws_compression": ws_compression})
+    async with running_gateway(settings) as gw:
         token = gw.token("browser", publish=("browser.>",), subscribe=("browser.>",))
         proc = await asyncio.create_subprocess_exec(
             "node",
@@ -64,3 +77,4 @@ async def test_a_page_imports_the_client_subscribes_publishes_and_receives() -> 
         out, _ = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, out.decode()
     assert b"subscribed, published, received" in out
+    assert f"extensions: {json.dumps(extensions)}".encode() in out, out.decode()

@@ -2,6 +2,8 @@
 
 - At ``--log-level debug`` the log never shows a token (nor any 10-character piece of its
   payload or signature) nor a message body: frames are logged as op / ch / handle / size.
+- At ``--log-level info`` and ``debug`` uvicorn's request lines show paths without their query
+  strings: a token a client put in a URL stays out of the log.
 - With ``--workers 2`` no worker's environment (``/proc/<pid>/environ``) holds a tenant secret:
   the settings reach workers through a file only the user can read, gone when the server stops.
 """
@@ -144,6 +146,56 @@ async def test_debug_logs_show_neither_tokens_nor_bodies(
     for body in (BODY_MARK, HTTP_BODY_MARK):
         leaked = sorted(piece for piece in pieces(body) if piece in log)
         assert not leaked, f"pieces of a body in the log: {leaked[:5]}"
+
+
+@pytest.mark.parametrize("level", ["info", "debug"])
+async def test_request_lines_leave_query_strings_out(
+    tmp_path: Path, procs: list[subprocess.Popen[str]], level: str
+) -> None:
+    """wsq reads no token from a URL, but a client may put one there: uvicorn's request lines
+    (HTTP requests, WebSocket handshakes accepted and refused) print the path, never the query."""
+    port = free_port()
+    proc = serve(
+        ["--config", str(write_config(tmp_path)), "--port", str(port), "--log-level", level],
+        {"ACME_K2_SECRET": ENV_SECRET},
+    )
+    procs.append(proc)
+    await asyncio.to_thread(wait_healthy, port, proc)
+    tenant = TenantConfig("acme", "acme", (KeyConfig("HS256", kid="k1", secret=SECRET),))
+    token = mint_token(tenant, "alice", publish=[">"], subscribe=[">"], ttl_s=600, kid="k1")
+    query = f"?token={token}&access_token={token}"
+    async with websockets.connect(
+        f"ws://127.0.0.1:{port}/ws{query}", subprotocols=["wsq.v1"]
+    ) as ws:
+        await Client(ws).open(token)
+    with pytest.raises(websockets.InvalidStatus):  # a foreign page: 403 before the accept
+        await websockets.connect(
+            f"ws://127.0.0.1:{port}/ws{query}",
+            subprotocols=["wsq.v1"],
+            origin=websockets.Origin("https://elsewhere.example"),
+        )
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+        assert (await http.get(f"/healthz{query}")).status_code == 200
+        answer = await http.post(
+            f"/v1/addresses/logs.room/messages{query}",
+            headers={"Authorization": f"Bearer {token}"},
+            json={"body": 1},
+        )
+        assert answer.status_code == 201
+        assert (await http.get(f"/nowhere{query}")).status_code == 404
+    log = stop(proc)
+
+    leaked = sorted(piece for piece in pieces(token.split(".")[2]) if piece in log)
+    assert token not in log and "token=" not in log and not leaked, log[-3000:]
+    # The request lines are there, with their paths.
+    for line in (
+        '"WebSocket /ws?…" [accepted]',
+        '"WebSocket /ws?…" 403',
+        '"GET /healthz?… HTTP/1.1" 200',
+        '"POST /v1/addresses/logs.room/messages?… HTTP/1.1" 201',
+        '"GET /nowhere?… HTTP/1.1" 404',
+    ):
+        assert line in log, log[-3000:]
 
 
 def children_of(pid: int) -> list[int]:

@@ -16,6 +16,7 @@ import pytest
 import uvicorn
 
 from wsq import __version__, app
+from wsq.accesslog import log_config
 from wsq.cli import FD_SPARE, _raise_fd_limit, main, redact_url, wsq_command
 from wsq.config import ServerConfig, Settings, settings_from_json
 
@@ -146,10 +147,13 @@ def test_serve_runs_uvicorn(
         "port": 9100,
         "workers": 3,
         "ws": "wsq.ws_protocol:WebSocketProtocol",
-        "ws_max_size": 4 * 65536,
+        # websockets refuses (and stops inflating) a message past max_frame_bytes.
+        "ws_max_size": 65536,
+        "ws_per_message_deflate": ServerConfig().ws_compression == "deflate",
         "ws_ping_interval": None,
         "ws_ping_timeout": None,
         "log_level": "warning",
+        "log_config": log_config(),
         "lifespan": "on",
         "http": "wsq.http_protocol:HTTPProtocol",
         "proxy_headers": True,
@@ -503,16 +507,51 @@ def test_check_config_warns_about_short_secret(
     assert "change-me" not in out
 
 
-def test_check_config_shows_allowed_origins(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("setting, offer_accepted", [("off", False), ("deflate", True)])
+def test_serve_gives_uvicorn_ws_compression(
+    tmp_path: Path, uvicorn_calls: list[Any], setting: str, offer_accepted: bool
 ) -> None:
     path = tmp_path / "wsq.toml"
     path.write_text(
-        '[server]\nallowed_origins = ["https://App.example.com:443", "http://localhost:3000"]\n'
+        f'[server]\nws_compression = "{setting}"\n'
         f'[tenants.acme]\nkeys = [{{ alg = "HS256", secret = "{SECRET}" }}]\n'
     )
+    assert main(["serve", "--config", str(path)]) == 0
+    ((_args, kwargs),) = uvicorn_calls
+    assert kwargs["ws_per_message_deflate"] is offer_accepted
+
+
+def check_config_out(tmp_path: Path, capsys: pytest.CaptureFixture[str], server: str) -> str:
+    """What ``wsq check-config`` prints for a file with ``server`` in [server] and one tenant."""
+    path = tmp_path / "wsq.toml"
+    path.write_text(
+        f'[server]\n{server}\n[tenants.acme]\nkeys = [{{ alg = "HS256", secret = "{SECRET}" }}]\n'
+    )
     assert main(["check-config", "--config", str(path)]) == 0
-    out = capsys.readouterr().out
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "setting, shown",
+    [
+        ("off", "  ws_compression off (permessage-deflate declined)"),
+        ("deflate", "  ws_compression deflate (permessage-deflate accepted when offered)"),
+    ],
+)
+def test_check_config_shows_ws_compression(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], setting: str, shown: str
+) -> None:
+    assert shown in check_config_out(tmp_path, capsys, f'ws_compression = "{setting}"')
+
+
+def test_check_config_shows_allowed_origins(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = check_config_out(
+        tmp_path,
+        capsys,
+        'allowed_origins = ["https://App.example.com:443", "http://localhost:3000"]',
+    )
     assert "allowed_origins https://app.example.com, http://localhost:3000" in out
     assert main(["check-config"]) == 0
     assert "allowed_origins (unset: pages of the gateway's own host" in capsys.readouterr().out

@@ -453,6 +453,12 @@ INVALID: list[tuple[str, str]] = [
         '[server]\ntrusted_proxies = ["10.0.0.1", "proxy.local"]',
         r"server\.trusted_proxies: \[1\]: 'proxy\.local' is not an IP address or a CIDR",
     ),
+    (
+        '[server]\nws_compression = "gzip"',
+        r"server\.ws_compression: expected one of 'off', 'deflate', got 'gzip'",
+    ),
+    ("[server]\nws_compression = true", r"server\.ws_compression: expected a string, got a bool"),
+    ('[server]\nws_compression = ""', r"server\.ws_compression: must not be empty"),
     # broker
     (
         '[broker]\nurl = "http://x"',
@@ -796,6 +802,17 @@ def test_json_round_trip_does_not_read_environment(
 def test_json_invalid(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         settings_from_json(text)
+
+
+# -- ws_compression ---------------------------------------------------------------------------
+
+
+def test_ws_compression(tmp_path: Path) -> None:
+    assert load(tmp_path, ACME).server.ws_compression == ServerConfig().ws_compression
+    for value in ("off", "deflate"):
+        s = load(tmp_path, f'[server]\nws_compression = "{value}"\n' + ACME)
+        assert s.server.ws_compression == value
+        assert settings_from_json(settings_to_json(s)).server.ws_compression == value
 
 
 # -- allowed_origins --------------------------------------------------------------------------

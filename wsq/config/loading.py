@@ -33,6 +33,7 @@ from wsq.config.settings import (
     MIN_IDLE_MS,
     MIN_OPEN_TIMEOUT_MS,
     MIN_RETENTION_BYTES,
+    WS_COMPRESSIONS,
     BrokerConfig,
     KeyConfig,
     ServerConfig,
@@ -120,6 +121,12 @@ def _parse_server(
         )
     trusted_proxies = _trusted_proxies(t, default.trusted_proxies)
     allowed_origins = _allowed_origins(t)
+    ws_compression = t.get_str("ws_compression", default.ws_compression)
+    if ws_compression not in WS_COMPRESSIONS:
+        raise t.error(
+            "ws_compression",
+            f"expected one of {', '.join(map(repr, WS_COMPRESSIONS))}, got {ws_compression!r}",
+        )
     t.finish()
     return ServerConfig(
         host=host,
@@ -138,6 +145,7 @@ def _parse_server(
         max_pending_per_ip=max_pending_per_ip,
         trusted_proxies=trusted_proxies,
         allowed_origins=allowed_origins,
+        ws_compression=ws_compression,
     )
 
 

@@ -20,6 +20,9 @@ MIN_IDLE_MS = 1000
 MIN_OPEN_TIMEOUT_MS = 100
 MIN_HANDSHAKE_TIMEOUT_MS = 100
 MIN_RETENTION_BYTES = 1024
+#: ``[server] ws_compression``: whether a WebSocket client's offer of permessage-deflate
+#: (RFC 7692; every browser makes it) is accepted.
+WS_COMPRESSIONS: tuple[str, ...] = ("off", "deflate")
 
 DEV_TENANT = "dev"
 DEV_KID = "dev"
@@ -97,6 +100,11 @@ class ServerConfig:
     # Browser origins that may open a socket and get CORS answers from the bridge (wsq.origins):
     # None = pages of the gateway's own host only; "*" = any. No Origin header is always allowed.
     allowed_origins: tuple[str, ...] | None = None
+    # permessage-deflate (WS_COMPRESSIONS): "deflate" accepts a client's offer, "off" declines
+    # it. Off by default, from measurement (every browser offers it; accepted, it doubles the
+    # CPU per delivery and triples an idle socket's memory): docs/performance.md, "WebSocket
+    # compression".
+    ws_compression: str = "off"
 
 
 @dataclass(frozen=True, slots=True)

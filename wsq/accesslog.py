@@ -1,0 +1,52 @@
+"""uvicorn's request lines without query strings.
+
+uvicorn logs each HTTP request (``uvicorn.access``) and each WebSocket handshake
+(``uvicorn.error``: ``"WebSocket /ws?..." [accepted]``, ``403``) with the request's path and
+query string. wsq reads no credential from a URL, but a client may put one there anyway
+(``/ws?token=...``, ``?access_token=``): it would end up in every log file. ``wsq serve`` gives
+uvicorn a logging configuration (``log_config``) whose handlers drop the query string from every
+request target they print: ``/ws?token=abc`` is logged as ``/ws?…``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+from uvicorn.config import LOGGING_CONFIG
+
+#: What stands in the log for a query string that was there.
+QUERY_MARK = "?…"
+
+
+def without_query(target: str) -> str:
+    """``target`` (a request path as uvicorn logs it) without its query string."""
+    path, sep, _ = target.partition("?")
+    return path + QUERY_MARK if sep else target
+
+
+class NoQueryStrings(logging.Filter):
+    """Drops the query string from a record's arguments that are request targets (a string
+    starting with ``/``), as uvicorn passes them to its request lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and any(_is_target(arg) for arg in args):
+            record.args = tuple(
+                without_query(a) if isinstance(a, str) and _is_target(a) else a for a in args
+            )
+        return True
+
+
+def _is_target(arg: object) -> bool:
+    return isinstance(arg, str) and arg.startswith("/") and "?" in arg
+
+
+def log_config() -> dict[str, Any]:
+    """uvicorn's own logging configuration, its handlers filtered by ``NoQueryStrings``."""
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["no_query_strings"] = {"()": f"{__name__}.NoQueryStrings"}
+    for handler in config["handlers"].values():
+        handler.setdefault("filters", []).append("no_query_strings")
+    return config
