@@ -33,6 +33,7 @@ from wsq.broker.base import (
 )
 from wsq.broker.memory.groups import Entry, EntryState, Group
 from wsq.broker.memory.log import START_POS, AddressLog, pos_of
+from wsq.broker.memory.quotas import LocalQuotaStore
 from wsq.core.addresses import Pattern
 from wsq.core.errors import BrokerUnavailable, IdempotencyKeyReused
 from wsq.core.messages import (
@@ -57,12 +58,11 @@ _SWEEP_BATCH = 1000
 
 
 class MemoryBroker(Broker):
-    """Every address in this process's memory: for one process (``memory://``) and tests."""
+    """Every address in this process's memory: for one process (``memory://``) and tests.
 
-    #: The most message ids remembered for dedup per address (the oldest go first past it).
-    dedup_max_entries: int = 100_000
-    #: The most idempotency keys remembered per address (the oldest go first past it).
-    idempotency_max_entries: int = 10_000
+    Per address, the tenant's ``max_dedup_ids`` message ids and ``max_idempotency_keys``
+    Idempotency-Keys are remembered at most (the oldest are forgotten first past them), and
+    ``max_groups`` consumer groups (``open_group`` refuses one more)."""
 
     def __init__(
         self, policies: StoragePolicies, *, clock: Callable[[], float] = time.time
@@ -72,6 +72,7 @@ class MemoryBroker(Broker):
         self._logs: dict[tuple[str, str], AddressLog] = {}
         self._closed = False
         self._sweeper: asyncio.Task[None] | None = None
+        self.quota_store = LocalQuotaStore(clock)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -133,7 +134,7 @@ class MemoryBroker(Broker):
         if lg.cfg.dedup_window_ms <= 0:
             return PublishedOnce(self._publish(lg, now, messages))
         # No await from the check to the store: one publish per key, however many race.
-        lg.prune_idem(now, self.idempotency_max_entries)
+        lg.prune_idem(now, lg.cfg.max_idempotency_keys)
         hit = lg.idem.get(key)
         if hit is not None:
             if hit[1] != fingerprint:
@@ -141,8 +142,8 @@ class MemoryBroker(Broker):
             return PublishedOnce(list(hit[2]), replayed=True)
         results = self._publish(lg, now, messages)
         lg.idem[key] = (now, fingerprint, results)
-        if len(lg.idem) > self.idempotency_max_entries:
-            lg.prune_idem(now, self.idempotency_max_entries)
+        if len(lg.idem) > lg.cfg.max_idempotency_keys:
+            lg.prune_idem(now, lg.cfg.max_idempotency_keys)
         return PublishedOnce(list(results))
 
     def _publish(
@@ -152,7 +153,7 @@ class MemoryBroker(Broker):
         lg.touched = now
         dedup_on = dedup and lg.cfg.dedup_window_ms > 0
         if dedup_on:
-            lg.prune_dedup(now, self.dedup_max_entries)
+            lg.prune_dedup(now, lg.cfg.max_dedup_ids)
         seen = lg.dedup
         ms, seq = lg.last
         if now > ms:
@@ -190,8 +191,8 @@ class MemoryBroker(Broker):
         lg.last = (ms, seq)
         lg.msgs.extend(new)
         lg.trim(now)
-        if dedup_on and len(seen) > self.dedup_max_entries:
-            lg.prune_dedup(now, self.dedup_max_entries)
+        if dedup_on and len(seen) > lg.cfg.max_dedup_ids:
+            lg.prune_dedup(now, lg.cfg.max_dedup_ids)
         if lg.tails:
             fan_out(lg.tails, new)
         if lg.groups:
@@ -248,9 +249,10 @@ class MemoryBroker(Broker):
     ) -> Tail:
         pos = parse_position(after)
         now = self._now_ms()
+        key = (tenant, address)
         lg = self._log(tenant, address, now)
         lg.touched = now
-        t = Tail(on_messages, lg.tails.remove)
+        t = Tail(on_messages, lambda t: self._untail(key, lg, t))
         if pos > lg.last:
             t.after = pos
         elif pos < lg.last:
@@ -267,6 +269,19 @@ class MemoryBroker(Broker):
         lg.tails.append(t)
         return t
 
+    def _untail(self, key: tuple[str, str], lg: AddressLog, t: Tail) -> None:
+        """``t`` is closed. An address that never held a message, a group or a dedup or
+        idempotency record is forgotten with its last tail: a receiver attached to a fresh
+        address leaves nothing behind (its quota counts it until it idles out: wsq.quotas)."""
+        lg.tails.remove(t)
+        if (
+            not lg.tails
+            and lg.last == START_POS
+            and not (lg.groups or lg.dedup or lg.idem)
+            and self._logs.get(key) is lg
+        ):
+            del self._logs[key]
+
     # -- move (queue) ------------------------------------------------------------------------
 
     def _group(self, tenant: str, address: str, group: str, now: int) -> tuple[AddressLog, Group]:
@@ -276,6 +291,23 @@ class MemoryBroker(Broker):
         g = lg.group(group)
         lg.prune_group(g)
         return lg, g
+
+    def _existing_group(
+        self, tenant: str, address: str, group: str, now: int
+    ) -> tuple[AddressLog, Group] | None:
+        """The group, if it exists: settling, renewing or leaving one that does not creates
+        nothing (an HTTP client names any address and group it likes)."""
+        lg = self._logs.get((tenant, address))
+        if lg is None or group not in lg.groups:
+            return None
+        return self._group(tenant, address, group, now)
+
+    async def open_group(self, tenant: str, address: str, group: str) -> bool:
+        lg = self._log(tenant, address, self._now_ms())
+        if group not in lg.groups and len(lg.groups) >= lg.cfg.max_groups:
+            return False
+        lg.group(group)
+        return True
 
     async def claim(
         self,
@@ -356,7 +388,10 @@ class MemoryBroker(Broker):
         outcome: Outcome,
     ) -> None:
         now = self._now_ms()
-        lg, g = self._group(tenant, address, group, now)
+        found = self._existing_group(tenant, address, group, now)
+        if found is None:
+            return
+        lg, g = found
         entries = g.entries
         dead: list[tuple[Message, str]] = []
         available = False
@@ -389,7 +424,10 @@ class MemoryBroker(Broker):
         self, tenant: str, address: str, group: str, consumer: str, unsettled: Sequence[str]
     ) -> None:
         now = self._now_ms()
-        lg, g = self._group(tenant, address, group, now)
+        found = self._existing_group(tenant, address, group, now)
+        if found is None:
+            return
+        lg, g = found
         g.record_want(consumer, False)
         dead: list[tuple[Message, str]] = []
         available = False
@@ -447,7 +485,10 @@ class MemoryBroker(Broker):
         lease_ms: int,
     ) -> list[str]:
         now = self._now_ms()
-        lg, g = self._group(tenant, address, group, now)
+        found = self._existing_group(tenant, address, group, now)
+        if found is None:
+            return []
+        lg, g = found
         entries = g.entries
         deadline = now + lease_ms
         renewed: list[str] = []
@@ -561,9 +602,9 @@ class MemoryBroker(Broker):
             now = self._now_ms()
             lg.trim(now)
             if lg.dedup_order:
-                lg.prune_dedup(now, self.dedup_max_entries)
+                lg.prune_dedup(now, lg.cfg.max_dedup_ids)
             if lg.idem:
-                lg.prune_idem(now, self.idempotency_max_entries)
+                lg.prune_idem(now, lg.cfg.max_idempotency_keys)
             for g in lg.groups.values():
                 lg.prune_group(g)
             expiry = lg.cfg.idle_expiry_ms

@@ -11,7 +11,10 @@ from functools import cache
 from importlib import resources
 
 #: The scripts the broker registers, by name (``lua/<name>.lua``).
-ENTRY_SCRIPTS = ("publish", "read", "claim", "settle", "renew", "poll", "dead")
+ENTRY_SCRIPTS = (
+    *("publish", "read", "claim", "settle", "renew", "poll", "dead"),
+    *("opengroup", "count", "admit"),
+)
 
 _NEEDS = "-- needs:"
 
