@@ -59,10 +59,7 @@ _SWEEP_BATCH = 1000
 
 class MemoryBroker(Broker):
     """Every address in this process's memory: for one process (``memory://``) and tests.
-
-    Per address, the tenant's ``max_dedup_ids`` message ids and ``max_idempotency_keys``
-    Idempotency-Keys are remembered at most (the oldest are forgotten first past them), and
-    ``max_groups`` consumer groups (``open_group`` refuses one more)."""
+    The tenant's ``max_*`` bound each address's dedup ids, idempotency keys and groups."""
 
     def __init__(
         self, policies: StoragePolicies, *, clock: Callable[[], float] = time.time
@@ -270,17 +267,10 @@ class MemoryBroker(Broker):
         return t
 
     def _untail(self, key: tuple[str, str], lg: AddressLog, t: Tail) -> None:
-        """``t`` is closed. An address that never held a message, a group or a dedup or
-        idempotency record is forgotten with its last tail: a receiver attached to a fresh
-        address leaves nothing behind (its quota counts it until it idles out: wsq.quotas)."""
+        """An address that never held anything is forgotten with its last tail."""
         lg.tails.remove(t)
-        if (
-            not lg.tails
-            and lg.last == START_POS
-            and not (lg.groups or lg.dedup or lg.idem)
-            and self._logs.get(key) is lg
-        ):
-            del self._logs[key]
+        if not (lg.tails or lg.groups or lg.dedup or lg.idem) and lg.last == START_POS:
+            self._logs.pop(key, None)
 
     # -- move (queue) ------------------------------------------------------------------------
 
@@ -295,8 +285,7 @@ class MemoryBroker(Broker):
     def _existing_group(
         self, tenant: str, address: str, group: str, now: int
     ) -> tuple[AddressLog, Group] | None:
-        """The group, if it exists: settling, renewing or leaving one that does not creates
-        nothing (an HTTP client names any address and group it likes)."""
+        """The group if it exists: settling in one that does not creates nothing."""
         lg = self._logs.get((tenant, address))
         if lg is None or group not in lg.groups:
             return None
@@ -304,10 +293,9 @@ class MemoryBroker(Broker):
 
     async def open_group(self, tenant: str, address: str, group: str) -> bool:
         lg = self._log(tenant, address, self._now_ms())
-        if group not in lg.groups and len(lg.groups) >= lg.cfg.max_groups:
-            return False
-        lg.group(group)
-        return True
+        if group in lg.groups or len(lg.groups) < lg.cfg.max_groups:
+            return lg.group(group) is not None  # created now, or it was there
+        return False
 
     async def claim(
         self,
