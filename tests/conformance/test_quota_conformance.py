@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable
 from types import MappingProxyType
 
 import pytest
-from conftest import CLUSTER_URL, REDIS_URL
 from wsq_harness import started
 
 from wsq.broker.base import Broker
@@ -157,11 +156,12 @@ async def test_counts_are_shared_by_the_processes_of_a_broker(
 
 
 async def test_the_share_of_a_process_that_died_is_released_after_its_lease(
-    broker_kind: str, broker_settings: Settings
+    broker_kind: str, broker_settings: Settings, request: pytest.FixtureRequest
 ) -> None:
     if broker_kind == "memory":
         pytest.skip("the memory broker dies with its process")
-    [url] = REDIS_URL if broker_kind == "redis" else CLUSTER_URL
+    # The URL of the session's Redis or Redis Cluster (conftest's fixtures).
+    url = request.getfixturevalue("redis_server" if broker_kind == "redis" else "redis_cluster")
     tenant = fresh_tenant()
     policies = broker_settings.storage_policies()
     async with started(RedisBroker(url, policies, quota_lease_ms=1000)) as live:
