@@ -58,7 +58,9 @@ def make_broker(settings: Settings) -> Broker:
     if url.startswith(("redis://", "rediss://", "redis+cluster://")):
         from wsq.broker.redis import RedisBroker
 
-        return RedisBroker(url, settings.storage_policies())
+        return RedisBroker(
+            url, settings.storage_policies(), quota_lease_ms=settings.broker.quota_lease_ms
+        )
     raise ConfigError(f"broker {url.split('://')[0]}:// is not available in this version")
 
 

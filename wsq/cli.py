@@ -379,7 +379,8 @@ def describe_settings(settings: Settings, source: str | None) -> list[str]:
             else "permessage-deflate declined"
         )
         + ")",
-        f"broker: {redact_url(settings.broker.url)}",
+        f"broker: {redact_url(settings.broker.url)}, quota_lease_ms "
+        f"{settings.broker.quota_lease_ms}",
     ]
     if settings.dev_mode:
         lines.append(
@@ -401,6 +402,12 @@ def describe_settings(settings: Settings, source: str | None) -> list[str]:
             f"  dead_letter {tenant.dead_letter or '(none: dead letters are dropped)'}, "
             f"redelivery_delay_ms {tenant.redelivery_delay_ms}, max_deliveries {limit}, "
             f"publish_rate {rate}"
+        )
+        lines.append(
+            f"  quotas: max_connections {tenant.max_connections}, max_links {tenant.max_links}, "
+            f"max_addresses {tenant.max_addresses}; per address max_groups {tenant.max_groups}, "
+            f"max_dedup_ids {tenant.max_dedup_ids}, max_idempotency_keys "
+            f"{tenant.max_idempotency_keys}"
         )
     return lines
 

@@ -30,6 +30,7 @@ from wsq.core.errors import (
     IdleTimeout,
     InternalError,
     InvalidFrame,
+    QuotaExceeded,
     ResourceLimitExceeded,
     TokenExpired,
     Unauthorized,
@@ -51,6 +52,7 @@ from wsq.protocol.events import (
     RefreshRequested,
 )
 from wsq.protocol.state import ConnectionState, Link, LinkState, Role
+from wsq.quotas import Held
 
 log = logging.getLogger("wsq.gateway")
 
@@ -119,6 +121,7 @@ class Peer:
         "_writer",
         "conn",
         "gateway",
+        "held",
         "id",
         "last_recv",
         "last_sent",
@@ -163,6 +166,8 @@ class Peer:
         self._close_code = 1000
         # The reader and timer-driven closes both answer events: one at a time, in order.
         self._events_lock = asyncio.Lock()
+        # What the socket holds of its tenant's max_connections and max_links (wsq.quotas).
+        self.held = Held(self.node.quotas)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -252,6 +257,7 @@ class Peer:
                 elif isinstance(event, AttachRequested):
                     await self._on_attach(event.link)
                 elif isinstance(event, LinkEnded):
+                    self.held.ended(event.link)
                     await self.node.hub.detach(event.link, event.unsettled)
                 elif isinstance(event, OpenRequested):
                     await self._on_open(event)
@@ -277,6 +283,7 @@ class Peer:
             # The socket dropped without a close: end every link so the hub lets go.
             self.conn.close()
         await self._process_events()
+        self.held.release()
         self._closing = True
         writer = self._writer
         if writer is not None:
@@ -426,6 +433,14 @@ class Peer:
             # The contract answers a refused open with wsq:unauthorized, whatever the cause.
             self.conn.reject_open(Unauthorized(exc.description))
             return
+        try:
+            await self.held.connect(principal.tenant)
+        except QuotaExceeded as exc:
+            self.conn.reject_open(exc)  # in place of our open (max_connections)
+            return
+        if self.conn.state is not ConnectionState.AUTHENTICATING:
+            self.held.release()  # closed while the quota was asked
+            return
         self.principal = principal
         server = self.node.settings.server
         self.conn.accept_open(
@@ -476,16 +491,23 @@ class Peer:
             return
         hub = self.node.hub
         tenant = self._tenant()
+        quotas = self.node.quotas
+        # max_links, then max_addresses and max_groups: QuotaExceeded detaches the link
+        # (_answer_events); its LinkEnded gives back what it took.
+        await self.held.attach(link)
         if link.role is Role.SENDER:
+            # A sender's address is admitted by its publishes (PublishService).
             self.conn.accept_attach(link)
             return
         if link.mode == "copy":
+            await quotas.address(tenant, link.address)
             after, recovered = await hub.attach_copy(tenant, link, self.outlet)
             if link.state is not LinkState.ATTACHING:
                 await hub.detach(link, [])
                 return
             self.conn.accept_attach(link, from_=after, recovered=recovered)
         else:
+            await quotas.group(tenant, link.address, link.group)
             consumer = f"{self.node.node_id}-{self.id}-{link.ch}-{link.handle}"
             await hub.attach_move(tenant, link, self.outlet, consumer)
             self.conn.accept_attach(link)

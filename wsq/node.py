@@ -9,11 +9,13 @@ from wsq.broker.base import Broker
 from wsq.config import Settings
 from wsq.hub import Hub
 from wsq.publishing import PublishService
+from wsq.quotas import Quotas
 
 
 @dataclass
 class Node:
-    """The settings, token verification, storage, fan-out and publishing of this process."""
+    """The settings, token verification, storage, fan-out, publishing and tenant quotas of
+    this process."""
 
     settings: Settings
     auth: Authenticator
@@ -21,9 +23,11 @@ class Node:
     hub: Hub
     node_id: str
     publishing: PublishService = field(init=False)
+    quotas: Quotas = field(init=False)
 
     def __post_init__(self) -> None:
-        self.publishing = PublishService(self.broker, self.settings.tenants)
+        self.quotas = Quotas(self.settings.tenants, self.broker)
+        self.publishing = PublishService(self.broker, self.settings.tenants, self.quotas)
 
     @classmethod
     def build(cls, settings: Settings, broker: Broker, node_id: str) -> Node:

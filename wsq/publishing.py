@@ -1,5 +1,6 @@
 """Publishing, one way for every front end: the WebSocket gateway and the HTTP bridge both call
-``PublishService.publish`` (the right, the tenant's rate, the broker, the result)."""
+``PublishService.publish`` (the right, the tenant's rate and address quota, the broker, the
+result)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from wsq.broker.base import Broker
 from wsq.config import TenantConfig
 from wsq.core.errors import Forbidden, InternalError, WsqError
 from wsq.core.messages import NewMessage, PublishedOnce
+from wsq.quotas import Quotas
 from wsq.ratelimit import PublishRateLimiter
 
 log = logging.getLogger("wsq.publishing")
@@ -19,9 +21,12 @@ log = logging.getLogger("wsq.publishing")
 class PublishService:
     """Stores messages that a principal publishes to an address, or says why not."""
 
-    def __init__(self, broker: Broker, tenants: Mapping[str, TenantConfig]) -> None:
+    def __init__(
+        self, broker: Broker, tenants: Mapping[str, TenantConfig], quotas: Quotas | None = None
+    ) -> None:
         self._broker = broker
         self._tenants = tenants
+        self._quotas = quotas if quotas is not None else Quotas(tenants, broker)
         # Per-tenant publish_rate of this process: HTTP bridge and WebSocket publishes alike.
         self.rate = PublishRateLimiter()
 
@@ -40,6 +45,7 @@ class PublishService:
 
         ``idempotency``: ``(key, fingerprint)`` of an HTTP ``Idempotency-Key``. Raises
         ``Forbidden`` without the right, ``PublishRateExceeded`` over the tenant's rate,
+        ``QuotaExceeded`` for one address more than the tenant's ``max_addresses``,
         ``BrokerUnavailable`` when nothing could be stored, and ``InternalError`` for anything
         unexpected (logged here): a ``WsqError`` every time, so every front end can answer it.
         """
@@ -49,6 +55,8 @@ class PublishService:
             tenant = self._tenants.get(principal.tenant)
             if tenant is not None:
                 self.rate.check(tenant, len(messages))
+            # A new address past max_addresses: QuotaExceeded, nothing stored.
+            await self._quotas.address(principal.tenant, address)
             if idempotency is None:
                 once = PublishedOnce(await broker.publish(principal.tenant, address, messages))
             else:

@@ -486,6 +486,11 @@ def test_check_config_ok(config: str, capsys: pytest.CaptureFixture[str]) -> Non
     assert "key 'j': RS256, JWKS https://idp.example/jwks" in out
     assert "broker: redis://:***@127.0.0.1:6379/0" in out
     assert "max_deliveries 0 (no limit)" in out
+    assert (
+        "  quotas: max_connections 1000, max_links 10000, max_addresses 10000; per address "
+        "max_groups 32, max_dedup_ids 10000, max_idempotency_keys 1000" in out
+    )
+    assert ", quota_lease_ms 30000" in out
     assert "configuration OK" in out
     assert SECRET not in out and "hunter2" not in out
 

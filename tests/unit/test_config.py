@@ -160,6 +160,7 @@ def test_every_field(
 
     [broker]
     url = "redis://127.0.0.1:6379/0"
+    quota_lease_ms = 10000
 
     [tenants.acme]
     issuer = "https://auth.acme.example"
@@ -172,6 +173,12 @@ def test_every_field(
     redelivery_delay_ms = 250
     max_deliveries = 5
     publish_rate = 12.5
+    max_connections = 50
+    max_links = 400
+    max_addresses = 300
+    max_groups = 4
+    max_dedup_ids = 2000
+    max_idempotency_keys = 100
     keys = [
       {{ kid = "h1", alg = "HS512", secret = "{SECRET}" }},
       {{ kid = "h2", alg = "HS384", secret_env = "ACME_SECRET" }},
@@ -209,7 +216,7 @@ def test_every_field(
         max_pending_per_ip=50,
         trusted_proxies=("10.0.0.0/8", "192.0.2.1", "fd00::/8"),
     )
-    assert s.broker == BrokerConfig(url="redis://127.0.0.1:6379/0")
+    assert s.broker == BrokerConfig(url="redis://127.0.0.1:6379/0", quota_lease_ms=10000)
     assert list(s.tenants) == ["acme", "beta.team"]
     acme = s.tenants["acme"]
     assert acme == TenantConfig(
@@ -234,12 +241,21 @@ def test_every_field(
         redelivery_delay_ms=250,
         max_deliveries=5,
         publish_rate=12.5,
+        max_connections=50,
+        max_links=400,
+        max_addresses=300,
+        max_groups=4,
+        max_dedup_ids=2000,
+        max_idempotency_keys=100,
     )
+    assert (acme.storage.max_groups, acme.storage.max_dedup_ids) == (4, 2000)
+    assert acme.storage.max_idempotency_keys == 100
     beta = s.tenants["beta.team"]
     assert beta.issuer == "beta.team"
     assert beta.keys == (KeyConfig(alg="HS256", secret=SECRET),)
     assert beta.publish_rate == 3.0 and isinstance(beta.publish_rate, float)
     assert beta.retention_max_len == TenantConfig("x", "x", ()).retention_max_len
+    assert (beta.max_connections, beta.max_links, beta.max_addresses) == (1000, 10_000, 10_000)
 
 
 def test_pending_bounds_default_to_at_most_max_connections(tmp_path: Path) -> None:
@@ -524,6 +540,16 @@ INVALID: list[tuple[str, str]] = [
         r"tenants\.acme\.dead_letter: 'dlq\.\*' is not an address",
     ),
     (f'[tenants.acme]\n{KEY}\ndead_letter = "a b"', r"dead_letter: 'a b' is not an address"),
+    # quotas (docs/security.md, "Per-tenant quotas")
+    (f"[tenants.acme]\n{KEY}\nmax_connections = 0", r"acme\.max_connections: must be at least 1"),
+    (f"[tenants.acme]\n{KEY}\nmax_links = -1", r"tenants\.acme\.max_links: must be at least 1"),
+    (f'[tenants.acme]\n{KEY}\nmax_addresses = "9"', r"max_addresses: expected an integer"),
+    (f"[tenants.acme]\n{KEY}\nmax_groups = 0", r"tenants\.acme\.max_groups: must be at least 1"),
+    (f"[tenants.acme]\n{KEY}\nmax_dedup_ids = 1.5", r"max_dedup_ids: expected an integer"),
+    (f"[tenants.acme]\n{KEY}\nmax_idempotency_keys = 0", r"max_idempotency_keys: must be at"),
+    (f"[tenants.acme]\n{KEY}\nmax_link = 5", r"max_link: unknown key; did you mean 'max_links'"),
+    ("[broker]\nquota_lease_ms = 999", r"broker\.quota_lease_ms: must be between 1000 and"),
+    ('[broker]\nquota_lease_ms = "5s"', r"broker\.quota_lease_ms: expected an integer"),
     (
         f'[tenants.a]\n{KEY}\n[tenants.b]\nissuer = "a"\n{KEY}',
         r"tenants\.b\.issuer: issuer 'a' is already the issuer of tenant 'a'",

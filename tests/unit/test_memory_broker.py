@@ -46,6 +46,9 @@ SETTINGS = Settings(
             "aging": tenant("aging", retention_max_age_ms=1000),
             "idle": tenant("idle", idle_expiry_ms=1000),
             "bytes": tenant("bytes", retention_max_bytes=4096),
+            "capped": tenant(
+                "capped", dedup_window_ms=1000, max_dedup_ids=10, max_idempotency_keys=10
+            ),
         }
     )
 )
@@ -107,31 +110,29 @@ async def test_dedup_window_expires(broker: MemoryBroker, clock: FakeClock) -> N
 
 
 async def test_dedup_map_is_capped(broker: MemoryBroker, clock: FakeClock) -> None:
-    broker.dedup_max_entries = 10
     for i in range(25):
         clock.advance(1)
-        await broker.publish("t", A, [new(i, message_id=f"m{i}")])
-    lg = broker._logs[("t", A)]
+        await broker.publish("capped", A, [new(i, message_id=f"m{i}")])
+    lg = broker._logs[("capped", A)]
     assert len(lg.dedup) <= 10
     assert len(lg.dedup_order) <= 11
-    [old] = await broker.publish("t", A, [new(0, message_id="m0")])
+    [old] = await broker.publish("capped", A, [new(0, message_id="m0")])
     assert not old.duplicate
-    [recent] = await broker.publish("t", A, [new(0, message_id="m24")])
+    [recent] = await broker.publish("capped", A, [new(0, message_id="m24")])
     assert recent.duplicate
 
 
 async def test_idempotency_keys_are_capped_and_pruned_by_age(
     broker: MemoryBroker, clock: FakeClock
 ) -> None:
-    broker.idempotency_max_entries = 10
     for i in range(25):
-        await broker.publish_once("t", A, [new(i)], f"k{i}", "fp")
-    lg = broker._logs[("t", A)]
+        await broker.publish_once("capped", A, [new(i)], f"k{i}", "fp")
+    lg = broker._logs[("capped", A)]
     assert len(lg.idem) == 10 and "k24" in lg.idem and "k0" not in lg.idem
     # A forgotten key publishes again.
-    again = await broker.publish_once("t", A, [new(0)], "k0", "fp")
+    again = await broker.publish_once("capped", A, [new(0)], "k0", "fp")
     assert not again.replayed
-    clock.advance(1001)  # past the dedup window of tenant "t"
+    clock.advance(1001)  # past the dedup window of tenant "capped"
     await broker.sweep()
     assert not lg.idem
 
@@ -439,3 +440,29 @@ async def test_an_idempotency_key_keeps_its_results_as_text(broker: MemoryBroker
     assert again.replayed
     stored = (await broker.read("t", "keyed", START, 1000)).messages
     assert [r.id for r in again.results] == [m.id for m in stored]
+
+
+async def test_a_fresh_address_is_forgotten_with_its_last_tail(broker: MemoryBroker) -> None:
+    """A receiver attached to an address nobody published to leaves nothing behind (issue 13:
+    262,144 such links held +996 MiB after their socket closed)."""
+    tails = [broker.tail("t", f"fresh.{i}", START, lambda batch: None) for i in range(3)]
+    again = broker.tail("t", "fresh.0", START, lambda batch: None)
+    assert len(broker._logs) == 3
+    for t in tails:
+        t.close()
+    assert list(broker._logs) == [("t", "fresh.0")]  # still tailed
+    again.close()
+    assert not broker._logs
+    # An address that holds something stays (retention and idle expiry say for how long).
+    await broker.publish("t", A, [new(1)])
+    broker.tail("t", A, START, lambda batch: None).close()
+    assert list(broker._logs) == [("t", A)]
+
+
+async def test_settling_in_a_group_that_does_not_exist_creates_nothing(
+    broker: MemoryBroker,
+) -> None:
+    await broker.settle("t", "nowhere", "g", "c", ["1-0"], Outcome.ACCEPTED)
+    await broker.leave("t", "nowhere", "g", "c", ["1-0"])
+    assert await broker.renew("t", "nowhere", "g", "c", ["1-0"], 1000) == []
+    assert not broker._logs

@@ -16,6 +16,7 @@ from wsq.core import codec
 from wsq.core.errors import (
     BrokerUnavailable,
     PublishRateExceeded,
+    QuotaExceeded,
     TokenExpired,
     Unauthorized,
     WsqError,
@@ -40,6 +41,9 @@ def error_response(exc: WsqError) -> Response:
         error = "invalid_token" if isinstance(exc, TokenExpired) else "invalid_request"
         headers["WWW-Authenticate"] = f'Bearer realm="wsq", error="{error}"'
     elif isinstance(exc, PublishRateExceeded):
+        headers["Retry-After"] = retry_after_header(exc.retry_after_s)
+    elif isinstance(exc, QuotaExceeded) and exc.retry_after_s is not None:
+        # max_addresses: when the tenant's oldest live address idles out (a group frees none).
         headers["Retry-After"] = retry_after_header(exc.retry_after_s)
     elif isinstance(exc, BrokerUnavailable):
         headers["Retry-After"] = "1"

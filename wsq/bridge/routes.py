@@ -211,6 +211,8 @@ async def create_claim(request: Request) -> Response:
             if not is_valid_pattern(subject):
                 raise InvalidFrame("'filter.subject' is not a valid pattern")
             subject_filter = compile_pattern(subject)
+    # Past max_addresses or max_groups: 429, nothing created.
+    await node.quotas.group(principal.tenant, address, group)
     claim = f"{group}~{secrets.token_urlsafe(12)}"
     deliveries = await node.broker.claim(
         principal.tenant, address, group, _consumer(claim), limit, lease, subject_filter

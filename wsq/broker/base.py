@@ -171,12 +171,35 @@ class Handle(Protocol):
     def close(self) -> None: ...
 
 
+class QuotaStore(ABC):
+    """The tenants' counts behind their quotas (``wsq.quotas``, docs/security.md): this
+    process's own on ``memory://``, shared by every process using the broker on Redis."""
+
+    @abstractmethod
+    async def acquire(self, tenant: str, kind: str, limit: int) -> bool:
+        """Count one more ``kind`` (connections, links) of ``tenant`` for this process, if the
+        tenant's total stays within ``limit``; False (nothing counted) if it would not."""
+
+    @abstractmethod
+    def release(self, tenant: str, kind: str, n: int = 1) -> None:
+        """``n`` of what this process acquired are given back (at once here; on Redis sent
+        without waiting)."""
+
+    @abstractmethod
+    async def admit(self, tenant: str, address: str, limit: int, ttl_ms: int) -> int:
+        """Count ``address`` live for ``ttl_ms`` from now, if it is live already or one more
+        stays within ``limit``: answers 0. Else nothing changes and the answer is the ms until
+        the tenant's oldest live address idles out (at least 1)."""
+
+
 class Broker(ABC):
     """Storage of addresses for one gateway process. Every method is safe to call concurrently."""
 
     #: Messages past ``max_deliveries`` dropped for want of a dead-letter address, and rejected
     #: ones likewise, by this process (counted, as the contract says).
     dead_letters_dropped: int = 0
+    #: The tenants' quota counts (``wsq.quotas``).
+    quota_store: QuotaStore
 
     @abstractmethod
     async def start(self) -> None:
@@ -280,6 +303,12 @@ class Broker(ABC):
         fewer than ``room``) until its next claim or ``leave``. None: a one-off consumer (an
         HTTP claim), recorded as nothing.
         """
+
+    @abstractmethod
+    async def open_group(self, tenant: str, address: str, group: str) -> bool:
+        """Create the consumer group unless it exists (at the oldest retained message, as a
+        first ``claim`` would). False, creating nothing, when the address has the tenant's
+        ``max_groups`` groups already."""
 
     @abstractmethod
     async def leave(

@@ -32,7 +32,9 @@ from wsq.config.settings import (
     MIN_HANDSHAKE_TIMEOUT_MS,
     MIN_IDLE_MS,
     MIN_OPEN_TIMEOUT_MS,
+    MIN_QUOTA_LEASE_MS,
     MIN_RETENTION_BYTES,
+    QUOTA_SETTINGS,
     WS_COMPRESSIONS,
     BrokerConfig,
     KeyConfig,
@@ -230,8 +232,12 @@ def _parse_broker(
     problem = _broker_url_problem(url)
     if problem is not None:
         raise t.error("url", problem)
+    default = BrokerConfig()
+    quota_lease_ms = t.get_int(
+        "quota_lease_ms", default.quota_lease_ms, minimum=MIN_QUOTA_LEASE_MS, maximum=3_600_000
+    )
     t.finish()
-    return BrokerConfig(url=url)
+    return BrokerConfig(url=url, quota_lease_ms=quota_lease_ms)
 
 
 def broker_scheme(url: str) -> str:
@@ -361,6 +367,7 @@ def _parse_tenant(
         "max_deliveries", default.max_deliveries, minimum=0, maximum=1_000_000
     )
     publish_rate = t.get_float("publish_rate", default.publish_rate, minimum=0.0)
+    quotas = {name: t.get_int(name, getattr(default, name), minimum=1) for name in QUOTA_SETTINGS}
     t.finish()
     return TenantConfig(
         name=name,
@@ -375,6 +382,7 @@ def _parse_tenant(
         redelivery_delay_ms=redelivery_delay_ms,
         max_deliveries=max_deliveries,
         publish_rate=publish_rate,
+        **quotas,
     )
 
 

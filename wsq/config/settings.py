@@ -23,6 +23,16 @@ MIN_RETENTION_BYTES = 1024
 #: ``[server] ws_compression``: whether a WebSocket client's offer of permessage-deflate
 #: (RFC 7692; every browser makes it) is accepted.
 WS_COMPRESSIONS: tuple[str, ...] = ("off", "deflate")
+MIN_QUOTA_LEASE_MS = 1000
+#: A tenant's quotas (``TenantConfig``), each an integer of at least 1; docs/security.md.
+QUOTA_SETTINGS: tuple[str, ...] = (
+    "max_connections",
+    "max_links",
+    "max_addresses",
+    "max_groups",
+    "max_dedup_ids",
+    "max_idempotency_keys",
+)
 
 DEV_TENANT = "dev"
 DEV_KID = "dev"
@@ -64,6 +74,15 @@ class TenantConfig:
     dead_letter: str | None = DEFAULT_POLICY.dead_letter
     redelivery_delay_ms: int = DEFAULT_POLICY.redelivery_delay_ms
     max_deliveries: int = DEFAULT_POLICY.max_deliveries
+    max_groups: int = DEFAULT_POLICY.max_groups
+    max_dedup_ids: int = DEFAULT_POLICY.max_dedup_ids
+    max_idempotency_keys: int = DEFAULT_POLICY.max_idempotency_keys
+    # Quotas of the tenant as a whole (docs/security.md, "Per-tenant quotas"), across every
+    # gateway process sharing a Redis broker: authenticated sockets, attached links, and live
+    # addresses (an address is live from a publish, attach or claim until idle_expiry_ms).
+    max_connections: int = 1_000
+    max_links: int = 10_000
+    max_addresses: int = 10_000
     # Publishes per second the tenant may make (HTTP bridge and WebSocket); 0 = unlimited.
     publish_rate: float = 0.0
 
@@ -110,6 +129,9 @@ class ServerConfig:
 @dataclass(frozen=True, slots=True)
 class BrokerConfig:
     url: str = "memory://"
+    # On Redis: how long a gateway process that stops refreshing its share of the tenants'
+    # connection and link counts (it died) keeps it counted (docs/security.md).
+    quota_lease_ms: int = 30_000
 
 
 @dataclass(frozen=True, slots=True)

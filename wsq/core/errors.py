@@ -66,6 +66,29 @@ class PublishRateExceeded(ResourceLimitExceeded):
         self.retry_after_s = retry_after_s
 
 
+#: What a tenant's quotas count (docs/security.md, "Per-tenant quotas"): its authenticated
+#: sockets, its attached links, its live addresses, and the consumer groups of one address.
+CONNECTIONS = "connections"
+LINKS = "links"
+ADDRESSES = "addresses"
+GROUPS = "groups"
+
+
+class QuotaExceeded(ResourceLimitExceeded):
+    """One more of ``kind`` would take ``tenant`` past its quota ``limit``; nothing was done.
+    ``retry_after_s``: when a slot frees for sure (None when nothing says)."""
+
+    def __init__(
+        self, tenant: str, kind: str, limit: int, retry_after_s: float | None = None
+    ) -> None:
+        per = " per address" if kind == GROUPS else ""
+        super().__init__(f"the tenant's quota of {limit} {kind}{per} is reached")
+        self.tenant = tenant
+        self.kind = kind
+        self.limit = limit
+        self.retry_after_s = retry_after_s
+
+
 class TransferLimitExceeded(WsqError):
     condition = "wsq:transfer-limit-exceeded"
     http_status = 429

@@ -39,6 +39,12 @@ class StoragePolicy:
     #: Move mode: the most deliveries of a message that end without an outcome (``redelivered``
     #: counts them) before it is dead-lettered instead of delivered again. 0: no limit.
     max_deliveries: int = 0
+    #: Per address (docs/security.md, "Per-tenant quotas"): consumer groups (one more is
+    #: refused), message ids remembered for dedup and Idempotency-Keys (past these the oldest
+    #: are forgotten before their window ends).
+    max_groups: int = 32
+    max_dedup_ids: int = 10_000
+    max_idempotency_keys: int = 1_000
 
 
 DEFAULT_POLICY = StoragePolicy()

@@ -34,6 +34,7 @@ from wsq.broker.base import (
 )
 from wsq.broker.memory.groups import Entry, EntryState, Group
 from wsq.broker.memory.log import START_POS, AddressLog, pos_of
+from wsq.broker.memory.quotas import LocalQuotaStore
 from wsq.core.addresses import Pattern
 from wsq.core.errors import BrokerUnavailable, IdempotencyKeyReused
 from wsq.core.messages import (
@@ -62,12 +63,8 @@ _SWEEP_BATCH = 1000
 
 
 class MemoryBroker(Broker):
-    """Every address in this process's memory: for one process (``memory://``) and tests."""
-
-    #: The most message ids remembered for dedup per address (the oldest go first past it).
-    dedup_max_entries: int = 100_000
-    #: The most idempotency keys remembered per address (the oldest go first past it).
-    idempotency_max_entries: int = 10_000
+    """Every address in this process's memory: for one process (``memory://``) and tests.
+    The tenant's ``max_*`` bound each address's dedup ids, idempotency keys and groups."""
 
     def __init__(
         self, policies: StoragePolicies, *, clock: Callable[[], float] = time.time
@@ -77,6 +74,7 @@ class MemoryBroker(Broker):
         self._logs: dict[tuple[str, str], AddressLog] = {}
         self._closed = False
         self._sweeper: asyncio.Task[None] | None = None
+        self.quota_store = LocalQuotaStore(clock)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -138,7 +136,7 @@ class MemoryBroker(Broker):
         if lg.cfg.dedup_window_ms <= 0:
             return PublishedOnce(self._publish(lg, now, messages))
         # No await from the check to the store: one publish per key, however many race.
-        lg.prune_idem(now, self.idempotency_max_entries)
+        lg.prune_idem(now, lg.cfg.max_idempotency_keys)
         hit = lg.idem.get(key)
         if hit is not None:
             if hit[1] != fingerprint:
@@ -146,8 +144,8 @@ class MemoryBroker(Broker):
             return PublishedOnce(published_from_text(hit[2]), replayed=True)
         results = self._publish(lg, now, messages)
         lg.idem[key] = (now, fingerprint, published_text(results))
-        if len(lg.idem) > self.idempotency_max_entries:
-            lg.prune_idem(now, self.idempotency_max_entries)
+        if len(lg.idem) > lg.cfg.max_idempotency_keys:
+            lg.prune_idem(now, lg.cfg.max_idempotency_keys)
         return PublishedOnce(list(results))
 
     def _publish(
@@ -157,7 +155,7 @@ class MemoryBroker(Broker):
         lg.touched = now
         dedup_on = dedup and lg.cfg.dedup_window_ms > 0
         if dedup_on:
-            lg.prune_dedup(now, self.dedup_max_entries)
+            lg.prune_dedup(now, lg.cfg.max_dedup_ids)
         seen = lg.dedup
         ms, seq = lg.last
         if now > ms:
@@ -188,8 +186,8 @@ class MemoryBroker(Broker):
         lg.last = (ms, seq)
         lg.append(new)
         lg.trim(now)
-        if dedup_on and len(seen) > self.dedup_max_entries:
-            lg.prune_dedup(now, self.dedup_max_entries)
+        if dedup_on and len(seen) > lg.cfg.max_dedup_ids:
+            lg.prune_dedup(now, lg.cfg.max_dedup_ids)
         if lg.tails:
             fan_out(lg.tails, new)
         if lg.groups:
@@ -246,9 +244,10 @@ class MemoryBroker(Broker):
     ) -> Tail:
         pos = parse_position(after)
         now = self._now_ms()
+        key = (tenant, address)
         lg = self._log(tenant, address, now)
         lg.touched = now
-        t = Tail(on_messages, lg.tails.remove)
+        t = Tail(on_messages, lambda t: self._untail(key, lg, t))
         if pos > lg.last:
             t.after = pos
         elif pos < lg.last:
@@ -265,6 +264,12 @@ class MemoryBroker(Broker):
         lg.tails.append(t)
         return t
 
+    def _untail(self, key: tuple[str, str], lg: AddressLog, t: Tail) -> None:
+        """An address that never held anything is forgotten with its last tail."""
+        lg.tails.remove(t)
+        if not (lg.tails or lg.groups or lg.dedup or lg.idem) and lg.last == START_POS:
+            self._logs.pop(key, None)
+
     # -- move (queue) ------------------------------------------------------------------------
 
     def _group(self, tenant: str, address: str, group: str, now: int) -> tuple[AddressLog, Group]:
@@ -274,6 +279,21 @@ class MemoryBroker(Broker):
         g = lg.group(group)
         lg.prune_group(g)
         return lg, g
+
+    def _existing_group(
+        self, tenant: str, address: str, group: str, now: int
+    ) -> tuple[AddressLog, Group] | None:
+        """The group if it exists: settling in one that does not creates nothing."""
+        lg = self._logs.get((tenant, address))
+        if lg is None or group not in lg.groups:
+            return None
+        return self._group(tenant, address, group, now)
+
+    async def open_group(self, tenant: str, address: str, group: str) -> bool:
+        lg = self._log(tenant, address, self._now_ms())
+        if group in lg.groups or len(lg.groups) < lg.cfg.max_groups:
+            return lg.group(group) is not None  # created now, or it was there
+        return False
 
     async def claim(
         self,
@@ -354,7 +374,10 @@ class MemoryBroker(Broker):
         outcome: Outcome,
     ) -> None:
         now = self._now_ms()
-        lg, g = self._group(tenant, address, group, now)
+        found = self._existing_group(tenant, address, group, now)
+        if found is None:
+            return
+        lg, g = found
         entries = g.entries
         dead: list[tuple[Message, str]] = []
         available = False
@@ -387,7 +410,10 @@ class MemoryBroker(Broker):
         self, tenant: str, address: str, group: str, consumer: str, unsettled: Sequence[str]
     ) -> None:
         now = self._now_ms()
-        lg, g = self._group(tenant, address, group, now)
+        found = self._existing_group(tenant, address, group, now)
+        if found is None:
+            return
+        lg, g = found
         g.record_want(consumer, False)
         dead: list[tuple[Message, str]] = []
         available = False
@@ -445,7 +471,10 @@ class MemoryBroker(Broker):
         lease_ms: int,
     ) -> list[str]:
         now = self._now_ms()
-        lg, g = self._group(tenant, address, group, now)
+        found = self._existing_group(tenant, address, group, now)
+        if found is None:
+            return []
+        lg, g = found
         entries = g.entries
         deadline = now + lease_ms
         renewed: list[str] = []
@@ -554,9 +583,9 @@ class MemoryBroker(Broker):
             now = self._now_ms()
             lg.trim(now)
             if lg.dedup_order:
-                lg.prune_dedup(now, self.dedup_max_entries)
+                lg.prune_dedup(now, lg.cfg.max_dedup_ids)
             if lg.idem:
-                lg.prune_idem(now, self.idempotency_max_entries)
+                lg.prune_idem(now, lg.cfg.max_idempotency_keys)
             for g in lg.groups.values():
                 lg.prune_group(g)
             expiry = lg.cfg.idle_expiry_ms

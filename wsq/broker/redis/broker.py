@@ -18,7 +18,8 @@ from wsq.broker.base import Broker, Tail
 from wsq.broker.redis.client import DOWN, RedisClients, unavailable
 from wsq.broker.redis.entries import entry_fields, entry_message, flat_row
 from wsq.broker.redis.groups import ConsumerGroups
-from wsq.broker.redis.keys import address_base, dedup_key, idempotency_key
+from wsq.broker.redis.keys import address_base, bound_keys, dedup_key, idempotency_key
+from wsq.broker.redis.quotas import RedisQuotaStore
 from wsq.broker.redis.reader import LiveReader
 from wsq.broker.redis.scripts import retention
 from wsq.core import codec
@@ -40,9 +41,12 @@ class RedisBroker(ConsumerGroups, Broker):
 
     Queues (claim, settle, renew, watch_group) come from ``ConsumerGroups``."""
 
-    def __init__(self, url: str, policies: StoragePolicies) -> None:
+    def __init__(
+        self, url: str, policies: StoragePolicies, *, quota_lease_ms: int = 30_000
+    ) -> None:
         self._policies = policies
         self._clients = RedisClients(url)
+        self._quotas = self.quota_store = RedisQuotaStore(self._clients, quota_lease_ms)
         self._reader = LiveReader(self._clients, policies)
         self._group_watches = {}
         self._dead_letterers = set()
@@ -59,9 +63,11 @@ class RedisBroker(ConsumerGroups, Broker):
         self._closed = False
         self._clients.start()
         self._reader.start()
+        self._quotas.start()
 
     async def close(self) -> None:
         self._closed = True
+        await self._quotas.close()
         await self._reader.close()
         self._close_groups()
         await self._clients.close()
@@ -109,7 +115,7 @@ class RedisBroker(ConsumerGroups, Broker):
             raise BrokerUnavailable("the broker is closed")
         cfg = self._policies.of(tenant)
         base = address_base(tenant, address)
-        keys = [f"{base}:s", f"{base}:m"]
+        keys = [f"{base}:s", f"{base}:m", *bound_keys(base)]
         ik = 0
         if key is not None and cfg.dedup_window_ms > 0:
             # Same hash tag as the stream: stored in the same script as the publish.
@@ -137,7 +143,7 @@ class RedisBroker(ConsumerGroups, Broker):
             fields = entry_fields(nm)
             stored.append(fields)
             items += (str(k), str(len(fields)), *fields)
-        args.append(codec.dumps(items))
+        args += (codec.dumps(items), cfg.max_dedup_ids, cfg.max_idempotency_keys)
         st = self._reader.streams.get((tenant, address))
         # ``once``: never sent twice by redis-py (wsq.broker.redis.client says why).
         if st is None:

@@ -119,6 +119,15 @@ class ConsumerGroups:
         self._after_group_change(tenant, address, group, bool(rows[2]), int(rows[3]))
         return [Delivery(entry_message(id_, flat), int(n)) for id_, flat, n in rows[4:]]
 
+    async def open_group(self, tenant: str, address: str, group: str) -> bool:
+        cfg = self._policies.of(tenant)
+        base = address_base(tenant, address)
+        keys = (f"{base}:s", *group_keys(base, group), f"{base}:m")
+        created = await self._clients.run(
+            "opengroup", keys, (group, cfg.max_groups, cfg.idle_expiry_ms)
+        )
+        return bool(created)
+
     async def settle(
         self,
         tenant: str,

@@ -9,9 +9,16 @@ several of them stay legal in a cluster.
 - ``…:m``  hash: ``last`` (newest id ever added), ``dropped`` (newest id lost to retention)
 - ``…:i:<message_id>`` the position of a message_id, expiring with the dedup window
 - ``…:k:<idempotency key>`` an HTTP publish's fingerprint and results, as long
+- ``…:io`` / ``…:ko`` sorted sets of the dedup ids / idempotency keys kept (what follows
+  ``:i:`` / ``:k:`` in their key names), scored by the ms they were stored: what bounds their
+  number (``max_dedup_ids``, ``max_idempotency_keys``; ``lua/bound.lua``)
 - ``…:g:<group>:l`` / ``:w`` / ``:n`` / ``:q`` lease deadlines, redelivery delays, per message
   state (redelivered count, last holder, dead-letter reason), consumers wanting work
 - ``…:p``  the Pub/Sub channel where each publish announces its newest position
+
+A tenant as a whole has keys of its own, ``wsq:{<tenant>}:…`` (its hash tag names no address,
+so all of them share one slot): its quota counts (``tenant_key``, ``lua/count.lua`` and
+``lua/admit.lua``).
 """
 
 from __future__ import annotations
@@ -48,3 +55,14 @@ def dedup_key(base: str, message_id: str) -> str:
 
 def idempotency_key(base: str, key: str) -> str:
     return f"{base}:k:{quote(key, safe='')}"
+
+
+def tenant_key(tenant: str, what: str) -> str:
+    """A key of the tenant as a whole: ``connections`` and ``links`` (hashes of each process's
+    count), ``addresses`` (sorted set of its live addresses)."""
+    return f"wsq:{{{quote(tenant, safe='')}}}:{what}"
+
+
+def bound_keys(base: str) -> tuple[str, str]:
+    """The sorted sets that bound an address's dedup ids and idempotency keys."""
+    return f"{base}:io", f"{base}:ko"

@@ -13,7 +13,10 @@ from importlib import resources
 from wsq.core.policy import StoragePolicy
 
 #: The scripts the broker registers, by name (``lua/<name>.lua``).
-ENTRY_SCRIPTS = ("publish", "read", "claim", "settle", "renew", "poll", "dead")
+ENTRY_SCRIPTS = (
+    *("publish", "read", "claim", "settle", "renew", "poll", "dead"),
+    *("opengroup", "count", "admit"),
+)
 
 _NEEDS = "-- needs:"
 

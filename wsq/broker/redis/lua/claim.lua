@@ -11,10 +11,7 @@ local count, lease, pat = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 local idle, scan, room = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
 local P = policy(ARGV[9], ARGV[10], ARGV[11])
 local now = now_ms()
-if not group_exists(s, g) then
-  redis.call('XGROUP', 'CREATE', s, g, '0', 'MKSTREAM')
-  redis.call('DEL', L, W, N, Q)
-end
+if not group_exists(s, g) then create_group(s, g, L, W, N, Q) end
 local res = due(s, g, L, W, N, now, P)
 if res[3] > 0 then redis.call(ARGV[13], ARGV[12], 'r:' .. g) end
 local deadline = now + lease

@@ -112,6 +112,12 @@ local function group_exists(s, g)
   local r = redis.pcall('XPENDING', s, g, '-', '+', 1, READY)
   return not (type(r) == 'table' and r.err)
 end
+-- At the oldest retained message, as a first claim finds it (a queue keeps what was published
+-- before its first consumer came); state left by an earlier group of that name goes.
+local function create_group(s, g, L, W, N, Q)
+  redis.call('XGROUP', 'CREATE', s, g, '0', 'MKSTREAM')
+  redis.call('DEL', L, W, N, Q)
+end
 local function dead_pending(s, g)
   return #redis.call('XPENDING', s, g, '-', '+', 1, DEAD) > 0
 end
