@@ -1,5 +1,5 @@
-"""What a tenant's addresses keep: retention (length, age, bytes), dedup, idle expiry, dead letters, redelivery,
-delivery limit.
+"""What a tenant's addresses keep: retention (length, age, bytes), dedup, idle expiry, dead
+letters, redelivery, delivery limit, and the per-address bounds of groups, dedup ids and keys.
 
 The brokers and the hub get this small policy, never the whole configuration (which holds JWT
 keys they have no business with). ``wsq.config`` builds it from each tenant's settings.
