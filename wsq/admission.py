@@ -8,6 +8,12 @@ accept time, before any parsing, and refuses there at the cost of one static wri
 ``Ticket.on_request`` judges each request head (the client behind a trusted proxy is known only
 then); the gateway calls ``Ticket.authenticated`` on a valid ``open``.
 
+A pending WebSocket also holds what it sends before its ``open`` is verified (a message may be up
+to ``max_frame_bytes``, drip-fed for ``open_timeout_ms``): ``wsq.ws_protocol`` counts every byte
+it receives by ``Ticket.hold``, against ``max_pending_bytes`` in total and
+``max_pending_bytes_per_ip`` per source, before the bytes are parsed; the bytes are released when
+the connection is authenticated or closes, and a connection whose bytes do not fit is refused.
+
 ``/healthz`` and ``/readyz`` keep ``HEADROOM`` connections of their own past ``max_pending`` and
 ``max_connections``: a connection accepted there serves those two paths only (anything else is
 answered 503), so a load balancer still sees the node while the bounds are hit.
@@ -43,6 +49,8 @@ SCOPE_KEY = "wsq.ticket"
 MAX_CONNECTIONS = "max_connections"
 MAX_PENDING = "max_pending"
 MAX_PENDING_PER_IP = "max_pending_per_ip"
+MAX_PENDING_BYTES = "max_pending_bytes"
+MAX_PENDING_BYTES_PER_IP = "max_pending_bytes_per_ip"
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -66,6 +74,16 @@ def source_key(ip: str) -> str:
     return str(addr)
 
 
+def _uncount(counter: Counter[str], key: str, n: int) -> None:
+    """``counter[key] -= n``, the key dropped at zero: a source with nothing pending costs
+    nothing."""
+    left = counter[key] - n
+    if left:
+        counter[key] = left
+    else:
+        del counter[key]
+
+
 class Admission:
     """The bounds of one process, the connections they hold, and what they refused."""
 
@@ -74,6 +92,8 @@ class Admission:
         self.max_connections = server.max_connections
         self.max_pending = server.max_pending
         self.max_pending_per_ip = server.max_pending_per_ip
+        self.max_pending_bytes = server.max_pending_bytes
+        self.max_pending_bytes_per_ip = server.max_pending_bytes_per_ip
         self.trusted_proxies = parse_networks(server.trusted_proxies)
         self.is_trusted = functools.lru_cache(maxsize=1024)(self._is_trusted)
         #: Open connections (each admitted one until it closes).
@@ -81,7 +101,11 @@ class Admission:
         #: Pending connections, in total and by source (``source_key``).
         self.pending = 0
         self.pending_by_ip: Counter[str] = Counter()
-        #: Connections refused, by reason (MAX_CONNECTIONS, MAX_PENDING, MAX_PENDING_PER_IP).
+        #: Bytes received by pending WebSockets (``Ticket.hold``), in total and by source.
+        self.pending_bytes = 0
+        self.pending_bytes_by_ip: Counter[str] = Counter()
+        #: Connections refused, by reason (MAX_CONNECTIONS, MAX_PENDING, MAX_PENDING_PER_IP,
+        #: MAX_PENDING_BYTES, MAX_PENDING_BYTES_PER_IP).
         self.refused: Counter[str] = Counter()
         #: Connections closed because their request (or upgrade) missed handshake_timeout_ms.
         self.timed_out = 0
@@ -138,7 +162,8 @@ class Admission:
         if total % LOG_EVERY == 1:
             log.warning(
                 "refused %d connection(s) before authentication so far (%s); the bounds are "
-                "[server] max_connections, max_pending and max_pending_per_ip (docs/security.md)",
+                "[server] max_connections, max_pending, max_pending_per_ip, max_pending_bytes "
+                "and max_pending_bytes_per_ip (docs/security.md)",
                 total,
                 ", ".join(f"{k} {v}" for k, v in sorted(self.refused.items())),
             )
@@ -159,7 +184,7 @@ class Ticket:
     """One admitted connection: pending (counted under ``key``, None while uncounted) until
     authenticated or its request is in, open until closed."""
 
-    __slots__ = ("_admission", "_closed", "key", "peer", "pending", "reserve")
+    __slots__ = ("_admission", "_closed", "held", "key", "peer", "pending", "reserve")
 
     def __init__(
         self, admission: Admission, peer: str | None, key: str | None, reserve: str | None
@@ -170,6 +195,8 @@ class Ticket:
         #: The bound this connection was accepted past (health paths only), or None.
         self.reserve = reserve
         self.pending = False
+        #: Bytes received while pending and counted (``hold``), until released.
+        self.held = 0
         self._closed = False
         self._enter_pending()
 
@@ -184,14 +211,11 @@ class Ticket:
         if not self.pending:
             return
         a = self._admission
+        self._release()
         self.pending = False
         a.pending -= 1
         if self.key is not None:
-            left = a.pending_by_ip[self.key] - 1
-            if left:
-                a.pending_by_ip[self.key] = left
-            else:
-                del a.pending_by_ip[self.key]
+            _uncount(a.pending_by_ip, self.key, 1)
 
     def on_request(self, method: str, path: str, upgrade: bool, forwarded_for: str | None) -> bool:
         """A request head arrived: True to serve it, False to answer 503 (counted)."""
@@ -219,6 +243,37 @@ class Ticket:
         self.key = key
         a.pending_by_ip[key] += 1
         return True
+
+    def hold(self, size: int) -> bool:
+        """``size`` more bytes received before authentication, not yet parsed: True when they
+        fit ``max_pending_bytes`` and the source's ``max_pending_bytes_per_ip`` (counted until
+        the connection is authenticated or closed), False to refuse the connection (counted
+        as a refusal). Not pending (authenticated), nothing is counted."""
+        if not self.pending:
+            return True
+        a = self._admission
+        key = self.key
+        if a.pending_bytes + size > a.max_pending_bytes:
+            a._refuse(MAX_PENDING_BYTES)
+            return False
+        if key is not None and a.pending_bytes_by_ip[key] + size > a.max_pending_bytes_per_ip:
+            a._refuse(MAX_PENDING_BYTES_PER_IP)
+            return False
+        self.held += size
+        a.pending_bytes += size
+        if key is not None:
+            a.pending_bytes_by_ip[key] += size
+        return True
+
+    def _release(self) -> None:
+        """Let go of the bytes ``hold`` counted."""
+        held, self.held = self.held, 0
+        if not held:
+            return
+        a = self._admission
+        a.pending_bytes -= held
+        if self.key is not None:
+            _uncount(a.pending_bytes_by_ip, self.key, held)
 
     def request_done(self) -> None:
         """An HTTP request's body is in: the rest is the application's."""

@@ -369,6 +369,8 @@ def describe_settings(settings: Settings, source: str | None) -> list[str]:
         f"  max_frame_bytes {s.max_frame_bytes}, outbox_max_bytes {s.outbox_max_bytes}",
         f"  handshake_timeout_ms {s.handshake_timeout_ms}, max_connections {s.max_connections}, "
         f"max_pending {s.max_pending}, max_pending_per_ip {s.max_pending_per_ip}",
+        f"  max_pending_bytes {s.max_pending_bytes}, max_pending_bytes_per_ip "
+        f"{s.max_pending_bytes_per_ip}",
         "  trusted_proxies "
         + (", ".join(s.trusted_proxies) or "none (X-Forwarded-For is not believed)"),
         f"  allowed_origins {_describe_origins(s.allowed_origins)}",

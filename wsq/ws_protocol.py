@@ -7,6 +7,14 @@ of a wsq connection's ~25. This subclass swaps the queue and the event for small
 with the interface uvicorn uses (one reader: the gateway's peer), and lets go of the handshake
 once it is answered. ``wsq serve`` and the test harness run uvicorn with it
 (``ws=WS_PROTOCOL``); the integration tests exercise it end to end.
+
+Before its ``open`` is verified a socket is pending (``wsq.admission``), and so is every byte it
+sends: each read is counted (``Ticket.hold``) before websockets parses it, against
+``max_pending_bytes`` and ``max_pending_bytes_per_ip``, and a socket whose bytes do not fit is
+closed at once (``wsq:resource-limit-exceeded``, close 1008) with nothing parsed. While pending,
+a socket is not read ahead of the gateway: once a message is in, reading waits until the gateway
+asks for the next one (uvicorn reads on as soon as it takes a message), so frames pipelined behind
+``open`` wait in the kernel while the token is verified.
 """
 
 from __future__ import annotations
@@ -25,13 +33,14 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.exceptions import PayloadTooBig
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
+from websockets.protocol import State
 
 from wsq.admission import SCOPE_KEY, STATE_KEY, Ticket
 from wsq.config import ServerConfig
 from wsq.core import codec
-from wsq.core.errors import FrameTooLarge
+from wsq.core.errors import FrameTooLarge, ResourceLimitExceeded, WsqError
 from wsq.core.fifo import Fifo
-from wsq.http_protocol import HTTPProtocol
+from wsq.http_protocol import REFUSED, HTTPProtocol
 
 #: What uvicorn's ``ws`` setting takes to use this protocol.
 WS_PROTOCOL = "wsq.ws_protocol:WebSocketProtocol"
@@ -40,6 +49,9 @@ CLOSE_WRITE_TIMEOUT_S = 2.0
 #: The ioctl that answers the bytes in a TCP socket's send queue (Linux's SIOCOUTQ); None where
 #: there is none (the transport's own buffer is what we see there).
 _SIOCOUTQ: int | None = getattr(termios, "TIOCOUTQ", None) if sys.platform == "linux" else None
+
+
+_DATA_OPCODES = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
 
 
 def uvicorn_options(server: ServerConfig) -> dict[str, Any]:
@@ -154,6 +166,8 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         # deadline of its upgrade until the accept.
         self.ticket: Ticket | None = None
         self.deadline: asyncio.TimerHandle | None = None
+        # Refused for its bytes before authentication: nothing more of it is parsed.
+        self.refused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Upgraded by wsq.http_protocol, still the transport's protocol: take its ticket over.
@@ -168,6 +182,74 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         if self.ticket is not None:
             self.ticket.closed()
         super().connection_lost(exc)
+
+    def _pending(self) -> bool:
+        return self.ticket is not None and self.ticket.pending
+
+    def data_received(self, data: bytes) -> None:
+        if self.refused:
+            return
+        if self.ticket is not None and not self.ticket.hold(len(data)):
+            self._refuse()
+            return
+        super().data_received(data)
+
+    def handle_events(self) -> None:
+        # With permessage-deflate what a message holds is what it inflated to, not what it took
+        # on the wire: a pending socket's data frames are counted again as inflated (a client
+        # that does not compress has its bytes counted twice: cautious, and small).
+        if self.conn.extensions and self._pending():
+            assert self.ticket is not None
+            inflated = sum(
+                len(event.data)
+                for event in self.conn.events
+                if isinstance(event, Frame) and event.opcode in _DATA_OPCODES
+            )
+            if inflated and not self.ticket.hold(inflated):
+                self.conn.events.clear()
+                self._refuse()
+                return
+        super().handle_events()
+
+    def _refuse(self) -> None:
+        """Past max_pending_bytes or max_pending_bytes_per_ip (counted by the ticket): closed
+        now. Before the accept, the static 503 of an upgrade refused at its head; after it, the
+        gateway's answer to a connection error, ``wsq:resource-limit-exceeded`` in a close and
+        the WebSocket close 1008 (docs/protocol.md), written at once. Nothing more is read."""
+        self.refused = True
+        # What websockets and uvicorn hold of the socket's message: let go of it now, not when
+        # the socket's objects go (the ticket's count is released when the socket closes).
+        self.conn.reader.buffer.clear()
+        self.frames = []
+        if not self.handshake_complete:
+            self.transport.write(REFUSED)
+        elif not self.close_sent and self.conn.state is State.OPEN:
+            error = ResourceLimitExceeded(
+                "too many bytes received before authentication; try again later"
+            )
+            self.conn.send_close(1008)
+            self.transport.write(self._close_frame(error) + b"".join(self.conn.data_to_send()))
+            self.close_sent = True
+        self.transport.close()
+        self.loop.call_later(CLOSE_WRITE_TIMEOUT_S, self._abort_if_open)
+
+    def _close_frame(self, error: WsqError) -> bytes:
+        """The wsq ``close`` carrying ``error``, as one WebSocket text frame."""
+        close = codec.dumps({"op": "close", "error": error.to_error()}).encode()
+        return Frame(Opcode.TEXT, close).serialize(mask=False, extensions=self.conn.extensions)
+
+    async def receive(self) -> Any:
+        # uvicorn stops reading once a message is queued and reads on as soon as the app takes
+        # it; before authentication, only once the app asks for the next one (after the open
+        # is verified, when it is in the message taken).
+        if self.read_paused and self.queue.empty():
+            self.read_paused = False
+            self.transport.resume_reading()
+        message = await self.queue.get()
+        if self.read_paused and self.queue.empty() and not self._pending():
+            self.read_paused = False
+            self.transport.resume_reading()
+        return message
 
     def _end_deadline(self) -> None:
         if self.deadline is not None:
@@ -192,9 +274,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             error = FrameTooLarge(
                 f"message larger than max_frame_bytes ({self.config.ws_max_size})"
             )
-            close = codec.dumps({"op": "close", "error": error.to_error()}).encode()
-            frame = Frame(Opcode.TEXT, close).serialize(mask=False, extensions=self.conn.extensions)
-            self.conn.writes.insert(0, frame)
+            self.conn.writes.insert(0, self._close_frame(error))
             # websockets keeps the exception (parser_exc) as long as the socket's objects live,
             # and its traceback the inflated data it refused (max_frame_bytes): let go of it.
             exc.__traceback__ = None

@@ -13,6 +13,8 @@ from wsq.admission import (
     LOG_EVERY,
     MAX_CONNECTIONS,
     MAX_PENDING,
+    MAX_PENDING_BYTES,
+    MAX_PENDING_BYTES_PER_IP,
     MAX_PENDING_PER_IP,
     Admission,
     Ticket,
@@ -21,7 +23,12 @@ from wsq.admission import (
 from wsq.config import ServerConfig
 
 SERVER = ServerConfig(
-    max_connections=20, max_pending=10, max_pending_per_ip=3, trusted_proxies=("10.0.0.0/8",)
+    max_connections=20,
+    max_pending=10,
+    max_pending_per_ip=3,
+    max_pending_bytes=1000,
+    max_pending_bytes_per_ip=400,
+    trusted_proxies=("10.0.0.0/8",),
 )
 
 
@@ -70,6 +77,48 @@ def test_pending_is_bounded_per_source_and_released_by_open_or_close() -> None:
     for t in (tickets[0], tickets[2], other, again):
         t.closed()
     assert (a.open, a.pending, dict(a.pending_by_ip)) == (0, 0, {})
+
+
+def test_bytes_before_authentication_are_bounded_in_total_and_per_source() -> None:
+    a = admission()
+    first, second = admitted(a, "192.0.2.7"), admitted(a, "192.0.2.7")
+    assert first.hold(300) and second.hold(100)  # 400: the source's share, all of it
+    assert not second.hold(1)
+    assert a.refused == {MAX_PENDING_BYTES_PER_IP: 1}
+    others = [admitted(a, f"198.51.100.{i}") for i in range(2)]
+    assert others[0].hold(400) and others[1].hold(200)  # 1000 in all: the budget
+    assert not others[1].hold(1)
+    assert a.refused == {MAX_PENDING_BYTES_PER_IP: 1, MAX_PENDING_BYTES: 1}
+    assert (a.pending_bytes, a.pending_bytes_by_ip["192.0.2.7"]) == (1000, 400)
+    assert (first.held, second.held) == (300, 100)  # a refused read is not counted
+
+
+def test_bytes_are_released_when_authenticated_or_closed_and_not_counted_after() -> None:
+    a = admission()
+    opened, gone = admitted(a, "192.0.2.7"), admitted(a, "192.0.2.7")
+    assert opened.hold(250) and gone.hold(150)
+    opened.authenticated()
+    assert (a.pending_bytes, dict(a.pending_bytes_by_ip)) == (150, {"192.0.2.7": 150})
+    assert opened.hold(10_000)  # authenticated: its bytes are the gateway's business
+    gone.closed()
+    gone.closed()  # once only
+    assert (a.pending_bytes, dict(a.pending_bytes_by_ip), opened.held) == (0, {}, 0)
+    opened.closed()
+    assert (a.pending_bytes, dict(a.pending_bytes_by_ip)) == (0, {})
+
+
+def test_bytes_through_a_proxy_count_per_client_named_by_the_head() -> None:
+    a = admission()
+    proxied = [admitted(a, "10.0.0.1") for _ in range(3)]
+    for t, client in zip(proxied, ["203.0.113.1", "203.0.113.1", "203.0.113.2"], strict=True):
+        assert t.on_request("GET", "/ws", True, client)
+    assert proxied[0].hold(400)
+    assert not proxied[1].hold(1)  # the same client, past its share
+    assert proxied[2].hold(400)  # another client behind the same proxy
+    assert dict(a.pending_bytes_by_ip) == {"203.0.113.1": 400, "203.0.113.2": 400}
+    for t in proxied:
+        t.closed()
+    assert (a.pending_bytes, dict(a.pending_bytes_by_ip)) == (0, {})
 
 
 def test_a_request_in_full_is_no_longer_pending_until_the_next_one_on_the_connection() -> None:

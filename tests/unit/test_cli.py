@@ -480,6 +480,7 @@ def test_check_config_ok(config: str, capsys: pytest.CaptureFixture[str]) -> Non
     assert err == ""
     assert f"configuration: {config}" in out
     assert "  handshake_timeout_ms 5000, max_connections 10000, max_pending 2048, " in out
+    assert "  max_pending_bytes 67108864, max_pending_bytes_per_ip 8388608\n" in out
     assert "  trusted_proxies 127.0.0.1, ::1" in out
     assert "tenant acme: issuer 'acme-issuer'" in out
     assert "key 'k1': HS256, shared secret" in out

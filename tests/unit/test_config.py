@@ -265,6 +265,24 @@ def test_pending_bounds_default_to_at_most_max_connections(tmp_path: Path) -> No
     assert (server.max_connections, server.max_pending_per_ip) == (10_000, 30)
 
 
+def test_pending_bytes_default_to_64_mib_an_eighth_per_source_or_what_frames_need(
+    tmp_path: Path,
+) -> None:
+    mib = 1024 * 1024
+    server = load(tmp_path, "").server
+    assert (server.max_pending_bytes, server.max_pending_bytes_per_ip) == (64 * mib, 8 * mib)
+    # 16 MiB frames: a client's first message may need 2 x 16 MiB + 512 KiB; 8 of that in all.
+    frames = f"[server]\nmax_frame_bytes = {16 * mib}\noutbox_max_bytes = {16 * mib}"
+    server = load(tmp_path, frames).server
+    least = 32 * mib + 512 * 1024
+    assert (server.max_pending_bytes, server.max_pending_bytes_per_ip) == (8 * least, least)
+    # An eighth of the total, and never below the least (2.5 MiB for 1 MiB frames).
+    server = load(tmp_path, f"[server]\nmax_pending_bytes = {16 * mib}").server
+    assert (server.max_pending_bytes, server.max_pending_bytes_per_ip) == (16 * mib, 5 * mib // 2)
+    server = load(tmp_path, f"[server]\nmax_pending_bytes = {40 * mib}").server
+    assert server.max_pending_bytes_per_ip == 5 * mib
+
+
 def test_contract_example(tmp_path: Path) -> None:
     s = load(
         tmp_path,
@@ -463,6 +481,22 @@ INVALID: list[tuple[str, str]] = [
         "[server]\nmax_pending = 10\nmax_pending_per_ip = 11",
         r"server\.max_pending_per_ip: must be at most max_pending \(10\), got 11",
     ),
+    (
+        "[server]\nmax_pending_bytes = 2621439",
+        r"server\.max_pending_bytes: must be at least 2 x max_frame_bytes \+ 512 KiB \(2621440 "
+        r"with max_frame_bytes 1048576\): a client's largest first message must fit, got 2621439",
+    ),
+    (
+        "[server]\nmax_frame_bytes = 4096\nmax_pending_bytes_per_ip = 532479",
+        r"server\.max_pending_bytes_per_ip: must be at least 2 x max_frame_bytes \+ 512 KiB "
+        r"\(532480 with max_frame_bytes 4096\)",
+    ),
+    (
+        "[server]\nmax_pending_bytes = 4194304\nmax_pending_bytes_per_ip = 4194305",
+        r"server\.max_pending_bytes_per_ip: must be at most max_pending_bytes \(4194304\), got "
+        r"4194305",
+    ),
+    ('[server]\nmax_pending_bytes = "64M"', r"server\.max_pending_bytes: expected an integer"),
     ('[server]\ntrusted_proxies = "10.0.0.1"', r"server\.trusted_proxies: expected an array"),
     ("[server]\ntrusted_proxies = [1]", r"server\.trusted_proxies: \[0\]: expected a string"),
     (

@@ -41,6 +41,7 @@ from wsq.config.settings import (
     ServerConfig,
     Settings,
     TenantConfig,
+    min_pending_bytes,
 )
 from wsq.config.table import Table, describe
 from wsq.core.addresses import is_valid_address
@@ -121,6 +122,7 @@ def _parse_server(
             "max_pending_per_ip",
             f"must be at most max_pending ({max_pending}), got {max_pending_per_ip}",
         )
+    max_pending_bytes, max_pending_bytes_per_ip = _pending_bytes(t, default, max_frame_bytes)
     trusted_proxies = _trusted_proxies(t, default.trusted_proxies)
     allowed_origins = _allowed_origins(t)
     ws_compression = t.get_str("ws_compression", default.ws_compression)
@@ -145,10 +147,35 @@ def _parse_server(
         max_connections=max_connections,
         max_pending=max_pending,
         max_pending_per_ip=max_pending_per_ip,
+        max_pending_bytes=max_pending_bytes,
+        max_pending_bytes_per_ip=max_pending_bytes_per_ip,
         trusted_proxies=trusted_proxies,
         allowed_origins=allowed_origins,
         ws_compression=ws_compression,
     )
+
+
+def _pending_bytes(t: Table, default: ServerConfig, max_frame_bytes: int) -> tuple[int, int]:
+    """``max_pending_bytes`` and ``max_pending_bytes_per_ip``: each at least one client's
+    largest first message and what comes with it (``min_pending_bytes``); unset, the total is
+    64 MiB (or 8 of that least, when larger) and the share of one source an eighth of it."""
+    least = min_pending_bytes(max_frame_bytes)
+    why = (
+        f"must be at least 2 x max_frame_bytes + 512 KiB ({least} with max_frame_bytes "
+        f"{max_frame_bytes}): a client's largest first message must fit"
+    )
+    total = t.get_int("max_pending_bytes", max(default.max_pending_bytes, 8 * least), minimum=1)
+    if total < least:
+        raise t.error("max_pending_bytes", f"{why}, got {total}")
+    per_ip = t.get_int("max_pending_bytes_per_ip", max(total // 8, least), minimum=1)
+    if per_ip < least:
+        raise t.error("max_pending_bytes_per_ip", f"{why}, got {per_ip}")
+    if per_ip > total:
+        raise t.error(
+            "max_pending_bytes_per_ip",
+            f"must be at most max_pending_bytes ({total}), got {per_ip}",
+        )
+    return total, per_ip
 
 
 def _trusted_proxies(t: Table, default: tuple[str, ...]) -> tuple[str, ...]:

@@ -20,6 +20,12 @@ MIN_IDLE_MS = 1000
 MIN_OPEN_TIMEOUT_MS = 100
 MIN_HANDSHAKE_TIMEOUT_MS = 100
 MIN_RETENTION_BYTES = 1024
+#: What a client may have to send before its ``open`` is verified beyond its first message (at
+#: most ``max_frame_bytes``, counted twice when it arrives compressed: as received and inflated):
+#: its upgrade request's head and one read (asyncio reads 256 KiB at a time) of what it
+#: pipelines behind that message. ``[server] max_pending_bytes_per_ip`` is never below
+#: ``2 * max_frame_bytes + PENDING_BYTES_SLACK`` (``min_pending_bytes``).
+PENDING_BYTES_SLACK = 512 * 1024
 #: ``[server] ws_compression``: whether a WebSocket client's offer of permessage-deflate
 #: (RFC 7692; every browser makes it) is accepted.
 WS_COMPRESSIONS: tuple[str, ...] = ("off", "deflate")
@@ -33,6 +39,13 @@ QUOTA_SETTINGS: tuple[str, ...] = (
     "max_dedup_ids",
     "max_idempotency_keys",
 )
+
+
+def min_pending_bytes(max_frame_bytes: int) -> int:
+    """The least ``max_pending_bytes`` and ``max_pending_bytes_per_ip`` may be: one client's
+    largest first message and what may come with it (``PENDING_BYTES_SLACK``)."""
+    return 2 * max_frame_bytes + PENDING_BYTES_SLACK
+
 
 DEV_TENANT = "dev"
 DEV_KID = "dev"
@@ -115,6 +128,11 @@ class ServerConfig:
     max_connections: int = 10_000
     max_pending: int = 2_048
     max_pending_per_ip: int = 256
+    # Bytes received by WebSocket connections before their open is verified, in total and per
+    # source IP (docs/security.md): 64 of the largest first message, 8 per source (the loader
+    # raises both when max_frame_bytes needs more: min_pending_bytes).
+    max_pending_bytes: int = 64 * 1_048_576
+    max_pending_bytes_per_ip: int = 8 * 1_048_576
     trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
     # Browser origins that may open a socket and get CORS answers from the bridge (wsq.origins):
     # None = pages of the gateway's own host only; "*" = any. No Origin header is always allowed.
