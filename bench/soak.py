@@ -62,7 +62,9 @@ PER_PROCESS = 5_000
 ABUSER = {
     "max_connections": 20,
     "max_links": 200,
-    "max_addresses": 100,
+    "max_addresses": 500,
+    # Addresses idle out within the run: each cycle's fresh ones make room again.
+    "idle_expiry_ms": 60_000,
     "max_groups": 4,
     "retention_max_bytes": 4 * 1024 * 1024,
     "publish_rate": 500,
