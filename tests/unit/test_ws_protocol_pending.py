@@ -241,3 +241,56 @@ async def test_with_compression_a_message_counts_what_it_inflates_to(admission: 
         while sock.protocol.tasks:
             sock.wanted.release()
             await asyncio.sleep(0)
+
+
+async def test_one_read_of_many_compressed_messages_is_inflated_a_message_at_a_time(
+    admission: Admission,
+) -> None:
+    """An authenticated socket's one read of 200 frames of ~30 bytes, each inflating to just
+    under max_frame_bytes (4,096): websockets is let parse the next frame only once the gateway
+    has taken the previous message, so one message at most waits for it, the rest of the read
+    waits raw (and the transport reads nothing more); every message still comes, in order.
+    Before, the read was inflated whole: 200 messages, 50 x max_frame_bytes, queued at once."""
+    sock = Socket(admission, replace(SERVER, ws_compression="deflate"))
+    await sock.upgrade("Sec-WebSocket-Extensions: permessage-deflate\r\n")
+    sock.ticket.authenticated()
+    try:
+        texts = [f"[{n}" + " " * 4000 + "]" for n in range(200)]
+        read = b"".join(frame(text, deflate=True) for text in texts)
+        assert len(read) < 200 * 40
+        sock.protocol.data_received(read)
+        assert len(sock.protocol.queue._items) == 1
+        assert not sock.transport.reading
+        for n, text in enumerate(texts):
+            assert (await sock.take())["text"] == text
+            assert len(sock.protocol.queue._items) == (1 if n < 199 else 0)
+        assert sock.transport.reading  # all of it taken: reading on
+    finally:
+        sock.protocol.connection_lost(None)
+        while sock.protocol.tasks:
+            sock.wanted.release()
+            await asyncio.sleep(0)
+
+
+async def test_bytes_held_when_the_gateway_closes_are_dropped_and_the_clients_close_is_read(
+    admission: Admission,
+) -> None:
+    """The gateway closes while the rest of a read waits unparsed: those messages are dropped
+    (as uvicorn drops any after a close), and the client's close among them ends the socket
+    at once rather than after close_timeout."""
+    sock = Socket(admission, replace(SERVER, ws_compression="deflate"))
+    await sock.upgrade("Sec-WebSocket-Extensions: permessage-deflate\r\n")
+    sock.ticket.authenticated()
+    try:
+        bombs = b"".join(frame(f"[{n}" + " " * 4000 + "]", deflate=True) for n in range(5))
+        sock.protocol.data_received(bombs + b"\x88\x82\0\0\0\0\x03\xe8")  # close 1000
+        assert sock.protocol.held and len(sock.protocol.queue._items) == 1
+        await sock.protocol.send({"type": "websocket.close", "code": 1000})
+        assert not sock.protocol.held and not sock.protocol.conn.reader.buffer
+        assert sock.transport.closing
+        assert (await sock.take())["text"].startswith("[0 ")  # taken before: still there
+    finally:
+        sock.protocol.connection_lost(None)
+        while sock.protocol.tasks:
+            sock.wanted.release()
+            await asyncio.sleep(0)
