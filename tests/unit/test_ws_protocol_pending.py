@@ -2,7 +2,9 @@
 counted against the admission's budgets (``max_pending_bytes``, ``max_pending_bytes_per_ip``), a
 socket past them closed with ``wsq:resource-limit-exceeded`` and nothing of it parsed, and no
 reading ahead of the gateway until the ``open`` is verified. The same against a real
-``wsq serve``: tests/integration/test_before_auth_bytes.py."""
+``wsq serve``: tests/integration/test_before_auth_bytes.py. And, with permessage-deflate, a read
+of compressed frames inflated a message at a time, before and after the ``open``
+(tests/integration/test_ws_compression.py)."""
 
 from __future__ import annotations
 
@@ -235,6 +237,34 @@ async def test_with_compression_a_message_counts_what_it_inflates_to(admission: 
         sock.protocol.data_received(bomb)
         assert refused(sock.transport.written)
         assert sock.transport.closing
+        assert admission.refused == {MAX_PENDING_BYTES_PER_IP: 1}
+    finally:
+        sock.protocol.connection_lost(None)
+        while sock.protocol.tasks:
+            sock.wanted.release()
+            await asyncio.sleep(0)
+
+
+async def test_before_the_open_a_read_of_compressed_messages_is_counted_as_each_is_inflated(
+    admission: Admission,
+) -> None:
+    """One read of ten ~30-byte frames that inflate to 3,000 bytes each (30,000: five times the
+    source's share): the first is inflated, counted and given to the gateway; the next only
+    when the gateway asks for it, and that one is past the share: refused, the rest never
+    inflated. Before, the read was inflated whole, then refused with nothing delivered."""
+    sock = Socket(admission, replace(SERVER, ws_compression="deflate"))
+    await sock.upgrade("Sec-WebSocket-Extensions: permessage-deflate\r\n")
+    try:
+        head = sock.ticket.held
+        texts = [f"[{n}" + " " * 2997 + "]" for n in range(10)]
+        read = b"".join(frame(text, deflate=True) for text in texts)
+        sock.protocol.data_received(read)
+        assert sock.ticket.held == head + len(read) + 3000  # one message inflated
+        assert (await sock.take())["text"] == texts[0]
+        assert not sock.transport.closing
+        sock.wanted.release()  # the gateway asks for the next message: 3,000 more
+        await asyncio.sleep(0)
+        assert refused(sock.transport.written)
         assert admission.refused == {MAX_PENDING_BYTES_PER_IP: 1}
     finally:
         sock.protocol.connection_lost(None)
