@@ -15,6 +15,13 @@ closed at once (``wsq:resource-limit-exceeded``, close 1008) with nothing parsed
 a socket is not read ahead of the gateway: once a message is in, reading waits until the gateway
 asks for the next one (uvicorn reads on as soon as it takes a message), so frames pipelined behind
 ``open`` wait in the kernel while the token is verified.
+
+What one read may make a socket hold is bounded too: websockets parses (and, with
+permessage-deflate, inflates) every frame it is given at once, so a read of 256 KiB full of ~1 KB
+compressed frames made it hold ~250 messages of up to ``max_frame_bytes`` each. Here its parser
+starts one frame at a time (``_Reader``), and the next only while no message waits for the
+gateway: a socket holds at most one received message the gateway has not taken, and the rest of
+the read, raw, in websockets' buffer (the transport reads nothing more meanwhile).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections.abc import Generator
 from typing import Any, cast
 
 if sys.platform != "win32":
@@ -34,6 +42,7 @@ from websockets.exceptions import PayloadTooBig
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
 from websockets.protocol import State
+from websockets.streams import StreamReader
 
 from wsq.admission import SCOPE_KEY, STATE_KEY, Ticket
 from wsq.config import ServerConfig
@@ -150,6 +159,29 @@ class _Flag:
         return True
 
 
+class _Reader(StreamReader):
+    """websockets' buffer of a socket's received bytes. Where its parser waits between frames
+    (``at_eof``) it starts the next only once let go (``go``), and, while ``stepwise``, that one
+    frame alone: the rest of the bytes stay here, raw, until it is let go again. Stepwise until
+    the handshake is answered, and after it where permessage-deflate was agreed (a frame that
+    may inflate); otherwise a read is parsed whole, as websockets does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.go = True
+        self.stepwise = True
+
+    def at_eof(self) -> Generator[None, None, bool]:
+        while True:
+            if self.buffer:
+                if self.go:
+                    self.go = not self.stepwise
+                    return False
+            elif self.eof:
+                return True
+            yield
+
+
 class WebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's ``websockets-sansio`` protocol with less memory per socket (see the module)."""
 
@@ -159,6 +191,12 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         # token's header and signature, pieces of bodies) and the handshake's headers: never.
         # The gateway logs frames itself, by op and numbers only (wsq.framelog).
         self.conn.debug = False
+        # The parser, restarted on a reader that lets it take a frame at a time (_parse).
+        self.conn.reader = _Reader()
+        self.conn.parser = self.conn.parse()
+        next(self.conn.parser)
+        # Received bytes left unparsed in the reader while a message waits for the gateway.
+        self.held = False
         self.queue = _Inbox()  # type: ignore[assignment]
         self.writable = _Flag()  # type: ignore[assignment]
         self.writable.set()
@@ -179,6 +217,9 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._end_deadline()
+        if self.held:  # never to be parsed: let go of them now, not when the gateway has ended
+            self.held = False
+            self.conn.reader.buffer.clear()
         if self.ticket is not None:
             self.ticket.closed()
         super().connection_lost(exc)
@@ -192,7 +233,42 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         if self.ticket is not None and not self.ticket.hold(len(data)):
             self._refuse()
             return
-        super().data_received(data)
+        self.conn.reader.feed_data(data)
+        if not self.held:
+            self._parse()
+
+    def _parse(self) -> None:
+        """What uvicorn's ``data_received`` does once websockets has the bytes, a frame at a time
+        where a frame may inflate (``_Reader``): websockets' parser is let take the next frame
+        only while no message waits for the gateway (or once the gateway has closed: messages
+        are dropped then). Otherwise the rest stays raw in the reader (``held``, and the
+        transport paused) until the gateway takes the message (``receive``): one read of
+        compressed frames no longer inflates into as many messages at once, each up to
+        ``max_frame_bytes``. Without compression a read is parsed whole, as before: its messages
+        hold no more than the read."""
+        conn = self.conn
+        reader: _Reader = conn.reader  # type: ignore[assignment]
+        while True:
+            reader.go = True
+            next(conn.parser)
+            if conn.parser_exc is not None:
+                self.held = False
+                self.handle_parser_exception()
+                return
+            if conn.handshake_exc is not None and not self.handshake_initiated:
+                self.handle_handshake_exception()
+                return
+            if conn.events:
+                self.handle_events()
+            if reader.go or not reader.buffer or self.refused:
+                self.held = False  # the parser waits for more bytes (or took the read whole)
+                return
+            if not self.queue.empty() and not self.close_sent:
+                break  # a message waits for the gateway: the rest waits here
+        self.held = True
+        if not self.read_paused:
+            self.read_paused = True
+            self.transport.pause_reading()
 
     def handle_events(self) -> None:
         # With permessage-deflate what a message holds is what it inflated to, not what it took
@@ -217,6 +293,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         gateway's answer to a connection error, ``wsq:resource-limit-exceeded`` in a close and
         the WebSocket close 1008 (docs/protocol.md), written at once. Nothing more is read."""
         self.refused = True
+        self.held = False
         # What websockets and uvicorn hold of the socket's message: let go of it now, not when
         # the socket's objects go (the ticket's count is released when the socket closes).
         self.conn.reader.buffer.clear()
@@ -241,15 +318,23 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
     async def receive(self) -> Any:
         # uvicorn stops reading once a message is queued and reads on as soon as the app takes
         # it; before authentication, only once the app asks for the next one (after the open
-        # is verified, when it is in the message taken).
+        # is verified, when it is in the message taken). Bytes held unparsed (_parse, only
+        # while reading is paused) are parsed first.
         if self.read_paused and self.queue.empty():
-            self.read_paused = False
-            self.transport.resume_reading()
+            self._read_on()
         message = await self.queue.get()
         if self.read_paused and self.queue.empty() and not self._pending():
-            self.read_paused = False
-            self.transport.resume_reading()
+            self._read_on()
         return message
+
+    def _read_on(self) -> None:
+        """No message waits for the gateway: the next from the bytes held, else from the socket."""
+        if self.held:
+            self._parse()
+            if self.held or not self.queue.empty():
+                return
+        self.read_paused = False
+        self.transport.resume_reading()
 
     def _end_deadline(self) -> None:
         if self.deadline is not None:
@@ -258,6 +343,8 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
+        # Answered (conn.accept): frames are parsed a read at a time unless they may inflate.
+        cast(_Reader, self.conn.reader).stepwise = bool(self.conn.extensions)
         if self.ticket is not None and self.response.status_code == 101:
             # The gateway tells the ticket of a valid open; the admission stays out of the
             # socket's copy of the lifespan state (one key less per socket).
@@ -330,6 +417,8 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
                 self.transport.abort()  # connection_lost wakes the app's receive()
                 raise ClientDisconnected() from None
         await super().send(message)
+        if self.held and not self.disconnected:
+            self._parse()  # dropped now (the gateway has closed), the client's close maybe too
         if not self.disconnected:
             self.loop.call_later(self.close_timeout, self._abort_if_open)
 

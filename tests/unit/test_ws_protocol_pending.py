@@ -2,7 +2,9 @@
 counted against the admission's budgets (``max_pending_bytes``, ``max_pending_bytes_per_ip``), a
 socket past them closed with ``wsq:resource-limit-exceeded`` and nothing of it parsed, and no
 reading ahead of the gateway until the ``open`` is verified. The same against a real
-``wsq serve``: tests/integration/test_before_auth_bytes.py."""
+``wsq serve``: tests/integration/test_before_auth_bytes.py. And, with permessage-deflate, a read
+of compressed frames inflated a message at a time, before and after the ``open``
+(tests/integration/test_ws_compression.py)."""
 
 from __future__ import annotations
 
@@ -236,6 +238,87 @@ async def test_with_compression_a_message_counts_what_it_inflates_to(admission: 
         assert refused(sock.transport.written)
         assert sock.transport.closing
         assert admission.refused == {MAX_PENDING_BYTES_PER_IP: 1}
+    finally:
+        sock.protocol.connection_lost(None)
+        while sock.protocol.tasks:
+            sock.wanted.release()
+            await asyncio.sleep(0)
+
+
+async def test_before_the_open_a_read_of_compressed_messages_is_counted_as_each_is_inflated(
+    admission: Admission,
+) -> None:
+    """One read of ten ~30-byte frames that inflate to 3,000 bytes each (30,000: five times the
+    source's share): the first is inflated, counted and given to the gateway; the next only
+    when the gateway asks for it, and that one is past the share: refused, the rest never
+    inflated. Before, the read was inflated whole, then refused with nothing delivered."""
+    sock = Socket(admission, replace(SERVER, ws_compression="deflate"))
+    await sock.upgrade("Sec-WebSocket-Extensions: permessage-deflate\r\n")
+    try:
+        head = sock.ticket.held
+        texts = [f"[{n}" + " " * 2997 + "]" for n in range(10)]
+        read = b"".join(frame(text, deflate=True) for text in texts)
+        sock.protocol.data_received(read)
+        assert sock.ticket.held == head + len(read) + 3000  # one message inflated
+        assert (await sock.take())["text"] == texts[0]
+        assert not sock.transport.closing
+        sock.wanted.release()  # the gateway asks for the next message: 3,000 more
+        await asyncio.sleep(0)
+        assert refused(sock.transport.written)
+        assert admission.refused == {MAX_PENDING_BYTES_PER_IP: 1}
+    finally:
+        sock.protocol.connection_lost(None)
+        while sock.protocol.tasks:
+            sock.wanted.release()
+            await asyncio.sleep(0)
+
+
+async def test_one_read_of_many_compressed_messages_is_inflated_a_message_at_a_time(
+    admission: Admission,
+) -> None:
+    """An authenticated socket's one read of 200 frames of ~30 bytes, each inflating to just
+    under max_frame_bytes (4,096): websockets is let parse the next frame only once the gateway
+    has taken the previous message, so one message at most waits for it, the rest of the read
+    waits raw (and the transport reads nothing more); every message still comes, in order.
+    Before, the read was inflated whole: 200 messages, 50 x max_frame_bytes, queued at once."""
+    sock = Socket(admission, replace(SERVER, ws_compression="deflate"))
+    await sock.upgrade("Sec-WebSocket-Extensions: permessage-deflate\r\n")
+    sock.ticket.authenticated()
+    try:
+        texts = [f"[{n}" + " " * 4000 + "]" for n in range(200)]
+        read = b"".join(frame(text, deflate=True) for text in texts)
+        assert len(read) < 200 * 40
+        sock.protocol.data_received(read)
+        assert len(sock.protocol.queue._items) == 1
+        assert not sock.transport.reading
+        for n, text in enumerate(texts):
+            assert (await sock.take())["text"] == text
+            assert len(sock.protocol.queue._items) == (1 if n < 199 else 0)
+        assert sock.transport.reading  # all of it taken: reading on
+    finally:
+        sock.protocol.connection_lost(None)
+        while sock.protocol.tasks:
+            sock.wanted.release()
+            await asyncio.sleep(0)
+
+
+async def test_bytes_held_when_the_gateway_closes_are_dropped_and_the_clients_close_is_read(
+    admission: Admission,
+) -> None:
+    """The gateway closes while the rest of a read waits unparsed: those messages are dropped
+    (as uvicorn drops any after a close), and the client's close among them ends the socket
+    at once rather than after close_timeout."""
+    sock = Socket(admission, replace(SERVER, ws_compression="deflate"))
+    await sock.upgrade("Sec-WebSocket-Extensions: permessage-deflate\r\n")
+    sock.ticket.authenticated()
+    try:
+        bombs = b"".join(frame(f"[{n}" + " " * 4000 + "]", deflate=True) for n in range(5))
+        sock.protocol.data_received(bombs + b"\x88\x82\0\0\0\0\x03\xe8")  # close 1000
+        assert sock.protocol.held and len(sock.protocol.queue._items) == 1
+        await sock.protocol.send({"type": "websocket.close", "code": 1000})
+        assert not sock.protocol.held and not sock.protocol.conn.reader.buffer
+        assert sock.transport.closing
+        assert (await sock.take())["text"].startswith("[0 ")  # taken before: still there
     finally:
         sock.protocol.connection_lost(None)
         while sock.protocol.tasks:
