@@ -144,14 +144,16 @@ async def test_a_client_that_heartbeats_stays_connected(gateway: Gateway) -> Non
     await client.close()
 
 
+def expiring_token(seconds: int = 2) -> tuple[str, int]:
+    """A token of sub "a" that expires ``seconds`` from now (whole seconds), and its ``exp``."""
+    exp = int(time.time()) + seconds
+    claims = {"iss": "acme", "sub": "a", "exp": exp, "wsq": {"subscribe": [">"]}}
+    return jwt.encode(claims, SECRET_ACME, algorithm="HS256"), exp
+
+
 async def test_expiring_token_closes_with_token_expired(gateway: Gateway) -> None:
     client = await gateway.client(open=False)
-    now = int(time.time())
-    token = jwt.encode(
-        {"iss": "acme", "sub": "a", "exp": now + 2, "wsq": {"subscribe": [">"]}},
-        SECRET_ACME,
-        algorithm="HS256",
-    )
+    token, _ = expiring_token()
     await client.open(token)
     await client.closed_with("wsq:token-expired", timeout=6)
 
@@ -166,17 +168,12 @@ async def test_refresh_extends_the_connection_and_answers_the_new_expiry(gateway
 
 async def test_a_refreshed_connection_outlives_its_first_token(gateway: Gateway) -> None:
     client = await gateway.client(open=False)
-    now = int(time.time())
-    first = jwt.encode(
-        {"iss": "acme", "sub": "a", "exp": now + 2, "wsq": {"subscribe": [">"]}},
-        SECRET_ACME,
-        algorithm="HS256",
-    )
+    first, exp = expiring_token()
     await client.open(first)
     await client.send({"op": "refresh", "token": gateway.token("a", ttl_s=7200)})
     await client.expect("refresh")
     # Past the first token's expiry (exp has one-second resolution): still open and served.
-    while time.time() < now + 3.5:
+    while time.time() < exp + 1.5:
         await client.send_raw("[]")
         await client.nothing("close", wait=0.3)
     await client.begin(1)
