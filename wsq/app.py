@@ -30,6 +30,7 @@ from wsq.core.errors import ConfigError
 from wsq.gateway import Gateway, WebSocketEndpoint
 from wsq.node import Node
 from wsq.origins import is_local_host, is_local_origin
+from wsq.sys_stats import SysStatsPublisher
 
 log = logging.getLogger("wsq")
 
@@ -109,11 +110,18 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
     ready = {"ok": False}
 
     admission = Admission(settings.server)
+    figures = SysStatsPublisher(
+        broker,
+        node_id,
+        lambda: {"connections": len(gateway.peers)},
+        settings.server.stats_interval_ms / 1000,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         await broker.start()
         ready["ok"] = True
+        figures.start()
         restore = _drain_before_exit_signals(gateway, ready)
         try:
             # The lifespan state is where wsq.http_protocol finds the admission.
@@ -121,6 +129,7 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
         finally:
             restore()
             ready["ok"] = False
+            await figures.close()
             await gateway.drain()
             await node.hub.close()
             await broker.close()
@@ -158,7 +167,7 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
             )
         tenant = settings.tenants["dev"]
         sub = request.query_params.get("sub", "demo")[:64] or "demo"
-        token = mint_token(tenant, sub, publish=[">"], subscribe=[">"], ttl_s=3600)
+        token = mint_token(tenant, sub, publish=[">"], subscribe=[">"], ops=True, ttl_s=3600)
         return JSONResponse({"token": token, "tenant": "dev", "sub": sub})
 
     routes: list[Route | Mount] = [
@@ -183,6 +192,7 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
     app.state.gateway = gateway
     # The bounds before authentication, with what they refused (wsq.admission).
     app.state.admission = admission
+    app.state.figures = figures
     return app
 
 
