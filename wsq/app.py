@@ -27,7 +27,8 @@ from wsq.broker.base import Broker
 from wsq.config import Settings, load_settings, settings_from_json
 from wsq.config.settings import ENV_SETTINGS_FILE
 from wsq.core.errors import ConfigError
-from wsq.gateway import Gateway, WebSocketEndpoint
+from wsq.endpoint import WebSocketEndpoint
+from wsq.gateway import Gateway
 from wsq.node import Node
 from wsq.origins import is_local_host, is_local_origin
 
@@ -172,7 +173,7 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
         routes.append(Route("/dev/token", dev_token))
     if STATIC_DIR.is_dir():
         routes.append(Mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="static"))
-    # /ws is served in front of the router: see wsq.gateway.WebSocketEndpoint.
+    # /ws is served in front of the router: see wsq.endpoint.WebSocketEndpoint.
     app = Starlette(
         routes=routes,
         lifespan=lifespan,

@@ -5,9 +5,10 @@ a writer task, started only while there is output, drains the protocol's output,
 frame queued since its last write into one WebSocket message. Heartbeats and token expiry are
 timers on the event loop, not tasks. An idle socket therefore holds one task, not two.
 
-The endpoint speaks raw ASGI (``WebSocketEndpoint``, in front of the Starlette app): no router,
-exception layers or ``WebSocket`` wrapper between uvicorn and the peer, whose coroutine frames
-every socket would keep for its lifetime and whose wrappers every send would pass through.
+The endpoint speaks raw ASGI (``wsq.endpoint.WebSocketEndpoint``, in front of the Starlette
+app): no router, exception layers or ``WebSocket`` wrapper between uvicorn and the peer, whose
+coroutine frames every socket would keep for its lifetime and whose wrappers every send would
+pass through.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import logging
 import time
 from typing import Any
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from wsq.admission import SCOPE_KEY
 from wsq.auth import Principal
@@ -571,24 +572,3 @@ def _origin_and_host(scope: Scope) -> tuple[str | None, str | None]:
         elif name == b"host":
             host = value.decode("latin-1")
     return origin, host
-
-
-class WebSocketEndpoint:
-    """ASGI middleware that serves the wsq.v1 WebSocket at ``path`` itself and hands everything
-    else to the application behind it."""
-
-    def __init__(self, app: ASGIApp, gateway: Gateway, path: str = "/ws") -> None:
-        self.app = app
-        self.gateway = gateway
-        self.path = path
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket":
-            path: str = scope["path"]
-            root: str = scope.get("root_path", "")
-            if root and path.startswith(root):
-                path = path[len(root) :]
-            if path == self.path:
-                await Peer(self.gateway, scope, receive, send).run()
-                return
-        await self.app(scope, receive, send)
