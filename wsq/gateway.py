@@ -18,6 +18,7 @@ import contextlib
 import itertools
 import logging
 import time
+from collections import Counter
 from typing import Any
 
 from starlette.types import Receive, Scope, Send
@@ -39,8 +40,9 @@ from wsq.core.errors import (
 )
 from wsq.framelog import describe_message
 from wsq.hub import Outlet
+from wsq.logs import bind_connection
 from wsq.node import Node
-from wsq.origins import OriginPolicy
+from wsq.origins import OriginPolicy, origin_and_host
 from wsq.protocol.connection import Limits, ServerConnection
 from wsq.protocol.events import (
     AttachRequested,
@@ -87,6 +89,11 @@ class Gateway:
             max_links_per_session=server.max_links_per_session,
         )
         self.origins = OriginPolicy(server.allowed_origins)
+        # Since the process started (wsq.stats): errors sent to clients by condition, sockets
+        # closed by reason (CLOSE_REASONS), dispositions of deliveries by outcome.
+        self.errors: Counter[str] = Counter()
+        self.closes: Counter[str] = Counter()
+        self.dispositions: Counter[str] = Counter()
 
     def add_peer(self, peer: Peer) -> None:
         self.peers.add(peer)
@@ -114,6 +121,7 @@ class Peer:
     __slots__ = (
         "_backlog",
         "_close_code",
+        "_close_reason",
         "_closing",
         "_events_lock",
         "_receive",
@@ -145,7 +153,9 @@ class Peer:
         self.id = next(gateway.ids)
         self.loop = asyncio.get_running_loop()
         server = gateway.node.settings.server
-        self.conn = ServerConnection(gateway.limits, on_output=self._wake_writer)
+        self.conn = ServerConnection(
+            gateway.limits, on_output=self._wake_writer, errors=gateway.errors
+        )
         # Deliveries pause at half of outbox_max_bytes. The hard cap leaves room beyond that for
         # the one delivery that crossed the mark (up to a frame) and for control frames, so
         # only a client that floods us with requests without reading ever reaches it.
@@ -165,6 +175,8 @@ class Peer:
         self._tick_handle: asyncio.TimerHandle | None = None
         self._closing = False
         self._close_code = 1000
+        # Why the socket closed (wsq_closes_total): set by whoever closes it first.
+        self._close_reason = ""
         # The reader and timer-driven closes both answer events: one at a time, in order.
         self._events_lock = asyncio.Lock()
         # What the socket holds of its tenant's max_connections and max_links (wsq.quotas).
@@ -187,6 +199,7 @@ class Peer:
             return  # gone before the handshake was answered
         await self._send({"type": "websocket.accept", "subprotocol": SUBPROTOCOL})
         self.gateway.add_peer(self)
+        bind_connection(self.id)  # this task's log lines name the socket (wsq.logs)
         self._schedule_tick()
         try:
             await self._read_loop()
@@ -201,7 +214,7 @@ class Peer:
     def _origin_allowed(self) -> bool:
         """``[server] allowed_origins`` (wsq.origins). A function of its own, so that the
         headers it reads are not kept in ``run``'s frame for the socket's whole life."""
-        origin, host = _origin_and_host(self.scope)
+        origin, host = origin_and_host(self.scope)
         if self.gateway.origins.allows(origin, host):
             return True
         log.info("refused a WebSocket handshake from origin %.200r (host %.200r)", origin, host)
@@ -238,6 +251,7 @@ class Peer:
                 conn.receive_text(text)
             await self._process_events()
             if conn.out_bytes > self.outbox_cap and not self._closing:
+                self._close_reason = "outbox-overflow"
                 conn.close(ResourceLimitExceeded("outbox overflow: the client does not read"))
                 await self._process_events()
 
@@ -254,6 +268,7 @@ class Peer:
                 elif isinstance(event, CreditGranted):
                     self.node.hub.credit(event.link)
                 elif isinstance(event, DeliveriesSettled):
+                    self.gateway.dispositions[event.outcome.value] += len(event.ids)
                     await self.node.hub.settle(event.link, event.ids, event.outcome)
                 elif isinstance(event, AttachRequested):
                     await self._on_attach(event.link)
@@ -267,17 +282,19 @@ class Peer:
                 elif isinstance(event, ConnectionEnded):
                     self._on_ended(event)
             except BrokerUnavailable as exc:
-                log.warning("broker unavailable: %s", exc)
+                log.warning("broker unavailable: %s", exc, extra={"condition": exc.condition})
                 if isinstance(event, AttachRequested):
                     conn.detach(event.link, exc)
             except WsqError as exc:
                 if isinstance(event, AttachRequested):
                     conn.detach(event.link, exc)
                 else:
-                    log.warning("peer %d: %s", self.id, exc)
+                    log.warning("peer %d: %s", self.id, exc, extra={"condition": exc.condition})
 
     async def _shutdown(self) -> None:
         self.gateway.remove_peer(self)
+        # A socket that dropped with neither side's close counts as the client's doing.
+        self.gateway.closes[self._close_reason or "client"] += 1
         if self._tick_handle is not None:
             self._tick_handle.cancel()
         if self.conn.state not in (ConnectionState.CLOSED, ConnectionState.CLOSE_SENT):
@@ -367,20 +384,22 @@ class Peer:
         server = self.node.settings.server
         waiting_open = conn.state in (ConnectionState.AWAIT_OPEN, ConnectionState.AUTHENTICATING)
         if waiting_open and now - self.started > server.open_timeout_ms / 1000:
-            self._fail(IdleTimeout("no open within the open timeout"))
+            self._fail(IdleTimeout("no open within the open timeout"), reason="open-timeout")
             return
         if now - self.last_recv > server.idle_ms / 1000:
-            self._fail(IdleTimeout(f"nothing received for {server.idle_ms} ms"))
+            self._fail(IdleTimeout(f"nothing received for {server.idle_ms} ms"), reason="heartbeat")
             return
         if self._stalled(now, server.idle_ms / 1000):
             # Contract section 3: a client that stops reading is dead, heartbeats or not. Its
             # close cannot be written either: do not wait for the writer.
             self._fail(
-                IdleTimeout(f"nothing could be written for {server.idle_ms} ms"), flush=False
+                IdleTimeout(f"nothing could be written for {server.idle_ms} ms"),
+                flush=False,
+                reason="stall",
             )
             return
         if self.principal is not None and time.time() >= self.principal.exp:
-            self._fail(TokenExpired("the token expired"))
+            self._fail(TokenExpired("the token expired"), reason="token-expired")
             return
         interval = self._tick_interval()
         # Sending whenever a tick finds a quarter-idle of silence keeps every gap under half.
@@ -403,10 +422,13 @@ class Peer:
             self._backlog = backlog
         return now - max(self.last_sent, self.writing_since) > idle_s
 
-    def _fail(self, error: WsqError, *, flush: bool = True) -> None:
+    def _fail(self, error: WsqError, *, flush: bool = True, reason: str = "error") -> None:
         """Close from a timer: the reader may be parked in receive(), so answer the events
         (every one still queued: settlements too, then the links ending) from here. ``flush``:
-        give what is queued a moment to be written first (not for a client that reads nothing)."""
+        give what is queued a moment to be written first (not for a client that reads nothing).
+        ``reason``: what ``wsq_closes_total`` counts it as."""
+        if not self._close_reason and not self._closing:
+            self._close_reason = reason
         self.conn.close(error)
         self.node.hub.spawn(self._process_events())
         # Do not wait for the client's close: it has been silent, or its token is dead.
@@ -443,6 +465,7 @@ class Peer:
             self.held.release()  # closed while the quota was asked
             return
         self.principal = principal
+        bind_connection(self.id, principal.tenant, principal.sub)
         server = self.node.settings.server
         self.conn.accept_open(
             {
@@ -547,12 +570,16 @@ class Peer:
     def _on_ended(self, event: ConnectionEnded) -> None:
         self._closing = True
         error = event.error
+        if not self._close_reason:
+            self._close_reason = (
+                "client" if event.by_peer else "server" if error is None else "error"
+            )
         if error is not None:
             self._close_code = _CLOSE_CODES.get(str(error.get("condition")), 1008)
 
     def going_away(self) -> None:
         """The node drains: tell the client to reconnect elsewhere."""
-        self._fail(GoingAway("the node is shutting down; reconnect"))
+        self._fail(GoingAway("the node is shutting down; reconnect"), reason="going-away")
 
 
 def _backlog_of(send: Send) -> int | None:
@@ -561,14 +588,3 @@ def _backlog_of(send: Send) -> int | None:
     backlog = getattr(getattr(send, "__self__", None), "backlog", None)
     result = backlog() if callable(backlog) else None
     return result if isinstance(result, int) else None
-
-
-def _origin_and_host(scope: Scope) -> tuple[str | None, str | None]:
-    """The ``Origin`` and ``Host`` headers of a request (None where absent)."""
-    origin = host = None
-    for name, value in scope.get("headers") or ():
-        if name == b"origin":
-            origin = value.decode("latin-1")
-        elif name == b"host":
-            host = value.decode("latin-1")
-    return origin, host
