@@ -45,8 +45,33 @@ def redact(text: str) -> str:
     return TOKEN_RE.sub(REDACTED, text)
 
 
+class _Redacted:
+    """An argument whose text holds a token: formats as that text redacted (``%s``, ``%r``)."""
+
+    __slots__ = ("_repr", "_str")
+
+    def __init__(self, arg: object) -> None:
+        self._str = redact(str(arg))
+        self._repr = redact(repr(arg))
+
+    def __str__(self) -> str:
+        return self._str
+
+    def __repr__(self) -> str:
+        return self._repr
+
+
 def _redact_arg(arg: object) -> object:
-    return redact(arg) if isinstance(arg, str) else arg
+    if isinstance(arg, str):
+        return redact(arg)
+    if isinstance(arg, (int, float)) or arg is None:
+        return arg
+    try:
+        if TOKEN_RE.search(str(arg)) or TOKEN_RE.search(repr(arg)):
+            return _Redacted(arg)  # a dict, an exception, ...: one that holds a token
+    except Exception:  # an object that cannot say what it is: the record's formatter fails too
+        pass
+    return arg
 
 
 class RedactTokens(logging.Filter):
