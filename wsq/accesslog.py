@@ -43,10 +43,16 @@ def _is_target(arg: object) -> bool:
     return isinstance(arg, str) and arg.startswith("/") and "?" in arg
 
 
-def log_config() -> dict[str, Any]:
-    """uvicorn's own logging configuration, its handlers filtered by ``NoQueryStrings``."""
+def log_config(log_format: str = "text") -> dict[str, Any]:
+    """uvicorn's own logging configuration, its handlers filtered by ``NoQueryStrings`` and
+    ``wsq.logs.RedactTokens``; with ``log_format`` "json", every line a JSON object."""
     config = copy.deepcopy(LOGGING_CONFIG)
-    config.setdefault("filters", {})["no_query_strings"] = {"()": f"{__name__}.NoQueryStrings"}
+    filters = config.setdefault("filters", {})
+    filters["no_query_strings"] = {"()": f"{__name__}.NoQueryStrings"}
+    filters["redact_tokens"] = {"()": "wsq.logs.RedactTokens"}
     for handler in config["handlers"].values():
-        handler.setdefault("filters", []).append("no_query_strings")
+        handler.setdefault("filters", []).extend(["no_query_strings", "redact_tokens"])
+    if log_format == "json":
+        for name in config["formatters"]:
+            config["formatters"][name] = {"()": "wsq.logs.JsonFormatter"}
     return config

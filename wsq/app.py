@@ -16,7 +16,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -27,10 +27,15 @@ from wsq.broker.base import Broker
 from wsq.config import Settings, load_settings, settings_from_json
 from wsq.config.settings import ENV_SETTINGS_FILE
 from wsq.core.errors import ConfigError
-from wsq.gateway import Gateway, WebSocketEndpoint
+from wsq.endpoint import WebSocketEndpoint
+from wsq.gateway import Gateway
+from wsq.metrics import CONTENT_TYPE, Metrics, allowed, parse_allow
 from wsq.node import Node
 from wsq.origins import is_local_host, is_local_origin
+from wsq.readiness import Readiness
+from wsq.stats import NodeStats
 from wsq.sys_stats import SysStatsPublisher
+from wsq.timed_broker import TimedBroker
 
 log = logging.getLogger("wsq")
 
@@ -65,7 +70,7 @@ def make_broker(settings: Settings) -> Broker:
     raise ConfigError(f"broker {url.split('://')[0]}:// is not available in this version")
 
 
-def _drain_before_exit_signals(gateway: Gateway, ready: dict[str, bool]) -> Callable[[], None]:
+def _drain_before_exit_signals(gateway: Gateway, readiness: Readiness) -> Callable[[], None]:
     """On SIGTERM / SIGINT, tell every client ``wsq:going-away`` before the server shuts down.
 
     uvicorn's own shutdown closes WebSockets (code 1012) before the app hears of it, so the app
@@ -83,7 +88,7 @@ def _drain_before_exit_signals(gateway: Gateway, ready: dict[str, bool]) -> Call
         def on_signal(sig: int = sig, previous: Any = previous) -> None:
             loop.remove_signal_handler(sig)
             signal.signal(sig, previous)  # a second signal goes straight to uvicorn
-            ready["ok"] = False  # /readyz: take this node out of the load balancer
+            readiness.set_draining(True)  # /readyz: take this node out of the load balancer
             task = loop.create_task(gateway.drain())
             task.add_done_callback(lambda _task: previous(sig, None))
 
@@ -105,30 +110,36 @@ def _drain_before_exit_signals(gateway: Gateway, ready: dict[str, bool]) -> Call
 def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
     node_id = settings.server.node_id or f"wsq-{secrets.token_hex(4)}"
     broker = broker if broker is not None else make_broker(settings)
-    node = Node.build(settings, broker, node_id)
-    gateway = Gateway(node)
-    ready = {"ok": False}
-
     admission = Admission(settings.server)
+    metrics = Metrics(settings.tenants)
+    # What the node uses is the broker with its commands timed (wsq_broker_command_seconds).
+    timed = TimedBroker(broker, metrics.observers())
+    node = Node.build(settings, timed, node_id)
+    gateway = Gateway(node)
+    readiness = Readiness(timed, settings.server.ready_max_lag_ms)
+    stats = NodeStats(gateway, admission, readiness)
+    metrics.collect_from(stats)
+    metrics_allow = parse_allow(settings.server.metrics_allow)
+    # Straight to the broker: wsq_broker_command_seconds times the tenants' commands only.
     figures = SysStatsPublisher(
-        broker,
-        node_id,
-        lambda: {"connections": len(gateway.peers)},
-        settings.server.stats_interval_ms / 1000,
+        broker, node_id, stats.snapshot, settings.server.stats_interval_ms / 1000
     )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         await broker.start()
-        ready["ok"] = True
+        readiness.set_started(True)
+        await readiness.probe()
+        metrics.start()
+        restore = _drain_before_exit_signals(gateway, readiness)
         figures.start()
-        restore = _drain_before_exit_signals(gateway, ready)
         try:
             # The lifespan state is where wsq.http_protocol finds the admission.
             yield {STATE_KEY: admission}
         finally:
             restore()
-            ready["ok"] = False
+            readiness.set_started(False)
+            await metrics.stop()
             await figures.close()
             await gateway.drain()
             await node.hub.close()
@@ -136,16 +147,23 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
             await node.auth.aclose()
 
     async def healthz(request: Request) -> Response:
-        if not ready["ok"]:
+        if not readiness.started:
             return JSONResponse({"status": "starting"}, status_code=503)
         return JSONResponse({"status": "ok", "node": node_id})
 
     async def readyz(request: Request) -> Response:
-        ok = ready["ok"] and await broker.ready()
+        reasons = await readiness.check()
         return JSONResponse(
-            {"status": "ready" if ok else "not-ready", "node": node_id},
-            status_code=200 if ok else 503,
+            {"status": "not-ready" if reasons else "ready", "node": node_id, "reasons": reasons},
+            status_code=503 if reasons else 200,
         )
+
+    async def metrics_page(request: Request) -> Response:
+        # Outside metrics_allow the page does not exist, as it does not with metrics_allow [].
+        if not allowed(request.client.host if request.client else None, metrics_allow):
+            return PlainTextResponse("Not Found", status_code=404)
+        await readiness.probe()  # broker status and wsq_ready as of this scrape
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     async def dev_token(request: Request) -> Response:
         """Development mode only: a token for the demo page, to clients on this machine (a dev
@@ -173,6 +191,7 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
     routes: list[Route | Mount] = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        *([Route("/metrics", metrics_page)] if metrics_allow else []),
         *js_client.routes(JS_CLIENT.parent),  # /wsq-client.js and /wsq-client/<module>.js
         # Before the static pages: every /v1 path answers in the bridge's JSON shape.
         Mount("/v1", routes=bridge.routes(), middleware=bridge.cors_middleware(gateway.origins)),
@@ -181,7 +200,7 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
         routes.append(Route("/dev/token", dev_token))
     if STATIC_DIR.is_dir():
         routes.append(Mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="static"))
-    # /ws is served in front of the router: see wsq.gateway.WebSocketEndpoint.
+    # /ws is served in front of the router: see wsq.endpoint.WebSocketEndpoint.
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
@@ -192,6 +211,11 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
     app.state.gateway = gateway
     # The bounds before authentication, with what they refused (wsq.admission).
     app.state.admission = admission
+    # The node's figures at once (wsq.stats), and what drains the node calls first.
+    app.state.snapshot = stats.snapshot
+    app.state.readiness = readiness
+    app.state.set_draining = readiness.set_draining
+    app.state.metrics = metrics
     app.state.figures = figures
     return app
 

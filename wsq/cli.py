@@ -32,6 +32,7 @@ from wsq.config.settings import (
     ENV_CONFIG,
     ENV_DEV_SECRET,
     ENV_SETTINGS_FILE,
+    LOG_FORMATS,
 )
 from wsq.core.addresses import is_valid_pattern
 from wsq.core.errors import ConfigError
@@ -197,6 +198,15 @@ def _hand_over(settings: Settings) -> None:
     os.environ[ENV_SETTINGS_FILE] = path
 
 
+def _metrics_dir() -> None:
+    """``--workers N``: the workers' /metrics figures meet in a private directory (0700, made
+    here, removed when ``wsq serve`` exits), which prometheus-client's multiprocess mode finds
+    through ``PROMETHEUS_MULTIPROC_DIR`` in the workers' environment (wsq.metrics)."""
+    directory = tempfile.mkdtemp(prefix="wsq-metrics-")
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+
+
 def _serve(args: argparse.Namespace) -> int:
     settings = load_settings(
         config_path=args.config,
@@ -205,6 +215,7 @@ def _serve(args: argparse.Namespace) -> int:
             "port": args.port,
             "broker": args.broker,
             "workers": args.workers,
+            "log_format": args.log_format,
         },
     )
     # load_settings refuses it already; kept here so that the promise does not hang on that.
@@ -216,6 +227,8 @@ def _serve(args: argparse.Namespace) -> int:
     if settings.dev_mode:
         _print_dev_banner(settings)
     _hand_over(settings)
+    if settings.server.workers > 1:
+        _metrics_dir()
 
     import uvicorn
 
@@ -235,7 +248,7 @@ def _serve(args: argparse.Namespace) -> int:
         **uvicorn_options(server),
         log_level=args.log_level,
         # uvicorn's own, printing request paths without their query strings (wsq.accesslog).
-        log_config=log_config(),
+        log_config=log_config(server.log_format),
         lifespan="on",
         loop=_event_loop(),
         # h11 with a deadline and bounds before authentication (wsq.http_protocol).
@@ -409,6 +422,9 @@ def describe_settings(settings: Settings, source: str | None) -> list[str]:
             else "permessage-deflate declined"
         )
         + ")",
+        "  metrics_allow "
+        + (", ".join(s.metrics_allow) or "[] (/metrics is not served)")
+        + f", ready_max_lag_ms {s.ready_max_lag_ms}, log_format {s.log_format}",
         f"broker: {redact_url(settings.broker.url)}, quota_lease_ms "
         f"{settings.broker.quota_lease_ms}",
     ]
@@ -494,6 +510,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=int, metavar="N", help="worker processes (more than 1 needs Redis)"
     )
     serve.add_argument("--log-level", choices=LOG_LEVELS, default="info", metavar="LEVEL")
+    serve.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        metavar="FORMAT",
+        help="text (default) or json: one JSON object per line ([server] log_format)",
+    )
     serve.set_defaults(handler=_serve)
 
     token = commands.add_parser(

@@ -5,9 +5,10 @@ a writer task, started only while there is output, drains the protocol's output,
 frame queued since its last write into one WebSocket message. Heartbeats and token expiry are
 timers on the event loop, not tasks. An idle socket therefore holds one task, not two.
 
-The endpoint speaks raw ASGI (``WebSocketEndpoint``, in front of the Starlette app): no router,
-exception layers or ``WebSocket`` wrapper between uvicorn and the peer, whose coroutine frames
-every socket would keep for its lifetime and whose wrappers every send would pass through.
+The endpoint speaks raw ASGI (``wsq.endpoint.WebSocketEndpoint``, in front of the Starlette
+app): no router, exception layers or ``WebSocket`` wrapper between uvicorn and the peer, whose
+coroutine frames every socket would keep for its lifetime and whose wrappers every send would
+pass through.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import contextlib
 import itertools
 import logging
 import time
+from collections import Counter
 from typing import Any
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from wsq import sys_stats
 from wsq.admission import SCOPE_KEY
@@ -40,8 +42,9 @@ from wsq.core.errors import (
 )
 from wsq.framelog import describe_message
 from wsq.hub import Outlet
+from wsq.logs import bind_connection
 from wsq.node import Node
-from wsq.origins import OriginPolicy
+from wsq.origins import OriginPolicy, origin_and_host
 from wsq.protocol.connection import Limits, ServerConnection
 from wsq.protocol.events import (
     AttachRequested,
@@ -88,6 +91,11 @@ class Gateway:
             max_links_per_session=server.max_links_per_session,
         )
         self.origins = OriginPolicy(server.allowed_origins)
+        # Since the process started (wsq.stats): errors sent to clients by condition, sockets
+        # closed by reason (CLOSE_REASONS), dispositions of deliveries by outcome.
+        self.errors: Counter[str] = Counter()
+        self.closes: Counter[str] = Counter()
+        self.dispositions: Counter[str] = Counter()
 
     def add_peer(self, peer: Peer) -> None:
         self.peers.add(peer)
@@ -115,6 +123,7 @@ class Peer:
     __slots__ = (
         "_backlog",
         "_close_code",
+        "_close_reason",
         "_closing",
         "_events_lock",
         "_receive",
@@ -146,7 +155,9 @@ class Peer:
         self.id = next(gateway.ids)
         self.loop = asyncio.get_running_loop()
         server = gateway.node.settings.server
-        self.conn = ServerConnection(gateway.limits, on_output=self._wake_writer)
+        self.conn = ServerConnection(
+            gateway.limits, on_output=self._wake_writer, errors=gateway.errors
+        )
         # Deliveries pause at half of outbox_max_bytes. The hard cap leaves room beyond that for
         # the one delivery that crossed the mark (up to a frame) and for control frames, so
         # only a client that floods us with requests without reading ever reaches it.
@@ -166,6 +177,8 @@ class Peer:
         self._tick_handle: asyncio.TimerHandle | None = None
         self._closing = False
         self._close_code = 1000
+        # Why the socket closed (wsq_closes_total): set by whoever closes it first.
+        self._close_reason = ""
         # The reader and timer-driven closes both answer events: one at a time, in order.
         self._events_lock = asyncio.Lock()
         # What the socket holds of its tenant's max_connections and max_links (wsq.quotas).
@@ -188,6 +201,7 @@ class Peer:
             return  # gone before the handshake was answered
         await self._send({"type": "websocket.accept", "subprotocol": SUBPROTOCOL})
         self.gateway.add_peer(self)
+        bind_connection(self.id)  # this task's log lines name the socket (wsq.logs)
         self._schedule_tick()
         try:
             await self._read_loop()
@@ -202,7 +216,7 @@ class Peer:
     def _origin_allowed(self) -> bool:
         """``[server] allowed_origins`` (wsq.origins). A function of its own, so that the
         headers it reads are not kept in ``run``'s frame for the socket's whole life."""
-        origin, host = _origin_and_host(self.scope)
+        origin, host = origin_and_host(self.scope)
         if self.gateway.origins.allows(origin, host):
             return True
         log.info("refused a WebSocket handshake from origin %.200r (host %.200r)", origin, host)
@@ -239,6 +253,7 @@ class Peer:
                 conn.receive_text(text)
             await self._process_events()
             if conn.out_bytes > self.outbox_cap and not self._closing:
+                self._close_reason = "outbox-overflow"
                 conn.close(ResourceLimitExceeded("outbox overflow: the client does not read"))
                 await self._process_events()
 
@@ -255,6 +270,7 @@ class Peer:
                 elif isinstance(event, CreditGranted):
                     self.node.hub.credit(event.link)
                 elif isinstance(event, DeliveriesSettled):
+                    self.gateway.dispositions[event.outcome.value] += len(event.ids)
                     await self.node.hub.settle(event.link, event.ids, event.outcome)
                 elif isinstance(event, AttachRequested):
                     await self._on_attach(event.link)
@@ -268,17 +284,19 @@ class Peer:
                 elif isinstance(event, ConnectionEnded):
                     self._on_ended(event)
             except BrokerUnavailable as exc:
-                log.warning("broker unavailable: %s", exc)
+                log.warning("broker unavailable: %s", exc, extra={"condition": exc.condition})
                 if isinstance(event, AttachRequested):
                     conn.detach(event.link, exc)
             except WsqError as exc:
                 if isinstance(event, AttachRequested):
                     conn.detach(event.link, exc)
                 else:
-                    log.warning("peer %d: %s", self.id, exc)
+                    log.warning("peer %d: %s", self.id, exc, extra={"condition": exc.condition})
 
     async def _shutdown(self) -> None:
         self.gateway.remove_peer(self)
+        # A socket that dropped with neither side's close counts as the client's doing.
+        self.gateway.closes[self._close_reason or "client"] += 1
         if self._tick_handle is not None:
             self._tick_handle.cancel()
         if self.conn.state not in (ConnectionState.CLOSED, ConnectionState.CLOSE_SENT):
@@ -368,20 +386,22 @@ class Peer:
         server = self.node.settings.server
         waiting_open = conn.state in (ConnectionState.AWAIT_OPEN, ConnectionState.AUTHENTICATING)
         if waiting_open and now - self.started > server.open_timeout_ms / 1000:
-            self._fail(IdleTimeout("no open within the open timeout"))
+            self._fail(IdleTimeout("no open within the open timeout"), reason="open-timeout")
             return
         if now - self.last_recv > server.idle_ms / 1000:
-            self._fail(IdleTimeout(f"nothing received for {server.idle_ms} ms"))
+            self._fail(IdleTimeout(f"nothing received for {server.idle_ms} ms"), reason="heartbeat")
             return
         if self._stalled(now, server.idle_ms / 1000):
             # Contract section 3: a client that stops reading is dead, heartbeats or not. Its
             # close cannot be written either: do not wait for the writer.
             self._fail(
-                IdleTimeout(f"nothing could be written for {server.idle_ms} ms"), flush=False
+                IdleTimeout(f"nothing could be written for {server.idle_ms} ms"),
+                flush=False,
+                reason="stall",
             )
             return
         if self.principal is not None and time.time() >= self.principal.exp:
-            self._fail(TokenExpired("the token expired"))
+            self._fail(TokenExpired("the token expired"), reason="token-expired")
             return
         interval = self._tick_interval()
         # Sending whenever a tick finds a quarter-idle of silence keeps every gap under half.
@@ -404,10 +424,13 @@ class Peer:
             self._backlog = backlog
         return now - max(self.last_sent, self.writing_since) > idle_s
 
-    def _fail(self, error: WsqError, *, flush: bool = True) -> None:
+    def _fail(self, error: WsqError, *, flush: bool = True, reason: str = "error") -> None:
         """Close from a timer: the reader may be parked in receive(), so answer the events
         (every one still queued: settlements too, then the links ending) from here. ``flush``:
-        give what is queued a moment to be written first (not for a client that reads nothing)."""
+        give what is queued a moment to be written first (not for a client that reads nothing).
+        ``reason``: what ``wsq_closes_total`` counts it as."""
+        if not self._close_reason and not self._closing:
+            self._close_reason = reason
         self.conn.close(error)
         self.node.hub.spawn(self._process_events())
         # Do not wait for the client's close: it has been silent, or its token is dead.
@@ -444,6 +467,7 @@ class Peer:
             self.held.release()  # closed while the quota was asked
             return
         self.principal = principal
+        bind_connection(self.id, principal.tenant, principal.sub)
         server = self.node.settings.server
         self.conn.accept_open(
             {
@@ -552,12 +576,16 @@ class Peer:
     def _on_ended(self, event: ConnectionEnded) -> None:
         self._closing = True
         error = event.error
+        if not self._close_reason:
+            self._close_reason = (
+                "client" if event.by_peer else "server" if error is None else "error"
+            )
         if error is not None:
             self._close_code = _CLOSE_CODES.get(str(error.get("condition")), 1008)
 
     def going_away(self) -> None:
         """The node drains: tell the client to reconnect elsewhere."""
-        self._fail(GoingAway("the node is shutting down; reconnect"))
+        self._fail(GoingAway("the node is shutting down; reconnect"), reason="going-away")
 
 
 def _backlog_of(send: Send) -> int | None:
@@ -566,35 +594,3 @@ def _backlog_of(send: Send) -> int | None:
     backlog = getattr(getattr(send, "__self__", None), "backlog", None)
     result = backlog() if callable(backlog) else None
     return result if isinstance(result, int) else None
-
-
-def _origin_and_host(scope: Scope) -> tuple[str | None, str | None]:
-    """The ``Origin`` and ``Host`` headers of a request (None where absent)."""
-    origin = host = None
-    for name, value in scope.get("headers") or ():
-        if name == b"origin":
-            origin = value.decode("latin-1")
-        elif name == b"host":
-            host = value.decode("latin-1")
-    return origin, host
-
-
-class WebSocketEndpoint:
-    """ASGI middleware that serves the wsq.v1 WebSocket at ``path`` itself and hands everything
-    else to the application behind it."""
-
-    def __init__(self, app: ASGIApp, gateway: Gateway, path: str = "/ws") -> None:
-        self.app = app
-        self.gateway = gateway
-        self.path = path
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket":
-            path: str = scope["path"]
-            root: str = scope.get("root_path", "")
-            if root and path.startswith(root):
-                path = path[len(root) :]
-            if path == self.path:
-                await Peer(self.gateway, scope, receive, send).run()
-                return
-        await self.app(scope, receive, send)

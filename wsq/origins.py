@@ -20,6 +20,8 @@ import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
+from starlette.types import Scope
+
 ANY = "*"
 #: A host name or IPv4 address (lowercased), or an IPv6 address without its brackets.
 _HOST_RE = re.compile(r"[a-z0-9_](?:[a-z0-9_.-]*[a-z0-9_])?|[0-9a-f:.]*:[0-9a-f:.]*")
@@ -149,3 +151,14 @@ class OriginPolicy:
         if self.any:
             return [ANY]
         return sorted(self.allowed)
+
+
+def origin_and_host(scope: Scope) -> tuple[str | None, str | None]:
+    """The ``Origin`` and ``Host`` headers of a request (None where absent)."""
+    origin = host = None
+    for name, value in scope.get("headers") or ():
+        if name == b"origin":
+            origin = value.decode("latin-1")
+        elif name == b"host":
+            host = value.decode("latin-1")
+    return origin, host

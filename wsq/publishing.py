@@ -5,6 +5,7 @@ result)."""
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Mapping, Sequence
 
 from wsq.auth import Principal
@@ -29,6 +30,8 @@ class PublishService:
         self._quotas = quotas if quotas is not None else Quotas(tenants, broker)
         # Per-tenant publish_rate of this process: HTTP bridge and WebSocket publishes alike.
         self.rate = PublishRateLimiter()
+        #: Messages stored (duplicates answered as such included, replays not), by tenant.
+        self.published: Counter[str] = Counter()
 
     def check_right(self, principal: Principal, address: str) -> None:
         if not principal.rights.can_publish(address):
@@ -66,6 +69,8 @@ class PublishService:
                 )
             if len(once.results) != len(messages):
                 raise RuntimeError(f"{len(once.results)} results for {len(messages)} messages")
+            if not once.replayed:
+                self.published[principal.tenant] += len(messages)
             return once
         except WsqError:
             raise

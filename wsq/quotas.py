@@ -71,6 +71,7 @@ class Quotas:
                 exc.limit,
                 exc.kind,
                 total,
+                extra={"tenant": exc.tenant, "condition": exc.condition},
             )
             self._logged[key] = (now, total)
         return exc

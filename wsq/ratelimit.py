@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from collections.abc import Callable
 
 from wsq.config import TenantConfig
@@ -57,6 +58,8 @@ class PublishRateLimiter:
         self._clock = clock
         # Keyed by tenant name: bounded by the configured tenants.
         self._buckets: dict[str, TokenBucket] = {}
+        #: Publishes (requests, not messages) refused by tenant (kind ``publish_rate``).
+        self.refused: Counter[str] = Counter()
 
     def check(self, tenant: TenantConfig, n: int) -> None:
         """Admit ``n`` messages of ``tenant`` or raise ``PublishRateExceeded``."""
@@ -68,6 +71,7 @@ class PublishRateLimiter:
             bucket = self._buckets[tenant.name] = TokenBucket(rate, self._clock)
         wait = bucket.take(n)
         if wait > 0:
+            self.refused[tenant.name] += 1
             raise PublishRateExceeded(
                 f"publish rate of tenant exceeded ({rate:g} messages/s)",
                 retry_after_s=wait,

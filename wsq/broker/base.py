@@ -213,6 +213,11 @@ class Broker(ABC):
     async def ready(self) -> bool:
         """True when publishes can be stored right now (``/readyz``)."""
 
+    def reader_lag_s(self) -> float:
+        """How far (s) the live reader of this process is behind what was published: 0 where
+        publishes are passed on as they are stored (the memory broker)."""
+        return 0.0
+
     # -- publishing ------------------------------------------------------------------------
 
     @abstractmethod

@@ -4,7 +4,6 @@ problem a ``ConfigError`` that names where it is; and the settings as JSON for w
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import re
@@ -17,6 +16,7 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
+from wsq.config.lists import allowed_origins_of, networks
 from wsq.config.settings import (
     BROKER_SCHEMES,
     DEV_KID,
@@ -27,6 +27,7 @@ from wsq.config.settings import (
     ENV_HOST,
     ENV_PORT,
     ENV_WORKERS,
+    LOG_FORMATS,
     MAX_FRAME_BYTES,
     MIN_FRAME_BYTES,
     MIN_HANDSHAKE_TIMEOUT_MS,
@@ -47,7 +48,6 @@ from wsq.config.table import Table, describe
 from wsq.core.addresses import is_valid_address
 from wsq.core.errors import ConfigError
 from wsq.keys import ALGORITHMS, HMAC_ALGORITHMS, public_key_problem
-from wsq.origins import ANY, normalize_origin, origin_problem
 
 _SETTINGS_FORMAT = "wsq.settings/1"
 _NODE_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -123,9 +123,18 @@ def _parse_server(
             f"must be at most max_pending ({max_pending}), got {max_pending_per_ip}",
         )
     max_pending_bytes, max_pending_bytes_per_ip = _pending_bytes(t, default, max_frame_bytes)
-    trusted_proxies = _trusted_proxies(t, default.trusted_proxies)
-    allowed_origins = _allowed_origins(t)
+    trusted_proxies = networks(t, "trusted_proxies", default.trusted_proxies)
+    allowed_origins = allowed_origins_of(t)
     ws_compression = t.get_str("ws_compression", default.ws_compression)
+    metrics_allow = networks(t, "metrics_allow", default.metrics_allow)
+    ready_max_lag_ms = t.get_int(
+        "ready_max_lag_ms", default.ready_max_lag_ms, minimum=1, maximum=3_600_000
+    )
+    log_format = t.get_str("log_format", default.log_format)
+    if log_format not in LOG_FORMATS:
+        raise t.error(
+            "log_format", f"expected one of {', '.join(map(repr, LOG_FORMATS))}, got {log_format!r}"
+        )
     if ws_compression not in WS_COMPRESSIONS:
         raise t.error(
             "ws_compression",
@@ -156,6 +165,9 @@ def _parse_server(
         allowed_origins=allowed_origins,
         ws_compression=ws_compression,
         stats_interval_ms=interval,
+        metrics_allow=metrics_allow,
+        ready_max_lag_ms=ready_max_lag_ms,
+        log_format=log_format,
     )
 
 
@@ -180,42 +192,6 @@ def _pending_bytes(t: Table, default: ServerConfig, max_frame_bytes: int) -> tup
             f"must be at most max_pending_bytes ({total}), got {per_ip}",
         )
     return total, per_ip
-
-
-def _trusted_proxies(t: Table, default: tuple[str, ...]) -> tuple[str, ...]:
-    entries = t.get_list("trusted_proxies")
-    if entries is None:
-        return default
-    for i, entry in enumerate(entries):
-        if not isinstance(entry, str):
-            raise t.error("trusted_proxies", f"[{i}]: expected a string, got {describe(entry)}")
-        try:
-            ipaddress.ip_network(entry.strip(), strict=False)
-        except ValueError:
-            raise t.error(
-                "trusted_proxies",
-                f"[{i}]: {entry!r} is not an IP address or a CIDR (10.0.0.0/8, fd00::/8)",
-            ) from None
-    return tuple(entry.strip() for entry in entries)
-
-
-def _allowed_origins(t: Table) -> tuple[str, ...] | None:
-    """``allowed_origins``: None when unset (same-host pages only), else the origins normalized
-    as browsers send them (``*`` kept as is), each checked."""
-    raw = t.get_list("allowed_origins")
-    if raw is None:
-        return None
-    origins: list[str] = []
-    for i, value in enumerate(raw):
-        if not isinstance(value, str):
-            raise t.error(f"allowed_origins[{i}]", f"expected a string, got {describe(value)}")
-        problem = origin_problem(value)
-        if problem is not None:
-            raise t.error(f"allowed_origins[{i}]", problem)
-        normal = ANY if value == ANY else normalize_origin(value)
-        if normal is not None and normal not in origins:
-            origins.append(normal)
-    return tuple(origins)
 
 
 def _broker_url_problem(url: str) -> str | None:

@@ -30,6 +30,17 @@ PENDING_BYTES_SLACK = 512 * 1024
 #: ``[server] ws_compression``: whether a WebSocket client's offer of permessage-deflate
 #: (RFC 7692; every browser makes it) is accepted.
 WS_COMPRESSIONS: tuple[str, ...] = ("off", "deflate")
+#: ``[server] log_format``: lines for people, or one JSON object per line (wsq.logs).
+LOG_FORMATS: tuple[str, ...] = ("text", "json")
+#: ``[server] metrics_allow`` unset: who may scrape /metrics (loopback and private ranges).
+DEFAULT_METRICS_ALLOW: tuple[str, ...] = (
+    "127.0.0.0/8",
+    "::1/128",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "fc00::/7",
+)
 MIN_QUOTA_LEASE_MS = 1000
 #: A tenant's quotas (``TenantConfig``), each an integer of at least 1; docs/security.md.
 QUOTA_SETTINGS: tuple[str, ...] = (
@@ -148,6 +159,13 @@ class ServerConfig:
     ws_compression: str = "off"
     # How often this process publishes its figures on $sys.stats (wsq.sys_stats, /ops); 0: never.
     stats_interval_ms: int = 1000
+    # Who may scrape /metrics (IPs or CIDRs, as the client address reads after trusted_proxies);
+    # empty: /metrics is not served (404).
+    metrics_allow: tuple[str, ...] = DEFAULT_METRICS_ALLOW
+    # /readyz answers 503 "reader-lag" while the broker's live reader lags more than this.
+    ready_max_lag_ms: int = 5_000
+    # "text" or "json" (LOG_FORMATS): the format of wsq's and uvicorn's log lines.
+    log_format: str = "text"
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ links of one group share a ``GroupPump`` (``hub.move``). It writes to sockets th
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -41,6 +42,18 @@ class Hub:
         # those read the broker (the topic's recent messages did not reach back far enough).
         self.catch_ups = 0
         self.broker_catch_ups = 0
+        # Deliveries by tenant of the topics and pumps closed since the process started (live
+        # ones count their own: ``deliveries``).
+        self.delivered: Counter[str] = Counter()
+
+    def deliveries(self) -> Counter[str]:
+        """Deliveries made by this process since it started, by tenant."""
+        total = self.delivered.copy()
+        for topic in self.topics.values():
+            total[topic.tenant] += topic.delivered
+        for pump in self.pumps.values():
+            total[pump.tenant] += pump.delivered
+        return total
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -57,6 +57,7 @@ class Topic:
 
     __slots__ = (
         "address",
+        "delivered",
         "hub",
         "live",
         "live_id",
@@ -78,6 +79,8 @@ class Topic:
         self.tenant = tenant
         self.address = address
         self.subs: set[CopySub] = set()
+        # Deliveries made to its links (a plain int on the hot path; wsq.stats sums them).
+        self.delivered = 0
         # The subs caught up with the live reader; a dict for O(1) removal, ordered iteration.
         self.live: dict[CopySub, None] = {}
         self.live_id = START
@@ -177,6 +180,8 @@ class Topic:
         if self.tail is not None:
             self.tail.close()
             self.tail = None
+        self.hub.delivered[self.tenant] += self.delivered
+        self.delivered = 0
 
 
 class CopySub(Subscription):
@@ -371,6 +376,7 @@ def deliver_copy(
             else:
                 sent = take
             conn.send_transfers(link, picked)
+            sub.topic.delivered += sent
         else:
             sent = 0
         if sent < count:

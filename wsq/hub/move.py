@@ -76,7 +76,17 @@ class MoveSub(Subscription):
 class GroupPump:
     """Claims messages of one consumer group for the local consumers with credit."""
 
-    __slots__ = ("address", "dirty", "group", "hub", "running", "subs", "tenant", "watch")
+    __slots__ = (
+        "address",
+        "delivered",
+        "dirty",
+        "group",
+        "hub",
+        "running",
+        "subs",
+        "tenant",
+        "watch",
+    )
 
     def __init__(self, hub: Hub, tenant: str, address: str, group: str) -> None:
         self.hub = hub
@@ -87,6 +97,8 @@ class GroupPump:
         self.running = False
         self.dirty = False
         self.watch: Handle | None = None
+        # Deliveries made to its links (wsq.stats sums them).
+        self.delivered = 0
 
     def poke(self) -> None:
         """Something may be claimable, or a consumer has room again."""
@@ -99,6 +111,8 @@ class GroupPump:
         if self.watch is not None:
             self.watch.close()
             self.watch = None
+        self.hub.delivered[self.tenant] += self.delivered
+        self.delivered = 0
 
     async def _run(self) -> None:
         broker = self.hub.broker
@@ -132,6 +146,7 @@ class GroupPump:
                         continue
                     got_any = True
                     sent, back = self._send(sub, deliveries)
+                    self.delivered += len(sent)
                     if back:
                         await self.settle(sub, back, Outcome.RELEASED)
                     if sent and link.pre_settled:

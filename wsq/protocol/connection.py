@@ -17,6 +17,7 @@ left it: frame field checks (``frames``), the output queue (``output``), the sta
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -94,9 +95,16 @@ class Limits:
 class ServerConnection(OutgoingFrames):
     """The server end of one wsq.v1 connection."""
 
-    def __init__(self, limits: Limits, on_output: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        limits: Limits,
+        on_output: Callable[[], None] | None = None,
+        errors: Counter[str] | None = None,
+    ) -> None:
         super().__init__(on_output)
         self.limits = limits
+        # Errors sent to the client, by condition: a counter shared by the process (metrics).
+        self.errors = errors
         self.state = ConnectionState.AWAIT_OPEN
         self.sessions: dict[int, Session] = {}
         self.client_idle_ms = DEFAULT_IDLE_MS
@@ -105,6 +113,13 @@ class ServerConnection(OutgoingFrames):
         # deque holds a 64-slot block (760 bytes), and an idle connection keeps both.
         self._pending: Fifo[Any] = Fifo()
         self._events: Fifo[Event] = Fifo()
+
+    def _error(self, error: WsqError) -> dict[str, Any]:
+        """``error`` as the wire's error object, counted by condition."""
+        wire = error.to_error()
+        if self.errors is not None:
+            self.errors[error.condition] += 1
+        return wire
 
     def _max_message_bytes(self) -> int:
         return self.limits.max_frame_bytes
@@ -245,7 +260,7 @@ class ServerConnection(OutgoingFrames):
         self._end_all_links()
         frame: dict[str, Any] = {"op": "close"}
         if error is not None:
-            frame["error"] = error.to_error()
+            frame["error"] = self._error(error)
         self._emit(frame)
         self._advance(ConnectionEvent.CLOSE_SENT)
         self._pending.clear()
@@ -288,9 +303,11 @@ class ServerConnection(OutgoingFrames):
                 {
                     "op": "end",
                     "ch": ch,
-                    "error": ResourceLimitExceeded(
-                        f"at most {self.limits.max_sessions} sessions per connection"
-                    ).to_error(),
+                    "error": self._error(
+                        ResourceLimitExceeded(
+                            f"at most {self.limits.max_sessions} sessions per connection"
+                        )
+                    ),
                 }
             )
             return
@@ -318,7 +335,7 @@ class ServerConnection(OutgoingFrames):
         session.advance(SessionEvent.END_SENT)
         frame: dict[str, Any] = {"op": "end", "ch": session.ch}
         if error is not None:
-            frame["error"] = error.to_error()
+            frame["error"] = self._error(error)
         self._emit(frame)
 
     def _end_links(self, session: Session) -> None:
@@ -419,7 +436,7 @@ class ServerConnection(OutgoingFrames):
         link.advance(LinkEvent.ENDED)
         frame: dict[str, Any] = {"op": "detach", "ch": link.ch, "handle": link.handle}
         if error is not None:
-            frame["error"] = error.to_error()
+            frame["error"] = self._error(error)
         self._emit(frame)
 
     def _link(self, frame: dict[str, Any]) -> Link | None:
@@ -579,7 +596,7 @@ class ServerConnection(OutgoingFrames):
                     "last": item.delivery,
                     "outcome": "rejected",
                     "settled": True,
-                    "error": (error or InvalidFrame("rejected")).to_error(),
+                    "error": self._error(error or InvalidFrame("rejected")),
                 }
             )
         flush_run()

@@ -75,6 +75,9 @@ class RedisBroker(ConsumerGroups, Broker):
     async def ready(self) -> bool:
         return not self._closed and await self._clients.ready()
 
+    def reader_lag_s(self) -> float:
+        return self._reader.lag_s()
+
     # -- publishing --------------------------------------------------------------------------
 
     async def publish(

@@ -62,6 +62,8 @@ class Stream:
     __slots__ = (
         "address",
         "again",
+        "behind_pos",
+        "behind_since",
         "channel",
         "cursor",
         "groups",
@@ -94,6 +96,10 @@ class Stream:
         # notice that came meanwhile: the answer may pass it on itself, no read needed.
         self.publishing = 0
         self.noticed = (0, 0)
+        # Since when (monotonic s; 0: not) a notice named a position the reader has not passed
+        # on yet, and the newest such position: the reader's lag (``LiveReader.lag_s``).
+        self.behind_since = 0.0
+        self.behind_pos = (0, 0)
 
 
 class GroupWatch:
@@ -145,6 +151,8 @@ class LiveReader:
         self.closed = False
         #: Reads the live reader made (for tests and metrics).
         self.live_reads = 0
+        # Since when (monotonic s; 0: not) the subscription has been failing.
+        self.down_since = 0.0
 
     def start(self) -> None:
         self.closed = False
@@ -182,6 +190,16 @@ class LiveReader:
             if t.done() and not t.cancelled():
                 t.exception()  # retrieved: no "never retrieved" warning
         self._topology_known = False
+
+    def lag_s(self) -> float:
+        """How far behind the live reader is (s): the oldest notice of a stream not yet passed
+        on, or while the subscription fails and something is read, the time since it failed."""
+        now = time.monotonic()
+        lag = now - self.down_since if self.down_since and self.streams else 0.0
+        for st in self.streams.values():
+            if st.behind_since:
+                lag = max(lag, now - st.behind_since)
+        return lag
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -332,6 +350,7 @@ class LiveReader:
                         await ps.ping()
                         continue
                     idle = 0.0
+                    self.down_since = 0.0
                     if failures:
                         log.warning("live reader: Redis is back; resuming every stream")
                         failures = 0
@@ -350,6 +369,8 @@ class LiveReader:
                 raise
             except Exception as exc:
                 failures += 1
+                if not self.down_since:
+                    self.down_since = time.monotonic()
                 if failures == 1:
                     log.warning("live reader: %s; retrying until Redis answers", exc)
                 else:
@@ -472,6 +493,9 @@ class LiveReader:
             for gw in st.groups:
                 gw.watchers.notify()
         if st.tails and st.cursor is not None and pos > parse_position(st.cursor):
+            if not st.behind_since:
+                st.behind_since = time.monotonic()
+            st.behind_pos = max(st.behind_pos, pos)
             if st.publishing:
                 # Likely our own publish, whose answer is on its way: decided then.
                 st.noticed = max(st.noticed, pos)
@@ -508,6 +532,7 @@ class LiveReader:
                 if entries:
                     self._dispatch(st, entries, _now_ms())
                 if len(entries) < READ_COUNT and not st.again:
+                    st.behind_since = 0.0  # read to the end: nothing noticed is left behind
                     return
         except DOWN as exc:
             # Try again shortly; after a longer outage the listener's resubscription does too.
@@ -553,6 +578,8 @@ class LiveReader:
     def _dispatch(self, st: Stream, entries: list[tuple[str, list[str]]], now: int) -> None:
         messages = [entry_message(id_, flat) for id_, flat in entries]
         st.cursor = messages[-1].id
+        if st.behind_since and messages[-1].pos >= st.behind_pos:
+            st.behind_since = 0.0
         live = [m for m in messages if m.expires_at is None or m.expires_at > now]
         if live:
             fan_out(st.tails, live)

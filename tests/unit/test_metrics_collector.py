@@ -1,0 +1,268 @@
+"""The /metrics collector, readiness, the reader's lag, log lines and their settings: no sockets."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from wsq.broker.base import Broker
+from wsq.broker.memory import MemoryBroker
+from wsq.broker.redis.entries import entry_fields
+from wsq.broker.redis.reader import LiveReader
+from wsq.cli import describe_settings
+from wsq.config import load_settings
+from wsq.core.errors import ConfigError
+from wsq.core.messages import NewMessage
+from wsq.core.policy import StoragePolicies
+from wsq.logs import JsonFormatter, RedactTokens, bind_connection, redact
+from wsq.metrics import METRICS, SnapshotCollector, allowed, parse_allow, samples
+from wsq.readiness import Readiness
+
+SNAPSHOT: dict[str, Any] = {
+    "node": "n1",
+    "pid": 1,
+    "time": 0.0,
+    "ready": True,
+    "draining": False,
+    "not_ready": [],
+    "connections": {"acme": 3, "": 1},
+    "sessions": 4,
+    "links": {"acme": {"sender": 1, "receiver": 2}},
+    "outbox_bytes": 512,
+    "deliveries": {"acme": 6},
+    "publishes": {"acme": 10},
+    "dispositions": {"accepted": 3},
+    "errors": {"wsq:idle-timeout": 1},
+    "closes": {"heartbeat": 1, "client": 2},
+    "refusals": {"acme": {"links": 1}, "": {"max_pending": 2}},
+    "broker": {"status": "up", "reader_lag_s": 0.25},
+}
+
+
+class FixedStats:
+    def snapshot(self) -> dict[str, Any]:
+        return SNAPSHOT
+
+
+def exposition() -> list[str]:
+    registry = CollectorRegistry()
+    registry.register(SnapshotCollector(FixedStats(), ["acme", "other"]))  # type: ignore[arg-type]
+    text = generate_latest(registry).decode()
+    return [line for line in text.splitlines() if not line.startswith("#")]
+
+
+def test_the_collector_serves_every_family_with_its_exact_values() -> None:
+    assert exposition() == [
+        'wsq_connections{tenant="acme"} 3.0',
+        'wsq_connections{tenant=""} 1.0',
+        'wsq_connections{tenant="other"} 0.0',
+        "wsq_sessions 4.0",
+        'wsq_links{role="sender",tenant="acme"} 1.0',
+        'wsq_links{role="receiver",tenant="acme"} 2.0',
+        "wsq_outbox_bytes 512.0",
+        "wsq_broker_reader_lag_seconds 0.25",
+        "wsq_ready 1.0",
+        "wsq_draining 0.0",
+        'wsq_deliveries_total{tenant="acme"} 6.0',
+        'wsq_deliveries_total{tenant="other"} 0.0',
+        'wsq_publishes_total{tenant="acme"} 10.0',
+        'wsq_publishes_total{tenant="other"} 0.0',
+        'wsq_dispositions_total{outcome="accepted"} 3.0',
+        'wsq_errors_total{condition="wsq:idle-timeout"} 1.0',
+        'wsq_refusals_total{kind="links",tenant="acme"} 1.0',
+        'wsq_refusals_total{kind="max_pending",tenant=""} 2.0',
+        'wsq_closes_total{reason="heartbeat"} 1.0',
+        'wsq_closes_total{reason="client"} 2.0',
+    ]
+
+
+def test_the_agreed_names_are_all_there() -> None:
+    assert [(f.name, f.kind, f.labels) for f in METRICS] == [
+        ("wsq_connections", "gauge", ("tenant",)),
+        ("wsq_sessions", "gauge", ()),
+        ("wsq_links", "gauge", ("tenant", "role")),
+        ("wsq_outbox_bytes", "gauge", ()),
+        ("wsq_broker_reader_lag_seconds", "gauge", ()),
+        ("wsq_ready", "gauge", ()),
+        ("wsq_draining", "gauge", ()),
+        ("wsq_deliveries", "counter", ("tenant",)),
+        ("wsq_publishes", "counter", ("tenant",)),
+        ("wsq_dispositions", "counter", ("outcome",)),
+        ("wsq_errors", "counter", ("condition",)),
+        ("wsq_refusals", "counter", ("tenant", "kind")),
+        ("wsq_closes", "counter", ("reason",)),
+    ]
+
+
+def test_per_tenant_families_show_each_configured_tenant_once() -> None:
+    family = next(f for f in METRICS if f.name == "wsq_publishes")
+    assert samples(family, SNAPSHOT, ["acme", "other"]) == [(("acme",), 10.0), (("other",), 0.0)]
+
+
+@pytest.mark.parametrize(
+    ("client", "ok"),
+    [
+        ("127.0.0.1", True),
+        ("::1", True),
+        ("10.1.2.3", True),
+        ("172.31.255.1", True),
+        ("192.168.0.7", True),
+        ("fd12::1", True),
+        ("::ffff:10.0.0.1", True),
+        ("8.8.8.8", False),
+        ("172.32.0.1", False),
+        ("2001:db8::1", False),
+        ("not-an-ip", False),
+        ("", False),
+        (None, False),
+    ],
+)
+def test_metrics_allow_defaults_to_loopback_and_private_ranges(
+    client: str | None, ok: bool
+) -> None:
+    networks = parse_allow(load_settings(environ={}).server.metrics_allow)
+    assert allowed(client, networks) is ok
+
+
+# -- readiness ---------------------------------------------------------------------------
+
+
+class Unanswering(MemoryBroker):
+    def __init__(self, answer: bool | None) -> None:
+        super().__init__(StoragePolicies())
+        self.answer = answer
+        self.lag = 0.0
+
+    async def ready(self) -> bool:
+        if self.answer is None:
+            raise ConnectionError("down")
+        return self.answer
+
+    def reader_lag_s(self) -> float:
+        return self.lag
+
+
+async def test_readiness_names_every_reason_in_order() -> None:
+    broker = Unanswering(True)
+    readiness = Readiness(broker, max_lag_ms=5000)
+    assert await readiness.check() == ["starting"]
+    readiness.set_started(True)
+    assert await readiness.check() == []
+    broker.answer = False
+    assert await readiness.check() == ["broker-unavailable"]
+    broker.answer = None  # an exception counts as unavailable
+    assert await readiness.check() == ["broker-unavailable"]
+    readiness.set_draining(True)
+    broker.lag = 5.001
+    assert await readiness.check() == ["draining", "broker-unavailable", "reader-lag"]
+    broker.answer, broker.lag = True, 5.0  # at the bound: still ready
+    readiness.set_draining(False)
+    assert await readiness.check() == []
+
+
+def test_the_reader_lags_from_a_notice_until_it_passes_the_position_on() -> None:
+    reader = LiveReader(clients=None, policies=StoragePolicies())  # type: ignore[arg-type]
+    st = reader.add_stream("acme", "prices", "1000-0")
+    st.tails.append(object())  # type: ignore[arg-type]
+    st.publishing = 1  # our own publish in flight: the notice waits, no read is started
+    assert reader.lag_s() == 0.0
+    reader._on_notice(st.channel, "1000-2")
+    time.sleep(0.02)
+    assert reader.lag_s() >= 0.02
+    # Passed on up to 1000-1 only: still behind; then up to 1000-2: caught up.
+    fields = entry_fields(NewMessage(body="1", publisher="p"))
+    st.tails.clear()
+    reader._dispatch(st, [("1000-1", fields)], 0)
+    assert reader.lag_s() >= 0.02
+    reader._dispatch(st, [("1000-2", fields)], 0)
+    assert reader.lag_s() == 0.0
+
+
+def test_the_memory_broker_never_lags() -> None:
+    assert MemoryBroker(StoragePolicies()).reader_lag_s() == 0.0
+    assert Broker.reader_lag_s is MemoryBroker.reader_lag_s
+
+
+# -- log lines ---------------------------------------------------------------------------
+
+TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.kX8k2gJb4bVx2C1xFQ3yT9qvJ0"
+
+
+def record(msg: str, *args: Any, **extra: Any) -> logging.LogRecord:
+    rec = logging.LogRecord("wsq.test", logging.WARNING, __file__, 1, msg, args, None)
+    rec.__dict__.update(extra)
+    return rec
+
+
+def test_token_shaped_text_is_redacted_from_message_arguments_and_traceback() -> None:
+    rec = record("open with %s failed for %r", TOKEN, {"auth": f"Bearer {TOKEN}"})
+    try:
+        raise ValueError(f"bad token {TOKEN}")
+    except ValueError:
+        rec.exc_info = sys.exc_info()
+    assert RedactTokens().filter(rec) is True
+    text = logging.Formatter().format(rec)
+    assert TOKEN not in text
+    assert text.count("[redacted]") == 3
+    assert redact("Authorization: Bearer abcdefgh12345678") == "Authorization: Bearer [redacted]"
+    assert redact("sub alice, address prices.eur") == "sub alice, address prices.eur"
+
+
+def test_json_lines_carry_the_context_given_or_bound() -> None:
+    line = json.loads(JsonFormatter().format(record("refused %d", 3, condition="wsq:x")))
+    assert line["level"] == "warning"
+    assert line["logger"] == "wsq.test"
+    assert line["message"] == "refused 3"
+    assert line["condition"] == "wsq:x"
+    assert line["time"].endswith("+00:00")
+    assert "conn" not in line
+
+    def bound() -> dict[str, Any]:
+        bind_connection(7, "acme", "alice")
+        return json.loads(JsonFormatter().format(record("hello")))  # type: ignore[no-any-return]
+
+    import contextvars
+
+    line = contextvars.copy_context().run(bound)
+    assert (line["conn"], line["tenant"], line["sub"]) == (7, "acme", "alice")
+
+
+# -- settings ----------------------------------------------------------------------------
+
+
+def test_the_new_server_settings_are_validated(tmp_path: Any) -> None:
+    def load(text: str) -> Any:
+        path = tmp_path / "wsq.toml"
+        path.write_text(f"[server]\n{text}\n")
+        return load_settings(config_path=str(path), environ={}).server
+
+    server = load('metrics_allow = ["10.0.0.0/8"]\nready_max_lag_ms = 250\nlog_format = "json"')
+    assert (server.metrics_allow, server.ready_max_lag_ms, server.log_format) == (
+        ("10.0.0.0/8",),
+        250,
+        "json",
+    )
+    assert load("metrics_allow = []").metrics_allow == ()
+    with pytest.raises(ConfigError, match=r"metrics_allow.*\[0\]: 'nope' is not an IP address"):
+        load('metrics_allow = ["nope"]')
+    with pytest.raises(ConfigError, match=r"log_format.*expected one of 'text', 'json'"):
+        load('log_format = "xml"')
+    with pytest.raises(ConfigError, match="ready_max_lag_ms"):
+        load("ready_max_lag_ms = 0")
+    lines = "\n".join(describe_settings(load_settings(environ={}), None))
+    assert "metrics_allow 127.0.0.0/8, ::1/128, 10.0.0.0/8" in lines
+    assert "ready_max_lag_ms 5000, log_format text" in lines
+
+
+def test_counters_are_plain_and_cheap() -> None:
+    # What the hot paths count into: Counters, read only when a snapshot is taken.
+    from wsq.ratelimit import PublishRateLimiter
+
+    assert isinstance(PublishRateLimiter().refused, Counter)

@@ -1,0 +1,96 @@
+"""The figures of one gateway process, at one moment: ``NodeStats.snapshot()``.
+
+One plain, JSON-serialisable dict, read from the counts the gateway, the hub, the publishing
+service, the quotas and the admission keep anyway (plain ints and Counters on their hot paths):
+nothing here runs per message. The ``/metrics`` collector (``wsq.metrics``) reads it at scrape
+time; an operator view may publish it every second. Its cost grows with the open sockets and
+their links (one pass over them), never with the messages.
+
+Keys (every count since the process started unless it says "now"):
+``node``, ``pid``, ``time`` (Unix s); ``ready``, ``draining`` (bools), ``not_ready`` (reasons);
+``connections`` {tenant: now} (``""``: sockets not yet authenticated); ``sessions`` (now);
+``links`` {tenant: {"sender"|"receiver": now}}; ``outbox_bytes`` (now, queued for sockets);
+``deliveries``, ``publishes`` {tenant: n}; ``dispositions`` {outcome: n}; ``errors``
+{condition: n} (sent to clients); ``closes`` {reason: n}; ``refusals`` {tenant: {kind: n}}
+(``""``: refused before authentication); ``broker`` {"status": "up"|"down"|"unknown",
+"reader_lag_s": s}.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from wsq.admission import Admission
+
+if TYPE_CHECKING:
+    from wsq.gateway import Gateway
+    from wsq.readiness import Readiness
+
+#: ``refusals`` kind of a publish refused for the tenant's ``publish_rate``.
+PUBLISH_RATE = "publish_rate"
+
+
+def _nested(counts: Counter[tuple[str, str]]) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for (outer, inner), n in counts.items():
+        out.setdefault(outer, {})[inner] = n
+    return out
+
+
+class NodeStats:
+    """Where the figures of one process are kept, read at once by ``snapshot``."""
+
+    def __init__(self, gateway: Gateway, admission: Admission, readiness: Readiness) -> None:
+        self.gateway = gateway
+        self.admission = admission
+        self.readiness = readiness
+
+    def snapshot(self) -> dict[str, Any]:
+        gateway = self.gateway
+        node = gateway.node
+        connections: Counter[str] = Counter()
+        links: Counter[tuple[str, str]] = Counter()
+        sessions = outbox = 0
+        for peer in gateway.peers:
+            principal = peer.principal
+            tenant = principal.tenant if principal is not None else ""
+            connections[tenant] += 1
+            conn = peer.conn
+            sessions += len(conn.sessions)
+            outbox += conn.out_bytes
+            for link in conn.links():
+                links[tenant, link.role.value] += 1
+        refusals: Counter[tuple[str, str]] = Counter(node.quotas.refusals)
+        for tenant, n in node.publishing.rate.refused.items():
+            refusals[tenant, PUBLISH_RATE] += n
+        for kind, n in self.admission.refused.items():
+            refusals["", kind] += n
+        readiness = self.readiness
+        lag = node.broker.reader_lag_s()
+        not_ready = readiness.reasons(lag)
+        broker_ok = readiness.broker_ok
+        return {
+            "node": node.node_id,
+            "pid": os.getpid(),
+            "time": round(time.time(), 3),
+            "ready": not not_ready,
+            "draining": readiness.draining,
+            "not_ready": not_ready,
+            "connections": dict(connections),
+            "sessions": sessions,
+            "links": _nested(links),
+            "outbox_bytes": outbox,
+            "deliveries": dict(node.hub.deliveries()),
+            "publishes": dict(node.publishing.published),
+            "dispositions": dict(gateway.dispositions),
+            "errors": dict(gateway.errors),
+            "closes": dict(gateway.closes),
+            "refusals": _nested(refusals),
+            "broker": {
+                "status": "unknown" if broker_ok is None else "up" if broker_ok else "down",
+                "reader_lag_s": round(lag, 3),
+            },
+        }
