@@ -129,6 +129,8 @@ describe("rewind and conflate against a real gateway", () => {
     await waitFor(() => bodies().at(-1) === 1000, "the 1000th");
     await sleep(250); // nothing more comes: the latest was sent
     const got = bodies();
+    // The figure docs/protocol.md and the report quote.
+    console.log(`1000 publishes, conflate 100 ms: ${got.length} transfers: ${got.join(",")}`);
     assert.equal(got.at(-1), 1000);
     assert.ok(got.length <= 30, `a handful, not ${got.length}`);
     assert.deepEqual([...got].sort((a, b) => a - b), got);
