@@ -135,6 +135,20 @@ async def test_a_burst_of_1000_on_one_subject_arrives_as_a_handful_ending_with_t
         await client.close()
 
 
+async def test_a_conflating_link_resuming_from_the_oldest_gets_no_backlog(
+    gateway_on_each_broker: Gateway,
+) -> None:
+    gw = gateway_on_each_broker
+    publisher = Publisher(await gw.client(sub="pub"))
+    for i in range(50):
+        await publisher.publish("old", {"a": i}, subject="old.a")
+        await publisher.publish("old", {"b": i}, subject="old.b")
+    client = await gw.subscriber("old", conflate={"ms": 1000}, **{"from": "^"})
+    assert await _bodies(client, 2) == [{"a": 49}, {"b": 49}]
+    await client.nothing("transfer", wait=0.2)
+    await client.close()
+
+
 async def test_conflation_respects_credit_and_sends_the_latest_when_credit_comes(
     gateway_on_each_broker: Gateway,
 ) -> None:
