@@ -153,3 +153,20 @@ async def test_rewind_reads_back_no_more_than_the_scan_bytes(
     r = await broker.rewind(T, address, 1, subject_filter=compile_pattern("y.rare"))
     assert calls == [4, 4, 4]  # past 10 messages' bytes: stopped, the rare one not reached
     assert r.after == (await broker.last_position(T, address))
+
+
+def test_position_before_is_the_greatest_position_before() -> None:
+    assert position_before((1732200000000, 5)) == "1732200000000-4"
+    assert position_before((1732200000000, 0)) == "1732199999999-9999999999999999999"
+    assert position_before((0, 0)) == START
+    assert position_before((0, 1)) == START
+
+
+async def test_a_rewind_to_a_first_message_of_its_ms_reads_from_it(
+    broker: Broker, address: str
+) -> None:
+    ids = await publish(broker, address, *[(i, None) for i in range(3)])
+    first = parse_position(ids[0])
+    after = position_before((first[0], 0))
+    got = (await broker.read(T, address, after, 10)).messages
+    assert [m.id for m in got] == [i for i in ids if parse_position(i) >= (first[0], 0)]
