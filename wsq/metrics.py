@@ -166,6 +166,20 @@ METRICS: tuple[Family, ...] = (
         ("reason",),
         lambda s: _flat(s["closes"]),
     ),
+    Family(
+        "wsq_conflated",
+        "counter",
+        "Messages a conflating link superseded with a newer one of their subject (never sent).",
+        (),
+        _one("conflated"),
+    ),
+    Family(
+        "wsq_conflate_dropped",
+        "counter",
+        "Messages a conflating link dropped: it held all the subjects or bytes it may.",
+        (),
+        _one("conflate_dropped"),
+    ),
 )
 
 

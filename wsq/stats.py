@@ -88,6 +88,8 @@ class NodeStats:
             "dispositions": dict(gateway.dispositions),
             "errors": dict(gateway.errors),
             "closes": dict(gateway.closes),
+            "conflated": node.hub.conflated,
+            "conflate_dropped": node.hub.conflate_dropped,
             "refusals": _nested(refusals),
             "broker": {
                 "status": "unknown" if broker_ok is None else "up" if broker_ok else "down",

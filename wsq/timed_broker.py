@@ -28,6 +28,7 @@ COMMANDS: tuple[str, ...] = (
     "publish_once",
     "last_position",
     "read",
+    "read_back",
     "claim",
     "open_group",
     "leave",
@@ -50,6 +51,7 @@ class TimedBroker(Broker):
         self._publish_once = observers["publish_once"]
         self._last_position = observers["last_position"]
         self._read = observers["read"]
+        self._read_back = observers["read_back"]
         self._claim = observers["claim"]
         self._open_group = observers["open_group"]
         self._leave = observers["leave"]
@@ -116,6 +118,15 @@ class TimedBroker(Broker):
             return await self.inner.read(tenant, address, after, limit, max_bytes)
         finally:
             self._read(time.perf_counter() - t)
+
+    async def read_back(
+        self, tenant: str, address: str, before: str | None, limit: int, max_bytes: int
+    ) -> list[Message]:
+        t = time.perf_counter()
+        try:
+            return await self.inner.read_back(tenant, address, before, limit, max_bytes)
+        finally:
+            self._read_back(time.perf_counter() - t)
 
     def tail(
         self,

@@ -43,6 +43,8 @@ SNAPSHOT: dict[str, Any] = {
     "closes": {"heartbeat": 1, "client": 2},
     "refusals": {"acme": {"links": 1}, "": {"max_pending": 2}},
     "broker": {"status": "up", "reader_lag_s": 0.25},
+    "conflated": 998,
+    "conflate_dropped": 2,
 }
 
 
@@ -80,6 +82,8 @@ def test_the_collector_serves_every_family_with_its_exact_values() -> None:
         'wsq_refusals_total{kind="max_pending",tenant=""} 2.0',
         'wsq_closes_total{reason="heartbeat"} 1.0',
         'wsq_closes_total{reason="client"} 2.0',
+        "wsq_conflated_total 998.0",
+        "wsq_conflate_dropped_total 2.0",
     ]
 
 
@@ -98,6 +102,8 @@ def test_the_agreed_names_are_all_there() -> None:
         ("wsq_errors", "counter", ("condition",)),
         ("wsq_refusals", "counter", ("tenant", "kind")),
         ("wsq_closes", "counter", ("reason",)),
+        ("wsq_conflated", "counter", ()),
+        ("wsq_conflate_dropped", "counter", ()),
     ]
 
 
