@@ -204,6 +204,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from wsq.accesslog import log_config
+    from wsq.drain import DrainPlan
     from wsq.http_protocol import HTTP_PROTOCOL
     from wsq.ws_protocol import uvicorn_options
 
@@ -221,6 +222,8 @@ def _serve(args: argparse.Namespace) -> int:
         # uvicorn's own, printing request paths without their query strings (wsq.accesslog).
         log_config=log_config(),
         lifespan="on",
+        # The drain's share for requests in flight after SIGTERM (wsq.drain); whole seconds.
+        timeout_graceful_shutdown=max(1, round(DrainPlan.of(server.drain_timeout_ms).server_s)),
         loop=_event_loop(),
         # h11 with a deadline and bounds before authentication (wsq.http_protocol).
         http=HTTP_PROTOCOL,
@@ -381,6 +384,8 @@ def describe_settings(settings: Settings, source: str | None) -> list[str]:
             else "permessage-deflate declined"
         )
         + ")",
+        f"  drain_timeout_ms {s.drain_timeout_ms} (on SIGTERM: clients told wsq:going-away, "
+        "the process gone by then)",
         f"broker: {redact_url(settings.broker.url)}, quota_lease_ms "
         f"{settings.broker.quota_lease_ms}",
     ]

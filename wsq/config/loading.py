@@ -21,6 +21,7 @@ from wsq.config.settings import (
     BROKER_SCHEMES,
     DEV_KID,
     DEV_TENANT,
+    DRAIN_TIMEOUT_MS_BOUNDS,
     ENV_BROKER,
     ENV_CONFIG,
     ENV_DEV_SECRET,
@@ -131,6 +132,8 @@ def _parse_server(
             "ws_compression",
             f"expected one of {', '.join(map(repr, WS_COMPRESSIONS))}, got {ws_compression!r}",
         )
+    lo, hi = DRAIN_TIMEOUT_MS_BOUNDS
+    drain_ms = t.get_int("drain_timeout_ms", default.drain_timeout_ms, minimum=lo, maximum=hi)
     t.finish()
     return ServerConfig(
         host=host,
@@ -152,6 +155,7 @@ def _parse_server(
         trusted_proxies=trusted_proxies,
         allowed_origins=allowed_origins,
         ws_compression=ws_compression,
+        drain_timeout_ms=drain_ms,
     )
 
 
