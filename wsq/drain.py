@@ -194,7 +194,8 @@ class Drain:
     async def _sockets_closed(self) -> None:
         """Until every socket is gone: its peer off the gateway, and its task ended (what it
         had in flight, a publish among them, answered)."""
-        await self.gateway.no_peers.wait()
+        if self.gateway.peers:  # no_peers is set by the last one leaving, not at start
+            await self.gateway.no_peers.wait()
         pending = [task for task in self.sockets if not task.done()]
         if pending:
             await asyncio.wait(pending)
