@@ -5,6 +5,8 @@ SIGTERM) is tests/integration/test_drain.py."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 from typing import Any
 
@@ -185,3 +187,26 @@ async def test_healthz_says_draining_and_stays_200_and_the_readiness_flag_is_set
         assert answer.status_code == 200 and answer.json()["status"] == "draining"
         assert app.state.draining is True and app.state.is_draining() is True
         assert (await http.get("/readyz")).status_code == 503
+
+
+STUCK = """
+import asyncio, time
+from wsq.drain import Drain
+
+class Gateway:
+    peers = set()
+    no_peers = asyncio.Event()
+
+async def main():
+    drain = Drain(Gateway(), 500)
+    drain.begin()  # the backstop armed, with the real os._exit
+    time.sleep(30)  # the event loop blocked: nothing of the drain can run
+
+asyncio.run(main())
+"""
+
+
+def test_a_process_whose_loop_is_stuck_is_ended_by_the_backstop_with_70() -> None:
+    done = subprocess.run([sys.executable, "-c", STUCK], capture_output=True, text=True, timeout=20)
+    assert done.returncode == EXIT_STUCK == 70
+    assert "the drain did not finish within drain_timeout_ms" in done.stderr
