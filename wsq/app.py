@@ -29,6 +29,7 @@ from wsq.drain import Drain, DrainGate, drain_on_signals
 from wsq.gateway import Gateway, WebSocketEndpoint
 from wsq.node import Node
 from wsq.origins import is_local_host, is_local_origin
+from wsq.sys_stats import SysStatsPublisher
 
 log = logging.getLogger("wsq")
 
@@ -77,11 +78,18 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
     drain = Drain(gateway, settings.server.drain_timeout_ms, on_draining=on_draining)
 
     admission = Admission(settings.server)
+    figures = SysStatsPublisher(
+        broker,
+        node_id,
+        lambda: {"connections": len(gateway.peers)},
+        settings.server.stats_interval_ms / 1000,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         await broker.start()
         ready["ok"] = True
+        figures.start()
         restore = drain_on_signals(drain)
         try:
             # The lifespan state is where wsq.http_protocol finds the admission.
@@ -89,6 +97,7 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
         finally:
             restore()
             ready["ok"] = False
+            await figures.close()
             await gateway.drain()
             await node.hub.close()
             await broker.close()
@@ -128,7 +137,7 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
             )
         tenant = settings.tenants["dev"]
         sub = request.query_params.get("sub", "demo")[:64] or "demo"
-        token = mint_token(tenant, sub, publish=[">"], subscribe=[">"], ttl_s=3600)
+        token = mint_token(tenant, sub, publish=[">"], subscribe=[">"], ops=True, ttl_s=3600)
         return JSONResponse({"token": token, "tenant": "dev", "sub": sub})
 
     routes: list[Route | Mount] = [
@@ -160,6 +169,7 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
     app.state.is_draining = lambda: drain.draining
     # The bounds before authentication, with what they refused (wsq.admission).
     app.state.admission = admission
+    app.state.figures = figures
     return app
 
 

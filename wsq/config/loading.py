@@ -4,7 +4,6 @@ problem a ``ConfigError`` that names where it is; and the settings as JSON for w
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import re
@@ -17,6 +16,7 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
+from wsq.config.lists import allowed_origins_of, networks
 from wsq.config.settings import (
     BROKER_SCHEMES,
     DEV_KID,
@@ -48,7 +48,6 @@ from wsq.config.table import Table, describe
 from wsq.core.addresses import is_valid_address
 from wsq.core.errors import ConfigError
 from wsq.keys import ALGORITHMS, HMAC_ALGORITHMS, public_key_problem
-from wsq.origins import ANY, normalize_origin, origin_problem
 
 _SETTINGS_FORMAT = "wsq.settings/1"
 _NODE_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -124,8 +123,8 @@ def _parse_server(
             f"must be at most max_pending ({max_pending}), got {max_pending_per_ip}",
         )
     max_pending_bytes, max_pending_bytes_per_ip = _pending_bytes(t, default, max_frame_bytes)
-    trusted_proxies = _trusted_proxies(t, default.trusted_proxies)
-    allowed_origins = _allowed_origins(t)
+    trusted_proxies = networks(t, "trusted_proxies", default.trusted_proxies)
+    allowed_origins = allowed_origins_of(t)
     ws_compression = t.get_str("ws_compression", default.ws_compression)
     if ws_compression not in WS_COMPRESSIONS:
         raise t.error(
@@ -134,6 +133,9 @@ def _parse_server(
         )
     lo, hi = DRAIN_TIMEOUT_MS_BOUNDS
     drain_ms = t.get_int("drain_timeout_ms", default.drain_timeout_ms, minimum=lo, maximum=hi)
+    interval = t.get_int("stats_interval_ms", default.stats_interval_ms, minimum=0, maximum=60_000)
+    if 0 < interval < 100:
+        raise t.error("stats_interval_ms", f"must be 0 (off) or at least 100, got {interval}")
     t.finish()
     return ServerConfig(
         host=host,
@@ -156,6 +158,7 @@ def _parse_server(
         allowed_origins=allowed_origins,
         ws_compression=ws_compression,
         drain_timeout_ms=drain_ms,
+        stats_interval_ms=interval,
     )
 
 
@@ -180,42 +183,6 @@ def _pending_bytes(t: Table, default: ServerConfig, max_frame_bytes: int) -> tup
             f"must be at most max_pending_bytes ({total}), got {per_ip}",
         )
     return total, per_ip
-
-
-def _trusted_proxies(t: Table, default: tuple[str, ...]) -> tuple[str, ...]:
-    entries = t.get_list("trusted_proxies")
-    if entries is None:
-        return default
-    for i, entry in enumerate(entries):
-        if not isinstance(entry, str):
-            raise t.error("trusted_proxies", f"[{i}]: expected a string, got {describe(entry)}")
-        try:
-            ipaddress.ip_network(entry.strip(), strict=False)
-        except ValueError:
-            raise t.error(
-                "trusted_proxies",
-                f"[{i}]: {entry!r} is not an IP address or a CIDR (10.0.0.0/8, fd00::/8)",
-            ) from None
-    return tuple(entry.strip() for entry in entries)
-
-
-def _allowed_origins(t: Table) -> tuple[str, ...] | None:
-    """``allowed_origins``: None when unset (same-host pages only), else the origins normalized
-    as browsers send them (``*`` kept as is), each checked."""
-    raw = t.get_list("allowed_origins")
-    if raw is None:
-        return None
-    origins: list[str] = []
-    for i, value in enumerate(raw):
-        if not isinstance(value, str):
-            raise t.error(f"allowed_origins[{i}]", f"expected a string, got {describe(value)}")
-        problem = origin_problem(value)
-        if problem is not None:
-            raise t.error(f"allowed_origins[{i}]", problem)
-        normal = ANY if value == ANY else normalize_origin(value)
-        if normal is not None and normal not in origins:
-            origins.append(normal)
-    return tuple(origins)
 
 
 def _broker_url_problem(url: str) -> str | None:
@@ -399,6 +366,7 @@ def _parse_tenant(
     )
     publish_rate = t.get_float("publish_rate", default.publish_rate, minimum=0.0)
     quotas = {name: t.get_int(name, getattr(default, name), minimum=1) for name in QUOTA_SETTINGS}
+    ops = t.get_bool("ops", default.ops)
     t.finish()
     return TenantConfig(
         name=name,
@@ -413,6 +381,7 @@ def _parse_tenant(
         redelivery_delay_ms=redelivery_delay_ms,
         max_deliveries=max_deliveries,
         publish_rate=publish_rate,
+        ops=ops,
         **quotas,
     )
 
@@ -437,7 +406,7 @@ def _parse_tenants(
 def _dev_tenant(environ: Mapping[str, str]) -> TenantConfig:
     secret = environ.get(ENV_DEV_SECRET) or secrets.token_urlsafe(32)
     key = KeyConfig(alg="HS256", kid=DEV_KID, secret=secret)
-    return TenantConfig(name=DEV_TENANT, issuer=DEV_TENANT, keys=(key,))
+    return TenantConfig(name=DEV_TENANT, issuer=DEV_TENANT, keys=(key,), ops=True)
 
 
 def _check_whole(server: ServerConfig, broker: BrokerConfig) -> None:
