@@ -44,6 +44,8 @@ log = logging.getLogger("wsq.drain")
 
 #: The process's exit status when the backstop ends it: the drain did not finish in time.
 EXIT_STUCK = 70
+#: How often, while clients close, the drain looks for sockets accepted since it began.
+TELL_LATE_S = 0.05
 #: The answer to a WebSocket upgrade while draining.
 _REFUSAL = b"draining: this node is shutting down, connect again (elsewhere)\n"
 _REFUSAL_HEADERS = [
@@ -170,16 +172,29 @@ class Drain:
 
     async def _run(self) -> DrainReport:
         gateway = self.gateway
-        told = len(gateway.peers)
+        loop = asyncio.get_running_loop()
+        told: set[Any] = set()
+
+        def tell() -> None:
+            for peer in list(gateway.peers):
+                if peer not in told:
+                    told.add(peer)
+                    peer.going_away()
+
+        tell()
         log.info(
             "draining: %d client(s) told wsq:going-away; deadline %.1f s",
-            told,
+            len(told),
             self.plan.deadline_s,
         )
-        for peer in list(gateway.peers):
-            peer.going_away()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._sockets_closed(), self.plan.clients_s)
+        deadline = loop.time() + self.plan.clients_s
+        closed = loop.create_task(self._sockets_closed())
+        while not closed.done() and (remaining := deadline - loop.time()) > 0:
+            await asyncio.wait([closed], timeout=min(remaining, TELL_LATE_S))
+            # A socket whose upgrade was under way when the drain began is accepted after it:
+            # it is told too.
+            tell()
+        closed.cancel()
         stragglers = [task for task in self.sockets if not task.done()]
         if stragglers:
             log.warning("draining: %d socket(s) still open, closing them", len(stragglers))
@@ -187,7 +202,7 @@ class Drain:
             for task in stragglers:
                 task.cancel()
             await asyncio.wait(stragglers, timeout=self.plan.force_s)
-        self.report = DrainReport(told=told, forced=len(stragglers))
+        self.report = DrainReport(told=len(told), forced=len(stragglers))
         log.info("draining: clients gone; stopping the server")
         return self.report
 

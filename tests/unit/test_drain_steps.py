@@ -59,6 +59,9 @@ class _Peer:
         self.stuck = stuck
         self.told = 0
         self.done = asyncio.Event()
+        # Set: the upgrade is accepted (the peer is on the gateway).
+        self.accepted = asyncio.Event()
+        self.accepted.set()
 
     def going_away(self) -> None:
         self.told += 1
@@ -66,6 +69,7 @@ class _Peer:
             self.done.set()
 
     async def serve(self) -> None:
+        await self.accepted.wait()
         self.gateway.add(self)
         try:
             await self.done.wait()
@@ -101,7 +105,7 @@ async def _serving(drain: Drain, peers: list[_Peer]) -> list[asyncio.Task[None]]
         for i in range(len(peers))
     ]
     await asyncio.sleep(0)  # each task runs to its first wait: its peer is on the gateway
-    assert len(drain.gateway.peers) == len(peers)
+    assert len(drain.gateway.peers) == sum(peer.accepted.is_set() for peer in peers)
     return tasks
 
 
@@ -135,6 +139,22 @@ async def test_a_drain_closes_the_sockets_still_open_after_the_clients_share() -
     assert all(task.done() for task in tasks)
     assert [task.exception() for task in tasks] == [None, None, None]
     assert gateway.peers == set()
+
+
+async def test_a_socket_accepted_after_the_drain_began_is_told_too() -> None:
+    gateway = _Gateway()
+    drain = Drain(gateway, 2000)  # type: ignore[arg-type]
+    early, late = _Peer(gateway), _Peer(gateway)
+    late.accepted.clear()  # its upgrade is under way: served, not yet on the gateway
+    tasks = await _serving(drain, [early, late])
+    task = drain.begin(backstop=False)
+    await asyncio.sleep(0)
+    assert (early.told, late.told) == (1, 0)
+    late.accepted.set()
+    report = await task
+    assert (report.told, report.forced) == (2, 0)
+    assert (early.told, late.told) == (1, 1)
+    assert all(t.done() and not t.cancelled() for t in tasks)
 
 
 async def test_begin_twice_is_one_drain() -> None:
