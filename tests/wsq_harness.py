@@ -706,3 +706,130 @@ def spread_addresses(cluster: RedisCluster, per_master: int) -> dict[int, list[s
         if len(out[port]) < per_master:
             out[port].append(address)
     return out
+
+
+def haproxy_config(
+    port: int,
+    servers: Mapping[str, int],
+    *,
+    stats_port: int,
+    check_inter_ms: int = 100,
+    host: str = "127.0.0.1",
+) -> str:
+    """An HAProxy configuration for wsq: ``port`` in front of ``servers`` (name -> port on
+    ``host``), round robin, each health-checked on ``/readyz`` every ``check_inter_ms`` (one
+    failure takes it out), WebSocket-aware (``timeout tunnel`` once upgraded), an upgrade
+    answered 503 (a draining gateway) or not connected retried on another server; the server
+    states as CSV at ``http://127.0.0.1:<stats_port>/stats;csv``. docker/haproxy.cfg is the
+    same shape."""
+    backends = "\n".join(f"    server {name} {host}:{p} check" for name, p in servers.items())
+    return f"""global
+    maxconn 4096
+
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+    # An upgraded WebSocket is a tunnel: the gateway heartbeats well within this.
+    timeout tunnel 1h
+    timeout client-fin 5s
+    retries 3
+    option redispatch 1
+    retry-on conn-failure empty-response 503
+
+frontend wsq
+    bind 127.0.0.1:{port}
+    default_backend gateways
+
+backend gateways
+    balance roundrobin
+    option httpchk
+    http-check send meth GET uri /readyz
+    http-check expect status 200
+    default-server inter {check_inter_ms}ms fastinter {check_inter_ms}ms fall 1 rise 2
+{backends}
+
+frontend stats
+    bind 127.0.0.1:{stats_port}
+    stats enable
+    stats uri /stats
+"""
+
+
+class HAProxy:
+    """A real ``haproxy`` (the Debian package) running ``haproxy_config`` in the foreground on
+    free ports; missing, its tests skip, except in CI (``CI=true``) where they fail."""
+
+    def __init__(self, workdir: Path, servers: Mapping[str, int], **config: Any) -> None:
+        exe = shutil.which("haproxy") or (
+            "/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").is_file() else None
+        )
+        if exe is None:
+            if os.environ.get("CI") == "true":
+                pytest.fail("haproxy is not installed (required in CI: apt-get install haproxy)")
+            pytest.skip("haproxy is not installed")
+        self.exe = exe
+        self.port = free_port()
+        self.stats_port = free_port()
+        self.url = f"ws://127.0.0.1:{self.port}/ws"
+        self.http = f"http://127.0.0.1:{self.port}"
+        self.path = workdir / "haproxy.cfg"
+        self.path.write_text(
+            haproxy_config(self.port, servers, stats_port=self.stats_port, **config)
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def check(self) -> subprocess.CompletedProcess[str]:
+        """``haproxy -c``: the configuration's own check."""
+        return subprocess.run(
+            [self.exe, "-c", "-f", str(self.path)], capture_output=True, text=True, timeout=30
+        )
+
+    def states(self) -> dict[str, str]:
+        """Each backend server's state: ``UP``, ``DOWN``, ``UP 1/2`` (rising), ..."""
+        answer = httpx.get(f"http://127.0.0.1:{self.stats_port}/stats;csv", timeout=2)
+        rows = answer.text.lstrip("# ").splitlines()
+        header = rows[0].split(",")
+        name, state = header.index("svname"), header.index("status")
+        found = {}
+        for row in rows[1:]:
+            cells = row.split(",")
+            if len(cells) > state and cells[0] == "gateways" and cells[1] != "BACKEND":
+                found[cells[name]] = cells[state]
+        return found
+
+    def start(self, *, all_up_within: float = 10) -> None:
+        self.proc = subprocess.Popen(
+            [self.exe, "-db", "-f", str(self.path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + all_up_within
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"haproxy exited with {self.proc.returncode}")
+            with contextlib.suppress(httpx.HTTPError, ValueError, IndexError):
+                states = self.states()
+                if states and all(s == "UP" for s in states.values()):
+                    return
+            if time.monotonic() > deadline:
+                raise AssertionError("haproxy: not every server UP in time")
+            time.sleep(0.05)
+
+    def __enter__(self) -> HAProxy:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
 import secrets
-import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ from wsq.broker.base import Broker
 from wsq.config import Settings, load_settings, settings_from_json
 from wsq.config.settings import ENV_SETTINGS_FILE
 from wsq.core.errors import ConfigError
+from wsq.drain import Drain, DrainGate, drain_on_signals
 from wsq.endpoint import WebSocketEndpoint
 from wsq.gateway import Gateway
 from wsq.metrics import CONTENT_TYPE, Metrics, allowed, parse_allow
@@ -70,43 +69,6 @@ def make_broker(settings: Settings) -> Broker:
     raise ConfigError(f"broker {url.split('://')[0]}:// is not available in this version")
 
 
-def _drain_before_exit_signals(gateway: Gateway, readiness: Readiness) -> Callable[[], None]:
-    """On SIGTERM / SIGINT, tell every client ``wsq:going-away`` before the server shuts down.
-
-    uvicorn's own shutdown closes WebSockets (code 1012) before the app hears of it, so the app
-    puts a loop-level handler in front of uvicorn's: drain first, then hand the signal on. Only
-    where uvicorn installed a handler (the main thread of a serving process). Answers a
-    function that puts things back.
-    """
-    loop = asyncio.get_running_loop()
-    installed: list[tuple[int, Any]] = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        previous = signal.getsignal(sig)
-        if not callable(previous):
-            continue
-
-        def on_signal(sig: int = sig, previous: Any = previous) -> None:
-            loop.remove_signal_handler(sig)
-            signal.signal(sig, previous)  # a second signal goes straight to uvicorn
-            readiness.set_draining(True)  # /readyz: take this node out of the load balancer
-            task = loop.create_task(gateway.drain())
-            task.add_done_callback(lambda _task: previous(sig, None))
-
-        try:
-            loop.add_signal_handler(sig, on_signal)
-        except (NotImplementedError, RuntimeError, ValueError):
-            continue
-        installed.append((sig, previous))
-
-    def restore() -> None:
-        for sig, previous in installed:
-            with contextlib.suppress(Exception):
-                loop.remove_signal_handler(sig)
-                signal.signal(sig, previous)
-
-    return restore
-
-
 def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
     node_id = settings.server.node_id or f"wsq-{secrets.token_hex(4)}"
     broker = broker if broker is not None else make_broker(settings)
@@ -120,6 +82,10 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
     stats = NodeStats(gateway, admission, readiness)
     metrics.collect_from(stats)
     metrics_allow = parse_allow(settings.server.metrics_allow)
+    # /readyz goes red the moment a drain begins: the load balancer stops sending new clients.
+    drain = Drain(
+        gateway, settings.server.drain_timeout_ms, on_draining=lambda: readiness.set_draining(True)
+    )
     # Straight to the broker: wsq_broker_command_seconds times the tenants' commands only.
     figures = SysStatsPublisher(
         broker, node_id, stats.snapshot, settings.server.stats_interval_ms / 1000
@@ -131,8 +97,8 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
         readiness.set_started(True)
         await readiness.probe()
         metrics.start()
-        restore = _drain_before_exit_signals(gateway, readiness)
         figures.start()
+        restore = drain_on_signals(drain)
         try:
             # The lifespan state is where wsq.http_protocol finds the admission.
             yield {STATE_KEY: admission}
@@ -147,6 +113,8 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
             await node.auth.aclose()
 
     async def healthz(request: Request) -> Response:
+        if drain.draining:  # alive (no restart), on its way out
+            return JSONResponse({"status": "draining", "node": node_id})
         if not readiness.started:
             return JSONResponse({"status": "starting"}, status_code=503)
         return JSONResponse({"status": "ok", "node": node_id})
@@ -205,10 +173,16 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
         routes=routes,
         lifespan=lifespan,
         exception_handlers={HTTPException: bridge.http_exception},
-        middleware=[Middleware(WebSocketEndpoint, gateway=gateway)],
+        middleware=[
+            Middleware(DrainGate, drain=drain),  # while draining, upgrades are refused 503
+            Middleware(WebSocketEndpoint, gateway=gateway),
+        ],
     )
     app.state.node = node
     app.state.gateway = gateway
+    # wsq.drain: SIGTERM's graceful drain; is_draining for readiness.
+    app.state.drain = drain
+    app.state.is_draining = lambda: drain.draining
     # The bounds before authentication, with what they refused (wsq.admission).
     app.state.admission = admission
     # The node's figures at once (wsq.stats), and what drains the node calls first.

@@ -233,6 +233,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from wsq.accesslog import log_config
+    from wsq.drain import DrainPlan
     from wsq.http_protocol import HTTP_PROTOCOL
     from wsq.ws_protocol import uvicorn_options
 
@@ -250,6 +251,8 @@ def _serve(args: argparse.Namespace) -> int:
         # uvicorn's own, printing request paths without their query strings (wsq.accesslog).
         log_config=log_config(server.log_format),
         lifespan="on",
+        # The drain's share for requests in flight after SIGTERM (wsq.drain); whole seconds.
+        timeout_graceful_shutdown=max(1, round(DrainPlan.of(server.drain_timeout_ms).server_s)),
         loop=_event_loop(),
         # h11 with a deadline and bounds before authentication (wsq.http_protocol).
         http=HTTP_PROTOCOL,
@@ -425,6 +428,8 @@ def describe_settings(settings: Settings, source: str | None) -> list[str]:
         "  metrics_allow "
         + (", ".join(s.metrics_allow) or "[] (/metrics is not served)")
         + f", ready_max_lag_ms {s.ready_max_lag_ms}, log_format {s.log_format}",
+        f"  drain_timeout_ms {s.drain_timeout_ms} (on SIGTERM: clients told wsq:going-away, "
+        "the process gone by then)",
         f"broker: {redact_url(settings.broker.url)}, quota_lease_ms "
         f"{settings.broker.quota_lease_ms}",
     ]

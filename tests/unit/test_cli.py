@@ -155,6 +155,8 @@ def test_serve_runs_uvicorn(
         "log_level": "warning",
         "log_config": log_config(),
         "lifespan": "on",
+        # drain_timeout_ms 8000: uvicorn's share of the drain is 20 %, 1.6 s, in whole seconds.
+        "timeout_graceful_shutdown": 2,
         "http": "wsq.http_protocol:HTTPProtocol",
         "proxy_headers": True,
         "forwarded_allow_ips": ["127.0.0.1", "::1"],
@@ -548,6 +550,13 @@ def test_check_config_shows_ws_compression(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], setting: str, shown: str
 ) -> None:
     assert shown in check_config_out(tmp_path, capsys, f'ws_compression = "{setting}"')
+
+
+def test_check_config_shows_drain_timeout_ms(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = check_config_out(tmp_path, capsys, "drain_timeout_ms = 2500")
+    assert "  drain_timeout_ms 2500 (on SIGTERM: clients told wsq:going-away" in out
 
 
 def test_check_config_shows_allowed_origins(

@@ -472,6 +472,15 @@ INVALID: list[tuple[str, str]] = [
     ('[server]\nnode_id = "%s"' % ("n" * 65), r"server\.node_id"),
     ("[server]\nworkers = 2", r"workers = 2 needs a shared broker: the memory:// broker"),
     ("[server]\nhandshake_timeout_ms = 99", r"server\.handshake_timeout_ms: must be between 100"),
+    (
+        "[server]\ndrain_timeout_ms = 499",
+        r"server\.drain_timeout_ms: must be between 500 and 600000, got 499",
+    ),
+    (
+        "[server]\ndrain_timeout_ms = 600001",
+        r"server\.drain_timeout_ms: must be between 500 and 600000, got 600001",
+    ),
+    ('[server]\ndrain_timeout_ms = "8s"', r"server\.drain_timeout_ms: expected an integer"),
     ("[server]\nmax_connections = 0", r"server\.max_connections: must be at least 1"),
     (
         "[server]\nmax_connections = 10\nmax_pending = 11",
@@ -873,6 +882,17 @@ def test_ws_compression(tmp_path: Path) -> None:
         s = load(tmp_path, f'[server]\nws_compression = "{value}"\n' + ACME)
         assert s.server.ws_compression == value
         assert settings_from_json(settings_to_json(s)).server.ws_compression == value
+
+
+# -- drain_timeout_ms -------------------------------------------------------------------------
+
+
+def test_drain_timeout_ms(tmp_path: Path) -> None:
+    assert load(tmp_path, ACME).server.drain_timeout_ms == 8000
+    for value in (500, 30_000, 600_000):
+        s = load(tmp_path, f"[server]\ndrain_timeout_ms = {value}\n" + ACME)
+        assert s.server.drain_timeout_ms == value
+        assert settings_from_json(settings_to_json(s)).server.drain_timeout_ms == value
 
 
 # -- allowed_origins --------------------------------------------------------------------------

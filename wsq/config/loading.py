@@ -21,6 +21,7 @@ from wsq.config.settings import (
     BROKER_SCHEMES,
     DEV_KID,
     DEV_TENANT,
+    DRAIN_TIMEOUT_MS_BOUNDS,
     ENV_BROKER,
     ENV_CONFIG,
     ENV_DEV_SECRET,
@@ -140,6 +141,8 @@ def _parse_server(
             "ws_compression",
             f"expected one of {', '.join(map(repr, WS_COMPRESSIONS))}, got {ws_compression!r}",
         )
+    lo, hi = DRAIN_TIMEOUT_MS_BOUNDS
+    drain_ms = t.get_int("drain_timeout_ms", default.drain_timeout_ms, minimum=lo, maximum=hi)
     interval = t.get_int("stats_interval_ms", default.stats_interval_ms, minimum=0, maximum=60_000)
     if 0 < interval < 100:
         raise t.error("stats_interval_ms", f"must be 0 (off) or at least 100, got {interval}")
@@ -164,6 +167,7 @@ def _parse_server(
         trusted_proxies=trusted_proxies,
         allowed_origins=allowed_origins,
         ws_compression=ws_compression,
+        drain_timeout_ms=drain_ms,
         stats_interval_ms=interval,
         metrics_allow=metrics_allow,
         ready_max_lag_ms=ready_max_lag_ms,

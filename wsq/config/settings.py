@@ -20,6 +20,10 @@ MAX_FRAME_BYTES = 64 * 1024 * 1024
 MIN_IDLE_MS = 1000
 MIN_OPEN_TIMEOUT_MS = 100
 MIN_HANDSHAKE_TIMEOUT_MS = 100
+#: ``[server] drain_timeout_ms``: long enough for a client to hear wsq:going-away and answer,
+#: short enough that an orchestrator's own kill (Kubernetes: 30 s by default) is configurable
+#: past it.
+DRAIN_TIMEOUT_MS_BOUNDS = (500, 600_000)
 MIN_RETENTION_BYTES = 1024
 #: What a client may have to send before its ``open`` is verified beyond its first message (at
 #: most ``max_frame_bytes``, counted twice when it arrives compressed: as received and inflated):
@@ -157,6 +161,9 @@ class ServerConfig:
     # CPU per delivery and triples an idle socket's memory): docs/performance.md, "WebSocket
     # compression".
     ws_compression: str = "off"
+    # On SIGTERM, the whole graceful drain (wsq.drain): clients told wsq:going-away and gone,
+    # in-flight requests finished, the broker closed; the process exits by then at the latest.
+    drain_timeout_ms: int = 8_000
     # How often this process publishes its figures on $sys.stats (wsq.sys_stats, /ops); 0: never.
     stats_interval_ms: int = 1000
     # Who may scrape /metrics (IPs or CIDRs, as the client address reads after trusted_proxies);
