@@ -191,11 +191,24 @@ export class Message<T = unknown> {
  * its promise resolves) and released when it throws (or its promise rejects). */
 export type Handler<T = unknown> = (message: Message<T>) => unknown;
 
+/** Conflation of a copy subscription: the latest message per subject, at most every `ms`. */
+export interface Conflate {
+  ms: number;
+  by?: "subject";
+}
+
 export interface SubscribeOptions {
   /** "copy" (a feed, default) or "move" (a queue of competing consumers). */
   mode?: "copy" | "move";
   /** Copy: "$" new messages (default), "^" the oldest retained, or a position to start after. */
   from?: "$" | "^" | Position;
+  /** Copy: start with the last N retained messages (1..1000), then live with no gap; exclusive
+   * with `from`. With `conflate`, the last message of each subject among those retained. Only
+   * the first attach rewinds: after a reconnect the subscription resumes where it was. */
+  rewind?: number;
+  /** Copy: at most one message per subject per `ms` (>= 10), always the latest; a message
+   * superseded before its turn is not sent. A number is taken as `{ms: n, by: "subject"}`. */
+  conflate?: Conflate | number;
   /** Move: the consumer group (default "default"). */
   group?: string;
   /** Move: ms a delivery may stay unsettled before it goes to another consumer (100..86400000). */

@@ -38,6 +38,27 @@ export function subscribeOptions(options) {
   if (opts.credit !== undefined && !(isUint(opts.credit, 1000000) && opts.credit >= 1)) {
     throw new TypeError("option credit: 1..1000000");
   }
+  if (opts.rewind !== undefined) {
+    if (!(isUint(opts.rewind, 1000) && opts.rewind >= 1)) {
+      throw new TypeError("option rewind: 1..1000 messages");
+    }
+    if (opts.from !== undefined) throw new TypeError("options rewind and from are exclusive");
+  }
+  if (typeof opts.conflate === "number") opts.conflate = { ms: opts.conflate, by: "subject" };
+  if (opts.conflate !== undefined) {
+    const c = opts.conflate;
+    if (
+      !isObject(c) ||
+      !(isUint(c.ms, 86400000) && c.ms >= 10) ||
+      (c.by !== undefined && c.by !== "subject")
+    ) {
+      throw new TypeError('option conflate: {ms: 10..86400000, by: "subject"} or a number of ms');
+    }
+    opts.conflate = { ms: c.ms, by: "subject" };
+  }
+  if ((opts.rewind !== undefined || opts.conflate !== undefined) && opts.mode === "move") {
+    throw new TypeError("options rewind and conflate: copy mode only");
+  }
   if (typeof opts.filter === "string") opts.filter = { subject: opts.filter };
   if (opts.filter !== undefined) {
     if (
@@ -113,6 +134,8 @@ export class Subscription extends Emitter {
     this.mode = options.mode ?? "copy";
     this._handler = handler;
     this._from = options.from ?? "$";
+    this._rewind = options.rewind;
+    this._conflate = options.conflate;
     this._group = options.group;
     this._lease = options.lease;
     this._filter = options.filter;
@@ -199,6 +222,9 @@ export class Subscription extends Emitter {
       address: this.address,
       mode: this.mode,
       from: this._resumeFrom ?? this._from,
+      // Only the first attach rewinds; a re-attach resumes after what it received.
+      rewind: this._resumeFrom === null ? this._rewind : undefined,
+      conflate: this._conflate,
       group: this._group,
       lease: this._lease,
       filter: this._filter,

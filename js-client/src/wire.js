@@ -95,7 +95,12 @@ export const frame = Object.freeze({
     const f = { op: "attach", ch, handle, role: "receiver" };
     f.address = link.address;
     f.mode = link.mode;
-    if (link.mode === "copy") f.from = link.from;
+    if (link.mode === "copy") {
+      // rewind and from are exclusive: a rewind replaces the start position.
+      if (link.rewind !== undefined) f.rewind = link.rewind;
+      else f.from = link.from;
+      if (link.conflate !== undefined) f.conflate = link.conflate;
+    }
     if (link.mode === "move") {
       if (link.group !== undefined) f.group = link.group;
       if (link.lease !== undefined) f.lease = link.lease;

@@ -9,6 +9,7 @@ import WsqClient, {
   type ClientEvents,
   type ClientOptions,
   type ClientState,
+  type Conflate,
   type Condition,
   comparePositions,
   type ErrorScope,
@@ -179,6 +180,13 @@ export async function subscribing(client: Client): Promise<void> {
   };
   client.subscribe("news.eu", () => {}, options);
 
+  // A live view: the last value of each subject at once, then at most one per subject per 100 ms.
+  const live: SubscribeOptions = { rewind: 50, conflate: { ms: 100, by: "subject" } };
+  client.subscribe("metrics.cpu", () => {}, live);
+  client.subscribe("metrics.cpu", () => {}, { rewind: 1, conflate: 250 });
+  const conflate: Conflate = { ms: 100 };
+  void conflate;
+
   // A queue worker: returns (accepted), throws (released), or settles itself.
   const jobs = client.subscribe<Order>(
     "jobs.ship",
@@ -226,6 +234,8 @@ export async function subscribing(client: Client): Promise<void> {
   client.subscribe("a.b");
   // @ts-expect-error mode is "copy" or "move"
   client.subscribe("a.b", () => {}, { mode: "fanout" });
+  // @ts-expect-error conflation is by subject only
+  client.subscribe("a.b", () => {}, { conflate: { ms: 100, by: "body" } });
   // @ts-expect-error the body of a typed subscription is typed
   client.subscribe<Order>("a.b", (msg) => msg.body.total);
   // @ts-expect-error no such outcome
