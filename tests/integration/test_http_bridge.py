@@ -182,6 +182,33 @@ async def test_list_pages_with_after_limit_and_next(http: httpx.AsyncClient, add
     assert m["props"]["publisher"] == "backend" and isinstance(m["props"]["ts"], int)
 
 
+async def test_list_last_n_gives_the_newest_n_in_order(
+    http: httpx.AsyncClient, address: str
+) -> None:
+    ids = (
+        await http.post(url(address), json={"messages": [{"body": i} for i in range(1, 11)]})
+    ).json()["ids"]
+    page = (await http.get(url(address), params={"last": 3})).json()
+    assert [m["body"] for m in page["messages"]] == [8, 9, 10]
+    assert [m["id"] for m in page["messages"]] == ids[7:]
+    assert page["next"] == ids[-1]
+    page = (await http.get(url(address), params={"last": 5, "limit": 2})).json()
+    assert [m["body"] for m in page["messages"]] == [6, 7]  # read on with after=next
+    page = (await http.get(url(address), params={"last": 1000})).json()
+    assert [m["body"] for m in page["messages"]] == list(range(1, 11))
+    empty = (await http.get(url(address + ".none"), params={"last": 3})).json()
+    assert empty["messages"] == []
+
+
+@pytest.mark.parametrize(
+    "params", [{"last": "0"}, {"last": "1001"}, {"last": "x"}, {"last": "3", "after": "1-0"}]
+)
+async def test_list_last_out_of_range_or_with_after_is_400(
+    http: httpx.AsyncClient, address: str, params: dict[str, str]
+) -> None:
+    assert_error(await http.get(url(address), params=params), 400, "wsq:invalid-frame")
+
+
 async def test_list_pages_are_bounded_by_bytes(start_gateway: StartGateway, address: str) -> None:
     # max_frame_bytes bounds one response's messages as it bounds one WebSocket message: a
     # thousand messages of nearly max_frame_bytes each must not make one enormous answer.

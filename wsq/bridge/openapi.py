@@ -300,6 +300,14 @@ def openapi_document() -> dict[str, Any]:
                             "schema": _ref("Position"),
                         },
                         {
+                            "name": "last",
+                            "in": "query",
+                            "required": False,
+                            "description": "The last N retained messages (exclusive with "
+                            "`after`; `limit` defaults to N)",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                        },
+                        {
                             "name": "limit",
                             "in": "query",
                             "required": False,

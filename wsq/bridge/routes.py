@@ -43,7 +43,13 @@ from wsq.core.errors import (
     NotFound,
     WsqError,
 )
-from wsq.core.limits import DEFAULT_LEASE_MS, MAX_LEASE_MS, MAX_STRING_PROP, MIN_LEASE_MS
+from wsq.core.limits import (
+    DEFAULT_LEASE_MS,
+    MAX_LEASE_MS,
+    MAX_REWIND,
+    MAX_STRING_PROP,
+    MIN_LEASE_MS,
+)
 from wsq.core.messages import Outcome
 from wsq.core.positions import START
 from wsq.node import Node
@@ -129,8 +135,15 @@ async def publish(request: Request) -> Response:
 async def list_messages(request: Request) -> Response:
     node, principal, address = await _open(request)
     _may_subscribe(principal, address)
+    last = query_int(request, "last", 0, 1, MAX_REWIND)
+    if last and "after" in request.query_params:
+        raise InvalidFrame("'last' and 'after' are exclusive")
     after = query_position(request, "after", START)
-    limit = query_int(request, "limit", DEFAULT_LIST, 1, MAX_LIST)
+    limit = query_int(request, "limit", last or DEFAULT_LIST, 1, MAX_LIST)
+    if last:
+        # The last ``last`` retained messages: read after where a rewind of as many starts
+        # (contract section 5, ``rewind``); a page may hold fewer, ``next`` reads on.
+        after = (await node.broker.rewind(principal.tenant, address, last)).after
     # A page is bounded by bytes as a WebSocket message is (max_frame_bytes), not only by
     # count: a thousand messages of a MiB each would be a GiB. The broker stops reading at
     # about the budget; the exact cut is made here on the encoded messages, and always lets

@@ -21,9 +21,11 @@ import contextlib
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from wsq.core.addresses import Pattern
+from wsq.core.limits import REWIND_SCAN
 from wsq.core.messages import (
     Delivery,
     Message,
@@ -33,7 +35,7 @@ from wsq.core.messages import (
     PublishedOnce,
     ReadResult,
 )
-from wsq.core.positions import Position
+from wsq.core.positions import START, Position, format_position
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +141,32 @@ class Watchers(list[Watch]):
                 w.callback()
             except Exception:
                 log.exception("group watcher failed")
+
+
+#: Entries one step of a rewind reads back.
+REWIND_PAGE = 500
+#: The greatest sequence part of a position (19 digits, the contract's bound): the position just
+#: before ``<ms>-0`` is ``<ms - 1>-`` this.
+_MAX_SEQ = 10**19 - 1
+
+
+def position_before(pos: Position) -> str:
+    """The greatest position before ``pos``: reading after it starts at ``pos``."""
+    ms, seq = pos
+    if seq > 0:
+        return format_position((ms, seq - 1))
+    return format_position((ms - 1, _MAX_SEQ)) if ms > 0 else START
+
+
+@dataclass(frozen=True, slots=True)
+class Rewind:
+    """Where a rewound link starts (``after``), and, when it keeps only the last message of each
+    subject, which messages up to ``upto`` it delivers (``keep``: their ids); the others up to
+    there were superseded. Messages after ``upto`` came later and are delivered as usual."""
+
+    after: str
+    keep: frozenset[str] | None = None
+    upto: Position = (0, 0)
 
 
 #: ``dead_letter_reason`` of a dead letter (contract section 5, "Queue (move) rules").
@@ -262,6 +290,62 @@ class Broker(ABC):
         stored bytes) sum to at most ``max_bytes``, and always at least one: what a caller
         holds in memory per read stays bounded, and it reads on after the last one.
         """
+
+    @abstractmethod
+    async def read_back(
+        self, tenant: str, address: str, before: str | None, limit: int
+    ) -> list[Message]:
+        """Up to ``limit`` retained, unexpired messages with a position before ``before`` (None:
+        from the newest), newest first. One bounded step of ``rewind``."""
+
+    async def rewind(
+        self,
+        tenant: str,
+        address: str,
+        n: int,
+        subject_filter: Pattern | None = None,
+        by_subject: bool = False,
+    ) -> Rewind:
+        """Where a link starts to get the last ``n`` retained messages matching
+        ``subject_filter`` (contract section 5, ``rewind``); ``by_subject``: the last message of
+        each of the last ``n`` subjects instead. Reads back at most ``REWIND_SCAN`` entries:
+        what matches within them is what the link gets."""
+        picked: list[Message] = []  # newest first
+        subjects: set[str] = set()
+        before: str | None = None
+        scanned = 0
+        newest: Message | None = None
+        while scanned < REWIND_SCAN and len(picked) < n:
+            ask = min(REWIND_PAGE, REWIND_SCAN - scanned)
+            page = await self.read_back(tenant, address, before, ask)
+            if not page:
+                break
+            newest = newest or page[0]
+            scanned += len(page)
+            for m in page:
+                subject = m.subject
+                if subject_filter is not None and (
+                    subject is None or not subject_filter.matches(subject)
+                ):
+                    continue
+                if by_subject:
+                    if (subject or "") in subjects:
+                        continue
+                    subjects.add(subject or "")
+                picked.append(m)
+                if len(picked) == n:
+                    break
+            if len(page) < ask:
+                break
+            before = page[-1].id
+        if not picked:
+            # Nothing to rewind to: live from the newest retained (as "$").
+            return Rewind(newest.id if newest is not None else START)
+        after = position_before(picked[-1].pos)
+        if not by_subject:
+            return Rewind(after)
+        assert newest is not None
+        return Rewind(after, frozenset(m.id for m in picked), newest.pos)
 
     @abstractmethod
     def tail(

@@ -33,6 +33,22 @@ DEFAULT_LEASE_MS = 30_000
 MIN_LEASE_MS = 100
 MAX_LEASE_MS = 86_400_000
 
+#: ``rewind`` of a copy receiver's ``attach`` (contract section 5), and ``last`` of the bridge's
+#: history read: the most retained messages a link may start with.
+MAX_REWIND = 1_000
+#: The most stored entries a rewind reads back from the newest, looking for the messages that
+#: match a link's filter (or the last of each subject): a rewind never reads a whole stream.
+REWIND_SCAN = 10_000
+#: ``conflate.ms`` of a copy receiver's ``attach`` (contract section 5): from the contract's
+#: floor up to a day.
+MIN_CONFLATE_MS = 10
+MAX_CONFLATE_MS = 86_400_000
+#: What one conflating link holds back at most (the latest message of each subject waiting for
+#: its turn): subjects, and bytes of their wire tails. Past either, a new subject's message is
+#: dropped and counted (``hub.conflate_dropped``); a held subject is still replaced.
+CONFLATE_MAX_SUBJECTS = 1_000
+CONFLATE_MAX_BYTES = 4 * 1024 * 1024
+
 #: A message's ``ttl`` (ms): up to a year.
 MAX_TTL_MS = 365 * 86_400_000
 

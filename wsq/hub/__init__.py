@@ -10,13 +10,15 @@ links of one group share a ``GroupPump`` (``hub.move``). It writes to sockets th
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
-from wsq.broker.base import Broker
+from wsq.broker.base import Broker, Rewind
 from wsq.core.messages import Outcome
 from wsq.core.policy import StoragePolicies
 from wsq.core.positions import START
+from wsq.hub.conflate import Conflator
 from wsq.hub.copy import CopySub, Topic
 from wsq.hub.move import GroupPump, MoveSub
 from wsq.hub.outlet import Outlet, Subscription, Transfers
@@ -41,14 +43,35 @@ class Hub:
         # those read the broker (the topic's recent messages did not reach back far enough).
         self.catch_ups = 0
         self.broker_catch_ups = 0
+        # Conflating links: messages superseded before their turn (never sent), and messages
+        # dropped because a link held all the subjects or bytes it may.
+        self.conflated = 0
+        self.conflate_dropped = 0
+        # Seconds, for conflation's turns; a test may put a fake clock here.
+        self.clock: Callable[[], float] = time.monotonic
+
+    def stats(self) -> dict[str, int]:
+        """The hub's counters, named as the metrics name them."""
+        return {
+            "hub.catch_ups": self.catch_ups,
+            "hub.broker_catch_ups": self.broker_catch_ups,
+            "hub.conflated": self.conflated,
+            "hub.conflate_dropped": self.conflate_dropped,
+        }
+
+    def _count_conflated(self, n: int) -> None:
+        self.conflated += n
+
+    def _count_conflate_dropped(self, n: int) -> None:
+        self.conflate_dropped += n
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def loop_call_later(self, delay: float, callback: Callable[[], None]) -> None:
-        asyncio.get_running_loop().call_later(delay, callback)
+    def loop_call_later(self, delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
+        return asyncio.get_running_loop().call_later(delay, callback)
 
     async def close(self) -> None:
         for topic in self.topics.values():
@@ -69,7 +92,12 @@ class Hub:
         """
         key = (tenant, link.address)
         recovered = True
-        if link.from_ not in ("$", "^"):
+        rewind: Rewind | None = None
+        if link.rewind is not None:
+            rewind = await self.broker.rewind(
+                tenant, link.address, link.rewind, link.filter, link.conflate_ms is not None
+            )
+        elif link.from_ not in ("$", "^"):
             probe = await self.broker.read(tenant, link.address, link.from_, 1)
             recovered = probe.recovered
         while True:
@@ -88,8 +116,25 @@ class Hub:
             # The last other subscriber may have left (and closed the topic) while we waited.
             if self.topics.get(key) is topic:
                 break
-        after = topic.live_id if link.from_ == "$" else START if link.from_ == "^" else link.from_
+        if rewind is not None:
+            after = rewind.after
+        elif link.from_ == "$":
+            after = topic.live_id
+        else:
+            after = START if link.from_ == "^" else link.from_
         sub = CopySub(link, outlet, topic, after)
+        if rewind is not None and rewind.keep is not None:
+            sub.keep = rewind.keep
+            sub.keep_upto = rewind.upto
+        if link.conflate_ms is not None:
+            sub.conflator = Conflator(
+                sub,
+                link.conflate_ms,
+                self.clock,
+                self.loop_call_later,
+                self._count_conflated,
+                self._count_conflate_dropped,
+            )
         link.attachment = sub
         topic.subs.add(sub)
         if sub.cursor >= topic.live_pos:

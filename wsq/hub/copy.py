@@ -21,6 +21,7 @@ from wsq.broker.base import Handle
 from wsq.core.messages import Message, Outcome
 from wsq.core.positions import START, Position, parse_position
 from wsq.core.wire import copy_tail
+from wsq.hub.conflate import Conflator
 from wsq.hub.outlet import Outlet, Subscription
 from wsq.protocol.state import Link, LinkState
 
@@ -182,7 +183,18 @@ class Topic:
 class CopySub(Subscription):
     """A copy-mode receiver link: its cursor in the address, and whether it is live."""
 
-    __slots__ = ("catching_up", "cursor", "cursor_id", "link", "live", "outlet", "topic")
+    __slots__ = (
+        "catching_up",
+        "conflator",
+        "cursor",
+        "cursor_id",
+        "keep",
+        "keep_upto",
+        "link",
+        "live",
+        "outlet",
+        "topic",
+    )
 
     def __init__(self, link: Link, outlet: Outlet, topic: Topic, after: str) -> None:
         self.link = link
@@ -192,6 +204,12 @@ class CopySub(Subscription):
         self.cursor = parse_position(after)
         self.live = False
         self.catching_up = False
+        # A conflating link (``conflate``) holds the latest message per subject here.
+        self.conflator: Conflator | None = None
+        # A rewind to the last message of each subject: up to ``keep_upto``, only the messages
+        # named in ``keep`` are delivered (the others were superseded).
+        self.keep: frozenset[str] | None = None
+        self.keep_upto: Position = (0, 0)
 
     def seen(self, message: Message) -> None:
         """The link has seen everything up to ``message`` (sent, filtered out or expired)."""
@@ -210,10 +228,14 @@ class CopySub(Subscription):
     # -- the link's events -----------------------------------------------------------------
 
     def credit_granted(self) -> None:
+        if self.conflator is not None:
+            self.conflator.flush()
         if not self.live:
             self.behind()
 
     def resume(self) -> None:
+        if self.conflator is not None:
+            self.conflator.flush()
         if not self.live:
             self.behind()
 
@@ -224,6 +246,8 @@ class CopySub(Subscription):
         topic = self.topic
         topic.subs.discard(self)
         self.outlet.stalled.discard(self)
+        if self.conflator is not None:
+            self.conflator.close()
         if self.live:
             self.live = False
             del topic.live[self]
@@ -265,6 +289,11 @@ class CopySub(Subscription):
             return True
         return False
 
+    def _read_limit(self) -> int:
+        # A conflating link takes whole batches (it holds the latest of each subject); any
+        # other takes no more than its credit.
+        return READ_BATCH if self.conflator is not None else min(self.link.credit, READ_BATCH)
+
     def _can_take_more(self) -> bool:
         if self.link.credit <= 0:
             return False
@@ -279,7 +308,7 @@ class CopySub(Subscription):
         link = self.link
         while link.state is LinkState.ATTACHED and not self.live:
             now_ms = _now_ms()
-            batch = self.topic.recent_after(self.cursor, min(link.credit, READ_BATCH), now_ms)
+            batch = self.topic.recent_after(self.cursor, self._read_limit(), now_ms)
             if batch is None:
                 return False
             if self._step(batch, now_ms) or not self._can_take_more():
@@ -297,7 +326,7 @@ class CopySub(Subscription):
                 outlet = self.outlet
                 room = max(outlet.high_water - outlet.conn.out_bytes, 1)
                 result = await hub.broker.read(
-                    topic.tenant, topic.address, self.cursor_id, min(link.credit, READ_BATCH), room
+                    topic.tenant, topic.address, self.cursor_id, self._read_limit(), room
                 )
                 if link.state is not LinkState.ATTACHED or self.live:
                     return
@@ -328,6 +357,8 @@ def deliver_copy(
     if link.state is not LinkState.ATTACHED or not messages:
         # Detached by the protocol; the hub hears of it when the gateway reaches LinkEnded.
         return True
+    if sub.conflator is not None:
+        return deliver_conflated(sub, sub.conflator, messages)
     total = len(messages)
     start = 0
     if messages[0].pos <= sub.cursor:
@@ -382,4 +413,30 @@ def deliver_copy(
                 outlet.stalled.add(sub)
             return False
     sub.seen(messages[-1])
+    return True
+
+
+def deliver_conflated(sub: CopySub, conflator: Conflator, messages: list[Message]) -> bool:
+    """``deliver_copy`` for a conflating link: every message after the cursor that the link
+    wants is offered to its conflator, which sends or holds it. Never stops early: a
+    conflating link is never behind for want of credit or room, it holds the latest instead."""
+    start = 0
+    if messages[0].pos <= sub.cursor:
+        start = bisect_right(messages, sub.cursor, key=_pos)
+        if start == len(messages):
+            return True
+    flt = sub.link.filter
+    keep = sub.keep
+    wanted: list[Message] = []
+    for m in messages[start:] if start else messages:
+        if flt is not None and (m.subject is None or not flt.matches(m.subject)):
+            continue
+        if keep is not None and m.pos <= sub.keep_upto and m.id not in keep:
+            continue  # a rewind to the last of each subject: superseded
+        wanted.append(m)
+    if keep is not None and messages[-1].pos >= sub.keep_upto:
+        sub.keep = None  # past the rewind: only conflation from here
+    sub.seen(messages[-1])
+    if wanted:
+        conflator.offer(wanted)
     return True

@@ -13,9 +13,12 @@ from wsq.core.addresses import compile_pattern, is_valid_address, is_valid_patte
 from wsq.core.errors import InvalidFrame, WsqError
 from wsq.core.limits import (
     DEFAULT_LEASE_MS,
+    MAX_CONFLATE_MS,
     MAX_LEASE_MS,
+    MAX_REWIND,
     MAX_STRING_PROP,
     MAX_UINT32,
+    MIN_CONFLATE_MS,
     MIN_LEASE_MS,
 )
 from wsq.core.positions import is_valid_position
@@ -88,6 +91,9 @@ def configure_link(link: Link, frame: dict[str, Any]) -> None:
         if from_ not in ("$", "^") and not is_valid_position(from_):
             raise invalid("attach: 'from' must be '$', '^' or a position '<ms>-<seq>'")
         link.from_ = from_
+        _configure_live_view(link, frame)
+    elif "rewind" in frame or "conflate" in frame:
+        raise invalid("attach: 'rewind' and 'conflate' are for copy receivers only")
     else:
         group = frame.get("group", "default")
         if not is_valid_address(group):
@@ -110,6 +116,24 @@ def configure_link(link: Link, frame: dict[str, Any]) -> None:
         link.pre_settled = True
         link.prefix = link.prefix.replace('"settled":false', '"settled":true')
     link.credit = int_field(frame, "credit", 0, MAX_UINT32, 0)
+
+
+def _configure_live_view(link: Link, frame: dict[str, Any]) -> None:
+    """A copy receiver's ``rewind`` and ``conflate`` (contract section 5, live views)."""
+    if "rewind" in frame:
+        if "from" in frame:
+            raise invalid("attach: 'rewind' and 'from' are exclusive")
+        link.rewind = int_field(frame, "rewind", 1, MAX_REWIND)
+    if "conflate" in frame:
+        conflate = frame["conflate"]
+        if not isinstance(conflate, dict) or conflate.get("by", "subject") != "subject":
+            raise invalid('attach: \'conflate\' must be {"ms": M, "by": "subject"}')
+        ms = conflate.get("ms")
+        if type(ms) is not int or not MIN_CONFLATE_MS <= ms <= MAX_CONFLATE_MS:
+            raise invalid(
+                f"attach: 'conflate.ms' must be an integer in {MIN_CONFLATE_MS}..{MAX_CONFLATE_MS}"
+            )
+        link.conflate_ms = ms
 
 
 def publish_item(frame: dict[str, Any]) -> PublishItem:

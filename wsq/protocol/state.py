@@ -123,6 +123,7 @@ class Link:
         "address",
         "attachment",
         "ch",
+        "conflate_ms",
         "credit",
         "filter",
         "from_",
@@ -133,6 +134,7 @@ class Link:
         "overdrawn",
         "pre_settled",
         "prefix",
+        "rewind",
         "role",
         "session",
         "state",
@@ -166,6 +168,10 @@ class Link:
         self.filter = subject_filter
         self.pre_settled = pre_settled
         self.credit = credit
+        # Copy receivers' live-view additions: start with the last ``rewind`` retained messages;
+        # at most one transfer per subject per ``conflate_ms``.
+        self.rewind: int | None = None
+        self.conflate_ms: int | None = None
         self.state = LinkState.ATTACHING
         # Move-mode deliveries sent unsettled: delivery number -> message id.
         self.unsettled: dict[int, str] = {}

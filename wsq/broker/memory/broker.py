@@ -211,8 +211,7 @@ class MemoryBroker(Broker):
         lg = self._logs.get((tenant, address))
         if lg is None:
             return ReadResult([])
-        now = self._now_ms()
-        lg.touched = now
+        now = lg.touched = self._now_ms()
         lg.trim(now)
         # START asks for whatever is retained: nothing it names was lost.
         recovered = pos == START_POS or lg.dropped <= pos
@@ -234,6 +233,12 @@ class MemoryBroker(Broker):
                     used += size
                 out.append(m)
         return ReadResult(out, recovered)
+
+    async def read_back(
+        self, tenant: str, address: str, before: str | None, limit: int
+    ) -> list[Message]:
+        lg = self._logs.get((tenant, address))
+        return [] if lg is None else lg.newest_first(before, limit, self._now_ms())
 
     def tail(
         self,

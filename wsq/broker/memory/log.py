@@ -10,7 +10,7 @@ likewise, their results kept as text (``wsq.core.messages.published_text``).
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections import OrderedDict, deque
 from operator import attrgetter
 
@@ -18,7 +18,7 @@ from wsq.broker.base import Tail
 from wsq.broker.memory.groups import EntryState, Group
 from wsq.core.messages import Message, message_size
 from wsq.core.policy import StoragePolicy
-from wsq.core.positions import Position
+from wsq.core.positions import Position, parse_position
 
 START_POS: Position = (0, 0)
 pos_of = attrgetter("pos")
@@ -159,6 +159,23 @@ class AddressLog:
         if i >= self.head and msgs[i].pos == pos:
             return msgs[i]
         return None
+
+    def newest_first(self, before: str | None, limit: int, now_ms: int) -> list[Message]:
+        """Up to ``limit`` retained, unexpired messages before ``before`` (None: the newest),
+        newest first (``Broker.read_back``)."""
+        self.touched = now_ms
+        self.trim(now_ms)
+        msgs = self.msgs
+        i = len(msgs)
+        if before is not None:
+            i = bisect_left(msgs, parse_position(before), lo=self.head, key=pos_of)
+        out: list[Message] = []
+        while i > self.head and len(out) < limit:
+            i -= 1
+            m = msgs[i]
+            if m.expires_at is None or m.expires_at > now_ms:
+                out.append(m)
+        return out
 
     def idle(self) -> bool:
         if self.tails:

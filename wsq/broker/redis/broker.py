@@ -214,6 +214,29 @@ class RedisBroker(ConsumerGroups, Broker):
                 return ReadResult(out, recovered)
             cursor = entries[-1][0]
 
+    async def read_back(
+        self, tenant: str, address: str, before: str | None, limit: int
+    ) -> list[Message]:
+        if limit <= 0:
+            return []
+        cfg = self._policies.of(tenant)
+        base = address_base(tenant, address)
+        # The read script with nothing to read: retention trimmed first, and Redis's clock.
+        now, *_ = await self._clients.run(
+            "read",
+            (f"{base}:s", f"{base}:m"),
+            (*(*retention(cfg), cfg.idle_expiry_ms), *(START, 0, 0, 0)),
+        )
+        try:
+            async with self._clients.gate:
+                rows: Any = await self._clients.redis.xrevrange(
+                    f"{base}:s", max="+" if before is None else f"({before}", min="-", count=limit
+                )
+        except DOWN as exc:
+            raise unavailable(exc) from exc
+        out = [entry_message(id_, flat) for id_, flat in rows]
+        return [m for m in out if m.expires_at is None or m.expires_at > int(now)]
+
     def tail(
         self,
         tenant: str,
