@@ -30,11 +30,6 @@ def settings_for(mode: str) -> tuple[Settings, str]:
     return make_settings(), "acme"
 
 
-@pytest.mark.xfail(
-    reason="until the gateway serves rewind and conflate (branch live): the page shows no "
-    "value published before it opened",
-    strict=True,
-)
 @pytest.mark.parametrize("mode", ["dev", "tenants"])
 async def test_dashboard_shows_latest_live_and_conflated_values(mode: str) -> None:
     settings, tenant = settings_for(mode)
