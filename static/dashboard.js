@@ -8,7 +8,7 @@
 // mode, on this machine), else from the URL's fragment (#token=…, read once and taken out of
 // the address bar) or the paste field. It goes to this gateway only, and is never logged.
 
-import { Client, isAddress } from "/wsq-client.js";
+import { Client, comparePositions, isAddress } from "/wsq-client.js";
 import { MetricCard, formatValue } from "./charts.js";
 import { DemoFeed, FEED_INTERVAL_MS } from "./feed.js";
 
@@ -249,7 +249,9 @@ function onMessage(msg) {
   if (metric && subject) {
     const card = cardFor(subject);
     if (card === null) stats.uncharted += 1;
-    else {
+    else if (card.lastId && comparePositions(msg.id, card.lastId) <= 0) {
+      return; // shown already: a new connection's rewind hands the latest values again
+    } else {
       card.push(metric.value, metric.unit);
       card.lastId = msg.id;
       dirty.add(card);

@@ -52,10 +52,7 @@ function recordStates() {
 const problems = []; // console errors and warnings, page errors, failed requests, HTTP errors
 const asked = []; // paths the pages requested
 
-async function openPage(browser, viewport) {
-  const context = await browser.newContext({ viewport, deviceScaleFactor: 1 });
-  await context.addInitScript(recordStates);
-  const page = await context.newPage();
+function watch(page) {
   page.on("console", (m) => {
     if (m.type() === "error" || m.type() === "warning") problems.push(`console ${m.type()}: ${m.text()}`);
   });
@@ -65,6 +62,13 @@ async function openPage(browser, viewport) {
   page.on("response", (r) => {
     if (r.status() >= 400) problems.push(`HTTP ${r.status()}: ${r.url()}`);
   });
+}
+
+async function openPage(browser, viewport) {
+  const context = await browser.newContext({ viewport, deviceScaleFactor: 1 });
+  await context.addInitScript(recordStates);
+  const page = await context.newPage();
+  watch(page);
   const url = mode === "tenants" ? `${origin}/#token=${pageToken}` : `${origin}/`;
   await page.goto(url);
   await page.waitForSelector('#state[data-state="subscribed"]', { timeout: TIMEOUT });
@@ -108,6 +112,52 @@ async function noHorizontalScroll(page, width) {
   if (scrollWidth > width) fail(`${width} px wide: the page is ${scrollWidth} px wide`);
 }
 
+/** Disconnect, then Connect: "connecting…" while it does (never "idle" nor "disconnected"),
+ * then live again; the rewind of the new connection adds no value twice to a chart. */
+async function reconnect(page) {
+  const label = () =>
+    page.getAttribute('article.metric[data-subject="disk.web-1"] svg', "aria-label");
+  const before = await label();
+  const received = () => page.evaluate(() => window.wsqDashboard.bySubject["disk.web-1"]);
+  const receivedBefore = await received();
+  await page.click("#connection summary"); // unfold the connection form
+  await page.click("#disconnect");
+  await page.waitForSelector('#state[data-state="closed"]', { timeout: TIMEOUT });
+  await page.evaluate(() => {
+    window.__states = [];
+  });
+  await page.click("#connect");
+  await page.waitForSelector('#state[data-state="subscribed"]', { timeout: TIMEOUT });
+  const states = await page.evaluate(() => window.__states);
+  if (!states[0].startsWith("connecting|") || states.some((s) => /idle|closed/.test(s))) {
+    fail(`Connect after Disconnect: ${states.join(" > ")}`);
+  }
+  // The new connection's rewind hands disk.web-1's one value again; then a paint.
+  await page.waitForFunction(
+    (n) => window.wsqDashboard.bySubject["disk.web-1"] > n,
+    receivedBefore,
+    { timeout: TIMEOUT },
+  );
+  await page.evaluate(() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done))));
+  if ((await label()) !== before) fail(`a value twice after the reconnect: ${await label()}`);
+}
+
+/** With tenants and no token in the URL: the page asks for one (no /dev/token), and connects
+ * with the one pasted. */
+async function pasteToken(browser) {
+  const context = await browser.newContext({ viewport: { width: 390, height: 844 } });
+  const page = await context.newPage();
+  watch(page);
+  await page.goto(`${origin}/`);
+  await page.waitForSelector('#state[data-state="need-token"]', { timeout: TIMEOUT });
+  if (!(await page.locator("#connection").evaluate((d) => d.open))) fail("the token form is folded");
+  await page.fill("#token", pageToken);
+  await page.click("#connect");
+  await page.waitForSelector('#state[data-state="subscribed"]', { timeout: TIMEOUT });
+  await waitForValue(page, "cpu.web-1", "12.25 %");
+  await context.close();
+}
+
 // Published before any page opens: the page must show them at once (rewind).
 await publish([
   { body: { value: 73.5, unit: "%" }, subject: "cpu.web-1" },
@@ -124,6 +174,8 @@ try {
   await publish([{ body: { value: 12.25, unit: "%" }, subject: "cpu.web-1" }]);
   await waitForValue(desktop, "cpu.web-1", "12.25 %");
   console.log("live: a value published through the bridge shows");
+
+  if (mode === "tenants") await pasteToken(browser);
 
   // 1,000 updates of one subject, as 10 requests of 100 one after the other (~tens of ms).
   for (let from = 0; from < BURST; from += BURST / 10) {
@@ -162,6 +214,7 @@ try {
   await waitForValue(phone, "disk.web-1", "55.5");
   await waitForHistory(phone, "cpu.web-2", 6);
   await noHorizontalScroll(phone, 390);
+  await reconnect(phone);
   await desktop.click("#feed"); // stop: the screenshots show a running feed stopped
   await desktop.waitForSelector('#feed[aria-pressed="false"]');
   if (shots) {
