@@ -194,7 +194,7 @@ try {
   await desktop.waitForFunction(() => document.querySelectorAll("article.metric").length >= 20, null, {
     timeout: TIMEOUT,
   });
-  await waitForHistory(desktop, "cpu.web-2", 10);
+  await waitForHistory(desktop, "cpu.web-2", 8);
   console.log("demo feed: 20 metrics moving");
 
   await desktop.fill("#pub-subject", "disk.web-1");
@@ -212,7 +212,7 @@ try {
   // A phone opens while the feed runs: every card at once (rewind), then moving.
   const phone = await openPage(browser, { width: 390, height: 844 });
   await waitForValue(phone, "disk.web-1", "55.5");
-  await waitForHistory(phone, "cpu.web-2", 6);
+  await waitForHistory(phone, "cpu.web-2", 4);
   await noHorizontalScroll(phone, 390);
   await reconnect(phone);
   await desktop.click("#feed"); // stop: the screenshots show a running feed stopped
