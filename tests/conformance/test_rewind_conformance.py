@@ -13,7 +13,7 @@ from wsq.broker import base
 from wsq.broker.base import Broker, position_before
 from wsq.config import Settings, TenantConfig
 from wsq.core.addresses import compile_pattern
-from wsq.core.messages import NewMessage
+from wsq.core.messages import NewMessage, message_size
 from wsq.core.positions import START, parse_position
 
 T = "acme"
@@ -54,17 +54,17 @@ async def rewound(broker: Broker, address: str, n: int, **kw: Any) -> list[Any]:
 
 async def test_read_back_newest_first_before_a_position(broker: Broker, address: str) -> None:
     ids = await publish(broker, address, *[(i, None) for i in range(10)])
-    got = await broker.read_back(T, address, None, 3)
+    got = await broker.read_back(T, address, None, 3, 1 << 20)
     assert [m.id for m in got] == ids[:-4:-1]
-    got = await broker.read_back(T, address, ids[5], 100)
+    got = await broker.read_back(T, address, ids[5], 100, 1 << 20)
     assert [json.loads(m.body) for m in got] == [4, 3, 2, 1, 0]
-    assert await broker.read_back(T, address, ids[0], 10) == []
-    assert await broker.read_back(T, address + ".none", None, 10) == []
+    assert await broker.read_back(T, address, ids[0], 10, 1 << 20) == []
+    assert await broker.read_back(T, address + ".none", None, 10, 1 << 20) == []
 
 
 async def test_read_back_sees_only_what_retention_keeps(broker: Broker, address: str) -> None:
     await publish(broker, address, *[(i, None) for i in range(20)], tenant=SHORT)
-    got = await broker.read_back(SHORT, address, None, 100)
+    got = await broker.read_back(SHORT, address, None, 100, 1 << 20)
     assert [json.loads(m.body) for m in got] == [19, 18, 17, 16, 15]
 
 
@@ -114,10 +114,59 @@ async def test_rewind_reads_back_no_more_than_the_scan_bound(
     calls: list[int] = []
     real = broker.read_back
 
-    async def counted(tenant: str, addr: str, before: str | None, limit: int) -> Any:
+    async def counted(tenant: str, addr: str, before: str | None, limit: int, most: int) -> Any:
         calls.append(limit)
-        return await real(tenant, addr, before, limit)
+        return await real(tenant, addr, before, limit, most)
 
     monkeypatch.setattr(broker, "read_back", counted)
     await broker.rewind(T, address, 1, subject_filter=rare)
     assert calls == [7, 7, 6]  # 20 entries in all
+
+
+async def test_read_back_stops_at_its_byte_budget_but_gives_one(
+    broker: Broker, address: str
+) -> None:
+    await publish(broker, address, *[("x" * 1000, None) for _ in range(10)])
+    [one] = await broker.read_back(T, address, None, 1, 1 << 20)
+    size = message_size(one)
+    assert len(await broker.read_back(T, address, None, 10, 3 * size)) == 3
+    assert len(await broker.read_back(T, address, None, 10, 3 * size - 1)) == 2
+    assert len(await broker.read_back(T, address, None, 10, 1)) == 1
+
+
+async def test_rewind_reads_back_no_more_than_the_scan_bytes(
+    broker: Broker, address: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await publish(broker, address, ("old", "y.rare"), *[("x" * 1000, "y.big") for _ in range(30)])
+    [one] = await broker.read_back(T, address, None, 1, 1 << 20)
+    monkeypatch.setattr(base, "REWIND_SCAN_BYTES", 10 * message_size(one))
+    monkeypatch.setattr(base, "REWIND_PAGE_BYTES", 4 * message_size(one))
+    calls: list[int] = []
+    real = broker.read_back
+
+    async def counted(tenant: str, addr: str, before: str | None, limit: int, most: int) -> Any:
+        got = await real(tenant, addr, before, limit, most)
+        calls.append(len(got))
+        return got
+
+    monkeypatch.setattr(broker, "read_back", counted)
+    r = await broker.rewind(T, address, 1, subject_filter=compile_pattern("y.rare"))
+    assert calls == [4, 4, 4]  # past 10 messages' bytes: stopped, the rare one not reached
+    assert r.after == (await broker.last_position(T, address))
+
+
+def test_position_before_is_the_greatest_position_before() -> None:
+    assert position_before((1732200000000, 5)) == "1732200000000-4"
+    assert position_before((1732200000000, 0)) == "1732199999999-9999999999999999999"
+    assert position_before((0, 0)) == START
+    assert position_before((0, 1)) == START
+
+
+async def test_a_rewind_to_a_first_message_of_its_ms_reads_from_it(
+    broker: Broker, address: str
+) -> None:
+    ids = await publish(broker, address, *[(i, None) for i in range(3)])
+    first = parse_position(ids[0])
+    after = position_before((first[0], 0))
+    got = (await broker.read(T, address, after, 10)).messages
+    assert [m.id for m in got] == [i for i in ids if parse_position(i) >= (first[0], 0)]

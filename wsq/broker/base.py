@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from wsq.core.addresses import Pattern
-from wsq.core.limits import REWIND_SCAN
+from wsq.core.limits import REWIND_PAGE_BYTES, REWIND_SCAN, REWIND_SCAN_BYTES
 from wsq.core.messages import (
     Delivery,
     Message,
@@ -34,6 +34,7 @@ from wsq.core.messages import (
     Published,
     PublishedOnce,
     ReadResult,
+    message_size,
 )
 from wsq.core.positions import START, Position, format_position
 
@@ -293,10 +294,11 @@ class Broker(ABC):
 
     @abstractmethod
     async def read_back(
-        self, tenant: str, address: str, before: str | None, limit: int
+        self, tenant: str, address: str, before: str | None, limit: int, max_bytes: int
     ) -> list[Message]:
         """Up to ``limit`` retained, unexpired messages with a position before ``before`` (None:
-        from the newest), newest first. One bounded step of ``rewind``."""
+        from the newest), newest first, while their sizes (``message_size``) sum to at most
+        ``max_bytes`` (always at least one). One bounded step of ``rewind``."""
 
     async def rewind(
         self,
@@ -308,20 +310,21 @@ class Broker(ABC):
     ) -> Rewind:
         """Where a link starts to get the last ``n`` retained messages matching
         ``subject_filter`` (contract section 5, ``rewind``); ``by_subject``: the last message of
-        each of the last ``n`` subjects instead. Reads back at most ``REWIND_SCAN`` entries:
-        what matches within them is what the link gets."""
+        each of the last ``n`` subjects instead. Reads back at most ``REWIND_SCAN`` entries and
+        about ``REWIND_SCAN_BYTES``: what matches within them is what the link gets."""
         picked: list[Message] = []  # newest first
         subjects: set[str] = set()
         before: str | None = None
-        scanned = 0
+        scanned = scanned_bytes = 0
         newest: Message | None = None
-        while scanned < REWIND_SCAN and len(picked) < n:
+        while scanned < REWIND_SCAN and scanned_bytes < REWIND_SCAN_BYTES and len(picked) < n:
             ask = min(REWIND_PAGE, REWIND_SCAN - scanned)
-            page = await self.read_back(tenant, address, before, ask)
+            page = await self.read_back(tenant, address, before, ask, REWIND_PAGE_BYTES)
             if not page:
                 break
             newest = newest or page[0]
             scanned += len(page)
+            scanned_bytes += sum(map(message_size, page))
             for m in page:
                 subject = m.subject
                 if subject_filter is not None and (
@@ -335,8 +338,6 @@ class Broker(ABC):
                 picked.append(m)
                 if len(picked) == n:
                     break
-            if len(page) < ask:
-                break
             before = page[-1].id
         if not picked:
             # Nothing to rewind to: live from the newest retained (as "$").

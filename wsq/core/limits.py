@@ -39,6 +39,10 @@ MAX_REWIND = 1_000
 #: The most stored entries a rewind reads back from the newest, looking for the messages that
 #: match a link's filter (or the last of each subject): a rewind never reads a whole stream.
 REWIND_SCAN = 10_000
+#: ... and at most about this many bytes of them (``message_size``), read a page of at most
+#: ``REWIND_PAGE_BYTES`` at a time: a rewind over large messages holds little and stops early.
+REWIND_SCAN_BYTES = 32 * 1024 * 1024
+REWIND_PAGE_BYTES = 1024 * 1024
 #: ``conflate.ms`` of a copy receiver's ``attach`` (contract section 5): from the contract's
 #: floor up to a day.
 MIN_CONFLATE_MS = 10

@@ -235,10 +235,10 @@ class MemoryBroker(Broker):
         return ReadResult(out, recovered)
 
     async def read_back(
-        self, tenant: str, address: str, before: str | None, limit: int
+        self, tenant: str, address: str, before: str | None, limit: int, max_bytes: int
     ) -> list[Message]:
         lg = self._logs.get((tenant, address))
-        return [] if lg is None else lg.newest_first(before, limit, self._now_ms())
+        return [] if lg is None else lg.newest_first(before, limit, max_bytes, self._now_ms())
 
     def tail(
         self,

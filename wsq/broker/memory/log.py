@@ -160,9 +160,11 @@ class AddressLog:
             return msgs[i]
         return None
 
-    def newest_first(self, before: str | None, limit: int, now_ms: int) -> list[Message]:
+    def newest_first(
+        self, before: str | None, limit: int, max_bytes: int, now_ms: int
+    ) -> list[Message]:
         """Up to ``limit`` retained, unexpired messages before ``before`` (None: the newest),
-        newest first (``Broker.read_back``)."""
+        newest first, within ``max_bytes`` but at least one (``Broker.read_back``)."""
         self.touched = now_ms
         self.trim(now_ms)
         msgs = self.msgs
@@ -170,10 +172,14 @@ class AddressLog:
         if before is not None:
             i = bisect_left(msgs, parse_position(before), lo=self.head, key=pos_of)
         out: list[Message] = []
+        used = 0
         while i > self.head and len(out) < limit:
             i -= 1
             m = msgs[i]
             if m.expires_at is None or m.expires_at > now_ms:
+                used += message_size(m)
+                if out and used > max_bytes:
+                    break
                 out.append(m)
         return out
 

@@ -30,10 +30,14 @@ from wsq.core.messages import (
     Published,
     PublishedOnce,
     ReadResult,
+    message_size,
     published_from_text,
 )
 from wsq.core.policy import StoragePolicies
 from wsq.core.positions import START, parse_position
+
+#: Entries one ``XREVRANGE`` of ``read_back`` asks for: pages stay near their byte budget.
+READ_BACK_CHUNK = 50
 
 
 class RedisBroker(ConsumerGroups, Broker):
@@ -215,7 +219,7 @@ class RedisBroker(ConsumerGroups, Broker):
             cursor = entries[-1][0]
 
     async def read_back(
-        self, tenant: str, address: str, before: str | None, limit: int
+        self, tenant: str, address: str, before: str | None, limit: int, max_bytes: int
     ) -> list[Message]:
         if limit <= 0:
             return []
@@ -227,15 +231,31 @@ class RedisBroker(ConsumerGroups, Broker):
             (f"{base}:s", f"{base}:m"),
             (*(*retention(cfg), cfg.idle_expiry_ms), *(START, 0, 0, 0)),
         )
-        try:
-            async with self._clients.gate:
-                rows: Any = await self._clients.redis.xrevrange(
-                    f"{base}:s", max="+" if before is None else f"({before}", min="-", count=limit
-                )
-        except DOWN as exc:
-            raise unavailable(exc) from exc
-        out = [entry_message(id_, flat) for id_, flat in rows]
-        return [m for m in out if m.expires_at is None or m.expires_at > int(now)]
+        # Small pages, so that what is held stays near ``max_bytes`` whatever the sizes.
+        out: list[Message] = []
+        used = 0
+        top = "+" if before is None else f"({before}"
+        while len(out) < limit and (not out or used < max_bytes):
+            count = min(limit - len(out), READ_BACK_CHUNK)
+            try:
+                async with self._clients.gate:
+                    rows: Any = await self._clients.redis.xrevrange(
+                        f"{base}:s", max=top, min="-", count=count
+                    )
+            except DOWN as exc:
+                raise unavailable(exc) from exc
+            for id_, flat in rows:
+                m = entry_message(id_, flat)
+                if m.expires_at is not None and m.expires_at <= int(now):
+                    continue
+                used += message_size(m)
+                if out and used > max_bytes:
+                    return out
+                out.append(m)
+            if len(rows) < count:
+                break
+            top = f"({rows[-1][0]}"
+        return out
 
     def tail(
         self,
