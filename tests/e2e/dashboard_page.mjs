@@ -142,8 +142,8 @@ async function reconnect(page) {
   if ((await label()) !== before) fail(`a value twice after the reconnect: ${await label()}`);
 }
 
-/** With tenants and no token in the URL: the page asks for one (no /dev/token), and connects
- * with the one pasted. */
+/** With tenants and no token in the URL: the page asks for one (no /dev/token), says so when
+ * the gateway refuses the one pasted, and connects with a good one. */
 async function pasteToken(browser) {
   const context = await browser.newContext({ viewport: { width: 390, height: 844 } });
   const page = await context.newPage();
@@ -151,6 +151,11 @@ async function pasteToken(browser) {
   await page.goto(`${origin}/`);
   await page.waitForSelector('#state[data-state="need-token"]', { timeout: TIMEOUT });
   if (!(await page.locator("#connection").evaluate((d) => d.open))) fail("the token form is folded");
+  // A token the gateway refuses: said in the state and the errors, and asked again.
+  await page.fill("#token", "not.a.token");
+  await page.click("#connect");
+  await page.waitForSelector('#state[data-state="need-token"]:has-text("refused")', { timeout: TIMEOUT });
+  await page.waitForSelector("#errors li:has-text('wsq:unauthorized')", { timeout: TIMEOUT });
   await page.fill("#token", pageToken);
   await page.click("#connect");
   await page.waitForSelector('#state[data-state="subscribed"]', { timeout: TIMEOUT });
