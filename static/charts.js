@@ -1,9 +1,9 @@
-// Small hand-written charts for the dashboard: one card per metric, an SVG area sparkline of its
-// last values, the latest value as text and the range shown. No library, no canvas: SVG scales
-// with the card and is read by assistive technology through its aria-label.
+// Small hand-written charts for the pages (/ and /ops): one card per metric, an SVG area
+// sparkline of its last values, the latest value as text and the range shown. No library, no
+// canvas: SVG scales with the card and is read by assistive technology through its aria-label.
 
 const SVG_NS = "http://www.w3.org/2000/svg";
-export const HISTORY = 120; // points kept per metric
+export const HISTORY = 120; // points kept per metric, unless the card is given `history`
 const WIDTH = 120; // viewBox units; the SVG stretches to the card (preserveAspectRatio none)
 const HEIGHT = 40;
 
@@ -22,23 +22,29 @@ function svg(name, attrs) {
   return el;
 }
 
-/** One metric: its history and its card. `draw()` repaints from the history. */
+/** One metric: its history and its card. `draw()` repaints from the history.
+ * Options: `title` (the heading; default the subject), `label` (what the chart's aria-label
+ * names; default the subject), `id` (unique in the page; default from the subject), `history`
+ * (points kept; default HISTORY), `format` (value -> text; default formatValue). */
 export class MetricCard {
-  constructor(subject) {
+  constructor(subject, options = {}) {
     this.subject = subject;
-    this.values = []; // newest last, at most HISTORY
+    this.label = options.label ?? subject;
+    this.history = options.history ?? HISTORY;
+    this.format = options.format ?? formatValue;
+    this.values = []; // newest last, at most this.history
     this.unit = "";
     this.lastId = "";
 
     this.el = document.createElement("article");
     this.el.className = "metric";
     this.el.dataset.subject = subject;
-    const headingId = `metric-${subject.replace(/[^A-Za-z0-9_-]/g, "_")}`;
+    const headingId = `metric-${(options.id ?? subject).replace(/[^A-Za-z0-9_-]/g, "_")}`;
     this.el.setAttribute("aria-labelledby", headingId);
 
     const head = document.createElement("h3");
     head.id = headingId;
-    head.textContent = subject;
+    head.textContent = options.title ?? subject;
     this.valueEl = document.createElement("p");
     this.valueEl.className = "metric-value";
     this.rangeEl = document.createElement("p");
@@ -58,7 +64,7 @@ export class MetricCard {
 
   push(value, unit) {
     this.values.push(value);
-    if (this.values.length > HISTORY) this.values.splice(0, this.values.length - HISTORY);
+    if (this.values.length > this.history) this.values.splice(0, this.values.length - this.history);
     if (unit) this.unit = unit;
   }
 
@@ -72,12 +78,13 @@ export class MetricCard {
     let min = Math.min(...vs);
     let max = Math.max(...vs);
     const unit = this.unit ? ` ${this.unit}` : "";
-    this.valueEl.textContent = `${formatValue(this.latest)}${unit}`;
-    this.rangeEl.textContent = `min ${formatValue(min)} · max ${formatValue(max)}`;
+    const f = this.format;
+    this.valueEl.textContent = `${f(this.latest)}${unit}`;
+    this.rangeEl.textContent = `min ${f(min)} · max ${f(max)}`;
     this.svg.setAttribute(
       "aria-label",
-      `${this.subject}: ${vs.length} value${vs.length === 1 ? "" : "s"}, ` +
-        `from ${formatValue(min)} to ${formatValue(max)}, latest ${formatValue(this.latest)}${unit}`,
+      `${this.label}: ${vs.length} value${vs.length === 1 ? "" : "s"}, ` +
+        `from ${f(min)} to ${f(max)}, latest ${f(this.latest)}${unit}`,
     );
     if (min === max) {
       min -= 1; // a flat line in the middle

@@ -4,21 +4,19 @@
 // anyway). Messages only update state; one requestAnimationFrame paints what changed.
 // The client multiplexes, heartbeats, reconnects, resumes and refreshes the token by itself.
 //
-// The token: from GET /dev/token when GET /demo/config says this page may have one (development
-// mode, on this machine), else from the URL's fragment (#token=…, read once and taken out of
-// the address bar) or the paste field. It goes to this gateway only, and is never logged.
+// The token and the connection state: token.js and connection.js, shared with /ops.
 
-import { Client, comparePositions, isAddress } from "/wsq-client.js";
+import { comparePositions, isAddress } from "/wsq-client.js";
 import { MetricCard, formatValue } from "./charts.js";
+import { PageConnection, describeError, timeElement } from "./connection.js";
 import { DemoFeed, FEED_INTERVAL_MS } from "./feed.js";
+import { PageToken } from "./token.js";
 
 const DEFAULT_ADDRESS = "demo.metrics";
-const CLIENT_IDLE_MS = 20000; // the longest server silence we tolerate (sent in our open)
 const CONFLATE_MS = 100; // at most 10 updates a second per subject: more than a chart shows
 const REWIND = 1000; // with conflate: the latest of each subject among the last 1000 retained
 const MAX_CARDS = 60; // subjects charted; more are counted, not drawn
 const MAX_LOG = 100; // messages kept in the log
-const MAX_ERRORS = 50;
 const MAX_LOG_TEXT = 200; // characters of a body shown in the log
 
 const $ = (id) => document.getElementById(id);
@@ -48,169 +46,23 @@ const ui = {
 const stats = { transfers: 0, bySubject: Object.create(null), paints: 0, uncharted: 0 };
 window.wsqDashboard = stats;
 
-let address = DEFAULT_ADDRESS;
-let client = null; // the current Client, or null when disconnected on purpose
-let sub = null; // the current subscription
-let everConnected = false; // the current client had a connection (reconnecting vs connecting)
-let devTokens = false; // GET /demo/config said /dev/token answers this page
-let devToken = null; // the last token from /dev/token
+// ?address=... sets the address; read before the connection starts.
+const wanted = new URLSearchParams(location.search).get("address");
+const address = wanted && isAddress(wanted) ? wanted : DEFAULT_ADDRESS;
 
-// -- small helpers -----------------------------------------------------------------------
+// -- the connection (connection.js) and its token (token.js) ------------------------------
 
-const STATE_LABELS = {
-  "need-token": "waiting for a token",
-  connecting: "connecting…",
-  open: "connected",
-  subscribed: "live",
-  reconnecting: "reconnecting",
-  closed: "disconnected",
-};
-
-function setState(state, detail) {
-  ui.state.dataset.state = state;
-  ui.state.textContent = STATE_LABELS[state] + (detail ? ` — ${detail}` : "");
-}
-
-function describeError(error) {
-  if (!error || typeof error !== "object") return String(error);
-  if (typeof error.condition !== "string") return String(error.message ?? error);
-  return `${error.condition}${error.description ? `: ${error.description}` : ""}`;
-}
-
-function timeElement(ms) {
-  const time = document.createElement("time");
-  if (Number.isFinite(ms)) {
-    const when = new Date(ms);
-    time.dateTime = when.toISOString();
-    time.textContent = when.toLocaleTimeString("en-GB");
-  }
-  return time;
-}
-
-function addError(text) {
-  const li = document.createElement("li");
-  li.append(timeElement(Date.now()), " ", text);
-  ui.errors.prepend(li);
-  while (ui.errors.children.length > MAX_ERRORS) ui.errors.lastElementChild.remove();
-}
-
-// -- the token -----------------------------------------------------------------------------
-
-/** A token given in the URL's fragment (#token=…): read once, then taken out of the address bar
- * and the history entry (a fragment never reaches a server, nor a Referer). */
-function takeFragmentToken() {
-  const params = new URLSearchParams(location.hash.slice(1));
-  const token = params.get("token");
-  if (token === null) return null;
-  params.delete("token");
-  const rest = params.toString();
-  history.replaceState(null, "", `${location.pathname}${location.search}${rest ? `#${rest}` : ""}`);
-  return token.trim() || null;
-}
-
-async function fetchJson(path) {
-  try {
-    const response = await fetch(path, { cache: "no-store" });
-    return response.ok ? await response.json() : null;
-  } catch {
-    return null;
-  }
-}
-
-function guestName() {
-  let name = sessionStorage.getItem("wsq-demo-sub");
-  if (!name) {
-    name = `guest-${Math.random().toString(16).slice(2, 6)}`;
-    sessionStorage.setItem("wsq-demo-sub", name);
-  }
-  return name;
-}
-
-async function fetchDevToken() {
-  if (!devTokens) return null;
-  const answer = await fetchJson(`/dev/token?sub=${encodeURIComponent(guestName())}`);
-  return typeof answer?.token === "string" ? answer.token : null;
-}
-
-/** The token function given to the client: asked at connect, reconnect and before expiry. A
- * development token is fetched fresh each time, unless the user put another one in the field. */
-async function tokenForClient() {
-  const typed = ui.token.value.trim();
-  if (devToken !== null && (typed === "" || typed === devToken)) {
-    const fresh = await fetchDevToken();
-    if (fresh) {
-      devToken = fresh;
-      ui.token.value = fresh;
-      return fresh;
-    }
-  }
-  if (!typed) throw new Error("no token: paste one and press Connect");
-  return typed;
-}
-
-function askForToken(why) {
-  setState("need-token", why);
-  ui.connection.open = true;
-}
-
-// -- the connection ----------------------------------------------------------------------
-
-function connect() {
-  stop();
-  everConnected = false;
-  const c = new Client("/ws", { token: tokenForClient, idle: CLIENT_IDLE_MS, clientName: "wsq-dashboard/1" });
-  client = c;
-  const showState = (state) => {
-    if (client !== c) return;
-    if (state === "connecting") setState(everConnected ? "reconnecting" : "connecting");
-    else if (state === "connected") {
-      everConnected = true;
-      setState(sub?.attached ? "subscribed" : "open", sub?.attached ? address : "");
-    } else if (state === "disconnected") {
-      ui.node.textContent = "";
-      setState("reconnecting");
-    }
-  };
-  c.on("state", showState);
-  // The client is "connecting" from its constructor, before this listener could hear it.
-  showState(c.state);
-  c.on("open", (info) => {
-    if (client === c) ui.node.textContent = `node ${info.node} · tenant ${info.tenant} · sub ${info.sub}`;
-  });
-  c.on("error", (error) => {
-    if (client !== c || error.condition === "wsq-client:closed") return;
-    addError(describeError(error));
-    if (error.fatal) {
-      client = null;
-      sub = null;
-      ui.node.textContent = "";
-      askForToken("the token was refused: paste a new one and press Connect");
-    }
-  });
-
-  const s = c.subscribe(address, onMessage, {
-    rewind: REWIND,
-    conflate: { ms: CONFLATE_MS, by: "subject" },
-  });
-  sub = s;
-  s.on("attached", () => {
-    if (sub === s) setState("subscribed", address);
-  });
-  s.on("gap", () => addError("some messages were dropped by retention while this page was away"));
-  s.on("error", (error) => {
-    if (sub !== s) return;
-    sub = null;
-    addError(`subscription to ${address}: ${describeError(error)}`);
-    setState("open", `not subscribed (${error.condition})`);
-  });
-}
-
-function stop() {
-  const c = client;
-  client = null;
-  sub = null;
-  c?.close();
-}
+const token = new PageToken(ui.token);
+const live = new PageConnection({
+  ui,
+  token,
+  clientName: "wsq-dashboard/1",
+  label: address,
+  subscribe: (client) =>
+    client.subscribe(address, onMessage, { rewind: REWIND, conflate: { ms: CONFLATE_MS, by: "subject" } }),
+});
+const addError = (text) => live.addError(text);
+live.wire(ui.tokenForm, ui.disconnect);
 
 // -- receiving: state only; paint() draws --------------------------------------------------
 
@@ -322,9 +174,9 @@ function stopFeed(why) {
 
 function feedTick() {
   // Publish only what the gateway can take now: no backlog while disconnected.
-  if (!client?.connected || client.pendingPublishes > 2 * feed.size) return;
+  if (!live.client?.connected || live.client.pendingPublishes > 2 * feed.size) return;
   for (const { subject, body } of feed.tick()) {
-    client.publish(address, body, { subject }).then(
+    live.client.publish(address, body, { subject }).then(
       () => {
         feedPublished += 1;
       },
@@ -362,6 +214,7 @@ ui.publishForm.addEventListener("submit", (event) => {
     ui.publishStatus.textContent = "the value must be a number";
     return;
   }
+  const client = live.client;
   if (!client) {
     ui.publishStatus.textContent = "not connected";
     return;
@@ -379,44 +232,11 @@ ui.publishForm.addEventListener("submit", (event) => {
   );
 });
 
-// -- the connection form -------------------------------------------------------------------
-
-ui.tokenForm.addEventListener("submit", (event) => {
-  event.preventDefault();
-  if (!ui.token.value.trim() && devToken === null) {
-    askForToken("paste a token and press Connect");
-    return;
-  }
-  connect();
-});
-
-ui.disconnect.addEventListener("click", () => {
-  stop();
-  ui.node.textContent = "";
-  setState("closed");
-});
-
 // -- start -------------------------------------------------------------------------------
 
-async function start() {
-  const wanted = new URLSearchParams(location.search).get("address");
-  if (wanted && isAddress(wanted)) address = wanted;
+function start() {
   ui.addressShown.textContent = address;
-  const given = takeFragmentToken();
-  const config = await fetchJson("/demo/config");
-  devTokens = config?.dev_token === true;
-  if (given) {
-    ui.token.value = given;
-    connect();
-    return;
-  }
-  devToken = await fetchDevToken();
-  if (devToken) {
-    ui.token.value = devToken;
-    connect();
-  } else {
-    askForToken("paste a token (or open this page with #token=…) and press Connect");
-  }
+  live.start();
 }
 
 start();

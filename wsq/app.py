@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -141,6 +141,9 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
     ]
     routes += demo.routes(settings)  # /demo/config, and /dev/token in development mode
     if STATIC_DIR.is_dir():
+        # The operator view at exactly /ops (StaticFiles maps no path to a name with .html).
+        ops_page = STATIC_DIR / "ops.html"
+        routes.append(Route("/ops", lambda request: FileResponse(ops_page)))
         routes.append(Mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="static"))
     # /ws is served in front of the router: see wsq.endpoint.WebSocketEndpoint.
     app = Starlette(
