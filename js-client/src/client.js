@@ -17,7 +17,7 @@ import {
   SUBPROTOCOL,
   frame,
   fromWire,
-  isAddress,
+  isSubscribable,
   isObject,
 } from "./wire.js";
 
@@ -141,7 +141,7 @@ export class Client extends Emitter {
     if (typeof handler !== "function") throw new TypeError("handler must be a function");
     if (!isObject(options)) throw new TypeError("options must be an object");
     if (this._closed) throw new WsqError("wsq-client:closed", "the client is closed");
-    if (!isAddress(address)) {
+    if (!isSubscribable(address)) {
       throw new WsqError("wsq:invalid-frame", `not an address: ${JSON.stringify(address)}`);
     }
     const opts = subscribeOptions(options);

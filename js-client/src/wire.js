@@ -33,6 +33,18 @@ export function isAddress(value) {
   return typeof value === "string" && value.length <= 255 && ADDRESS_RE.test(value);
 }
 
+// The gateway's own addresses ("$sys." then an address, docs/protocol.md section 8: $sys.stats):
+// a copy receiver with the operator right may subscribe; nobody publishes to them.
+const SYS_PREFIX = "$sys.";
+
+/** What a subscription may name: an address, or one of the gateway's own ($sys.…). */
+export function isSubscribable(value) {
+  return (
+    isAddress(value) ||
+    (typeof value === "string" && value.startsWith(SYS_PREFIX) && isAddress(value.slice(SYS_PREFIX.length)))
+  );
+}
+
 /** A subject pattern: an address whose tokens may be `*`, or end with `>`. */
 export function isPattern(value) {
   return PATTERN_RE.test(String(value));

@@ -180,6 +180,21 @@ describe("refusals", () => {
     assert.equal(c.state, "connected");
   });
 
+  test("a $sys. address goes to the gateway (which refuses it without the ops right)", async () => {
+    const c = client();
+    for (const bad of ["$sys.", "$sys", "$other.stats", "$sys..stats"]) {
+      assert.throws(
+        () => c.subscribe(bad, () => {}),
+        (e) => e.condition === "wsq:invalid-frame",
+        bad,
+      );
+    }
+    const sub = c.subscribe("$sys.stats", () => {}, { rewind: 10 });
+    await assert.rejects(sub.ready, (error) => error.condition === "wsq:forbidden");
+    await assert.rejects(c.publish("$sys.stats", 1), (e) => e.condition === "wsq:invalid-frame");
+    assert.equal(c.state, "connected");
+  });
+
   test("a bad message is rejected locally before it can break the socket", async () => {
     const c = client();
     await assert.rejects(c.publish("bad..address", 1), (e) => e.condition === "wsq:invalid-frame");
