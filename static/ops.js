@@ -58,7 +58,8 @@ function formatBytes(n) {
   return `${formatValue(Math.round((n / 1048576) * 10) / 10)} MiB`;
 }
 
-const formatSeconds = (s) => `${formatValue(Math.round(s * 1000) / 1000)} s`;
+// A lag: in ms below a second (the snapshot has ms precision), else in s.
+const formatLag = (s) => (s < 1 ? `${formatValue(Math.round(s * 1000))} ms` : `${formatValue(Math.round(s * 100) / 100)} s`);
 const formatRate = (r) => formatValue(Math.round(r * 10) / 10);
 
 /** Per second from `before` to `now` of counters {key: n}, per key; a key new in `now` counted
@@ -90,7 +91,7 @@ const SERIES = [
   { key: "deliveries", title: "deliveries/s", format: formatRate },
   { key: "publishes", title: "publishes/s", format: formatRate },
   { key: "outbox", title: "outbox bytes", format: formatBytes },
-  { key: "lag", title: "broker reader lag", format: formatSeconds },
+  { key: "lag", title: "reader lag", format: formatLag },
 ];
 
 function element(tag, className, text) {
@@ -147,14 +148,22 @@ class NodeView {
     this.tenants = table("tenants", `Tenants on ${node}`, [
       "tenant",
       "connections",
-      "links (receive / send)",
+      "links recv / send",
       "deliveries/s",
       "publishes/s",
       "refusals",
     ]);
     this.reasons = table("reasons", `Errors and closes on ${node}, since its start`, ["kind", "reason", "count"]);
     const tables = element("div", "tables");
-    tables.append(this.tenants, this.reasons);
+    for (const t of [this.tenants, this.reasons]) {
+      const box = element("div", "scroll");
+      // Scrollable by keyboard too, named by its table's caption.
+      box.tabIndex = 0;
+      box.setAttribute("role", "region");
+      box.setAttribute("aria-label", t.caption.textContent);
+      box.append(t);
+      tables.append(box);
+    }
     this.el.append(head, this.badges, this.meta, this.charts, tables);
   }
 
