@@ -11,6 +11,7 @@
 
 import { MetricCard, formatValue } from "./charts.js";
 import { PageConnection, timeElement } from "./connection.js";
+import { ageOf, num, obj, pointOf, total } from "./figures.js";
 import { PageToken } from "./token.js";
 
 const ADDRESS = "$sys.stats";
@@ -40,17 +41,9 @@ const ui = {
 const stats = { snapshots: 0, byNode: Object.create(null), paints: 0, restarts: 0, undrawn: 0 };
 window.wsqOps = stats;
 
-// -- figures: the snapshot is the gateway's, but still checked as input ----------------------
+// -- figures (the arithmetic is in figures.js) --------------------------------------------
 
-const num = (v) => (typeof v === "number" && Number.isFinite(v) ? v : 0);
-const obj = (v) => (v && typeof v === "object" && !Array.isArray(v) ? v : {});
 const name = (s) => (s === "" ? "(before authentication)" : String(s).slice(0, MAX_NAME));
-
-/** The sum of the numbers of {key: n}. */
-const total = (counts) => Object.values(obj(counts)).reduce((sum, n) => sum + num(n), 0);
-
-/** The links of {tenant: {role: n}} in all. */
-const allLinks = (links) => Object.values(obj(links)).reduce((sum, roles) => sum + total(roles), 0);
 
 function formatBytes(n) {
   if (n < 1024) return `${formatValue(n)} B`;
@@ -62,25 +55,12 @@ function formatBytes(n) {
 const formatLag = (s) => (s < 1 ? `${formatValue(Math.round(s * 1000))} ms` : `${formatValue(Math.round(s * 100) / 100)} s`);
 const formatRate = (r) => formatValue(Math.round(r * 10) / 10);
 
-/** Per second from `before` to `now` of counters {key: n}, per key; a key new in `now` counted
- * from 0 (every counter starts at 0 with its process). */
-function rates(now, before, seconds) {
-  const out = Object.create(null);
-  const prev = obj(before);
-  for (const [key, n] of Object.entries(obj(now))) out[key] = Math.max(0, num(n) - num(prev[key])) / seconds;
-  return out;
-}
-
 // Clock skew: the smallest (page clock - snapshot time) seen is the skew plus the shortest
 // transit; a snapshot's age is measured against it, so a gateway whose clock is off is not stale.
 let skew = Infinity;
 
-/** Seconds since the newest figures of a node, on the gateways' clock as well as we know it. */
-function ageOf(view, nowMs) {
-  const sinceReceived = (nowMs - view.receivedAt) / 1000;
-  const sinceSent = nowMs / 1000 - (Number.isFinite(skew) ? skew : 0) - view.last.time;
-  return Math.max(sinceReceived, sinceSent);
-}
+/** Seconds since the newest figures of a node (figures.js). */
+const ageOfView = (view, nowMs) => ageOf(view.last.time, view.receivedAt, nowMs, skew);
 
 // -- one node ------------------------------------------------------------------------------
 
@@ -170,29 +150,21 @@ class NodeView {
   /** A snapshot of this node: the charts get a point (rates from the previous one of this
    * pid). Answers false for one that is not newer than the newest (a duplicate). */
   update(snap, nowMs) {
-    const before = this.last;
-    if (before && before.pid === snap.pid && snap.time <= before.time) return false;
+    const point = pointOf(snap, this.last);
+    if (point.duplicate) return false;
     this.last = snap;
     this.receivedAt = nowMs;
     const c = this.cards;
-    c.connections.push(total(snap.connections));
-    c.sessions.push(num(snap.sessions));
-    c.links.push(allLinks(snap.links));
-    c.outbox.push(num(snap.outbox_bytes));
-    c.lag.push(num(obj(snap.broker).reader_lag_s));
-    if (before && before.pid !== snap.pid) {
-      // A restart: counters began again at 0. No rate across it; the charts go on.
+    for (const key of ["connections", "sessions", "links", "outbox", "lag"]) c[key].push(point[key]);
+    if (point.restart) {
+      // Counters began again at 0: no rate across it; the other charts go on.
       stats.restarts += 1;
       this.restarted = true;
-      this.rates = null;
-    } else if (before) {
-      const seconds = snap.time - before.time;
-      this.rates = {
-        deliveries: rates(snap.deliveries, before.deliveries, seconds),
-        publishes: rates(snap.publishes, before.publishes, seconds),
-      };
-      c.deliveries.push(total(this.rates.deliveries));
-      c.publishes.push(total(this.rates.publishes));
+    }
+    this.rates = point.rates;
+    if (point.rates) {
+      c.deliveries.push(total(point.rates.deliveries));
+      c.publishes.push(total(point.rates.publishes));
     }
     return true;
   }
@@ -206,7 +178,7 @@ class NodeView {
   draw(nowMs) {
     const snap = this.last;
     for (const card of Object.values(this.cards)) card.draw();
-    const age = ageOf(this, nowMs);
+    const age = ageOfView(this, nowMs);
     const stale = age > STALE_S;
     const broker = String(obj(snap.broker).status ?? "unknown").slice(0, 16);
     const reasons = Array.isArray(snap.not_ready) ? snap.not_ready.slice(0, 8).map(String) : [];
@@ -360,7 +332,7 @@ function paint() {
   const nowMs = Date.now();
   for (const view of dirty) view.draw(nowMs);
   dirty.clear();
-  const stale = [...views.values()].filter((v) => ageOf(v, nowMs) > STALE_S).length;
+  const stale = [...views.values()].filter((v) => ageOfView(v, nowMs) > STALE_S).length;
   ui.nodesCount.textContent =
     `(${views.size} node${views.size === 1 ? "" : "s"}${stale ? `, ${stale} stale` : ""}` +
     (stats.undrawn ? `; figures of nodes beyond the first ${MAX_NODES} not drawn` : "") +

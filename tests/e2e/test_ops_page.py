@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -97,3 +98,17 @@ async def test_pages_link_each_other(path: str) -> None:
     assert page.headers["content-type"].startswith("text/html")
     other = '<a href="/">Live dashboard</a>' if path == "/ops" else '<a href="/ops">'
     assert other in page.text
+
+
+def test_ops_figures_arithmetic_in_node() -> None:
+    # static/figures.js (rates, restarts, duplicates, staleness) under node's own test runner.
+    proc = subprocess.run(
+        ["node", "--test", "ops_figures.test.mjs"],
+        cwd=HERE,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "# pass 5" in proc.stdout, proc.stdout
