@@ -25,7 +25,8 @@ function svg(name, attrs) {
 /** One metric: its history and its card. `draw()` repaints from the history.
  * Options: `title` (the heading; default the subject), `label` (what the chart's aria-label
  * names; default the subject), `id` (unique in the page; default from the subject), `history`
- * (points kept; default HISTORY), `format` (value -> text; default formatValue). */
+ * (points kept; default HISTORY), `format` (value -> text; default formatValue), `level` (of
+ * its heading, 2..6; default 3). */
 export class MetricCard {
   constructor(subject, options = {}) {
     this.subject = subject;
@@ -42,7 +43,8 @@ export class MetricCard {
     const headingId = `metric-${(options.id ?? subject).replace(/[^A-Za-z0-9_-]/g, "_")}`;
     this.el.setAttribute("aria-labelledby", headingId);
 
-    const head = document.createElement("h3");
+    const level = Math.min(6, Math.max(2, options.level ?? 3));
+    const head = document.createElement(`h${level}`);
     head.id = headingId;
     head.textContent = options.title ?? subject;
     this.valueEl = document.createElement("p");

@@ -120,6 +120,7 @@ class NodeView {
         id: `${id}-${s.key}`,
         history: HISTORY,
         format: s.format,
+        level: 4, // under the node's h3
       });
       card.el.dataset.metric = s.key;
       this.cards[s.key] = card;
