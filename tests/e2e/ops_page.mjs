@@ -1,7 +1,7 @@
 // The operator view at /ops, as an operator would use it, in real headless Chromium.
 //
 // "tenants": gateways A and B (and OLD, stopped before) on one Redis publish their figures every
-// 200 ms. /ops is opened on A with a token without the operator right (the refusal is said),
+// 200 ms; B is draining (its readiness flag set, as a drain does first). /ops is opened on A with a token without the operator right (the refusal is said),
 // then with an ops token: every node at once with history (rewind), exact connection counts
 // that follow sockets opened here on A and B (by wsq-client in pages of each gateway), the
 // publishes and deliveries of 50 messages published through B's HTTP bridge, OLD stale.
@@ -200,10 +200,13 @@ async function tenants(browser) {
   await desktop.waitForSelector(`${gw(oldNode)} .badge[data-badge="stale"]:has-text("stale")`, { timeout: TIMEOUT });
   for (const node of ["gw-a", "gw-b"]) {
     await waitText(desktop, `${gw(node)} .badge[data-badge="stale"]`, "reporting");
-    await waitText(desktop, `${gw(node)} .badge[data-badge="ready"]`, "ready");
     await waitText(desktop, `${gw(node)} .badge[data-badge="broker"]`, "broker up");
   }
-  console.log("badges: the stopped node stale, the others reporting, ready, broker up");
+  await waitText(desktop, `${gw("gw-a")} .badge[data-badge="ready"]`, "ready");
+  await waitText(desktop, `${gw("gw-a")} .badge[data-badge="draining"]`, "serving");
+  await waitText(desktop, `${gw("gw-b")} .badge[data-badge="ready"]`, "not ready: draining");
+  await waitText(desktop, `${gw("gw-b")} .badge[data-badge="draining"]`, "draining");
+  console.log("badges: the stopped node stale; A ready and serving, B draining and not ready; broker up");
   await noHorizontalScroll(desktop, 1280);
 
   // No token given: the page asks for one (and never asks /dev/token, absent with tenants).

@@ -24,10 +24,15 @@ FAST = {"stats_interval_ms": 200}
 HISTORY = 5
 
 
+def state_of(gw: Gateway) -> Any:
+    """``app.state`` of ``gw``'s Starlette application (wsq.app.create_app)."""
+    app: Any = gw.server.config.app
+    return app.state
+
+
 def published(gw: Gateway) -> int:
     """How many snapshots ``gw`` has published on ``$sys.stats``."""
-    app: Any = gw.server.config.app
-    return int(app.state.figures.published)
+    return int(state_of(gw).figures.published)
 
 
 async def run_page(*args: str) -> str:
@@ -63,6 +68,8 @@ async def test_ops_page_shows_every_node_of_a_cluster(tmp_path: Path) -> None:
             await eventually(
                 lambda: min(published(a), published(b)) >= HISTORY, "figures", within=10
             )
+            # What a drain does first (wsq.drain): B says draining and not ready, and serves on.
+            state_of(b).set_draining(True)
             text = await run_page(
                 "tenants",
                 a.http,
