@@ -231,6 +231,8 @@ def test_haproxy_checks_readyz_and_keeps_websockets_open() -> None:
     assert "http-check expect status 200" in text
     assert re.search(r"^\s+timeout tunnel 1h$", text, re.M)
     assert re.search(r"^\s+retry-on .*\b503\b", text, re.M)
+    # /metrics only from Prometheus, straight to each gateway.
+    assert "http-request deny deny_status 403 if { path /metrics }" in text
     servers = re.findall(r"^\s+server (\S+) (\S+) check$", text, re.M)
     assert servers == [(g, f"{g}:8000") for g in GATEWAYS]
 
