@@ -21,7 +21,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from wsq import bridge, js_client
-from wsq.admission import STATE_KEY, Admission
+from wsq.admission import STATE_KEY, Admission, parse_networks
 from wsq.auth import mint_token
 from wsq.broker.base import Broker
 from wsq.config import Settings, load_settings, settings_from_json
@@ -29,7 +29,7 @@ from wsq.config.settings import ENV_SETTINGS_FILE
 from wsq.core.errors import ConfigError
 from wsq.endpoint import WebSocketEndpoint
 from wsq.gateway import Gateway
-from wsq.metrics import CONTENT_TYPE, Metrics, allowed, parse_allow
+from wsq.metrics import CONTENT_TYPE, Metrics, allowed
 from wsq.node import Node
 from wsq.origins import is_local_host, is_local_origin
 from wsq.readiness import Readiness
@@ -118,7 +118,7 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
     readiness = Readiness(timed, settings.server.ready_max_lag_ms)
     stats = NodeStats(gateway, admission, readiness)
     metrics.collect_from(stats)
-    metrics_allow = parse_allow(settings.server.metrics_allow)
+    metrics_allow = parse_networks(settings.server.metrics_allow)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
