@@ -84,9 +84,15 @@ class Gateway:
         publish: tuple[str, ...] = (">",),
         subscribe: tuple[str, ...] = (">",),
         ttl_s: int = 3600,
+        ops: bool = False,
     ) -> str:
         return mint_token(
-            self.settings.tenants[tenant], sub, publish=publish, subscribe=subscribe, ttl_s=ttl_s
+            self.settings.tenants[tenant],
+            sub,
+            publish=publish,
+            subscribe=subscribe,
+            ops=ops,
+            ttl_s=ttl_s,
         )
 
     async def client(

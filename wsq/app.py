@@ -34,6 +34,7 @@ from wsq.node import Node
 from wsq.origins import is_local_host, is_local_origin
 from wsq.readiness import Readiness
 from wsq.stats import NodeStats
+from wsq.sys_stats import SysStatsPublisher
 from wsq.timed_broker import TimedBroker
 
 log = logging.getLogger("wsq")
@@ -119,6 +120,10 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
     stats = NodeStats(gateway, admission, readiness)
     metrics.collect_from(stats)
     metrics_allow = parse_networks(settings.server.metrics_allow)
+    # Straight to the broker: wsq_broker_command_seconds times the tenants' commands only.
+    figures = SysStatsPublisher(
+        broker, node_id, stats.snapshot, settings.server.stats_interval_ms / 1000
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -127,6 +132,7 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
         await readiness.probe()
         metrics.start()
         restore = _drain_before_exit_signals(gateway, readiness)
+        figures.start()
         try:
             # The lifespan state is where wsq.http_protocol finds the admission.
             yield {STATE_KEY: admission}
@@ -134,6 +140,7 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
             restore()
             readiness.set_started(False)
             await metrics.stop()
+            await figures.close()
             await gateway.drain()
             await node.hub.close()
             await broker.close()
@@ -178,7 +185,7 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
             )
         tenant = settings.tenants["dev"]
         sub = request.query_params.get("sub", "demo")[:64] or "demo"
-        token = mint_token(tenant, sub, publish=[">"], subscribe=[">"], ttl_s=3600)
+        token = mint_token(tenant, sub, publish=[">"], subscribe=[">"], ops=True, ttl_s=3600)
         return JSONResponse({"token": token, "tenant": "dev", "sub": sub})
 
     routes: list[Route | Mount] = [
@@ -209,6 +216,7 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
     app.state.readiness = readiness
     app.state.set_draining = readiness.set_draining
     app.state.metrics = metrics
+    app.state.figures = figures
     return app
 
 

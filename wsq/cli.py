@@ -113,11 +113,18 @@ def _mint(
     subscribe: Sequence[str],
     ttl_s: int,
     kid: str | None,
+    ops: bool = False,
 ) -> str:
     from wsq.auth import mint_token
 
     return mint_token(
-        tenant, sub, publish=list(publish), subscribe=list(subscribe), ttl_s=ttl_s, kid=kid
+        tenant,
+        sub,
+        publish=list(publish),
+        subscribe=list(subscribe),
+        ops=ops,
+        ttl_s=ttl_s,
+        kid=kid,
     )
 
 
@@ -128,7 +135,15 @@ def _print_dev_banner(settings: Settings) -> None:
     tenant = settings.tenants[DEV_TENANT]
     key = tenant.keys[0]
     assert key.secret is not None
-    token = _mint(tenant, "dev", publish=[">"], subscribe=[">"], ttl_s=DEV_TOKEN_TTL_S, kid=key.kid)
+    token = _mint(
+        tenant,
+        "dev",
+        publish=[">"],
+        subscribe=[">"],
+        ops=True,
+        ttl_s=DEV_TOKEN_TTL_S,
+        kid=key.kid,
+    )
     host = _browser_host(settings.server.host)
     port = settings.server.port
     for line in (
@@ -140,8 +155,9 @@ def _print_dev_banner(settings: Settings) -> None:
         f'  tenant   {DEV_TENANT} (issuer "{tenant.issuer}", key "{key.kid}", {key.alg})',
         f"  secret   {key.secret}",
         f"  token    {token}",
-        f'           (sub "dev", publish and subscribe ">", valid {DEV_TOKEN_TTL_S // 3600} h)',
+        f'           (sub "dev", publish and subscribe ">", ops, valid {DEV_TOKEN_TTL_S // 3600} h)',
         f"  demo     http://{host}:{port}/",
+        f"  ops      http://{host}:{port}/ops",
         f"  socket   ws://{host}:{port}/ws",
         "",
         f"  Keep this secret across restarts, and mint more tokens, with: export {ENV_DEV_SECRET}="
@@ -314,6 +330,11 @@ def _token(args: argparse.Namespace) -> int:
                 )
     if args.ttl < 1:
         raise ConfigError(f"--ttl: must be at least 1 second, got {args.ttl}")
+    if args.ops and not tenant.ops:
+        raise ConfigError(
+            f"--ops: tenant {tenant.name!r} may not grant the operator right; set ops = true in "
+            f"[tenants.{tenant.name}] first"
+        )
     if not _signing_keys(tenant, args.kid):
         which = f"key {args.kid!r}" if args.kid is not None else "none of its keys"
         raise ConfigError(
@@ -322,7 +343,13 @@ def _token(args: argparse.Namespace) -> int:
         )
     try:
         token = _mint(
-            tenant, args.sub, publish=publish, subscribe=subscribe, ttl_s=args.ttl, kid=args.kid
+            tenant,
+            args.sub,
+            publish=publish,
+            subscribe=subscribe,
+            ops=args.ops,
+            ttl_s=args.ttl,
+            kid=args.kid,
         )
     except ValueError as e:
         raise ConfigError(str(e)) from e
@@ -387,6 +414,7 @@ def describe_settings(settings: Settings, source: str | None) -> list[str]:
         "  trusted_proxies "
         + (", ".join(s.trusted_proxies) or "none (X-Forwarded-For is not believed)"),
         f"  allowed_origins {_describe_origins(s.allowed_origins)}",
+        f"  stats_interval_ms {s.stats_interval_ms or '0 (no figures on $sys.stats)'}",
         f"  ws_compression {s.ws_compression} ("
         + (
             "permessage-deflate accepted when offered"
@@ -419,7 +447,7 @@ def describe_settings(settings: Settings, source: str | None) -> list[str]:
         lines.append(
             f"  dead_letter {tenant.dead_letter or '(none: dead letters are dropped)'}, "
             f"redelivery_delay_ms {tenant.redelivery_delay_ms}, max_deliveries {limit}, "
-            f"publish_rate {rate}"
+            f"publish_rate {rate}, ops {'yes' if tenant.ops else 'no'}"
         )
         lines.append(
             f"  quotas: max_connections {tenant.max_connections}, max_links {tenant.max_links}, "
@@ -512,6 +540,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"lifetime (default {DEFAULT_TOKEN_TTL_S})",
     )
     token.add_argument("--kid", help="the key to sign with, where the tenant has several")
+    token.add_argument(
+        "--ops",
+        action="store_true",
+        help="the operator right: the gateway's figures on $sys.stats (/ops); the tenant needs "
+        "ops = true",
+    )
     token.set_defaults(handler=_token)
 
     check = commands.add_parser(

@@ -23,8 +23,10 @@ from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
+from wsq import sys_stats
 from wsq.admission import SCOPE_KEY
 from wsq.auth import Principal
+from wsq.core.addresses import SYS_TENANT, is_sys_address
 from wsq.core.errors import (
     BrokerUnavailable,
     Forbidden,
@@ -504,6 +506,8 @@ class Peer:
     def _allowed(self, link: Link) -> bool:
         assert self.principal is not None
         rights = self.principal.rights
+        if is_sys_address(link.address):
+            return sys_stats.may_receive(link, self.principal, self.node.settings.tenants)
         if link.role is Role.SENDER:
             return rights.can_publish(link.address)
         return rights.can_subscribe(link.address)
@@ -514,7 +518,8 @@ class Peer:
             self.conn.detach(link, Forbidden(f"the token may not {verb} {link.address}"))
             return
         hub = self.node.hub
-        tenant = self._tenant()
+        # The gateway's own figures ($sys.) are in no tenant's namespace nor address quota.
+        tenant = SYS_TENANT if is_sys_address(link.address) else self._tenant()
         quotas = self.node.quotas
         # max_links, then max_addresses and max_groups: QuotaExceeded detaches the link
         # (_answer_events); its LinkEnded gives back what it took.
@@ -524,7 +529,8 @@ class Peer:
             self.conn.accept_attach(link)
             return
         if link.mode == "copy":
-            await quotas.address(tenant, link.address)
+            if tenant is not SYS_TENANT:
+                await quotas.address(tenant, link.address)
             after, recovered = await hub.attach_copy(tenant, link, self.outlet)
             if link.state is not LinkState.ATTACHING:
                 await hub.detach(link, [])

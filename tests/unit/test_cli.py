@@ -238,7 +238,7 @@ def test_serve_dev_mode_banner(
     token = next(line.split()[1] for line in out.splitlines() if line.strip().startswith("token"))
     claims = jwt.decode(token, secret, algorithms=["HS256"])
     assert claims["iss"] == "dev"
-    assert claims["wsq"] == {"publish": [">"], "subscribe": [">"]}
+    assert claims["wsq"] == {"publish": [">"], "subscribe": [">"], "ops": True}
     assert 24 * 3600 - 60 <= claims["exp"] - time.time() <= 24 * 3600 + 60
     assert jwt.get_unverified_header(token)["kid"] == "dev"
 

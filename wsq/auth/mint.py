@@ -22,6 +22,7 @@ def mint_token(
     *,
     publish: Sequence[str] = (),
     subscribe: Sequence[str] = (),
+    ops: bool = False,
     ttl_s: int = 3600,
     kid: str | None = None,
     now: float | None = None,
@@ -55,6 +56,8 @@ def mint_token(
         "exp": issued + ttl_s,
         "wsq": {"publish": list(publish), "subscribe": list(subscribe)},
     }
+    if ops:
+        claims["wsq"]["ops"] = True
     headers = {"kid": key.kid} if key.kid is not None else None
     if len(key.secret.encode()) >= HMAC_MIN_BYTES[key.alg]:
         return jwt.encode(claims, key.secret, algorithm=key.alg, headers=headers)

@@ -15,10 +15,13 @@ MAX_PATTERNS: Final = 1024
 
 @dataclass(frozen=True, slots=True)
 class Rights:
-    """What a token allows: patterns of addresses it may publish to and subscribe to."""
+    """What a token allows: patterns of addresses it may publish to and subscribe to, and
+    whether it may watch the gateway's own figures (``ops``: the ``$sys.`` addresses, which show
+    every tenant's counts, so a tenant must be configured with ``ops = true`` to grant it)."""
 
     publish: tuple[Pattern, ...]
     subscribe: tuple[Pattern, ...]
+    ops: bool = False
 
     def can_publish(self, address: str) -> bool:
         return matches_any(self.publish, address)
@@ -27,11 +30,14 @@ class Rights:
         return matches_any(self.subscribe, address)
 
     @classmethod
-    def of(cls, publish: Iterable[str] = (), subscribe: Iterable[str] = ()) -> Rights:
+    def of(
+        cls, publish: Iterable[str] = (), subscribe: Iterable[str] = (), ops: bool = False
+    ) -> Rights:
         """Rights from pattern strings; ``ValueError`` on an invalid pattern."""
         return cls(
             tuple(dict.fromkeys(compile_pattern(p) for p in publish)),
             tuple(dict.fromkeys(compile_pattern(p) for p in subscribe)),
+            ops,
         )
 
 
@@ -54,7 +60,10 @@ def parse_rights(claim: object) -> Rights:
         return NO_RIGHTS
     if not isinstance(claim, dict):
         raise Unauthorized('token claim "wsq" must be an object')
-    return Rights(_parse_patterns(claim, "publish"), _parse_patterns(claim, "subscribe"))
+    ops = claim.get("ops", False)
+    if not isinstance(ops, bool):
+        raise Unauthorized('token claim "wsq.ops" must be a boolean')
+    return Rights(_parse_patterns(claim, "publish"), _parse_patterns(claim, "subscribe"), ops)
 
 
 def _parse_patterns(claim: dict[str, Any], name: str) -> tuple[Pattern, ...]:

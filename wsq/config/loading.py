@@ -140,6 +140,9 @@ def _parse_server(
             "ws_compression",
             f"expected one of {', '.join(map(repr, WS_COMPRESSIONS))}, got {ws_compression!r}",
         )
+    interval = t.get_int("stats_interval_ms", default.stats_interval_ms, minimum=0, maximum=60_000)
+    if 0 < interval < 100:
+        raise t.error("stats_interval_ms", f"must be 0 (off) or at least 100, got {interval}")
     t.finish()
     return ServerConfig(
         host=host,
@@ -161,6 +164,7 @@ def _parse_server(
         trusted_proxies=trusted_proxies,
         allowed_origins=allowed_origins,
         ws_compression=ws_compression,
+        stats_interval_ms=interval,
         metrics_allow=metrics_allow,
         ready_max_lag_ms=ready_max_lag_ms,
         log_format=log_format,
@@ -371,6 +375,7 @@ def _parse_tenant(
     )
     publish_rate = t.get_float("publish_rate", default.publish_rate, minimum=0.0)
     quotas = {name: t.get_int(name, getattr(default, name), minimum=1) for name in QUOTA_SETTINGS}
+    ops = t.get_bool("ops", default.ops)
     t.finish()
     return TenantConfig(
         name=name,
@@ -385,6 +390,7 @@ def _parse_tenant(
         redelivery_delay_ms=redelivery_delay_ms,
         max_deliveries=max_deliveries,
         publish_rate=publish_rate,
+        ops=ops,
         **quotas,
     )
 
@@ -409,7 +415,7 @@ def _parse_tenants(
 def _dev_tenant(environ: Mapping[str, str]) -> TenantConfig:
     secret = environ.get(ENV_DEV_SECRET) or secrets.token_urlsafe(32)
     key = KeyConfig(alg="HS256", kid=DEV_KID, secret=secret)
-    return TenantConfig(name=DEV_TENANT, issuer=DEV_TENANT, keys=(key,))
+    return TenantConfig(name=DEV_TENANT, issuer=DEV_TENANT, keys=(key,), ops=True)
 
 
 def _check_whole(server: ServerConfig, broker: BrokerConfig) -> None:

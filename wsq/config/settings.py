@@ -9,8 +9,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 
+from wsq.core.addresses import SYS_TENANT
 from wsq.core.limits import DEFAULT_IDLE_MS
-from wsq.core.policy import DEFAULT_POLICY, StoragePolicies, StoragePolicy
+from wsq.core.policy import DEFAULT_POLICY, SYS_POLICY, StoragePolicies, StoragePolicy
 
 BROKER_SCHEMES: tuple[str, ...] = ("memory", "redis", "rediss", "redis+cluster")
 
@@ -109,6 +110,9 @@ class TenantConfig:
     max_addresses: int = 10_000
     # Publishes per second the tenant may make (HTTP bridge and WebSocket); 0 = unlimited.
     publish_rate: float = 0.0
+    # Whether the tenant's tokens may carry the operator right ("wsq":{"ops":true}): the
+    # gateway's own figures on the $sys. addresses, every tenant's counts among them.
+    ops: bool = False
 
     @property
     def storage(self) -> StoragePolicy:
@@ -153,6 +157,8 @@ class ServerConfig:
     # CPU per delivery and triples an idle socket's memory): docs/performance.md, "WebSocket
     # compression".
     ws_compression: str = "off"
+    # How often this process publishes its figures on $sys.stats (wsq.sys_stats, /ops); 0: never.
+    stats_interval_ms: int = 1000
     # Who may scrape /metrics (IPs or CIDRs, as the client address reads after trusted_proxies);
     # empty: /metrics is not served (404).
     metrics_allow: tuple[str, ...] = DEFAULT_METRICS_ALLOW
@@ -180,4 +186,6 @@ class Settings:
 
     def storage_policies(self) -> StoragePolicies:
         """Every tenant's storage policy, for the brokers and the hub."""
-        return StoragePolicies({name: t.storage for name, t in self.tenants.items()})
+        policies = {name: t.storage for name, t in self.tenants.items()}
+        policies[SYS_TENANT] = SYS_POLICY  # the gateway's own figures (wsq.sys_stats)
+        return StoragePolicies(policies)

@@ -24,6 +24,25 @@ def is_valid_address(value: object) -> bool:
     )
 
 
+#: The gateway's own addresses (an extension of the contract: docs/protocol.md, "Operator
+#: figures"). ``$`` is outside the address grammar, so no tenant address can look like one; they
+#: live in a namespace of their own (``SYS_TENANT``) and only a token with the ``ops`` right may
+#: receive from them. Nobody publishes to them but the gateway.
+SYS_PREFIX = "$sys."
+SYS_TENANT = "$sys"
+#: Where every gateway process publishes its figures, once a second (``wsq.sys_stats``).
+SYS_STATS_ADDRESS = "$sys.stats"
+
+
+def is_sys_address(value: object) -> bool:
+    """True when ``value`` is one of the gateway's own addresses: ``$sys.`` then an address."""
+    return (
+        isinstance(value, str)
+        and value.startswith(SYS_PREFIX)
+        and is_valid_address(value[len(SYS_PREFIX) :])
+    )
+
+
 def is_valid_pattern(value: object) -> bool:
     """True when ``value`` is a string that is a valid pattern (an address is one too)."""
     if not isinstance(value, str) or not value or len(value) > MAX_ADDRESS_LENGTH:

@@ -49,6 +49,17 @@ class StoragePolicy:
 
 DEFAULT_POLICY = StoragePolicy()
 
+#: What ``$sys.`` addresses keep: 15 minutes of one node at one snapshot a second (fewer per node
+#: with many), at most 16 MiB; no dedup (a snapshot is never sent twice), gone a day after the
+#: last gateway stopped.
+SYS_POLICY = StoragePolicy(
+    retention_max_len=900,
+    retention_max_age_ms=15 * 60 * 1000,
+    retention_max_bytes=16 * 1024 * 1024,
+    dedup_window_ms=0,
+    idle_expiry_ms=24 * 3600 * 1000,
+)
+
 
 class StoragePolicies:
     """Every tenant's policy; a tenant without one (not configured) gets the defaults."""

@@ -9,7 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 from wsq.core import codec
-from wsq.core.addresses import compile_pattern, is_valid_address, is_valid_pattern
+from wsq.core.addresses import (
+    compile_pattern,
+    is_sys_address,
+    is_valid_address,
+    is_valid_pattern,
+)
 from wsq.core.errors import InvalidFrame, WsqError
 from wsq.core.limits import (
     DEFAULT_LEASE_MS,
@@ -73,7 +78,8 @@ def configure_link(link: Link, frame: dict[str, Any]) -> None:
     if role not in ("receiver", "sender"):
         raise invalid("attach: 'role' must be 'receiver' or 'sender'")
     address = frame.get("address")
-    if not is_valid_address(address):
+    # A $sys. address parses here; whether the token may use it is the gateway's question.
+    if not is_valid_address(address) and not is_sys_address(address):
         raise invalid("attach: 'address' must be dot-separated tokens of [A-Za-z0-9_-]")
     assert isinstance(address, str)
     link.address = address
