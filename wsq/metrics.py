@@ -149,7 +149,7 @@ METRICS: tuple[Family, ...] = (
     Family(
         "wsq_errors",
         "counter",
-        "Errors sent to WebSocket clients, by wsq condition.",
+        "Errors answered to clients (WebSocket and HTTP bridge), by wsq condition.",
         ("condition",),
         lambda s: _flat(s["errors"]),
     ),
