@@ -18,9 +18,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from wsq import bridge, js_client
-from wsq.admission import STATE_KEY, Admission
-from wsq.auth import mint_token
+from wsq import bridge, demo, js_client
+from wsq.admission import STATE_KEY, Admission, parse_networks
 from wsq.broker.base import Broker
 from wsq.config import Settings, load_settings, settings_from_json
 from wsq.config.settings import ENV_SETTINGS_FILE
@@ -28,9 +27,8 @@ from wsq.core.errors import ConfigError
 from wsq.drain import Drain, DrainGate, drain_on_signals
 from wsq.endpoint import WebSocketEndpoint
 from wsq.gateway import Gateway
-from wsq.metrics import CONTENT_TYPE, Metrics, allowed, parse_allow
+from wsq.metrics import CONTENT_TYPE, Metrics, allowed
 from wsq.node import Node
-from wsq.origins import is_local_host, is_local_origin
 from wsq.readiness import Readiness
 from wsq.stats import NodeStats
 from wsq.sys_stats import SysStatsPublisher
@@ -81,7 +79,7 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
     readiness = Readiness(timed, settings.server.ready_max_lag_ms)
     stats = NodeStats(gateway, admission, readiness)
     metrics.collect_from(stats)
-    metrics_allow = parse_allow(settings.server.metrics_allow)
+    metrics_allow = parse_networks(settings.server.metrics_allow)
     # /readyz goes red the moment a drain begins: the load balancer stops sending new clients.
     drain = Drain(
         gateway, settings.server.drain_timeout_ms, on_draining=lambda: readiness.set_draining(True)
@@ -133,29 +131,6 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
         await readiness.probe()  # broker status and wsq_ready as of this scrape
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
-    async def dev_token(request: Request) -> Response:
-        """Development mode only: a token for the demo page, to clients on this machine (a dev
-        gateway bound to 0.0.0.0 must not hand full rights to the network), asking by a local
-        name from a local page or none: a page of another site that rebinds its own DNS name to
-        127.0.0.1 reaches us with its own Host and Origin (DNS rebinding), and gets nothing."""
-        client = request.client.host if request.client else ""
-        refusal = None
-        if client not in ("127.0.0.1", "::1", "localhost"):
-            refusal = "loopback only"
-        elif not is_local_host(request.headers.get("host")):
-            refusal = "only for Host localhost, 127.0.0.1 or [::1]"
-        elif not is_local_origin(request.headers.get("origin")):
-            refusal = "only for pages of localhost, 127.0.0.1 or [::1]"
-        if refusal is not None:
-            return JSONResponse(
-                {"error": {"condition": "wsq:forbidden", "description": refusal}},
-                status_code=403,
-            )
-        tenant = settings.tenants["dev"]
-        sub = request.query_params.get("sub", "demo")[:64] or "demo"
-        token = mint_token(tenant, sub, publish=[">"], subscribe=[">"], ops=True, ttl_s=3600)
-        return JSONResponse({"token": token, "tenant": "dev", "sub": sub})
-
     routes: list[Route | Mount] = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
@@ -164,8 +139,7 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
         # Before the static pages: every /v1 path answers in the bridge's JSON shape.
         Mount("/v1", routes=bridge.routes(), middleware=bridge.cors_middleware(gateway.origins)),
     ]
-    if settings.dev_mode:
-        routes.append(Route("/dev/token", dev_token))
+    routes += demo.routes(settings)  # /demo/config, and /dev/token in development mode
     if STATIC_DIR.is_dir():
         routes.append(Mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="static"))
     # /ws is served in front of the router: see wsq.endpoint.WebSocketEndpoint.

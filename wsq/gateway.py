@@ -91,9 +91,9 @@ class Gateway:
             max_links_per_session=server.max_links_per_session,
         )
         self.origins = OriginPolicy(server.allowed_origins)
-        # Since the process started (wsq.stats): errors sent to clients by condition, sockets
-        # closed by reason (CLOSE_REASONS), dispositions of deliveries by outcome.
-        self.errors: Counter[str] = Counter()
+        # Since the process started (wsq.stats): errors sent by condition (the node's, with the
+        # bridge's), sockets closed by reason, dispositions by outcome.
+        self.errors = node.errors
         self.closes: Counter[str] = Counter()
         self.dispositions: Counter[str] = Counter()
 

@@ -208,6 +208,7 @@ export class Client extends Emitter {
       this._giveUp(
         new WsqError("wsq:unauthorized", "the token was refused and no other token is available", {
           scope: "connection",
+          fatal: true, // the client closes: said like every other give-up
         }),
       );
       return;

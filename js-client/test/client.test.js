@@ -234,6 +234,24 @@ describe("refusals", () => {
     assert.equal(c.state, "closed");
   });
 
+  test("a token function that answers the refused token again: one fatal error, closed", async () => {
+    // A page's paste field: the token function answers whatever is typed, the same bad token.
+    const { WebSocket: Counting, sockets } = countingWebSocket();
+    const bad = token({ secret: "not-the-secret-not-the-secret-not-the-secret" });
+    const c = client({ WebSocket: Counting, token: async () => bad });
+    const errors = [];
+    c.on("error", (e) => errors.push(e));
+    await waitFor(() => c.state === "closed", "the client to give up");
+    assert.deepEqual(
+      errors.map((e) => [e.condition, e.fatal]),
+      [
+        ["wsq:unauthorized", false], // the gateway's refusal: the function is asked once more
+        ["wsq:unauthorized", true], // it answered the same token: the client gives up
+      ],
+    );
+    assert.equal(sockets.length, 1);
+  });
+
   test("a token function that recovers after one refusal gets connected", async () => {
     let calls = 0;
     const c = client({

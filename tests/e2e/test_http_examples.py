@@ -1,18 +1,23 @@
 """The HTTP bridge examples with their real interpreters against a real gateway: the PHP
 publisher and claim worker (``php``, standard library only) and the Node publisher (``node``,
-fetch only), each while a wsq.v1 WebSocket client is connected. Without ``php`` / ``node`` these
-tests are skipped, except in CI (``CI=true``) where that is a failure."""
+fetch only), each while a wsq.v1 WebSocket client is connected; and the Python dashboard feed
+(``httpx``). Without ``php`` / ``node`` these tests are skipped, except in CI (``CI=true``) where
+that is a failure."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import shutil
+import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from wsq_harness import SECRET_ACME, Gateway, make_settings, running_gateway
+
+from wsq.config import load_settings
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -144,3 +149,54 @@ async def test_publishers_say_which_credentials_are_missing(
     assert code == 2, err
     assert err == "set WSQ_TOKEN, or WSQ_ISSUER and WSQ_SECRET\n"
     assert out == ""
+
+
+async def _listed(gw: Gateway, address: str, token: str) -> list[dict[str, Any]]:
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as client:
+        answer = await client.get(f"{gw.http}/v1/addresses/{address}/messages?limit=1000")
+    assert answer.status_code == 200, answer.text
+    messages: list[dict[str, Any]] = answer.json()["messages"]
+    return messages
+
+
+def _check_feed(messages: list[dict[str, Any]], ticks: int) -> None:
+    """``ticks`` batches of the 20 metrics, in the same order each time."""
+    assert len(messages) == 20 * ticks
+    subjects = [m["props"]["subject"] for m in messages]
+    first = subjects[:20]
+    assert subjects == first * ticks
+    assert sorted(first) == sorted(
+        f"{kind}.web-{n}" for kind in ("cpu", "mem", "rps", "p99", "queue") for n in range(1, 5)
+    )
+    for m in messages:
+        assert set(m["body"]) == {"value", "unit"}
+        assert isinstance(m["body"]["value"], int | float)
+
+
+async def test_python_dashboard_feed_publishes_the_metrics_through_the_bridge() -> None:
+    """With the tenant's secret: a token minted for the address only; three batches of 20."""
+    feed = EXAMPLES / "python" / "dashboard_feed.py"
+    async with running_gateway(make_settings()) as gw:
+        code, out, err = await _run(
+            gw, sys.executable, str(feed), "demo.feed", "--ticks", "3", "--interval", "0.01"
+        )
+        assert code == 0, err
+        assert out == "published 60 values to demo.feed\n"
+        _check_feed(await _listed(gw, "demo.feed", gw.token()), 3)
+
+
+async def test_python_dashboard_feed_takes_a_dev_token_or_says_what_is_missing() -> None:
+    feed = EXAMPLES / "python" / "dashboard_feed.py"
+    no_secret: dict[str, str | None] = {"WSQ_ISSUER": None, "WSQ_SECRET": None}
+    # Development mode, on this machine: /dev/token.
+    async with running_gateway(load_settings(environ={})) as gw:
+        code, out, err = await _run(gw, sys.executable, str(feed), "--ticks", "1", env=no_secret)
+        assert code == 0, err
+        assert out == "published 20 values to demo.metrics\n"
+        _check_feed(await _listed(gw, "demo.metrics", gw.token(tenant="dev")), 1)
+    # With tenants there is no /dev/token: exit code 2, one line, nothing published.
+    async with running_gateway(make_settings()) as gw:
+        code, out, err = await _run(gw, sys.executable, str(feed), "--ticks", "1", env=no_secret)
+        assert code == 2, err
+        assert err == "set WSQ_TOKEN, or WSQ_ISSUER and WSQ_SECRET (no /dev/token here: HTTP 404)\n"
+        assert out == ""

@@ -5,9 +5,10 @@ from __future__ import annotations
 import httpx
 import jwt
 import pytest
+from wsq_harness import make_settings
 
 from wsq.app import create_app
-from wsq.config import load_settings
+from wsq.config import Settings, load_settings
 
 
 async def get(
@@ -76,3 +77,43 @@ async def test_dev_token_is_refused_to_other_names_and_other_pages(
     host: str, origin: str | None
 ) -> None:
     assert_refused(await get("127.0.0.1", "/dev/token", host=host, origin=origin))
+
+
+async def get_from(app_settings: Settings, path: str, origin: str | None = None) -> httpx.Response:
+    """GET ``path`` from a loopback client by a local name, on an app with these settings."""
+    app = create_app(app_settings)
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
+    headers = {"Host": "127.0.0.1:8000"} | ({"Origin": origin} if origin else {})
+    async with httpx.AsyncClient(transport=transport, base_url="http://wsq") as http:
+        return await http.get(path, headers=headers)
+
+
+async def test_demo_config_says_a_dev_token_is_there_for_a_local_page() -> None:
+    answer = await get("127.0.0.1", "/demo/config", origin="http://127.0.0.1:8000")
+    assert answer.status_code == 200
+    assert answer.json() == {"dev_token": True}
+    assert answer.headers["cache-control"] == "no-store"
+
+
+@pytest.mark.parametrize(
+    ("client_host", "host", "origin"),
+    [
+        ("203.0.113.7", "127.0.0.1:8000", None),  # not on this machine
+        ("127.0.0.1", "attacker.example:8000", None),  # DNS rebinding
+        ("127.0.0.1", "127.0.0.1:8000", "https://attacker.example"),
+    ],
+)
+async def test_demo_config_says_no_dev_token_where_dev_token_would_refuse(
+    client_host: str, host: str, origin: str | None
+) -> None:
+    answer = await get(client_host, "/demo/config", host=host, origin=origin)
+    assert answer.json() == {"dev_token": False}
+    assert_refused(await get(client_host, "/dev/token", host=host, origin=origin))
+
+
+async def test_with_tenants_demo_config_says_no_dev_token_and_there_is_no_dev_token() -> None:
+    with_tenants = make_settings()
+    answer = await get_from(with_tenants, "/demo/config", origin="http://127.0.0.1:8000")
+    assert answer.status_code == 200
+    assert answer.json() == {"dev_token": False}
+    assert (await get_from(with_tenants, "/dev/token")).status_code == 404
