@@ -105,7 +105,8 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
             readiness.set_started(False)
             await metrics.stop()
             await figures.close()
-            await gateway.drain()
+            # Not by a signal (an embedding program, tests): the same drain, no backstop.
+            await drain.begin(backstop=False)
             await node.hub.close()
             await broker.close()
             await node.auth.aclose()

@@ -106,16 +106,6 @@ class Gateway:
         if not self.peers:
             self.no_peers.set()
 
-    async def drain(self, timeout_s: float = 2.0) -> None:
-        """Tell every client ``wsq:going-away`` and wait (a little) for their sockets to close,
-        so that they reconnect, elsewhere where there is an elsewhere."""
-        if not self.peers:
-            return
-        for peer in list(self.peers):
-            peer.going_away()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.no_peers.wait(), timeout_s)
-
 
 class Peer:
     """One client socket."""
