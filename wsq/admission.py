@@ -36,8 +36,9 @@ log = logging.getLogger("wsq.admission")
 
 #: Connections past max_pending and past max_connections kept for the health paths.
 HEADROOM = 8
-#: Answered whatever the bounds (GET or HEAD, not an upgrade).
-HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
+#: Answered whatever the bounds (GET or HEAD, not an upgrade): /metrics too, since a flood is
+#: when the operators need to see the refusals (its ``metrics_allow`` is checked by the app).
+HEALTH_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 #: One log line per this many refusals (and per this many deadline closes).
 LOG_EVERY = 1000
 #: Where the lifespan puts the admission for uvicorn's protocols (``scope["state"]``).

@@ -19,7 +19,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from wsq import bridge, demo, js_client
-from wsq.admission import STATE_KEY, Admission
+from wsq.admission import STATE_KEY, Admission, parse_networks
 from wsq.broker.base import Broker
 from wsq.config import Settings, load_settings, settings_from_json
 from wsq.config.settings import ENV_SETTINGS_FILE
@@ -27,7 +27,7 @@ from wsq.core.errors import ConfigError
 from wsq.drain import Drain, DrainGate, drain_on_signals
 from wsq.endpoint import WebSocketEndpoint
 from wsq.gateway import Gateway
-from wsq.metrics import CONTENT_TYPE, Metrics, allowed, parse_allow
+from wsq.metrics import CONTENT_TYPE, Metrics, allowed
 from wsq.node import Node
 from wsq.readiness import Readiness
 from wsq.stats import NodeStats
@@ -79,7 +79,7 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
     readiness = Readiness(timed, settings.server.ready_max_lag_ms)
     stats = NodeStats(gateway, admission, readiness)
     metrics.collect_from(stats)
-    metrics_allow = parse_allow(settings.server.metrics_allow)
+    metrics_allow = parse_networks(settings.server.metrics_allow)
     # /readyz goes red the moment a drain begins: the load balancer stops sending new clients.
     drain = Drain(
         gateway, settings.server.drain_timeout_ms, on_draining=lambda: readiness.set_draining(True)
@@ -105,7 +105,8 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
             readiness.set_started(False)
             await metrics.stop()
             await figures.close()
-            await gateway.drain()
+            # Not by a signal (an embedding program, tests): the same drain, no backstop.
+            await drain.begin(backstop=False)
             await node.hub.close()
             await broker.close()
             await node.auth.aclose()

@@ -91,9 +91,9 @@ class Gateway:
             max_links_per_session=server.max_links_per_session,
         )
         self.origins = OriginPolicy(server.allowed_origins)
-        # Since the process started (wsq.stats): errors sent to clients by condition, sockets
-        # closed by reason (CLOSE_REASONS), dispositions of deliveries by outcome.
-        self.errors: Counter[str] = Counter()
+        # Since the process started (wsq.stats): errors sent by condition (the node's, with the
+        # bridge's), sockets closed by reason, dispositions by outcome.
+        self.errors = node.errors
         self.closes: Counter[str] = Counter()
         self.dispositions: Counter[str] = Counter()
 
@@ -105,16 +105,6 @@ class Gateway:
         self.peers.discard(peer)
         if not self.peers:
             self.no_peers.set()
-
-    async def drain(self, timeout_s: float = 2.0) -> None:
-        """Tell every client ``wsq:going-away`` and wait (a little) for their sockets to close,
-        so that they reconnect, elsewhere where there is an elsewhere."""
-        if not self.peers:
-            return
-        for peer in list(self.peers):
-            peer.going_away()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.no_peers.wait(), timeout_s)
 
 
 class Peer:

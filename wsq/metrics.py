@@ -30,6 +30,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
+from wsq.admission import Network
 from wsq.stats import NodeStats
 from wsq.timed_broker import COMMANDS, Observe
 
@@ -148,7 +149,7 @@ METRICS: tuple[Family, ...] = (
     Family(
         "wsq_errors",
         "counter",
-        "Errors sent to WebSocket clients, by wsq condition.",
+        "Errors answered to clients (WebSocket and HTTP bridge), by wsq condition.",
         ("condition",),
         lambda s: _flat(s["errors"]),
     ),
@@ -313,13 +314,6 @@ class Metrics:
                 mirror.sync()
             except Exception:
                 log.exception("copying the figures for /metrics failed")
-
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def parse_allow(entries: Iterable[str]) -> tuple[Network, ...]:
-    return tuple(ipaddress.ip_network(e, strict=False) for e in entries)
 
 
 def allowed(client: str | None, networks: tuple[Network, ...]) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 from wsq.auth import Authenticator
@@ -24,6 +25,8 @@ class Node:
     node_id: str
     publishing: PublishService = field(init=False)
     quotas: Quotas = field(init=False)
+    #: Errors answered to clients (sockets and the HTTP bridge) by condition (wsq.stats).
+    errors: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
         self.quotas = Quotas(self.settings.tenants, self.broker)

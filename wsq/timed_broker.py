@@ -8,7 +8,8 @@ Thin on purpose: one clock read before and after each awaited command and one ca
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 from wsq.broker.base import Broker, Handle, QuotaStore
 from wsq.core.addresses import Pattern
@@ -39,6 +40,17 @@ COMMANDS: tuple[str, ...] = (
 )
 
 Observe = Callable[[float], None]
+T = TypeVar("T")
+
+
+async def _timed(observe: Observe, command: Awaitable[T]) -> T:
+    """``command`` awaited, its time (failures too) given to ``observe``. The coroutine is made
+    before the clock starts, but none of it runs until awaited here."""
+    t = time.perf_counter()
+    try:
+        return await command
+    finally:
+        observe(time.perf_counter() - t)
 
 
 class TimedBroker(Broker):
@@ -74,20 +86,12 @@ class TimedBroker(Broker):
         return self.inner.reader_lag_s()
 
     async def ready(self) -> bool:
-        t = time.perf_counter()
-        try:
-            return await self.inner.ready()
-        finally:
-            self._ready(time.perf_counter() - t)
+        return await _timed(self._ready, self.inner.ready())
 
     async def publish(
         self, tenant: str, address: str, messages: Sequence[NewMessage]
     ) -> list[Published]:
-        t = time.perf_counter()
-        try:
-            return await self.inner.publish(tenant, address, messages)
-        finally:
-            self._publish(time.perf_counter() - t)
+        return await _timed(self._publish, self.inner.publish(tenant, address, messages))
 
     async def publish_once(
         self,
@@ -97,36 +101,24 @@ class TimedBroker(Broker):
         key: str,
         fingerprint: str,
     ) -> PublishedOnce:
-        t = time.perf_counter()
-        try:
-            return await self.inner.publish_once(tenant, address, messages, key, fingerprint)
-        finally:
-            self._publish_once(time.perf_counter() - t)
+        return await _timed(
+            self._publish_once, self.inner.publish_once(tenant, address, messages, key, fingerprint)
+        )
 
     async def last_position(self, tenant: str, address: str) -> str:
-        t = time.perf_counter()
-        try:
-            return await self.inner.last_position(tenant, address)
-        finally:
-            self._last_position(time.perf_counter() - t)
+        return await _timed(self._last_position, self.inner.last_position(tenant, address))
 
     async def read(
         self, tenant: str, address: str, after: str, limit: int, max_bytes: int | None = None
     ) -> ReadResult:
-        t = time.perf_counter()
-        try:
-            return await self.inner.read(tenant, address, after, limit, max_bytes)
-        finally:
-            self._read(time.perf_counter() - t)
+        return await _timed(self._read, self.inner.read(tenant, address, after, limit, max_bytes))
 
     async def read_back(
         self, tenant: str, address: str, before: str | None, limit: int, max_bytes: int
     ) -> list[Message]:
-        t = time.perf_counter()
-        try:
-            return await self.inner.read_back(tenant, address, before, limit, max_bytes)
-        finally:
-            self._read_back(time.perf_counter() - t)
+        return await _timed(
+            self._read_back, self.inner.read_back(tenant, address, before, limit, max_bytes)
+        )
 
     def tail(
         self,
@@ -148,29 +140,20 @@ class TimedBroker(Broker):
         subject_filter: Pattern | None = None,
         room: int | None = None,
     ) -> list[Delivery]:
-        t = time.perf_counter()
-        try:
-            return await self.inner.claim(
+        return await _timed(
+            self._claim,
+            self.inner.claim(
                 tenant, address, group, consumer, count, lease_ms, subject_filter, room
-            )
-        finally:
-            self._claim(time.perf_counter() - t)
+            ),
+        )
 
     async def open_group(self, tenant: str, address: str, group: str) -> bool:
-        t = time.perf_counter()
-        try:
-            return await self.inner.open_group(tenant, address, group)
-        finally:
-            self._open_group(time.perf_counter() - t)
+        return await _timed(self._open_group, self.inner.open_group(tenant, address, group))
 
     async def leave(
         self, tenant: str, address: str, group: str, consumer: str, unsettled: Sequence[str]
     ) -> None:
-        t = time.perf_counter()
-        try:
-            await self.inner.leave(tenant, address, group, consumer, unsettled)
-        finally:
-            self._leave(time.perf_counter() - t)
+        await _timed(self._leave, self.inner.leave(tenant, address, group, consumer, unsettled))
 
     async def settle(
         self,
@@ -181,11 +164,9 @@ class TimedBroker(Broker):
         ids: Sequence[str],
         outcome: Outcome,
     ) -> None:
-        t = time.perf_counter()
-        try:
-            await self.inner.settle(tenant, address, group, consumer, ids, outcome)
-        finally:
-            self._settle(time.perf_counter() - t)
+        await _timed(
+            self._settle, self.inner.settle(tenant, address, group, consumer, ids, outcome)
+        )
 
     async def renew(
         self,
@@ -196,11 +177,9 @@ class TimedBroker(Broker):
         ids: Sequence[str],
         lease_ms: int,
     ) -> list[str]:
-        t = time.perf_counter()
-        try:
-            return await self.inner.renew(tenant, address, group, consumer, ids, lease_ms)
-        finally:
-            self._renew(time.perf_counter() - t)
+        return await _timed(
+            self._renew, self.inner.renew(tenant, address, group, consumer, ids, lease_ms)
+        )
 
     def watch_group(
         self, tenant: str, address: str, group: str, on_available: Callable[[], None]
@@ -208,8 +187,4 @@ class TimedBroker(Broker):
         return self.inner.watch_group(tenant, address, group, on_available)
 
     async def lookup(self, tenant: str, address: str, message_id: str) -> Message | None:
-        t = time.perf_counter()
-        try:
-            return await self.inner.lookup(tenant, address, message_id)
-        finally:
-            self._lookup(time.perf_counter() - t)
+        return await _timed(self._lookup, self.inner.lookup(tenant, address, message_id))

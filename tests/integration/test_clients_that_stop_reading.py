@@ -75,6 +75,8 @@ async def test_a_client_that_floods_requests_and_never_reads_is_dropped(
             for _ in range(10_000):
                 await asyncio.wait_for(loop.sock_sendall(sock, flood), 2)
         assert await wait_until_no_sockets(gateway) == 0
+        app: Any = gateway.server.config.app
+        assert app.state.snapshot()["closes"] == {"outbox-overflow": 1}  # wsq_closes_total
     finally:
         sock.close()
 
@@ -151,6 +153,8 @@ async def test_a_client_that_sends_heartbeats_and_never_reads_is_dropped(
         # it, ~4 MB here), so its heartbeats fail.
         await asyncio.wait_for(heartbeats, 10)
         assert len(gateway.server.server_state.connections) == 1  # the publisher's
+        app: Any = gateway.server.config.app
+        assert app.state.snapshot()["closes"] == {"stall": 1}  # wsq_closes_total{reason}
         # Meanwhile the gateway held a bounded outbox for it, and the process did not grow
         # while it was stalled. (From the start, RSS counts the ~4 MB of messages published,
         # which the memory broker retains, and both ends' buffers.)

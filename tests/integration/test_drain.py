@@ -9,9 +9,11 @@ And, in this process: what a draining gateway answers (the going-away close, 503
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import queue
+import re
 import shutil
 import signal
 import subprocess
@@ -211,3 +213,33 @@ async def test_a_draining_gateway_says_going_away_and_refuses_upgrades(
         assert health.status_code == 200 and health.json()["status"] == "draining"
         assert (await http.get("/readyz")).status_code == 503
     assert app.state.is_draining() is True
+
+
+async def test_sigterm_drains_every_worker_of_wsq_serve_workers_2(tmp_path: Path) -> None:
+    """uvicorn's supervisor hands SIGTERM to each worker: each drains its own sockets."""
+    with RedisServer(tmp_path) as redis:
+        config = _config(tmp_path / "w.toml", redis.url, "")
+        settings = load_settings(config_path=str(config))
+        token = mint_token(settings.tenants["acme"], "w", publish=[">"], subscribe=[">"])
+        with serve_config(config, "--workers", "2") as served:
+            sockets = []
+            try:
+                for _ in range(6):
+                    ws = await websockets.connect(
+                        f"ws://127.0.0.1:{served.port}/ws", subprotocols=["wsq.v1"]
+                    )
+                    sockets.append(ws)
+                    await ws.send(json.dumps({"op": "open", "token": token}))
+                    assert json.loads(await asyncio.wait_for(ws.recv(), 5))["op"] == "open"
+                served.proc.send_signal(signal.SIGTERM)
+                for ws in sockets:
+                    frame = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                    assert frame["error"]["condition"] == "wsq:going-away"
+                code = await asyncio.to_thread(served.proc.wait, DRAIN_TIMEOUT_MS / 1000 + 5)
+            finally:
+                for ws in sockets:
+                    await ws.close()
+            assert code == 0, served.log()
+            told = re.findall(r"draining: (\d+) client\(s\) told", served.log())
+            # Two workers, each told its own; together, all six.
+            assert len(told) == 2 and sum(map(int, told)) == 6, served.log()

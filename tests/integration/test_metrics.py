@@ -202,3 +202,19 @@ async def test_readyz_says_draining_once_the_drain_says_so(gateway: Gateway) -> 
     assert (value(figures, "wsq_draining"), value(figures, "wsq_ready")) == (1, 0)
     app.state.set_draining(False)
     assert (await readyz(gateway.http))[0] == 200
+
+
+async def test_the_http_bridge_counts_its_publishes_and_its_errors(gateway: Gateway) -> None:
+    headers = {"Authorization": f"Bearer {gateway.token('backend')}"}
+    async with httpx.AsyncClient(base_url=gateway.http, timeout=10) as http:
+        published = await http.post(
+            "/v1/addresses/bridge/messages",
+            json={"messages": [{"body": i} for i in range(4)]},
+            headers=headers,
+        )
+        assert published.status_code == 201
+        refused = await http.post("/v1/addresses/bridge/messages", json={"body": 1})
+        assert refused.status_code == 401
+    figures = await scrape(gateway.http)
+    assert value(figures, "wsq_publishes_total", tenant="acme") == 4
+    assert value(figures, "wsq_errors_total", condition="wsq:unauthorized") == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import textwrap
 import time
 from pathlib import Path
@@ -64,12 +65,33 @@ async def scrape_until(url: str, cond: Any, what: str, within: float = 15.0) -> 
             await asyncio.sleep(0.1)
 
 
+def metrics_dirs_of_children(pid: int) -> set[str]:
+    """``PROMETHEUS_MULTIPROC_DIR`` in the environment of the processes ``pid`` started."""
+    found = set()
+    for proc in Path("/proc").iterdir():
+        try:
+            if not proc.name.isdigit():
+                continue
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if ppid != pid:
+                continue
+            for entry in (proc / "environ").read_bytes().split(b"\0"):
+                if entry.startswith(b"PROMETHEUS_MULTIPROC_DIR="):
+                    found.add(entry.split(b"=", 1)[1].decode())
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+    return found
+
+
 @pytest.mark.slow
 async def test_metrics_of_two_workers_are_summed(tmp_path: Path) -> None:
     with (
         RedisServer(tmp_path) as redis,
         serve_config(config(tmp_path, broker=redis.url), "--workers", "2") as served,
     ):
+        # The workers share one private directory, made by wsq serve.
+        (directory,) = metrics_dirs_of_children(served.proc.pid)
+        assert os.stat(directory).st_mode & 0o777 == 0o700
         token = mint_token(ACME, "w", publish=[">"], subscribe=[">"], ttl_s=600)
         # Many sockets at once, so that both workers accept some.
         subscribers = await asyncio.gather(*(client(served.port, token) for _ in range(2)))
@@ -99,6 +121,7 @@ async def test_metrics_of_two_workers_are_summed(tmp_path: Path) -> None:
         )
         assert value(figures, "wsq_connections", tenant="acme") == 0
         assert value(figures, "wsq_publishes_total", tenant="acme") == 56
+    assert os.path.basename(directory) not in os.listdir(os.path.dirname(directory))
 
 
 JWT_IN_PATH = "/eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJtYWxsb3J5In0.c2lnbmF0dXJlLWhlcmU"

@@ -199,7 +199,7 @@ async def test_settlements_that_arrive_just_before_a_drain_are_not_lost() -> Non
         first, last = sorted(t["delivery"] for t in got)
         await client.send(settle(first, "accepted", last=last))
         await asyncio.sleep(0.01)  # the first of the two settles is on its way to the broker
-        await gw.server.config.app.state.gateway.drain()  # type: ignore[attr-defined]
+        await gw.server.config.app.state.drain.begin(backstop=False)  # type: ignore[attr-defined]
         await asyncio.sleep(0.6)  # past the lease: anything left unsettled would come back
         for address in ("jobs1", "jobs2"):
             assert await broker.claim("acme", address, "default", "x", 10, 1000) == []

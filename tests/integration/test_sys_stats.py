@@ -56,57 +56,41 @@ async def test_an_operator_sees_this_nodes_figures_change(gateway: Gateway) -> N
     await client.close()
 
 
-@pytest.mark.gateway(server=FAST, ops=True)
-async def test_without_the_right_a_sys_address_is_refused_at_the_attach(gateway: Gateway) -> None:
-    client = await gateway.client()  # acme may grant ops, this token does not carry it
+async def refusal_of(gw: Gateway, ops: bool, role: str, address: str, **fields: Any) -> str:
+    """The condition of the detach that answers one attach; the session and socket go on."""
+    client = await gw.client(ops=ops)
     await client.begin(1)
-    await client.send(attach_frame(1, 0, "receiver", "$sys.stats", credit=10))
+    await client.send(attach_frame(1, 0, role, address, credit=10, **fields))
     refusal = await client.expect("detach", ch=1, handle=0)
-    assert refusal["error"]["condition"] == "wsq:forbidden"
-    # The session and the socket go on: a tenant address still works.
-    await client.subscribe(1, 1, "sys.stats", credit=10)
+    await client.subscribe(1, 1, "sys.stats", credit=10)  # a tenant address still works
     await client.close()
+    return str(refusal["error"]["condition"])
 
 
 @pytest.mark.gateway(server=FAST, ops=True)
 @pytest.mark.parametrize(
-    "fields",
+    ("ops", "role", "fields", "condition"),
     [
-        {"role": "sender"},  # nobody publishes on the gateway's own addresses
-        {"role": "receiver", "mode": "move"},  # nor takes its figures away from others
+        (False, "receiver", {}, "wsq:forbidden"),  # acme may grant ops; this token lacks it
+        (True, "sender", {}, "wsq:forbidden"),  # nobody publishes on the gateway's addresses
+        (True, "receiver", {"mode": "move"}, "wsq:forbidden"),  # nor takes figures from others
     ],
-    ids=["sender", "move"],
+    ids=["no-right", "sender", "move"],
 )
-async def test_with_the_right_only_a_copy_receiver_is_allowed(
-    gateway: Gateway, fields: dict[str, Any]
+async def test_only_a_copy_receiver_with_the_right_may_attach(
+    gateway: Gateway, ops: bool, role: str, fields: dict[str, Any], condition: str
 ) -> None:
-    client = await gateway.client(ops=True)
-    await client.begin(1)
-    role = fields.pop("role")
-    await client.send(attach_frame(1, 0, role, "$sys.stats", credit=10, **fields))
-    refusal = await client.expect("detach", ch=1, handle=0)
-    assert refusal["error"]["condition"] == "wsq:forbidden"
-    await client.close()
+    assert await refusal_of(gateway, ops, role, "$sys.stats", **fields) == condition
 
 
 @pytest.mark.gateway(server=FAST)  # acme is not configured with ops = true
 async def test_a_tenant_that_may_not_grant_ops_cannot_watch(gateway: Gateway) -> None:
-    client = await gateway.client(ops=True)
-    await client.begin(1)
-    await client.send(attach_frame(1, 0, "receiver", "$sys.stats", credit=10))
-    refusal = await client.expect("detach", ch=1, handle=0)
-    assert refusal["error"]["condition"] == "wsq:forbidden"
-    await client.close()
+    assert await refusal_of(gateway, True, "receiver", "$sys.stats") == "wsq:forbidden"
 
 
 @pytest.mark.gateway(server=FAST, ops=True)
 async def test_a_dollar_address_that_is_not_sys_is_an_invalid_frame(gateway: Gateway) -> None:
-    client = await gateway.client(ops=True)
-    await client.begin(1)
-    await client.send(attach_frame(1, 0, "receiver", "$other.stats", credit=10))
-    refusal = await client.expect("detach", ch=1, handle=0)
-    assert refusal["error"]["condition"] == "wsq:invalid-frame"
-    await client.close()
+    assert await refusal_of(gateway, True, "receiver", "$other.stats") == "wsq:invalid-frame"
 
 
 @pytest.mark.gateway(server=FAST, ops=True)

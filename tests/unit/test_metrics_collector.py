@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from wsq.admission import parse_networks
 from wsq.broker.base import Broker
 from wsq.broker.memory import MemoryBroker
 from wsq.broker.redis.entries import entry_fields
@@ -22,7 +23,7 @@ from wsq.core.errors import ConfigError
 from wsq.core.messages import NewMessage
 from wsq.core.policy import StoragePolicies
 from wsq.logs import JsonFormatter, RedactTokens, bind_connection, redact
-from wsq.metrics import METRICS, SnapshotCollector, allowed, parse_allow, samples
+from wsq.metrics import METRICS, SnapshotCollector, allowed, samples
 from wsq.readiness import Readiness
 
 SNAPSHOT: dict[str, Any] = {
@@ -133,7 +134,7 @@ def test_per_tenant_families_show_each_configured_tenant_once() -> None:
 def test_metrics_allow_defaults_to_loopback_and_private_ranges(
     client: str | None, ok: bool
 ) -> None:
-    networks = parse_allow(load_settings(environ={}).server.metrics_allow)
+    networks = parse_networks(load_settings(environ={}).server.metrics_allow)
     assert allowed(client, networks) is ok
 
 

@@ -80,16 +80,19 @@ def _endpoint(fn: Handler) -> Handler:
     """Every error of a handler as a bridge error answer; never a stack trace."""
 
     async def run(request: Request) -> Response:
+        error: WsqError
         try:
             return await fn(request)
         except BrokerUnavailable as exc:
             log.warning("HTTP %s %s: broker unavailable: %s", request.method, fn.__name__, exc)
-            return error_response(BrokerUnavailable("the broker is unavailable; retry later"))
+            error = BrokerUnavailable("the broker is unavailable; retry later")
         except WsqError as exc:
-            return error_response(exc)
+            error = exc
         except Exception:
             log.exception("HTTP %s %s failed", request.method, fn.__name__)
-            return error_response(InternalError("internal error"))
+            error = InternalError("internal error")
+        _node(request).errors[error.condition] += 1  # wsq_errors_total, as for sockets
+        return error_response(error)
 
     run.__name__ = fn.__name__
     return run
