@@ -180,6 +180,11 @@ async def test_many_sockets_sending_bombs_at_once_cost_no_more_than_one_message(
     assert rss[1] - rss[0] < 32 * 1024, f"RSS +{(rss[1] - rss[0]) / 1024:.1f} MiB"
 
 
+async def answered_at(client: Client, n: int) -> list[tuple[int, float]]:
+    """The channels of the next ``n`` ``begin`` answers, each with when it was read."""
+    return [((await client.expect("begin", timeout=60))["ch"], time.monotonic()) for _ in range(n)]
+
+
 async def test_one_read_full_of_bombs_is_inflated_a_message_at_a_time(tmp_path: Path) -> None:
     """An authenticated socket writes at once 300 frames of ~1 KB, each inflating to just under
     max_frame_bytes (1 MiB: a ``begin`` and its padding; one read of 256 KiB holds ~250):
@@ -205,9 +210,15 @@ async def test_one_read_full_of_bombs_is_inflated_a_message_at_a_time(tmp_path: 
         await attacker.open(token())
         with peak_rss(served) as rss:
             attacker.ws.transport.write(frames)
-            await bystander.begin(1)  # served while the attacker's messages are
-            answered = [(await attacker.expect("begin", timeout=60))["ch"] for _ in range(bombs)]
-        assert answered == list(range(bombs))
+            reading = asyncio.create_task(answered_at(attacker, bombs))
+            # Served while the attacker's messages are: its answer comes before the attacker's
+            # last (an order, not a time: the machine may be loaded).
+            await bystander.send({"op": "begin", "ch": 1})
+            await bystander.expect("begin", timeout=60, ch=1)
+            bystander_at = time.monotonic()
+            answered = await reading
+        assert [ch for ch, _ in answered] == list(range(bombs))
+        assert answered[-1][1] > bystander_at, "the bystander waited for every bomb"
         await bystander.begin(2)
         await bystander.close()
         await attacker.close()
