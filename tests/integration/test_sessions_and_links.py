@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from wsq_harness import Gateway, Publisher, transfers
+from wsq_harness import Gateway, Publisher, StartGateway, transfers
 
 from wsq.core.positions import parse_position
 
@@ -359,3 +359,37 @@ async def test_settled_receiver_gets_pre_settled_transfers(gateway: Gateway) -> 
     await Publisher(await gateway.client(sub="p")).publish("x", 1)
     assert (await client.expect("transfer"))["settled"] is True
     await client.close()
+
+
+#: More than one catch-up read (``wsq.hub.copy.READ_BATCH``, 512) and than the topic's recent
+#: messages (1024): a resume must read the broker several times.
+BACKLOG = 1300
+
+
+async def test_a_resume_past_one_read_and_the_outbox_gets_every_message_once_in_order(
+    start_gateway: StartGateway,
+) -> None:
+    # The outbox pauses deliveries at 32 KiB: the backlog (~390 KB) is many times that, so the
+    # catch-up stops for room, and goes on, many times before it reaches the live stream.
+    async with start_gateway(server={"outbox_max_bytes": 64 * 1024}) as gateway:
+        pub = Publisher(await gateway.client(sub="p"))
+        pad = "x" * 200
+        ids: list[str] = []
+        for start in range(0, BACKLOG, 100):
+            ids += await pub.publish("hist", *[[i, pad] for i in range(start, start + 100)])
+        client = await gateway.client()
+        await client.begin(1)
+        await client.subscribe(1, 0, "hist", credit=10_000, **{"from": "^"})
+        await client.subscribe(1, 1, "hist", credit=10_000, **{"from": ids[99]})
+        got: dict[int, list[tuple[str, int]]] = {0: [], 1: []}
+        for _ in range(2 * BACKLOG - 100):
+            t = await client.expect("transfer")
+            got[t["handle"]].append((t["id"], t["body"][0]))
+        assert got[0] == list(zip(ids, range(BACKLOG), strict=True))
+        assert got[1] == list(zip(ids[100:], range(100, BACKLOG), strict=True))
+        # Then live, with nothing skipped or repeated between the catch-up and the live stream.
+        live = await pub.publish("hist", "a", "b")
+        after = [(t["handle"], t["id"], t["body"]) for t in await transfers(client, 4)]
+        assert sorted(after) == [(h, i, b) for h in (0, 1) for i, b in zip(live, "ab", strict=True)]
+        await client.nothing("transfer", wait=0.2)
+        await client.close()
