@@ -7,7 +7,15 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from wsq_harness import Client, Gateway, Publisher, make_settings, running_gateway, transfers
+from wsq_harness import (
+    Client,
+    Gateway,
+    Publisher,
+    make_settings,
+    running_gateway,
+    transfers,
+    work,
+)
 
 from wsq.broker.memory import MemoryBroker
 from wsq.core.messages import Outcome
@@ -28,20 +36,6 @@ def settle(first: int, outcome: str, last: int | None = None) -> dict[str, Any]:
     if last is not None:
         frame["last"] = last
     return frame
-
-
-async def work(client: Client, n: int) -> list[Any]:
-    """The bodies of ``n`` transfers, each accepted and its credit given back one at a time (a
-    worker that takes one job after another)."""
-    bodies = []
-    for _ in range(n):
-        t = await client.expect("transfer")
-        bodies.append(t["body"])
-        await client.send(settle(t["delivery"], "accepted"), {**FLOW, "credit": 1})
-    return bodies
-
-
-FLOW = {"op": "flow", "ch": 1, "handle": 0}
 
 
 async def test_competing_consumers_with_much_credit_get_turns_of_32(gateway: Gateway) -> None:

@@ -31,6 +31,7 @@ from wsq_harness import (
     redis_brokers,
     running_gateway,
     transfers,
+    work,
 )
 
 import wsq.broker.redis.groups as redis_groups_module
@@ -145,20 +146,6 @@ async def test_a_lease_that_runs_out_on_one_node_goes_to_the_consumer_on_the_oth
         # A still has credit, yet the message went to B, once.
         await slow.nothing("transfer", wait=0.2)
         await other.nothing("transfer", wait=0.1)
-
-
-async def work(client: Client, n: int) -> list[Any]:
-    """The bodies of ``n`` transfers on link 0 of session 1, each accepted and its credit given
-    back one at a time (a worker that really takes one job after another)."""
-    bodies = []
-    for _ in range(n):
-        t = await client.expect("transfer")
-        bodies.append(t["body"])
-        await client.send(
-            {"op": "disposition", "ch": 1, "first": t["delivery"], "outcome": "accepted"},
-            {"op": "flow", "ch": 1, "handle": 0, "credit": 1},
-        )
-    return bodies
 
 
 # -- cost -------------------------------------------------------------------------------------
