@@ -155,7 +155,9 @@ async def test_a_disposition_range_settles_many_at_once(gateway: Gateway) -> Non
     await Publisher(await gateway.client(sub="p")).publish("jobs", *range(5))
     got = await transfers(a, 5)
     await a.send(settle(got[0]["delivery"], "accepted", last=got[-1]["delivery"]))
-    await asyncio.sleep(0.1)
+    # The gateway takes a socket's frames in order and awaits each settle: once the begin after
+    # it is answered, the broker has them.
+    await a.begin(2)
     await a.close()
     b = await consumer(gateway, "b")
     await b.nothing("transfer", wait=0.4)
