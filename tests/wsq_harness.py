@@ -393,6 +393,20 @@ async def transfers(
     return [await client.expect("transfer", timeout, **fields) for _ in range(n)]
 
 
+async def work(client: Client, n: int, ch: int = 1, handle: int = 0) -> list[Any]:
+    """The bodies of ``n`` transfers on a move link, each accepted and its credit given back one
+    at a time: a worker that really takes one job after another."""
+    bodies = []
+    for _ in range(n):
+        t = await client.expect("transfer", ch=ch, handle=handle)
+        bodies.append(t["body"])
+        await client.send(
+            {"op": "disposition", "ch": ch, "first": t["delivery"], "outcome": "accepted"},
+            {"op": "flow", "ch": ch, "handle": handle, "credit": 1},
+        )
+    return bodies
+
+
 class RedisServer:
     """A throwaway ``redis-server`` that can be killed and started again on the same port."""
 

@@ -36,7 +36,7 @@ const client = ({ url, ...options } = {}) => newClient(url ?? gw.url, options);
 
 describe("subscribe and publish", () => {
   test("a published message reaches the subscriber with its id, body and props", async () => {
-    const c = client();
+    const c = client({ messageIdPrefix: "first" });
     const { got, handler } = collector();
     const sub = c.subscribe("news.eu", handler);
     await sub.ready;
@@ -53,7 +53,7 @@ describe("subscribe and publish", () => {
     assert.equal(msg.subject, "news.eu.sport");
     assert.equal(msg.props.publisher, "alice");
     assert.deepEqual(msg.props.headers, { lang: "en" });
-    assert.equal(typeof msg.props.message_id, "string"); // generated for dedup
+    assert.equal(msg.props.message_id, "first-1"); // generated for dedup: prefix, then a count
     assert.equal(sub.position, id);
     assert.equal(c.state, "connected");
     assert.equal(c.info.tenant, "acme");
@@ -461,6 +461,29 @@ describe("lost answers and a silent gateway (through a proxy)", () => {
       assert.deepEqual(bodies(), ["warm-up", "lost-answer", "after"]);
       assert.equal(id, got[1].id, "the retry was answered with the first position");
       assert.equal(proxy.connections, 2);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  test("a client whose frames stop reaching the gateway is closed at the gateway's idle", async () => {
+    const proxy = await wsProxy(gw.url);
+    try {
+      const c = client({ url: proxy.url });
+      const errors = [];
+      c.on("error", (e) => errors.push([e.condition, Date.now()]));
+      await c.subscribe("deaf.gw", () => {}).ready;
+      proxy.muteUp = true; // heartbeats and all: the gateway hears nothing more
+      const last = proxy.lastUp;
+      await waitFor(() => errors.length > 0, "the gateway's close", 10000);
+      const [[condition, at]] = errors;
+      assert.equal(condition, "wsq:idle-timeout");
+      // The gateway looks every quarter of its idle (1500 ms): closed between 1500 and 1875 ms
+      // after the last frame it received, plus the way down; twice the idle would be 3000.
+      const after = at - last;
+      assert.ok(after >= 1500 && after <= 2300, `closed ${after} ms after the last frame`);
+      proxy.muteUp = false;
+      await waitFor(() => proxy.connections >= 2 && c.state === "connected", "a new connection");
     } finally {
       await proxy.close();
     }

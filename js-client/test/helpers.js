@@ -258,6 +258,8 @@ export async function wsProxy(target) {
     url,
     connections: 0,
     muteDown: false,
+    muteUp: false, // the client's messages are dropped on their way to the gateway
+    lastUp: 0, // when (Date.now()) the proxy last passed a client message on
     onUp: null, // (text, cut) => void: sees every client message before it is forwarded
     sockets: new Set(),
     cutAll() {
@@ -284,6 +286,8 @@ export async function wsProxy(target) {
     down.on("message", (data) => {
       const text = data.toString();
       proxy.onUp?.(text, cut);
+      if (proxy.muteUp) return;
+      proxy.lastUp = Date.now();
       if (up.readyState === WebSocket.OPEN) up.send(text);
       else if (up.readyState === WebSocket.CONNECTING) waiting.push(text);
     });

@@ -8,34 +8,46 @@ import json
 import pytest
 from wsq_harness import Gateway, Publisher, transfers
 
-GARBAGE = [
-    "{",
-    "null",
-    "[[]]",
-    '{"op":"open","token":"x"}',
-    '{"op":"begin","ch":-1}',
-    '{"op":"begin","ch":"1"}',
-    '{"op":"begin","ch":70000}',
-    '{"op":"attach","ch":1,"handle":1.5,"role":"receiver","address":"a"}',
-    '{"op":"flow","ch":1,"handle":0,"credit":-5}',
-    '{"op":"disposition","ch":1,"first":5,"last":2}',
-    '{"op":"transfer","ch":1,"handle":0,"delivery":"0"}',
-    '{"op":"refresh"}',
-    json.dumps({"op": "attach", "ch": 1, "handle": 2, "role": "sender", "address": "\u00e9"}),
-    "[" + ",".join(['{"op":"begin","ch":1}'] * 3) + "]",
-    '{"op":"attach","ch":1,"handle":4294967296,"role":"receiver","address":"a"}',
-    '{"op":"flow","ch":1,"handle":0,"credit":1e400}',
-    "9" * 5000,
+#: Each bad input, and what the attacker (session 1, receiver link 0 attached) is answered: the
+#: frame and its scope (``None`` ch/handle where the scope is wider), always wsq:invalid-frame.
+CLOSE = ("close", None, None)
+END = ("end", 1, None)
+GARBAGE: list[tuple[str, tuple[str, int | None, int | None]]] = [
+    ("{", CLOSE),
+    ("null", CLOSE),
+    ("[[]]", CLOSE),
+    ('{"op":"open","token":"x"}', CLOSE),
+    ('{"op":"begin","ch":-1}', CLOSE),
+    ('{"op":"begin","ch":"1"}', CLOSE),
+    ('{"op":"begin","ch":70000}', CLOSE),
+    ('{"op":"attach","ch":1,"handle":1.5,"role":"receiver","address":"a"}', END),
+    ('{"op":"flow","ch":1,"handle":0,"credit":-5}', ("detach", 1, 0)),
+    ('{"op":"disposition","ch":1,"first":5,"last":2}', END),
+    ('{"op":"transfer","ch":1,"handle":0,"delivery":"0"}', END),
+    ('{"op":"refresh"}', CLOSE),
+    (
+        json.dumps({"op": "attach", "ch": 1, "handle": 2, "role": "sender", "address": "\u00e9"}),
+        ("detach", 1, 2),
+    ),
+    ("[" + ",".join(['{"op":"begin","ch":1}'] * 3) + "]", CLOSE),
+    ('{"op":"attach","ch":1,"handle":4294967296,"role":"receiver","address":"a"}', END),
+    ('{"op":"flow","ch":1,"handle":0,"credit":1e400}', CLOSE),  # not a JSON number we take
+    ("9" * 5000, CLOSE),
 ]
 
 
 async def test_garbage_from_one_socket_never_disturbs_another(gateway: Gateway) -> None:
     victim = await gateway.subscriber("chat.room1", sub="victim")
     pub = Publisher(await gateway.client(sub="pub"))
-    for i, text in enumerate(GARBAGE):
+    for i, (text, (op, ch, handle)) in enumerate(GARBAGE):
         attacker = await gateway.subscriber("chat.room1", sub=f"attacker{i}", credit=5)
         await attacker.send_raw(text)
-        # Every bad frame is answered with a scoped error (or ignored), never a crash.
+        # Every bad frame is answered with wsq:invalid-frame at its narrowest scope.
+        answer = await attacker.recv()
+        assert (answer["op"], answer.get("ch"), answer.get("handle")) == (op, ch, handle), text
+        assert answer["error"]["condition"] == "wsq:invalid-frame", text
+        if op != "close":
+            await attacker.begin(2)  # the connection goes on
         await pub.publish("chat.room1", i)
         assert (await victim.expect("transfer"))["body"] == i
         await attacker.close()

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from wsq_harness import Client, Gateway, Publisher, make_settings, running_gateway, transfers
+from wsq_harness import (
+    Client,
+    Gateway,
+    Publisher,
+    make_settings,
+    running_gateway,
+    transfers,
+    work,
+)
 
 from wsq.broker.memory import MemoryBroker
+from wsq.core.messages import Outcome
 
 
 async def consumer(
@@ -28,12 +38,29 @@ def settle(first: int, outcome: str, last: int | None = None) -> dict[str, Any]:
     return frame
 
 
-async def test_competing_consumers_share_the_messages_without_overlap(gateway: Gateway) -> None:
+async def test_competing_consumers_with_much_credit_get_turns_of_32(gateway: Gateway) -> None:
+    # Credit is permission, not a claim on everything waiting: rounds of at most 32 per link.
     a = await consumer(gateway, "a", credit=1000)
     b = await consumer(gateway, "b", credit=1000)
+    await Publisher(await gateway.client(sub="p")).publish("jobs", *range(80))
+    got_a = await a.bodies_until_quiet()
+    got_b = await b.bodies_until_quiet()
+    assert sorted([len(got_a), len(got_b)]) == [32, 48]
+    assert sorted(got_a + got_b) == list(range(80))
+
+
+async def test_a_consumer_that_holds_its_credit_leaves_the_rest_to_the_other(
+    gateway: Gateway,
+) -> None:
+    # Small credit, so that the second consumer is exercised: the first holds its two.
+    holder = await consumer(gateway, "a", credit=2)
+    worker = await consumer(gateway, "b", credit=2)
     await Publisher(await gateway.client(sub="p")).publish("jobs", *range(40))
-    got = [*await a.bodies_until_quiet(), *await b.bodies_until_quiet()]
-    assert sorted(got) == list(range(40))
+    held = [t["body"] for t in await transfers(holder, 2)]
+    worked = await work(worker, 38)
+    assert sorted(held + worked) == list(range(40))
+    await holder.nothing("transfer", wait=0.2)
+    await worker.nothing("transfer", wait=0.1)
 
 
 async def test_messages_published_before_the_first_consumer_wait_for_it(gateway: Gateway) -> None:
@@ -56,7 +83,8 @@ async def test_accepted_message_is_gone_for_good(gateway: Gateway) -> None:
 async def test_released_message_goes_at_once_to_another_consumer_uncounted(
     gateway: Gateway,
 ) -> None:
-    a = await consumer(gateway, "a", credit=1)
+    # The releaser still has credit (4 of 5 left): the message must go to the other all the same.
+    a = await consumer(gateway, "a", credit=5)
     await Publisher(await gateway.client(sub="p")).publish("jobs", "x")
     t = await a.expect("transfer")
     b = await consumer(gateway, "b")
@@ -64,6 +92,7 @@ async def test_released_message_goes_at_once_to_another_consumer_uncounted(
     again = await b.expect("transfer")
     assert again["body"] == "x" and again["props"]["redelivered"] == 0
     assert again["id"] == t["id"]
+    await a.nothing("transfer", wait=0.2)
 
 
 async def test_modified_message_is_redelivered_later_with_its_count(gateway: Gateway) -> None:
@@ -126,7 +155,9 @@ async def test_a_disposition_range_settles_many_at_once(gateway: Gateway) -> Non
     await Publisher(await gateway.client(sub="p")).publish("jobs", *range(5))
     got = await transfers(a, 5)
     await a.send(settle(got[0]["delivery"], "accepted", last=got[-1]["delivery"]))
-    await asyncio.sleep(0.1)
+    # The gateway takes a socket's frames in order and awaits each settle: once the begin after
+    # it is answered, the broker has them.
+    await a.begin(2)
     await a.close()
     b = await consumer(gateway, "b")
     await b.nothing("transfer", wait=0.4)
@@ -177,11 +208,27 @@ async def test_a_queue_consumer_that_does_not_read_pauses_instead_of_being_close
 
 
 class SlowSettle(MemoryBroker):
-    """settle takes a network round trip, as with Redis."""
+    """settle takes a network round trip, as with Redis; says when one starts and what each
+    settled."""
 
-    async def settle(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.settling = asyncio.Event()
+        self.settled: list[tuple[str, list[str], Outcome]] = []
+
+    async def settle(
+        self,
+        tenant: str,
+        address: str,
+        group: str,
+        consumer: str,
+        ids: Sequence[str],
+        outcome: Outcome,
+    ) -> None:
+        self.settling.set()
         await asyncio.sleep(0.05)
-        await super().settle(*args, **kwargs)
+        await super().settle(tenant, address, group, consumer, ids, outcome)
+        self.settled.append((address, list(ids), outcome))
 
 
 async def test_settlements_that_arrive_just_before_a_drain_are_not_lost() -> None:
@@ -193,13 +240,17 @@ async def test_settlements_that_arrive_just_before_a_drain_are_not_lost() -> Non
         for handle, address in enumerate(("jobs1", "jobs2")):
             await client.subscribe(1, handle, address, mode="move", lease=300)
         pub = Publisher(await gw.client(sub="p"))
-        await pub.publish("jobs1", "a")
-        await pub.publish("jobs2", "b")
+        [a] = await pub.publish("jobs1", "a")
+        [b] = await pub.publish("jobs2", "b")
         got = await transfers(client, 2)
         first, last = sorted(t["delivery"] for t in got)
         await client.send(settle(first, "accepted", last=last))
-        await asyncio.sleep(0.01)  # the first of the two settles is on its way to the broker
+        await broker.settling.wait()  # the first of the two settles is on its way to the broker
         await gw.server.config.app.state.drain.begin(backstop=False)  # type: ignore[attr-defined]
-        await asyncio.sleep(0.6)  # past the lease: anything left unsettled would come back
+        # Both settled as accepted by the time the drain is over, none left to a lease.
+        assert sorted(broker.settled) == [
+            ("jobs1", [a], Outcome.ACCEPTED),
+            ("jobs2", [b], Outcome.ACCEPTED),
+        ]
         for address in ("jobs1", "jobs2"):
             assert await broker.claim("acme", address, "default", "x", 10, 1000) == []

@@ -24,8 +24,10 @@ from wsq_harness import (
     running_gateway,
     spread_addresses,
     transfers,
+    work,
 )
 
+import wsq.broker.redis.groups as redis_groups_module
 from wsq.config import BrokerConfig, Settings
 from wsq.core.errors import BrokerUnavailable
 from wsq.core.messages import Message, NewMessage
@@ -68,8 +70,10 @@ async def test_published_on_one_node_is_received_on_another_on_every_master(
 
 
 async def test_resume_on_another_node_and_queue_on_the_cluster(
-    settings: Settings, cluster: RedisCluster
+    settings: Settings, cluster: RedisCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # No periodic group poll: the queue step's consumers hear of work by the shard's notices.
+    monkeypatch.setattr(redis_groups_module, "GROUP_POLL_S", 3600.0)
     by_master = spread_addresses(cluster, 1)
     async with running_gateway(settings) as b:
         publisher = Publisher(await b.client(sub="writer"))
@@ -87,6 +91,21 @@ async def test_resume_on_another_node_and_queue_on_the_cluster(
             got = await transfers(again, 2)
             assert [t["id"] for t in got] == missed
             await again.close()
+        # The queue: competing consumers on two nodes, on an address of every master. The one
+        # on A holds its credit of 2; everything else goes to B's, published on A.
+        async with running_gateway(settings) as a:
+            publisher = Publisher(await a.client(sub="writer"))
+            for group in spread_addresses(cluster, 1).values():
+                [address] = group
+                holder = await a.subscriber(address, sub="worker", credit=2, mode="move")
+                worker = await b.subscriber(address, sub="worker", credit=2, mode="move")
+                await publisher.publish(address, *range(12))
+                held = [t["body"] for t in await transfers(holder, 2)]
+                assert sorted(held + await work(worker, 10)) == list(range(12))
+                await holder.nothing("transfer", wait=0.1)
+                await worker.nothing("transfer", wait=0.1)
+                await holder.close()
+                await worker.close()
 
 
 def _move_slot(cluster: RedisCluster, key: str) -> tuple[int, int]:

@@ -31,6 +31,7 @@ from wsq_harness import (
     redis_brokers,
     running_gateway,
     transfers,
+    work,
 )
 
 import wsq.broker.redis.groups as redis_groups_module
@@ -38,7 +39,7 @@ from wsq.broker.redis import RedisBroker
 from wsq.broker.redis.keys import dedup_key
 from wsq.config import BrokerConfig, Settings
 from wsq.core.errors import BrokerUnavailable
-from wsq.core.messages import Message, NewMessage, Outcome
+from wsq.core.messages import Delivery, Message, NewMessage, Outcome
 from wsq.core.positions import START
 from wsq.core.wire import copy_tail
 
@@ -113,17 +114,38 @@ async def test_client_resumes_on_another_node_after_its_node_stops(
         await again.nothing("transfer", wait=0.2)
 
 
-async def test_queue_consumers_on_two_nodes_share_the_messages(
-    settings: Settings, address: str
+async def test_queue_consumers_on_two_nodes_really_compete(
+    settings: Settings, address: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # No periodic poll: node B hears of A's publishes only by the notice (the 1 s poll hid its
+    # loss). Small credit: A's consumer holds two and settles nothing, so everything else must
+    # go to B's.
+    monkeypatch.setattr(redis_groups_module, "GROUP_POLL_S", 3600.0)
     async with running_gateway(settings) as a, running_gateway(settings) as b:
-        consumers = []
-        for gw in (a, b):
-            client = await gw.subscriber(address, sub="worker", credit=1000, mode="move")
-            consumers.append(client)
+        holder = await a.subscriber(address, sub="worker", credit=2, mode="move")
+        worker = await b.subscriber(address, sub="worker", credit=2, mode="move")
         await Publisher(await a.client(sub="writer")).publish(address, *range(30))
-        got = [body for client in consumers for body in await client.bodies_until_quiet()]
-        assert sorted(got) == list(range(30))
+        held = [t["body"] for t in await transfers(holder, 2)]
+        worked = await work(worker, 28)
+        assert sorted(held + worked) == list(range(30))
+        await holder.nothing("transfer", wait=0.2)
+
+
+async def test_a_lease_that_runs_out_on_one_node_goes_to_the_consumer_on_the_other(
+    settings: Settings, address: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No periodic poll: node B learns when A's lease runs out from the group's deadline alone.
+    monkeypatch.setattr(redis_groups_module, "GROUP_POLL_S", 3600.0)
+    async with running_gateway(settings) as a, running_gateway(settings) as b:
+        slow = await a.subscriber(address, sub="worker", credit=5, mode="move", lease=300)
+        await Publisher(await a.client(sub="writer")).publish(address, "job")
+        t = await slow.expect("transfer")
+        other = await b.subscriber(address, sub="worker", credit=5, mode="move", lease=300)
+        again = await other.expect("transfer", timeout=5)
+        assert (again["id"], again["body"], again["props"]["redelivered"]) == (t["id"], "job", 1)
+        # A still has credit, yet the message went to B, once.
+        await slow.nothing("transfer", wait=0.2)
+        await other.nothing("transfer", wait=0.1)
 
 
 # -- cost -------------------------------------------------------------------------------------
@@ -482,6 +504,27 @@ async def test_a_release_on_one_process_wakes_the_group_on_another(
         [got] = await b.claim("t", address, "g", "on-b", 1, 60_000)
         assert got.message.id == held.message.id
         assert got.redelivered == 0  # released: not counted
+        watch.close()
+
+
+async def test_a_lease_that_runs_out_on_one_process_wakes_the_group_on_another(
+    plain_settings: Settings, address: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A claims with no watch of its own (as an HTTP claim does), so nothing on A looks again:
+    # B must wake from the group's deadline, which it learns when it starts watching.
+    monkeypatch.setattr(redis_groups_module, "GROUP_POLL_S", 3600.0)
+    async with redis_brokers(plain_settings, 2) as (a, b):
+        await a.publish("t", address, [NewMessage("1", "w")])
+        [held] = await a.claim("t", address, "g", "http-g~a", 1, 300)
+        woken = asyncio.Event()
+        watch = b.watch_group("t", address, "g", woken.set)
+        claimed: list[Delivery] = []
+        while not claimed:  # B's first looks find nothing; once the lease runs out, the job
+            await asyncio.wait_for(woken.wait(), 5)
+            woken.clear()
+            claimed = await b.claim("t", address, "g", "on-b", 1, 60_000)
+        [got] = claimed
+        assert (got.message.id, got.redelivered) == (held.message.id, 1)
         watch.close()
 
 

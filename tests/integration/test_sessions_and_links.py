@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
-from wsq_harness import Gateway, Publisher, transfers
+from wsq_harness import Client, Gateway, Publisher, StartGateway, transfers
 
 from wsq.core.positions import parse_position
 
@@ -220,16 +221,54 @@ async def test_publish_is_answered_with_accepted_positions_and_delivered(
     await sub.close()
 
 
-async def test_publish_beyond_credit_is_a_link_error(gateway: Gateway) -> None:
-    client = await gateway.sender("x")
-    frames = [
-        {"op": "transfer", "ch": 1, "handle": 0, "delivery": d, "settled": True, "body": d}
-        for d in range(257)
+def publish_frames(first: int, n: int) -> list[dict[str, Any]]:
+    return [
+        {"op": "transfer", "ch": 1, "handle": 0, "delivery": d, "body": d}
+        for d in range(first, first + n)
     ]
-    await client.send(*frames)
+
+
+async def accepted_deliveries(client: Client, n: int) -> list[int]:
+    """The delivery numbers the next dispositions accept, until there are ``n``."""
+    got: list[int] = []
+    while len(got) < n:
+        d = await client.expect("disposition", ch=1)
+        assert d["outcome"] == "accepted", d
+        got += range(d["first"], d.get("last", d["first"]) + 1)
+    return got
+
+
+async def test_a_sender_may_spend_exactly_its_credit_and_only_the_transfer_past_it_is_refused(
+    gateway: Gateway,
+) -> None:
+    client = await gateway.sender("x")  # granted 256
+    # Exactly the credit, in one batch: every one accepted, the credit given back, no error.
+    await client.send(*publish_frames(0, 256))
+    assert await accepted_deliveries(client, 256) == list(range(256))
+    refilled = 0
+    while refilled < 256:
+        refilled += (await client.expect("flow", ch=1, handle=0))["credit"]
+    assert refilled == 256
+    # One past it in one batch: the 256 are published and settled, the 257th alone is refused.
+    await client.send(*publish_frames(256, 257))
+    assert await accepted_deliveries(client, 256) == list(range(256, 512))
     detach = await client.expect("detach", handle=0)
     assert detach["error"]["condition"] == "wsq:transfer-limit-exceeded"
+    await client.nothing("disposition", wait=0.2)
     await client.begin(2)  # the connection lives on
+    await client.close()
+
+
+async def test_transfers_sent_one_by_one_are_each_settled_and_refilled_before_the_next(
+    gateway: Gateway,
+) -> None:
+    # The gateway takes a socket's next message only once the one before is published and its
+    # credit given back, so a sender writing 300 single transfers at once never runs out.
+    client = await gateway.sender("x")
+    for frame in publish_frames(0, 300):
+        await client.send(frame)
+    assert await accepted_deliveries(client, 300) == list(range(300))
+    await client.begin(2)
     await client.close()
 
 
@@ -359,3 +398,37 @@ async def test_settled_receiver_gets_pre_settled_transfers(gateway: Gateway) -> 
     await Publisher(await gateway.client(sub="p")).publish("x", 1)
     assert (await client.expect("transfer"))["settled"] is True
     await client.close()
+
+
+#: More than one catch-up read (``wsq.hub.copy.READ_BATCH``, 512) and than the topic's recent
+#: messages (1024): a resume must read the broker several times.
+BACKLOG = 1300
+
+
+async def test_a_resume_past_one_read_and_the_outbox_gets_every_message_once_in_order(
+    start_gateway: StartGateway,
+) -> None:
+    # The outbox pauses deliveries at 32 KiB: the backlog (~390 KB) is many times that, so the
+    # catch-up stops for room, and goes on, many times before it reaches the live stream.
+    async with start_gateway(server={"outbox_max_bytes": 64 * 1024}) as gateway:
+        pub = Publisher(await gateway.client(sub="p"))
+        pad = "x" * 200
+        ids: list[str] = []
+        for start in range(0, BACKLOG, 100):
+            ids += await pub.publish("hist", *[[i, pad] for i in range(start, start + 100)])
+        client = await gateway.client()
+        await client.begin(1)
+        await client.subscribe(1, 0, "hist", credit=10_000, **{"from": "^"})
+        await client.subscribe(1, 1, "hist", credit=10_000, **{"from": ids[99]})
+        got: dict[int, list[tuple[str, int]]] = {0: [], 1: []}
+        for _ in range(2 * BACKLOG - 100):
+            t = await client.expect("transfer")
+            got[t["handle"]].append((t["id"], t["body"][0]))
+        assert got[0] == list(zip(ids, range(BACKLOG), strict=True))
+        assert got[1] == list(zip(ids[100:], range(100, BACKLOG), strict=True))
+        # Then live, with nothing skipped or repeated between the catch-up and the live stream.
+        live = await pub.publish("hist", "a", "b")
+        after = [(t["handle"], t["id"], t["body"]) for t in await transfers(client, 4)]
+        assert sorted(after) == [(h, i, b) for h in (0, 1) for i, b in zip(live, "ab", strict=True)]
+        await client.nothing("transfer", wait=0.2)
+        await client.close()
