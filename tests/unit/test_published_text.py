@@ -35,6 +35,8 @@ P = Published
         ([P("1-1", duplicate=True), P("2-2", duplicate=True)], "=1-1,=2-2"),
         ([P("5-0"), P("5-1"), P("1-1", duplicate=True)], "5-0+1,=1-1"),
         ([P("1-1", duplicate=True), P("5-0"), P("5-1")], "=1-1,5-0+1"),
+        # After a duplicate nothing continues the run before it, even one position back.
+        ([P("5-1"), P("1-1", duplicate=True), P("5-0")], "5-1,=1-1,5-0"),
         # Past 2**53 (and 19 digits): exact.
         ([P("1-9007199254740993"), P("1-9007199254740994")], "1-9007199254740993+1"),
         ([P(f"{'9' * 19}-{'9' * 19}")], f"{'9' * 19}-{'9' * 19}"),
@@ -71,3 +73,6 @@ def test_message_size_is_the_stored_size_of_body_and_props() -> None:
     assert m.size == want  # counted once
     m.size = 3
     assert message_size(m) == 3
+    # Without an expiry (and so no "expires" prop) likewise.
+    plain = Message("1-2", body, ts=5, publisher="alice")
+    assert message_size(plain) == stored_size(body, stored_props("alice"))
