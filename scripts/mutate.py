@@ -1,0 +1,303 @@
+"""Mutation testing of wsq's core groups: the driver behind ``scripts/mutate``.
+
+Each Python group runs mutmut in its own work folder (``build/mutate/GROUP``: a copy of ``wsq/``,
+``tests/`` and ``pyproject.toml`` with that group's ``[tool.mutmut]`` appended), so groups have
+their own test selection and can run side by side. The JS client runs Stryker from
+``js-client/`` (``stryker.config.json``). Each group's score, counts and surviving mutants (with
+their diffs) go to ``bench/results/mutation/GROUP.json`` and ``GROUP-survivors.txt``; the
+summary is printed.
+
+Not part of the CI test command: a full run takes a long time (docs/testing.md has the
+figures). Usage: ``scripts/mutate [--only GROUP ...] [--jobs N] [--report-only]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = ROOT / ".venv" / "bin"
+BUILD = ROOT / "build" / "mutate"
+RESULTS = ROOT / "bench" / "results" / "mutation"
+
+#: Unit tests that touch the protocol core (and so wsq.core through it). Only fast, in-process
+#: tests: no subprocesses, no browsers, no Redis Cluster.
+PROTOCOL_UNIT = [
+    "tests/unit/test_protocol_connection.py",
+    "tests/unit/test_protocol_fuzz.py",
+    "tests/unit/test_protocol_links.py",
+    "tests/unit/test_protocol_live_views.py",
+    "tests/unit/test_protocol_messages.py",
+    "tests/unit/test_protocol_sessions.py",
+    "tests/unit/test_protocol_state.py",
+    "tests/unit/test_protocol_transfers.py",
+]
+HUB_UNIT = ["tests/unit/test_hub.py", "tests/unit/test_hub_conflation.py"]
+CORE_UNIT = [
+    "tests/unit/test_addresses.py",
+    "tests/unit/test_memory_broker.py",
+    "tests/unit/test_quotas.py",
+    "tests/unit/test_ratelimit.py",
+    "tests/unit/test_auth.py",
+    "tests/unit/test_config.py",
+]
+#: The conformance suite on the memory broker only (and, for the Redis group code, on one real
+#: redis-server the harness starts on a free port; never the cluster).
+CONFORMANCE_MEMORY = ["tests/conformance", "-k", "memory"]
+
+
+@dataclass(frozen=True)
+class PyGroup:
+    name: str
+    mutate: list[str]
+    tests: list[str]
+    about: str
+
+
+@dataclass
+class Outcome:
+    group: str
+    counts: dict[str, int] = field(default_factory=dict)
+    survivors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    error: str = ""
+
+    @property
+    def score(self) -> float | None:
+        """Killed (timeouts count as killed) over every mutant that ran or had no test: a mutant
+        no test reaches is a surviving one, not a skipped one."""
+        killed = self.counts.get("killed", 0) + self.counts.get("timeout", 0)
+        total = killed + sum(
+            self.counts.get(k, 0) for k in ("survived", "no_tests", "suspicious", "segfault")
+        )
+        return killed / total if total else None
+
+
+PY_GROUPS = {
+    g.name: g
+    for g in (
+        PyGroup(
+            "core",
+            ["wsq/core/*"],
+            [*CORE_UNIT, *PROTOCOL_UNIT, *HUB_UNIT, *CONFORMANCE_MEMORY],
+            "wsq/core: codec, addresses, messages, limits, policy",
+        ),
+        PyGroup(
+            "protocol",
+            ["wsq/protocol/*"],
+            [*PROTOCOL_UNIT, "tests/unit/test_hub.py", "tests/unit/test_sys_figures.py"],
+            "wsq/protocol: the sans-I/O connection state machine",
+        ),
+        PyGroup(
+            "hub",
+            ["wsq/hub/*"],
+            [*HUB_UNIT, *CONFORMANCE_MEMORY],
+            "wsq/hub: copy, move, conflate, outlet",
+        ),
+        PyGroup(
+            "brokers",
+            ["wsq/broker/memory/groups.py", "wsq/broker/redis/groups.py"],
+            [
+                "tests/unit/test_memory_broker.py",
+                "tests/conformance",
+                "-k",
+                "memory or (redis and not cluster)",
+            ],
+            "queue groups: wsq/broker/memory/groups.py, wsq/broker/redis/groups.py",
+        ),
+    )
+}
+GROUPS = [*PY_GROUPS, "js"]
+
+
+def toml_list(items: list[str]) -> str:
+    return "[" + ", ".join(json.dumps(i) for i in items) + "]"
+
+
+def prepare(group: PyGroup, fresh: bool) -> Path:
+    """The group's work folder: the sources, the tests and pyproject.toml with [tool.mutmut]."""
+    work = BUILD / group.name
+    if fresh and work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "node_modules", "screenshots")
+    for tree in ("wsq", "tests"):
+        shutil.rmtree(work / tree, ignore_errors=True)
+        shutil.copytree(ROOT / tree, work / tree, ignore=ignore)
+    config = (ROOT / "pyproject.toml").read_text()
+    config += f"""
+[tool.mutmut]
+source_paths = ["wsq"]
+only_mutate = {toml_list(group.mutate)}
+pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]
+pytest_add_cli_args_test_selection = {toml_list(group.tests)}
+# A mutant's time limit: 5 x its tests' clean time + 5 s (an endless loop is a timeout, killed).
+timeout_multiplier = 5.0
+timeout_constant = 5.0
+use_git_change_detection = false
+"""
+    (work / "pyproject.toml").write_text(config)
+    return work
+
+
+def run_in_own_group(cmd: list[str], cwd: Path, log: Path, env: dict[str, str]) -> int:
+    """Run cmd in a new session; afterwards end what it left behind in that session (a
+    redis-server a timed-out mutant's tests started), and nothing else."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+        try:
+            code = proc.wait()
+        except KeyboardInterrupt:
+            os.killpg(proc.pid, signal.SIGINT)
+            code = proc.wait()
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+    return code
+
+
+def run_py(group: PyGroup, jobs: int, fresh: bool, report_only: bool) -> Outcome:
+    work = BUILD / group.name if report_only else prepare(group, fresh)
+    outcome = Outcome(group.name)
+    mutmut = str(VENV_BIN / "mutmut")
+    env = {**os.environ, "CI": "", "PYTHONDONTWRITEBYTECODE": "1"}
+    started = time.monotonic()
+    if not report_only:
+        code = run_in_own_group(
+            [mutmut, "run", "--max-children", str(jobs)], work, work / "run.log", env
+        )
+        if code:
+            outcome.error = f"mutmut run exited {code}: see {work / 'run.log'}"
+    outcome.seconds = time.monotonic() - started
+    subprocess.run([mutmut, "export-cicd-stats"], cwd=work, env=env, capture_output=True)
+    stats = work / "mutants" / "mutmut-cicd-stats.json"
+    if stats.exists():
+        outcome.counts = {k: int(v) for k, v in json.loads(stats.read_text()).items()}
+    listing = subprocess.run(
+        [mutmut, "results"], cwd=work, env=env, capture_output=True, text=True
+    ).stdout
+    diffs = []
+    for line in listing.splitlines():
+        name, _, status = line.strip().rpartition(": ")
+        if status in ("survived", "no tests", "suspicious"):
+            outcome.survivors.append(f"{name} ({status})")
+            shown = subprocess.run(
+                [mutmut, "show", name], cwd=work, env=env, capture_output=True, text=True
+            )
+            diffs.append(shown.stdout)
+    (RESULTS / f"{group.name}-survivors.txt").write_text("\n".join(diffs))
+    return outcome
+
+
+def run_js(jobs: int) -> Outcome:
+    js = ROOT / "js-client"
+    outcome = Outcome("js")
+    if not (js / "node_modules" / "@stryker-mutator" / "core").exists():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=js, check=True)
+    # The tests start the gateway with this Python (the sandbox is not the repository).
+    env = {**os.environ, "CI": "", "WSQ_PYTHON": str(VENV_BIN / "python")}
+    started = time.monotonic()
+    log = BUILD / "js.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    code = run_in_own_group(
+        [str(js / "node_modules" / ".bin" / "stryker"), "run", "--concurrency", str(jobs)],
+        js,
+        log,
+        env,
+    )
+    outcome.seconds = time.monotonic() - started
+    if code:
+        outcome.error = f"stryker exited {code}: see {log}"
+    report = js / "reports" / "mutation" / "mutation.json"
+    if report.exists():
+        data = json.loads(report.read_text())
+        names = {
+            "Killed": "killed",
+            "Timeout": "timeout",
+            "Survived": "survived",
+            "NoCoverage": "no_tests",
+            "CompileError": "skipped",
+            "RuntimeError": "killed",
+            "Ignored": "skipped",
+            "Pending": "skipped",
+        }
+        lines = []
+        for path, file in sorted(data["files"].items()):
+            for m in file["mutants"]:
+                key = names.get(m["status"], "skipped")
+                outcome.counts[key] = outcome.counts.get(key, 0) + 1
+                if key in ("survived", "no_tests"):
+                    where = f"{path}:{m['location']['start']['line']}"
+                    what = f"{m['mutatorName']} -> {m.get('replacement', '')!r}"
+                    outcome.survivors.append(f"{where} {what} ({key})")
+                    lines.append(f"{where} {what} ({key})")
+        (RESULTS / "js-survivors.txt").write_text("\n".join(lines) + "\n")
+    return outcome
+
+
+def commit() -> str:
+    return subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="scripts/mutate", description=__doc__.split("\n")[0])
+    parser.add_argument("--only", action="append", choices=GROUPS, help="run this group (repeat)")
+    parser.add_argument("--jobs", type=int, default=2, help="mutants run at once (default 2)")
+    parser.add_argument("--fresh", action="store_true", help="forget earlier results of a group")
+    parser.add_argument(
+        "--report-only", action="store_true", help="print the last run's results, run nothing"
+    )
+    args = parser.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    outcomes = []
+    for name in args.only or GROUPS:
+        print(f"== {name}", flush=True)
+        if name == "js":
+            outcome = run_js(args.jobs)
+        else:
+            outcome = run_py(PY_GROUPS[name], args.jobs, args.fresh, args.report_only)
+        outcomes.append(outcome)
+        summary = {
+            "group": name,
+            "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "commit": commit(),
+            "seconds": round(outcome.seconds),
+            "counts": outcome.counts,
+            "score": None if outcome.score is None else round(outcome.score, 4),
+            "survivors": outcome.survivors,
+            "error": outcome.error,
+        }
+        (RESULTS / f"{name}.json").write_text(json.dumps(summary, indent=2) + "\n")
+        for s in outcome.survivors:
+            print(f"  survived: {s}")
+        if outcome.error:
+            print(f"  error: {outcome.error}")
+    print("\ngroup     killed  timeout survived no-tests  score   time")
+    for o in outcomes:
+        c = o.counts
+        score = "-" if o.score is None else f"{o.score:6.1%}"
+        print(
+            f"{o.group:9} {c.get('killed', 0):6} {c.get('timeout', 0):8} {c.get('survived', 0):8}"
+            f" {c.get('no_tests', 0):8}  {score:>6} {o.seconds:5.0f}s"
+        )
+    print(f"\nsurvivors with their diffs: {RESULTS.relative_to(ROOT)}/GROUP-survivors.txt")
+    return 1 if any(o.error for o in outcomes) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
