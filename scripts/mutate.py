@@ -222,7 +222,7 @@ def run_py(group: PyGroup, jobs: int, fresh: bool, report_only: bool) -> Outcome
     return outcome
 
 
-def run_js(jobs: int) -> Outcome:
+def run_js(jobs: int, files: str | None) -> Outcome:
     js = ROOT / "js-client"
     outcome = Outcome("js")
     if not (js / "node_modules" / "@stryker-mutator" / "core").exists():
@@ -232,8 +232,11 @@ def run_js(jobs: int) -> Outcome:
     started = time.monotonic()
     log = BUILD / "js.log"
     log.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [str(js / "node_modules" / ".bin" / "stryker"), "run", "--concurrency", str(jobs)]
+    if files:
+        cmd += ["--mutate", files]
     code = run_in_own_group(
-        [str(js / "node_modules" / ".bin" / "stryker"), "run", "--concurrency", str(jobs)],
+        cmd,
         js,
         log,
         env,
@@ -278,6 +281,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="scripts/mutate", description=__doc__.split("\n")[0])
     parser.add_argument("--only", action="append", choices=GROUPS, help="run this group (repeat)")
     parser.add_argument("--jobs", type=int, default=2, help="mutants run at once (default 2)")
+    parser.add_argument(
+        "--js-files",
+        help="js: only these sources, e.g. src/backoff.js,src/outbox.js (Stryker's --mutate)",
+    )
     parser.add_argument("--fresh", action="store_true", help="forget earlier results of a group")
     parser.add_argument(
         "--report-only", action="store_true", help="print the last run's results, run nothing"
@@ -288,7 +295,7 @@ def main() -> int:
     for name in args.only or GROUPS:
         print(f"== {name}", flush=True)
         if name == "js":
-            outcome = run_js(args.jobs)
+            outcome = run_js(args.jobs, args.js_files)
         else:
             outcome = run_py(PY_GROUPS[name], args.jobs, args.fresh, args.report_only)
         outcomes.append(outcome)
