@@ -31,31 +31,14 @@ VENV_BIN = ROOT / ".venv" / "bin"
 BUILD = ROOT / "build" / "mutate"
 RESULTS = ROOT / "bench" / "results" / "mutation"
 
-#: Unit tests that touch the protocol core (and so wsq.core through it). Only fast, in-process
-#: tests: no subprocesses, no browsers, no Redis Cluster.
-PROTOCOL_UNIT = [
-    "tests/unit/test_protocol_connection.py",
-    "tests/unit/test_protocol_fuzz.py",
-    "tests/unit/test_protocol_links.py",
-    "tests/unit/test_protocol_live_views.py",
-    "tests/unit/test_protocol_messages.py",
-    "tests/unit/test_protocol_sessions.py",
-    "tests/unit/test_protocol_state.py",
-    "tests/unit/test_protocol_transfers.py",
-]
-HUB_UNIT = ["tests/unit/test_hub.py", "tests/unit/test_hub_conflation.py"]
-CORE_UNIT = [
-    "tests/unit/test_addresses.py",
-    "tests/unit/test_memory_broker.py",
-    "tests/unit/test_quotas.py",
-    "tests/unit/test_ratelimit.py",
-    "tests/unit/test_auth.py",
-    "tests/unit/test_config.py",
-]
-#: The conformance suite on the memory broker only (and, for the Redis group code, on one real
-#: redis-server the harness starts on a free port; never the cluster).
-#: scripts/mutate_select.py (a pytest plugin) keeps the conformance runs of the group's brokers.
-CONFORMANCE = ["tests/conformance"]
+#: Every group runs the fast suites: the unit tests (less the few that start processes or read
+#: the repository, which scripts/mutate_select.py leaves out) and the conformance suite on the
+#: group's brokers (the memory broker; for the Redis group code also one real redis-server the
+#: harness starts on a free port; never the cluster). mutmut runs each mutant against only the
+#: tests that reach its function, so a wide selection costs only the first (stats) run. Whole
+#: folders, not file lists: mutmut forgets every result when the selection changes, and a new
+#: test file in a folder is picked up without that.
+FAST_TESTS = ["tests/unit", "tests/conformance"]
 
 
 @dataclass(frozen=True)
@@ -92,25 +75,25 @@ PY_GROUPS = {
         PyGroup(
             "core",
             ["wsq/core/*"],
-            [*CORE_UNIT, *PROTOCOL_UNIT, *HUB_UNIT, *CONFORMANCE],
+            FAST_TESTS,
             "wsq/core: codec, addresses, messages, limits, policy",
         ),
         PyGroup(
             "protocol",
             ["wsq/protocol/*"],
-            [*PROTOCOL_UNIT, "tests/unit/test_hub.py", "tests/unit/test_sys_figures.py"],
+            FAST_TESTS,
             "wsq/protocol: the sans-I/O connection state machine",
         ),
         PyGroup(
             "hub",
             ["wsq/hub/*"],
-            [*HUB_UNIT, *CONFORMANCE],
+            FAST_TESTS,
             "wsq/hub: copy, move, conflate, outlet",
         ),
         PyGroup(
             "brokers",
             ["wsq/broker/memory/groups.py", "wsq/broker/redis/groups.py"],
-            ["tests/unit/test_memory_broker.py", *CONFORMANCE],
+            FAST_TESTS,
             "queue groups: wsq/broker/memory/groups.py, wsq/broker/redis/groups.py",
             brokers="memory,redis",
         ),
@@ -177,7 +160,22 @@ def run_in_own_group(cmd: list[str], cwd: Path, log: Path, env: dict[str, str]) 
     return code
 
 
-def run_py(group: PyGroup, jobs: int, fresh: bool, report_only: bool) -> Outcome:
+def survivors(work: Path, env: dict[str, str]) -> list[str]:
+    """The mutants of the last run that the tests did not kill (survived, no tests, suspicious)."""
+    if not (work / "mutants").exists():
+        return []
+    listing = subprocess.run(
+        [str(VENV_BIN / "mutmut"), "results"], cwd=work, env=env, capture_output=True, text=True
+    ).stdout
+    names = []
+    for line in listing.splitlines():
+        name, _, status = line.strip().rpartition(": ")
+        if status in ("survived", "no tests", "suspicious"):
+            names.append(name)
+    return names
+
+
+def run_py(group: PyGroup, jobs: int, fresh: bool, report_only: bool, retest: bool) -> Outcome:
     work = BUILD / group.name if report_only else prepare(group, fresh)
     outcome = Outcome(group.name)
     mutmut = str(VENV_BIN / "mutmut")
@@ -190,8 +188,11 @@ def run_py(group: PyGroup, jobs: int, fresh: bool, report_only: bool) -> Outcome
     }
     started = time.monotonic()
     if not report_only:
+        names = survivors(work, env) if retest else []
+        if retest and not names:
+            print("  no survivors to test again")
         code = run_in_own_group(
-            [mutmut, "run", "--max-children", str(jobs)], work, work / "run.log", env
+            [mutmut, "run", "--max-children", str(jobs), *names], work, work / "run.log", env
         )
         if code:
             outcome.error = f"mutmut run exited {code}: see {work / 'run.log'}"
@@ -285,6 +286,11 @@ def main() -> int:
         "--js-files",
         help="js: only these sources, e.g. src/backoff.js,src/outbox.js (Stryker's --mutate)",
     )
+    parser.add_argument(
+        "--retest",
+        action="store_true",
+        help="run only the last run's survivors again (after adding tests; the rest stand)",
+    )
     parser.add_argument("--fresh", action="store_true", help="forget earlier results of a group")
     parser.add_argument(
         "--report-only", action="store_true", help="print the last run's results, run nothing"
@@ -297,7 +303,7 @@ def main() -> int:
         if name == "js":
             outcome = run_js(args.jobs, args.js_files)
         else:
-            outcome = run_py(PY_GROUPS[name], args.jobs, args.fresh, args.report_only)
+            outcome = run_py(PY_GROUPS[name], args.jobs, args.fresh, args.report_only, args.retest)
         outcomes.append(outcome)
         summary = {
             "group": name,

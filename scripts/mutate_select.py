@@ -1,8 +1,11 @@
-"""A pytest plugin of scripts/mutate: keeps the conformance suite to the brokers it names.
+"""A pytest plugin of scripts/mutate: keeps each mutant's tests fast and in-process.
 
-``-k memory`` would also drop every other selected test without "memory" in its name, so the
-conformance runs are chosen by their ``broker_kind`` parameter instead:
-``WSQ_MUTATE_BROKERS=memory,redis`` keeps those kinds (the default: memory only).
+- The conformance suite runs on the brokers the group names, chosen by the ``broker_kind``
+  parameter (``-k memory`` would also drop every other test without "memory" in its name):
+  ``WSQ_MUTATE_BROKERS=memory,redis`` keeps those kinds (the default: memory only).
+- The unit tests that start processes or read the repository's files (the CLI, the venv
+  script, the Docker files, the import layering) are left out: they test none of the mutated
+  code, and a copy of the repository is not the repository.
 """
 
 from __future__ import annotations
@@ -11,6 +14,10 @@ import os
 
 import pytest
 
+LEFT_OUT = frozenset(
+    {"test_cli.py", "test_docker_files.py", "test_layering.py", "test_venv_script.py"}
+)
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     kinds = set(os.environ.get("WSQ_MUTATE_BROKERS", "memory").split(","))
@@ -18,7 +25,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         spec = getattr(item, "callspec", None)
         kind = spec.params.get("broker_kind") if spec is not None else None
-        (keep if kind is None or kind in kinds else drop).append(item)
+        wanted = item.path.name not in LEFT_OUT and (kind is None or kind in kinds)
+        (keep if wanted else drop).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
