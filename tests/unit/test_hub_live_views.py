@@ -8,12 +8,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from test_hub import Socket, hub_on, settle_loop, tenant_t
 from test_hub_conflation import FakeTime
 
 from wsq.broker.memory import MemoryBroker
 from wsq.core.messages import NewMessage
 from wsq.core.policy import StoragePolicies
+from wsq.core.wire import copy_tail
+from wsq.hub import conflate
 
 
 async def pub(broker: MemoryBroker, address: str, *items: tuple[Any, str | None]) -> list[str]:
@@ -166,3 +169,56 @@ async def test_deliveries_are_counted_by_tenant_while_live_and_after_the_topic_c
             "hub.conflated": 0,
             "hub.conflate_dropped": 0,
         }
+
+
+async def test_held_bytes_follow_what_is_held_and_return_to_zero_once_sent() -> None:
+    broker = MemoryBroker(StoragePolicies())
+    async with hub_on(broker) as hub:
+        FakeTime(hub)
+        sock = Socket(hub)
+        link = await sock.attach(address="hb", credit=0, conflate={"ms": 10})
+        await settle_loop()
+        conflator = link.attachment.conflator
+        await pub(broker, "hb", ("a", "hb.a"), ("bb", "hb.b"))
+        held = conflator.held
+        assert [m.id for m in held.values()] == [held["hb.a"].id, held["hb.b"].id]
+        tails = {k: len(copy_tail(m)) for k, m in held.items()}
+        assert conflator.held_bytes == tails["hb.a"] + tails["hb.b"]
+        await pub(broker, "hb", ("cccc", "hb.a"))
+        assert conflator.held_bytes == len(copy_tail(held["hb.a"])) + tails["hb.b"]
+        assert conflator.held_bytes == tails["hb.a"] + 3 + tails["hb.b"]  # "cccc" vs "a"
+        sock.send({"op": "flow", "ch": 1, "handle": 0, "credit": 1})
+        hub.credit(link)
+        assert bodies(sock) == ["cccc"]  # a replaced in its place: still held first
+        assert conflator.held_bytes == tails["hb.b"]
+        sock.send({"op": "flow", "ch": 1, "handle": 0, "credit": 5})
+        hub.credit(link)
+        assert bodies(sock) == ["bb"]
+        assert conflator.held_bytes == 0
+        assert conflator.held == {}
+
+
+async def test_past_the_most_turns_remembered_the_oldest_quiet_ones_are_forgotten(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(conflate, "_MAX_TURNS", 4)
+    broker = MemoryBroker(StoragePolicies())
+    async with hub_on(broker) as hub:
+        clock = FakeTime(hub)
+        sock = Socket(hub)
+        link = await sock.attach(address="ft", credit=100, conflate={"ms": 1000})
+        await settle_loop()
+        for i in range(4):
+            await pub(broker, "ft", (i, f"ft.s{i}"))
+        conflator = link.attachment.conflator
+        assert list(conflator.turns) == ["ft.s0", "ft.s1", "ft.s2", "ft.s3"]  # 4: all kept
+        await pub(broker, "ft", (4, "ft.s4"))
+        # 5 past 4: the oldest are forgotten down to 2.
+        assert list(conflator.turns) == ["ft.s3", "ft.s4"]
+        assert conflator.turns["ft.s4"] == clock.now + 1.0
+        assert bodies(sock) == [0, 1, 2, 3, 4]
+        await pub(broker, "ft", ("s0 again", "ft.s0"), ("s4 again", "ft.s4"))
+        # s0's turn was forgotten: it goes at once; s4 waits for its turn.
+        assert bodies(sock) == ["s0 again"]
+        clock.advance(1.0)
+        assert bodies(sock) == ["s4 again"]
