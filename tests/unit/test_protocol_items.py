@@ -10,8 +10,14 @@ import pytest
 from protocol_helpers import Harness, decode
 
 from wsq.core.limits import MAX_TOKEN_CHARS
+from wsq.core.messages import Outcome
 from wsq.core.props import NO_PROPS, Props
-from wsq.protocol.events import ConnectionEnded, PublishItem, RefreshRequested
+from wsq.protocol.events import (
+    ConnectionEnded,
+    DeliveriesSettled,
+    PublishItem,
+    RefreshRequested,
+)
 from wsq.protocol.frames import publish_item
 
 
@@ -97,3 +103,19 @@ def test_a_batch_of_deliveries_queues_its_frames_their_bytes_and_one_wake_up() -
     assert link.credit == 7
     assert h.out() == [decode(f) for f in frames]
     assert h.conn.transfer_overhead(link) == len(link.prefix) + 12
+
+
+def test_a_disposition_range_wider_than_the_unsettled_settles_its_last_delivery() -> None:
+    h = Harness()
+    h.open()
+    h.begin(1)
+    link = h.attach_receiver(1, 0, mode="move", credit=10)
+    for i in range(4):
+        h.conn.send_transfer(link, f'"id":"1-{i}","body":{i},"props":{{}}}}', f"1-{i}")
+    h.out()
+    h.send({"op": "disposition", "ch": 1, "first": 1, "last": 2})
+    assert h.events() == [DeliveriesSettled(link, ["1-1", "1-2"], Outcome.ACCEPTED)]
+    # Unsettled now 0 and 3; the range 1..3 is as wide as they are many: 3 is in it.
+    h.send({"op": "disposition", "ch": 1, "first": 1, "last": 3, "outcome": "released"})
+    assert h.events() == [DeliveriesSettled(link, ["1-3"], Outcome.RELEASED)]
+    assert link.unsettled == {0: "1-0"}
