@@ -175,10 +175,31 @@ def survivors(work: Path, env: dict[str, str]) -> list[str]:
     return names
 
 
+def saved_verdicts(work: Path) -> dict[Path, dict[str, int | None]]:
+    """Each mutant's verdict, by its meta file."""
+    return {
+        meta: json.loads(meta.read_text())["exit_code_by_key"]
+        for meta in (work / "mutants").rglob("*.meta")
+    }
+
+
+def restore_verdicts(work: Path, verdicts: dict[Path, dict[str, int | None]]) -> None:
+    """Put back the verdicts a retest did not run again. mutmut forgets them all when its test
+    selection changed; a killed mutant stays killed when tests are only added (same code),
+    so the last run's kills stand and only its survivors needed running."""
+    for meta, before in verdicts.items():
+        if not meta.exists():
+            continue
+        data = json.loads(meta.read_text())
+        now = data["exit_code_by_key"]
+        for key, code in before.items():
+            if key in now and now[key] is None and code is not None:
+                now[key] = code
+        meta.write_text(json.dumps(data, indent=4))
+
+
 def run_py(group: PyGroup, jobs: int, fresh: bool, report_only: bool, retest: bool) -> Outcome:
-    work = BUILD / group.name if report_only else prepare(group, fresh)
-    outcome = Outcome(group.name)
-    mutmut = str(VENV_BIN / "mutmut")
+    work = BUILD / group.name
     env = {
         **os.environ,
         "CI": "",
@@ -186,14 +207,22 @@ def run_py(group: PyGroup, jobs: int, fresh: bool, report_only: bool, retest: bo
         "PYTHONPATH": str(work / "plugins"),
         "WSQ_MUTATE_BROKERS": group.brokers,
     }
+    # The survivors and verdicts of the last run, read before its folder is laid anew.
+    names = survivors(work, env) if retest else []
+    verdicts = saved_verdicts(work) if retest else {}
+    if not report_only:
+        prepare(group, fresh and not retest)
+    outcome = Outcome(group.name)
+    mutmut = str(VENV_BIN / "mutmut")
     started = time.monotonic()
     if not report_only:
-        names = survivors(work, env) if retest else []
         if retest and not names:
             print("  no survivors to test again")
         code = run_in_own_group(
             [mutmut, "run", "--max-children", str(jobs), *names], work, work / "run.log", env
         )
+        if retest:
+            restore_verdicts(work, verdicts)
         if code:
             outcome.error = f"mutmut run exited {code}: see {work / 'run.log'}"
     outcome.seconds = time.monotonic() - started
