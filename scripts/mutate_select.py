@@ -15,7 +15,13 @@ import os
 import pytest
 
 LEFT_OUT = frozenset(
-    {"test_cli.py", "test_docker_files.py", "test_layering.py", "test_venv_script.py"}
+    {
+        "test_cli.py",
+        "test_docker_files.py",
+        "test_js_client.py",
+        "test_layering.py",
+        "test_venv_script.py",
+    }
 )
 
 
