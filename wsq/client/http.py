@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 import httpx
 
+from wsq.core import codec
 from wsq.core.addresses import is_valid_address
 
 from .errors import HTTP, ClientError
@@ -118,6 +119,12 @@ class HttpPublisher:
         if not is_valid_address(address):
             raise ClientError("wsq:invalid-frame", f"not an address: {address!r}", address=address)
         url = f"{self.base_url}/v1/addresses/{quote(address)}/messages"
+        try:
+            content = codec.dumps(payload)
+        except (TypeError, ValueError) as exc:
+            raise ClientError(
+                "wsq:invalid-frame", f"the body is not JSON: {exc}", address=address
+            ) from None
         # One key for every try of this call: a retry is answered what the first try was.
         key = key or str(uuid.uuid4())
         attempt = 0
@@ -127,8 +134,12 @@ class HttpPublisher:
             try:
                 answer = self._http.post(
                     url,
-                    json=payload,
-                    headers={"Authorization": f"Bearer {token}", "Idempotency-Key": key},
+                    content=content,
+                    headers={
+                        "Authorization": f"Bearer {token}",
+                        "Idempotency-Key": key,
+                        "Content-Type": "application/json",
+                    },
                 )
             except httpx.TransportError as exc:
                 if attempt >= self.retries:
