@@ -226,7 +226,9 @@ class Client:
         if self._closed:
             raise ClientError(errors.CLOSED, "the client is closed")
         if not is_subscribable(address):
-            raise ClientError("wsq:invalid-frame", f"not an address: {address!r}", address=address)
+            raise ClientError(
+                "wsq:invalid-frame", f"not an address: {address!r}", scope="link", address=address
+            )
         opts = subscribe_options(
             mode=mode,
             from_=from_,

@@ -208,11 +208,18 @@ def publish_tail(
     """A publish's body and props, checked and encoded once: a transfer frame's JSON without
     its ``{`` (so a retry on another socket or session costs no second encoding)."""
     if not is_valid_address(address):
-        raise ClientError("wsq:invalid-frame", f"not an address: {address!r}", address=address)
+        raise ClientError(
+            "wsq:invalid-frame", f"not an address: {address!r}", scope="message", address=address
+        )
     props: dict[str, Any] = {}
     if subject is not None:
         if not is_valid_address(subject):
-            raise ClientError("wsq:invalid-frame", "subject: an address-like name", address=address)
+            raise ClientError(
+                "wsq:invalid-frame",
+                "subject: an address-like name",
+                scope="message",
+                address=address,
+            )
         props["subject"] = subject
     if not isinstance(message_id, str) or not 0 < len(message_id) <= MAX_STRING_PROP:
         raise ValueError(f"message_id: a string of 1..{MAX_STRING_PROP} characters")
@@ -231,7 +238,7 @@ def publish_tail(
         text = codec.dumps({"body": body, "props": props})
     except (TypeError, ValueError) as exc:
         raise ClientError(
-            "wsq:invalid-frame", f"the body is not JSON: {exc}", address=address
+            "wsq:invalid-frame", f"the body is not JSON: {exc}", scope="message", address=address
         ) from None
     return text[1:]
 
