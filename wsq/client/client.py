@@ -244,7 +244,12 @@ class Client:
         self._subscriptions.add(sub)
         sub.start()
         self._place(sub)
-        await sub.wait_ready()
+        try:
+            await sub.wait_ready()
+        except asyncio.CancelledError:
+            # The caller gave up waiting: the link must not live on unseen.
+            sub.detach()
+            raise
         return sub
 
     async def consume(

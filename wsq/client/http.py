@@ -24,6 +24,15 @@ from .errors import HTTP, ClientError
 MAX_RETRY_AFTER = 30.0
 
 
+def _json_field(answer: httpx.Response, name: str) -> Any:
+    """``name`` of the answer's JSON object; None when the answer is not one (a proxy's page)."""
+    try:
+        value = answer.json()
+    except ValueError:
+        return None
+    return value.get(name) if isinstance(value, dict) else None
+
+
 def _message(
     body: Any,
     subject: str | None,
@@ -146,7 +155,7 @@ class HttpPublisher:
                     raise ClientError(HTTP, repr(exc), address=address) from exc
             else:
                 if answer.status_code in (200, 201):
-                    ids = answer.json().get("ids")
+                    ids = _json_field(answer, "ids")
                     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
                         raise ClientError(HTTP, "an answer without ids", address=address)
                     return ids
@@ -168,10 +177,7 @@ class HttpPublisher:
     @staticmethod
     def _error(answer: httpx.Response, address: str) -> ClientError:
         condition, description = HTTP, f"HTTP {answer.status_code}"
-        try:
-            error = answer.json().get("error")
-        except ValueError:
-            error = None
+        error = _json_field(answer, "error")
         if isinstance(error, dict):
             if isinstance(error.get("condition"), str):
                 condition = error["condition"][:256]

@@ -164,12 +164,18 @@ class Subscription:
 
     async def unsubscribe(self) -> None:
         """Stop receiving; returns once the gateway confirmed (or at once when offline)."""
+        if self.detach():
+            await self._detached.wait()
+
+    def detach(self) -> bool:
+        """End the subscription and send its detach; answers whether one went out."""
         b = self._binding
         self._end(None)
-        if b is not None and b.live:
-            b.detaching = True
-            b.conn.send({"op": "detach", "ch": b.session.ch, "handle": b.handle})
-            await self._detached.wait()
+        if b is None or not b.live:
+            return False
+        b.detaching = True
+        b.conn.send({"op": "detach", "ch": b.session.ch, "handle": b.handle})
+        return True
 
     # -- the client's side -------------------------------------------------------------------
 
