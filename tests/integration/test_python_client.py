@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
 import textwrap
 import time
@@ -15,9 +16,11 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from wsq_harness import (
     SECRET_ACME,
+    SECRET_OTHER,
     RedisServer,
     Served,
     eventually,
@@ -46,6 +49,9 @@ def write_config(path: Path, redis_url: str) -> Path:
             dead_letter = "{DEAD}"
             redelivery_delay_ms = 100
             dedup_window_ms = 60000
+            [tenants.slow]
+            keys = [ {{ alg = "HS256", secret = "{SECRET_OTHER}" }} ]
+            publish_rate = 1
             """
         )
     )
@@ -143,6 +149,21 @@ async def test_http_publisher_reaches_a_subscriber_once_per_idempotency_key(
     assert [m.id for m in got] == [first, *batch]
     assert [m.body for m in got] == [{"n": 1}, 2, 3]
     assert bad.value.condition == "wsq:invalid-frame" and bad.value.status is None
+
+
+def test_http_publisher_retries_a_429_after_its_retry_after(served: Served) -> None:
+    slow = dataclasses.replace(tenants()["other"], name="slow", issuer="slow")
+    tok = mint_token(slow, "py", publish=(">",), subscribe=(">",))
+    address = unique("rated")
+    server = served
+    with HttpPublisher(server.url, tok, retry_delay=0.05) as http:
+        first = http.publish(address, 1)
+        second = http.publish(address, 2)  # over the rate of 1/s: 429, retried, stored once
+        history = httpx.get(
+            f"{server.url}/v1/addresses/{address}/messages?after=0-0",
+            headers={"Authorization": f"Bearer {tok}"},
+        ).json()
+    assert [(m["id"], m["body"]) for m in history["messages"]] == [(first, 1), (second, 2)]
 
 
 # -- many subscriptions on one socket ---------------------------------------------------------

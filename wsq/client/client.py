@@ -307,9 +307,14 @@ class Client:
     async def close(self) -> None:
         """Close for good; pending publishes raise ``wsq-client:closed``."""
         self._shutdown(ClientError(errors.CLOSED, "the client was closed"))
-        if self._run_task is not None:
+        task = self._run_task
+        if task is not None:
+            # The close handshake takes at most close_timeout twice (ours, then the socket's);
+            # a connect stuck on a silent host is not waited for.
+            await asyncio.wait({task}, timeout=2 * self.close_timeout + 0.5)
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._run_task
+                await task
         self._set_state("closed")
 
     # -- connecting --------------------------------------------------------------------------
