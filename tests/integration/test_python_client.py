@@ -116,6 +116,27 @@ async def test_round_trip_publish_and_subscribe(served: Served) -> None:
     assert len({m.message_id for m in got}) == 3  # generated, one per publish
 
 
+async def test_rewind_starts_with_the_last_retained_and_conflate_keeps_each_subjects_last(
+    served: Served,
+) -> None:
+    address = unique("prices")
+    async with client(ws_url(served)) as c:
+        for subject, body in (("px.a", 1), ("px.b", 2), ("px.a", 3), ("px.b", 4), ("px.c", 5)):
+            await c.publish(address, body, subject=subject)
+        last3 = await c.subscribe(address, rewind=3)
+        latest = await c.subscribe(address, rewind=10, conflate=0.05)
+        got = await take(last3, 3)
+        conflated = await take(latest, 3)
+        live = await c.publish(address, 6, subject="px.a")
+        (then,) = await take(last3, 1)
+    assert [m.body for m in got] == [3, 4, 5] and then.id == live
+    assert sorted((m.subject, m.body) for m in conflated) == [
+        ("px.a", 3),
+        ("px.b", 4),
+        ("px.c", 5),
+    ]
+
+
 async def test_a_refused_subscription_raises_its_condition(served: Served) -> None:
     narrow = mint_token(tenants()["acme"], "py", subscribe=("mine.>",))
     async with client(ws_url(served), token=narrow) as c:
