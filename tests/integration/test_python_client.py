@@ -338,6 +338,19 @@ async def test_a_refused_token_ends_the_client_with_its_condition(served: Served
     assert c.state == "closed"
 
 
+async def test_no_gateway_at_all_fails_connect_with_a_socket_condition() -> None:
+    errors: list[ClientError] = []
+    c = Client(f"ws://127.0.0.1:{free_port()}/ws", token=token(), connect_timeout=0.5)
+    c.on("error", errors.append)
+    with pytest.raises(ClientError) as failed:
+        await c.connect()
+    assert failed.value.condition == "wsq-client:socket" and c.state == "closed"
+    assert errors and {e.condition for e in errors} == {"wsq-client:socket"}  # refused, retried
+    with pytest.raises(ClientError) as closed:
+        await c.publish("a", 1)
+    assert closed.value.condition == "wsq-client:closed"
+
+
 # -- a gateway killed and started again ------------------------------------------------------
 
 
