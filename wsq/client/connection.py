@@ -180,8 +180,14 @@ class Connection:
                     if self.close_received:
                         break  # nothing counts after the server's close
                     self._on_frame(f)
-            except Violation as exc:
-                error = {"condition": "wsq:invalid-frame", "description": f"the server sent {exc}"}
+            except Exception as exc:
+                # A frame we failed on, whatever the reason, ends this socket, never the client.
+                what = (
+                    str(exc)
+                    if isinstance(exc, Violation)
+                    else f"a frame the client failed on: {exc!r}"
+                )
+                error = {"condition": "wsq:invalid-frame", "description": f"the server sent {what}"}
                 client._emit("error", from_wire(error, "connection"))
                 self.send_close(error)
                 return
