@@ -1,7 +1,8 @@
 """wsq.client against real ``wsq serve`` processes on a real ``redis-server``: the round trip,
 100 subscriptions on one socket, move-mode outcomes, token refresh on a live socket, a feed that
-resumes after its gateway is SIGKILLed (nothing lost, nothing doubled), and publishes made while
-the gateway is down (sent after the reconnect, stored once)."""
+resumes after its gateway is SIGKILLed or drained (nothing lost, nothing doubled), and publishes
+made while the gateway is down (sent after the reconnect, stored once). The module's gateway
+doubles as the second node on the same Redis where a test kills or drains its own."""
 
 from __future__ import annotations
 
@@ -361,17 +362,16 @@ async def start_served(config: Path, port: int) -> tuple[contextlib.ExitStack, S
     return stack, server
 
 
-async def test_a_feed_resumes_after_its_gateway_is_killed(config: Path) -> None:
+async def test_a_feed_resumes_after_its_gateway_is_killed(config: Path, served: Served) -> None:
     """A subscriber's gateway is SIGKILLed while another on the same Redis takes publishes;
     started again on the same port, the subscriber resumes after the last position it received:
     every message once, in order."""
     address = unique("feed")
     port = free_port()
     stack_a, a = await start_served(config, port)
-    stack_b, b = await start_served(config, free_port())
     bodies: list[int] = []
     try:
-        async with client(ws_url(a)) as c, client(ws_url(b)) as publisher:
+        async with client(ws_url(a)) as c, client(ws_url(served)) as publisher:
             sub = await c.subscribe(address)
             for i in range(50):
                 await publisher.publish(address, i)
@@ -392,21 +392,19 @@ async def test_a_feed_resumes_after_its_gateway_is_killed(config: Path) -> None:
             (last,) = await take(sub, 1)
     finally:
         stack_a.close()
-        stack_b.close()
     assert bodies == list(range(150))
     assert last.body == "end"
 
 
 async def test_publishes_made_while_the_gateway_is_down_go_after_the_reconnect_once(
-    config: Path,
+    config: Path, served: Served
 ) -> None:
     address = unique("outbox")
     port = free_port()
     stack_a, a = await start_served(config, port)
-    stack_b, b = await start_served(config, free_port())
     states: list[str] = []
     try:
-        async with client(ws_url(a)) as c, client(ws_url(b)) as watcher:
+        async with client(ws_url(a)) as c, client(ws_url(served)) as watcher:
             c.on("state", states.append)
             sub = await watcher.subscribe(address)
             before = [await c.publish(address, i) for i in range(10)]
@@ -428,9 +426,36 @@ async def test_publishes_made_while_the_gateway_is_down_go_after_the_reconnect_o
             assert c.pending_publishes == 0 and c.state == "connected"
     finally:
         stack_a.close()
-        stack_b.close()
     assert sorted(m.body for m in got) == list(range(80))
     assert [m.id for m in got] == sorted(positions, key=lambda p: tuple(map(int, p.split("-"))))
     assert len(set(positions)) == 80
     assert last.body == "end"
     assert states[:2] == ["disconnected", "connecting"] and states[-1] == "closed"
+
+
+async def test_a_draining_gateway_says_going_away_and_the_feed_resumes_once_it_is_back(
+    config: Path, served: Served
+) -> None:
+    address = unique("drain")
+    port = free_port()
+    stack_a, a = await start_served(config, port)
+    errors: list[ClientError] = []
+    try:
+        async with client(ws_url(a)) as c, client(ws_url(served)) as publisher:
+            c.on("error", errors.append)
+            sub = await c.subscribe(address)
+            for i in range(10):
+                await publisher.publish(address, i)
+            got = await take(sub, 10)
+            a.proc.send_signal(signal.SIGTERM)  # drain: every client is told going-away
+            await asyncio.to_thread(a.proc.wait, 10)
+            stack_a.close()
+            for i in range(10, 20):
+                await publisher.publish(address, i)
+            stack_a, a = await start_served(config, port)
+            got += await take(sub, 10)
+            assert c.connections == 2
+    finally:
+        stack_a.close()
+    assert [m.body for m in got] == list(range(20))
+    assert errors[0].condition == "wsq:going-away" and errors[0].scope == "connection"
