@@ -23,7 +23,7 @@ from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
-from wsq import sys_stats
+from wsq import present_links, sys_stats
 from wsq.admission import SCOPE_KEY
 from wsq.auth import Principal
 from wsq.core.addresses import SYS_TENANT, is_sys_address
@@ -266,6 +266,7 @@ class Peer:
                     await self._on_attach(event.link)
                 elif isinstance(event, LinkEnded):
                     self.held.ended(event.link)
+                    await present_links.leave(self.node, self._tenant(), event.link)
                     await self.node.hub.detach(event.link, event.unsettled)
                 elif isinstance(event, OpenRequested):
                     await self._on_open(event)
@@ -518,6 +519,10 @@ class Peer:
             # A sender's address is admitted by its publishes (PublishService).
             self.conn.accept_attach(link)
             return
+        if link.presence:
+            assert self.principal is not None
+            client = f"{self.node.node_id}-{self.id}"
+            await present_links.join(self.node, self.conn, self.principal, client, link)
         if link.mode == "copy":
             if tenant is not SYS_TENANT:
                 await quotas.address(tenant, link.address)
@@ -532,6 +537,7 @@ class Peer:
             await hub.attach_move(tenant, link, self.outlet, consumer)
             self.conn.accept_attach(link)
         hub.activate(link)
+        self.node.presence.greet(link)
 
     async def _on_publish(self, event: PublishRequested) -> None:
         link = event.link

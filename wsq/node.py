@@ -9,6 +9,7 @@ from wsq.auth import Authenticator
 from wsq.broker.base import Broker
 from wsq.config import Settings
 from wsq.hub import Hub
+from wsq.hub.presence import PresenceHub
 from wsq.publishing import PublishService
 from wsq.quotas import Quotas
 
@@ -25,11 +26,13 @@ class Node:
     node_id: str
     publishing: PublishService = field(init=False)
     quotas: Quotas = field(init=False)
+    presence: PresenceHub = field(init=False)
     #: Errors answered to clients (sockets and the HTTP bridge) by condition (wsq.stats).
     errors: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
         self.quotas = Quotas(self.settings.tenants, self.broker)
+        self.presence = PresenceHub(self.broker.presence_store)
         self.publishing = PublishService(self.broker, self.settings.tenants, self.quotas)
 
     @classmethod

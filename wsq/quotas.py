@@ -8,6 +8,8 @@ gateway, checked where it is asked for, refused at the narrowest scope, and coun
   ``address`` admits one, and confirms a live one at most every ``CONFIRM_S`` (a publish to an
   address confirmed lately costs one dict lookup, no broker call).
 - ``max_groups`` per address: ``group`` opens a consumer group (and admits its address).
+- ``max_presence_members``: links attached with ``"presence": true`` (``present``); the
+  per-address bound, ``max_members_per_address``, is the presence store's (``wsq.hub.presence``).
 
 The counts are the broker's ``QuotaStore``: this process's on ``memory://``, shared by every
 process on Redis. Every refusal raises ``QuotaExceeded`` after ``refused`` counted it by
@@ -23,7 +25,14 @@ from collections.abc import Callable, Hashable, Mapping
 
 from wsq.broker.base import Broker
 from wsq.config import TenantConfig
-from wsq.core.errors import ADDRESSES, CONNECTIONS, GROUPS, LINKS, QuotaExceeded
+from wsq.core.errors import (
+    ADDRESSES,
+    CONNECTIONS,
+    GROUPS,
+    LINKS,
+    PRESENCE_MEMBERS,
+    QuotaExceeded,
+)
 
 log = logging.getLogger("wsq.quotas")
 
@@ -103,6 +112,19 @@ class Quotas:
     def detach(self, tenant: str, n: int = 1) -> None:
         if n and tenant in self._tenants:
             self._store.release(tenant, LINKS, n)
+
+    async def present(self, tenant: str) -> None:
+        """One more present link of ``tenant`` (presence), or ``QuotaExceeded``."""
+        config = self._tenants.get(tenant)
+        if config is None:
+            return
+        limit = config.max_presence_members
+        if not await self._store.acquire(tenant, PRESENCE_MEMBERS, limit):
+            raise self.refused(QuotaExceeded(tenant, PRESENCE_MEMBERS, limit))
+
+    def absent(self, tenant: str) -> None:
+        if tenant in self._tenants:
+            self._store.release(tenant, PRESENCE_MEMBERS)
 
     # -- addresses and groups ---------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from wsq.broker.base import Broker, Handle, QuotaStore
+from wsq.broker.presence import PresenceStore
 from wsq.core.addresses import Pattern
 from wsq.core.messages import (
     Delivery,
@@ -59,6 +60,7 @@ class TimedBroker(Broker):
     def __init__(self, inner: Broker, observers: dict[str, Observe]) -> None:
         self.inner = inner
         self.quota_store: QuotaStore = inner.quota_store
+        self.presence_store: PresenceStore = inner.presence_store
         self._publish = observers["publish"]
         self._publish_once = observers["publish_once"]
         self._last_position = observers["last_position"]

@@ -162,6 +162,26 @@ def _schemas() -> dict[str, Any]:
                 },
             },
         },
+        "Member": {
+            "type": "object",
+            "required": ["id", "sub", "client", "node"],
+            "properties": {
+                "id": {"type": "string", "description": "`<client>.<ch>.<handle>`"},
+                "sub": {"type": "string"},
+                "client": {"type": "string", "description": "The connection's id"},
+                "node": {"type": "string"},
+            },
+        },
+        "Presence": {
+            "type": "object",
+            "required": ["address", "count", "members"],
+            "properties": {
+                "address": {"type": "string"},
+                "count": {"type": "integer", "minimum": 0},
+                "members": {"type": "array", "items": _ref("Member"), "maxItems": 100},
+                "next": {"type": "string", "description": "More members follow: `after`"},
+            },
+        },
         "Found": {
             "type": "object",
             "required": ["id", "props"],
@@ -336,6 +356,33 @@ def openapi_document() -> dict[str, Any]:
                     ],
                     "responses": {
                         "200": _json(_ref("Found"), "The message"),
+                        **_errors(),
+                    },
+                },
+            },
+            "/v1/addresses/{address}/presence": {
+                "parameters": [_ADDRESS_PARAM],
+                "get": {
+                    "operationId": "presence",
+                    "summary": "The address's present members: a count and a page, by id "
+                    "(subscribe right)",
+                    "parameters": [
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 100},
+                        },
+                        {
+                            "name": "after",
+                            "in": "query",
+                            "required": False,
+                            "description": "The last member id of the page before (`next`)",
+                            "schema": {"type": "string", "maxLength": 256},
+                        },
+                    ],
+                    "responses": {
+                        "200": _json(_ref("Presence"), "The count and a page of members"),
                         **_errors(),
                     },
                 },

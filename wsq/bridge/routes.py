@@ -52,6 +52,8 @@ from wsq.core.limits import (
 )
 from wsq.core.messages import Outcome
 from wsq.core.positions import START
+from wsq.core.presence import MAX_MEMBER_ID, MAX_PRESENCE_PAGE
+from wsq.hub.presence import occupancy
 from wsq.node import Node
 
 log = logging.getLogger("wsq.bridge")
@@ -293,6 +295,22 @@ async def messages(request: Request) -> Response:
     return await list_messages(request)
 
 
+# -- presence ------------------------------------------------------------------------------
+
+
+@_endpoint
+async def presence(request: Request) -> Response:
+    """The address's count and one page of its members, by id (``after``: the last id seen)."""
+    node, principal, address = await _open(request)
+    _may_subscribe(principal, address)
+    limit = query_int(request, "limit", MAX_PRESENCE_PAGE, 1, MAX_PRESENCE_PAGE)
+    after = request.query_params.get("after", "")
+    if len(after) > MAX_MEMBER_ID:
+        raise InvalidFrame(f"'after' must be a member id of at most {MAX_MEMBER_ID} characters")
+    store = node.broker.presence_store
+    return json_response(await occupancy(store, principal.tenant, address, limit, after))
+
+
 # -- the document ----------------------------------------------------------------------------
 
 
@@ -306,6 +324,7 @@ def routes() -> list[Route]:
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/addresses/{address}/messages", messages, methods=["GET", "POST"]),
         Route("/addresses/{address}/lookup", lookup, methods=["GET"]),
+        Route("/addresses/{address}/presence", presence, methods=["GET"]),
         Route("/addresses/{address}/claims", create_claim, methods=["POST"]),
         Route("/addresses/{address}/claims/{claim}/settle", settle_claim, methods=["POST"]),
         Route("/addresses/{address}/claims/{claim}/renew", renew_claim, methods=["POST"]),

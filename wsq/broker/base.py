@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from wsq.broker.presence import PresenceStore
 from wsq.core.addresses import Pattern
 from wsq.core.limits import REWIND_PAGE_BYTES, REWIND_SCAN, REWIND_SCAN_BYTES
 from wsq.core.messages import (
@@ -229,6 +230,8 @@ class Broker(ABC):
     dead_letters_dropped: int = 0
     #: The tenants' quota counts (``wsq.quotas``).
     quota_store: QuotaStore
+    #: The members of every address (``"presence": true`` receivers).
+    presence_store: PresenceStore
 
     @abstractmethod
     async def start(self) -> None:

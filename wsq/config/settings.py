@@ -12,6 +12,7 @@ from types import MappingProxyType
 from wsq.core.addresses import SYS_TENANT
 from wsq.core.limits import DEFAULT_IDLE_MS
 from wsq.core.policy import DEFAULT_POLICY, SYS_POLICY, StoragePolicies, StoragePolicy
+from wsq.core.presence import DEFAULT_MEMBERS_PER_ADDRESS
 
 BROKER_SCHEMES: tuple[str, ...] = ("memory", "redis", "rediss", "redis+cluster")
 
@@ -54,6 +55,8 @@ QUOTA_SETTINGS: tuple[str, ...] = (
     "max_groups",
     "max_dedup_ids",
     "max_idempotency_keys",
+    "max_presence_members",
+    "max_members_per_address",
 )
 
 
@@ -112,6 +115,10 @@ class TenantConfig:
     max_connections: int = 1_000
     max_links: int = 10_000
     max_addresses: int = 10_000
+    # Presence (docs/protocol.md, "Presence"): present links of the tenant, over every
+    # process, and of one address (what bounds a room's snapshot work and join/leave fan-out).
+    max_presence_members: int = 10_000
+    max_members_per_address: int = DEFAULT_MEMBERS_PER_ADDRESS
     # Publishes per second the tenant may make (HTTP bridge and WebSocket); 0 = unlimited.
     publish_rate: float = 0.0
     # Whether the tenant's tokens may carry the operator right ("wsq":{"ops":true}): the

@@ -72,6 +72,7 @@ CONNECTIONS = "connections"
 LINKS = "links"
 ADDRESSES = "addresses"
 GROUPS = "groups"
+PRESENCE_MEMBERS = "presence members"
 
 
 class QuotaExceeded(ResourceLimitExceeded):

@@ -86,6 +86,12 @@ def configure_link(link: Link, frame: dict[str, Any]) -> None:
         raise invalid("attach: 'address' must be dot-separated tokens of [A-Za-z0-9_-]")
     assert isinstance(address, str)
     link.address = address
+    presence = frame.get("presence", False)
+    if not isinstance(presence, bool):
+        raise invalid("attach: 'presence' must be a boolean")
+    if presence and (role == "sender" or is_sys_address(address)):
+        raise invalid("attach: 'presence' is for receivers of a tenant's address")
+    link.presence = presence
     if role == "sender":
         return
     mode = frame.get("mode", "copy")

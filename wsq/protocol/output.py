@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from wsq.core import codec
+from wsq.protocol.state import Link, LinkState
 
 
 def _batch(frames: list[str]) -> str:
@@ -104,3 +105,8 @@ class OutgoingFrames:
         while (text := self.next_message(max_bytes)) is not None:
             messages.append(text)
         return messages
+
+    def send_presence(self, link: Link, body: dict[str, Any]) -> None:
+        """A ``presence`` frame on an attached link: its room's snapshot, a join or a leave."""
+        if link.state is LinkState.ATTACHED:
+            self._emit({"op": "presence", "ch": link.ch, "handle": link.handle, **body})

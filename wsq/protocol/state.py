@@ -134,6 +134,7 @@ class Link:
         "overdrawn",
         "pre_settled",
         "prefix",
+        "presence",
         "rewind",
         "role",
         "session",
@@ -172,6 +173,8 @@ class Link:
         # at most one transfer per subject per ``conflate_ms``.
         self.rewind: int | None = None
         self.conflate_ms: int | None = None
+        # A receiver attached with "presence": true is a member of its address while attached.
+        self.presence = False
         self.state = LinkState.ATTACHING
         # Move-mode deliveries sent unsettled: delivery number -> message id.
         self.unsettled: dict[int, str] = {}

@@ -34,6 +34,7 @@ from wsq.broker.base import (
 )
 from wsq.broker.memory.groups import Entry, EntryState, Group
 from wsq.broker.memory.log import START_POS, AddressLog, pos_of
+from wsq.broker.memory.presence import LocalPresenceStore
 from wsq.broker.memory.quotas import LocalQuotaStore
 from wsq.core.addresses import Pattern
 from wsq.core.errors import BrokerUnavailable, IdempotencyKeyReused
@@ -75,6 +76,7 @@ class MemoryBroker(Broker):
         self._closed = False
         self._sweeper: asyncio.Task[None] | None = None
         self.quota_store = LocalQuotaStore(clock)
+        self.presence_store = LocalPresenceStore()
 
     # -- lifecycle ---------------------------------------------------------------------------
 

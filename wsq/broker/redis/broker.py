@@ -19,6 +19,7 @@ from wsq.broker.redis.client import DOWN, RedisClients, unavailable
 from wsq.broker.redis.entries import entry_fields, entry_message, flat_row
 from wsq.broker.redis.groups import ConsumerGroups
 from wsq.broker.redis.keys import address_base, bound_keys, dedup_key, idempotency_key
+from wsq.broker.redis.presence import RedisPresenceStore
 from wsq.broker.redis.quotas import RedisQuotaStore
 from wsq.broker.redis.reader import LiveReader
 from wsq.broker.redis.scripts import retention
@@ -52,6 +53,7 @@ class RedisBroker(ConsumerGroups, Broker):
         self._clients = RedisClients(url)
         self._quotas = self.quota_store = RedisQuotaStore(self._clients, quota_lease_ms)
         self._reader = LiveReader(self._clients, policies)
+        self.presence_store = RedisPresenceStore(self._clients, quota_lease_ms)
         self._group_watches = {}
         self._dead_letterers = set()
         self._closed = False
@@ -68,10 +70,12 @@ class RedisBroker(ConsumerGroups, Broker):
         self._clients.start()
         self._reader.start()
         self._quotas.start()
+        await self.presence_store.start()
 
     async def close(self) -> None:
         self._closed = True
         await self._quotas.close()
+        await self.presence_store.close()
         await self._reader.close()
         self._close_groups()
         await self._clients.close()

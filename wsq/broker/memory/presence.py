@@ -1,0 +1,67 @@
+"""The members of every address of this process (``memory://``): no other process, no lease."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+
+from wsq.broker.presence import PresenceStore
+from wsq.core.presence import Member
+
+
+class _Room:
+    __slots__ = ("changed", "members", "version")
+
+    def __init__(self) -> None:
+        self.members: dict[str, Member] = {}
+        self.version = 0
+        # Set (and replaced) at every change: what ``changed`` waits on.
+        self.changed = asyncio.Event()
+
+    def bump(self, version: int) -> None:
+        self.version = version
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+
+class LocalPresenceStore(PresenceStore):
+    def __init__(self) -> None:
+        self._rooms: dict[tuple[str, str], _Room] = {}
+        # One sequence for every room: a room forgotten and made again never repeats a version.
+        self._versions = itertools.count(1)
+
+    def _room(self, tenant: str, address: str) -> _Room:
+        room = self._rooms.get((tenant, address))
+        if room is None:
+            room = self._rooms[(tenant, address)] = _Room()
+        return room
+
+    async def join(self, tenant: str, address: str, member: Member, max_members: int) -> bool:
+        room = self._room(tenant, address)
+        if member.id not in room.members and len(room.members) >= max_members:
+            return False
+        room.members[member.id] = member
+        room.bump(next(self._versions))
+        return True
+
+    async def leave(self, tenant: str, address: str, member_id: str) -> None:
+        room = self._rooms.get((tenant, address))
+        if room is None or room.members.pop(member_id, None) is None:
+            return
+        room.bump(next(self._versions))
+        if not room.members:
+            del self._rooms[(tenant, address)]  # its waiters were woken by the bump
+
+    async def members(self, tenant: str, address: str) -> tuple[int, dict[str, Member]]:
+        room = self._rooms.get((tenant, address))
+        if room is None:
+            return 0, {}
+        return room.version, dict(room.members)
+
+    async def changed(self, tenant: str, address: str, version: int, timeout_s: float) -> None:
+        room = self._room(tenant, address)
+        if room.version != version:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(room.changed.wait(), timeout_s)

@@ -1,0 +1,22 @@
+-- A room's members (KEYS[1], hash: member id -> {"o": owner, "m": member}) and its version
+-- (KEYS[2], a counter bumped at every change: what the other processes poll).
+-- ARGV[1] "join": ARGV[2] id, ARGV[3] value, ARGV[4] the most members; 1 added, 0 full.
+-- ARGV[1] "drop": ARGV[2..] ids; the number removed.
+local op = ARGV[1]
+if op == "join" then
+  if redis.call("HEXISTS", KEYS[1], ARGV[2]) == 0
+      and redis.call("HLEN", KEYS[1]) >= tonumber(ARGV[4]) then
+    return 0
+  end
+  redis.call("HSET", KEYS[1], ARGV[2], ARGV[3])
+  redis.call("INCR", KEYS[2])
+  return 1
+end
+local removed = 0
+for i = 2, #ARGV do
+  removed = removed + redis.call("HDEL", KEYS[1], ARGV[i])
+end
+if removed > 0 then
+  redis.call("INCR", KEYS[2])
+end
+return removed
