@@ -148,6 +148,7 @@ export class Client extends Emitter {
     const sub = new Subscription(this, address, handler, opts);
     if (typeof opts.onGap === "function") sub.on("gap", opts.onGap);
     if (typeof opts.onError === "function") sub.on("error", opts.onError);
+    if (typeof opts.onPresence === "function") sub.on("presence", opts.onPresence);
     this._subscriptions.add(sub);
     if (this._conn) this._attach(this._conn, sub);
     return sub;

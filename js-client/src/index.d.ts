@@ -219,6 +219,11 @@ export interface SubscribeOptions {
   settled?: boolean;
   /** The credit window: at most this many messages are on their way or waiting for the handler. */
   credit?: number;
+  /** Make this subscription a member of the address while attached, and receive the room
+   * (count and first 100 members) and every join and leave ("presence" events). */
+  presence?: boolean;
+  /** Shorthand for sub.on("presence", …). */
+  onPresence?: (event: PresenceEvent) => void;
   /** Shorthand for sub.on("gap", …). */
   onGap?: (info: AttachInfo) => void;
   /** Shorthand for sub.on("error", …). */
@@ -236,6 +241,18 @@ export interface PublishOptions {
   headers?: Record<string, unknown>;
 }
 
+/** A present link of an address; `client` is the connection's id on its gateway node. */
+export interface Member {
+  id: string;
+  sub: string;
+  client: string;
+  node: string;
+}
+
+export type PresenceEvent =
+  | { type: "room"; count: number; members: Member[] }
+  | { type: "join" | "leave"; count: number; member: Member };
+
 declare class Emitter<Events> {
   on<E extends keyof Events & string>(event: E, listener: Events[E]): this;
   once<E extends keyof Events & string>(event: E, listener: Events[E]): this;
@@ -252,6 +269,8 @@ export interface SubscriptionEvents {
   error: (error: WsqError) => void;
   /** The subscription ended: unsubscribed (null), refused (the error) or its client closed. */
   closed: (error: WsqError | null) => void;
+  /** With `presence: true`: the room after each attach, then each join and leave. */
+  presence: (event: PresenceEvent) => void;
 }
 
 export class Subscription<T = unknown> extends Emitter<SubscriptionEvents> {
@@ -262,6 +281,8 @@ export class Subscription<T = unknown> extends Emitter<SubscriptionEvents> {
   readonly position: Position | null;
   /** Attached on the current socket. */
   readonly attached: boolean;
+  /** With `presence: true`: the room's count and the members known (first page, joins). */
+  readonly presence: { count: number; members: Map<string, Member> } | null;
   /** Ended: unsubscribed, refused, or the client closed. */
   readonly closed: boolean;
   /** Resolves at the first attach; rejects with the refusal (or when closed before). */

@@ -159,6 +159,12 @@ export class Sessions extends Map {
         if (!(b.link instanceof Subscription)) throw new Violation("a transfer on a sender link");
         return b.link._onTransfer(b, f);
       }
+      case "presence": {
+        const b = this.binding(f);
+        if (b.detaching) return;
+        if (!(b.link instanceof Subscription)) throw new Violation("presence on a sender link");
+        return b.link._onPresence(f);
+      }
       case "disposition":
         return this.onDisposition(f);
       case "detach":

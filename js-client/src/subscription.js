@@ -59,6 +59,12 @@ export function subscribeOptions(options) {
   if ((opts.rewind !== undefined || opts.conflate !== undefined) && opts.mode === "move") {
     throw new TypeError("options rewind and conflate: copy mode only");
   }
+  if (opts.presence !== undefined && typeof opts.presence !== "boolean") {
+    throw new TypeError("option presence: a boolean");
+  }
+  if (opts.onPresence !== undefined && typeof opts.onPresence !== "function") {
+    throw new TypeError("option onPresence: a function");
+  }
   if (typeof opts.filter === "string") opts.filter = { subject: opts.filter };
   if (opts.filter !== undefined) {
     if (
@@ -126,6 +132,12 @@ export class Message {
   }
 }
 
+const MEMBER_FIELDS = ["id", "sub", "client", "node"];
+
+function isMember(m) {
+  return isObject(m) && MEMBER_FIELDS.every((k) => typeof m[k] === "string" && m[k].length <= 256);
+}
+
 export class Subscription extends Emitter {
   constructor(client, address, handler, options) {
     super();
@@ -141,6 +153,10 @@ export class Subscription extends Emitter {
     this._filter = options.filter;
     this._window = options.credit ?? client._credit;
     this._presettled = options.settled === true;
+    this._presence = options.presence === true;
+    /** With presence: the room's count and the members known by id (the first page, then
+     * every join and leave). */
+    this.presence = this._presence ? { count: 0, members: new Map() } : null;
     /** Copy mode: the position of the last message handed to the handler. */
     this.position = null;
     this._resumeFrom = null; // the last position received (or where the server started us)
@@ -229,6 +245,7 @@ export class Subscription extends Emitter {
       lease: this._lease,
       filter: this._filter,
       settled: this._presettled,
+      presence: this._presence,
       credit,
     });
     b.credit = credit;
@@ -273,6 +290,32 @@ export class Subscription extends Emitter {
     }
     this._queue.push(new Message(this, b, f));
     this._schedule();
+  }
+
+  /** A presence frame: the room (after each attach, replacing what was known), a join, a
+   * leave. Emits "presence" with {type: "room"|"join"|"leave", count, members|member}. */
+  _onPresence(f) {
+    const room = this.presence;
+    if (!room) throw new Violation("presence on a link attached without it");
+    if (this.closed) return;
+    if (Array.isArray(f.members)) {
+      if (!isUint(f.count) || !f.members.every(isMember)) throw new Violation("a bad presence room");
+      room.members = new Map(f.members.map((m) => [m.id, m]));
+      room.count = f.count;
+      this[EMIT]("presence", { type: "room", count: room.count, members: f.members });
+      return;
+    }
+    const type = isMember(f.join) ? "join" : isMember(f.leave) ? "leave" : null;
+    if (!type) throw new Violation("a presence frame without room, join or leave");
+    const member = f[type];
+    if (type === "join") {
+      if (!room.members.has(member.id)) room.count += 1;
+      room.members.set(member.id, member);
+    } else {
+      room.members.delete(member.id);
+      room.count = Math.max(0, room.count - 1);
+    }
+    this[EMIT]("presence", { type, count: room.count, member });
   }
 
   _onLost(b) {

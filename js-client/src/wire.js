@@ -119,6 +119,7 @@ export const frame = Object.freeze({
     }
     if (link.filter !== undefined) f.filter = link.filter;
     if (link.settled) f.settled = true;
+    if (link.presence) f.presence = true;
     f.credit = link.credit;
     return f;
   },
@@ -149,6 +150,7 @@ const OPS = new Set([
   "detach",
   "refresh",
   "close",
+  "presence",
 ]);
 
 /** The frames of one WebSocket message: a frame, or a batch of them (`[]` is a heartbeat). */
