@@ -3,11 +3,14 @@ occupancy over HTTP, the bounds, and the rights."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
 import httpx
 from wsq_harness import Client, Gateway, StartGateway
+
+from wsq.client import Client as WsqClient
 
 
 def room() -> str:
@@ -158,3 +161,37 @@ async def test_occupancy_pages_a_large_room(start_gateway: StartGateway) -> None
         ids = [m["id"] for m in first["members"] + rest["members"]]
         assert ids == sorted(set(ids)) and len(ids) == 120
         await client.close()
+
+
+async def test_the_python_client_follows_the_room(gateway: Gateway) -> None:
+    address = room()
+    events: list[dict[str, Any]] = []
+    got = asyncio.Event()
+
+    def on_presence(event: dict[str, Any]) -> None:
+        events.append(event)
+        got.set()
+
+    async def next_event() -> dict[str, Any]:
+        async with asyncio.timeout(5):
+            while not events:
+                got.clear()
+                await got.wait()
+        return events.pop(0)
+
+    async with WsqClient(gateway.url, token=gateway.token("alice")) as alice:
+        sub = await alice.subscribe(address, presence=True, on_presence=on_presence)
+        room_event = await next_event()
+        assert room_event["type"] == "room" and room_event["count"] == 1
+        assert [m["sub"] for m in room_event["members"]] == ["alice"]
+        async with WsqClient(gateway.url, token=gateway.token("bob")) as bob:
+            bobs = await bob.subscribe(address, presence=True)
+            joined = await next_event()
+            assert (joined["type"], joined["member"]["sub"], joined["count"]) == ("join", "bob", 2)
+            assert sub.presence_count == 2 and len(sub.members) == 2
+            await bobs.unsubscribe()
+            left = await next_event()
+            assert (left["type"], left["member"]["sub"], left["count"]) == ("leave", "bob", 1)
+        assert list(sub.members.values()) == room_event["members"]
+        plain = await alice.subscribe(room())
+        assert plain.presence_count == 0 and plain.members == {}

@@ -24,7 +24,7 @@ from .connection import Connection, Link
 from .errors import ClientError
 from .outbox import Outbox
 from .sender import Senders
-from .subscription import Handler, Subscription
+from .subscription import Handler, PresenceHandler, Subscription
 from .token import Token, TokenSource
 from .wire import (
     AUTH_CONDITIONS,
@@ -217,12 +217,16 @@ class Client:
         mode: Literal["copy", "move"] = "copy",
         group: str | None = None,
         lease: float | None = None,
+        presence: bool = False,
+        on_presence: PresenceHandler | None = None,
     ) -> Subscription:
         """A receiver link on ``address``, attached (``ClientError`` when the gateway refuses
         it). Without ``handler``, read it with ``async for msg in sub``. Copy mode (a feed):
         ``from_`` ("$" new only, "^" oldest retained, or a position), ``rewind`` (the last N
         retained), ``conflate`` (s: at most one message per subject per period). ``filter``: a
-        subject pattern."""
+        subject pattern. ``presence``: a member of the address while attached; the room
+        (``sub.presence_count``, ``sub.members``) and every join and leave go to
+        ``on_presence``."""
         if self._closed:
             raise ClientError(errors.CLOSED, "the client is closed")
         if not is_subscribable(address):
@@ -239,8 +243,9 @@ class Client:
             lease=lease,
             credit=credit,
             settled=settled,
+            presence=presence,
         )
-        sub = Subscription(self, address, opts, handler)
+        sub = Subscription(self, address, opts, handler, on_presence)
         self._subscriptions.add(sub)
         sub.start()
         self._place(sub)

@@ -339,7 +339,13 @@ class Connection:
             self._on_disposition(f)
         elif op == "detach":
             self._on_detach(f)
-        # "presence" frames: links of this client never ask for them; ignored.
+        elif op == "presence":
+            b = self._binding(f)
+            if b.detaching:
+                return
+            if not isinstance(b.link, Subscription):
+                raise Violation("presence on a sender link")
+            b.link.on_presence(f)
 
     def _on_end(self, f: dict[str, Any]) -> None:
         session = self._session(f)

@@ -12,6 +12,8 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from wsq.core.presence import Member
+
 from . import errors
 from .errors import ClientError
 from .wire import (
@@ -32,6 +34,9 @@ if TYPE_CHECKING:
     from .connection import Binding
 
 Handler = Callable[["Message"], Awaitable[None] | None]
+#: Called with each presence event: ``{"type": "room", "count", "members"}`` after each attach,
+#: ``{"type": "join" | "leave", "count", "member"}`` after it (members as the wire has them).
+PresenceHandler = Callable[[dict[str, Any]], None]
 
 
 class Message:
@@ -114,7 +119,12 @@ class Subscription:
     the last message handed out (copy mode)."""
 
     def __init__(
-        self, client: Client, address: str, opts: LinkOptions, handler: Handler | None
+        self,
+        client: Client,
+        address: str,
+        opts: LinkOptions,
+        handler: Handler | None,
+        on_presence: PresenceHandler | None = None,
     ) -> None:
         self.client = client
         self.address = address
@@ -138,6 +148,11 @@ class Subscription:
         #: Attached on the current socket.
         self.attached = False
         self.recovered = True
+        #: With presence: the room's count, and its members known by id (the first page the
+        #: gateway sent, then every join and leave).
+        self.presence_count = 0
+        self.members: dict[str, dict[str, str]] = {}
+        self._on_presence = on_presence
 
     # -- the user's side ---------------------------------------------------------------------
 
@@ -224,6 +239,37 @@ class Subscription:
         settled = self.mode != "move" or f.get("settled") is True
         self._queue.append(Message(b, self.address, f, settled))
         self._wake.set()
+
+    def on_presence(self, f: Mapping[str, Any]) -> None:
+        """A presence frame: the room (replacing what was known), a join or a leave."""
+        if not self.options.presence:
+            raise Violation("presence on a link attached without it")
+        if self.closed:
+            return
+        members = f.get("members")
+        event: dict[str, Any]
+        if isinstance(members, list):
+            count = f.get("count")
+            room = [Member.from_json(m) for m in members]
+            if not is_uint(count) or any(m is None for m in room):
+                raise Violation("a bad presence room")
+            self.members = {m.id: m.to_json() for m in room if m is not None}
+            self.presence_count = count
+            event = {"type": "room", "count": count, "members": list(self.members.values())}
+        else:
+            kind = "join" if "join" in f else "leave"
+            member = Member.from_json(f.get(kind))
+            if member is None:
+                raise Violation("a presence frame without room, join or leave")
+            if kind == "join":
+                self.presence_count += member.id not in self.members
+                self.members[member.id] = member.to_json()
+            else:
+                self.members.pop(member.id, None)
+                self.presence_count = max(0, self.presence_count - 1)
+            event = {"type": kind, "count": self.presence_count, "member": member.to_json()}
+        if self._on_presence is not None:
+            self._on_presence(event)
 
     def on_lost(self, b: Binding) -> None:
         if self._binding is not b:

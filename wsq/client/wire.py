@@ -101,6 +101,7 @@ class LinkOptions:
     lease_ms: int | None = None
     credit: int | None = None
     settled: bool = False
+    presence: bool = False
 
 
 def subscribe_options(
@@ -114,6 +115,7 @@ def subscribe_options(
     lease: float | None = None,
     credit: int | None = None,
     settled: bool = False,
+    presence: bool = False,
 ) -> LinkOptions:
     """The options of ``Client.subscribe`` / ``consume`` checked; ``ValueError`` names the
     first bad one (before anything reaches the wire). ``lease`` in seconds, ``conflate`` in ms."""
@@ -153,6 +155,7 @@ def subscribe_options(
         lease_ms=lease_ms,
         credit=credit,
         settled=settled,
+        presence=presence is True,
     )
 
 
@@ -187,6 +190,8 @@ def receiver_frame(
         f["filter"] = {"subject": opts.filter}
     if opts.settled:
         f["settled"] = True
+    if opts.presence:
+        f["presence"] = True
     f["credit"] = credit
     return f
 
