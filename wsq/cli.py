@@ -462,6 +462,10 @@ def describe_settings(settings: Settings, source: str | None) -> list[str]:
             f"max_dedup_ids {tenant.max_dedup_ids}, max_idempotency_keys "
             f"{tenant.max_idempotency_keys}"
         )
+        lines.append(
+            f"  presence: max_presence_members {tenant.max_presence_members}; per address "
+            f"max_members_per_address {tenant.max_members_per_address}"
+        )
     return lines
 
 

@@ -495,6 +495,7 @@ def test_check_config_ok(config: str, capsys: pytest.CaptureFixture[str]) -> Non
         "  quotas: max_connections 1000, max_links 10000, max_addresses 10000; per address "
         "max_groups 32, max_dedup_ids 10000, max_idempotency_keys 1000" in out
     )
+    assert "  presence: max_presence_members 10000; per address max_members_per_address 1000" in out
     assert ", quota_lease_ms 30000" in out
     assert "configuration OK" in out
     assert SECRET not in out and "hunter2" not in out

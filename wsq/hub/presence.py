@@ -130,6 +130,10 @@ class PresenceHub:
             except BrokerUnavailable as exc:
                 log.warning("presence of a room unreadable: %s", exc)
                 await asyncio.sleep(RETRY_S)
+            except Exception:
+                # A watcher that died would leave its links deaf to the room: log, look again.
+                log.exception("presence watcher failed")
+                await asyncio.sleep(RETRY_S)
 
     async def _refresh(self, room: Room, skip: Link | None = None) -> None:
         """Read the room; tell its links (but ``skip``, not greeted yet) what changed."""
