@@ -92,3 +92,21 @@ async def test_processes_share_rooms_and_a_gone_process_takes_its_members(
     # The drop is stored: every reader sees it.
     third = await make_broker(broker_settings)
     assert (await third.presence_store.members(T, address))[1] == room
+
+
+async def test_a_room_full_of_a_gone_process_s_members_takes_a_new_one(
+    broker_kind: str,
+    broker: Broker,
+    make_broker: Callable[[Settings], Awaitable[Broker]],
+    broker_settings: Settings,
+    address: str,
+) -> None:
+    if broker_kind == "memory":
+        pytest.skip("the memory broker is one process")
+    other = await make_broker(broker_settings)
+    for n in range(2):
+        assert await other.presence_store.join(T, address, member(n, node="n2"), 2)
+    await other.close()  # gone; no one has read the room since
+    assert await broker.presence_store.join(T, address, member(9), 2)
+    _, room = await broker.presence_store.members(T, address)
+    assert room == {member(9).id: member(9)}

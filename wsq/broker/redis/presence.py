@@ -80,7 +80,12 @@ class RedisPresenceStore(PresenceStore):
             await self._call("set", _owner_key(self.owner), "1", px=self.lease_ms)
         value = json.dumps({"o": self.owner, "m": member.to_json()}, separators=(",", ":"))
         args = ["join", member.id, value, max_members]
-        return bool(await self._clients.run("presence", self._keys(tenant, address), args))
+        keys = self._keys(tenant, address)
+        if await self._clients.run("presence", keys, args):
+            return True
+        # Full, perhaps of a dead process's members no one has read since: drop them, try again.
+        await self.members(tenant, address)
+        return bool(await self._clients.run("presence", keys, args))
 
     async def leave(self, tenant: str, address: str, member_id: str) -> None:
         await self._clients.run("presence", self._keys(tenant, address), ["drop", member_id])
