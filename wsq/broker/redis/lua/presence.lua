@@ -10,6 +10,7 @@ if op == "join" then
   end
   redis.call("HSET", KEYS[1], ARGV[2], ARGV[3])
   redis.call("INCR", KEYS[2])
+  redis.call("PERSIST", KEYS[2])
   return 1
 end
 local removed = 0
@@ -18,5 +19,9 @@ for i = 2, #ARGV do
 end
 if removed > 0 then
   redis.call("INCR", KEYS[2])
+  -- An empty room's hash is gone; its version stays a day (never restarting under a watcher).
+  if redis.call("EXISTS", KEYS[1]) == 0 then
+    redis.call("PEXPIRE", KEYS[2], 86400000)
+  end
 end
 return removed
