@@ -15,6 +15,7 @@ several of them stay legal in a cluster.
 - ``…:g:<group>:l`` / ``:w`` / ``:n`` / ``:q`` lease deadlines, redelivery delays, per message
   state (redelivered count, last holder, dead-letter reason), consumers wanting work
 - ``…:p``  the Pub/Sub channel where each publish announces its newest position
+- ``…:pm`` / ``…:pv`` the address's present members and their version (``presence.py``)
 
 A tenant as a whole has keys of its own, ``wsq:{<tenant>}:…`` (its hash tag names no address,
 so all of them share one slot): its quota counts (``tenant_key``, ``lua/count.lua`` and
