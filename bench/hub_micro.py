@@ -46,9 +46,9 @@ async def main():
     conns = []
     for _ in range(SUBS):
         c = ServerConnection(Limits())
-        if COMPACT:
-            c.compact = True  # as the client's open asked
         await attach_receiver(hub, c, "news", credit=4_000_000_000)
+        if COMPACT:
+            c.compact = True  # as if the client's open had asked
         conns.append(c)
     body = json.dumps({"b@": "x" * 80})
     msgs = [NewMessage(body=body, publisher="bench") for _ in range(100)]
