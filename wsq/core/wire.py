@@ -62,7 +62,7 @@ def compact_frames(head: str, first: int, tails: Sequence[str], max_chars: int) 
         return []
     # The common case (everything fits) needs no walk over the messages.
     if len(head) + len(str(first)) + _MSGS_AROUND - 1 + sum(map(len, tails)) + 2 * n <= max_chars:
-        return [head + str(first) + _MSGS_OPEN + "{" + ",{".join(tails) + "]}"]
+        return [_compact_frame(head, first, tails)]
     frames: list[str] = []
     start = 0
     while start < n:
@@ -76,11 +76,19 @@ def compact_frames(head: str, first: int, tails: Sequence[str], max_chars: int) 
                 break
             size = grown
             end += 1
-        frames.append(
-            head + str(first + start) + _MSGS_OPEN + "{" + ",{".join(tails[start:end]) + "]}"
-        )
+        frames.append(_compact_frame(head, first + start, tails[start:end]))
         start = end
     return frames
+
+
+def _compact_frame(head: str, first: int, tails: Sequence[str]) -> str:
+    """One compact frame, the messages' text copied once: the frame's start goes onto the first
+    tail and its end onto the last (small copies) instead of around the joined text, which
+    would copy all of it twice more."""
+    parts = list(tails)
+    parts[0] = head + str(first) + _MSGS_OPEN + "{" + parts[0]
+    parts[-1] += "]}"
+    return ",{".join(parts)
 
 
 def message_tail(message: Message, redelivered: int | None = None) -> str:
