@@ -540,11 +540,12 @@ class Served:
 
 @contextlib.contextmanager
 def serve_config(
-    config: Path, *args: str, env: Mapping[str, str] | None = None
+    config: Path, *args: str, env: Mapping[str, str] | None = None, port: int | None = None
 ) -> Iterator[Served]:
-    """Run ``wsq serve --config config`` on a free port (with no WSQ_ variables of ours) until
-    the block ends; stopped by SIGINT, killed if it will not go."""
-    port = free_port()
+    """Run ``wsq serve --config config`` on a free port (or ``port``: a gateway started again
+    where its clients reconnect) with no WSQ_ variables of ours until the block ends; stopped by
+    SIGINT, killed if it will not go."""
+    port = port or free_port()
     clean = {k: v for k, v in os.environ.items() if not k.startswith("WSQ_")}
     clean.update(env or {})
     proc = subprocess.Popen(

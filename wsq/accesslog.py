@@ -43,13 +43,41 @@ def _is_target(arg: object) -> bool:
     return isinstance(arg, str) and arg.startswith("/") and "?" in arg
 
 
-def log_config(log_format: str = "text") -> dict[str, Any]:
+#: What uvicorn (and websockets, with uvicorn's logger) says of each WebSocket: its handshake's
+#: outcome (``"WebSocket /ws" [accepted]``, ``403``, ``503``...) and its opening and closing.
+_PER_SOCKET_MESSAGES = frozenset({"connection open", "connection closed"})
+_HANDSHAKE_PREFIX = '%s - "WebSocket %s"'
+
+
+class PerSocketLines(logging.Filter):
+    """``[server] access_log = false`` (the default): uvicorn's lines about each WebSocket are
+    debug lines. uvicorn logs them at INFO on ``uvicorn.error``, so this filter, on that
+    logger, drops them unless the logger is at DEBUG, where it shows them as DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.msg
+        if not isinstance(msg, str) or record.levelno != logging.INFO:
+            return True
+        if msg not in _PER_SOCKET_MESSAGES and not msg.startswith(_HANDSHAKE_PREFIX):
+            return True
+        if not logging.getLogger(record.name).isEnabledFor(logging.DEBUG):
+            return False
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+def log_config(log_format: str = "text", *, access_log: bool = False) -> dict[str, Any]:
     """uvicorn's own logging configuration, its handlers filtered by ``NoQueryStrings`` and
-    ``wsq.logs.RedactTokens``; with ``log_format`` "json", every line a JSON object."""
+    ``wsq.logs.RedactTokens``; with ``log_format`` "json", every line a JSON object; without
+    ``access_log``, the lines about each WebSocket are debug lines (``PerSocketLines``; uvicorn
+    is told ``access_log=False`` for its HTTP request lines)."""
     config = copy.deepcopy(LOGGING_CONFIG)
     filters = config.setdefault("filters", {})
     filters["no_query_strings"] = {"()": f"{__name__}.NoQueryStrings"}
     filters["redact_tokens"] = {"()": "wsq.logs.RedactTokens"}
+    if not access_log:
+        filters["per_socket_lines"] = {"()": f"{__name__}.PerSocketLines"}
+        config["loggers"]["uvicorn.error"].setdefault("filters", []).append("per_socket_lines")
     for handler in config["handlers"].values():
         handler.setdefault("filters", []).extend(["no_query_strings", "redact_tokens"])
     if log_format == "json":

@@ -249,7 +249,8 @@ def _serve(args: argparse.Namespace) -> int:
         **uvicorn_options(server),
         log_level=args.log_level,
         # uvicorn's own, printing request paths without their query strings (wsq.accesslog).
-        log_config=log_config(server.log_format),
+        log_config=log_config(server.log_format, access_log=server.access_log),
+        access_log=server.access_log,
         lifespan="on",
         # The drain's share for requests in flight after SIGTERM (wsq.drain); whole seconds.
         timeout_graceful_shutdown=max(1, round(DrainPlan.of(server.drain_timeout_ms).server_s)),
@@ -427,7 +428,8 @@ def describe_settings(settings: Settings, source: str | None) -> list[str]:
         + ")",
         "  metrics_allow "
         + (", ".join(s.metrics_allow) or "[] (/metrics is not served)")
-        + f", ready_max_lag_ms {s.ready_max_lag_ms}, log_format {s.log_format}",
+        + f", ready_max_lag_ms {s.ready_max_lag_ms}, log_format {s.log_format}, access_log "
+        + ("on" if s.access_log else "off (per-socket lines at debug)"),
         f"  drain_timeout_ms {s.drain_timeout_ms} (on SIGTERM: clients told wsq:going-away, "
         "the process gone by then)",
         f"broker: {redact_url(settings.broker.url)}, quota_lease_ms "

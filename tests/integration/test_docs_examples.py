@@ -1,5 +1,5 @@
 """The documentation's examples, run as a new user would run them, against a real gateway:
-the README's Python ``websockets`` example (and what its comments say it prints), the worked
+the README's shell lines (its Python example, on wsq.client, is test_python_client_docs.py's), the worked
 session of docs/protocol.md section 12 frame by frame, and every curl line of README.md and
 docs/http-api.md checked against the OpenAPI document the gateway serves."""
 
@@ -31,63 +31,7 @@ README = (ROOT / "README.md").read_text()
 HTTP_API = (ROOT / "docs" / "http-api.md").read_text()
 PROTOCOL = (ROOT / "docs" / "protocol.md").read_text()
 
-OPS = r"\b(open|begin|attach|flow|transfer|disposition|detach|end|close|refresh)\b"
-
-
-# -- README: the Python example ----------------------------------------------------------------
-
-
-def _readme_python() -> str:
-    blocks = re.findall(r"```python\n(.*?)```", README, re.S)
-    assert len(blocks) == 1, "the README has one Python example"
-    return str(blocks[0])
-
-
-def _recv_comments(code: str) -> list[list[str]]:
-    """For each ``print(await ws.recv())``, the ops its comment (and continuation lines) names."""
-    lines = code.splitlines()
-    said: list[list[str]] = []
-    for i, line in enumerate(lines):
-        if "print(await ws.recv())" not in line:
-            continue
-        comment = line.split("#", 1)[1]
-        j = i + 1
-        while j < len(lines) and lines[j].strip().startswith("#"):
-            comment += " " + lines[j].strip()[1:]
-            j += 1
-        # Words in parentheses explain a frame; they are not frames of their own.
-        comment = re.sub(r"\([^)]*\)", "", comment)
-        said.append(re.findall(OPS, comment))
-    return said
-
-
-async def test_readme_python_example_prints_what_its_comments_say(tmp_path: Path) -> None:
-    code = _readme_python()
-    async with running_gateway(make_settings()) as gw:
-        token = gw.token(publish=("chat.>",), subscribe=("chat.>",))
-        # the token comes from $TOKEN, exported by the tour's shell lines
-        assert 'os.environ["TOKEN"]' in code and "ws://127.0.0.1:8000/ws" in code
-        script = tmp_path / "example.py"
-        script.write_text(code.replace("ws://127.0.0.1:8000/ws", gw.url))
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            str(script),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env={**os.environ, "TOKEN": token},
-        )
-        out, err = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode == 0, err.decode()
-    printed = [json.loads(line) for line in out.decode().splitlines()]
-    got = [[f["op"] for f in (m if isinstance(m, list) else [m])] for m in printed]
-    assert got == _recv_comments(code)
-    assert got == [
-        ["open", "begin", "attach", "attach", "flow"],
-        ["transfer", "disposition", "flow"],
-    ]
-    transfer, disposition, _ = printed[1]
-    assert transfer["body"] == {"text": "hello"} and transfer["handle"] == 0
-    assert disposition["outcome"] == "accepted" and disposition["ids"] == [transfer["id"]]
+# -- README: the Python example is tests/integration/test_python_client_docs.py's ----------------
 
 
 # -- README: the tour's shell lines, in order, in a fresh shell -----------------------------------

@@ -10,6 +10,7 @@ from wsq.core.addresses import (
     MAX_ADDRESS_LENGTH,
     Pattern,
     compile_pattern,
+    is_sys_address,
     is_valid_address,
     is_valid_pattern,
     matches_any,
@@ -242,3 +243,35 @@ def test_matches_any_is_true_when_one_pattern_matches() -> None:
     assert matches_any(patterns, "news.eu.de")
     assert not matches_any(patterns, "orders.de")
     assert not matches_any((), "chat.room1")
+
+
+@pytest.mark.parametrize("pattern", ["*.a b", "*.*.a..b", "*.é", "a.*.%"])
+def test_a_bad_token_after_a_wildcard_is_still_refused(pattern: str) -> None:
+    assert not is_valid_pattern(pattern)
+    with pytest.raises(ValueError) as caught:
+        Pattern(pattern)
+    assert str(caught.value) == f"invalid pattern: {pattern!r}"
+
+
+def test_a_pattern_hashes_as_its_text() -> None:
+    assert hash(Pattern("news.>")) == hash("news.>")
+    assert hash(compile_pattern("a.*")) == hash("a.*")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("$sys.stats", True),
+        ("$sys.a.b", True),
+        ("$sys.", False),
+        ("$sys", False),
+        ("$sys.a..b", False),
+        ("sys.stats", False),
+        ("$sys.*", False),
+        ("$sys." + "a" * 255, True),
+        ("$sys." + "a" * 256, False),
+        (5, False),
+    ],
+)
+def test_sys_addresses_are_sys_then_an_address(value: object, expected: bool) -> None:
+    assert is_sys_address(value) is expected

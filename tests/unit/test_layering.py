@@ -5,6 +5,7 @@
   and no asyncio.
 - ``wsq/broker`` imports the core only: never the protocol core, nor the server side (hub,
   gateway, bridge, configuration, auth); what both need lives in the core.
+- ``wsq/client`` (the Python client) imports the core only: nothing of the gateway.
 
 Every import counts, wherever it stands in a module (in a function, under TYPE_CHECKING): each
 is a dependency of the design even where it costs nothing at run time.
@@ -29,6 +30,8 @@ ALLOWED = {
     "wsq.core": ("wsq.core",),
     "wsq.protocol": ("wsq.core", "wsq.protocol"),
     "wsq.broker": ("wsq.core", "wsq.broker"),
+    # The Python client runs in other people's processes: the gateway's modules are not its.
+    "wsq.client": ("wsq.core", "wsq.client"),
 }
 #: Standard modules a layer must not import at all.
 FORBIDDEN_STDLIB = {

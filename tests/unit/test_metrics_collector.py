@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
@@ -22,6 +23,7 @@ from wsq.config import load_settings
 from wsq.core.errors import ConfigError
 from wsq.core.messages import NewMessage
 from wsq.core.policy import StoragePolicies
+from wsq.hub import Hub
 from wsq.logs import JsonFormatter, RedactTokens, bind_connection, redact
 from wsq.metrics import METRICS, SnapshotCollector, allowed, samples
 from wsq.readiness import Readiness
@@ -239,6 +241,23 @@ def test_json_lines_carry_the_context_given_or_bound() -> None:
 
     line = contextvars.copy_context().run(bound)
     assert (line["conn"], line["tenant"], line["sub"]) == (7, "acme", "alice")
+
+
+async def test_tasks_the_hub_starts_from_a_socket_carry_no_socket_context() -> None:
+    """A group pump or catch-up started from one socket's task serves them all: its lines must
+    not name that socket."""
+    hub = Hub(MemoryBroker(StoragePolicies()))
+    seen: list[dict[str, Any]] = []
+    done = asyncio.Event()
+
+    async def log_a_line() -> None:
+        seen.append(json.loads(JsonFormatter().format(record("pump"))))
+        done.set()
+
+    bind_connection(7, "acme", "alice")  # this test's task plays the socket's
+    hub.spawn(log_a_line())
+    await done.wait()
+    assert "conn" not in seen[0] and "tenant" not in seen[0], seen[0]
 
 
 # -- settings ----------------------------------------------------------------------------

@@ -146,6 +146,7 @@ def _parse_server(
     interval = t.get_int("stats_interval_ms", default.stats_interval_ms, minimum=0, maximum=60_000)
     if 0 < interval < 100:
         raise t.error("stats_interval_ms", f"must be 0 (off) or at least 100, got {interval}")
+    access_log = t.get_bool("access_log", default.access_log)
     t.finish()
     return ServerConfig(
         host=host,
@@ -172,6 +173,7 @@ def _parse_server(
         metrics_allow=metrics_allow,
         ready_max_lag_ms=ready_max_lag_ms,
         log_format=log_format,
+        access_log=access_log,
     )
 
 

@@ -173,6 +173,10 @@ class ServerConfig:
     ready_max_lag_ms: int = 5_000
     # "text" or "json" (LOG_FORMATS): the format of wsq's and uvicorn's log lines.
     log_format: str = "text"
+    # Per-request and per-WebSocket log lines (uvicorn's access log, a socket's "[accepted]",
+    # "connection open/closed", a refused handshake's status): off, they are debug lines. At
+    # 100k sockets, two INFO lines each are noise and CPU; /metrics counts them instead.
+    access_log: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ links of one group share a ``GroupPump`` (``hub.move``). It writes to sockets th
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -79,7 +80,9 @@ class Hub:
         self.conflate_dropped += n
 
     def spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
+        # A fresh context: a task started from a socket's task serves every socket, and must not
+        # carry that socket's log context (wsq.logs.bind_connection) into its lines.
+        task = asyncio.get_running_loop().create_task(coro, context=contextvars.Context())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
