@@ -3,9 +3,12 @@ the same messages, numbering and positions as one that does not; credit and move
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from wsq_harness import Client, Gateway, Publisher
+
+from wsq.client import Client as WsqClient
 
 
 async def compact_client(gateway: Gateway, sub: str, compact: bool | None) -> Client:
@@ -55,13 +58,15 @@ async def test_compact_and_plain_clients_get_the_same_messages_and_positions(
 ) -> None:
     gw = gateway_on_each_broker
     publisher = Publisher(await gw.client(sub="p"))
-    ids = await publisher.publish("feed", *({"n": i, "t": "é✓"} for i in range(40)), subject="a.b")
+    ids = await publisher.publish(
+        "feed.same", *({"n": i, "t": "é✓"} for i in range(40)), subject="a.b"
+    )
     got: dict[Any, list[dict[str, Any]]] = {}
     seen: dict[Any, Deliveries] = {}
     starts = set()
     for compact in (True, False, None):
         client = await compact_client(gw, f"s{compact}", compact)
-        answer = await client.subscribe(1, 0, "feed", credit=100, **{"from": "^"})
+        answer = await client.subscribe(1, 0, "feed.same", credit=100, **{"from": "^"})
         starts.add((answer["from"], answer["recovered"]))
         seen[compact] = Deliveries(client)
         got[compact] = await seen[compact].take(40)
@@ -73,7 +78,7 @@ async def test_compact_and_plain_clients_get_the_same_messages_and_positions(
     assert set(seen[True].frames) == {"transfers"} and max(seen[True].sizes) > 1
     assert set(seen[False].frames) == set(seen[None].frames) == {"transfer"}
     # Live deliveries too.
-    live = await publisher.publish("feed", "live-1", "live-2")
+    live = await publisher.publish("feed.same", "live-1", "live-2")
     for compact in (True, False, None):
         assert [t["id"] for t in await seen[compact].take(2)] == live
 
@@ -83,10 +88,10 @@ async def test_compact_deliveries_spend_credit_one_message_each(
 ) -> None:
     gw = gateway_on_each_broker
     client = await compact_client(gw, "c", True)
-    await client.subscribe(1, 0, "feed", credit=5)
+    await client.subscribe(1, 0, "feed.credit", credit=5)
     seen = Deliveries(client)
     publisher = Publisher(await gw.client(sub="p"))
-    ids = await publisher.publish("feed", *range(12))
+    ids = await publisher.publish("feed.credit", *range(12))
     first = await seen.take(5)
     assert [t["body"] for t in first] == [0, 1, 2, 3, 4]
     await client.nothing("transfers", wait=0.3)
@@ -101,9 +106,9 @@ async def test_compact_move_deliveries_settle_release_and_redeliver(
     gateway_on_each_broker: Gateway,
 ) -> None:
     gw = gateway_on_each_broker
-    await Publisher(await gw.client(sub="p")).publish("jobs", *range(6))
+    await Publisher(await gw.client(sub="p")).publish("jobs.compact", *range(6))
     client = await compact_client(gw, "w", True)
-    await client.subscribe(1, 0, "jobs", credit=6, mode="move")
+    await client.subscribe(1, 0, "jobs.compact", credit=6, mode="move")
     seen = Deliveries(client)
     jobs = await seen.take(6)
     assert sorted(t["body"] for t in jobs) == list(range(6))
@@ -127,3 +132,22 @@ async def test_compact_move_deliveries_settle_release_and_redeliver(
     assert again["delivery"] == 6
     await client.send({"op": "disposition", "ch": 1, "first": 6, "outcome": "accepted"})
     await client.nothing("transfers", wait=0.5)
+
+
+async def test_the_python_client_reads_compact_deliveries_as_plain_ones(
+    gateway_on_each_broker: Gateway,
+) -> None:
+    gw = gateway_on_each_broker
+    ids = await Publisher(await gw.client(sub="p")).publish(
+        "py.feed", *({"n": i} for i in range(30)), subject="a.b"
+    )
+    got: dict[bool, list[tuple[Any, ...]]] = {}
+    for compact in (True, False):
+        async with WsqClient(gw.url, token=gw.token("py"), compact=compact) as client:
+            sub = await client.subscribe("py.feed", from_="^", credit=50)
+            messages = [await asyncio.wait_for(sub.get(), 5) for _ in range(30)]
+            info = client.info
+            assert info is not None and info.compact is compact
+        got[compact] = [(m.id, m.body, m.props, m.subject, m.delivery) for m in messages]
+    assert [g[0] for g in got[True]] == ids
+    assert got[True] == got[False]
