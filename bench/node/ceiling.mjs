@@ -10,18 +10,23 @@
 // With --bare it sends only the bodies (`[body,body,...]`), no transfer envelope: not valid
 // wsq.v1, but it tells how much of a gap to a leaner protocol is the framing of wsq.v1 itself.
 //
-// Usage: node ceiling.mjs PORT [--bare]
+// With --deflate it accepts permessage-deflate with ws's defaults (context kept, every message
+// compressed): each subscriber's socket compresses its own copy of the batch, so the
+// one-encoding-for-all stops at the compressor. The cheapest compressed wsq.v1 relay.
+//
+// Usage: node ceiling.mjs PORT [--bare] [--deflate]
 import { WebSocketServer } from 'ws';
 
 const port = Number(process.argv[2] || 0);
 const bare = process.argv.includes('--bare');
+const perMessageDeflate = process.argv.includes('--deflate');
 const SENDER_CREDIT = 256;
 
 const wss = new WebSocketServer({
   host: '127.0.0.1',
   port,
   path: '/ws',
-  perMessageDeflate: false,
+  perMessageDeflate,
   skipUTF8Validation: true,
   handleProtocols: (protocols) => (protocols.has('wsq.v1') ? 'wsq.v1' : false),
 });
