@@ -356,13 +356,36 @@ def _wsq_env() -> dict[str, str]:
     return env
 
 
-def _wsq_token(env: dict[str, str], wsq: list[str] | None = None) -> str:
-    """A development token of tenant ``dev`` for ``bench.>``, minted by ``wsq`` (a command: this
-    venv's ``wsq`` unless given, e.g. another checkout's ``python -m wsq``)."""
+#: The wsq rows' tenant quotas: past anything the bench opens (a tenant's default
+#: max_connections, 1,000, is below the idle scenario's 2,000 sockets).
+BENCH_TENANT_QUOTA = 1_000_000
+
+
+def _wsq_config(path: Path, env: dict[str, str], ws_compression: str | None) -> None:
+    """The wsq rows' configuration: tenant ``dev`` with the development secret of ``env`` and
+    quotas that the bench never meets, and the row's ``ws_compression`` (wsq's default when
+    None): every other setting is wsq's default."""
+    server = f'ws_compression = "{ws_compression}"\n' if ws_compression is not None else ""
+    path.write_text(
+        f"[server]\n{server}\n"
+        "[tenants.dev]\n"
+        f'keys = [{{ alg = "HS256", secret = "{env["WSQ_DEV_SECRET"]}" }}]\n'
+        f"max_connections = {BENCH_TENANT_QUOTA}\n"
+        f"max_links = {BENCH_TENANT_QUOTA}\n"
+    )
+
+
+def _wsq_token(
+    env: dict[str, str], wsq: list[str] | None = None, config: Path | None = None
+) -> str:
+    """A token of tenant ``dev`` for ``bench.>`` (development mode, or ``config``'s tenant
+    ``dev``), minted by ``wsq`` (a command: this venv's ``wsq`` unless given, e.g. another
+    checkout's ``python -m wsq``)."""
     out = subprocess.run(
         [
             *(wsq or [str(VENV_BIN / "wsq")]),
             "token",
+            *(["--config", str(config)] if config is not None else []),
             "--tenant",
             "dev",
             "--sub",
@@ -392,7 +415,9 @@ def _wsq(
         url = ctx.redis() if broker == "redis" else "memory://"
         port = free_port()
         env = _wsq_env()
-        token = _wsq_token(env)
+        config = ctx.tmp / f"wsq-bench-{port}.toml"
+        _wsq_config(config, env, ws_compression or ctx.ws_compression)
+        token = _wsq_token(env, config=config)
         cmd = [
             str(VENV_BIN / "wsq"),
             "serve",
@@ -404,14 +429,11 @@ def _wsq(
             url,
             "--log-level",
             "warning",
+            "--config",
+            str(config),
         ]
         if workers > 1:
             cmd += ["--workers", str(workers)]
-        compression = ws_compression or ctx.ws_compression
-        if compression is not None:
-            config = ctx.tmp / "wsq-bench.toml"
-            config.write_text(f'[server]\nws_compression = "{compression}"\n')
-            cmd += ["--config", str(config)]
         return cmd, env, port, lambda pid: Running(pid, f"ws://127.0.0.1:{port}/ws", "wsq", token)
 
     return start
