@@ -322,6 +322,8 @@ class System:
     workers: int = 1
     # wsq subscribers ask for the compact delivery form in their open
     compact: bool = False
+    # the generator's clients offer permessage-deflate as Chromium does (a browser-real row)
+    deflate: bool = False
 
 
 def _node(script: str, *flags: str) -> Callable[[Ctx], StartResult]:
@@ -341,10 +343,13 @@ def _node(script: str, *flags: str) -> Callable[[Ctx], StartResult]:
     return start
 
 
-def _py_broadcast(_ctx: Ctx) -> StartResult:
-    port = free_port()
-    cmd = [sys.executable, str(BENCH / "peers" / "ws_broadcast.py"), str(port)]
-    return cmd, {}, port, lambda pid: Running(pid, f"ws://127.0.0.1:{port}", "raw")
+def _py_broadcast(*flags: str) -> Callable[[Ctx], StartResult]:
+    def start(_ctx: Ctx) -> StartResult:
+        port = free_port()
+        cmd = [sys.executable, str(BENCH / "peers" / "ws_broadcast.py"), str(port), *flags]
+        return cmd, {}, port, lambda pid: Running(pid, f"ws://127.0.0.1:{port}", "raw")
+
+    return start
 
 
 def _wsq_env() -> dict[str, str]:
@@ -353,13 +358,36 @@ def _wsq_env() -> dict[str, str]:
     return env
 
 
-def _wsq_token(env: dict[str, str], wsq: list[str] | None = None) -> str:
-    """A development token of tenant ``dev`` for ``bench.>``, minted by ``wsq`` (a command: this
-    venv's ``wsq`` unless given, e.g. another checkout's ``python -m wsq``)."""
+#: The wsq rows' tenant quotas: past anything the bench opens (a tenant's default
+#: max_connections, 1,000, is below the idle scenario's 2,000 sockets).
+BENCH_TENANT_QUOTA = 1_000_000
+
+
+def _wsq_config(path: Path, env: dict[str, str], ws_compression: str | None) -> None:
+    """The wsq rows' configuration: tenant ``dev`` with the development secret of ``env`` and
+    quotas that the bench never meets, and the row's ``ws_compression`` (wsq's default when
+    None): every other setting is wsq's default."""
+    server = f'ws_compression = "{ws_compression}"\n' if ws_compression is not None else ""
+    path.write_text(
+        f"[server]\n{server}\n"
+        "[tenants.dev]\n"
+        f'keys = [{{ alg = "HS256", secret = "{env["WSQ_DEV_SECRET"]}" }}]\n'
+        f"max_connections = {BENCH_TENANT_QUOTA}\n"
+        f"max_links = {BENCH_TENANT_QUOTA}\n"
+    )
+
+
+def _wsq_token(
+    env: dict[str, str], wsq: list[str] | None = None, config: Path | None = None
+) -> str:
+    """A token of tenant ``dev`` for ``bench.>`` (development mode, or ``config``'s tenant
+    ``dev``), minted by ``wsq`` (a command: this venv's ``wsq`` unless given, e.g. another
+    checkout's ``python -m wsq``)."""
     out = subprocess.run(
         [
             *(wsq or [str(VENV_BIN / "wsq")]),
             "token",
+            *(["--config", str(config)] if config is not None else []),
             "--tenant",
             "dev",
             "--sub",
@@ -379,12 +407,19 @@ def _wsq_token(env: dict[str, str], wsq: list[str] | None = None) -> str:
     return out.stdout.strip()
 
 
-def _wsq(broker: str, workers: int = 1) -> Callable[[Ctx], StartResult]:
+def _wsq(
+    broker: str, workers: int = 1, ws_compression: str | None = None
+) -> Callable[[Ctx], StartResult]:
+    """``ws_compression``: the row's ``[server] ws_compression`` (None: --ws-compression, else
+    wsq's default)."""
+
     def start(ctx: Ctx) -> StartResult:
         url = ctx.redis() if broker == "redis" else "memory://"
         port = free_port()
         env = _wsq_env()
-        token = _wsq_token(env)
+        config = ctx.tmp / f"wsq-bench-{port}.toml"
+        _wsq_config(config, env, ws_compression or ctx.ws_compression)
+        token = _wsq_token(env, config=config)
         cmd = [
             str(VENV_BIN / "wsq"),
             "serve",
@@ -396,13 +431,11 @@ def _wsq(broker: str, workers: int = 1) -> Callable[[Ctx], StartResult]:
             url,
             "--log-level",
             "warning",
+            "--config",
+            str(config),
         ]
         if workers > 1:
             cmd += ["--workers", str(workers)]
-        if ctx.ws_compression is not None:
-            config = ctx.tmp / "wsq-bench.toml"
-            config.write_text(f'[server]\nws_compression = "{ctx.ws_compression}"\n')
-            cmd += ["--config", str(config)]
         return cmd, env, port, lambda pid: Running(pid, f"ws://127.0.0.1:{port}/ws", "wsq", token)
 
     return start
@@ -421,20 +454,27 @@ def _socketio(redis: bool, workers: int = 1) -> Callable[[Ctx], StartResult]:
     return start
 
 
-def _nats(ctx: Ctx) -> StartResult:
-    port, ws_port = free_port(), free_port()
-    conf = ctx.tmp / "nats.conf"
-    conf.write_text(
-        f"listen: 127.0.0.1:{port}\n"
-        "max_payload: 1048576\n"
-        f'websocket {{\n  listen: "127.0.0.1:{ws_port}"\n  no_tls: true\n  compression: false\n}}\n'
-    )
-    return (
-        ["nats-server", "-c", str(conf)],
-        {},
-        ws_port,
-        lambda pid: Running(pid, f"ws://127.0.0.1:{ws_port}", "nats"),
-    )
+def _nats(compression: bool) -> Callable[[Ctx], StartResult]:
+    """nats-server with its WebSocket listener; ``compression``: its ``websocket { compression }``
+    (accepts a client's permessage-deflate offer; off by default)."""
+
+    def start(ctx: Ctx) -> StartResult:
+        port, ws_port = free_port(), free_port()
+        conf = ctx.tmp / "nats.conf"
+        conf.write_text(
+            f"listen: 127.0.0.1:{port}\n"
+            "max_payload: 1048576\n"
+            f'websocket {{\n  listen: "127.0.0.1:{ws_port}"\n  no_tls: true\n'
+            f"  compression: {'true' if compression else 'false'}\n}}\n"
+        )
+        return (
+            ["nats-server", "-c", str(conf)],
+            {},
+            ws_port,
+            lambda pid: Running(pid, f"ws://127.0.0.1:{ws_port}", "nats"),
+        )
+
+    return start
 
 
 RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
@@ -559,7 +599,7 @@ SYSTEMS: dict[str, System] = {
             ("redis-server",),
             workers=2,
         ),
-        System("py-websockets", "websockets broadcast(), one frame per message", _py_broadcast),
+        System("py-websockets", "websockets broadcast(), one frame per message", _py_broadcast()),
         System(
             "socketio",
             "python-socketio on uvicorn, emit to a room, one process",
@@ -580,7 +620,10 @@ SYSTEMS: dict[str, System] = {
             ("node",),
         ),
         System(
-            "nats-ws", "nats-server WebSocket listener (NATS protocol)", _nats, ("nats-server",)
+            "nats-ws",
+            "nats-server WebSocket listener (NATS protocol)",
+            _nats(compression=False),
+            ("nats-server",),
         ),
         System(
             "rabbitmq-stomp",
@@ -595,7 +638,66 @@ SYSTEMS: dict[str, System] = {
             _mosquitto,
             ("mosquitto",),
         ),
+        # The browser-real rows: the generator's clients offer permessage-deflate exactly as
+        # Chromium 156 does ("permessage-deflate; client_max_window_bits") and compress what
+        # they send; each row reports what the server answered (a peer that declines is
+        # measured as a browser meets it too).
+        System(
+            "ceiling-deflate",
+            "the ceiling accepting permessage-deflate (ws defaults): one compression per socket",
+            _node("ceiling.mjs", "--deflate"),
+            ("node",),
+            deflate=True,
+        ),
+        System(
+            "wsq-memory-offered",
+            "wsq-memory, browsers' offer met by the default ws_compression = off (declined)",
+            _wsq("memory"),
+            deflate=True,
+        ),
+        System(
+            "wsq-memory-deflate",
+            "wsq-memory with ws_compression = deflate (the offer accepted)",
+            _wsq("memory", ws_compression="deflate"),
+            deflate=True,
+        ),
+        System(
+            "py-websockets-deflate",
+            "websockets broadcast() with its default compression='deflate'",
+            _py_broadcast("--deflate"),
+            deflate=True,
+        ),
+        System(
+            "socketio-deflate",
+            "python-socketio on uvicorn as configured above (uvicorn accepts deflate by default)",
+            _socketio(redis=False),
+            ("py:socketio",),
+            deflate=True,
+        ),
+        System(
+            "node-ws-deflate",
+            "Node ws broadcaster with perMessageDeflate: true (ws defaults, context kept)",
+            _node("broadcast.mjs", "--deflate"),
+            ("node",),
+            deflate=True,
+        ),
+        System(
+            "nats-ws-deflate",
+            "nats-server WebSocket listener with compression: true",
+            _nats(compression=True),
+            ("nats-server",),
+            deflate=True,
+        ),
     )
+}
+#: ``--only`` names for sets of rows: the browser-real rows with the rows their targets compare
+GROUPS: dict[str, tuple[str, ...]] = {
+    "browser": (
+        "ceiling",
+        "wsq-memory",
+        "py-websockets",
+        *(name for name, s in SYSTEMS.items() if s.deflate),
+    ),
 }
 
 
@@ -755,6 +857,8 @@ def measure(
     """One row. ``deflate``: the generator's clients offer permessage-deflate as Chromium does;
     ``ws_compression``: the wsq rows' setting (None: wsq's default)."""
     row: dict[str, Any] = {"system": system.name, "what": system.what}
+    deflate = deflate or system.deflate
+    row["deflate_offered"] = deflate
     with running(system, pin, tmp, ws_compression) as srv:
         row["boot_s"] = srv.boot_s
         base = {
@@ -775,7 +879,8 @@ def measure(
             pin,
             watch_rss=("before", "after"),
         )
-        # What the server answered to the clients' offer ("" when declined or not offered).
+        # What the clients offered and the server answered ("" when none or declined).
+        row["offered"] = r.get("offered")
         row["extensions"] = r.get("extensions")
         row["idle"] = idle_figures(r)
         time.sleep(0.3)  # let the server see the closes
@@ -1020,6 +1125,8 @@ COLUMNS: list[tuple[str, str, tuple[str, str], str, str]] = [
     ("lat_cpu", "CPU us/deliv @rate", ("latency", "cpu_us_per_delivery"), "{:.2f}", "lower"),
     ("redis_cpu", "+Redis CPU us/deliv", ("fanout", "aux_cpu_us_per_delivery"), "{:.2f}", "lower"),
     ("rss", "KiB/idle conn", ("idle", "kib_per_conn"), "{:.1f}", "lower"),
+    # TCP bytes the subscribers read per delivered message (fan-out, median round)
+    ("wire", "wire B/deliv", ("fanout", "wire_bytes_per_delivery"), "{:.1f}", "lower"),
     ("connect", "connect/s", ("idle", "connects_per_s"), "{:,.0f}", "higher"),
 ]
 
@@ -1083,6 +1190,30 @@ def generator_note(rows: list[dict[str, Any]]) -> str:
             f"{f.get('generator_cpu_util', 0):.0%} | {lat.get('server_cpu_util', 0):.0%} |"
         )
     return "\n".join(out)
+
+
+def deflate_table(rows: list[dict[str, Any]]) -> str:
+    """The rows whose clients offered permessage-deflate: the offer, the answer, what the wire
+    carried per delivery beside the same system's uncompressed row."""
+    by = {r["system"]: r for r in rows}
+    lines = [
+        "| system | offered | answered | wire B/deliv | uncompressed row | its wire B/deliv |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        if not row.get("deflate_offered"):
+            continue
+        plain = row["system"].removesuffix("-deflate").removesuffix("-offered")
+        wire = value(row, ("fanout", "wire_bytes_per_delivery"))
+        other = value(by.get(plain, {}), ("fanout", "wire_bytes_per_delivery"))
+        answer = row.get("extensions")
+        lines.append(
+            f"| {row['system']} | `{row.get('offered') or '-'}` | "
+            f"{f'`{answer}`' if answer else 'none'} | "
+            f"{'-' if wire is None else f'{wire:.1f}'} | {plain if plain in by else '-'} | "
+            f"{'-' if other is None else f'{other:.1f}'} |"
+        )
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 PYTHON_PEERS = ("py-websockets", "socketio", "socketio-redis-2w")
@@ -1198,6 +1329,49 @@ def targets(rows: list[dict[str, Any]], sizes: dict[str, Any]) -> list[dict[str,
         True,
         "{:.2f}x",
     )
+    # Browser-real (issue 18): clients offer permessage-deflate as Chromium does; wsq at its
+    # default setting (ws_compression = "off": the offer declined), websockets with its default
+    # (compression accepted).
+    check(
+        "browser-real: wsq-memory-offered fan-out >= 3x py-websockets-deflate",
+        ratio(fan, "wsq-memory-offered", "py-websockets-deflate"),
+        3,
+        True,
+        "{:.2f}x",
+    )
+    check(
+        "browser-real: wsq-memory-offered CPU per delivery <= 1.5x wsq-memory's",
+        ratio(cpu, "wsq-memory-offered", "wsq-memory"),
+        1.5,
+        False,
+        "{:.2f}x",
+    )
+    check(
+        "browser-real: wsq-memory-offered <= 24 KiB RSS per idle connection",
+        value(by.get("wsq-memory-offered", {}), ("idle", "kib_per_conn")),
+        24,
+        False,
+        "{:.1f} KiB",
+    )
+    if by.get("wsq-memory-offered", {}).get("idle", {}).get("noisy"):
+        out[-1]["shown"] = TOO_NOISY
+    # the offer accepted (ws_compression = "deflate"): not the default, reported beside
+    for what, path, other in (
+        ("fan-out vs py-websockets-deflate", fan, "py-websockets-deflate"),
+        ("CPU per delivery vs wsq-memory's", cpu, "wsq-memory"),
+        (
+            "wire bytes per delivery vs wsq-memory's",
+            ("fanout", "wire_bytes_per_delivery"),
+            "wsq-memory",
+        ),
+    ):
+        check(
+            f"wsq-memory-deflate: {what} (report only)",
+            ratio(path, "wsq-memory-deflate", other),
+            None,
+            True,
+            "{:.2f}x",
+        )
     return out
 
 
@@ -1348,6 +1522,8 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         help="comma-separated systems (default: all): "
         + ", ".join(SYSTEMS)
+        + "; groups of rows: "
+        + ", ".join(f"{g} ({', '.join(rows)})" for g, rows in GROUPS.items())
         + "; and optional parts, run only when named here: "
         + ", ".join(PARTS),
     )
@@ -1388,6 +1564,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, key) is not None:
             sizes[key] = getattr(args, key)
     names = args.only.split(",") if args.only else list(SYSTEMS)
+    names = list(dict.fromkeys(m for n in names for m in GROUPS.get(n, (n,))))
     parts = [n for n in names if n in PARTS]
     names = [n for n in names if n not in PARTS]
     unknown = [n for n in names if n not in SYSTEMS]
@@ -1484,6 +1661,12 @@ def main(argv: list[str] | None = None) -> int:
     if noisy:
         md += f"{noisy}\n\n"
     md += f"CPU use during the measured windows (1.0 = one core):\n\n{generator_note(rows)}\n\n"
+    offers = deflate_table(rows)
+    if offers:
+        md += (
+            "permessage-deflate: what the generator's clients offered (as Chromium 156 does) and "
+            f"what each server answered (none: declined):\n\n{offers}\n\n"
+        )
     if not comparable:
         md += f"{not_comparable_note(preset)}\n\n"
     md += f"{targets_table(checks, comparable)}\n"

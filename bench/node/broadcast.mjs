@@ -2,11 +2,16 @@
 // every socket connected on /sub, one WebSocket frame per message. A subscriber is told "ok"
 // once it is registered, so that the bench never publishes before it counts.
 //
-// Usage: node broadcast.mjs PORT
+// With --deflate it accepts permessage-deflate with ws's own defaults (`perMessageDeflate: true`:
+// what a Node user turning it on writes): context kept, so every message is compressed (ws 8
+// applies its 1 KiB `threshold` only under no_context_takeover).
+//
+// Usage: node broadcast.mjs PORT [--deflate]
 import { WebSocketServer } from 'ws';
 
 const port = Number(process.argv[2] || 0);
-const wss = new WebSocketServer({ host: '127.0.0.1', port, perMessageDeflate: false });
+const perMessageDeflate = process.argv.includes('--deflate');
+const wss = new WebSocketServer({ host: '127.0.0.1', port, perMessageDeflate });
 const subscribers = new Set();
 
 wss.on('connection', (ws, req) => {

@@ -13,19 +13,24 @@
 // With --compact it sends each batch as one compact frame (`transfers`, docs/protocol.md 6.4):
 // the ceiling of a gateway speaking the compact form.
 //
-// Usage: node ceiling.mjs PORT [--bare | --compact]
+// With --deflate it accepts permessage-deflate with ws's defaults (context kept, every message
+// compressed): each subscriber's socket compresses its own copy of the batch, so the
+// one-encoding-for-all stops at the compressor. The cheapest compressed wsq.v1 relay.
+//
+// Usage: node ceiling.mjs PORT [--bare | --compact] [--deflate]
 import { WebSocketServer } from 'ws';
 
 const port = Number(process.argv[2] || 0);
 const bare = process.argv.includes('--bare');
 const compact = process.argv.includes('--compact');
+const perMessageDeflate = process.argv.includes('--deflate');
 const SENDER_CREDIT = 256;
 
 const wss = new WebSocketServer({
   host: '127.0.0.1',
   port,
   path: '/ws',
-  perMessageDeflate: false,
+  perMessageDeflate,
   skipUTF8Validation: true,
   handleProtocols: (protocols) => (protocols.has('wsq.v1') ? 'wsq.v1' : false),
 });

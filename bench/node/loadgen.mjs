@@ -71,9 +71,11 @@ function untilDelivered(need) {
 }
 
 // spec.deflate: offer permessage-deflate as Chromium does ("permessage-deflate;
-// client_max_window_bits", ws's default offer) and, as Chromium, compress every message sent
-// (threshold 0), when the server accepts. Without it nothing is offered.
-// The first answer seen is reported (result.extensions): what the server negotiated.
+// client_max_window_bits", ws's default offer; Chromium 156 sends exactly that) and, as
+// Chromium, compress every message sent (threshold 0), when the server accepts. Without it
+// nothing is offered. The first offer and answer seen are reported (result.offered,
+// result.extensions): what the clients asked and what the server negotiated.
+let offered = null;
 let negotiated = null;
 
 function connect(url, protocols) {
@@ -82,6 +84,8 @@ function connect(url, protocols) {
     skipUTF8Validation: true,
     maxPayload: 0,
   });
+  // ws keeps the handshake's request until the answer (ws._req): the offer as it was sent
+  offered ??= ws._req?.getHeader('sec-websocket-extensions') ?? '';
   ws.once('upgrade', (res) => {
     negotiated ??= res.headers['sec-websocket-extensions'] ?? '';
   });
@@ -486,6 +490,14 @@ async function subscribeAll(address, n, concurrency) {
   return sockets;
 }
 
+// The bytes the subscribers' TCP sockets have read so far (frames as they came off the wire:
+// compressed, with WebSocket headers): the bench's "bytes on the wire per delivery".
+function bytesRead(sockets) {
+  let n = 0;
+  for (const s of sockets) n += (s._socket ?? s).bytesRead ?? 0;
+  return n;
+}
+
 function closeAll(sockets) {
   for (const ws of sockets) {
     ws.removeAllListeners('close');
@@ -521,6 +533,7 @@ async function fanout() {
     const base = delivered;
     let total = 0;
     await mark(`start:${r}`);
+    const wire0 = bytesRead(sockets);
     const t0 = now();
     const run = (async () => {
       do {
@@ -545,10 +558,12 @@ async function fanout() {
       error = e.message;
     }
     const elapsed = (now() - t0) / 1000;
+    const wire = bytesRead(sockets) - wire0;
     await mark(`end:${r}`);
     const got = delivered - base;
     results.push({
       delivered: got, expected: total, seconds: elapsed, msgs_per_s: got / elapsed,
+      wire_bytes: wire, wire_bytes_per_delivery: got ? wire / got : null,
       complete: got >= total, error,
     });
     if (error) break;
@@ -633,7 +648,7 @@ async function idle() {
 const scenarios = { fanout, latency, idle };
 try {
   const result = await scenarios[spec.scenario]();
-  emit({ result: { ...result, extensions: negotiated } });
+  emit({ result: { ...result, offered, extensions: negotiated } });
   process.exit(0);
 } catch (e) {
   emit({ error: String(e?.stack || e) });

@@ -150,4 +150,75 @@ def test_a_full_run_that_meets_its_targets_says_so(
     argv = ["--only", "ceiling,wsq-memory", "--out", str(tmp_path), "--no-chart", "--no-pin"]
     assert bench.main(argv) == 0
     out, _ = capsys.readouterr()
-    assert "targets: all 3 checked are met; 12 not checked" in out
+    assert "targets: all 3 checked are met; 18 not checked" in out
+
+
+def _browser_row(
+    system: str, msgs_per_s: float, cpu: float, wire: float, answer: str
+) -> dict[str, Any]:
+    row = _row(system, msgs_per_s)
+    row["fanout"] |= {"cpu_us_per_delivery": cpu, "wire_bytes_per_delivery": wire}
+    row["deflate_offered"] = system != "wsq-memory"
+    row["offered"] = "permessage-deflate; client_max_window_bits" if row["deflate_offered"] else ""
+    row["extensions"] = answer
+    return row
+
+
+def test_browser_real_rows_are_checked_against_their_targets_and_their_plain_rows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--only browser expands to the browser-real rows and what they are compared with; the
+    targets of issue 18 read wsq-memory-offered (the default setting), the accepted row is
+    reported beside, and the offer table puts each row's wire bytes by its plain row's."""
+    accepted = "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12"
+    rows = {
+        "ceiling": _browser_row("ceiling", 2_000_000.0, 0.1, 246.0, ""),
+        "wsq-memory": _browser_row("wsq-memory", 1_000_000.0, 1.0, 250.0, ""),
+        "py-websockets": _browser_row("py-websockets", 250_000.0, 4.0, 102.0, ""),
+        "wsq-memory-offered": _browser_row("wsq-memory-offered", 900_000.0, 1.2, 250.0, ""),
+        "wsq-memory-deflate": _browser_row("wsq-memory-deflate", 400_000.0, 2.5, 12.5, accepted),
+        "py-websockets-deflate": _browser_row(
+            "py-websockets-deflate", 200_000.0, 6.0, 11.0, accepted
+        ),
+    }
+    seen: list[str] = []
+
+    def measure(system: Any, *_args: Any) -> dict[str, Any]:
+        seen.append(system.name)
+        return rows.get(system.name) or _browser_row(system.name, 1.0, 1.0, 1.0, "")
+
+    monkeypatch.setattr(bench, "measure", measure)
+    # Nothing is started (measure is the stand-in above): the peers' tools need not be here.
+    monkeypatch.setattr(bench, "_have", lambda _tool: True)
+    argv = ["--only", "browser", "--out", str(tmp_path), "--no-chart", "--no-pin", "--quick"]
+    assert bench.main(argv) == 0
+    assert seen == [
+        "ceiling",
+        "wsq-memory",
+        "py-websockets",
+        *(name for name, s in bench.SYSTEMS.items() if s.deflate),
+    ]
+    out, _ = capsys.readouterr()
+    assert (
+        "| browser-real: wsq-memory-offered fan-out >= 3x py-websockets-deflate | 4.50x | yes |"
+        in out
+    )
+    assert (
+        "| browser-real: wsq-memory-offered CPU per delivery <= 1.5x wsq-memory's | 1.20x | yes |"
+        in out
+    )
+    assert (
+        "| wsq-memory-deflate: CPU per delivery vs wsq-memory's (report only) | 2.50x | - |" in out
+    )
+    assert (
+        "| wsq-memory-deflate: wire bytes per delivery vs wsq-memory's (report only) | 0.05x | - |"
+        in out
+    )
+    assert (
+        "| wsq-memory-deflate | `permessage-deflate; client_max_window_bits` | "
+        f"`{accepted}` | 12.5 | wsq-memory | 250.0 |" in out
+    )
+    assert (
+        "| wsq-memory-offered | `permessage-deflate; client_max_window_bits` | none | 250.0 | "
+        "wsq-memory | 250.0 |" in out
+    )

@@ -32,7 +32,19 @@ ROWS = {
     "nats-ws",
     "rabbitmq-stomp",
     "mosquitto-tcp",
+    # browser-real: the clients offer permessage-deflate as Chromium does
+    "ceiling-deflate",
+    "wsq-memory-offered",
+    "wsq-memory-deflate",
+    "py-websockets-deflate",
+    "socketio-deflate",
+    "node-ws-deflate",
+    "nats-ws-deflate",
 }
+#: Chromium 156's offer, byte for byte (a WebSocket from a page, captured at a server)
+CHROMIUM_OFFER = "permessage-deflate; client_max_window_bits"
+#: the browser-real rows whose server declines the offer (wsq's default ws_compression = "off")
+DECLINED = {"wsq-memory-offered"}
 # the rows that run on a Redis of their own report its commands per published message
 REDIS_ROWS = {"wsq-redis", "wsq-redis-2w", "socketio-redis-2w"}
 MISSING_TOOLS = 3
@@ -66,8 +78,28 @@ def test_bench_completes_at_tiny_sizes_and_reports_every_row(tmp_path: Path) -> 
             assert figure["complete"], (name, figure)
             # at least one command per published message reached this row's own Redis
             assert figure["commands"] >= figure["messages"], (name, figure)
+    for name, row in rows.items():
+        # every row's subscribers read something off their sockets for what they got
+        assert row["fanout"]["wire_bytes_per_delivery"] > 0, name
+        if not name.endswith(("-deflate", "-offered")):
+            assert row["deflate_offered"] is False, name
+            assert not row["offered"] and not row["extensions"], name
+            continue
+        assert row["deflate_offered"] is True, name
+        assert row["offered"] == CHROMIUM_OFFER, name
+        if name in DECLINED:
+            assert row["extensions"] == "", name
+        else:
+            assert row["extensions"].startswith("permessage-deflate"), (name, row["extensions"])
+    # the same bodies, the same envelopes: compressed, wsq's deliveries take fewer bytes on the
+    # wire than uncompressed; declined, as many as without the offer (byte counts, no timing)
+    wire = {n: r["fanout"]["wire_bytes_per_delivery"] for n, r in rows.items()}
+    assert wire["wsq-memory-deflate"] < wire["wsq-memory"] / 2
+    assert wire["py-websockets-deflate"] < wire["py-websockets"]
+    assert wire["wsq-memory-offered"] > wire["wsq-memory-deflate"] * 2
     for name in ROWS:
         assert f"| {name} |" in run.stdout
+    assert f"| wsq-memory-deflate | `{CHROMIUM_OFFER}` | `permessage-deflate;" in run.stdout
     assert "Redis cmds/msg" in run.stdout
     assert (tmp_path / "results.md").exists()
 
