@@ -108,6 +108,7 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
             # Not by a signal (an embedding program, tests): the same drain, no backstop.
             await drain.begin(backstop=False)
             await node.hub.close()
+            await node.webhooks.close()
             await broker.close()
             await node.auth.aclose()
 

@@ -169,7 +169,9 @@ def _print_dev_banner(settings: Settings) -> None:
 
 
 def _secrets_of(settings: Settings) -> set[str]:
-    return {key.secret for t in settings.tenants.values() for key in t.keys if key.secret}
+    keys = {key.secret for t in settings.tenants.values() for key in t.keys if key.secret}
+    hooks = {one for t in settings.tenants.values() for h in t.webhooks for one in h.secret.split()}
+    return keys | hooks
 
 
 def _hand_over(settings: Settings) -> None:
@@ -462,6 +464,13 @@ def describe_settings(settings: Settings, source: str | None) -> list[str]:
             f"max_dedup_ids {tenant.max_dedup_ids}, max_idempotency_keys "
             f"{tenant.max_idempotency_keys}"
         )
+        for hook in tenant.webhooks:
+            n = len(hook.secret.split())
+            lines.append(
+                f"  webhook {hook.url}: events {', '.join(hook.events)}; {n} secret"
+                f"{'s' if n > 1 else ''}; timeout_ms {hook.timeout_ms}, max_attempts "
+                f"{hook.max_attempts}, backoff_ms {hook.backoff_ms}, max_queue {hook.max_queue}"
+            )
     return lines
 
 

@@ -11,6 +11,7 @@ from wsq.config import Settings
 from wsq.hub import Hub
 from wsq.publishing import PublishService
 from wsq.quotas import Quotas
+from wsq.webhooks.delivery import Webhooks
 
 
 @dataclass
@@ -25,12 +26,15 @@ class Node:
     node_id: str
     publishing: PublishService = field(init=False)
     quotas: Quotas = field(init=False)
+    #: The tenants' webhooks (lifecycle events); emit never waits.
+    webhooks: Webhooks = field(init=False)
     #: Errors answered to clients (sockets and the HTTP bridge) by condition (wsq.stats).
     errors: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
         self.quotas = Quotas(self.settings.tenants, self.broker)
         self.publishing = PublishService(self.broker, self.settings.tenants, self.quotas)
+        self.webhooks = Webhooks(self.settings.tenants, self.node_id)
 
     @classmethod
     def build(cls, settings: Settings, broker: Broker, node_id: str) -> Node:

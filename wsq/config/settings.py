@@ -90,6 +90,25 @@ class KeyConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class WebhookConfig:
+    """One ``[tenants.X] webhooks`` entry (docs/webhooks.md): where the tenant's events go."""
+
+    url: str
+    events: tuple[str, ...]
+    # One or more ``whsec_`` secrets, space-separated (a rotation signs with each), resolved
+    # from ``secret_env`` at load time; never shown nor logged.
+    secret: str
+    # One request's whole time; then it counts as failed and is retried.
+    timeout_ms: int = 5_000
+    # Attempts in all (the first and its retries) before the event is given up (counted).
+    max_attempts: int = 5
+    # The wait before the first retry, doubled at each next one (capped at a minute).
+    backoff_ms: int = 500
+    # Events waiting for this URL; past it, new ones are dropped and counted.
+    max_queue: int = 1_000
+
+
+@dataclass(frozen=True, slots=True)
 class TenantConfig:
     name: str
     issuer: str
@@ -117,6 +136,8 @@ class TenantConfig:
     # Whether the tenant's tokens may carry the operator right ("wsq":{"ops":true}): the
     # gateway's own figures on the $sys. addresses, every tenant's counts among them.
     ops: bool = False
+    # Where the tenant's lifecycle events are POSTed (wsq.webhooks).
+    webhooks: tuple[WebhookConfig, ...] = ()
 
     @property
     def storage(self) -> StoragePolicy:
