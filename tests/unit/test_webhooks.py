@@ -187,3 +187,13 @@ def test_bad_webhook_entries_are_refused_by_name(
         load_settings(config_path=str(_config(tmp_path, hooks)), environ=env)
     assert message in str(info.value)
     assert NEW[6:] not in str(info.value)
+
+
+def test_the_example_of_docs_webhooks_md_loads(tmp_path: Path) -> None:
+    manual = (Path(__file__).resolve().parents[2] / "docs" / "webhooks.md").read_text()
+    example = manual.split("```toml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "wsq.toml"
+    path.write_text(example)
+    env = {"ACME_SECRET": "acme-secret-acme-secret-acme-secret-0123", "ACME_WEBHOOK_SECRET": NEW}
+    (hook,) = load_settings(config_path=str(path), environ=env).tenants["acme"].webhooks
+    assert hook.events == ("connection.opened", "connection.closed")
