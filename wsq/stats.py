@@ -92,7 +92,7 @@ class NodeStats:
             "conflated": node.hub.conflated,
             "conflate_dropped": node.hub.conflate_dropped,
             "refusals": _nested(refusals),
-            "webhook_deliveries": _nested(node.webhooks.deliveries),
+            "webhook_deliveries": _nested(node.webhooks.deliveries + node.sinks.deliveries),
             "webhook_queued": node.webhooks.queued(),
             "broker": {
                 "status": "unknown" if broker_ok is None else "up" if broker_ok else "down",

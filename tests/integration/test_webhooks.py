@@ -2,6 +2,9 @@
 
 - A socket opened and closed reaches the receiver as ``connection.opened`` then
   ``connection.closed``, each verified by the reference library (``standardwebhooks``).
+- A sink on Redis POSTs every message of its address in order, at least once, retried with the
+  same ``webhook-id``; past ``max_attempts`` a message goes to the dead-letter address; what a
+  SIGKILLed gateway held is delivered by the gateway started again.
 - A failing receiver gets the same event again, with the same ``webhook-id``, until it answers
   2xx; ``/metrics`` counts the attempts; an entry that never succeeds is given up and counted.
 """
@@ -19,7 +22,7 @@ from pathlib import Path
 import httpx
 import websockets
 from standardwebhooks import Webhook
-from wsq_harness import SECRET_ACME, Client, eventually, serve_config, tenants
+from wsq_harness import SECRET_ACME, Client, RedisServer, eventually, serve_config, tenants
 
 from wsq.auth import mint_token
 
@@ -31,6 +34,8 @@ class Receiver:
     """A tiny HTTP server: records every request, answers the next of ``statuses`` (then 204)."""
 
     statuses: list[int] = field(default_factory=list)
+    #: While set, every request is answered 503 (a receiver that is down).
+    failing: bool = False
     requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
     port: int = 0
 
@@ -48,8 +53,10 @@ def receiver(statuses: list[int] | None = None) -> Iterator[Receiver]:
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["content-length"]))
             with lock:
-                rec.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                status = rec.statuses.pop(0) if rec.statuses else 204
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                status = 503 if rec.failing else rec.statuses.pop(0) if rec.statuses else 204
+                headers["x-answered"] = str(status)
+                rec.requests.append((headers, body))
             self.send_response(status)
             self.send_header("content-length", "0")
             self.end_headers()
@@ -154,3 +161,104 @@ async def test_past_the_queue_events_are_dropped_and_counted(tmp_path: Path) -> 
         dropped = 'wsq_webhook_deliveries_total{outcome="dropped",tenant="acme"}'
         await eventually(lambda: metric(served.port, dropped) == 1.0, "one dropped", within=10)
         assert metric(served.port, "wsq_webhook_queued") == 1.0
+
+
+def sink_config(tmp_path: Path, redis_port: int, url: str, max_attempts: int = 3) -> Path:
+    config = tmp_path / "wsq.toml"
+    config.write_text(
+        f'[broker]\nurl = "redis://127.0.0.1:{redis_port}/0"\n'
+        "[tenants.acme]\n"
+        f'keys = [{{ kid = "k1", alg = "HS256", secret = "{SECRET_ACME}" }}]\n'
+        'dead_letter = "dlq"\n'
+        f'sinks = [{{ url = "{url}", addresses = ["orders"], secret_env = "HOOK_SECRET", '
+        f"backoff_ms = 50, timeout_ms = 1000, max_attempts = {max_attempts} }}]\n"
+    )
+    return config
+
+
+def publish(port: int, *bodies: object, address: str = "orders") -> list[str]:
+    token = mint_token(tenants()["acme"], "pub", publish=(">",), subscribe=(">",))
+    answer = httpx.post(
+        f"http://127.0.0.1:{port}/v1/addresses/{address}/messages",
+        json={"messages": [{"body": b} for b in bodies]},
+        headers={"authorization": f"Bearer {token}"},
+    )
+    assert answer.status_code == 201, answer.text
+    ids: list[str] = answer.json()["ids"]
+    return ids
+
+
+def retained(port: int, address: str) -> list[object]:
+    token = mint_token(tenants()["acme"], "ops", publish=(), subscribe=(">",))
+    answer = httpx.get(
+        f"http://127.0.0.1:{port}/v1/addresses/{address}/messages",
+        headers={"authorization": f"Bearer {token}"},
+    )
+    assert answer.status_code == 200, answer.text
+    return [m["body"] for m in answer.json()["messages"]]
+
+
+def delivered(rec: Receiver) -> list[dict[str, object]]:
+    """The sink events the receiver answered 2xx, verified, in the order they came."""
+    return [
+        Webhook(HOOK_SECRET).verify(body, headers)
+        for headers, body in rec.requests
+        if headers["x-answered"] == "204"
+    ]
+
+
+async def test_a_sink_posts_every_message_in_order_and_retries_with_one_id(
+    tmp_path: Path,
+) -> None:
+    with (
+        RedisServer(tmp_path) as redis,
+        receiver([500, 503]) as rec,
+        serve_config(
+            sink_config(tmp_path, redis.port, rec.url), env={"HOOK_SECRET": HOOK_SECRET}
+        ) as served,
+    ):
+        ids = publish(served.port, *[{"n": n} for n in range(10)])
+        await eventually(lambda: len(delivered(rec)) == 10, "ten delivered", within=15)
+        events = delivered(rec)
+        assert [e["data"]["body"] for e in events] == [{"n": n} for n in range(10)]  # type: ignore[index]
+        assert [e["data"]["position"] for e in events] == ids  # type: ignore[index]
+        assert {e["type"] for e in events} == {"message.published"}
+        first_ids = [h["webhook-id"] for h, _ in rec.requests[:3]]
+        assert first_ids[0] == first_ids[1] == first_ids[2]
+        assert len({h["webhook-id"] for h, _ in rec.requests}) == 10
+
+
+async def test_a_sink_dead_letters_past_max_attempts(tmp_path: Path) -> None:
+    with (
+        RedisServer(tmp_path) as redis,
+        receiver([500, 500, 500]) as rec,
+        serve_config(
+            sink_config(tmp_path, redis.port, rec.url), env={"HOOK_SECRET": HOOK_SECRET}
+        ) as served,
+    ):
+        publish(served.port, "poison", "fine")
+        await eventually(lambda: len(delivered(rec)) == 1, "the second delivered", within=15)
+        assert [e["data"]["body"] for e in delivered(rec)] == ["fine"]  # type: ignore[index]
+        failed = 'wsq_webhook_deliveries_total{outcome="failed",tenant="acme"}'
+        assert metric(served.port, failed) == 1.0
+        assert retained(served.port, "dlq") == ["poison"]
+
+
+async def test_a_sink_loses_nothing_across_a_gateway_sigkill(tmp_path: Path) -> None:
+    with RedisServer(tmp_path, aof=True) as redis, receiver() as rec:
+        rec.failing = True
+        config = sink_config(tmp_path, redis.port, rec.url, max_attempts=20)
+        with serve_config(config, env={"HOOK_SECRET": HOOK_SECRET}) as served:
+            ids = publish(served.port, *range(5))
+            await eventually(lambda: len(rec.requests) >= 2, "attempts under way", within=10)
+            served.proc.kill()
+            served.proc.wait()
+        rec.failing = False
+        with serve_config(config, env={"HOOK_SECRET": HOOK_SECRET}):
+            await eventually(lambda: len(delivered(rec)) >= 5, "five delivered", within=20)
+        events = delivered(rec)
+        assert [e["data"]["position"] for e in events] == ids  # type: ignore[index]
+        assert [e["data"]["body"] for e in events] == list(range(5))  # type: ignore[index]
+        # The first message was attempted before the kill and again after: one webhook-id.
+        first = {h["webhook-id"] for h, b in rec.requests if b'"body":0}' in b}
+        assert len(first) == 1

@@ -46,7 +46,7 @@ from wsq.config.settings import (
     min_pending_bytes,
 )
 from wsq.config.table import Table, describe
-from wsq.config.webhooks import parse_webhooks
+from wsq.config.webhooks import parse_sinks, parse_webhooks
 from wsq.core.addresses import is_valid_address
 from wsq.core.errors import ConfigError
 from wsq.keys import ALGORITHMS, HMAC_ALGORITHMS, public_key_problem
@@ -384,6 +384,7 @@ def _parse_tenant(
     quotas = {name: t.get_int(name, getattr(default, name), minimum=1) for name in QUOTA_SETTINGS}
     ops = t.get_bool("ops", default.ops)
     webhooks = parse_webhooks(t.get_list("webhooks"), source, f"{where}.webhooks", environ)
+    sinks = parse_sinks(t.get_list("sinks"), source, f"{where}.sinks", environ)
     t.finish()
     return TenantConfig(
         name=name,
@@ -400,6 +401,7 @@ def _parse_tenant(
         publish_rate=publish_rate,
         ops=ops,
         webhooks=webhooks,
+        sinks=sinks,
         **quotas,
     )
 

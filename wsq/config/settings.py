@@ -109,6 +109,21 @@ class WebhookConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SinkConfig:
+    """One ``[tenants.X] sinks`` entry (docs/webhooks.md): every message of ``addresses``
+    POSTed to ``url`` at least once, in order per address, by the consumer group ``group``."""
+
+    url: str
+    addresses: tuple[str, ...]
+    secret: str
+    group: str = "webhook-sink"
+    timeout_ms: int = 5_000
+    # Attempts of one message before it is rejected (dead-lettered where the tenant says).
+    max_attempts: int = 5
+    backoff_ms: int = 500
+
+
+@dataclass(frozen=True, slots=True)
 class TenantConfig:
     name: str
     issuer: str
@@ -138,6 +153,8 @@ class TenantConfig:
     ops: bool = False
     # Where the tenant's lifecycle events are POSTed (wsq.webhooks).
     webhooks: tuple[WebhookConfig, ...] = ()
+    # Where every message of some addresses is POSTed (wsq.webhooks.sinks).
+    sinks: tuple[SinkConfig, ...] = ()
 
     @property
     def storage(self) -> StoragePolicy:

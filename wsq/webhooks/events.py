@@ -17,9 +17,11 @@ CONNECTION_CLOSED = "connection.closed"
 EVENT_TYPES: tuple[str, ...] = (CONNECTION_OPENED, CONNECTION_CLOSED)
 
 
+def iso_time(now: float) -> str:
+    """``now`` (Unix s) as RFC 3339 UTC with milliseconds: ``2026-12-03T05:20:00.123Z``."""
+    return datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
 def event_body(event_type: str, data: dict[str, Any], now: float) -> bytes:
     """The JSON body of one event that happened at ``now`` (Unix s)."""
-    stamp = datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds")
-    return orjson.dumps(
-        {"type": event_type, "timestamp": stamp.replace("+00:00", "Z"), "data": data}
-    )
+    return orjson.dumps({"type": event_type, "timestamp": iso_time(now), "data": data})
