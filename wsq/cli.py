@@ -170,7 +170,9 @@ def _print_dev_banner(settings: Settings) -> None:
 
 def _secrets_of(settings: Settings) -> set[str]:
     keys = {key.secret for t in settings.tenants.values() for key in t.keys if key.secret}
-    hooks = {one for t in settings.tenants.values() for h in t.webhooks for one in h.secret.split()}
+    entries = [h.secret for t in settings.tenants.values() for h in t.webhooks]
+    entries += [s.secret for t in settings.tenants.values() for s in t.sinks]
+    hooks = {one for secret in entries for one in secret.split()}
     return keys | hooks
 
 
@@ -470,6 +472,13 @@ def describe_settings(settings: Settings, source: str | None) -> list[str]:
                 f"  webhook {hook.url}: events {', '.join(hook.events)}; {n} secret"
                 f"{'s' if n > 1 else ''}; timeout_ms {hook.timeout_ms}, max_attempts "
                 f"{hook.max_attempts}, backoff_ms {hook.backoff_ms}, max_queue {hook.max_queue}"
+            )
+        for sink in tenant.sinks:
+            n = len(sink.secret.split())
+            lines.append(
+                f"  sink {sink.url}: addresses {', '.join(sink.addresses)} in group {sink.group}; "
+                f"{n} secret{'s' if n > 1 else ''}; timeout_ms {sink.timeout_ms}, max_attempts "
+                f"{sink.max_attempts}, backoff_ms {sink.backoff_ms}"
             )
     return lines
 

@@ -90,14 +90,60 @@ def test_secret_problems(secret: str, problem: str | None) -> None:
     assert secret_problem(secret) == problem
 
 
-def _config(tmp_path: Path, hooks: str) -> Path:
+def _config(tmp_path: Path, hooks: str, sinks: str = "") -> Path:
     path = tmp_path / "wsq.toml"
     path.write_text(
         "[tenants.acme]\n"
         'keys = [{ alg = "HS256", secret = "acme-secret-acme-secret-acme-secret-0123" }]\n'
         f"webhooks = [{hooks}]\n"
+        f"sinks = [{sinks}]\n"
     )
     return path
+
+
+SINK = '{ url = "https://hooks.example/orders", addresses = ["orders", "orders"], secret_env = "HOOK" }'
+
+
+def test_a_sink_is_read_shown_without_its_secret_and_round_trips(tmp_path: Path) -> None:
+    config = _config(tmp_path, GOOD, SINK)
+    settings = load_settings(config_path=str(config), environ={"HOOK": NEW})
+    (sink,) = settings.tenants["acme"].sinks
+    assert (sink.url, sink.addresses, sink.group, sink.secret) == (
+        "https://hooks.example/orders",
+        ("orders",),
+        "webhook-sink",
+        NEW,
+    )
+    assert settings_from_json(settings_to_json(settings)) == settings
+    text = "\n".join(describe_settings(settings, "wsq.toml"))
+    assert (
+        "  sink https://hooks.example/orders: addresses orders in group webhook-sink; 1 secret; "
+        "timeout_ms 5000, max_attempts 5, backoff_ms 500"
+    ) in text
+    assert NEW[6:] not in text
+
+
+@pytest.mark.parametrize(
+    ("sinks", "message"),
+    [
+        (
+            '{ url = "https://x", addresses = ["orders.*"], secret_env = "HOOK" }',
+            "tenants.acme.sinks[0].addresses: a string ('orders.*') is not an address",
+        ),
+        (
+            '{ url = "https://x", addresses = [], secret_env = "HOOK" }',
+            "tenants.acme.sinks[0]: 'addresses' must list 1 to 64 addresses",
+        ),
+        (
+            f"{SINK}, {SINK}",
+            "tenants.acme.sinks[1].group: another sink reads 'orders' in group 'webhook-sink'",
+        ),
+    ],
+)
+def test_bad_sinks_are_refused_by_name(tmp_path: Path, sinks: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(config_path=str(_config(tmp_path, GOOD, sinks)), environ={"HOOK": NEW})
+    assert message in str(info.value)
 
 
 GOOD = '{ url = "https://hooks.example/wsq", events = ["connection.opened"], secret_env = "HOOK" }'
@@ -197,3 +243,13 @@ def test_the_example_of_docs_webhooks_md_loads(tmp_path: Path) -> None:
     env = {"ACME_SECRET": "acme-secret-acme-secret-acme-secret-0123", "ACME_WEBHOOK_SECRET": NEW}
     (hook,) = load_settings(config_path=str(path), environ=env).tenants["acme"].webhooks
     assert hook.events == ("connection.opened", "connection.closed")
+
+
+def test_the_sink_example_of_docs_webhooks_md_loads(tmp_path: Path) -> None:
+    manual = (Path(__file__).resolve().parents[2] / "docs" / "webhooks.md").read_text()
+    example = manual.split("## Message sinks", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "wsq.toml"
+    path.write_text(example)
+    env = {"ACME_SECRET": "acme-secret-acme-secret-acme-secret-0123", "ACME_WEBHOOK_SECRET": NEW}
+    (sink,) = load_settings(config_path=str(path), environ=env).tenants["acme"].sinks
+    assert sink.addresses == ("orders",)
