@@ -173,19 +173,35 @@ class Webhooks:
         )
 
     async def _attempt(self, endpoint: _Endpoint, event: Event) -> bool:
-        headers = signature_headers(event.msg_id, int(time.time()), event.body, endpoint.keys)
-        headers["content-type"] = "application/json"
-        try:
-            answer = await self._http().post(
-                endpoint.config.url,
-                content=event.body,
-                headers=headers,
-                timeout=endpoint.config.timeout_ms / 1000,
-            )
-        except httpx.HTTPError as exc:
-            log.info("webhook event %s: %s", event.msg_id, type(exc).__name__)
-            return False
-        if 200 <= answer.status_code < 300:
-            return True
-        log.info("webhook event %s: answered %d", event.msg_id, answer.status_code)
+        config = endpoint.config
+        return await post_signed(
+            self._http(), config.url, event.msg_id, event.body, endpoint.keys, config.timeout_ms
+        )
+
+
+async def post_signed(
+    client: httpx.AsyncClient,
+    url: str,
+    msg_id: str,
+    body: bytes,
+    keys: tuple[bytes, ...],
+    timeout_ms: int,
+) -> bool:
+    """One attempt: ``body`` POSTed with a fresh timestamp and signature; True on a 2xx.
+
+    The answer's body is never read: a receiver cannot make wsq hold what it sends back.
+    """
+    headers = signature_headers(msg_id, int(time.time()), body, keys)
+    headers["content-type"] = "application/json"
+    try:
+        async with client.stream(
+            "POST", url, content=body, headers=headers, timeout=timeout_ms / 1000
+        ) as answer:
+            status = answer.status_code
+    except httpx.HTTPError as exc:
+        log.info("webhook %s: %s", msg_id, type(exc).__name__)
         return False
+    if 200 <= status < 300:
+        return True
+    log.info("webhook %s: answered %d", msg_id, status)
+    return False

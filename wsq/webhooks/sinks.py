@@ -31,9 +31,16 @@ import orjson
 from wsq.broker.base import Broker, Handle
 from wsq.config.settings import SinkConfig, TenantConfig
 from wsq.core.messages import Delivery, Outcome
-from wsq.webhooks.delivery import DELIVERED, FAILED, MAX_BACKOFF_S, RETRIED, USER_AGENT
+from wsq.webhooks.delivery import (
+    DELIVERED,
+    FAILED,
+    MAX_BACKOFF_S,
+    RETRIED,
+    USER_AGENT,
+    post_signed,
+)
 from wsq.webhooks.events import iso_time
-from wsq.webhooks.signing import key_of, signature_headers
+from wsq.webhooks.signing import key_of
 
 log = logging.getLogger("wsq.webhooks")
 
@@ -177,13 +184,4 @@ class Sinks:
     async def _attempt(
         self, sink: SinkConfig, msg_id: str, body: bytes, keys: tuple[bytes, ...]
     ) -> bool:
-        headers = signature_headers(msg_id, int(time.time()), body, keys)
-        headers["content-type"] = "application/json"
-        try:
-            answer = await self._http().post(
-                sink.url, content=body, headers=headers, timeout=sink.timeout_ms / 1000
-            )
-        except httpx.HTTPError as exc:
-            log.info("sink message %s: %s", msg_id, type(exc).__name__)
-            return False
-        return 200 <= answer.status_code < 300
+        return await post_signed(self._http(), sink.url, msg_id, body, keys, sink.timeout_ms)
