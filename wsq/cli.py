@@ -172,7 +172,8 @@ def _secrets_of(settings: Settings) -> set[str]:
     keys = {key.secret for t in settings.tenants.values() for key in t.keys if key.secret}
     entries = [h.secret for t in settings.tenants.values() for h in t.webhooks]
     entries += [s.secret for t in settings.tenants.values() for s in t.sinks]
-    hooks = {one for secret in entries for one in secret.split()}
+    # A rotation's variable holds several, space-separated: the whole value and each one.
+    hooks = set(entries) | {one for secret in entries for one in secret.split()}
     return keys | hooks
 
 

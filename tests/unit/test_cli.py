@@ -199,6 +199,27 @@ def test_serve_hands_workers_their_settings_in_a_private_file_not_the_environmen
     assert settings.broker.url == "redis://:hunter2@127.0.0.1:6379/0"
 
 
+def test_webhook_secrets_leave_the_workers_environment(
+    tmp_path: Path, uvicorn_calls: list[Any]
+) -> None:
+    hook = "whsec_" + "d2Vib29rLXNlY3JldC0wMTIzNDU2Nzg5YWJjZGVm"
+    rotated = "whsec_" + "cm90YXRlZC1zZWNyZXQtMDEyMzQ1Njc4OWFiY2RlZg=="
+    path = tmp_path / "wsq.toml"
+    path.write_text(
+        f'[tenants.acme]\nkeys = [{{ alg = "HS256", secret = "{SECRET}" }}]\n'
+        'webhooks = [{ url = "https://x.example/h", events = ["connection.opened"], '
+        'secret_env = "HOOK_PAIR" }]\n'
+        'sinks = [{ url = "https://x.example/s", addresses = ["a"], secret_env = "SINK_ONE" }]\n'
+    )
+    os.environ["HOOK_PAIR"] = f"{hook} {rotated}"
+    os.environ["SINK_ONE"] = hook
+    args = ["--workers", "2", "--broker", "redis://127.0.0.1:6379/0"]  # never connected
+    assert main(["serve", "--config", str(path), *args]) == 0
+    assert "HOOK_PAIR" not in os.environ and "SINK_ONE" not in os.environ
+    environment = "\0".join(f"{k}={v}" for k, v in os.environ.items())
+    assert hook[6:] not in environment and rotated[6:] not in environment
+
+
 def test_serve_hands_one_worker_its_settings_in_memory(
     config: str, uvicorn_calls: list[Any]
 ) -> None:
