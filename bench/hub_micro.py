@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/hub_micro.py [SUBS] [BATCHES]
     WSQ_SRC=/tmp/old .venv/bin/python bench/hub_micro.py   # another checkout's wsq/, for A/B
+    COMPACT=1 .venv/bin/python bench/hub_micro.py          # sockets that chose compact deliveries
 
 SUBS copy receivers on one address, BATCHES publishes of 100 messages of ~100 bytes; each
 socket's outbox is drained as the writer would (64 KiB messages). Best of 5 rounds of
@@ -33,6 +34,7 @@ SUBS = int(sys.argv[1]) if len(sys.argv) > 1 else 200
 BATCHES = int(sys.argv[2]) if len(sys.argv) > 2 else 200
 
 GCOFF = os.environ.get("GCOFF")
+COMPACT = bool(os.environ.get("COMPACT"))
 
 
 async def main():
@@ -45,6 +47,8 @@ async def main():
     for _ in range(SUBS):
         c = ServerConnection(Limits())
         await attach_receiver(hub, c, "news", credit=4_000_000_000)
+        if COMPACT:
+            c.compact = True  # as if the client's open had asked
         conns.append(c)
     body = json.dumps({"b@": "x" * 80})
     msgs = [NewMessage(body=body, publisher="bench") for _ in range(100)]
@@ -59,7 +63,8 @@ async def main():
         dt = time.process_time() - t0
         per = dt / (BATCHES * 100 * SUBS) * 1e9
         best = per if best is None else min(best, per)
-    print(f"{best:.1f} ns/delivery (best of 5), subs={SUBS}")
+    form = "compact" if COMPACT else "plain"
+    print(f"{best:.1f} ns/delivery (best of 5), subs={SUBS}, {form}")
     await hub.close()
     await broker.close()
 

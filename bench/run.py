@@ -320,6 +320,8 @@ class System:
     boot_timeout: float = 20.0
     # worker processes the server forks (uvicorn --workers): all must be up before measuring
     workers: int = 1
+    # wsq subscribers ask for the compact delivery form in their open
+    compact: bool = False
 
 
 def _node(script: str, *flags: str) -> Callable[[Ctx], StartResult]:
@@ -530,7 +532,20 @@ SYSTEMS: dict[str, System] = {
             _node("ceiling.mjs", "--bare"),
             ("node",),
         ),
+        System(
+            "ceiling-compact",
+            "the ceiling sending one compact frame (transfers) per batch",
+            _node("ceiling.mjs", "--compact"),
+            ("node",),
+            compact=True,
+        ),
         System("wsq-memory", "wsq serve, memory broker (wsq.v1)", _wsq("memory")),
+        System(
+            "wsq-memory-compact",
+            "wsq serve, memory broker, subscribers ask for compact deliveries",
+            _wsq("memory"),
+            compact=True,
+        ),
         System(
             "wsq-redis",
             "wsq serve, Redis broker (own redis-server), 1 worker (wsq.v1)",
@@ -751,6 +766,7 @@ def measure(
             "concurrency": 50,
             "settle_ms": sizes.get("settle_ms", 1000),
             "deflate": deflate,
+            "compact": system.compact,
         }
         # idle first, on a fresh server
         r = run_loadgen(
@@ -1165,6 +1181,20 @@ def targets(rows: list[dict[str, Any]], sizes: dict[str, Any]) -> list[dict[str,
         "fan-out vs NATS WebSocket (report only)",
         ratio(fan, "wsq-memory", "nats-ws"),
         None,
+        True,
+        "{:.2f}x",
+    )
+    check(
+        "compact form: fan-out >= 1.0x NATS WebSocket",
+        ratio(fan, "wsq-memory-compact", "nats-ws"),
+        1.0,
+        True,
+        "{:.2f}x",
+    )
+    check(
+        "compact form: fan-out >= 0.9x the compact ceiling",
+        ratio(fan, "wsq-memory-compact", "ceiling-compact"),
+        0.9,
         True,
         "{:.2f}x",
     )

@@ -10,11 +10,15 @@
 // With --bare it sends only the bodies (`[body,body,...]`), no transfer envelope: not valid
 // wsq.v1, but it tells how much of a gap to a leaner protocol is the framing of wsq.v1 itself.
 //
-// Usage: node ceiling.mjs PORT [--bare]
+// With --compact it sends each batch as one compact frame (`transfers`, docs/protocol.md 6.4):
+// the ceiling of a gateway speaking the compact form.
+//
+// Usage: node ceiling.mjs PORT [--bare | --compact]
 import { WebSocketServer } from 'ws';
 
 const port = Number(process.argv[2] || 0);
 const bare = process.argv.includes('--bare');
+const compact = process.argv.includes('--compact');
 const SENDER_CREDIT = 256;
 
 const wss = new WebSocketServer({
@@ -34,19 +38,29 @@ let seq = 0;
 
 function relay(ws, transfers) {
   const ms = Date.now();
+  const first = transfers[0];
   const parts = new Array(transfers.length);
   const ids = new Array(transfers.length);
   for (let i = 0; i < transfers.length; i++) {
     const id = `${ms}-${seq++}`;
     ids[i] = id;
-    parts[i] = bare ? JSON.stringify(transfers[i].body) :
+    const body = JSON.stringify(transfers[i].body);
+    parts[i] = bare ? body :
+      compact ? `{"id":"${id}","body":${body},"props":{"ts":${ms},"publisher":"bench"}}` :
       `{"op":"transfer","ch":${recvCh},"handle":${recvHandle},"delivery":${delivery++},` +
-      `"id":"${id}","settled":true,"body":${JSON.stringify(transfers[i].body)},` +
+      `"id":"${id}","settled":true,"body":${body},` +
       `"props":{"ts":${ms},"publisher":"bench"}}`;
   }
-  const batch = Buffer.from('[' + parts.join(',') + ']');
+  let text;
+  if (compact) {
+    text = `{"op":"transfers","ch":${recvCh},"handle":${recvHandle},"settled":true,` +
+      `"delivery":${delivery},"msgs":[${parts.join(',')}]}`;
+    delivery += parts.length;
+  } else {
+    text = '[' + parts.join(',') + ']';
+  }
+  const batch = Buffer.from(text);
   for (const sub of subscribers) sub.send(batch, { binary: false });
-  const first = transfers[0];
   const answer = [];
   if (!first.settled) {
     answer.push({
@@ -77,6 +91,7 @@ wss.on('connection', (ws) => {
             op: 'open', node: 'ceiling', idle: 30000, max_sessions: 1024,
             max_frame_bytes: 1048576, tenant: 'bench', sub: 'bench',
             exp: Math.floor(Date.now() / 1000) + 3600,
+            ...(f.compact === undefined ? {} : { compact: compact && f.compact === true }),
           });
           break;
         case 'begin':

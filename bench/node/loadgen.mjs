@@ -4,7 +4,8 @@
 // Usage: node loadgen.mjs '<json spec>'
 //   spec: {adapter: "wsq"|"raw"|"nats"|"socketio"|"stomp"|"mqtt", url, token?, scenario: "fanout"|"latency"|"idle",
 //          address, subs, messages, batch, window, rate, duration, conns, concurrency, size,
-//          timeout, deflate}
+//          timeout, deflate, compact}
+//   compact: wsq subscribers ask for the compact delivery form (`"compact": true` in open).
 // Talks to the bench on stdout (one JSON object a line) and stdin:
 //   {"mark":"NAME"}   a measuring point; the generator waits for a line on stdin before going on,
 //                     so that the bench samples the server's /proc exactly there
@@ -103,7 +104,7 @@ const wsq = {
       failOn(ws, reject, 'wsq subscriber');
       ws.on('open', () => {
         ws.send(JSON.stringify([
-          { op: 'open', token: spec.token, client: 'wsq-bench/1' },
+          { op: 'open', token: spec.token, client: 'wsq-bench/1', compact: !!spec.compact },
           { op: 'begin', ch: 1 },
           { op: 'attach', ch: 1, handle: 0, role: 'receiver', address, settled: true,
             credit: 4000000000 },

@@ -97,6 +97,10 @@ export class Client extends Emitter {
     const refreshBefore = positiveInt(options, "refreshBefore", DEFAULTS.refreshBefore, 0);
     this._closeTimeout = positiveInt(options, "closeTimeout", DEFAULTS.closeTimeout);
     this._clientName = String(options.clientName ?? `wsq-client/${VERSION}`).slice(0, 256);
+    if (options.compact !== undefined && typeof options.compact !== "boolean") {
+      throw new TypeError("option compact: a boolean");
+    }
+    this._compact = options.compact ?? true;
     const messageIdPrefix = `${options.messageIdPrefix ?? randomId()}-`;
     this._maxFrameBytes = DEFAULT_MAX_FRAME_BYTES;
     this._maxSessions = this._maxSessionsOption;
@@ -228,7 +232,7 @@ export class Client extends Emitter {
     this._conn = conn;
     conn.listen();
     // Pipelined: the gateway applies these in order once the token is verified.
-    conn.send(frame.open(token, this._idle, this._clientName));
+    conn.send(frame.open(token, this._idle, this._clientName, this._compact));
     for (const sub of this._subscriptions) if (!sub._retryTimer) this._attach(conn, sub);
     for (const sender of this._senders.values()) {
       if (!sender.idle && !sender._retryTimer) this._attach(conn, sender);

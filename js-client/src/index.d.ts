@@ -110,6 +110,9 @@ export interface ClientOptions {
   closeTimeout?: number;
   /** Sent as `client` in open. Default "wsq-client/<version>". */
   clientName?: string;
+  /** Ask for the compact delivery form (several deliveries per frame); handlers see the same
+   * messages either way. Default true. */
+  compact?: boolean;
   /** Prefix of generated message ids (a random UUID by default); ids are "<prefix>-<n>". */
   messageIdPrefix?: string;
 }
@@ -127,6 +130,8 @@ export interface OpenInfo {
   idle: number;
   maxSessions: number;
   maxFrameBytes: number;
+  /** The gateway sends the compact delivery form (it answered `compact: true`). */
+  compact: boolean;
 }
 
 export interface AttachInfo {

@@ -15,6 +15,7 @@ import {
   Violation,
   checkFlow,
   dispositionLast,
+  expandTransfers,
   frame,
   fromWire,
   isObject,
@@ -158,6 +159,14 @@ export class Sessions extends Map {
         if (b.detaching) return;
         if (!(b.link instanceof Subscription)) throw new Violation("a transfer on a sender link");
         return b.link._onTransfer(b, f);
+      }
+      case "transfers": {
+        // The compact form: the same deliveries, the shared fields said once.
+        const b = this.binding(f);
+        if (b.detaching) return;
+        if (!(b.link instanceof Subscription)) throw new Violation("a transfer on a sender link");
+        for (const t of expandTransfers(f)) b.link._onTransfer(b, t);
+        return;
       }
       case "disposition":
         return this.onDisposition(f);

@@ -92,7 +92,8 @@ export function utf8Length(text) {
 // -- what the client sends ---------------------------------------------------------------
 
 export const frame = Object.freeze({
-  open: (token, idle, client) => ({ op: "open", token, idle, client }),
+  // `compact`: ask for the compact delivery form (`transfers`); a gateway without it ignores it.
+  open: (token, idle, client, compact) => ({ op: "open", token, idle, client, compact }),
   begin: (ch) => ({ op: "begin", ch }),
   end: (ch) => ({ op: "end", ch }),
   refresh: (token) => ({ op: "refresh", token }),
@@ -145,6 +146,7 @@ const OPS = new Set([
   "attach",
   "flow",
   "transfer",
+  "transfers",
   "disposition",
   "detach",
   "refresh",
@@ -183,6 +185,7 @@ export function readOpen(f) {
     idle,
     maxSessions: num(f.max_sessions, 1024, 1),
     maxFrameBytes,
+    compact: f.compact === true,
   };
 }
 
@@ -195,6 +198,23 @@ export function checkTransfer(f) {
     throw new Violation("a transfer without a valid id");
   }
   if (!isUint(f.delivery)) throw new Violation("a transfer without a valid delivery number");
+}
+
+/** A compact frame (`transfers`): its messages, numbered from `delivery`, as the per-message
+ * transfers they stand for (each checked as one when it is taken). */
+export function expandTransfers(f) {
+  if (!isUint(f.delivery)) throw new Violation("transfers without a valid delivery number");
+  const msgs = f.msgs;
+  if (!Array.isArray(msgs) || msgs.length === 0) throw new Violation("transfers without msgs");
+  if (!isUint(f.delivery + msgs.length - 1)) throw new Violation("transfers numbered too far");
+  const out = new Array(msgs.length);
+  for (let i = 0; i < msgs.length; i++) {
+    const m = msgs[i];
+    if (!isObject(m)) throw new Violation("transfers with a message that is not an object");
+    const delivery = f.delivery + i;
+    out[i] = { id: m.id, body: m.body, props: m.props, delivery, settled: f.settled };
+  }
+  return out;
 }
 
 /** The last delivery a disposition settles (`last` defaults to `first`). */

@@ -20,7 +20,9 @@ ROOT = Path(__file__).resolve().parents[2]
 ROWS = {
     "ceiling",
     "ceiling-bare",
+    "ceiling-compact",
     "wsq-memory",
+    "wsq-memory-compact",
     "wsq-redis",
     "wsq-redis-2w",
     "py-websockets",

@@ -29,7 +29,7 @@ import json
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -119,13 +119,18 @@ class Consumer:
         # When the hub queued each delivery on this socket, by delivery number: the model
         # judges leases by it (a look may come late on a busy machine).
         self.sent_at: dict[int, float] = {}
-        send = self.conn.send_transfer
+        send = self.conn.send_transfers
 
-        def send_transfer(link: Link, wire: str, message_id: str | None = None) -> None:
-            self.sent_at[link.session.next_outgoing] = time.monotonic()
-            send(link, wire, message_id)
+        def send_transfers(
+            link: Link, tails: Sequence[str], message_ids: Sequence[str] | None = None
+        ) -> None:
+            now = time.monotonic()
+            first = link.session.next_outgoing
+            for delivery in range(first, first + len(tails)):
+                self.sent_at[delivery] = now
+            send(link, tails, message_ids)
 
-        self.conn.send_transfer = send_transfer  # type: ignore[method-assign]
+        self.conn.send_transfers = send_transfers  # type: ignore[method-assign]
         self.conn.receive_text(json.dumps({"op": "open", "token": "t"}))
         self.conn.next_event()
         self.conn.accept_open({})

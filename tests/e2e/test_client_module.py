@@ -78,3 +78,22 @@ async def test_a_page_imports_the_client_subscribes_publishes_and_receives(
     assert proc.returncode == 0, out.decode()
     assert b"subscribed, published, received" in out
     assert f"extensions: {json.dumps(extensions)}".encode() in out, out.decode()
+
+
+async def test_a_page_receives_compact_deliveries_the_same_as_plain_ones() -> None:
+    """The client's default (compact) and compact: false in Chromium: Chromium's own record of
+    the frames (CDP) shows compact frames on one socket and per-message ones on the other."""
+    async with running_gateway(make_settings()) as gw:
+        token = gw.token("browser", publish=("browser.>",), subscribe=("browser.>",))
+        proc = await asyncio.create_subprocess_exec(
+            "node",
+            str(HERE / "compact_deliveries.mjs"),
+            gw.http,
+            token,
+            cwd=HERE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 90)
+    assert proc.returncode == 0, out.decode()
+    assert b"compact and plain deliveries agree" in out, out.decode()

@@ -18,7 +18,9 @@ from wsq.client.wire import (
     Violation,
     check_frame,
     disposition_range,
+    expand_transfers,
     from_wire,
+    open_frame,
     parse_message,
     publish_tail,
     read_open,
@@ -173,3 +175,54 @@ async def test_a_copy_subscription_drops_what_it_already_received() -> None:
     with pytest.raises(Violation):
         for _ in range(6):
             sub.on_transfer(binding, {"id": "99-0", "delivery": 0})
+
+
+# -- the compact delivery form ---------------------------------------------------------------
+
+
+def test_open_offers_compact_unless_told_not_to_and_reads_the_answer() -> None:
+    assert open_frame("t", 30_000, "c")["compact"] is True
+    assert open_frame("t", 30_000, "c", compact=False)["compact"] is False
+    assert read_open({"op": "open", "compact": True}).compact is True
+    assert read_open({"op": "open"}).compact is False
+    assert read_open({"op": "open", "compact": "yes"}).compact is False
+
+
+def test_a_compact_frame_is_the_transfers_it_stands_for() -> None:
+    f = {
+        "op": "transfers",
+        "ch": 1,
+        "handle": 2,
+        "settled": False,
+        "delivery": 7,
+        "msgs": [
+            {"id": "5-0", "body": [1], "props": {"ts": 5}},
+            {"id": "5-1", "body": None, "props": {"ts": 5, "redelivered": 2}},
+        ],
+    }
+    assert expand_transfers(f) == [
+        {"id": "5-0", "body": [1], "props": {"ts": 5}, "delivery": 7, "settled": False},
+        {
+            "id": "5-1",
+            "body": None,
+            "props": {"ts": 5, "redelivered": 2},
+            "delivery": 8,
+            "settled": False,
+        },
+    ]
+
+
+@pytest.mark.parametrize(
+    ("fields", "why"),
+    [
+        ({"msgs": []}, "transfers without msgs"),
+        ({"msgs": "x"}, "transfers without msgs"),
+        ({"msgs": [1]}, "transfers with a message that is not an object"),
+        ({"delivery": -1}, "transfers without a valid delivery number"),
+        ({"delivery": 2**53 - 1, "msgs": [{}, {}]}, "transfers numbered too far"),
+    ],
+)
+def test_a_broken_compact_frame_is_a_violation(fields: dict[str, Any], why: str) -> None:
+    f = {"op": "transfers", "ch": 1, "handle": 0, "delivery": 0, "msgs": [{"id": "5-0"}]}
+    with pytest.raises(Violation, match=why):
+        expand_transfers({**f, **fields})

@@ -84,6 +84,7 @@ class Client:
         close_timeout: float = 1.0,
         client_name: str = f"wsq-python/{VERSION}",
         message_id_prefix: str | None = None,
+        compact: bool = True,
     ) -> None:
         self.url = websocket_url(url)
         self.idle_ms = check_idle(round(idle * 1000))
@@ -107,6 +108,10 @@ class Client:
         self.close_timeout = close_timeout
         self.credit = credit
         self.client_name = client_name[:256]
+        if type(compact) is not bool:
+            raise ValueError("compact: a bool")
+        #: Ask for the compact delivery form in ``open``; the handlers see the same messages.
+        self.compact = compact
         self._links_per_session = links_per_session
         self._max_sessions_option = max_sessions
         self._max_sessions = max_sessions
@@ -402,7 +407,7 @@ class Client:
         self._conn = conn
         self.connections += 1
         # Pipelined: the gateway applies these in order once the token is verified.
-        conn.send(open_frame(token, self.idle_ms, self.client_name))
+        conn.send(open_frame(token, self.idle_ms, self.client_name, self.compact))
         for sub in list(self._subscriptions):
             if not sub.waiting_retry:
                 self._place(sub)

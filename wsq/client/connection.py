@@ -27,6 +27,7 @@ from .wire import (
     channel,
     check_frame,
     disposition_range,
+    expand_transfers,
     flow_credit,
     from_wire,
     handle,
@@ -335,6 +336,15 @@ class Connection:
             if not isinstance(b.link, Subscription):
                 raise Violation("a transfer on a sender link")
             b.link.on_transfer(b, f)
+        elif op == "transfers":
+            # The compact form: the same deliveries, the shared fields said once.
+            b = self._binding(f)
+            if b.detaching:
+                return
+            if not isinstance(b.link, Subscription):
+                raise Violation("a transfer on a sender link")
+            for t in expand_transfers(f):
+                b.link.on_transfer(b, t)
         elif op == "disposition":
             self._on_disposition(f)
         elif op == "detach":

@@ -46,7 +46,18 @@ OUTCOMES: frozenset[str] = frozenset({"accepted", "released", "rejected", "modif
 FINAL_LINK_CONDITIONS = frozenset({"wsq:forbidden", "wsq:invalid-frame", "wsq:not-found"})
 AUTH_CONDITIONS = frozenset({"wsq:unauthorized", "wsq:token-expired"})
 SERVER_OPS = frozenset(
-    {"open", "begin", "end", "attach", "flow", "transfer", "disposition", "detach", "refresh"}
+    {
+        "open",
+        "begin",
+        "end",
+        "attach",
+        "flow",
+        "transfer",
+        "transfers",
+        "disposition",
+        "detach",
+        "refresh",
+    }
     | {"close", "presence"}
 )
 
@@ -159,8 +170,9 @@ def subscribe_options(
 # -- what the client sends -----------------------------------------------------------------
 
 
-def open_frame(token: str, idle_ms: int, client: str) -> dict[str, Any]:
-    return {"op": "open", "token": token, "idle": idle_ms, "client": client}
+def open_frame(token: str, idle_ms: int, client: str, compact: bool = True) -> dict[str, Any]:
+    """``compact``: ask for the compact delivery form (a gateway without it ignores it)."""
+    return {"op": "open", "token": token, "idle": idle_ms, "client": client, "compact": compact}
 
 
 def receiver_frame(
@@ -288,6 +300,8 @@ class OpenInfo:
     idle_ms: int
     max_sessions: int
     max_frame_bytes: int
+    #: The gateway sends the compact delivery form (it answered ``"compact": true``).
+    compact: bool = False
 
 
 def read_open(f: Mapping[str, Any]) -> OpenInfo:
@@ -310,6 +324,7 @@ def read_open(f: Mapping[str, Any]) -> OpenInfo:
         max_frame_bytes=min(
             num("max_frame_bytes", DEFAULT_MAX_FRAME_BYTES, 1024), MAX_MESSAGE_BYTES
         ),
+        compact=f.get("compact") is True,
     )
 
 
@@ -339,6 +354,26 @@ def check_transfer(f: Mapping[str, Any]) -> None:
         raise Violation("a transfer without a valid id")
     if not is_uint(f.get("delivery")):
         raise Violation("a transfer without a valid delivery number")
+
+
+def expand_transfers(f: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A compact frame (``transfers``) as the per-message transfers it stands for, numbered from
+    its ``delivery``; each is checked as a transfer when it is taken."""
+    first = f.get("delivery")
+    msgs = f.get("msgs")
+    if not is_uint(first):
+        raise Violation("transfers without a valid delivery number")
+    if not isinstance(msgs, list) or not msgs:
+        raise Violation("transfers without msgs")
+    if not is_uint(first + len(msgs) - 1):
+        raise Violation("transfers numbered too far")
+    out: list[dict[str, Any]] = []
+    settled = f.get("settled")
+    for i, m in enumerate(msgs):
+        if not isinstance(m, dict):
+            raise Violation("transfers with a message that is not an object")
+        out.append({**m, "delivery": first + i, "settled": settled})
+    return out
 
 
 def disposition_range(f: Mapping[str, Any]) -> tuple[int, int]:

@@ -7,14 +7,88 @@ the process; a move-mode tail adds ``redelivered`` to the cached one (a slice, n
 A broker that stores messages may keep their props pre-encoded (``stored_props``, without ``ts``
 and ``expires``, which follow from the position and the ttl) and rebuild the tail by
 concatenation when it reads them back (``stored_tail``): the same text as ``message_tail``.
+
+The compact form (a wsq extension, negotiated in ``open``) carries consecutive deliveries of one
+link in one ``transfers`` frame: ``{"op":"transfers","ch":…,"handle":…,"settled":…,
+"delivery":first,"msgs":[{"id":…,"body":…,"props":{…}},…]}``, the messages numbered
+``first``, ``first + 1``, …. Each element of ``msgs`` is ``"{" + tail``: the same cached tail,
+so a message is still encoded once for every socket of either form.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from wsq.core import codec
 from wsq.core.messages import Message, stored_props
 
-__all__ = ["copy_tail", "message_tail", "stored_message", "stored_props", "stored_tail"]
+__all__ = [
+    "COMPACT_OP",
+    "compact_frames",
+    "compact_head",
+    "copy_tail",
+    "message_tail",
+    "stored_message",
+    "stored_props",
+    "stored_tail",
+    "transfer_head",
+]
+
+#: The op of a compact frame: several deliveries of one link.
+COMPACT_OP = "transfers"
+# What a compact frame adds around its messages after the delivery number: ``,"msgs":[`` and
+# the closing ``]}``.
+_MSGS_OPEN = ',"msgs":['
+_MSGS_AROUND = len(_MSGS_OPEN) + 2
+
+
+def transfer_head(ch: int, handle: int, pre_settled: bool, op: str = "transfer") -> str:
+    """The constant start of every delivery frame of a link, up to its delivery number."""
+    settled = "true" if pre_settled else "false"
+    return f'{{"op":"{op}","ch":{ch},"handle":{handle},"settled":{settled},"delivery":'
+
+
+def compact_head(ch: int, handle: int, pre_settled: bool) -> str:
+    """``transfer_head`` of the link's compact frames."""
+    return transfer_head(ch, handle, pre_settled, COMPACT_OP)
+
+
+def compact_frames(head: str, first: int, tails: Sequence[str], max_chars: int) -> list[str]:
+    """Deliveries ``first``, ``first + 1``, … of the cached ``tails`` (in order) as compact
+    frames of at most ``max_chars`` each (a lone message that is larger goes alone): as few
+    frames as the limit allows, each message's text copied once into its frame."""
+    n = len(tails)
+    if not n:
+        return []
+    # The common case (everything fits) needs no walk over the messages.
+    if len(head) + len(str(first)) + _MSGS_AROUND - 1 + sum(map(len, tails)) + 2 * n <= max_chars:
+        return [_compact_frame(head, first, tails)]
+    frames: list[str] = []
+    start = 0
+    while start < n:
+        # A frame of k messages: the head, the number, the brackets, and each "{" + tail with
+        # a comma between (k - 1 commas and k braces: 2 characters per message, less one).
+        size = len(head) + len(str(first + start)) + _MSGS_AROUND - 1
+        end = start
+        while end < n:
+            grown = size + len(tails[end]) + 2
+            if grown > max_chars and end > start:
+                break
+            size = grown
+            end += 1
+        frames.append(_compact_frame(head, first + start, tails[start:end]))
+        start = end
+    return frames
+
+
+def _compact_frame(head: str, first: int, tails: Sequence[str]) -> str:
+    """One compact frame, the messages' text copied once: the frame's start goes onto the first
+    tail and its end onto the last (small copies) instead of around the joined text, which
+    would copy all of it twice more."""
+    parts = list(tails)
+    parts[0] = head + str(first) + _MSGS_OPEN + "{" + parts[0]
+    parts[-1] += "]}"
+    return ",{".join(parts)
 
 
 def message_tail(message: Message, redelivered: int | None = None) -> str:

@@ -174,16 +174,22 @@ class GroupPump:
             return [], [d.message.id for d in deliveries]
         conn = sub.outlet.conn
         high_water = sub.outlet.high_water
-        for i, d in enumerate(deliveries):
-            if conn.out_bytes >= high_water:
+        # Sent as one run (one compact frame where the client chose that form); the outbox is
+        # counted as if each went alone in the plain form, which is never less.
+        queued = conn.out_bytes
+        extra = conn.transfer_overhead(link)
+        tails: list[str] = []
+        for d in deliveries:
+            if queued >= high_water:
                 # Full socket: what does not fit goes back to the group at once.
                 sub.outlet.stalled.add(sub)
-                return (
-                    [x.message.id for x in deliveries[:i]],
-                    [x.message.id for x in deliveries[i:]],
-                )
-            conn.send_transfer(link, message_tail(d.message, d.redelivered), d.message.id)
-        return [d.message.id for d in deliveries], []
+                break
+            tail = message_tail(d.message, d.redelivered)
+            tails.append(tail)
+            queued += len(tail) + extra
+        sent = [d.message.id for d in deliveries[: len(tails)]]
+        conn.send_transfers(link, tails, sent)
+        return sent, [d.message.id for d in deliveries[len(tails) :]]
 
     async def settle(self, sub: MoveSub, ids: list[str], outcome: Outcome) -> None:
         await self.hub.broker.settle(

@@ -32,7 +32,9 @@ class Transfers(Protocol):
 
     def send_transfer(self, link: Link, wire: str, message_id: str | None = None) -> None: ...
 
-    def send_transfers(self, link: Link, tails: Sequence[str]) -> None: ...
+    def send_transfers(
+        self, link: Link, tails: Sequence[str], message_ids: Sequence[str] | None = None
+    ) -> None: ...
 
 
 class Subscription(ABC):

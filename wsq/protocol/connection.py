@@ -43,6 +43,7 @@ from wsq.core.limits import (
     MIN_IDLE_MS,
 )
 from wsq.core.messages import Outcome
+from wsq.core.wire import compact_frames, compact_head
 from wsq.protocol.events import (
     AttachRequested,
     ConnectionEnded,
@@ -108,6 +109,9 @@ class ServerConnection(OutgoingFrames):
         self.state = ConnectionState.AWAIT_OPEN
         self.sessions: dict[int, Session] = {}
         self.client_idle_ms = DEFAULT_IDLE_MS
+        # The compact delivery form (``transfers``): None when the client's open did not
+        # mention it (our open answer does not either), else whether it is on.
+        self.compact: bool | None = None
         self._begun = 0
         # Frames received and not yet applied; events not yet taken. Not deques: an empty
         # deque holds a 64-slot block (760 bytes), and an idle connection keeps both.
@@ -214,6 +218,10 @@ class ServerConnection(OutgoingFrames):
         if type(idle) is not int or not (idle == 0 or MIN_IDLE_MS <= idle <= MAX_IDLE_MS):
             raise invalid(f"open: 'idle' must be 0 or an integer in {MIN_IDLE_MS}..{MAX_IDLE_MS}")
         client = opt_str(frame.get("client"), "client", MAX_CLIENT_NAME)
+        compact = frame.get("compact")
+        if compact is not None and type(compact) is not bool:
+            raise invalid("open: 'compact' must be a boolean")
+        self.compact = compact
         self.client_idle_ms = idle
         self._advance(ConnectionEvent.OPEN_RECEIVED)
         self._events.append(OpenRequested(token, idle, client))
@@ -223,7 +231,10 @@ class ServerConnection(OutgoingFrames):
         if not self._can(ConnectionEvent.OPEN_ACCEPTED):
             return  # closed while the token was being verified
         self._advance(ConnectionEvent.OPEN_ACCEPTED)
-        self._emit({"op": "open", **answer})
+        if self.compact is None:
+            self._emit({"op": "open", **answer})
+        else:
+            self._emit({"op": "open", **answer, "compact": self.compact})
 
     def reject_open(self, error: WsqError) -> None:
         self._pending.clear()
@@ -626,10 +637,15 @@ class ServerConnection(OutgoingFrames):
             session.unsettled[delivery] = link
         self._emit_raw(link.prefix + str(delivery) + "," + wire)
 
-    def send_transfers(self, link: Link, tails: Sequence[str]) -> None:
-        """Send copy-mode deliveries (pre-encoded tails, in order) on a receiver link at once:
-        one credit each, numbered as a range. The hub's fan-out path: one call per link per
-        broker batch instead of one per delivery, the frames formatted in one comprehension."""
+    def send_transfers(
+        self, link: Link, tails: Sequence[str], message_ids: Sequence[str] | None = None
+    ) -> None:
+        """Send deliveries (pre-encoded tails, in order) on a receiver link at once: one credit
+        each, numbered as a range. The hub's fan-out path: one call per link per broker batch
+        instead of one per delivery, the frames formatted in one comprehension, or, when the
+        client chose the compact form, as few ``transfers`` frames as ``max_frame_bytes``
+        allows. ``message_ids`` (one per tail) for move-mode deliveries the client must settle.
+        """
         n = len(tails)
         if not n:
             return
@@ -637,8 +653,20 @@ class ServerConnection(OutgoingFrames):
         first = session.next_outgoing
         session.next_outgoing = first + n
         link.credit -= n
-        prefix = link.prefix
-        frames = [f"{prefix}{d},{t}" for d, t in zip(range(first, first + n), tails, strict=True)]
+        if message_ids is not None and not link.pre_settled:
+            link_unsettled = link.unsettled
+            session_unsettled = session.unsettled
+            for delivery, message_id in zip(range(first, first + n), message_ids, strict=True):
+                link_unsettled[delivery] = message_id
+                session_unsettled[delivery] = link
+        if self.compact:
+            head = compact_head(link.ch, link.handle, link.pre_settled)
+            frames = compact_frames(head, first, tails, self.limits.max_frame_bytes)
+        else:
+            prefix = link.prefix
+            frames = [
+                f"{prefix}{d},{t}" for d, t in zip(range(first, first + n), tails, strict=True)
+            ]
         out = self._out
         was_empty = not out
         out += frames

@@ -25,6 +25,7 @@ from wsq.core.addresses import Pattern
 from wsq.core.errors import StateError
 from wsq.core.limits import DEFAULT_LEASE_MS
 from wsq.core.messages import Outcome
+from wsq.core.wire import transfer_head
 
 
 class ConnectionState(enum.Enum):
@@ -179,10 +180,7 @@ class Link:
         # before it were being gathered: a link error even if their settlement refills credit.
         self.overdrawn: int | None = None
         # The constant head of every transfer on this link; only the delivery number follows.
-        self.prefix = (
-            f'{{"op":"transfer","ch":{self.ch},"handle":{handle},'
-            f'"settled":{"true" if pre_settled else "false"},"delivery":'
-        )
+        self.prefix = transfer_head(self.ch, handle, pre_settled)
         self.attachment: Attachment | None = None
 
     @property
