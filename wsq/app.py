@@ -96,6 +96,7 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
         await readiness.probe()
         metrics.start()
         figures.start()
+        node.sinks.start()
         restore = drain_on_signals(drain)
         try:
             # The lifespan state is where wsq.http_protocol finds the admission.
@@ -109,6 +110,8 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
             await drain.begin(backstop=False)
             await node.hub.close()
             await node.presence.close()
+            await node.webhooks.close()
+            await node.sinks.close()
             await broker.close()
             await node.auth.aclose()
 

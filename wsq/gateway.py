@@ -288,6 +288,9 @@ class Peer:
         self.gateway.remove_peer(self)
         # A socket that dropped with neither side's close counts as the client's doing.
         self.gateway.closes[self._close_reason or "client"] += 1
+        if (who := self.principal) is not None:
+            reason = self._close_reason or "client"
+            self.node.webhooks.connection_closed(who.tenant, who.sub, self.id, reason)
         if self._tick_handle is not None:
             self._tick_handle.cancel()
         if self.conn.state not in (ConnectionState.CLOSED, ConnectionState.CLOSE_SENT):
@@ -471,6 +474,7 @@ class Peer:
                 "exp": principal.exp,
             }
         )
+        self.node.webhooks.connection_opened(principal.tenant, principal.sub, self.id)
         # The client's idle and the token's expiry are known now: tick at their pace.
         self._reschedule_tick()
         ticket = self.scope.get(SCOPE_KEY)

@@ -181,6 +181,21 @@ METRICS: tuple[Family, ...] = (
         (),
         _one("conflate_dropped"),
     ),
+    Family(
+        "wsq_webhook_deliveries",
+        "counter",
+        "Webhook events by outcome: delivered (2xx), retried (an attempt failed, another "
+        "follows), failed (given up after max_attempts), dropped (the entry's queue was full).",
+        ("tenant", "outcome"),
+        lambda s: _pairs(s["webhook_deliveries"]),
+    ),
+    Family(
+        "wsq_webhook_queued",
+        "gauge",
+        "Webhook events waiting to be sent or being sent.",
+        (),
+        _one("webhook_queued"),
+    ),
 )
 
 

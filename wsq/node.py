@@ -12,6 +12,8 @@ from wsq.hub import Hub
 from wsq.hub.presence import PresenceHub
 from wsq.publishing import PublishService
 from wsq.quotas import Quotas
+from wsq.webhooks.delivery import Webhooks
+from wsq.webhooks.sinks import Sinks
 
 
 @dataclass
@@ -27,6 +29,10 @@ class Node:
     publishing: PublishService = field(init=False)
     quotas: Quotas = field(init=False)
     presence: PresenceHub = field(init=False)
+    #: The tenants' webhooks (lifecycle events); emit never waits.
+    webhooks: Webhooks = field(init=False)
+    #: The tenants' message sinks (started and closed by the app's lifespan).
+    sinks: Sinks = field(init=False)
     #: Errors answered to clients (sockets and the HTTP bridge) by condition (wsq.stats).
     errors: Counter[str] = field(default_factory=Counter)
 
@@ -34,6 +40,8 @@ class Node:
         self.quotas = Quotas(self.settings.tenants, self.broker)
         self.presence = PresenceHub(self.broker.presence_store)
         self.publishing = PublishService(self.broker, self.settings.tenants, self.quotas)
+        self.webhooks = Webhooks(self.settings.tenants, self.node_id)
+        self.sinks = Sinks(self.settings.tenants, self.broker, self.node_id)
 
     @classmethod
     def build(cls, settings: Settings, broker: Broker, node_id: str) -> Node:

@@ -13,7 +13,8 @@ Keys (every count since the process started unless it says "now"):
 ``deliveries``, ``publishes`` {tenant: n}; ``dispositions`` {outcome: n}; ``errors``
 {condition: n} (sent to clients); ``closes`` {reason: n}; ``refusals`` {tenant: {kind: n}}
 (``""``: refused before authentication); ``broker`` {"status": "up"|"down"|"unknown",
-"reader_lag_s": s}.
+"reader_lag_s": s}; ``webhook_deliveries`` {tenant: {outcome: n}} (wsq.webhooks.delivery:
+delivered, retried, failed, dropped); ``webhook_queued`` (now, events waiting to be sent).
 """
 
 from __future__ import annotations
@@ -91,6 +92,8 @@ class NodeStats:
             "conflated": node.hub.conflated,
             "conflate_dropped": node.hub.conflate_dropped,
             "refusals": _nested(refusals),
+            "webhook_deliveries": _nested(node.webhooks.deliveries + node.sinks.deliveries),
+            "webhook_queued": node.webhooks.queued(),
             "broker": {
                 "status": "unknown" if broker_ok is None else "up" if broker_ok else "down",
                 "reader_lag_s": round(lag, 3),

@@ -17,8 +17,9 @@ import uvicorn
 
 from wsq import __version__, app
 from wsq.accesslog import log_config
-from wsq.cli import FD_SPARE, _raise_fd_limit, main, redact_url, wsq_command
+from wsq.cli import FD_SPARE, _raise_fd_limit, main, wsq_command
 from wsq.config import ServerConfig, Settings, settings_from_json
+from wsq.config.summary import redact_url
 
 SECRET = "a-long-enough-shared-secret-for-hs256-0123456789"
 ENV_VARS = (
@@ -197,6 +198,27 @@ def test_serve_hands_workers_their_settings_in_a_private_file_not_the_environmen
     settings = settings_from_json(file.read_text())
     assert [key.secret for key in settings.tenants["acme"].keys] == [SECRET, env_secret]
     assert settings.broker.url == "redis://:hunter2@127.0.0.1:6379/0"
+
+
+def test_webhook_secrets_leave_the_workers_environment(
+    tmp_path: Path, uvicorn_calls: list[Any]
+) -> None:
+    hook = "whsec_" + "d2Vib29rLXNlY3JldC0wMTIzNDU2Nzg5YWJjZGVm"
+    rotated = "whsec_" + "cm90YXRlZC1zZWNyZXQtMDEyMzQ1Njc4OWFiY2RlZg=="
+    path = tmp_path / "wsq.toml"
+    path.write_text(
+        f'[tenants.acme]\nkeys = [{{ alg = "HS256", secret = "{SECRET}" }}]\n'
+        'webhooks = [{ url = "https://x.example/h", events = ["connection.opened"], '
+        'secret_env = "HOOK_PAIR" }]\n'
+        'sinks = [{ url = "https://x.example/s", addresses = ["a"], secret_env = "SINK_ONE" }]\n'
+    )
+    os.environ["HOOK_PAIR"] = f"{hook} {rotated}"
+    os.environ["SINK_ONE"] = hook
+    args = ["--workers", "2", "--broker", "redis://127.0.0.1:6379/0"]  # never connected
+    assert main(["serve", "--config", str(path), *args]) == 0
+    assert "HOOK_PAIR" not in os.environ and "SINK_ONE" not in os.environ
+    environment = "\0".join(f"{k}={v}" for k, v in os.environ.items())
+    assert hook[6:] not in environment and rotated[6:] not in environment
 
 
 def test_serve_hands_one_worker_its_settings_in_memory(

@@ -48,6 +48,8 @@ SNAPSHOT: dict[str, Any] = {
     "broker": {"status": "up", "reader_lag_s": 0.25},
     "conflated": 998,
     "conflate_dropped": 2,
+    "webhook_deliveries": {"acme": {"delivered": 5, "retried": 2, "dropped": 1}},
+    "webhook_queued": 3,
 }
 
 
@@ -87,6 +89,10 @@ def test_the_collector_serves_every_family_with_its_exact_values() -> None:
         'wsq_closes_total{reason="client"} 2.0',
         "wsq_conflated_total 998.0",
         "wsq_conflate_dropped_total 2.0",
+        'wsq_webhook_deliveries_total{outcome="delivered",tenant="acme"} 5.0',
+        'wsq_webhook_deliveries_total{outcome="retried",tenant="acme"} 2.0',
+        'wsq_webhook_deliveries_total{outcome="dropped",tenant="acme"} 1.0',
+        "wsq_webhook_queued 3.0",
     ]
 
 
@@ -107,6 +113,8 @@ def test_the_agreed_names_are_all_there() -> None:
         ("wsq_closes", "counter", ("reason",)),
         ("wsq_conflated", "counter", ()),
         ("wsq_conflate_dropped", "counter", ()),
+        ("wsq_webhook_deliveries", "counter", ("tenant", "outcome")),
+        ("wsq_webhook_queued", "gauge", ()),
     ]
 
 

@@ -46,6 +46,7 @@ from wsq.config.settings import (
     min_pending_bytes,
 )
 from wsq.config.table import Table, describe
+from wsq.config.webhooks import parse_sinks, parse_webhooks
 from wsq.core.addresses import is_valid_address
 from wsq.core.errors import ConfigError
 from wsq.keys import ALGORITHMS, HMAC_ALGORITHMS, public_key_problem
@@ -382,6 +383,8 @@ def _parse_tenant(
     publish_rate = t.get_float("publish_rate", default.publish_rate, minimum=0.0)
     quotas = {name: t.get_int(name, getattr(default, name), minimum=1) for name in QUOTA_SETTINGS}
     ops = t.get_bool("ops", default.ops)
+    webhooks = parse_webhooks(t.get_list("webhooks"), source, f"{where}.webhooks", environ)
+    sinks = parse_sinks(t.get_list("sinks"), source, f"{where}.sinks", environ)
     t.finish()
     return TenantConfig(
         name=name,
@@ -397,6 +400,8 @@ def _parse_tenant(
         max_deliveries=max_deliveries,
         publish_rate=publish_rate,
         ops=ops,
+        webhooks=webhooks,
+        sinks=sinks,
         **quotas,
     )
 

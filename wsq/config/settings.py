@@ -93,6 +93,40 @@ class KeyConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class WebhookConfig:
+    """One ``[tenants.X] webhooks`` entry (docs/webhooks.md): where the tenant's events go."""
+
+    url: str
+    events: tuple[str, ...]
+    # One or more ``whsec_`` secrets, space-separated (a rotation signs with each), resolved
+    # from ``secret_env`` at load time; never shown nor logged.
+    secret: str
+    # One request's whole time; then it counts as failed and is retried.
+    timeout_ms: int = 5_000
+    # Attempts in all (the first and its retries) before the event is given up (counted).
+    max_attempts: int = 5
+    # The wait before the first retry, doubled at each next one (capped at a minute).
+    backoff_ms: int = 500
+    # Events waiting for this URL; past it, new ones are dropped and counted.
+    max_queue: int = 1_000
+
+
+@dataclass(frozen=True, slots=True)
+class SinkConfig:
+    """One ``[tenants.X] sinks`` entry (docs/webhooks.md): every message of ``addresses``
+    POSTed to ``url`` at least once, in order per address, by the consumer group ``group``."""
+
+    url: str
+    addresses: tuple[str, ...]
+    secret: str
+    group: str = "webhook-sink"
+    timeout_ms: int = 5_000
+    # Attempts of one message before it is rejected (dead-lettered where the tenant says).
+    max_attempts: int = 5
+    backoff_ms: int = 500
+
+
+@dataclass(frozen=True, slots=True)
 class TenantConfig:
     name: str
     issuer: str
@@ -124,6 +158,10 @@ class TenantConfig:
     # Whether the tenant's tokens may carry the operator right ("wsq":{"ops":true}): the
     # gateway's own figures on the $sys. addresses, every tenant's counts among them.
     ops: bool = False
+    # Where the tenant's lifecycle events are POSTed (wsq.webhooks).
+    webhooks: tuple[WebhookConfig, ...] = ()
+    # Where every message of some addresses is POSTed (wsq.webhooks.sinks).
+    sinks: tuple[SinkConfig, ...] = ()
 
     @property
     def storage(self) -> StoragePolicy:

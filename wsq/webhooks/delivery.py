@@ -1,0 +1,207 @@
+"""Sending the tenants' events: one bounded queue and one worker per webhook entry.
+
+``emit`` never waits: it puts the event in the queue of every entry of the tenant that asked
+for its type, or drops it and counts it when that queue is full (a slow or dead receiver must
+not hold sockets nor memory). A worker sends its queue in order, one request at a time (the
+tenant's concurrent requests are bounded by its entries), each with the entry's timeout;
+a failed attempt (a transport error, a timeout, an answer other than 2xx) is retried after
+``backoff_ms``, doubled each time up to ``MAX_BACKOFF_S``, until ``max_attempts``; then the
+event is given up and counted. Every attempt of one event carries the same ``webhook-id``
+and a fresh ``webhook-timestamp`` and signature. Nothing is logged of a body nor a secret.
+
+Lifecycle events are best effort: they live in this process's memory and a restart loses
+what was queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from wsq.config.settings import TenantConfig, WebhookConfig
+from wsq.webhooks.events import CONNECTION_CLOSED, CONNECTION_OPENED, event_body
+from wsq.webhooks.signing import key_of, signature_headers
+
+log = logging.getLogger("wsq.webhooks")
+
+MAX_BACKOFF_S = 60.0
+#: ``deliveries`` outcomes (wsq_webhook_deliveries_total{tenant,outcome}).
+DELIVERED = "delivered"  # a 2xx answer
+RETRIED = "retried"  # an attempt failed; another follows
+FAILED = "failed"  # the last attempt failed: the event is given up
+DROPPED = "dropped"  # the entry's queue was full
+USER_AGENT = "wsq-webhooks/1"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    msg_id: str
+    body: bytes
+
+
+@dataclass
+class _Endpoint:
+    tenant: str
+    config: WebhookConfig
+    keys: tuple[bytes, ...]
+    queue: asyncio.Queue[Event] | None = None
+    worker: asyncio.Task[None] | None = None
+    #: Events in the queue and the one being sent (bounded by ``max_queue``).
+    pending: int = 0
+
+
+@dataclass
+class Webhooks:
+    """Every tenant's webhook entries in this process, and their counts."""
+
+    tenants: Mapping[str, TenantConfig]
+    node_id: str
+    #: (tenant, outcome) -> events (``outcome``: DELIVERED, RETRIED, FAILED, DROPPED).
+    deliveries: Counter[tuple[str, str]] = field(default_factory=Counter)
+    _by_type: dict[tuple[str, str], list[_Endpoint]] = field(default_factory=dict)
+    _endpoints: list[_Endpoint] = field(default_factory=list)
+    _client: httpx.AsyncClient | None = None
+    _closed: bool = False
+
+    def __post_init__(self) -> None:
+        for name, tenant in self.tenants.items():
+            for hook in tenant.webhooks:
+                keys = tuple(key_of(s) for s in hook.secret.split())
+                endpoint = _Endpoint(name, hook, keys)
+                self._endpoints.append(endpoint)
+                for event_type in hook.events:
+                    self._by_type.setdefault((name, event_type), []).append(endpoint)
+
+    def wanted(self, tenant: str, event_type: str) -> bool:
+        return (tenant, event_type) in self._by_type
+
+    def emit(self, tenant: str, event_type: str, data: dict[str, Any]) -> None:
+        """Queue ``event_type`` for every entry of ``tenant`` that asked for it; never waits."""
+        endpoints = self._by_type.get((tenant, event_type))
+        if not endpoints or self._closed:
+            return
+        event = Event(f"msg_{secrets.token_hex(12)}", event_body(event_type, data, time.time()))
+        for endpoint in endpoints:
+            if endpoint.pending >= endpoint.config.max_queue:
+                self.deliveries[tenant, DROPPED] += 1
+                continue
+            if endpoint.queue is None:
+                endpoint.queue = asyncio.Queue()
+                endpoint.worker = asyncio.get_running_loop().create_task(self._work(endpoint))
+            endpoint.pending += 1
+            endpoint.queue.put_nowait(event)
+
+    def connection_opened(self, tenant: str, sub: str, peer_id: int) -> None:
+        if self.wanted(tenant, CONNECTION_OPENED):
+            self.emit(tenant, CONNECTION_OPENED, self._connection(tenant, sub, peer_id))
+
+    def connection_closed(self, tenant: str, sub: str, peer_id: int, reason: str) -> None:
+        if self.wanted(tenant, CONNECTION_CLOSED):
+            data = self._connection(tenant, sub, peer_id)
+            data["reason"] = reason
+            self.emit(tenant, CONNECTION_CLOSED, data)
+
+    def _connection(self, tenant: str, sub: str, peer_id: int) -> dict[str, Any]:
+        # "connection" is unique across nodes and restarts of a node id only with the node.
+        return {
+            "tenant": tenant,
+            "sub": sub,
+            "node": self.node_id,
+            "connection": f"{self.node_id}/{peer_id}",
+        }
+
+    def queued(self) -> int:
+        """Events waiting or being sent, all entries together (now)."""
+        return sum(e.pending for e in self._endpoints)
+
+    async def close(self) -> None:
+        """Stop every worker; what they had queued is lost (best effort, said so above)."""
+        self._closed = True
+        workers = [e.worker for e in self._endpoints if e.worker is not None]
+        for worker in workers:
+            worker.cancel()
+        for worker in workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+        if self._client is not None:
+            await self._client.aclose()
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            # Redirects are not followed: a webhook URL says where the events go, once.
+            self._client = httpx.AsyncClient(
+                follow_redirects=False, headers={"user-agent": USER_AGENT}
+            )
+        return self._client
+
+    async def _work(self, endpoint: _Endpoint) -> None:
+        assert endpoint.queue is not None
+        while True:
+            event = await endpoint.queue.get()
+            try:
+                await self._deliver(endpoint, event)
+            finally:
+                endpoint.pending -= 1
+
+    async def _deliver(self, endpoint: _Endpoint, event: Event) -> None:
+        config = endpoint.config
+        delay = config.backoff_ms / 1000
+        for attempt in range(1, config.max_attempts + 1):
+            if await self._attempt(endpoint, event):
+                self.deliveries[endpoint.tenant, DELIVERED] += 1
+                return
+            if attempt == config.max_attempts:
+                break
+            self.deliveries[endpoint.tenant, RETRIED] += 1
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_BACKOFF_S)
+        self.deliveries[endpoint.tenant, FAILED] += 1
+        log.warning(
+            "webhook event %s of tenant %s given up after %d attempts",
+            event.msg_id,
+            endpoint.tenant,
+            config.max_attempts,
+        )
+
+    async def _attempt(self, endpoint: _Endpoint, event: Event) -> bool:
+        config = endpoint.config
+        return await post_signed(
+            self._http(), config.url, event.msg_id, event.body, endpoint.keys, config.timeout_ms
+        )
+
+
+async def post_signed(
+    client: httpx.AsyncClient,
+    url: str,
+    msg_id: str,
+    body: bytes,
+    keys: tuple[bytes, ...],
+    timeout_ms: int,
+) -> bool:
+    """One attempt: ``body`` POSTed with a fresh timestamp and signature; True on a 2xx.
+
+    The answer's body is never read: a receiver cannot make wsq hold what it sends back.
+    """
+    headers = signature_headers(msg_id, int(time.time()), body, keys)
+    headers["content-type"] = "application/json"
+    try:
+        async with client.stream(
+            "POST", url, content=body, headers=headers, timeout=timeout_ms / 1000
+        ) as answer:
+            status = answer.status_code
+    except httpx.HTTPError as exc:
+        log.info("webhook %s: %s", msg_id, type(exc).__name__)
+        return False
+    if 200 <= status < 300:
+        return True
+    log.info("webhook %s: answered %d", msg_id, status)
+    return False

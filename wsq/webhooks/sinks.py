@@ -1,0 +1,187 @@
+"""Message sinks: every message of some addresses POSTed to a URL, at least once, in order per
+address (docs/webhooks.md, "Message sinks").
+
+A sink reads each of its addresses as a consumer group of its own (``group``), through the
+broker's claim and settle, one message at a time: a message is settled ``accepted`` once the
+URL answered 2xx, so what is unsettled when a process dies is leased to the group's next
+consumer when its lease runs out (on Redis: the next process, or this one restarted).
+``max_attempts`` failed attempts, with doubling backoff, reject it: the tenant's dead-letter
+address gets it. Its ``webhook-id`` is derived from the tenant, address, group and message
+position, so it is the same on every attempt, from any process: the receiver dedups on it.
+
+Order: one consumer of a group at a time keeps it; each process with the sink runs a consumer,
+so with several gateway processes on one Redis, messages of an address may reach the URL out of
+order across them (each still at least once). Run a sink on one process for a strict order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import httpx
+import orjson
+
+from wsq.broker.base import Broker, Handle
+from wsq.config.settings import SinkConfig, TenantConfig
+from wsq.core.messages import Delivery, Outcome
+from wsq.webhooks.delivery import (
+    DELIVERED,
+    FAILED,
+    MAX_BACKOFF_S,
+    RETRIED,
+    USER_AGENT,
+    post_signed,
+)
+from wsq.webhooks.events import iso_time
+from wsq.webhooks.signing import key_of
+
+log = logging.getLogger("wsq.webhooks")
+
+MESSAGE = "message.published"
+#: A sink's lease on its message covers the next wait and attempt and this much more: a process
+#: that died holding one lets it go that soon after (renewed before each wait while it retries).
+LEASE_MARGIN_MS = 2_000
+#: When nothing wakes an idle sink, it looks again after this (s).
+IDLE_POLL_S = 5.0
+
+
+def sink_message_id(tenant: str, address: str, group: str, position: str) -> str:
+    """The ``webhook-id`` of one message for one sink: the same from any process, any attempt."""
+    digest = hashlib.sha256(f"{tenant}\0{address}\0{group}\0{position}".encode()).hexdigest()
+    return f"msg_{digest[:32]}"
+
+
+def sink_body(address: str, delivery: Delivery, now: float) -> bytes:
+    """The event body; the message's own body goes in as the JSON text it was published as."""
+    m = delivery.message
+    head = orjson.dumps(
+        {
+            "type": MESSAGE,
+            "timestamp": iso_time(now),
+            "data": {
+                "address": address,
+                "position": m.id,
+                "message_id": m.message_id,
+                "redelivered": delivery.redelivered,
+            },
+        }
+    )
+    # {"type":..,"data":{...}} -> {"type":..,"data":{..., "body": <body>}}
+    return head[:-2] + b',"body":' + m.body.encode() + b"}}"
+
+
+@dataclass
+class Sinks:
+    """Every tenant's sinks in this process: one task per (sink, address)."""
+
+    tenants: Mapping[str, TenantConfig]
+    broker: Broker
+    node_id: str
+    #: (tenant, outcome) -> messages (DELIVERED, RETRIED, FAILED).
+    deliveries: Counter[tuple[str, str]] = field(default_factory=Counter)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _client: httpx.AsyncClient | None = None
+
+    def start(self) -> None:
+        for tenant, config in self.tenants.items():
+            for sink in config.sinks:
+                for address in sink.addresses:
+                    task = asyncio.get_running_loop().create_task(self._run(tenant, sink, address))
+                    self._tasks.append(task)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self._client is not None:
+            await self._client.aclose()
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                follow_redirects=False, headers={"user-agent": USER_AGENT}
+            )
+        return self._client
+
+    async def _run(self, tenant: str, sink: SinkConfig, address: str) -> None:
+        wake = asyncio.Event()
+        consumer = f"sink.{self.node_id}"
+        lease_ms = sink.timeout_ms + LEASE_MARGIN_MS
+        keys = tuple(key_of(s) for s in sink.secret.split())
+        watch: Handle | None = None
+        held: list[str] = []
+        try:
+            while True:
+                try:
+                    if watch is None:
+                        await self.broker.open_group(tenant, address, sink.group)
+                        watch = self.broker.watch_group(tenant, address, sink.group, wake.set)
+                    wake.clear()
+                    got = await self.broker.claim(
+                        tenant, address, sink.group, consumer, 1, lease_ms
+                    )
+                    if not got:
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(wake.wait(), IDLE_POLL_S)
+                        continue
+                    delivery = got[0]
+                    held = [delivery.message.id]
+                    outcome = await self._deliver(tenant, sink, address, delivery, keys)
+                    await self.broker.settle(tenant, address, sink.group, consumer, held, outcome)
+                    held = []
+                except Exception:
+                    # The broker failed (Redis down, a failover): what is held comes back when
+                    # its lease runs out, to this consumer or another.
+                    log.warning("sink on %s: the broker failed; trying again", address)
+                    held = []
+                    await asyncio.sleep(1.0)
+        finally:
+            if watch is not None:
+                watch.close()
+            if held:
+                # Not settled: back to the group at once, for the next consumer.
+                with contextlib.suppress(Exception):
+                    await self.broker.leave(tenant, address, sink.group, consumer, held)
+
+    async def _deliver(
+        self,
+        tenant: str,
+        sink: SinkConfig,
+        address: str,
+        delivery: Delivery,
+        keys: tuple[bytes, ...],
+    ) -> Outcome:
+        position = delivery.message.id
+        msg_id = sink_message_id(tenant, address, sink.group, position)
+        body = sink_body(address, delivery, time.time())
+        delay = sink.backoff_ms / 1000
+        consumer = f"sink.{self.node_id}"
+        for attempt in range(1, sink.max_attempts + 1):
+            if await self._attempt(sink, msg_id, body, keys):
+                self.deliveries[tenant, DELIVERED] += 1
+                return Outcome.ACCEPTED
+            if attempt == sink.max_attempts:
+                break
+            self.deliveries[tenant, RETRIED] += 1
+            lease_ms = int(delay * 1000) + sink.timeout_ms + LEASE_MARGIN_MS
+            await self.broker.renew(tenant, address, sink.group, consumer, [position], lease_ms)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_BACKOFF_S)
+        self.deliveries[tenant, FAILED] += 1
+        log.warning("sink message %s given up after %d attempts", msg_id, sink.max_attempts)
+        return Outcome.REJECTED
+
+    async def _attempt(
+        self, sink: SinkConfig, msg_id: str, body: bytes, keys: tuple[bytes, ...]
+    ) -> bool:
+        return await post_signed(self._http(), sink.url, msg_id, body, keys, sink.timeout_ms)
