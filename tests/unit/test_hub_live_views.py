@@ -5,6 +5,7 @@ resume from a trimmed position, what a detach leaves, and the hub's counters."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -222,3 +223,42 @@ async def test_past_the_most_turns_remembered_the_oldest_quiet_ones_are_forgotte
         assert bodies(sock) == ["s0 again"]
         clock.advance(1.0)
         assert bodies(sock) == ["s4 again"]
+
+
+async def test_deliveries_of_closed_topics_and_pumps_add_up_by_tenant() -> None:
+    broker = MemoryBroker(StoragePolicies())
+    async with hub_on(broker) as hub:
+        sock = Socket(hub)
+        a = await sock.attach(handle=0, address="d1", credit=100)
+        b = await sock.attach(handle=1, address="d2", credit=100)
+        q = await sock.attach(handle=2, address="d3", credit=100, mode="move")
+        await settle_loop()
+        await pub(broker, "d1", (1, None), (2, None))
+        await pub(broker, "d2", (3, None))
+        await pub(broker, "d3", (4, None), (5, None), (6, None))
+        assert sorted(bodies(sock)) == [1, 2, 3, 4, 5, 6]
+        assert hub.deliveries() == {"t": 6}
+        for link in (a, b, q):
+            await hub.detach(link, [])
+        assert hub.topics == {}
+        assert hub.pumps == {}
+        assert hub.delivered == {"t": 6}
+        assert hub.deliveries() == {"t": 6}
+
+
+async def test_a_held_message_goes_on_the_event_loop_timer_when_its_turn_comes() -> None:
+    broker = MemoryBroker(StoragePolicies())
+    async with hub_on(broker) as hub:
+        sock = Socket(hub)  # the hub's own clock and timers: no fake time here
+        await sock.attach(address="rt", credit=100, conflate={"ms": 10})
+        await settle_loop()
+        await pub(broker, "rt", (1, "rt.a"))
+        await pub(broker, "rt", (2, "rt.a"))
+        assert bodies(sock) == [1]
+        got: list[Any] = []
+        for _ in range(500):  # the condition, bounded (a lost timer fails, never hangs)
+            await asyncio.sleep(0.01)
+            got += bodies(sock)
+            if got:
+                break
+        assert got == [2]

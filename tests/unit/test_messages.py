@@ -178,3 +178,8 @@ def test_published_results_are_written_as_runs_and_read_back(
 ) -> None:
     assert published_text(results) == text
     assert published_from_text(text) == results
+
+
+def test_the_size_of_a_message_without_expiry_leaves_out_only_ts() -> None:
+    m = Message("5-1", '"é"', ts=5, publisher="p", subject="s")
+    assert message_size(m) == 4 + len('{"publisher":"p","subject":"s"}')
