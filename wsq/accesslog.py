@@ -49,16 +49,22 @@ _PER_SOCKET_MESSAGES = frozenset({"connection open", "connection closed"})
 _HANDSHAKE_PREFIX = '%s - "WebSocket %s"'
 
 
-class PerSocketLines(logging.Filter):
-    """``[server] access_log = false`` (the default): uvicorn's lines about each WebSocket are
-    debug lines. uvicorn logs them at INFO on ``uvicorn.error``, so this filter, on that
-    logger, drops them unless the logger is at DEBUG, where it shows them as DEBUG."""
+class DebugUnlessAccessLog(logging.Filter):
+    """``[server] access_log = false`` (the default): uvicorn's request lines (``uvicorn.access``,
+    ``every_info``) and its lines about each WebSocket (on ``uvicorn.error``) are debug lines.
+    uvicorn logs them at INFO, so this filter, on those loggers, drops them unless the logger is
+    at DEBUG (``--log-level debug``), where it shows them as DEBUG."""
+
+    def __init__(self, every_info: bool = False) -> None:
+        super().__init__()
+        self.every_info = every_info
 
     def filter(self, record: logging.LogRecord) -> bool:
         msg = record.msg
-        if not isinstance(msg, str) or record.levelno != logging.INFO:
+        if record.levelno != logging.INFO or not isinstance(msg, str):
             return True
-        if msg not in _PER_SOCKET_MESSAGES and not msg.startswith(_HANDSHAKE_PREFIX):
+        per_socket = msg in _PER_SOCKET_MESSAGES or msg.startswith(_HANDSHAKE_PREFIX)
+        if not (self.every_info or per_socket):
             return True
         if not logging.getLogger(record.name).isEnabledFor(logging.DEBUG):
             return False
@@ -69,15 +75,18 @@ class PerSocketLines(logging.Filter):
 def log_config(log_format: str = "text", *, access_log: bool = False) -> dict[str, Any]:
     """uvicorn's own logging configuration, its handlers filtered by ``NoQueryStrings`` and
     ``wsq.logs.RedactTokens``; with ``log_format`` "json", every line a JSON object; without
-    ``access_log``, the lines about each WebSocket are debug lines (``PerSocketLines``; uvicorn
-    is told ``access_log=False`` for its HTTP request lines)."""
+    ``access_log``, uvicorn's request lines and its lines about each WebSocket are debug lines
+    (``DebugUnlessAccessLog``)."""
     config = copy.deepcopy(LOGGING_CONFIG)
     filters = config.setdefault("filters", {})
     filters["no_query_strings"] = {"()": f"{__name__}.NoQueryStrings"}
     filters["redact_tokens"] = {"()": "wsq.logs.RedactTokens"}
     if not access_log:
-        filters["per_socket_lines"] = {"()": f"{__name__}.PerSocketLines"}
+        demote = f"{__name__}.DebugUnlessAccessLog"
+        filters["per_socket_lines"] = {"()": demote}
+        filters["request_lines"] = {"()": demote, "every_info": True}
         config["loggers"]["uvicorn.error"].setdefault("filters", []).append("per_socket_lines")
+        config["loggers"]["uvicorn.access"].setdefault("filters", []).append("request_lines")
     for handler in config["handlers"].values():
         handler.setdefault("filters", []).extend(["no_query_strings", "redact_tokens"])
     if log_format == "json":

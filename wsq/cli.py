@@ -243,7 +243,6 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         # uvicorn's own, printing request paths without their query strings (wsq.accesslog).
         log_config=log_config(server.log_format, access_log=server.access_log),
-        access_log=server.access_log,
         lifespan="on",
         # The drain's share for requests in flight after SIGTERM (wsq.drain); whole seconds.
         timeout_graceful_shutdown=max(1, round(DrainPlan.of(server.drain_timeout_ms).server_s)),

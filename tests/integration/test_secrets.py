@@ -34,9 +34,10 @@ BODY_MARK = "BODY-6f1c2d9e-not-for-logs"
 HTTP_BODY_MARK = "HTTPBODY-8a7b6c5d-not-for-logs"
 
 
-def write_config(tmp_path: Path) -> Path:
+def write_config(tmp_path: Path, server: str = "") -> Path:
     config = tmp_path / "wsq.toml"
     config.write_text(
+        f"[server]\n{server}\n"
         "[tenants.acme]\n"
         f'keys = [{{ kid = "k1", alg = "HS256", secret = "{SECRET}" }},\n'
         '        { kid = "k2", alg = "HS256", secret_env = "ACME_K2_SECRET" }]\n'
@@ -156,7 +157,12 @@ async def test_request_lines_leave_query_strings_out(
     (HTTP requests, WebSocket handshakes accepted and refused) print the path, never the query."""
     port = free_port()
     proc = serve(
-        ["--config", str(write_config(tmp_path)), "--port", str(port), "--log-level", level],
+        # The request lines are asked for (access_log; off, they are debug lines, and at
+        # --log-level debug they are there either way).
+        [
+            *("--config", str(write_config(tmp_path, "access_log = true"))),
+            *("--port", str(port), "--log-level", level),
+        ],
         {"ACME_K2_SECRET": ENV_SECRET},
     )
     procs.append(proc)

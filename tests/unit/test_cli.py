@@ -155,7 +155,6 @@ def test_serve_runs_uvicorn(
         "ws_ping_timeout": None,
         "log_level": "warning",
         "log_config": log_config(),
-        "access_log": False,  # per-socket and request lines are debug lines by default
         "lifespan": "on",
         # drain_timeout_ms 8000: uvicorn's share of the drain is 20 %, 1.6 s, in whole seconds.
         "timeout_graceful_shutdown": 2,
