@@ -222,3 +222,15 @@ def test_browser_real_rows_are_checked_against_their_targets_and_their_plain_row
         "| wsq-memory-offered | `permessage-deflate; client_max_window_bits` | none | 250.0 | "
         "wsq-memory | 250.0 |" in out
     )
+
+
+def test_every_row_is_in_the_smoke_run_or_left_out_by_name() -> None:
+    """A new row of the bench is smoked (test_bench_smoke.ROWS) unless it is named as left out."""
+    spec = importlib.util.spec_from_file_location(
+        "bench_smoke", ROOT / "tests" / "bench" / "test_bench_smoke.py"
+    )
+    assert spec is not None and spec.loader is not None
+    smoke = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(smoke)
+    assert smoke.ROWS | set(smoke.NOT_IN_SMOKE) == set(bench.SYSTEMS)
+    assert not smoke.ROWS & set(smoke.NOT_IN_SMOKE)
