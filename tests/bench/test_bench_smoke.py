@@ -38,6 +38,7 @@ ROWS = {
     "socketio-deflate",
     "node-ws-deflate",
     "nats-ws-deflate",
+    "rabbitmq-stomp-deflate",
 }
 #: Chromium 156's offer, byte for byte (a WebSocket from a page, captured at a server)
 CHROMIUM_OFFER = "permessage-deflate; client_max_window_bits"
