@@ -682,6 +682,14 @@ SYSTEMS: dict[str, System] = {
             deflate=True,
         ),
         System(
+            "rabbitmq-stomp-deflate",
+            "the rabbitmq-stomp row unchanged: its Web-STOMP listener accepts deflate by default",
+            _rabbitmq,
+            ("epmd", RABBITMQ_SERVER),
+            boot_timeout=90.0,
+            deflate=True,
+        ),
+        System(
             "nats-ws-deflate",
             "nats-server WebSocket listener with compression: true",
             _nats(compression=True),

@@ -39,6 +39,7 @@ if sys.platform != "win32":
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import PayloadTooBig
+from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
 from websockets.protocol import State
@@ -62,6 +63,16 @@ _SIOCOUTQ: int | None = getattr(termios, "TIOCOUTQ", None) if sys.platform == "l
 
 _DATA_OPCODES = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
 
+#: permessage-deflate as uvicorn answers it (4 KiB windows both ways, ``memLevel`` 5, context
+#: kept), compressing at zlib's level 1 instead of its default 6: the profile of a compressed
+#: fan-out put 45 % of the server's CPU in zlib, and level 1 halves that on wsq.v1 batches for
+#: ~13 % more bytes (docs/performance.md, "Browser-real rows"). Any inflater reads either.
+DEFLATE = ServerPerMessageDeflateFactory(
+    server_max_window_bits=12,
+    client_max_window_bits=12,
+    compress_settings={"memLevel": 5, "level": 1},
+)
+
 
 def uvicorn_options(server: ServerConfig) -> dict[str, Any]:
     """What uvicorn's WebSocket side is given (``wsq serve``, the tests' gateways).
@@ -73,8 +84,9 @@ def uvicorn_options(server: ServerConfig) -> dict[str, Any]:
       gateway answers any message past the limit (``wsq:frame-too-large``, close 1009).
     - ``ws_per_message_deflate``: ``[server] ws_compression``. Accepted, the offer is answered
       as websockets' factory does in uvicorn: ``server_max_window_bits=12;
-      client_max_window_bits=12`` (a browser offers ``client_max_window_bits``); declined,
-      the handshake answers no ``Sec-WebSocket-Extensions``.
+      client_max_window_bits=12`` (a browser offers ``client_max_window_bits``), compressed at
+      zlib's level 1 (``DEFLATE``, which ``WebSocketProtocol`` puts in place of uvicorn's);
+      declined, the handshake answers no ``Sec-WebSocket-Extensions``.
     - Heartbeats are wsq's own empty batches (``idle_ms``): no WebSocket pings from uvicorn.
     """
     return {
@@ -187,6 +199,8 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if self.config.ws_per_message_deflate:
+            self.conn.available_extensions = [DEFLATE]
         # websockets logs every frame at debug level with the head and tail of its data (a
         # token's header and signature, pieces of bodies) and the handshake's headers: never.
         # The gateway logs frames itself, by op and numbers only (wsq.framelog).

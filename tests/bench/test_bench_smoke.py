@@ -41,7 +41,7 @@ ROWS = {
 #: The peers' other browser-real rows take the same path (the generator offering deflate, the
 #: peer answering as its own library does) and are left to scripts/bench: the smoke's time is
 #: the suite's, and every row costs a few seconds of processes starting.
-NOT_IN_SMOKE = ("socketio-deflate", "node-ws-deflate", "nats-ws-deflate")
+NOT_IN_SMOKE = ("socketio-deflate", "node-ws-deflate", "nats-ws-deflate", "rabbitmq-stomp-deflate")
 #: Chromium 156's offer, byte for byte (a WebSocket from a page, captured at a server)
 CHROMIUM_OFFER = "permessage-deflate; client_max_window_bits"
 #: the browser-real rows whose server declines the offer (wsq's default ws_compression = "off")

@@ -12,9 +12,11 @@ import json
 import textwrap
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import websockets
@@ -131,6 +133,74 @@ async def test_a_browsers_offer_is_accepted_or_declined_as_ws_compression_says(
         )
         assert (await client.expect("transfer", handle=0))["body"] == body
         await client.close()
+
+
+class _RecordingDeflate(PerMessageDeflate):
+    """The client's side of permessage-deflate, keeping each compressed payload it received."""
+
+    def __init__(self, agreed: PerMessageDeflate) -> None:
+        super().__init__(
+            agreed.remote_no_context_takeover,
+            agreed.local_no_context_takeover,
+            agreed.remote_max_window_bits,
+            agreed.local_max_window_bits,
+        )
+        self.received: list[bytes] = []
+
+    def decode(self, frame: Frame, *, max_size: int | None = None) -> Frame:
+        if frame.rsv1:
+            self.received.append(frame.data)
+        return super().decode(frame, max_size=max_size)
+
+
+class _RecordingFactory(ClientPerMessageDeflateFactory):
+    def __init__(self) -> None:
+        super().__init__(client_max_window_bits=True)
+        self.extension: _RecordingDeflate | None = None
+
+    def process_response_params(self, params: Any, accepted: Any) -> PerMessageDeflate:
+        self.extension = _RecordingDeflate(super().process_response_params(params, accepted))
+        return self.extension
+
+
+async def test_the_server_compresses_at_zlib_level_1(tmp_path: Path) -> None:
+    """Accepted, wsq compresses with zlib's level 1 (memLevel 5, a 4 KiB window, context kept),
+    not its default 6: the compressed messages a socket receives are byte for byte what one
+    level-1 compressor makes of their texts in turn (level 6 makes other bytes of them)."""
+    factory = _RecordingFactory()
+    with serve_config(config(tmp_path, 'ws_compression = "deflate"')) as served:
+        ws = await websockets.connect(
+            f"ws://127.0.0.1:{served.port}/ws",
+            subprotocols=["wsq.v1"],
+            compression=None,
+            extensions=[factory],
+            max_size=None,
+        )
+        client = Client(ws)
+        await client.open(token())
+        await client.begin(1)
+        await client.subscribe(1, 0, "news.x", credit=10)
+        await client.sender(1, 1, "news.x")
+        body = {"text": "hello there, " * 40, "n": list(range(40))}
+        await client.send(
+            {"op": "transfer", "ch": 1, "handle": 1, "delivery": 0, "body": body, "settled": True}
+        )
+        assert (await client.expect("transfer", handle=0))["body"] == body
+        await client.close()
+    assert factory.extension is not None
+    received = factory.extension.received
+    flush = b"\x00\x00\xff\xff"  # what permessage-deflate strips off each message
+    inflater = zlib.decompressobj(-12)
+    texts = [inflater.decompress(data + flush) for data in received]
+
+    def compressed(level: int) -> list[bytes]:
+        c = zlib.compressobj(level, zlib.DEFLATED, -12, 5)
+        return [(c.compress(t) + c.flush(zlib.Z_SYNC_FLUSH)).removesuffix(flush) for t in texts]
+
+    assert len(received) >= 3
+    assert received == compressed(1)
+    # what tells the two levels apart on these texts (else the test would prove nothing)
+    assert compressed(1) != compressed(6)
 
 
 # -- the compression bomb ------------------------------------------------------------------------
