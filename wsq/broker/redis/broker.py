@@ -70,7 +70,6 @@ class RedisBroker(ConsumerGroups, Broker):
         self._clients.start()
         self._reader.start()
         self._quotas.start()
-        await self.presence_store.start()
 
     async def close(self) -> None:
         self._closed = True

@@ -28,6 +28,8 @@ log = logging.getLogger("wsq.broker.presence")
 #: How often a process watching a room asks for its version (s): the delay of a join or leave
 #: made on another node.
 POLL_S = 0.2
+#: The most a close waits for the owner key's deletion (s).
+CLOSE_S = 2.0
 
 
 def _owner_key(owner: str) -> str:
@@ -51,8 +53,10 @@ class RedisPresenceStore(PresenceStore):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresher
             self._refresher = None
-            with contextlib.suppress(BrokerUnavailable):
-                await self._call("delete", _owner_key(self.owner))
+            # Only a courtesy (the lease runs out anyway): bounded, so that a close never waits
+            # on a cluster client refreshing its slots (a CI run hung here once, in teardown).
+            with contextlib.suppress(BrokerUnavailable, TimeoutError):
+                await asyncio.wait_for(self._call("delete", _owner_key(self.owner)), CLOSE_S)
 
     async def _refresh_forever(self) -> None:
         while True:
@@ -75,6 +79,12 @@ class RedisPresenceStore(PresenceStore):
         return [f"{base}:pm", f"{base}:pv"]
 
     async def join(self, tenant: str, address: str, member: Member, max_members: int) -> bool:
+        # The owner's lease is kept from the first join on, not from the broker's start: a
+        # process with no present link sends nothing (a CI run hung on a cluster with a
+        # refresher in every broker, present or not).
+        if self._refresher is None:
+            await self.start()
+            await self._call("set", _owner_key(self.owner), "1", px=self.lease_ms)
         if self._refresher is not None and not await self._call("exists", _owner_key(self.owner)):
             # Our lease is not there yet (or was lost): members must never outlive it unseen.
             await self._call("set", _owner_key(self.owner), "1", px=self.lease_ms)

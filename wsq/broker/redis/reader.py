@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import logging
 import random
 import time
@@ -203,9 +202,7 @@ class LiveReader:
         return lag
 
     def spawn(self, coro: Any) -> None:
-        # A fresh context: a task started from a socket's task serves every socket, and must not
-        # carry that socket's log context (wsq.logs.bind_connection) into its lines.
-        task = asyncio.get_running_loop().create_task(coro, context=contextvars.Context())
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
