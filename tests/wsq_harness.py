@@ -354,6 +354,7 @@ class StreamPublisher:
         self.client = client
         self.address = address
         self.accepted: list[str] = []  # positions, in order
+        self.accepted_at: list[float] = []  # when each was acknowledged (monotonic)
         self.refusals: list[dict[str, Any]] = []
         self.delivery = 0
         self.stop = asyncio.Event()
@@ -380,6 +381,7 @@ class StreamPublisher:
                 d = await self.publish(n, f"m{n}")
                 if d["outcome"] == "accepted":
                     self.accepted += d["ids"]
+                    self.accepted_at += [time.monotonic()] * len(d["ids"])
                     break
                 self.refusals.append(d)
                 await asyncio.sleep(0.05)
@@ -600,7 +602,9 @@ class RedisCluster:
             pytest.skip("redis-server / redis-cli are not installed")
         self.cli = cli
         self.replicas = replicas
-        args = () if node_timeout_ms is None else ("--cluster-node-timeout", str(node_timeout_ms))
+        self.node_timeout_ms = node_timeout_ms
+        # No delay before a replica's first sync (Redis waits 5 s for more replicas by default).
+        args = ("--repl-diskless-sync-delay", "0")
         self.nodes: list[RedisServer] = []
         for i in range(masters * (1 + replicas)):
             node_dir = workdir / f"node{i}"
@@ -628,11 +632,22 @@ class RedisCluster:
                 capture_output=True,
                 timeout=30,
             )
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + 45
             while not all(self._state_ok(p) for p in self.ports) or not self._replicas_synced():
                 if time.monotonic() > deadline:
-                    pytest.fail("the Redis Cluster did not reach cluster_state:ok")
+                    pytest.fail(
+                        "the Redis Cluster did not reach cluster_state:ok with its replicas "
+                        f"synced:\n{self._diagnosis()}"
+                    )
                 time.sleep(0.05)
+            if self.node_timeout_ms is not None:
+                # A short node timeout only once the cluster stands: set at start, a loaded
+                # machine's slow first sync could look like a dead master and fail it over
+                # while the cluster is still being made (CI saw it never settle).
+                timeout = ("--cluster-node-timeout", str(self.node_timeout_ms))
+                for node in self.nodes:
+                    self._info(node.port, "config", "set", *(t.lstrip("-") for t in timeout))
+                    node.args = (*node.args, *timeout)  # kept when a test restarts the node
         except BaseException:
             self.stop()
             raise
@@ -649,6 +664,15 @@ class RedisCluster:
         return subprocess.run(
             [self.cli, "-p", str(port), *what], capture_output=True, text=True
         ).stdout
+
+    def _diagnosis(self) -> str:
+        """Each node's view of the cluster, for a failure message."""
+        return "\n".join(
+            f"-- {port}: {self._info(port, 'cluster', 'info').splitlines()[:1]}\n"
+            f"{self._info(port, 'cluster', 'nodes')}"
+            f"{self._info(port, 'info', 'replication')}"
+            for port in self.ports
+        )
 
     def _state_ok(self, port: int) -> bool:
         return "cluster_state:ok" in self._info(port, "cluster", "info")
