@@ -102,3 +102,22 @@ export class MetricCard {
     this.area.setAttribute("d", `M0,${HEIGHT} L${points.join(" L")} L${WIDTH},${HEIGHT} Z`);
   }
 }
+
+/**
+ * The view kept in `views` under `key`, made by `make(key)` and put into `container` in key
+ * order when it is new; null once `max` views exist (a hostile feed of endless new subjects or
+ * nodes must not grow the page without bound). `empty`, the "nothing yet" note, is hidden by
+ * the first view. A view has an `el`.
+ */
+export function sortedView(views, key, { max, make, container, empty }) {
+  let view = views.get(key);
+  if (view || views.size >= max) return view ?? null;
+  view = make(key);
+  views.set(key, view);
+  // Before the first view whose key sorts after it.
+  let after = null;
+  for (const [k, v] of views) if (k > key && (after === null || k < after[0])) after = [k, v];
+  container.insertBefore(view.el, after ? after[1].el : null);
+  empty.hidden = true;
+  return view;
+}

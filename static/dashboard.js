@@ -7,7 +7,7 @@
 // The token and the connection state: token.js and connection.js, shared with /ops.
 
 import { comparePositions, isAddress } from "/wsq-client.js";
-import { MetricCard, formatValue } from "./charts.js";
+import { MetricCard, formatValue, sortedView } from "./charts.js";
 import { PageConnection, describeError, timeElement } from "./connection.js";
 import { DemoFeed, FEED_INTERVAL_MS } from "./feed.js";
 import { PageToken } from "./token.js";
@@ -82,15 +82,12 @@ function metricOf(body) {
 }
 
 function cardFor(subject) {
-  let card = cards.get(subject);
-  if (card || cards.size >= MAX_CARDS) return card ?? null;
-  card = new MetricCard(subject);
-  cards.set(subject, card);
-  // In subject order: before the first card whose subject sorts after it.
-  const after = [...cards.values()].filter((c) => c.subject > subject).sort((a, b) => (a.subject < b.subject ? -1 : 1))[0];
-  ui.charts.insertBefore(card.el, after ? after.el : null);
-  ui.chartsEmpty.hidden = true;
-  return card;
+  return sortedView(cards, subject, {
+    max: MAX_CARDS,
+    make: (key) => new MetricCard(key),
+    container: ui.charts,
+    empty: ui.chartsEmpty,
+  });
 }
 
 function onMessage(msg) {

@@ -9,7 +9,7 @@
 // across it (never a negative one). A node whose last figures are older than STALE_S is stale.
 // Messages only update state; one requestAnimationFrame paints what changed.
 
-import { MetricCard, formatValue } from "./charts.js";
+import { MetricCard, formatValue, sortedView } from "./charts.js";
 import { PageConnection, timeElement } from "./connection.js";
 import { ageOf, num, obj, pointOf, total } from "./figures.js";
 import { PageToken } from "./token.js";
@@ -285,15 +285,12 @@ const dirty = new Set();
 let paintScheduled = false;
 
 function viewFor(node) {
-  let view = views.get(node);
-  if (view || views.size >= MAX_NODES) return view ?? null;
-  view = new NodeView(node);
-  views.set(node, view);
-  // In node order: before the first view whose node sorts after it.
-  const after = [...views.values()].filter((v) => v.node > node).sort((a, b) => (a.node < b.node ? -1 : 1))[0];
-  ui.nodes.insertBefore(view.el, after ? after.el : null);
-  ui.nodesEmpty.hidden = true;
-  return view;
+  return sortedView(views, node, {
+    max: MAX_NODES,
+    make: (key) => new NodeView(key),
+    container: ui.nodes,
+    empty: ui.nodesEmpty,
+  });
 }
 
 function onMessage(msg) {
