@@ -244,8 +244,10 @@ def _serve(args: argparse.Namespace) -> int:
         # uvicorn's own, printing request paths without their query strings (wsq.accesslog).
         log_config=log_config(server.log_format, access_log=server.access_log),
         lifespan="on",
-        # The drain's share for requests in flight after SIGTERM (wsq.drain); whole seconds.
-        timeout_graceful_shutdown=max(1, round(DrainPlan.of(server.drain_timeout_ms).server_s)),
+        # The drain's share for requests in flight after SIGTERM (wsq.drain). uvicorn annotates
+        # it int but hands it to asyncio.timeout(), which takes float seconds: whole seconds
+        # would overrun a short drain_timeout_ms (0.5 s -> 1 s, then the backstop's exit 70).
+        timeout_graceful_shutdown=DrainPlan.of(server.drain_timeout_ms).server_s,  # type: ignore[arg-type]
         loop=_event_loop(),
         # h11 with a deadline and bounds before authentication (wsq.http_protocol).
         http=HTTP_PROTOCOL,
