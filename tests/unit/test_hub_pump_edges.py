@@ -268,6 +268,7 @@ async def test_a_failed_catch_up_read_is_logged_and_tried_again_a_second_later(
         later.run()
         await settle_loop()
         assert bodies(sock) == [0, 1, 2]
+        assert (hub.catch_ups, hub.broker_catch_ups) == (2, 2)  # the failed one, then again
 
 
 async def test_the_transfer_that_reaches_the_mark_is_the_last_of_a_round() -> None:
