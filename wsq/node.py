@@ -9,6 +9,7 @@ from wsq.auth import Authenticator
 from wsq.broker.base import Broker
 from wsq.config import Settings
 from wsq.hub import Hub
+from wsq.hub.occupancy import Occupancy
 from wsq.hub.presence import PresenceHub
 from wsq.publishing import PublishService
 from wsq.quotas import Quotas
@@ -29,6 +30,8 @@ class Node:
     publishing: PublishService = field(init=False)
     quotas: Quotas = field(init=False)
     presence: PresenceHub = field(init=False)
+    #: Which addresses have receivers, over every node (address.occupied / vacated).
+    occupancy: Occupancy = field(init=False)
     #: The tenants' webhooks (lifecycle events); emit never waits.
     webhooks: Webhooks = field(init=False)
     #: The tenants' message sinks (started and closed by the app's lifespan).
@@ -38,9 +41,14 @@ class Node:
 
     def __post_init__(self) -> None:
         self.quotas = Quotas(self.settings.tenants, self.broker)
-        self.presence = PresenceHub(self.broker.presence_store)
-        self.publishing = PublishService(self.broker, self.settings.tenants, self.quotas)
         self.webhooks = Webhooks(self.settings.tenants, self.node_id)
+        hooks = self.webhooks
+        store = self.broker.presence_store
+        self.presence = PresenceHub(store, hooks.presence_changed)
+        store.on_dropped = hooks.members_lost
+        self.occupancy = Occupancy(store, hooks.address_changed, hooks.wants_occupancy)
+        self.broker.on_dead_letter = hooks.dead_lettered
+        self.publishing = PublishService(self.broker, self.settings.tenants, self.quotas)
         self.sinks = Sinks(self.settings.tenants, self.broker, self.node_id)
 
     @classmethod

@@ -29,6 +29,14 @@ Send = Callable[[Link, dict[str, Any]], None]
 SWEEP_S = 5.0
 #: Pause after the store failed, before the watcher looks again (s).
 RETRY_S = 1.0
+#: Told each member this process adds or removes: (tenant, address, member, joined, reason);
+#: ``reason`` ``"left"`` for a leave ("" for a join). Dead nodes' members are the store's
+#: (``PresenceStore.on_dropped``).
+Changed = Callable[[str, str, Member, bool, str], None]
+
+
+def _nobody(tenant: str, address: str, member: Member, joined: bool, reason: str) -> None:
+    pass
 
 
 class Room:
@@ -39,7 +47,7 @@ class Room:
         self.address = address
         self.known: dict[str, Member] = {}
         self.version = -1
-        self.links: dict[Link, tuple[str, Send]] = {}
+        self.links: dict[Link, tuple[Member, Send]] = {}
         self.lock = asyncio.Lock()
         self.task: asyncio.Task[None] | None = None
 
@@ -47,8 +55,9 @@ class Room:
 class PresenceHub:
     """The rooms of one process."""
 
-    def __init__(self, store: PresenceStore) -> None:
+    def __init__(self, store: PresenceStore, on_change: Changed = _nobody) -> None:
         self.store = store
+        self.on_change = on_change
         self.rooms: dict[tuple[str, str], Room] = {}
         self._room_of: dict[Link, Room] = {}
         self.sweep_s = store.lease_ms / 3000 if store.lease_ms else SWEEP_S
@@ -63,7 +72,7 @@ class PresenceHub:
         if room is None:
             room = self.rooms[key] = Room(tenant, link.address)
         self._room_of[link] = room
-        room.links[link] = (member.id, send)  # before any await: ``leave`` finds it
+        room.links[link] = (member, send)  # before any await: ``leave`` finds it
         async with room.lock:
             if link not in room.links:
                 return  # left meanwhile (``leave`` gave back what it took)
@@ -76,6 +85,7 @@ class PresenceHub:
                 del room.links[link]
                 raise ResourceLimitExceeded(f"at most {max_members} present members per address")
             await self._refresh(room, skip=link)
+        self.on_change(tenant, link.address, member, True, "")
         if room.task is None:
             room.task = asyncio.get_running_loop().create_task(self._watch(room))
 
@@ -104,10 +114,11 @@ class PresenceHub:
             return False
         async with room.lock:  # after a join still under way, never before it
             try:
-                await self.store.leave(room.tenant, room.address, entry[0])
+                await self.store.leave(room.tenant, room.address, entry[0].id)
             except BrokerUnavailable as exc:
                 # The member stays until our lease runs out (Redis), or the store returns.
                 log.warning("presence leave not stored: %s", exc)
+        self.on_change(room.tenant, room.address, entry[0], False, "left")
         return True
 
     def _forget(self, room: Room) -> None:

@@ -28,7 +28,19 @@ from typing import Any
 import httpx
 
 from wsq.config.settings import TenantConfig, WebhookConfig
-from wsq.webhooks.events import CONNECTION_CLOSED, CONNECTION_OPENED, event_body
+from wsq.core.messages import Message
+from wsq.core.presence import Member
+from wsq.webhooks.events import (
+    ADDRESS_OCCUPIED,
+    ADDRESS_VACATED,
+    CONNECTION_CLOSED,
+    CONNECTION_OPENED,
+    MESSAGE_DEAD_LETTERED,
+    OCCUPANCY_EVENTS,
+    PRESENCE_JOIN,
+    PRESENCE_LEAVE,
+    event_body,
+)
 from wsq.webhooks.signing import key_of, signature_headers
 
 log = logging.getLogger("wsq.webhooks")
@@ -40,6 +52,8 @@ RETRIED = "retried"  # an attempt failed; another follows
 FAILED = "failed"  # the last attempt failed: the event is given up
 DROPPED = "dropped"  # the entry's queue was full
 USER_AGENT = "wsq-webhooks/1"
+#: The longest a close waits for the queued events to be sent (s).
+FLUSH_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +124,65 @@ class Webhooks:
             data["reason"] = reason
             self.emit(tenant, CONNECTION_CLOSED, data)
 
+    def wants_occupancy(self, tenant: str) -> bool:
+        """Whether ``tenant``'s receivers are counted per address (``wsq.hub.occupancy``): a
+        store call per address that changes hands, paid only by tenants that asked."""
+        return any((tenant, t) in self._by_type for t in OCCUPANCY_EVENTS)
+
+    def address_changed(
+        self, tenant: str, address: str, occupied: bool, number: int, reason: str
+    ) -> None:
+        event_type = ADDRESS_OCCUPIED if occupied else ADDRESS_VACATED
+        if self.wanted(tenant, event_type):
+            # ``occupancy`` orders one address's events (they may come from different nodes).
+            data: dict[str, Any] = {
+                "tenant": tenant,
+                "address": address,
+                "occupancy": number,
+                "node": self.node_id,
+            }
+            if not occupied:
+                data["reason"] = reason
+            self.emit(tenant, event_type, data)
+
+    def presence_changed(
+        self, tenant: str, address: str, member: Member, joined: bool, reason: str = ""
+    ) -> None:
+        event_type = PRESENCE_JOIN if joined else PRESENCE_LEAVE
+        if self.wanted(tenant, event_type):
+            data: dict[str, Any] = {
+                "tenant": tenant,
+                "address": address,
+                "member": member.to_json(),
+                "node": self.node_id,
+            }
+            if not joined:
+                data["reason"] = reason
+            self.emit(tenant, event_type, data)
+
+    def members_lost(self, tenant: str, address: str, members: list[Member]) -> None:
+        """Members of a process that died, dropped by this one (``PresenceStore.on_dropped``)."""
+        for member in members:
+            self.presence_changed(tenant, address, member, False, "node-lost")
+
+    def dead_lettered(
+        self, tenant: str, address: str, target: str, dead: list[tuple[Message, str]]
+    ) -> None:
+        """Messages of ``address`` copied to ``target``: their positions, never their bodies."""
+        if not self.wanted(tenant, MESSAGE_DEAD_LETTERED):
+            return
+        for message, reason in dead:
+            data = {
+                "tenant": tenant,
+                "address": address,
+                "position": message.id,
+                "message_id": message.message_id,
+                "reason": reason,
+                "dead_letter": target,
+                "node": self.node_id,
+            }
+            self.emit(tenant, MESSAGE_DEAD_LETTERED, data)
+
     def _connection(self, tenant: str, sub: str, peer_id: int) -> dict[str, Any]:
         # "connection" is unique across nodes and restarts of a node id only with the node.
         return {
@@ -123,9 +196,13 @@ class Webhooks:
         """Events waiting or being sent, all entries together (now)."""
         return sum(e.pending for e in self._endpoints)
 
-    async def close(self) -> None:
-        """Stop every worker; what they had queued is lost (best effort, said so above)."""
+    async def close(self, flush_s: float = FLUSH_S) -> None:
+        """Stop every worker once its queue is sent or ``flush_s`` passed; what is left is lost
+        (best effort, said so above): the events of a drain (closed, vacated) mostly go out."""
         self._closed = True
+        queues = [e.queue.join() for e in self._endpoints if e.queue is not None]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*queues), flush_s)
         workers = [e.worker for e in self._endpoints if e.worker is not None]
         for worker in workers:
             worker.cancel()
@@ -151,6 +228,7 @@ class Webhooks:
                 await self._deliver(endpoint, event)
             finally:
                 endpoint.pending -= 1
+                endpoint.queue.task_done()
 
     async def _deliver(self, endpoint: _Endpoint, event: Event) -> None:
         config = endpoint.config
