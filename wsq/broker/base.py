@@ -221,6 +221,11 @@ class QuotaStore(ABC):
         stays within ``limit``: answers 0. Else nothing changes and the answer is the ms until
         the tenant's oldest live address idles out (at least 1)."""
 
+    @abstractmethod
+    async def live_addresses(self, tenant: str, limit: int) -> list[str]:
+        """At most ``limit`` of the tenant's live addresses (what ``admit`` counts): how a
+        sink's patterns find the addresses they match (``wsq.webhooks.sinks``)."""
+
 
 #: Told the messages of an address (tenant, address) copied to a dead-letter address (the
 #: third argument), each with its reason: by the process that copied them, once per copy.

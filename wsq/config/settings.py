@@ -117,6 +117,8 @@ class SinkConfig:
     POSTed to ``url`` at least once, in order per address, by the consumer group ``group``."""
 
     url: str
+    # Addresses and patterns (``*``, ``>``): a pattern follows the tenant's live addresses
+    # that match it, found every ``discover_ms``.
     addresses: tuple[str, ...]
     secret: str
     group: str = "webhook-sink"
@@ -124,6 +126,21 @@ class SinkConfig:
     # Attempts of one message before it is rejected (dead-lettered where the tenant says).
     max_attempts: int = 5
     backoff_ms: int = 500
+    # The most addresses the sink follows at once (each a worker); matches past it wait.
+    max_addresses: int = 64
+    # How often the tenant's live addresses are listed for the sink's patterns.
+    discover_ms: int = 1_000
+
+    @property
+    def patterns(self) -> tuple[str, ...]:
+        """The entries of ``addresses`` with wildcards."""
+        return tuple(a for a in self.addresses if "*" in a.split(".") or a.endswith(">"))
+
+    @property
+    def literal(self) -> tuple[str, ...]:
+        """The entries of ``addresses`` without wildcards: followed from the start."""
+        patterns = self.patterns
+        return tuple(a for a in self.addresses if a not in patterns)
 
 
 @dataclass(frozen=True, slots=True)
