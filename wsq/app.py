@@ -115,6 +115,7 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
             await node.presence.close()
             await node.webhooks.close()
             await node.sinks.close()
+            await node.webhook_requests.close()
             await broker.close()
             await node.auth.aclose()
 

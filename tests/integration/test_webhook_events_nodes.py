@@ -77,6 +77,14 @@ def events(rec: Receiver, *types: str) -> list[dict[str, Any]]:
     return [e for e in verified if not types or e["type"] in types]
 
 
+def metric(node: Served, name: str) -> float:
+    """One sample of the node's /metrics (0 when absent)."""
+    for line in httpx.get(f"{node.url}/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 def token(sub: str) -> str:
     return mint_token(tenants()["acme"], sub, publish=[">"], subscribe=[">"])
 
@@ -135,6 +143,10 @@ async def test_occupancy_and_presence_converge_when_a_node_is_killed(
     ]
     # bob still holds "room": it stays occupied.
     assert [t for t, _, _ in occupancy_of(rec, "room")] == ["address.occupied"]
+    # The survivor counted what it dropped and what it holds.
+    assert metric(b, 'wsq_presence_leaves_total{reason="node-lost",tenant="acme"}') == 2.0
+    assert metric(b, 'wsq_presence_members{tenant="acme"}') == 1.0
+    assert metric(b, 'wsq_occupied_addresses{tenant="acme"}') == 1.0
 
     await on_b.close()
     await eventually(lambda: len(occupancy_of(rec, "room")) == 2, "room vacated", within=10)
@@ -175,3 +187,5 @@ async def test_a_rejected_queue_message_is_told_without_its_body(
     assert (data["address"], data["position"], data["message_id"]) == ("jobs", position, "job-1")
     assert (data["reason"], data["dead_letter"], data["tenant"]) == ("rejected", "dlq", "acme")
     assert all(b"do-not-leak" not in body for _, body in rec.requests)
+    assert metric(b, 'wsq_dead_lettered_total{tenant="acme"}') == 1.0
+    assert metric(b, 'wsq_webhook_requests_total{result="ok",tenant="acme"}') >= 1.0

@@ -57,6 +57,8 @@ QUOTA_SETTINGS: tuple[str, ...] = (
     "max_idempotency_keys",
     "max_presence_members",
     "max_members_per_address",
+    "max_webhook_queue",
+    "max_webhook_requests",
 )
 
 
@@ -170,6 +172,11 @@ class TenantConfig:
     # process, and of one address (what bounds a room's snapshot work and join/leave fan-out).
     max_presence_members: int = 10_000
     max_members_per_address: int = DEFAULT_MEMBERS_PER_ADDRESS
+    # Webhooks (docs/webhooks.md), in each process: lifecycle events queued over all the
+    # tenant's entries (past it dropped and counted, whatever each entry's max_queue), and
+    # requests in flight at once, events and sinks together (past it they wait their turn).
+    max_webhook_queue: int = 10_000
+    max_webhook_requests: int = 8
     # Publishes per second the tenant may make (HTTP bridge and WebSocket); 0 = unlimited.
     publish_rate: float = 0.0
     # Whether the tenant's tokens may carry the operator right ("wsq":{"ops":true}): the

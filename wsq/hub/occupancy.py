@@ -73,6 +73,13 @@ class Occupancy:
             self.counts.pop(key, None)
         self._kick(key)
 
+    def held_by_tenant(self) -> dict[str, int]:
+        """tenant -> addresses this process holds (has receivers on) now."""
+        counts: dict[str, int] = {}
+        for tenant, _ in self.held:
+            counts[tenant] = counts.get(tenant, 0) + 1
+        return counts
+
     def start(self) -> None:
         """Sweep what dead processes held, every third of the store's lease."""
         if self._sweeper is None and self.store.lease_ms:

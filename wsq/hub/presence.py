@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +30,9 @@ Send = Callable[[Link, dict[str, Any]], None]
 SWEEP_S = 5.0
 #: Pause after the store failed, before the watcher looks again (s).
 RETRY_S = 1.0
+#: Why a member left: its link ended, or its process died (dropped by another).
+LEFT = "left"
+NODE_LOST = "node-lost"
 #: Told each member this process adds or removes: (tenant, address, member, joined, reason);
 #: ``reason`` ``"left"`` for a leave ("" for a join). Dead nodes' members are the store's
 #: (``PresenceStore.on_dropped``).
@@ -58,6 +62,11 @@ class PresenceHub:
     def __init__(self, store: PresenceStore, on_change: Changed = _nobody) -> None:
         self.store = store
         self.on_change = on_change
+        #: tenant -> members this process added; (tenant, reason) -> members it removed, its
+        #: own (``left``) and those of dead processes it dropped (``node-lost``).
+        self.joins: Counter[str] = Counter()
+        self.leaves: Counter[tuple[str, str]] = Counter()
+        store.on_dropped = self.members_lost
         self.rooms: dict[tuple[str, str], Room] = {}
         self._room_of: dict[Link, Room] = {}
         self.sweep_s = store.lease_ms / 3000 if store.lease_ms else SWEEP_S
@@ -85,6 +94,7 @@ class PresenceHub:
                 del room.links[link]
                 raise ResourceLimitExceeded(f"at most {max_members} present members per address")
             await self._refresh(room, skip=link)
+        self.joins[tenant] += 1
         self.on_change(tenant, link.address, member, True, "")
         if room.task is None:
             room.task = asyncio.get_running_loop().create_task(self._watch(room))
@@ -118,8 +128,22 @@ class PresenceHub:
             except BrokerUnavailable as exc:
                 # The member stays until our lease runs out (Redis), or the store returns.
                 log.warning("presence leave not stored: %s", exc)
-        self.on_change(room.tenant, room.address, entry[0], False, "left")
+        self.leaves[room.tenant, LEFT] += 1
+        self.on_change(room.tenant, room.address, entry[0], False, LEFT)
         return True
+
+    def members_lost(self, tenant: str, address: str, members: list[Member]) -> None:
+        """Members of a process that died, dropped by this one (``PresenceStore.on_dropped``)."""
+        for member in members:
+            self.leaves[tenant, NODE_LOST] += 1
+            self.on_change(tenant, address, member, False, NODE_LOST)
+
+    def members(self) -> Counter[str]:
+        """tenant -> this process's present links (now)."""
+        counts: Counter[str] = Counter()
+        for (tenant, _), room in self.rooms.items():
+            counts[tenant] += len(room.links)
+        return counts
 
     def _forget(self, room: Room) -> None:
         if self.rooms.get((room.tenant, room.address)) is room:

@@ -31,7 +31,6 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-import httpx
 import orjson
 
 from wsq.broker.base import Broker, Handle
@@ -39,15 +38,9 @@ from wsq.config.settings import SinkConfig, TenantConfig
 from wsq.core.addresses import compile_pattern, matches_any
 from wsq.core.errors import BrokerUnavailable
 from wsq.core.messages import Delivery, Outcome
-from wsq.webhooks.delivery import (
-    DELIVERED,
-    FAILED,
-    MAX_BACKOFF_S,
-    RETRIED,
-    USER_AGENT,
-    post_signed,
-)
+from wsq.webhooks.delivery import DELIVERED, FAILED, MAX_BACKOFF_S, RETRIED
 from wsq.webhooks.events import iso_time
+from wsq.webhooks.requests import Requests
 from wsq.webhooks.signing import key_of
 
 log = logging.getLogger("wsq.webhooks")
@@ -92,6 +85,8 @@ class Sinks:
     tenants: Mapping[str, TenantConfig]
     broker: Broker
     node_id: str
+    #: The HTTP client and the tenants' bounds on concurrent requests (the node's, shared).
+    requests: Requests | None = None
     #: (tenant, outcome) -> messages (DELIVERED, RETRIED, FAILED).
     deliveries: Counter[tuple[str, str]] = field(default_factory=Counter)
     #: tenant -> addresses a sink's pattern matched but which it did not follow, because it
@@ -100,7 +95,12 @@ class Sinks:
     #: (tenant, sink index, address) -> the worker that reads it.
     _followed: dict[tuple[str, int, str], asyncio.Task[None]] = field(default_factory=dict)
     _discoverers: list[asyncio.Task[None]] = field(default_factory=list)
-    _client: httpx.AsyncClient | None = None
+    _owns_requests: bool = False
+
+    def __post_init__(self) -> None:
+        if self.requests is None:  # else the node's, which the node closes
+            self.requests = Requests(self.tenants)
+            self._owns_requests = True
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -168,15 +168,8 @@ class Sinks:
                 await task
         self._discoverers.clear()
         self._followed.clear()
-        if self._client is not None:
-            await self._client.aclose()
-
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                follow_redirects=False, headers={"user-agent": USER_AGENT}
-            )
-        return self._client
+        if self._owns_requests and self.requests is not None:
+            await self.requests.close()
 
     async def _run(self, tenant: str, sink: SinkConfig, address: str) -> None:
         wake = asyncio.Event()
@@ -232,7 +225,7 @@ class Sinks:
         delay = sink.backoff_ms / 1000
         consumer = f"sink.{self.node_id}"
         for attempt in range(1, sink.max_attempts + 1):
-            if await self._attempt(sink, msg_id, body, keys):
+            if await self._attempt(tenant, sink, msg_id, body, keys):
                 self.deliveries[tenant, DELIVERED] += 1
                 return Outcome.ACCEPTED
             if attempt == sink.max_attempts:
@@ -247,6 +240,7 @@ class Sinks:
         return Outcome.REJECTED
 
     async def _attempt(
-        self, sink: SinkConfig, msg_id: str, body: bytes, keys: tuple[bytes, ...]
+        self, tenant: str, sink: SinkConfig, msg_id: str, body: bytes, keys: tuple[bytes, ...]
     ) -> bool:
-        return await post_signed(self._http(), sink.url, msg_id, body, keys, sink.timeout_ms)
+        assert self.requests is not None
+        return await self.requests.post(tenant, sink.url, msg_id, body, keys, sink.timeout_ms)
