@@ -27,11 +27,8 @@ from wsq.webhooks.signing import key_of, signature_headers
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SECRET = "whsec_" + base64.b64encode(b"receiver-example-key-0123456789ab").decode()
-EVENTS = ", ".join(
-    f'"{t}"'
-    for t in ("connection.opened", "address.occupied", "address.vacated")
-    + ("presence.join", "presence.leave")
-)
+HOOKED = ("connection.opened", "address.occupied", "address.vacated")
+EVENTS = ", ".join(f'"{t}"' for t in (*HOOKED, "presence.join", "presence.leave"))
 OTHER = "whsec_" + base64.b64encode(b"some-other-key-0123456789abcdefgh").decode()
 
 
