@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -872,3 +873,50 @@ class HAProxy:
                 self.proc.kill()
                 self.proc.wait()
             self.proc = None
+
+
+@dataclass
+class Receiver:
+    """A tiny HTTP server: records every request, answers the next of ``statuses`` (then 204)."""
+
+    statuses: list[int] = field(default_factory=list)
+    #: While set, every request is answered 503 (a receiver that is down).
+    failing: bool = False
+    requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+
+@contextlib.contextmanager
+def receiver(statuses: list[int] | None = None) -> Iterator[Receiver]:
+    rec = Receiver(statuses=list(statuses or []))
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["content-length"]))
+            with lock:
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                status = 503 if rec.failing else rec.statuses.pop(0) if rec.statuses else 204
+                headers["x-answered"] = str(status)
+                rec.requests.append((headers, body))
+            self.send_response(status)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    rec.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield rec
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

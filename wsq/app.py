@@ -97,6 +97,8 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
         metrics.start()
         figures.start()
         node.sinks.start()
+        if any(node.webhooks.wants_occupancy(t) for t in settings.tenants):
+            node.occupancy.start()
         restore = drain_on_signals(drain)
         try:
             # The lifespan state is where wsq.http_protocol finds the admission.
@@ -109,9 +111,11 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
             # Not by a signal (an embedding program, tests): the same drain, no backstop.
             await drain.begin(backstop=False)
             await node.hub.close()
+            await node.occupancy.close()
             await node.presence.close()
             await node.webhooks.close()
             await node.sinks.close()
+            await node.webhook_requests.close()
             await broker.close()
             await node.auth.aclose()
 

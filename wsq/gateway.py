@@ -266,6 +266,7 @@ class Peer:
                     await self._on_attach(event.link)
                 elif isinstance(event, LinkEnded):
                     self.held.ended(event.link)
+                    self.node.occupancy.detached(event.link)
                     await present_links.leave(self.node, self._tenant(), event.link)
                     await self.node.hub.detach(event.link, event.unsettled)
                 elif isinstance(event, OpenRequested):
@@ -542,6 +543,8 @@ class Peer:
             self.conn.accept_attach(link)
         hub.activate(link)
         self.node.presence.greet(link)
+        if tenant is not SYS_TENANT:
+            self.node.occupancy.attached(tenant, link)
 
     async def _on_publish(self, event: PublishRequested) -> None:
         link = event.link

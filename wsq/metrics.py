@@ -196,6 +196,57 @@ METRICS: tuple[Family, ...] = (
         (),
         _one("webhook_queued"),
     ),
+    Family(
+        "wsq_webhook_requests",
+        "counter",
+        "Webhook HTTP requests (events and sinks, every attempt) by result: ok (2xx), status "
+        "(another answer), timeout, error (the connection failed).",
+        ("tenant", "result"),
+        lambda s: _pairs(s["webhook_requests"]),
+    ),
+    Family(
+        "wsq_webhook_sink_addresses",
+        "gauge",
+        "Addresses the tenant's sinks follow in this process.",
+        ("tenant",),
+        lambda s: _flat(s["webhook_sink_addresses"]),
+    ),
+    Family(
+        "wsq_dead_lettered",
+        "counter",
+        "Queue messages this process copied to the tenant's dead-letter address.",
+        ("tenant",),
+        lambda s: _flat(s["dead_lettered"]),
+    ),
+    Family(
+        "wsq_presence_members",
+        "gauge",
+        "Present links (members) of this process.",
+        ("tenant",),
+        lambda s: _flat(s["presence_members"]),
+        per_tenant=True,
+    ),
+    Family(
+        "wsq_presence_joins",
+        "counter",
+        "Members this process added.",
+        ("tenant",),
+        lambda s: _flat(s["presence_joins"]),
+    ),
+    Family(
+        "wsq_presence_leaves",
+        "counter",
+        "Members this process removed: its own that left, and dead processes' it dropped.",
+        ("tenant", "reason"),
+        lambda s: _pairs(s["presence_leaves"]),
+    ),
+    Family(
+        "wsq_occupied_addresses",
+        "gauge",
+        "Addresses this process has receivers on (tenants with occupancy webhooks only).",
+        ("tenant",),
+        lambda s: _flat(s["occupied_addresses"]),
+    ),
 )
 
 

@@ -4,6 +4,7 @@ frames (the rooms themselves are ``wsq.hub.presence``'s)."""
 from __future__ import annotations
 
 from wsq.auth import Principal
+from wsq.core.errors import MEMBERS_PER_ADDRESS, ResourceLimitExceeded
 from wsq.core.presence import DEFAULT_MEMBERS_PER_ADDRESS, MAX_MEMBER_SUB, Member
 from wsq.node import Node
 from wsq.protocol.connection import ServerConnection
@@ -27,6 +28,11 @@ async def join(
     limit = config.max_members_per_address if config else DEFAULT_MEMBERS_PER_ADDRESS
     try:
         await node.presence.join(tenant, link, member, limit, conn.send_presence)
+    except ResourceLimitExceeded:
+        node.quotas.refusals[tenant, MEMBERS_PER_ADDRESS] += 1  # the room is full
+        if not node.presence.holds(link):
+            node.quotas.absent(tenant)
+        raise
     except BaseException:
         if not node.presence.holds(link):
             node.quotas.absent(tenant)  # else ``leave`` gives it back

@@ -14,7 +14,13 @@ Keys (every count since the process started unless it says "now"):
 {condition: n} (sent to clients); ``closes`` {reason: n}; ``refusals`` {tenant: {kind: n}}
 (``""``: refused before authentication); ``broker`` {"status": "up"|"down"|"unknown",
 "reader_lag_s": s}; ``webhook_deliveries`` {tenant: {outcome: n}} (wsq.webhooks.delivery:
-delivered, retried, failed, dropped); ``webhook_queued`` (now, events waiting to be sent).
+delivered, retried, failed, dropped); ``webhook_queued`` (now, events waiting to be sent);
+``webhook_requests`` {tenant: {result: n}} (wsq.webhooks.requests: ok, status, timeout,
+error); ``webhook_sink_addresses`` {tenant: now, addresses its sinks follow};
+``dead_lettered`` {tenant: n} (messages copied to a dead-letter address); ``presence_members``
+{tenant: now, present links of this process}; ``presence_joins`` {tenant: n};
+``presence_leaves`` {tenant: {"left"|"node-lost": n}}; ``occupied_addresses`` {tenant: now,
+addresses this process has receivers on, for tenants with occupancy webhooks}.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from wsq.admission import Admission
+from wsq.core.errors import SINK_ADDRESSES, WEBHOOK_QUEUE, WEBHOOK_REQUESTS
 
 if TYPE_CHECKING:
     from wsq.gateway import Gateway
@@ -69,6 +76,14 @@ class NodeStats:
             refusals[tenant, PUBLISH_RATE] += n
         for kind, n in self.admission.refused.items():
             refusals["", kind] += n
+        for kind, counts in (
+            (WEBHOOK_QUEUE, node.webhooks.refused),
+            (WEBHOOK_REQUESTS, node.webhook_requests.waited),
+            (SINK_ADDRESSES, node.sinks.refused),
+        ):
+            for tenant, n in counts.items():
+                refusals[tenant, kind] += n
+        presence = node.presence
         readiness = self.readiness
         lag = node.broker.reader_lag_s()
         not_ready = readiness.reasons(lag)
@@ -94,6 +109,13 @@ class NodeStats:
             "refusals": _nested(refusals),
             "webhook_deliveries": _nested(node.webhooks.deliveries + node.sinks.deliveries),
             "webhook_queued": node.webhooks.queued(),
+            "webhook_requests": _nested(node.webhook_requests.results),
+            "webhook_sink_addresses": {t: node.sinks.followed(t) for t in node.settings.tenants},
+            "dead_lettered": dict(node.webhooks.dead_letters),
+            "presence_members": dict(presence.members()),
+            "presence_joins": dict(presence.joins),
+            "presence_leaves": _nested(presence.leaves),
+            "occupied_addresses": node.occupancy.held_by_tenant(),
             "broker": {
                 "status": "unknown" if broker_ok is None else "up" if broker_ok else "down",
                 "reader_lag_s": round(lag, 3),

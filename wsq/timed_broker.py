@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
-from wsq.broker.base import Broker, Handle, QuotaStore
+from wsq.broker.base import Broker, DeadLetterHook, Handle, QuotaStore
 from wsq.broker.presence import PresenceStore
 from wsq.core.addresses import Pattern
 from wsq.core.messages import (
@@ -77,6 +77,15 @@ class TimedBroker(Broker):
     @property
     def dead_letters_dropped(self) -> int:  # type: ignore[override]
         return self.inner.dead_letters_dropped
+
+    @property
+    def on_dead_letter(self) -> DeadLetterHook | None:
+        return self.inner.on_dead_letter
+
+    @on_dead_letter.setter
+    def on_dead_letter(self, hook: DeadLetterHook | None) -> None:
+        # The inner broker dead-letters: it is the one to tell.
+        self.inner.on_dead_letter = hook
 
     async def start(self) -> None:
         await self.inner.start()

@@ -98,8 +98,27 @@ async def test_a_full_room_refuses_the_attach_at_link_scope(start_gateway: Start
         # The session goes on: another address takes carol.
         await carol.send({"op": "detach", "ch": 1, "handle": 0})
         await carol.subscribe(1, 1, room(), presence=True)
-        for c in (alice, bob, carol):
+        # Counted: the refusal by its kind, the members now, the joins so far.
+        figures = await metrics(gw)
+        assert figures['wsq_refusals_total{kind="members_per_address",tenant="acme"}'] == 1.0
+        assert figures['wsq_presence_members{tenant="acme"}'] == 3.0
+        assert figures['wsq_presence_joins_total{tenant="acme"}'] == 3.0
+        await bob.close()
+        while "leave" not in await alice.expect("presence"):  # bob's leave: he is gone
+            pass
+        figures = await metrics(gw)
+        assert figures['wsq_presence_members{tenant="acme"}'] == 2.0
+        assert figures['wsq_presence_leaves_total{reason="left",tenant="acme"}'] == 1.0
+        for c in (alice, carol):
             await c.close()
+
+
+async def metrics(gw: Gateway) -> dict[str, float]:
+    """The gateway's /metrics samples by name and labels."""
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(f"{gw.http}/metrics")).text
+    lines = [line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#")]
+    return {name: float(value) for name, value in lines}
 
 
 async def test_the_tenant_bound_on_members_refuses_one_more(start_gateway: StartGateway) -> None:

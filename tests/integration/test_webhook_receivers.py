@@ -27,6 +27,8 @@ from wsq.webhooks.signing import key_of, signature_headers
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SECRET = "whsec_" + base64.b64encode(b"receiver-example-key-0123456789ab").decode()
+HOOKED = ("connection.opened", "address.occupied", "address.vacated")
+EVENTS = ", ".join(f'"{t}"' for t in (*HOOKED, "presence.join", "presence.leave"))
 OTHER = "whsec_" + base64.b64encode(b"some-other-key-0123456789abcdefgh").decode()
 
 
@@ -98,7 +100,7 @@ async def test_a_served_gateway_reaches_both_receivers(tmp_path: Path) -> None:
     _php()
     with running_receiver("python") as (py_url, py), running_receiver("php") as (php_url, php):
         entries = ", ".join(
-            f'{{ url = "{u}", events = ["connection.opened"], secret_env = "HOOK_SECRET" }}'
+            f'{{ url = "{u}", events = [{EVENTS}], secret_env = "HOOK_SECRET" }}'
             for u in (py_url, php_url)
         )
         config = tmp_path / "wsq.toml"
@@ -113,12 +115,16 @@ async def test_a_served_gateway_reaches_both_receivers(tmp_path: Path) -> None:
             )
             client = Client(ws)
             await client.open(mint_token(tenants()["acme"], "alice", publish=(), subscribe=(">",)))
+            await client.begin(1)
+            await client.subscribe(1, 0, "room", presence=True)
             await client.close()
-            metric = 'wsq_webhook_deliveries_total{outcome="delivered",tenant="acme"} 2.0'
+            # Five events (opened, join, occupied, leave, vacated) to each of two receivers.
+            metric = 'wsq_webhook_deliveries_total{outcome="delivered",tenant="acme"} 10.0'
             await eventually(
                 lambda: metric in httpx.get(f"{served.url}/metrics").text, "both", within=10
             )
         for proc in (py, php):
             proc.terminate()
             out, _ = proc.communicate(timeout=5)
-            assert "connection.opened msg_" in out
+            for event_type in ("connection.opened", "presence.join", "address.vacated"):
+                assert f"{event_type} msg_" in out

@@ -50,6 +50,13 @@ SNAPSHOT: dict[str, Any] = {
     "conflate_dropped": 2,
     "webhook_deliveries": {"acme": {"delivered": 5, "retried": 2, "dropped": 1}},
     "webhook_queued": 3,
+    "webhook_requests": {"acme": {"ok": 5, "timeout": 2}},
+    "webhook_sink_addresses": {"acme": 4},
+    "dead_lettered": {"acme": 7},
+    "presence_members": {"acme": 2},
+    "presence_joins": {"acme": 9},
+    "presence_leaves": {"acme": {"left": 6, "node-lost": 1}},
+    "occupied_addresses": {"acme": 11},
 }
 
 
@@ -93,6 +100,16 @@ def test_the_collector_serves_every_family_with_its_exact_values() -> None:
         'wsq_webhook_deliveries_total{outcome="retried",tenant="acme"} 2.0',
         'wsq_webhook_deliveries_total{outcome="dropped",tenant="acme"} 1.0',
         "wsq_webhook_queued 3.0",
+        'wsq_webhook_requests_total{result="ok",tenant="acme"} 5.0',
+        'wsq_webhook_requests_total{result="timeout",tenant="acme"} 2.0',
+        'wsq_webhook_sink_addresses{tenant="acme"} 4.0',
+        'wsq_dead_lettered_total{tenant="acme"} 7.0',
+        'wsq_presence_members{tenant="acme"} 2.0',
+        'wsq_presence_members{tenant="other"} 0.0',
+        'wsq_presence_joins_total{tenant="acme"} 9.0',
+        'wsq_presence_leaves_total{reason="left",tenant="acme"} 6.0',
+        'wsq_presence_leaves_total{reason="node-lost",tenant="acme"} 1.0',
+        'wsq_occupied_addresses{tenant="acme"} 11.0',
     ]
 
 
@@ -115,6 +132,13 @@ def test_the_agreed_names_are_all_there() -> None:
         ("wsq_conflate_dropped", "counter", ()),
         ("wsq_webhook_deliveries", "counter", ("tenant", "outcome")),
         ("wsq_webhook_queued", "gauge", ()),
+        ("wsq_webhook_requests", "counter", ("tenant", "result")),
+        ("wsq_webhook_sink_addresses", "gauge", ("tenant",)),
+        ("wsq_dead_lettered", "counter", ("tenant",)),
+        ("wsq_presence_members", "gauge", ("tenant",)),
+        ("wsq_presence_joins", "counter", ("tenant",)),
+        ("wsq_presence_leaves", "counter", ("tenant", "reason")),
+        ("wsq_occupied_addresses", "gauge", ("tenant",)),
     ]
 
 

@@ -118,21 +118,52 @@ def test_a_sink_is_read_shown_without_its_secret_and_round_trips(tmp_path: Path)
     text = "\n".join(describe_settings(settings, "wsq.toml"))
     assert (
         "  sink https://hooks.example/orders: addresses orders in group webhook-sink; 1 secret; "
-        "timeout_ms 5000, max_attempts 5, backoff_ms 500"
+        "timeout_ms 5000, max_attempts 5, backoff_ms 500, max_addresses 64"
     ) in text
     assert NEW[6:] not in text
+
+
+def test_a_sink_with_patterns_is_read_with_its_bounds(tmp_path: Path) -> None:
+    sinks = (
+        '{ url = "https://x", addresses = ["orders.*", "audit", "logs.>"], max_addresses = 5, '
+        'discover_ms = 250, secret_env = "HOOK" }'
+    )
+    settings = load_settings(config_path=str(_config(tmp_path, GOOD, sinks)), environ={"HOOK": NEW})
+    (sink,) = settings.tenants["acme"].sinks
+    assert (sink.patterns, sink.literal) == (("orders.*", "logs.>"), ("audit",))
+    assert (sink.max_addresses, sink.discover_ms) == (5, 250)
+    assert settings_from_json(settings_to_json(settings)) == settings
+    text = "\n".join(describe_settings(settings, "wsq.toml"))
+    assert "max_addresses 5, discover_ms 250" in text
 
 
 @pytest.mark.parametrize(
     ("sinks", "message"),
     [
         (
-            '{ url = "https://x", addresses = ["orders.*"], secret_env = "HOOK" }',
-            "tenants.acme.sinks[0].addresses: a string ('orders.*') is not an address",
+            '{ url = "https://x", addresses = ["orders.>.eu"], secret_env = "HOOK" }',
+            "tenants.acme.sinks[0].addresses: a string ('orders.>.eu') is not an address nor a",
         ),
         (
             '{ url = "https://x", addresses = [], secret_env = "HOOK" }',
             "tenants.acme.sinks[0]: 'addresses' must list 1 to 64 addresses",
+        ),
+        (
+            '{ url = "https://x", addresses = ["a", "b"], max_addresses = 1, secret_env = "HOOK" }',
+            "tenants.acme.sinks[0].max_addresses: is less than the addresses the sink lists",
+        ),
+        (
+            '{ url = "https://x", addresses = ["a"], max_addresses = 1001, secret_env = "HOOK" }',
+            "tenants.acme.sinks[0].max_addresses",
+        ),
+        (
+            '{ url = "https://x", addresses = ["a"], discover_ms = 10, secret_env = "HOOK" }',
+            "tenants.acme.sinks[0].discover_ms",
+        ),
+        (
+            '{ url = "https://x", addresses = ["orders.*"], secret_env = "HOOK" }, '
+            '{ url = "https://y", addresses = ["orders.eu"], secret_env = "HOOK" }',
+            "tenants.acme.sinks[0].group: a sink with patterns needs a group no other sink uses",
         ),
         (
             f"{SINK}, {SINK}",

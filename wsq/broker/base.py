@@ -221,9 +221,22 @@ class QuotaStore(ABC):
         stays within ``limit``: answers 0. Else nothing changes and the answer is the ms until
         the tenant's oldest live address idles out (at least 1)."""
 
+    @abstractmethod
+    async def live_addresses(self, tenant: str, limit: int) -> list[str]:
+        """At most ``limit`` of the tenant's live addresses (what ``admit`` counts): how a
+        sink's patterns find the addresses they match (``wsq.webhooks.sinks``)."""
+
+
+#: Told the messages of an address (tenant, address) copied to a dead-letter address (the
+#: third argument), each with its reason: by the process that copied them, once per copy.
+DeadLetterHook = Callable[[str, str, str, list[tuple[Message, str]]], None]
+
 
 class Broker(ABC):
     """Storage of addresses for one gateway process. Every method is safe to call concurrently."""
+
+    #: Told what this process dead-letters (the tenants' ``message.dead_lettered`` webhooks).
+    on_dead_letter: DeadLetterHook | None = None
 
     #: Messages past ``max_deliveries`` dropped for want of a dead-letter address, and rejected
     #: ones likewise, by this process (counted, as the contract says).

@@ -5,11 +5,17 @@ process shares. There each member is leased by the process that added it: a proc
 its lease while it lives, and whoever reads a room drops the members of a process whose lease
 ran out (``members``), so that a gateway that dies takes its members with it within
 ``lease_ms`` plus one sweep.
+
+The same store counts which processes have receivers on an address (its *occupancy*,
+``wsq.hub.occupancy``): ``occupy`` and ``vacate`` answer when the address as a whole became
+occupied or vacated, and ``sweep`` drops what processes that died held (on Redis, by their
+lease, as for members).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 from wsq.core.presence import Member
 
@@ -17,6 +23,9 @@ from wsq.core.presence import Member
 class PresenceStore(ABC):
     #: How long the members of a process that stopped refreshing stay (0: no leases).
     lease_ms: int = 0
+    #: Told the members a read dropped because their process died: (tenant, address, members).
+    #: Only the reader whose drop removed them is told, so each such leave is told once.
+    on_dropped: Callable[[str, str, list[Member]], None] | None = None
 
     async def start(self) -> None:  # noqa: B027 (a store with nothing to start)
         """Start refreshing this process's lease."""
@@ -39,3 +48,18 @@ class PresenceStore(ABC):
     @abstractmethod
     async def changed(self, tenant: str, address: str, version: int, timeout_s: float) -> None:
         """Return once the room's version differs from ``version``, or after ``timeout_s``."""
+
+    @abstractmethod
+    async def occupy(self, tenant: str, address: str) -> int:
+        """This process has receivers on ``address`` now: the address's new occupancy number
+        when no process had any before (it became occupied), else 0."""
+
+    @abstractmethod
+    async def vacate(self, tenant: str, address: str) -> int:
+        """This process has no receiver on ``address`` any more: the new occupancy number when
+        no process has any now (it became vacated), else 0."""
+
+    async def sweep(self) -> list[tuple[str, str, int]]:
+        """Drop the occupancy (and members) of processes that died: the addresses that became
+        vacated by it, each with its occupancy number. Nothing where there is one process."""
+        return []

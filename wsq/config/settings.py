@@ -57,6 +57,8 @@ QUOTA_SETTINGS: tuple[str, ...] = (
     "max_idempotency_keys",
     "max_presence_members",
     "max_members_per_address",
+    "max_webhook_queue",
+    "max_webhook_requests",
 )
 
 
@@ -117,6 +119,8 @@ class SinkConfig:
     POSTed to ``url`` at least once, in order per address, by the consumer group ``group``."""
 
     url: str
+    # Addresses and patterns (``*``, ``>``): a pattern follows the tenant's live addresses
+    # that match it, found every ``discover_ms``.
     addresses: tuple[str, ...]
     secret: str
     group: str = "webhook-sink"
@@ -124,6 +128,21 @@ class SinkConfig:
     # Attempts of one message before it is rejected (dead-lettered where the tenant says).
     max_attempts: int = 5
     backoff_ms: int = 500
+    # The most addresses the sink follows at once (each a worker); matches past it wait.
+    max_addresses: int = 64
+    # How often the tenant's live addresses are listed for the sink's patterns.
+    discover_ms: int = 1_000
+
+    @property
+    def patterns(self) -> tuple[str, ...]:
+        """The entries of ``addresses`` with wildcards."""
+        return tuple(a for a in self.addresses if "*" in a.split(".") or a.endswith(">"))
+
+    @property
+    def literal(self) -> tuple[str, ...]:
+        """The entries of ``addresses`` without wildcards: followed from the start."""
+        patterns = self.patterns
+        return tuple(a for a in self.addresses if a not in patterns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +172,11 @@ class TenantConfig:
     # process, and of one address (what bounds a room's snapshot work and join/leave fan-out).
     max_presence_members: int = 10_000
     max_members_per_address: int = DEFAULT_MEMBERS_PER_ADDRESS
+    # Webhooks (docs/webhooks.md), in each process: lifecycle events queued over all the
+    # tenant's entries (past it dropped and counted, whatever each entry's max_queue), and
+    # requests in flight at once, events and sinks together (past it they wait their turn).
+    max_webhook_queue: int = 10_000
+    max_webhook_requests: int = 8
     # Publishes per second the tenant may make (HTTP bridge and WebSocket); 0 = unlimited.
     publish_rate: float = 0.0
     # Whether the tenant's tokens may carry the operator right ("wsq":{"ops":true}): the

@@ -117,6 +117,8 @@ def describe_settings(settings: Settings, source: str | None) -> list[str]:
             lines.append(
                 f"  sink {sink.url}: addresses {', '.join(sink.addresses)} in group {sink.group}; "
                 f"{n} secret{'s' if n > 1 else ''}; timeout_ms {sink.timeout_ms}, max_attempts "
-                f"{sink.max_attempts}, backoff_ms {sink.backoff_ms}"
+                f"{sink.max_attempts}, backoff_ms {sink.backoff_ms}, max_addresses "
+                f"{sink.max_addresses}"
+                + (f", discover_ms {sink.discover_ms}" if sink.patterns else "")
             )
     return lines

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from wsq.config.settings import SinkConfig, WebhookConfig
 from wsq.config.table import Table, describe
-from wsq.core.addresses import is_valid_address
+from wsq.core.addresses import is_valid_address, is_valid_pattern
 from wsq.core.errors import ConfigError
 from wsq.webhooks.events import EVENT_TYPES
 from wsq.webhooks.signing import secret_problem
@@ -17,8 +17,10 @@ MAX_WEBHOOKS = 16
 #: Secrets one entry signs with at once: the current one and those of a rotation.
 MAX_SECRETS = 4
 MAX_URL_CHARS = 2048
-#: Addresses one sink reads: each has a worker of its own.
+#: Entries (addresses and patterns) one sink lists.
 MAX_SINK_ADDRESSES = 64
+#: The most addresses one sink may follow at once (``max_addresses``): each has a worker.
+MAX_SINK_FOLLOWED = 1_000
 _SECRET_SOURCES = ("secret", "secret_env")
 
 
@@ -61,6 +63,13 @@ def parse_sinks(
                 )
             taken.add((address, sink.group))
         sinks.append(sink)
+    for i, sink in enumerate(sinks):
+        # A pattern may match what another sink of the group reads: each needs its own group.
+        if sink.patterns and any(o.group == sink.group for o in sinks if o is not sink):
+            raise ConfigError(
+                f"{source}: {where}[{i}].group: a sink with patterns needs a group no other "
+                f"sink uses ({sink.group!r} is shared)"
+            )
     return tuple(sinks)
 
 
@@ -69,10 +78,12 @@ def _parse_sink(t: Table, environ: Mapping[str, str]) -> SinkConfig:
     url = _parse_url(t)
     raw = t.get_list("addresses")
     if not raw or len(raw) > MAX_SINK_ADDRESSES:
-        raise ConfigError(f"{t.where}: 'addresses' must list 1 to {MAX_SINK_ADDRESSES} addresses")
+        raise ConfigError(
+            f"{t.where}: 'addresses' must list 1 to {MAX_SINK_ADDRESSES} addresses or patterns"
+        )
     for value in raw:
-        if not isinstance(value, str) or not is_valid_address(value):
-            raise t.error("addresses", f"{describe(value)} is not an address (no wildcards)")
+        if not isinstance(value, str) or not is_valid_pattern(value):
+            raise t.error("addresses", f"{describe(value)} is not an address nor a pattern")
     addresses = tuple(dict.fromkeys(raw))
     group = t.get_str("group", default.group)
     if not is_valid_address(group):
@@ -81,7 +92,13 @@ def _parse_sink(t: Table, environ: Mapping[str, str]) -> SinkConfig:
     timeout_ms = t.get_int("timeout_ms", default.timeout_ms, minimum=100, maximum=60_000)
     max_attempts = t.get_int("max_attempts", default.max_attempts, minimum=1, maximum=20)
     backoff_ms = t.get_int("backoff_ms", default.backoff_ms, minimum=10, maximum=60_000)
+    max_addresses = t.get_int(
+        "max_addresses", default.max_addresses, minimum=1, maximum=MAX_SINK_FOLLOWED
+    )
+    discover_ms = t.get_int("discover_ms", default.discover_ms, minimum=100, maximum=60_000)
     t.finish()
+    if len(SinkConfig(url, addresses, "").literal) > max_addresses:
+        raise t.error("max_addresses", "is less than the addresses the sink lists")
     return SinkConfig(
         url=url,
         addresses=addresses,
@@ -90,6 +107,8 @@ def _parse_sink(t: Table, environ: Mapping[str, str]) -> SinkConfig:
         timeout_ms=timeout_ms,
         max_attempts=max_attempts,
         backoff_ms=backoff_ms,
+        max_addresses=max_addresses,
+        discover_ms=discover_ms,
     )
 
 

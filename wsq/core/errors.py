@@ -73,6 +73,13 @@ LINKS = "links"
 ADDRESSES = "addresses"
 GROUPS = "groups"
 PRESENCE_MEMBERS = "presence members"
+#: Refusals counted (``wsq_refusals_total``) past bounds that are not a ``QuotaExceeded``:
+#: a full room, a tenant's webhook queue, its concurrent webhook requests (a request that had
+#: to wait), a sink's followed addresses.
+MEMBERS_PER_ADDRESS = "members_per_address"
+WEBHOOK_QUEUE = "webhook_queue"
+WEBHOOK_REQUESTS = "webhook_requests"
+SINK_ADDRESSES = "sink_addresses"
 
 
 class QuotaExceeded(ResourceLimitExceeded):

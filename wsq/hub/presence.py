@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +30,17 @@ Send = Callable[[Link, dict[str, Any]], None]
 SWEEP_S = 5.0
 #: Pause after the store failed, before the watcher looks again (s).
 RETRY_S = 1.0
+#: Why a member left: its link ended, or its process died (dropped by another).
+LEFT = "left"
+NODE_LOST = "node-lost"
+#: Told each member this process adds or removes: (tenant, address, member, joined, reason);
+#: ``reason`` ``"left"`` for a leave ("" for a join). Dead nodes' members are the store's
+#: (``PresenceStore.on_dropped``).
+Changed = Callable[[str, str, Member, bool, str], None]
+
+
+def _nobody(tenant: str, address: str, member: Member, joined: bool, reason: str) -> None:
+    pass
 
 
 class Room:
@@ -39,7 +51,7 @@ class Room:
         self.address = address
         self.known: dict[str, Member] = {}
         self.version = -1
-        self.links: dict[Link, tuple[str, Send]] = {}
+        self.links: dict[Link, tuple[Member, Send]] = {}
         self.lock = asyncio.Lock()
         self.task: asyncio.Task[None] | None = None
 
@@ -47,8 +59,14 @@ class Room:
 class PresenceHub:
     """The rooms of one process."""
 
-    def __init__(self, store: PresenceStore) -> None:
+    def __init__(self, store: PresenceStore, on_change: Changed = _nobody) -> None:
         self.store = store
+        self.on_change = on_change
+        #: tenant -> members this process added; (tenant, reason) -> members it removed, its
+        #: own (``left``) and those of dead processes it dropped (``node-lost``).
+        self.joins: Counter[str] = Counter()
+        self.leaves: Counter[tuple[str, str]] = Counter()
+        store.on_dropped = self.members_lost
         self.rooms: dict[tuple[str, str], Room] = {}
         self._room_of: dict[Link, Room] = {}
         self.sweep_s = store.lease_ms / 3000 if store.lease_ms else SWEEP_S
@@ -63,7 +81,7 @@ class PresenceHub:
         if room is None:
             room = self.rooms[key] = Room(tenant, link.address)
         self._room_of[link] = room
-        room.links[link] = (member.id, send)  # before any await: ``leave`` finds it
+        room.links[link] = (member, send)  # before any await: ``leave`` finds it
         async with room.lock:
             if link not in room.links:
                 return  # left meanwhile (``leave`` gave back what it took)
@@ -76,6 +94,8 @@ class PresenceHub:
                 del room.links[link]
                 raise ResourceLimitExceeded(f"at most {max_members} present members per address")
             await self._refresh(room, skip=link)
+        self.joins[tenant] += 1
+        self.on_change(tenant, link.address, member, True, "")
         if room.task is None:
             room.task = asyncio.get_running_loop().create_task(self._watch(room))
 
@@ -104,11 +124,26 @@ class PresenceHub:
             return False
         async with room.lock:  # after a join still under way, never before it
             try:
-                await self.store.leave(room.tenant, room.address, entry[0])
+                await self.store.leave(room.tenant, room.address, entry[0].id)
             except BrokerUnavailable as exc:
                 # The member stays until our lease runs out (Redis), or the store returns.
                 log.warning("presence leave not stored: %s", exc)
+        self.leaves[room.tenant, LEFT] += 1
+        self.on_change(room.tenant, room.address, entry[0], False, LEFT)
         return True
+
+    def members_lost(self, tenant: str, address: str, members: list[Member]) -> None:
+        """Members of a process that died, dropped by this one (``PresenceStore.on_dropped``)."""
+        for member in members:
+            self.leaves[tenant, NODE_LOST] += 1
+            self.on_change(tenant, address, member, False, NODE_LOST)
+
+    def members(self) -> Counter[str]:
+        """tenant -> this process's present links (now)."""
+        counts: Counter[str] = Counter()
+        for (tenant, _), room in self.rooms.items():
+            counts[tenant] += len(room.links)
+        return counts
 
     def _forget(self, room: Room) -> None:
         if self.rooms.get((room.tenant, room.address)) is room:

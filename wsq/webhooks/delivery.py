@@ -25,11 +25,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
 from wsq.config.settings import TenantConfig, WebhookConfig
-from wsq.webhooks.events import CONNECTION_CLOSED, CONNECTION_OPENED, event_body
-from wsq.webhooks.signing import key_of, signature_headers
+from wsq.core.messages import Message
+from wsq.core.presence import Member
+from wsq.webhooks.events import (
+    ADDRESS_OCCUPIED,
+    ADDRESS_VACATED,
+    CONNECTION_CLOSED,
+    CONNECTION_OPENED,
+    MESSAGE_DEAD_LETTERED,
+    OCCUPANCY_EVENTS,
+    PRESENCE_JOIN,
+    PRESENCE_LEAVE,
+    event_body,
+)
+from wsq.webhooks.requests import Requests
+from wsq.webhooks.signing import key_of
 
 log = logging.getLogger("wsq.webhooks")
 
@@ -39,7 +50,8 @@ DELIVERED = "delivered"  # a 2xx answer
 RETRIED = "retried"  # an attempt failed; another follows
 FAILED = "failed"  # the last attempt failed: the event is given up
 DROPPED = "dropped"  # the entry's queue was full
-USER_AGENT = "wsq-webhooks/1"
+#: The longest a close waits for the queued events to be sent (s).
+FLUSH_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,14 +77,25 @@ class Webhooks:
 
     tenants: Mapping[str, TenantConfig]
     node_id: str
+    #: The HTTP client and the tenants' bounds on concurrent requests (shared with the sinks).
+    requests: Requests | None = None
     #: (tenant, outcome) -> events (``outcome``: DELIVERED, RETRIED, FAILED, DROPPED).
     deliveries: Counter[tuple[str, str]] = field(default_factory=Counter)
+    #: tenant -> events dropped because the tenant had ``max_webhook_queue`` events queued.
+    refused: Counter[str] = field(default_factory=Counter)
+    #: tenant -> messages this process copied to a dead-letter address.
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    #: tenant -> events queued or being sent, all its entries together.
+    _pending: Counter[str] = field(default_factory=Counter)
     _by_type: dict[tuple[str, str], list[_Endpoint]] = field(default_factory=dict)
     _endpoints: list[_Endpoint] = field(default_factory=list)
-    _client: httpx.AsyncClient | None = None
     _closed: bool = False
+    _owns_requests: bool = False
 
     def __post_init__(self) -> None:
+        if self.requests is None:  # else the node's, which the node closes
+            self.requests = Requests(self.tenants)
+            self._owns_requests = True
         for name, tenant in self.tenants.items():
             for hook in tenant.webhooks:
                 keys = tuple(key_of(s) for s in hook.secret.split())
@@ -90,14 +113,22 @@ class Webhooks:
         if not endpoints or self._closed:
             return
         event = Event(f"msg_{secrets.token_hex(12)}", event_body(event_type, data, time.time()))
+        config = self.tenants.get(tenant)
+        tenant_max = config.max_webhook_queue if config is not None else 0
         for endpoint in endpoints:
             if endpoint.pending >= endpoint.config.max_queue:
                 self.deliveries[tenant, DROPPED] += 1
+                continue
+            if self._pending[tenant] >= tenant_max:
+                # The tenant's bound over all its entries (its quota), past each one's own.
+                self.deliveries[tenant, DROPPED] += 1
+                self.refused[tenant] += 1
                 continue
             if endpoint.queue is None:
                 endpoint.queue = asyncio.Queue()
                 endpoint.worker = asyncio.get_running_loop().create_task(self._work(endpoint))
             endpoint.pending += 1
+            self._pending[tenant] += 1
             endpoint.queue.put_nowait(event)
 
     def connection_opened(self, tenant: str, sub: str, peer_id: int) -> None:
@@ -109,6 +140,61 @@ class Webhooks:
             data = self._connection(tenant, sub, peer_id)
             data["reason"] = reason
             self.emit(tenant, CONNECTION_CLOSED, data)
+
+    def wants_occupancy(self, tenant: str) -> bool:
+        """Whether ``tenant``'s receivers are counted per address (``wsq.hub.occupancy``): a
+        store call per address that changes hands, paid only by tenants that asked."""
+        return any((tenant, t) in self._by_type for t in OCCUPANCY_EVENTS)
+
+    def address_changed(
+        self, tenant: str, address: str, occupied: bool, number: int, reason: str
+    ) -> None:
+        event_type = ADDRESS_OCCUPIED if occupied else ADDRESS_VACATED
+        if self.wanted(tenant, event_type):
+            # ``occupancy`` orders one address's events (they may come from different nodes).
+            data: dict[str, Any] = {
+                "tenant": tenant,
+                "address": address,
+                "occupancy": number,
+                "node": self.node_id,
+            }
+            if not occupied:
+                data["reason"] = reason
+            self.emit(tenant, event_type, data)
+
+    def presence_changed(
+        self, tenant: str, address: str, member: Member, joined: bool, reason: str = ""
+    ) -> None:
+        event_type = PRESENCE_JOIN if joined else PRESENCE_LEAVE
+        if self.wanted(tenant, event_type):
+            data: dict[str, Any] = {
+                "tenant": tenant,
+                "address": address,
+                "member": member.to_json(),
+                "node": self.node_id,
+            }
+            if not joined:
+                data["reason"] = reason
+            self.emit(tenant, event_type, data)
+
+    def dead_lettered(
+        self, tenant: str, address: str, target: str, dead: list[tuple[Message, str]]
+    ) -> None:
+        """Messages of ``address`` copied to ``target``: their positions, never their bodies."""
+        self.dead_letters[tenant] += len(dead)
+        if not self.wanted(tenant, MESSAGE_DEAD_LETTERED):
+            return
+        for message, reason in dead:
+            data = {
+                "tenant": tenant,
+                "address": address,
+                "position": message.id,
+                "message_id": message.message_id,
+                "reason": reason,
+                "dead_letter": target,
+                "node": self.node_id,
+            }
+            self.emit(tenant, MESSAGE_DEAD_LETTERED, data)
 
     def _connection(self, tenant: str, sub: str, peer_id: int) -> dict[str, Any]:
         # "connection" is unique across nodes and restarts of a node id only with the node.
@@ -123,25 +209,21 @@ class Webhooks:
         """Events waiting or being sent, all entries together (now)."""
         return sum(e.pending for e in self._endpoints)
 
-    async def close(self) -> None:
-        """Stop every worker; what they had queued is lost (best effort, said so above)."""
+    async def close(self, flush_s: float = FLUSH_S) -> None:
+        """Stop every worker once its queue is sent or ``flush_s`` passed; what is left is lost
+        (best effort, said so above): the events of a drain (closed, vacated) mostly go out."""
         self._closed = True
+        queues = [e.queue.join() for e in self._endpoints if e.queue is not None]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*queues), flush_s)
         workers = [e.worker for e in self._endpoints if e.worker is not None]
         for worker in workers:
             worker.cancel()
         for worker in workers:
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
-        if self._client is not None:
-            await self._client.aclose()
-
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            # Redirects are not followed: a webhook URL says where the events go, once.
-            self._client = httpx.AsyncClient(
-                follow_redirects=False, headers={"user-agent": USER_AGENT}
-            )
-        return self._client
+        if self._owns_requests and self.requests is not None:
+            await self.requests.close()
 
     async def _work(self, endpoint: _Endpoint) -> None:
         assert endpoint.queue is not None
@@ -151,6 +233,8 @@ class Webhooks:
                 await self._deliver(endpoint, event)
             finally:
                 endpoint.pending -= 1
+                self._pending[endpoint.tenant] -= 1
+                endpoint.queue.task_done()
 
     async def _deliver(self, endpoint: _Endpoint, event: Event) -> None:
         config = endpoint.config
@@ -174,34 +258,7 @@ class Webhooks:
 
     async def _attempt(self, endpoint: _Endpoint, event: Event) -> bool:
         config = endpoint.config
-        return await post_signed(
-            self._http(), config.url, event.msg_id, event.body, endpoint.keys, config.timeout_ms
+        assert self.requests is not None
+        return await self.requests.post(
+            endpoint.tenant, config.url, event.msg_id, event.body, endpoint.keys, config.timeout_ms
         )
-
-
-async def post_signed(
-    client: httpx.AsyncClient,
-    url: str,
-    msg_id: str,
-    body: bytes,
-    keys: tuple[bytes, ...],
-    timeout_ms: int,
-) -> bool:
-    """One attempt: ``body`` POSTed with a fresh timestamp and signature; True on a 2xx.
-
-    The answer's body is never read: a receiver cannot make wsq hold what it sends back.
-    """
-    headers = signature_headers(msg_id, int(time.time()), body, keys)
-    headers["content-type"] = "application/json"
-    try:
-        async with client.stream(
-            "POST", url, content=body, headers=headers, timeout=timeout_ms / 1000
-        ) as answer:
-            status = answer.status_code
-    except httpx.HTTPError as exc:
-        log.info("webhook %s: %s", msg_id, type(exc).__name__)
-        return False
-    if 200 <= status < 300:
-        return True
-    log.info("webhook %s: answered %d", msg_id, status)
-    return False

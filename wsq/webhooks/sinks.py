@@ -1,6 +1,12 @@
 """Message sinks: every message of some addresses POSTed to a URL, at least once, in order per
 address (docs/webhooks.md, "Message sinks").
 
+A sink lists addresses, followed from the start, and patterns: every ``discover_ms`` the
+tenant's live addresses (those its quota counts, ``QuotaStore.live_addresses``) are listed and
+each new one a pattern matches is followed, up to ``max_addresses`` per sink (the matches past
+it are counted in ``refused`` and followed once room is made). Since a group starts at the
+oldest retained message, what was published before the discovery is delivered too.
+
 A sink reads each of its addresses as a consumer group of its own (``group``), through the
 broker's claim and settle, one message at a time: a message is settled ``accepted`` once the
 URL answered 2xx, so what is unsettled when a process dies is leased to the group's next
@@ -25,21 +31,16 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-import httpx
 import orjson
 
 from wsq.broker.base import Broker, Handle
 from wsq.config.settings import SinkConfig, TenantConfig
+from wsq.core.addresses import compile_pattern, matches_any
+from wsq.core.errors import BrokerUnavailable
 from wsq.core.messages import Delivery, Outcome
-from wsq.webhooks.delivery import (
-    DELIVERED,
-    FAILED,
-    MAX_BACKOFF_S,
-    RETRIED,
-    USER_AGENT,
-    post_signed,
-)
+from wsq.webhooks.delivery import DELIVERED, FAILED, MAX_BACKOFF_S, RETRIED
 from wsq.webhooks.events import iso_time
+from wsq.webhooks.requests import Requests
 from wsq.webhooks.signing import key_of
 
 log = logging.getLogger("wsq.webhooks")
@@ -79,39 +80,96 @@ def sink_body(address: str, delivery: Delivery, now: float) -> bytes:
 
 @dataclass
 class Sinks:
-    """Every tenant's sinks in this process: one task per (sink, address)."""
+    """Every tenant's sinks in this process: one task per (sink, address) followed."""
 
     tenants: Mapping[str, TenantConfig]
     broker: Broker
     node_id: str
+    #: The HTTP client and the tenants' bounds on concurrent requests (the node's, shared).
+    requests: Requests | None = None
     #: (tenant, outcome) -> messages (DELIVERED, RETRIED, FAILED).
     deliveries: Counter[tuple[str, str]] = field(default_factory=Counter)
-    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    _client: httpx.AsyncClient | None = None
+    #: tenant -> addresses a sink's pattern matched but which it did not follow, because it
+    #: followed ``max_addresses`` already (counted at each discovery that found them so).
+    refused: Counter[str] = field(default_factory=Counter)
+    #: (tenant, sink index, address) -> the worker that reads it.
+    _followed: dict[tuple[str, int, str], asyncio.Task[None]] = field(default_factory=dict)
+    _discoverers: list[asyncio.Task[None]] = field(default_factory=list)
+    _owns_requests: bool = False
+
+    def __post_init__(self) -> None:
+        if self.requests is None:  # else the node's, which the node closes
+            self.requests = Requests(self.tenants)
+            self._owns_requests = True
 
     def start(self) -> None:
+        loop = asyncio.get_running_loop()
         for tenant, config in self.tenants.items():
-            for sink in config.sinks:
-                for address in sink.addresses:
-                    task = asyncio.get_running_loop().create_task(self._run(tenant, sink, address))
-                    self._tasks.append(task)
+            for i, sink in enumerate(config.sinks):
+                for address in sink.literal:
+                    self._follow(tenant, i, sink, address)
+            if any(sink.patterns for sink in config.sinks):
+                self._discoverers.append(loop.create_task(self._discover(tenant, config)))
+
+    def followed(self, tenant: str) -> int:
+        """Addresses the tenant's sinks follow in this process (now)."""
+        return sum(1 for t, _, _ in self._followed if t == tenant)
+
+    def _follow(self, tenant: str, i: int, sink: SinkConfig, address: str) -> None:
+        key = (tenant, i, address)
+        if key not in self._followed:
+            task = asyncio.get_running_loop().create_task(self._run(tenant, sink, address))
+            self._followed[key] = task
+
+    async def _discover(self, tenant: str, config: TenantConfig) -> None:
+        """List the tenant's live addresses every ``discover_ms`` (the least of its sinks'):
+        follow the new ones a pattern matches, let go of those no longer live."""
+        every = min(s.discover_ms for s in config.sinks if s.patterns) / 1000
+        while True:
+            try:
+                live = await self.broker.quota_store.live_addresses(tenant, config.max_addresses)
+                self.match(tenant, config, live)
+            except BrokerUnavailable as exc:
+                log.warning("sink discovery of a tenant failed: %s", exc)
+            await asyncio.sleep(every)
+
+    def match(self, tenant: str, config: TenantConfig, live: list[str]) -> None:
+        """Follow what the patterns match among ``live``; stop following pattern matches that
+        are not live any more (an address idled out: its messages are gone with it)."""
+        now_live = set(live)
+        for i, sink in enumerate(config.sinks):
+            if not sink.patterns:
+                continue
+            patterns = tuple(compile_pattern(p) for p in sink.patterns)
+            mine = [a for t, j, a in self._followed if t == tenant and j == i]
+            for address in mine:
+                if address not in now_live and address not in sink.literal:
+                    self._followed.pop((tenant, i, address)).cancel()
+            count = sum(1 for t, j, _ in self._followed if t == tenant and j == i)
+            for address in sorted(now_live):
+                if (tenant, i, address) in self._followed or not matches_any(patterns, address):
+                    continue
+                # The dead-letter address is followed only when listed: a pattern matching
+                # it would send the sink's own failures round again.
+                if address == config.dead_letter:
+                    continue
+                if count >= sink.max_addresses:
+                    self.refused[tenant] += 1
+                    continue
+                self._follow(tenant, i, sink, address)
+                count += 1
 
     async def close(self) -> None:
-        for task in self._tasks:
+        tasks = [*self._discoverers, *self._followed.values()]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._tasks.clear()
-        if self._client is not None:
-            await self._client.aclose()
-
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                follow_redirects=False, headers={"user-agent": USER_AGENT}
-            )
-        return self._client
+        self._discoverers.clear()
+        self._followed.clear()
+        if self._owns_requests and self.requests is not None:
+            await self.requests.close()
 
     async def _run(self, tenant: str, sink: SinkConfig, address: str) -> None:
         wake = asyncio.Event()
@@ -167,7 +225,7 @@ class Sinks:
         delay = sink.backoff_ms / 1000
         consumer = f"sink.{self.node_id}"
         for attempt in range(1, sink.max_attempts + 1):
-            if await self._attempt(sink, msg_id, body, keys):
+            if await self._attempt(tenant, sink, msg_id, body, keys):
                 self.deliveries[tenant, DELIVERED] += 1
                 return Outcome.ACCEPTED
             if attempt == sink.max_attempts:
@@ -182,6 +240,7 @@ class Sinks:
         return Outcome.REJECTED
 
     async def _attempt(
-        self, sink: SinkConfig, msg_id: str, body: bytes, keys: tuple[bytes, ...]
+        self, tenant: str, sink: SinkConfig, msg_id: str, body: bytes, keys: tuple[bytes, ...]
     ) -> bool:
-        return await post_signed(self._http(), sink.url, msg_id, body, keys, sink.timeout_ms)
+        assert self.requests is not None
+        return await self.requests.post(tenant, sink.url, msg_id, body, keys, sink.timeout_ms)

@@ -452,21 +452,18 @@ class MemoryBroker(Broker):
             self._dead_letter(tenant, address, lg, now, dead)
 
     def _dead_letter(
-        self,
-        tenant: str,
-        address: str,
-        lg: AddressLog,
-        now: int,
-        dead: list[tuple[Message, str]],
+        self, tenant: str, address: str, lg: AddressLog, now: int, dead: list[tuple[Message, str]]
     ) -> None:
-        """Store what left a group for good (rejected, past the delivery limit) at the tenant's
-        dead-letter address, each one whatever its message_id; without one, count the drop."""
+        """Store what left a group for good at the tenant's dead-letter address (and tell
+        ``on_dead_letter``), whatever their message_id; without one, count the drop."""
         target = lg.cfg.dead_letter
         if target is None:
             self.dead_letters_dropped += len(dead)
             return
         copies = [dead_letter_copy(m, address, reason) for m, reason in dead]
         self._publish(self._log(tenant, target, now), now, copies, dedup=False)
+        if self.on_dead_letter is not None:
+            self.on_dead_letter(tenant, address, target, dead)
 
     async def renew(
         self,

@@ -30,6 +30,9 @@ class LocalPresenceStore(PresenceStore):
         self._rooms: dict[tuple[str, str], _Room] = {}
         # One sequence for every room: a room forgotten and made again never repeats a version.
         self._versions = itertools.count(1)
+        # Occupancy: the addresses with receivers; one sequence for all (increasing per address).
+        self._occupied: set[tuple[str, str]] = set()
+        self._occupancy = itertools.count(1)
 
     def _room(self, tenant: str, address: str) -> _Room:
         room = self._rooms.get((tenant, address))
@@ -65,3 +68,15 @@ class LocalPresenceStore(PresenceStore):
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(room.changed.wait(), timeout_s)
+
+    async def occupy(self, tenant: str, address: str) -> int:
+        if (tenant, address) in self._occupied:
+            return 0
+        self._occupied.add((tenant, address))
+        return next(self._occupancy)
+
+    async def vacate(self, tenant: str, address: str) -> int:
+        if (tenant, address) not in self._occupied:
+            return 0
+        self._occupied.discard((tenant, address))
+        return next(self._occupancy)

@@ -46,3 +46,10 @@ class LocalQuotaStore(QuotaStore):
         live[address] = now + ttl_ms
         live.move_to_end(address)
         return 0
+
+    async def live_addresses(self, tenant: str, limit: int) -> list[str]:
+        now = int(self._clock() * 1000)
+        live = self.live.get(tenant)
+        if live is None:
+            return []
+        return [a for a, until in live.items() if until > now][:limit]

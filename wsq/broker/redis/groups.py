@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 
-from wsq.broker.base import Watch, dead_letter_copy
+from wsq.broker.base import DeadLetterHook, Watch, dead_letter_copy
 from wsq.broker.redis.client import RedisClients
 from wsq.broker.redis.entries import entry_message
 from wsq.broker.redis.keys import address_base, group_keys
@@ -69,6 +69,7 @@ class ConsumerGroups:
     # Groups whose dead letters this process is copying now: one copier per group.
     _dead_letterers: set[tuple[str, str, str]]
     dead_letters_dropped: int
+    on_dead_letter: DeadLetterHook | None
 
     if TYPE_CHECKING:
         # RedisBroker's: dead letters are published as any message is, without dedup.
@@ -207,6 +208,8 @@ class ConsumerGroups:
                         cfg.dead_letter,
                         [dead_letter_copy(m, address, reason) for m, reason in taken],
                     )
+                    if self.on_dead_letter is not None:
+                        self.on_dead_letter(tenant, address, cfg.dead_letter, taken)
                 await self._clients.run(
                     "dead",
                     keys,

@@ -6,6 +6,15 @@ is this process's random id; ``wsq:presence-owner:<owner>`` lives while the proc
 it (every third of ``lease_ms``). Whoever reads a room (``members``: a node watching it, an
 HTTP occupancy request) drops the members whose owner's key is gone and bumps the version, so
 every other node sees their leave at its next look.
+
+Occupancy (``occupy``/``vacate``/``sweep``): ``<address base>:oc`` is the set of owners with
+receivers on the address and ``:on`` its occupancy number (``lua/occupancy.lua``). So that a
+process that dies is found with what it held, each owner lists its addresses in
+``wsq:occupancy:<owner>`` and is listed in ``wsq:occupancy-owners`` (keys of their own slots,
+written before the address's set, so a death in between leaves nothing unlisted). ``sweep``,
+run by every process with occupancy events, takes each owner whose lease key is gone out of
+its addresses' sets (the script tells exactly one sweeper that an address became vacated),
+reads those rooms (which drops the dead owner's members), then forgets the owner.
 """
 
 from __future__ import annotations
@@ -32,8 +41,34 @@ POLL_S = 0.2
 CLOSE_S = 2.0
 
 
+#: Every owner that holds (or held, and was not swept yet) an address's occupancy.
+OWNERS_KEY = "wsq:occupancy-owners"
+#: How long an owner's list of addresses outlives its last change (ms): long past any lease.
+HELD_TTL_MS = 86_400_000
+
+
 def _owner_key(owner: str) -> str:
     return f"wsq:presence-owner:{owner}"
+
+
+def _held_key(owner: str) -> str:
+    return f"wsq:occupancy:{owner}"
+
+
+def _text(raw: bytes | str) -> str:
+    # Replies are bytes or str depending on the client's decoding: read both.
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+
+
+def _held_entry(raw: bytes | str) -> tuple[str, str] | None:
+    """A (tenant, address) an owner listed; None for anything else (skipped)."""
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return None
+    if isinstance(doc, list) and len(doc) == 2 and all(isinstance(x, str) for x in doc):
+        return doc[0], doc[1]
+    return None
 
 
 class RedisPresenceStore(PresenceStore):
@@ -78,16 +113,19 @@ class RedisPresenceStore(PresenceStore):
         base = address_base(tenant, address)
         return [f"{base}:pm", f"{base}:pv"]
 
-    async def join(self, tenant: str, address: str, member: Member, max_members: int) -> bool:
-        # The owner's lease is kept from the first join on, not from the broker's start: a
-        # process with no present link sends nothing (a CI run hung on a cluster with a
-        # refresher in every broker, present or not).
+    async def _ensure_lease(self) -> None:
+        # The owner's lease is kept from the first join (or occupancy) on, not from the
+        # broker's start: a process with no present link sends nothing (a CI run hung on a
+        # cluster with a refresher in every broker, present or not).
         if self._refresher is None:
             await self.start()
             await self._call("set", _owner_key(self.owner), "1", px=self.lease_ms)
-        if self._refresher is not None and not await self._call("exists", _owner_key(self.owner)):
-            # Our lease is not there yet (or was lost): members must never outlive it unseen.
+        elif not await self._call("exists", _owner_key(self.owner)):
+            # Our lease was lost: what we hold must never outlive it unseen.
             await self._call("set", _owner_key(self.owner), "1", px=self.lease_ms)
+
+    async def join(self, tenant: str, address: str, member: Member, max_members: int) -> bool:
+        await self._ensure_lease()
         value = json.dumps({"o": self.owner, "m": member.to_json()}, separators=(",", ":"))
         args = ["join", member.id, value, max_members]
         keys = self._keys(tenant, address)
@@ -119,10 +157,15 @@ class RedisPresenceStore(PresenceStore):
                 continue
             by_owner.setdefault(owner, []).append(member)
         dead = [o for o in by_owner if o != self.owner and not await self._alive(o)]
-        gone = broken + [m.id for o in dead for m in by_owner.pop(o)]
+        dead_members = {o: by_owner.pop(o) for o in dead}
+        gone = broken + [m.id for o in dead for m in dead_members[o]]
         if gone:
             # The version read before stays: the next look sees the drop's (and any other) change.
-            await self._clients.run("presence", keys, ["drop", *gone])
+            removed = await self._clients.run("presence", keys, ["drop", *gone])
+            dropped = {_text(r) for r in removed or ()}
+            lost = [m for o in dead for m in dead_members[o] if m.id in dropped]
+            if lost and self.on_dropped is not None:
+                self.on_dropped(tenant, address, lost)
         return version, {m.id: m for ms in by_owner.values() for m in ms}
 
     async def _alive(self, owner: str) -> bool:
@@ -137,3 +180,46 @@ class RedisPresenceStore(PresenceStore):
             if left <= 0:
                 return
             await asyncio.sleep(min(POLL_S, left))
+
+    @staticmethod
+    def _occupancy_keys(tenant: str, address: str) -> list[str]:
+        base = address_base(tenant, address)
+        return [f"{base}:oc", f"{base}:on"]
+
+    async def occupy(self, tenant: str, address: str) -> int:
+        await self._ensure_lease()
+        held = _held_key(self.owner)
+        await self._call("sadd", OWNERS_KEY, self.owner)
+        await self._call("sadd", held, json.dumps([tenant, address]))
+        await self._call("pexpire", held, HELD_TTL_MS)
+        keys = self._occupancy_keys(tenant, address)
+        return int(await self._clients.run("occupancy", keys, ["add", self.owner]) or 0)
+
+    async def vacate(self, tenant: str, address: str) -> int:
+        keys = self._occupancy_keys(tenant, address)
+        number = int(await self._clients.run("occupancy", keys, ["rem", self.owner]) or 0)
+        await self._call("srem", _held_key(self.owner), json.dumps([tenant, address]))
+        return number
+
+    async def sweep(self) -> list[tuple[str, str, int]]:
+        vacated: list[tuple[str, str, int]] = []
+        owners: set[bytes | str] = await self._call("smembers", OWNERS_KEY)
+        for raw_owner in owners:
+            owner = _text(raw_owner)
+            if owner == self.owner or await self._alive(owner):
+                continue
+            entries: set[bytes | str] = await self._call("smembers", _held_key(owner))
+            for raw in entries:
+                held = _held_entry(raw)
+                if held is None:
+                    continue
+                tenant, address = held
+                keys = self._occupancy_keys(tenant, address)
+                number = int(await self._clients.run("occupancy", keys, ["rem", owner]) or 0)
+                if number:
+                    vacated.append((tenant, address, number))
+                # A room nobody watches would keep the dead owner's members: read it (drops them).
+                await self.members(tenant, address)
+            await self._call("delete", _held_key(owner))
+            await self._call("srem", OWNERS_KEY, owner)
+        return vacated

@@ -22,13 +22,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from typing import Any
 
 from redis.exceptions import RedisError
 
 from wsq.broker.base import QuotaStore
-from wsq.broker.redis.client import RedisClients
+from wsq.broker.redis.client import DOWN, RedisClients, unavailable
 from wsq.broker.redis.keys import tenant_key
 from wsq.core.errors import BrokerUnavailable
 
@@ -130,6 +131,17 @@ class RedisQuotaStore(QuotaStore):
         except BrokerUnavailable:
             return 0
         return int(wait)
+
+    async def live_addresses(self, tenant: str, limit: int) -> list[str]:
+        key = tenant_key(tenant, "addresses")
+        try:
+            async with self._clients.gate:
+                raw = await self._clients.redis.zrangebyscore(
+                    key, int(time.time() * 1000), "+inf", start=0, num=limit
+                )
+        except DOWN as exc:
+            raise unavailable(exc) from exc
+        return [r.decode("utf-8", "replace") if isinstance(r, bytes) else str(r) for r in raw]
 
     async def refresh(self) -> None:
         """Set this process's shares to what it holds, with a fresh expiry."""
