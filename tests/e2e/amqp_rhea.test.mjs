@@ -302,3 +302,90 @@ test("a token that expires closes the connection with amqp:unauthorized-access",
   assert.equal(ctx.connection.error.condition, "amqp:unauthorized-access");
   assert.match(ctx.connection.error.description, /expired/);
 });
+
+/** A queue consumer: ``address::group``, no automatic credit or settlement. */
+function consumer(conn, queue, credit = 0) {
+  return receiver(conn, {
+    source: { address: queue, distribution_mode: "move" },
+    credit_window: 0,
+    autoaccept: false,
+  }).then((r) => {
+    if (credit) r.add_credit(credit);
+    return r;
+  });
+}
+
+/** Resolves after ``ms``: to see that nothing more arrives. */
+const quiet = (ms = 300) => new Promise((resolve) => setTimeout(resolve, ms));
+
+test("a queue: competing receivers share it; credit is respected", async () => {
+  const addr = address("queue");
+  const conn = await connect();
+  try {
+    const a = await consumer(conn, `${addr}::workers`, 2);
+    const b = await consumer(conn, `${addr}::workers`, 2);
+    assert.equal(a.source.distribution_mode, "move");
+    await send(conn, addr, ...[1, 2, 3, 4, 5, 6].map((n) => ({ body: n })));
+    const got = [await a.next(), await a.next(), await b.next(), await b.next()];
+    await quiet();
+    assert.equal(a.pending.length + b.pending.length, 0, "no delivery beyond the credit");
+    const bodies = got.map((ctx) => ctx.message.body).sort();
+    assert.deepEqual(bodies, [1, 2, 3, 4]);
+    for (const ctx of got) ctx.delivery.accept();
+    a.add_credit(5);
+    const rest = [(await a.next()).message.body, (await a.next()).message.body];
+    assert.deepEqual(rest.sort(), [5, 6]);
+  } finally {
+    await closed(conn);
+  }
+});
+
+test("a queue's outcomes: released goes to another, modified is counted, rejected is gone", async () => {
+  const addr = address("outcomes");
+  const queue = `${addr}::workers`;
+  const conn = await connect();
+  try {
+    const a = await consumer(conn, queue, 1);
+    await send(conn, addr, { body: "m1" });
+    const first = await a.next();
+    assert.equal(first.message.body, "m1");
+    assert.equal(first.message.delivery_count, 0);
+    const b = await consumer(conn, queue, 3);
+    first.delivery.release();
+    const again = await b.next();
+    assert.equal(again.message.body, "m1");
+    assert.equal(again.message.delivery_count, 0, "an explicit release is not counted");
+    again.delivery.modified({ delivery_failed: true });
+    const third = await b.next();
+    assert.equal(third.message.body, "m1");
+    assert.equal(third.message.delivery_count, 1, "modified(delivery-failed) is counted");
+    third.delivery.reject({ condition: "amqp:internal-error", description: "cannot" });
+    await quiet();
+    assert.equal(a.pending.length + b.pending.length, 0, "a rejected message is not redelivered");
+  } finally {
+    await closed(conn);
+  }
+});
+
+test("a consumer that vanishes gives its unsettled messages to another", async () => {
+  const addr = address("vanish");
+  const queue = `${addr}::workers`;
+  const doomed = await connect();
+  const survivor = await connect();
+  try {
+    const a = await consumer(doomed, queue, 2);
+    await send(survivor, addr, { body: "x" }, { body: "y" });
+    const held = [(await a.next()).message.body, (await a.next()).message.body];
+    assert.deepEqual(held.sort(), ["x", "y"]);
+    const b = await consumer(survivor, queue, 10);
+    doomed.socket.end(); // the socket drops: no detach, no close
+    const given = [await b.next(), await b.next()];
+    assert.deepEqual(given.map((c) => c.message.body).sort(), ["x", "y"]);
+    for (const ctx of given) {
+      assert.equal(ctx.message.delivery_count, 1);
+      ctx.delivery.accept();
+    }
+  } finally {
+    await closed(survivor);
+  }
+});
