@@ -147,6 +147,11 @@ class AmqpConnection:
         self._out: list[bytes] = []
         self.out_bytes = 0
         self._heartbeat_due = False
+        # Whole client transfers on one link, gathered from the input at hand: one publish
+        # (one broker write) for many, checked against the credit before any refill.
+        self._batch: tuple[AmqpLink, list[PublishItem]] | None = None
+        # The frame being handled, as received (a transfer past the credit is read again).
+        self._raw = b""
 
     # -- output ----------------------------------------------------------------------------
 
@@ -213,7 +218,15 @@ class AmqpConnection:
         while not events and self.state is not ConnectionState.AUTHENTICATING:
             if self._phase == "done" or not self._step():
                 break
+        if not events:
+            self._flush_batch()
         return events.popleft() if events else None
+
+    def _flush_batch(self) -> None:
+        if self._batch is not None:
+            link, items = self._batch
+            self._batch = None
+            self._events.append(PublishRequested(link, items))
 
     def _step(self) -> bool:
         """Take one header or frame from the input; False when none is whole yet."""
@@ -239,6 +252,7 @@ class AmqpConnection:
         if len(buf) < size:
             return False
         body = bytes(buf[doff * 4 : size])
+        self._raw = bytes(buf[:size])
         del buf[:size]
         if not body:
             return True  # an empty frame: a heartbeat
@@ -267,6 +281,10 @@ class AmqpConnection:
         except Refused as refused:
             self._fail(refused.error)
         return True
+
+    def _channel_max(self) -> int:
+        """Our channel-max: the client's sessions are bounded by their channel numbers."""
+        return max(0, min(self.limits.max_sessions, 65_536) - 1)
 
     def _max_frame(self) -> int:
         return max(F.MIN_MAX_FRAME_SIZE, self.limits.max_frame_bytes)
@@ -344,6 +362,7 @@ class AmqpConnection:
         self._end_all_links()
         self._phase = "done"
         self._in.clear()
+        self._batch = None
         self.state = ConnectionState.CLOSED if by_peer else ConnectionState.CLOSE_SENT
         wire = None
         if error is not None:
@@ -375,7 +394,7 @@ class AmqpConnection:
         properties = {
             Symbol(f"wsq-{k}"): v for k, v in answer.items() if k in ("tenant", "sub", "exp")
         }
-        channel_max = max(0, min(self.limits.max_sessions, 65_536) - 1)
+        channel_max = self._channel_max()
         self._frame(
             0,
             F.OPEN,
@@ -395,6 +414,8 @@ class AmqpConnection:
         self._open_sent = True
 
     def _dispatch(self, code: int, ch: int, fields: list[Any], payload: bytes) -> None:
+        if code != F.TRANSFER:
+            self._flush_batch()  # what the client sent before this frame is handled first
         if self._phase == "open":
             if code != F.OPEN:
                 raise Refused(AmqpFramingError("the first frame must be open"))
@@ -444,7 +465,9 @@ class AmqpConnection:
     # -- sessions --------------------------------------------------------------------------
 
     def _on_begin(self, ch: int, fields: list[Any], payload: bytes) -> None:
-        if ch > self.limits.max_sessions * 2 or ch in self.sessions:
+        if ch > self._channel_max():
+            raise Refused(AmqpFramingError(f"begin on channel {ch}, past channel-max"))
+        if ch in self.sessions:
             existing = self.sessions.get(ch)
             if existing is None or existing.state is not SessionState.END_SENT:
                 raise Refused(AmqpFramingError(f"begin on channel {ch}, which is in use"))
@@ -737,9 +760,16 @@ class AmqpConnection:
                     ),
                 )
                 return
+            if link.credit <= 0 and link.overdrawn != delivery and self._batch is not None:
+                # Past the credit: publish (and settle) the transfers before it first, then
+                # read it again; the refill they send cannot have reached the client.
+                link.overdrawn = delivery
+                self._in[:0] = self._raw
+                self._flush_batch()
+                return
             session.next_incoming = delivery + 1
             link.delivery_count += 1
-            if link.credit <= 0:
+            if link.credit <= 0 or link.overdrawn == delivery:
                 self.detach(link, TransferLimitExceeded("transfer beyond the credit granted"))
                 return
             link.credit -= 1
@@ -765,7 +795,12 @@ class AmqpConnection:
             return
         link.incoming = None
         item = publish_item(delivery, settled, b"".join(chunks))
-        self._events.append(PublishRequested(link, [item]))
+        batch = self._batch
+        if batch is not None and batch[0] is link:
+            batch[1].append(item)
+        else:
+            self._flush_batch()
+            self._batch = (link, [item])
 
     def settle_publish(
         self, link: Link, results: Sequence[tuple[PublishItem, str | None, WsqError | None]]
