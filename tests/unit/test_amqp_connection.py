@@ -290,3 +290,24 @@ def test_the_client_incoming_window_holds_transfers_until_it_opens() -> None:
     pump(client, server)
     assert len(ProtonClient.received(rcv)) == 2
     assert session.held == []
+
+
+def test_unfinished_messages_on_many_links_are_bounded_together() -> None:
+    limits = Limits(max_frame_bytes=4096)
+    client, server = opened(limits)
+    senders = [client.sender(f"big.n{i}") for i in range(3)]
+    pump(client, server)
+    chunk = b"\xa1\xff" + b"x" * 255  # part of a string section; never finished
+    for i in range(3):
+        fields = [Uint(i), Uint(i), b"t", Uint(0), False, True]  # more: true
+        for _ in range(6):
+            server.conn.receive_data(F.frame(0, F.TRANSFER, fields, chunk))
+            fields = [Uint(i), None, None, None, False, True]
+    server.answer()
+    # 3 x 6 x 257 bytes is past 4096 (one link's 1542 is not): the link that crossed it goes.
+    assert [bool(s.state & Endpoint.REMOTE_CLOSED) for s in senders] == [False, False, False]
+    pump(client, server)
+    closed = [s for s in senders if s.state & Endpoint.REMOTE_CLOSED]
+    assert [s.remote_condition.name for s in closed] == ["amqp:link:message-size-exceeded"]
+    assert server.conn._partial_bytes <= 4096
+    assert server.published == []

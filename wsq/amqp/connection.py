@@ -152,6 +152,8 @@ class AmqpConnection:
         self._batch: tuple[AmqpLink, list[PublishItem]] | None = None
         # The frame being handled, as received (a transfer past the credit is read again).
         self._raw = b""
+        # Bytes of client transfers whose last frame has not come yet, on every link.
+        self._partial_bytes = 0
 
     # -- output ----------------------------------------------------------------------------
 
@@ -533,6 +535,9 @@ class AmqpConnection:
             session.held.clear()
 
     def _link_ended(self, link: Link) -> None:
+        if isinstance(link, AmqpLink) and link.incoming is not None:
+            self._partial_bytes -= link.incoming[3]
+            link.incoming = None
         unsettled = list(link.unsettled.values())
         if link.unsettled:
             session_unsettled = link.session.unsettled
@@ -775,11 +780,16 @@ class AmqpConnection:
             link.credit -= 1
             partial = (delivery, F.field(fields, 4) is True, [], 0)
         delivery, settled, chunks, size = partial
+        self._partial_bytes -= size
         if F.field(fields, 9) is True:  # aborted
             link.incoming = None
             return
         size += len(payload)
-        if size > self.limits.max_frame_bytes:
+        # One message, and all the unfinished ones of the connection together, are bounded
+        # as one wsq.v1 message is: a client cannot hold max_frame_bytes on every link.
+        if size > self.limits.max_frame_bytes or (
+            self._partial_bytes + size > self.limits.max_frame_bytes
+        ):
             link.incoming = None
             self.detach(
                 link,
@@ -792,6 +802,7 @@ class AmqpConnection:
         settled = settled or F.field(fields, 4) is True
         if F.field(fields, 5) is True:  # more frames follow
             link.incoming = (delivery, settled, chunks, size)
+            self._partial_bytes += size
             return
         link.incoming = None
         item = publish_item(delivery, settled, b"".join(chunks))
