@@ -61,3 +61,21 @@ def run_node_tests(script: str, served_url: str, tmp_path: Path) -> None:
 def test_rhea_over_amqp_websocket(tmp_path: Path) -> None:
     with serve_config(config(tmp_path / "wsq.toml")) as served:
         run_node_tests("amqp_rhea.test.mjs", served.url, tmp_path)
+
+
+def test_rhea_browser_build_in_chromium(tmp_path: Path) -> None:
+    if not Path(os.environ.get("CHROMIUM", "/usr/bin/chromium")).exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail("chromium is not installed (required in CI)")
+        pytest.skip("chromium is not installed")
+    token = mint_token(ACME, "browser", publish=("browser.>",), subscribe=("browser.>",))
+    with serve_config(config(tmp_path / "wsq.toml")) as served:
+        done = subprocess.run(
+            [node(), "amqp_browser.mjs", served.url, token],
+            cwd=HERE,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "rhea in Chromium over amqp: sent, received, consumed, refused" in done.stdout
