@@ -311,3 +311,39 @@ def test_unfinished_messages_on_many_links_are_bounded_together() -> None:
     assert [s.remote_condition.name for s in closed] == ["amqp:link:message-size-exceeded"]
     assert server.conn._partial_bytes <= 4096
     assert server.published == []
+
+
+def test_a_delivery_larger_than_the_client_max_frame_size_is_split_into_frames() -> None:
+    client = ProtonClient(GOOD)
+    client.transport.max_frame_size = 1024
+    server = Server()
+    pump(client, server)
+    rcv = client.receiver("big.x", credit=1)
+    pump(client, server)
+    [attach] = server.of(AttachRequested)
+    big = '"id":"5-0","body":"' + "y" * 5000 + '","props":{"ts":5}}'
+    server.conn.send_transfers(attach.link, [big])
+    frames = []
+    while (out := server.conn.next_message()) is not None:
+        frames.append(out)
+        client.feed(out)
+    sizes = []
+    data = b"".join(frames)
+    while data:
+        size = struct.unpack_from(">I", data)[0]
+        sizes.append(size)
+        data = data[size:]
+    assert len(sizes) >= 5 and max(sizes) <= 1024
+    [(_, message)] = ProtonClient.received(rcv)
+    assert message.body == "y" * 5000
+
+
+def test_heartbeats_are_empty_frames_and_only_once_open() -> None:
+    server = Server()
+    server.conn.heartbeat()
+    assert server.conn.next_message() is None
+    client = ProtonClient(GOOD, idle_timeout=10)
+    pump(client, server)
+    assert server.conn.client_idle_ms == 5_000  # proton advertises half its own timeout
+    server.conn.heartbeat()
+    assert server.conn.next_message() == F.EMPTY_FRAME
