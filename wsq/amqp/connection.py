@@ -860,21 +860,34 @@ class AmqpConnection:
         link.credit -= n
         link.delivery_count += n
         track = message_ids is not None and not link.pre_settled
-        handle = Uint(link.handle)
+        handle = link.handle
         settled = link.pre_settled
         ch = link.ch
+        limit = self.client_max_frame - F.TRANSFER_HEAD_SIZE
+        head = F.transfer_head
+        items: list[bytes] = []  # one per delivery: its frame(s)
         for i, tail in enumerate(tails):
             delivery = first + i
             if track:
                 assert message_ids is not None
                 link.unsettled[delivery] = message_ids[i]
                 session.unsettled[delivery] = link
-            data = self._transfer_frames(ch, handle, delivery, settled, encoded_delivery(tail))
-            if delivery < session.remote_limit and not session.held:
-                self._emit(data)
+            message = encoded_delivery(tail)
+            if len(message) <= limit:
+                items.append(head(ch, handle, delivery, settled, len(message)) + message)
             else:
-                session.held.append((delivery, data))
-                self.out_bytes += len(data)
+                items.append(self._transfer_frames(ch, Uint(handle), delivery, settled, message))
+        if first + n <= session.remote_limit and not session.held:
+            self._emit(items[0] if n == 1 else b"".join(items))  # one output item per call
+            return
+        # Past the client's session window: each delivery waits for its flow on its own.
+        for i, item in enumerate(items):
+            delivery = first + i
+            if delivery < session.remote_limit and not session.held:
+                self._emit(item)
+            else:
+                session.held.append((delivery, item))
+                self.out_bytes += len(item)
 
     def _transfer_frames(
         self, ch: int, handle: Uint, delivery: int, settled: bool, message: bytes

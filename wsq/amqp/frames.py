@@ -131,6 +131,38 @@ def frame_head(body_size: int, channel: int) -> bytes:
 
 EMPTY_FRAME = struct.pack(">IBBH", 8, 2, FRAME_AMQP, 0)
 
+# A transfer to the client, encoded by hand with fixed widths (every delivery of a link has a
+# head of the same length, packed at once): the frame header, the descriptor, a list8 of
+# handle (uint), delivery-id (uint), delivery-tag (4-byte binary: the delivery-id),
+# message-format (uint 0) and settled.
+_TRANSFER_HEAD = struct.Struct(">IBBH3sBBBBIBIBBIBB")
+TRANSFER_HEAD_SIZE = _TRANSFER_HEAD.size
+_TRANSFER_DESCRIPTOR = b"\x00\x53\x14"
+
+
+def transfer_head(ch: int, handle: int, delivery: int, settled: bool, payload: int) -> bytes:
+    """The head of a one-frame transfer of ``payload`` bytes (what follows is the message)."""
+    d = delivery & 0xFFFFFFFF
+    return _TRANSFER_HEAD.pack(
+        TRANSFER_HEAD_SIZE + payload,
+        2,
+        FRAME_AMQP,
+        ch,
+        _TRANSFER_DESCRIPTOR,
+        0xC0,
+        TRANSFER_HEAD_SIZE - 13,  # the list's size: its count byte and its fields
+        5,
+        0x70,
+        handle,
+        0x70,
+        d,
+        0xA0,
+        4,
+        d,
+        0x43,  # message-format 0
+        0x41 if settled else 0x42,
+    )
+
 
 def field(fields: list[Any], i: int, default: Any = None) -> Any:
     """Field ``i`` of a performative's list (absent or null: ``default``)."""
