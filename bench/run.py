@@ -408,10 +408,10 @@ def _wsq_token(
 
 
 def _wsq(
-    broker: str, workers: int = 1, ws_compression: str | None = None
+    broker: str, workers: int = 1, ws_compression: str | None = None, adapter: str = "wsq"
 ) -> Callable[[Ctx], StartResult]:
     """``ws_compression``: the row's ``[server] ws_compression`` (None: --ws-compression, else
-    wsq's default)."""
+    wsq's default); ``adapter``: the generator's clients (``amqp``: rhea over AMQP 1.0)."""
 
     def start(ctx: Ctx) -> StartResult:
         url = ctx.redis() if broker == "redis" else "memory://"
@@ -436,7 +436,7 @@ def _wsq(
         ]
         if workers > 1:
             cmd += ["--workers", str(workers)]
-        return cmd, env, port, lambda pid: Running(pid, f"ws://127.0.0.1:{port}/ws", "wsq", token)
+        return cmd, env, port, lambda pid: Running(pid, f"ws://127.0.0.1:{port}/ws", adapter, token)
 
     return start
 
@@ -585,6 +585,12 @@ SYSTEMS: dict[str, System] = {
             "wsq serve, memory broker, subscribers ask for compact deliveries",
             _wsq("memory"),
             compact=True,
+        ),
+        System(
+            "wsq-memory-amqp",
+            "wsq serve, memory broker, rhea clients over AMQP 1.0 (subprotocol amqp)",
+            _wsq("memory", adapter="amqp"),
+            ("node",),
         ),
         System(
             "wsq-redis",

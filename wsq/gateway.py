@@ -23,7 +23,7 @@ from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
-from wsq import present_links, sys_stats
+from wsq import present_links, subprotocols, sys_stats
 from wsq.admission import SCOPE_KEY
 from wsq.auth import Principal
 from wsq.core.addresses import SYS_TENANT, is_sys_address
@@ -40,7 +40,6 @@ from wsq.core.errors import (
     Unauthorized,
     WsqError,
 )
-from wsq.framelog import describe_message
 from wsq.hub import Outlet
 from wsq.logs import bind_connection
 from wsq.node import Node
@@ -61,7 +60,7 @@ from wsq.quotas import Held
 
 log = logging.getLogger("wsq.gateway")
 
-SUBPROTOCOL = "wsq.v1"
+SUBPROTOCOL = subprotocols.WSQ_V1
 # Target size of one outgoing WebSocket message: large enough to carry hundreds of small
 # deliveries per write, small enough that one slow socket's write does not hog the transport.
 WRITE_BATCH_BYTES = 64 * 1024
@@ -133,6 +132,7 @@ class Peer:
         "principal",
         "scope",
         "started",
+        "subprotocol",
         "writing_since",
     )
 
@@ -145,8 +145,11 @@ class Peer:
         self.id = next(gateway.ids)
         self.loop = asyncio.get_running_loop()
         server = gateway.node.settings.server
-        self.conn = ServerConnection(
-            gateway.limits, on_output=self._wake_writer, errors=gateway.errors
+        # wsq.v1 where the client offers it, else AMQP 1.0 (docs/amqp.md): both protocol
+        # objects answer the same events and serve the same hub.
+        self.subprotocol = subprotocols.choose(scope.get("subprotocols") or ())
+        self.conn = subprotocols.connection(
+            self.subprotocol, gateway.limits, self._wake_writer, gateway.errors
         )
         # Deliveries pause at half of outbox_max_bytes. The hard cap leaves room beyond that for
         # the one delivery that crossed the mark (up to a frame) and for control frames, so
@@ -181,15 +184,18 @@ class Peer:
             # Before accept: uvicorn answers the handshake 403 and closes.
             await self._send({"type": "websocket.close", "code": 1008})
             return
-        offered = self.scope.get("subprotocols") or []
-        if SUBPROTOCOL not in offered:
+        if self.subprotocol is None:
             await self._send(
-                {"type": "websocket.close", "code": 1002, "reason": "subprotocol wsq.v1 required"}
+                {
+                    "type": "websocket.close",
+                    "code": 1002,
+                    "reason": "subprotocol wsq.v1 or amqp required",
+                }
             )
             return
         if (await self._receive())["type"] != "websocket.connect":
             return  # gone before the handshake was answered
-        await self._send({"type": "websocket.accept", "subprotocol": SUBPROTOCOL})
+        await self._send({"type": "websocket.accept", "subprotocol": self.subprotocol})
         self.gateway.add_peer(self)
         bind_connection(self.id)  # this task's log lines name the socket (wsq.logs)
         self._schedule_tick()
@@ -234,13 +240,7 @@ class Peer:
             if message["type"] != "websocket.receive":
                 return  # websocket.disconnect
             self.last_recv = self.loop.time()
-            text = message.get("text")
-            if text is None:
-                conn.close(InvalidFrame("messages must be UTF-8 JSON text"))
-            else:
-                if log.isEnabledFor(logging.DEBUG):
-                    log.debug("peer %d < %s", self.id, describe_message(text))
-                conn.receive_text(text)
+            subprotocols.receive(conn, message, self.id)
             await self._process_events()
             if conn.out_bytes > self.outbox_cap and not self._closing:
                 self._close_reason = "outbox-overflow"
@@ -330,16 +330,17 @@ class Peer:
         low_water = outlet.high_water // 2
         hub = self.node.hub
         next_message = conn.next_message
+        key = "text" if isinstance(conn, ServerConnection) else "bytes"
         try:
             # One message at a time: send() waits while the transport is full, and what waits
             # meanwhile stays counted in out_bytes, where the hub sees it. Output queued while a
             # send waits is taken by the next round, so one writer serves the socket until
             # nothing is left.
             while (text := next_message(WRITE_BATCH_BYTES)) is not None:
-                await send({"type": "websocket.send", "text": text})
+                await send({"type": "websocket.send", key: text})
                 self.last_sent = self.loop.time()
                 if log.isEnabledFor(logging.DEBUG):
-                    log.debug("peer %d > %s", self.id, describe_message(text))
+                    subprotocols.sent(text, self.id)
                 if outlet.stalled and conn.out_bytes < low_water:
                     hub.drained(outlet)
         except Exception:
@@ -527,6 +528,7 @@ class Peer:
         if link.presence:
             assert self.principal is not None
             client = f"{self.node.node_id}-{self.id}"
+            assert isinstance(self.conn, ServerConnection)  # AMQP links have no presence
             await present_links.join(self.node, self.conn, self.principal, client, link)
         if link.mode == "copy":
             if tenant is not SYS_TENANT:

@@ -98,6 +98,13 @@ METRICS: tuple[Family, ...] = (
         lambda s: _flat(s["connections"]),
         per_tenant=True,
     ),
+    Family(
+        "wsq_connections_by_subprotocol",
+        "gauge",
+        "Open WebSocket connections by subprotocol (wsq.v1, or amqp: AMQP 1.0, docs/amqp.md).",
+        ("subprotocol",),
+        lambda s: _flat(s["subprotocols"]),
+    ),
     Family("wsq_sessions", "gauge", "Open sessions.", (), _one("sessions")),
     Family(
         "wsq_links",

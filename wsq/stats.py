@@ -8,7 +8,8 @@ their links (one pass over them), never with the messages.
 
 Keys (every count since the process started unless it says "now"):
 ``node``, ``pid``, ``time`` (Unix s); ``ready``, ``draining`` (bools), ``not_ready`` (reasons);
-``connections`` {tenant: now} (``""``: sockets not yet authenticated); ``sessions`` (now);
+``connections`` {tenant: now} (``""``: sockets not yet authenticated); ``subprotocols``
+{"wsq.v1"|"amqp": now} (open sockets by what they speak); ``sessions`` (now);
 ``links`` {tenant: {"sender"|"receiver": now}}; ``outbox_bytes`` (now, queued for sockets);
 ``deliveries``, ``publishes`` {tenant: n}; ``dispositions`` {outcome: n}; ``errors``
 {condition: n} (sent to clients); ``closes`` {reason: n}; ``refusals`` {tenant: {kind: n}}
@@ -60,12 +61,14 @@ class NodeStats:
         gateway = self.gateway
         node = gateway.node
         connections: Counter[str] = Counter()
+        subprotocols: Counter[str] = Counter()
         links: Counter[tuple[str, str]] = Counter()
         sessions = outbox = 0
         for peer in gateway.peers:
             principal = peer.principal
             tenant = principal.tenant if principal is not None else ""
             connections[tenant] += 1
+            subprotocols[peer.subprotocol or ""] += 1
             conn = peer.conn
             sessions += len(conn.sessions)
             outbox += conn.out_bytes
@@ -96,6 +99,7 @@ class NodeStats:
             "draining": readiness.draining,
             "not_ready": not_ready,
             "connections": dict(connections),
+            "subprotocols": dict(subprotocols),
             "sessions": sessions,
             "links": _nested(links),
             "outbox_bytes": outbox,

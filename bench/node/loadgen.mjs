@@ -2,7 +2,7 @@
 // per-system adapter that only knows how to subscribe and how to publish a batch.
 //
 // Usage: node loadgen.mjs '<json spec>'
-//   spec: {adapter: "wsq"|"raw"|"nats"|"socketio"|"stomp"|"mqtt", url, token?, scenario: "fanout"|"latency"|"idle",
+//   spec: {adapter: "wsq"|"amqp"|"raw"|"nats"|"socketio"|"stomp"|"mqtt", url, token?, scenario: "fanout"|"latency"|"idle",
 //          address, subs, messages, batch, window, rate, duration, conns, concurrency, size,
 //          timeout, deflate, compact}
 //   compact: wsq subscribers ask for the compact delivery form (`"compact": true` in open).
@@ -17,6 +17,7 @@
 import net from 'node:net';
 import { createInterface } from 'node:readline';
 import { performance } from 'node:perf_hooks';
+import rhea from 'rhea';
 import WebSocket from 'ws';
 
 const spec = JSON.parse(process.argv[2]);
@@ -466,7 +467,61 @@ const mqtt = {
   },
 };
 
-const adapter = { wsq, raw, nats, socketio, stomp, mqtt }[spec.adapter];
+// AMQP 1.0 over WebSocket (subprotocol amqp) with rhea, the standard protocol's own client:
+// SASL PLAIN with the token as password, a pre-settled receiver with rhea's credit window, a
+// sender publishing each body as a data section of application/json. rhea decodes every
+// delivery (a client must), so the generator counts a delivery per rhea message, handing
+// received() the marker and timestamp it would have found in a wsq.v1 frame.
+const amqp = {
+  _connect(what) {
+    return new Promise((resolve, reject) => {
+      let socket = null;
+      function Impl(url, protocols) {
+        socket = connect(url, protocols);
+        return socket;
+      }
+      const container = rhea.create_container();
+      const conn = container.connect({
+        connection_details: container.websocket_connect(Impl)(spec.url, ['amqp']),
+        username: 'wsq-bench',
+        password: spec.token,
+        reconnect: false,
+      });
+      conn.once('connection_open', () => resolve({ conn, socket }));
+      conn.once('connection_error', (ctx) => reject(new Error(`${what}: ${ctx.connection.error?.description}`)));
+      conn.once('disconnected', (ctx) => reject(new Error(`${what}: ${ctx.error?.message ?? 'disconnected'}`)));
+    });
+  },
+  async subscribe(address) {
+    const { conn, socket } = await amqp._connect('amqp subscriber');
+    const r = conn.open_receiver({ source: { address }, snd_settle_mode: 1, credit_window: 10000 });
+    r.on('message', (ctx) => {
+      const b = ctx.message.body;
+      received(Buffer.from(`"b@":${b['b@']},"t":${b.t},`));
+    });
+    await new Promise((resolve, reject) => {
+      r.once('receiver_open', resolve);
+      r.once('receiver_error', (ctx) => reject(new Error(`amqp receiver: ${ctx.receiver.error?.condition}`)));
+    });
+    return socket;
+  },
+  async publisher(address) {
+    const { conn } = await amqp._connect('amqp publisher');
+    const s = conn.open_sender(address);
+    s.on('rejected', (ctx) => { throw new Error(`publish refused: ${JSON.stringify(ctx.delivery.remote_state)}`); });
+    await new Promise((resolve) => s.once('sendable', resolve));
+    return {
+      async send(bodies) {
+        for (const b of bodies) {
+          while (!s.sendable()) await new Promise((r) => s.once('sendable', r));
+          s.send({ body: rhea.message.data_section(Buffer.from(b)), content_type: 'application/json' });
+        }
+      },
+    };
+  },
+};
+
+const adapter = { wsq, amqp, raw, nats, socketio, stomp, mqtt }[spec.adapter];
 if (!adapter) throw new Error(`unknown adapter ${spec.adapter}`);
 
 // -- helpers ---------------------------------------------------------------------------------

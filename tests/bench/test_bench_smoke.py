@@ -23,6 +23,7 @@ ROWS = {
     "ceiling-compact",
     "wsq-memory",
     "wsq-memory-compact",
+    "wsq-memory-amqp",
     "wsq-redis",
     "wsq-redis-2w",
     "py-websockets",

@@ -30,6 +30,8 @@ ALLOWED = {
     "wsq.core": ("wsq.core",),
     "wsq.protocol": ("wsq.core", "wsq.protocol"),
     "wsq.broker": ("wsq.core", "wsq.broker"),
+    # AMQP 1.0 (sans-I/O, like wsq.v1's protocol core, whose links and events it shares).
+    "wsq.amqp": ("wsq.core", "wsq.protocol", "wsq.amqp"),
     # The Python client runs in other people's processes: the gateway's modules are not its.
     "wsq.client": ("wsq.core", "wsq.client"),
 }
@@ -37,6 +39,7 @@ ALLOWED = {
 FORBIDDEN_STDLIB = {
     "wsq.core": ("asyncio",),
     "wsq.protocol": ("asyncio",),
+    "wsq.amqp": ("asyncio",),
 }
 
 
@@ -115,7 +118,8 @@ def test_the_layering_test_sees_a_forbidden_import(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "module", ["wsq.protocol.connection", "wsq.core.messages", "wsq.core.props"]
+    "module",
+    ["wsq.protocol.connection", "wsq.amqp.connection", "wsq.core.messages", "wsq.core.props"],
 )
 def test_the_sans_io_core_loads_without_asyncio(module: str) -> None:
     code = f"import sys, {module}; sys.exit(1 if 'asyncio' in sys.modules else 0)"

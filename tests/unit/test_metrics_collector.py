@@ -36,6 +36,7 @@ SNAPSHOT: dict[str, Any] = {
     "draining": False,
     "not_ready": [],
     "connections": {"acme": 3, "": 1},
+    "subprotocols": {"wsq.v1": 3, "amqp": 1},
     "sessions": 4,
     "links": {"acme": {"sender": 1, "receiver": 2}},
     "outbox_bytes": 512,
@@ -77,6 +78,8 @@ def test_the_collector_serves_every_family_with_its_exact_values() -> None:
         'wsq_connections{tenant="acme"} 3.0',
         'wsq_connections{tenant=""} 1.0',
         'wsq_connections{tenant="other"} 0.0',
+        'wsq_connections_by_subprotocol{subprotocol="wsq.v1"} 3.0',
+        'wsq_connections_by_subprotocol{subprotocol="amqp"} 1.0',
         "wsq_sessions 4.0",
         'wsq_links{role="sender",tenant="acme"} 1.0',
         'wsq_links{role="receiver",tenant="acme"} 2.0',
@@ -116,6 +119,7 @@ def test_the_collector_serves_every_family_with_its_exact_values() -> None:
 def test_the_agreed_names_are_all_there() -> None:
     assert [(f.name, f.kind, f.labels) for f in METRICS] == [
         ("wsq_connections", "gauge", ("tenant",)),
+        ("wsq_connections_by_subprotocol", "gauge", ("subprotocol",)),
         ("wsq_sessions", "gauge", ()),
         ("wsq_links", "gauge", ("tenant", "role")),
         ("wsq_outbox_bytes", "gauge", ()),

@@ -122,6 +122,40 @@ class GoingAway(WsqError):
     http_status = 503
 
 
+class AmqpFramingError(InvalidFrame):
+    """An AMQP stream whose framing is broken (wsq.amqp): AMQP names it more exactly."""
+
+    amqp_condition: ClassVar[str] = "amqp:connection:framing-error"
+
+
+class AmqpDecodeFailed(InvalidFrame):
+    """An AMQP frame body that does not decode, or a field of the wrong type."""
+
+    amqp_condition: ClassVar[str] = "amqp:decode-error"
+
+
+class AmqpInvalidField(InvalidFrame):
+    amqp_condition: ClassVar[str] = "amqp:invalid-field"
+
+
+class AmqpUnattachedHandle(InvalidFrame):
+    """A link frame naming a handle no link holds (a session error)."""
+
+    amqp_condition: ClassVar[str] = "amqp:session:unattached-handle"
+
+
+class AmqpChannelNotFound(InvalidFrame):
+    """A frame on a channel that has no session (a connection error)."""
+
+    amqp_condition: ClassVar[str] = "amqp:not-found"
+
+
+class AmqpMessageSizeExceeded(FrameTooLarge):
+    """A message (all the frames of one transfer) larger than max_frame_bytes: a link error."""
+
+    amqp_condition: ClassVar[str] = "amqp:link:message-size-exceeded"
+
+
 class BrokerUnavailable(InternalError):
     """The broker cannot be reached: nothing was stored, the client may retry."""
 

@@ -1,0 +1,975 @@
+"""The server side of one AMQP 1.0 connection over WebSocket, as a state machine that does no I/O.
+
+It speaks to the gateway exactly as wsq.v1's ``ServerConnection`` does: bytes in with
+``receive_data``, the same events out (``wsq.protocol.events``) with ``next_event``, the same
+answers (``accept_open``, ``accept_attach``, ``detach``, ``settle_publish`` …), the same
+``Link`` and ``Session`` objects for the hub, and deliveries pushed with ``send_transfers``.
+So the gateway's auth, rights, quotas, hub and brokers serve both protocols unchanged.
+
+The stream: the SASL header and exchange (PLAIN: the password is the tenant's JWT), then the
+AMQP header, ``open``, and frames (docs/amqp.md). Errors go to the narrowest scope: a link
+error detaches the link, a session error ends the session, a connection error closes.
+
+Why this module is longer than ~600 lines: like wsq.v1's connection, it is one state machine
+whose frame handlers all share the connection's sessions, links, delivery numbering and credit;
+the codec, the framing, the message mapping and the terminus translation have left it.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from wsq.amqp import frames as F
+from wsq.amqp.codec import (
+    AmqpDecodeError,
+    Described,
+    Symbol,
+    SymbolArray,
+    Ubyte,
+    Uint,
+    Ulong,
+    Ushort,
+)
+from wsq.amqp.codec import decode as decode_value
+from wsq.amqp.messages import encoded_delivery, publish_item
+from wsq.amqp.terminus import answer_source, receiver_attach, sender_attach
+from wsq.core.errors import (
+    AmqpChannelNotFound,
+    AmqpDecodeFailed,
+    AmqpFramingError,
+    AmqpInvalidField,
+    AmqpMessageSizeExceeded,
+    AmqpUnattachedHandle,
+    FrameTooLarge,
+    InvalidFrame,
+    ResourceLimitExceeded,
+    TransferLimitExceeded,
+    Unauthorized,
+    WsqError,
+)
+from wsq.core.fifo import Fifo
+from wsq.core.limits import MAX_IDLE_MS, MAX_TOKEN_CHARS, MAX_UINT32, MIN_IDLE_MS
+from wsq.core.messages import Outcome
+from wsq.protocol.connection import Limits
+from wsq.protocol.events import (
+    AttachRequested,
+    ConnectionEnded,
+    CreditGranted,
+    DeliveriesSettled,
+    Event,
+    LinkEnded,
+    OpenRequested,
+    PublishItem,
+    PublishRequested,
+)
+from wsq.protocol.frames import Refused, configure_link
+from wsq.protocol.state import (
+    CONNECTION_TRANSITIONS,
+    ConnectionEvent,
+    ConnectionState,
+    Link,
+    LinkEvent,
+    LinkState,
+    Role,
+    Session,
+    SessionEvent,
+    SessionState,
+    next_state,
+)
+
+SUBPROTOCOL = "amqp"
+# Our session windows: never the limit (credit is); a peer refreshes them from every flow.
+WINDOW = 2**31 - 1
+# SASL frames carry the token: room for the longest token wsq accepts, and the rest of the frame.
+MAX_SASL_FRAME = MAX_TOKEN_CHARS + 1024
+
+
+class AmqpLink(Link):
+    """A wsq link with what AMQP adds: its name, delivery count and the client's terminus."""
+
+    __slots__ = ("applied", "attach_fields", "delivery_count", "incoming", "name")
+
+    def __init__(self, session: Session, handle: int, role: Role, name: str) -> None:
+        super().__init__(session, handle, role, "")
+        self.name = name
+        self.delivery_count = 0
+        self.attach_fields: list[Any] = []
+        self.applied: dict[Any, Any] = {}
+        # A client transfer that spans frames: delivery id, settled, its payload so far.
+        self.incoming: tuple[int, bool, list[bytes], int] | None = None
+
+
+class AmqpSession(Session):
+    """A wsq session with the client's incoming window: transfers it has no room for wait."""
+
+    __slots__ = ("held", "remote_limit")
+
+    def __init__(self, ch: int) -> None:
+        super().__init__(ch)
+        self.remote_limit = 0  # the first delivery id the client has no room for
+        self.held: list[tuple[int, bytes]] = []  # (delivery id, frames) beyond the window
+
+
+_OUTCOMES = {
+    F.ACCEPTED: Outcome.ACCEPTED,
+    F.REJECTED: Outcome.REJECTED,
+    F.RELEASED: Outcome.RELEASED,
+}
+
+
+class AmqpConnection:
+    """The server end of one AMQP connection."""
+
+    def __init__(
+        self,
+        limits: Limits,
+        on_output: Callable[[], None] | None = None,
+        errors: Counter[str] | None = None,
+    ) -> None:
+        self.limits = limits
+        self.errors = errors
+        self._on_output = on_output
+        self.state = ConnectionState.AWAIT_OPEN
+        self.sessions: dict[int, AmqpSession] = {}
+        # 0 until the client's open names its idle-time-out: no heartbeats before.
+        self.client_idle_ms = 0
+        self.client_max_frame = MAX_UINT32
+        self.client_channel_max = 65_535
+        self._phase = "sasl-header"  # sasl-header, sasl, amqp-header, open, frames, done
+        self._in = bytearray()
+        self._events: Fifo[Event] = Fifo()
+        self._answer: dict[str, Any] | None = None
+        self._open_sent = False
+        self._begun = 0
+        self._out: list[bytes] = []
+        self.out_bytes = 0
+        self._heartbeat_due = False
+        # Whole client transfers on one link, gathered from the input at hand: one publish
+        # (one broker write) for many, checked against the credit before any refill.
+        self._batch: tuple[AmqpLink, list[PublishItem]] | None = None
+        # The frame being handled, as received (a transfer past the credit is read again).
+        self._raw = b""
+        # Bytes of client transfers whose last frame has not come yet, on every link.
+        self._partial_bytes = 0
+
+    # -- output ----------------------------------------------------------------------------
+
+    def _emit(self, data: bytes) -> None:
+        out = self._out
+        out.append(data)
+        self.out_bytes += len(data)
+        if len(out) == 1 and self._on_output is not None:
+            self._on_output()
+
+    def _frame(self, ch: int, code: int, fields: list[Any]) -> None:
+        self._emit(F.frame(ch, code, fields))
+
+    @property
+    def has_output(self) -> bool:
+        return bool(self._out) or self._heartbeat_due
+
+    def next_message(self, max_bytes: int | None = None) -> bytes | None:
+        """The next WebSocket message: queued frames, whole, up to ``max_bytes`` together."""
+        out = self._out
+        if not out:
+            if self._heartbeat_due:
+                self._heartbeat_due = False
+                return F.EMPTY_FRAME
+            return None
+        self._heartbeat_due = False
+        limit = max_bytes or self.limits.max_frame_bytes
+        k, size = 1, len(out[0])
+        while k < len(out) and size + len(out[k]) <= limit:
+            size += len(out[k])
+            k += 1
+        chunk = out[:k]
+        del out[:k]
+        self.out_bytes -= size
+        return chunk[0] if k == 1 else b"".join(chunk)
+
+    def heartbeat(self) -> None:
+        if self._phase == "frames" and not self._out and not self._heartbeat_due:
+            self._heartbeat_due = True
+            if self._on_output is not None:
+                self._on_output()
+
+    def send_presence(self, link: Link, body: dict[str, Any]) -> None:
+        """Presence has no AMQP form yet: its frames are not sent (docs/amqp.md)."""
+
+    def _error(self, error: WsqError) -> Described:
+        if self.errors is not None:
+            self.errors[error.condition] += 1
+        return F.error_value(error)
+
+    # -- input -----------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Bytes of the client's stream (one WebSocket message; frames may span messages)."""
+        if self.state is ConnectionState.CLOSED or self._phase == "done":
+            return
+        self._in += data
+        if len(self._in) > 4 * self.limits.max_frame_bytes + MAX_SASL_FRAME:
+            self._in.clear()
+            self._fail(FrameTooLarge("more input waits than max_frame_bytes allows"))
+
+    def next_event(self) -> Event | None:
+        events = self._events
+        while not events and self.state is not ConnectionState.AUTHENTICATING:
+            if self._phase == "done" or not self._step():
+                break
+        if not events:
+            self._flush_batch()
+        return events.popleft() if events else None
+
+    def _flush_batch(self) -> None:
+        if self._batch is not None:
+            link, items = self._batch
+            self._batch = None
+            self._events.append(PublishRequested(link, items))
+
+    def _step(self) -> bool:
+        """Take one header or frame from the input; False when none is whole yet."""
+        buf = self._in
+        phase = self._phase
+        if phase in ("sasl-header", "amqp-header"):
+            if len(buf) < F.HEADER_SIZE:
+                return False
+            header = bytes(buf[: F.HEADER_SIZE])
+            del buf[: F.HEADER_SIZE]
+            self._on_header(header)
+            return True
+        if len(buf) < 8:
+            return False
+        size, doff, kind, channel = struct.unpack_from(">IBBH", buf)
+        limit = MAX_SASL_FRAME if phase == "sasl" else self._max_frame()
+        if size > limit:
+            self._fail(FrameTooLarge(f"a frame larger than max-frame-size ({limit})"))
+            return False
+        if size < 8 or doff < 2 or doff * 4 > size:
+            self._fail(AmqpFramingError("a malformed frame header"))
+            return False
+        if len(buf) < size:
+            return False
+        body = bytes(buf[doff * 4 : size])
+        self._raw = bytes(buf[:size])
+        del buf[:size]
+        if not body:
+            return True  # an empty frame: a heartbeat
+        if (kind == F.FRAME_SASL) != (phase == "sasl"):
+            self._fail(AmqpFramingError("a frame of the wrong type for this stage"))
+            return False
+        try:
+            performative, end = decode_value(body)
+        except AmqpDecodeError as exc:
+            self._fail(AmqpDecodeFailed(f"a frame that does not decode: {exc}"))
+            return False
+        code = F.descriptor_code(performative)
+        if code is None or not isinstance(performative.value, list):
+            self._fail(AmqpFramingError("a frame body that is not a performative"))
+            return False
+        if phase == "closing":
+            if code == F.CLOSE:  # the answer to our close
+                self.state = ConnectionState.CLOSED
+                self._phase = "done"
+            return True
+        try:
+            if phase == "sasl":
+                self._on_sasl(code, performative.value)
+            else:
+                self._dispatch(code, channel, performative.value, body[end:])
+        except Refused as refused:
+            self._fail(refused.error)
+        return True
+
+    def _channel_max(self) -> int:
+        """Our channel-max: the client's sessions are bounded by their channel numbers."""
+        return max(0, min(self.limits.max_sessions, 65_536) - 1)
+
+    def _max_frame(self) -> int:
+        return max(F.MIN_MAX_FRAME_SIZE, self.limits.max_frame_bytes)
+
+    # -- headers and SASL ------------------------------------------------------------------
+
+    def _on_header(self, header: bytes) -> None:
+        if self._phase == "sasl-header":
+            self._emit(F.SASL_HEADER)
+            if header != F.SASL_HEADER:
+                # AMQP without SASL, or not AMQP: we answer with the protocol we require.
+                self._end(Unauthorized("SASL is required (PLAIN with the JWT as password)"))
+                return
+            mechanisms = [SymbolArray(("PLAIN",))]
+            self._emit(F.frame(0, F.SASL_MECHANISMS, mechanisms, kind=F.FRAME_SASL))
+            self._phase = "sasl"
+            return
+        self._emit(F.AMQP_HEADER)
+        if header != F.AMQP_HEADER:
+            self._end(AmqpFramingError("expected the AMQP 1.0 protocol header"))
+            return
+        self._phase = "open"
+
+    def _on_sasl(self, code: int, fields: list[Any]) -> None:
+        if code != F.SASL_INIT or self.state is not ConnectionState.AWAIT_OPEN:
+            raise Refused(AmqpFramingError("expected sasl-init"))
+        mechanism = F.field(fields, 0)
+        response = F.field(fields, 1, b"")
+        if mechanism != "PLAIN" or not isinstance(response, bytes):
+            self._sasl_refuse(Unauthorized("SASL PLAIN is the mechanism wsq offers"))
+            return
+        # PLAIN: authzid NUL authcid NUL password; the password is the token.
+        parts = response.split(b"\x00")
+        token = parts[2] if len(parts) == 3 else b""
+        if not token or len(token) > MAX_TOKEN_CHARS:
+            self._sasl_refuse(Unauthorized("SASL PLAIN needs the token as password"))
+            return
+        try:
+            text = token.decode("ascii")
+        except UnicodeDecodeError:
+            self._sasl_refuse(Unauthorized("the token is not a JWT"))
+            return
+        self.state = next_state(CONNECTION_TRANSITIONS, self.state, ConnectionEvent.OPEN_RECEIVED)
+        self._events.append(OpenRequested(text, 0, None))
+
+    def _sasl_refuse(self, error: WsqError) -> None:
+        self._emit(F.sasl_outcome(F.SASL_AUTH))
+        self._end(error)
+
+    def accept_open(self, answer: dict[str, Any]) -> None:
+        """The token is good: SASL succeeds; our ``open`` answers the client's."""
+        if self.state is not ConnectionState.AUTHENTICATING:
+            return
+        self.state = next_state(CONNECTION_TRANSITIONS, self.state, ConnectionEvent.OPEN_ACCEPTED)
+        self._answer = answer
+        self._emit(F.sasl_outcome(F.SASL_OK))
+        self._phase = "amqp-header"
+
+    def reject_open(self, error: WsqError) -> None:
+        self._in.clear()
+        if self._phase == "sasl":
+            self._sasl_refuse(error)
+        else:
+            self._fail(error)
+
+    def accept_refresh(self, exp: int) -> None:
+        """No refresh in AMQP yet (a CBS put-token would carry one): never asked for."""
+
+    # -- connection ------------------------------------------------------------------------
+
+    def _end(self, error: WsqError | None, *, by_peer: bool = False) -> None:
+        """The connection is over (what had to be sent is queued)."""
+        if self.state is ConnectionState.CLOSED:
+            return
+        self._end_all_links()
+        self._phase = "done"
+        self._in.clear()
+        self._batch = None
+        self.state = ConnectionState.CLOSED if by_peer else ConnectionState.CLOSE_SENT
+        wire = None
+        if error is not None:
+            wire = error.to_error()
+            if self.errors is not None:
+                self.errors[error.condition] += 1
+        self._events.append(ConnectionEnded(wire, by_peer=by_peer))
+
+    def close(self, error: WsqError | None = None) -> None:
+        self._fail(error)
+
+    def _fail(self, error: WsqError | None) -> None:
+        if self.state in (ConnectionState.CLOSED, ConnectionState.CLOSE_SENT):
+            return
+        if self._phase in ("open", "frames"):
+            if not self._open_sent:
+                self._send_open()
+            fields: list[Any] = [] if error is None else [F.error_value(error)]
+            self._frame(0, F.CLOSE, fields)
+            self._end(error)
+            self._phase = "closing"
+            return
+        if self._phase == "sasl" and self.state is not ConnectionState.OPEN:
+            self._emit(F.sasl_outcome(F.SASL_SYS))
+        self._end(error)
+
+    def _send_open(self) -> None:
+        answer = self._answer or {}
+        properties = {
+            Symbol(f"wsq-{k}"): v for k, v in answer.items() if k in ("tenant", "sub", "exp")
+        }
+        channel_max = self._channel_max()
+        self._frame(
+            0,
+            F.OPEN,
+            [
+                str(answer.get("node", "wsq")),
+                None,
+                Uint(self._max_frame()),
+                Ushort(channel_max),
+                Uint(answer.get("idle", 0)),
+                None,
+                None,
+                None,
+                None,
+                properties or None,
+            ],
+        )
+        self._open_sent = True
+
+    def _dispatch(self, code: int, ch: int, fields: list[Any], payload: bytes) -> None:
+        if code != F.TRANSFER:
+            self._flush_batch()  # what the client sent before this frame is handled first
+        if self._phase == "open":
+            if code != F.OPEN:
+                raise Refused(AmqpFramingError("the first frame must be open"))
+            self._on_open(fields)
+            return
+        handler = _HANDLERS.get(code)
+        if handler is None:
+            raise Refused(AmqpFramingError(f"a frame the connection does not expect (0x{code:x})"))
+        if code in (F.CLOSE, F.BEGIN):
+            handler(self, ch, fields, payload)
+            return
+        session = self.sessions.get(ch)
+        if session is None:
+            raise Refused(AmqpChannelNotFound(f"channel {ch} has no session"))
+        if session.state is SessionState.END_SENT and code != F.END:
+            return  # frames that crossed our end
+        handler(self, session, fields, payload)
+
+    def _on_open(self, fields: list[Any]) -> None:
+        idle = F.field(fields, 4, 0)
+        max_frame = F.field(fields, 2, MAX_UINT32)
+        channel_max = F.field(fields, 3, 65_535)
+        if type(idle) is not int or not (idle == 0 or MIN_IDLE_MS <= idle <= MAX_IDLE_MS):
+            raise Refused(
+                AmqpInvalidField(
+                    f"open: idle-time-out must be 0 or in {MIN_IDLE_MS}..{MAX_IDLE_MS} ms",
+                )
+            )
+        if type(max_frame) is not int or type(channel_max) is not int:
+            raise Refused(AmqpDecodeFailed("open: max-frame-size and channel-max are integers"))
+        self.client_idle_ms = idle
+        self.client_max_frame = max(F.MIN_MAX_FRAME_SIZE, max_frame)
+        self.client_channel_max = channel_max
+        self._phase = "frames"
+        self._send_open()
+
+    def _on_close(self, ch: int, fields: list[Any], payload: bytes) -> None:
+        self._frame(0, F.CLOSE, [])
+        self._end(None, by_peer=True)
+
+    def _end_all_links(self) -> None:
+        for session in self.sessions.values():
+            self._end_links(session)
+        self.sessions.clear()
+        self._begun = 0
+
+    # -- sessions --------------------------------------------------------------------------
+
+    def _on_begin(self, ch: int, fields: list[Any], payload: bytes) -> None:
+        if ch > self._channel_max():
+            raise Refused(AmqpFramingError(f"begin on channel {ch}, past channel-max"))
+        if ch in self.sessions:
+            existing = self.sessions.get(ch)
+            if existing is None or existing.state is not SessionState.END_SENT:
+                raise Refused(AmqpFramingError(f"begin on channel {ch}, which is in use"))
+            del self.sessions[ch]
+        next_outgoing = F.field(fields, 1, 0)
+        window = F.field(fields, 2, 0)
+        if type(next_outgoing) is not int or type(window) is not int:
+            raise Refused(AmqpDecodeFailed("begin: next-outgoing-id and incoming-window"))
+        session = AmqpSession(ch)
+        session.next_incoming = next_outgoing
+        session.remote_limit = window
+        self.sessions[ch] = session
+        self._frame(
+            ch,
+            F.BEGIN,
+            [
+                Ushort(ch),
+                Uint(0),
+                Uint(WINDOW),
+                Uint(WINDOW),
+                Uint(max(0, 2 * self.limits.max_links_per_session - 1)),
+            ],
+        )
+        if self._begun >= self.limits.max_sessions:
+            self.end_session(
+                session,
+                ResourceLimitExceeded(
+                    f"at most {self.limits.max_sessions} sessions per connection"
+                ),
+                counted=False,
+            )
+            return
+        self._begun += 1
+
+    def _on_end(self, session: AmqpSession, fields: list[Any], payload: bytes) -> None:
+        del self.sessions[session.ch]
+        if session.state is SessionState.END_SENT:
+            return  # the answer to our end
+        self._begun -= 1
+        self._end_links(session)
+        self._frame(session.ch, F.END, [])
+
+    def end_session(
+        self, session: Session, error: WsqError | None = None, *, counted: bool = True
+    ) -> None:
+        if session.state is not SessionState.BEGUN or self.sessions.get(session.ch) is not session:
+            return
+        if counted:
+            self._begun -= 1
+        self._end_links(session)
+        session.advance(SessionEvent.END_SENT)
+        self._frame(session.ch, F.END, [] if error is None else [self._error(error)])
+
+    def _end_links(self, session: Session) -> None:
+        for link in session.links.values():
+            if link.can(LinkEvent.ENDED):
+                self._link_ended(link)
+                link.advance(LinkEvent.ENDED)
+        session.links.clear()
+        session.unsettled.clear()
+        if isinstance(session, AmqpSession) and session.held:
+            self.out_bytes -= sum(len(data) for _, data in session.held)
+            session.held.clear()
+
+    def _link_ended(self, link: Link) -> None:
+        if isinstance(link, AmqpLink) and link.incoming is not None:
+            self._partial_bytes -= link.incoming[3]
+            link.incoming = None
+        unsettled = list(link.unsettled.values())
+        if link.unsettled:
+            session_unsettled = link.session.unsettled
+            for delivery in link.unsettled:
+                session_unsettled.pop(delivery, None)
+            link.unsettled.clear()
+        self._events.append(LinkEnded(link, unsettled))
+
+    # -- links -----------------------------------------------------------------------------
+
+    def _handle(self, session: Session, fields: list[Any], i: int = 0) -> int | None:
+        handle = F.field(fields, i)
+        if type(handle) is not int or not 0 <= handle <= MAX_UINT32:
+            self.end_session(session, AmqpDecodeFailed("a link frame without a valid handle"))
+            return None
+        return handle
+
+    def _on_attach(self, session: AmqpSession, fields: list[Any], payload: bytes) -> None:
+        handle = self._handle(session, fields, 1)
+        if handle is None:
+            return
+        if handle in session.links:
+            self.end_session(session, AmqpFramingError(f"attach on handle {handle}, in use"))
+            return
+        if len(session.links) >= 2 * self.limits.max_links_per_session:
+            self.end_session(session, ResourceLimitExceeded("too many links awaiting detach"))
+            return
+        name = F.field(fields, 0, "")
+        client_receives = F.field(fields, 2) is True
+        role = Role.RECEIVER if client_receives else Role.SENDER
+        link = AmqpLink(session, handle, role, name if isinstance(name, str) else "")
+        link.attach_fields = fields
+        session.links[handle] = link
+        try:
+            if client_receives:
+                frame, link.applied = receiver_attach(fields)
+            else:
+                frame = sender_attach(fields)
+                link.delivery_count = F.field(fields, 9, 0)
+                if type(link.delivery_count) is not int:
+                    raise Refused(AmqpDecodeFailed("attach: initial-delivery-count"))
+            configure_link(link, frame)
+        except Refused as refused:
+            self.detach(link, refused.error)
+            return
+        attached = sum(1 for lk in session.links.values() if lk.state is not LinkState.DETACH_SENT)
+        if attached > self.limits.max_links_per_session:
+            self.detach(
+                link,
+                ResourceLimitExceeded(
+                    f"at most {self.limits.max_links_per_session} links per session"
+                ),
+            )
+            return
+        self._events.append(AttachRequested(link))
+
+    def _attach_answer(self, link: AmqpLink, accepted: bool, properties: dict[Any, Any]) -> None:
+        fields = link.attach_fields
+        if link.role is Role.RECEIVER:
+            source = answer_source(fields, link.mode, link.applied) if accepted else None
+            target = F.field(fields, 6)
+            settle = Ubyte(1 if link.pre_settled else 0)
+        else:
+            source = F.field(fields, 5)
+            target = F.field(fields, 6) if accepted else None
+            settle = Ubyte(F.field(fields, 3, 2))
+        self._frame(
+            link.ch,
+            F.ATTACH,
+            [
+                link.name,
+                Uint(link.handle),
+                link.role is Role.SENDER,  # our role: receiver of what the client sends
+                settle,
+                Ubyte(0),
+                source,
+                target,
+                None,
+                None,
+                Uint(0) if link.role is Role.RECEIVER else None,
+                Ulong(self.limits.max_frame_bytes),
+                None,
+                None,
+                properties or None,
+            ],
+        )
+
+    def accept_attach(
+        self, link: Link, *, from_: str | None = None, recovered: bool | None = None
+    ) -> None:
+        if not link.can(LinkEvent.ACCEPTED):
+            return
+        assert isinstance(link, AmqpLink)
+        link.advance(LinkEvent.ACCEPTED)
+        properties: dict[Any, Any] = {}
+        if link.role is Role.RECEIVER:
+            if link.mode == "copy":
+                properties[Symbol("wsq-from")] = from_
+                properties[Symbol("wsq-recovered")] = recovered
+            else:
+                properties[Symbol("wsq-group")] = link.group
+        self._attach_answer(link, True, properties)
+        if link.role is Role.SENDER:
+            link.credit = self.limits.sender_credit
+            self._link_flow(link)
+
+    def _link_flow(self, link: AmqpLink) -> None:
+        session = link.session
+        self._frame(
+            link.ch,
+            F.FLOW,
+            [
+                Uint(session.next_incoming % 2**32),
+                Uint(WINDOW),
+                Uint(session.next_outgoing % 2**32),
+                Uint(WINDOW),
+                Uint(link.handle),
+                Uint(link.delivery_count % 2**32),
+                Uint(max(0, link.credit)),
+            ],
+        )
+
+    def detach(self, link: Link, error: WsqError | None = None) -> None:
+        if not link.can(LinkEvent.ENDED) or link.session.links.get(link.handle) is not link:
+            return
+        assert isinstance(link, AmqpLink)
+        if link.state is LinkState.ATTACHING:
+            self._attach_answer(link, False, {})  # a refused attach: null terminus, then detach
+        self._link_ended(link)
+        link.advance(LinkEvent.ENDED)
+        fields: list[Any] = [Uint(link.handle), True]
+        if error is not None:
+            fields.append(self._error(error))
+        self._frame(link.ch, F.DETACH, fields)
+
+    def _link(self, session: Session, fields: list[Any], i: int) -> AmqpLink | None:
+        handle = self._handle(session, fields, i)
+        if handle is None:
+            return None
+        link = session.links.get(handle)
+        if link is None:
+            self.end_session(
+                session,
+                AmqpUnattachedHandle(f"no link holds handle {handle}"),
+            )
+            return None
+        if link.state is LinkState.DETACH_SENT:
+            return None
+        assert isinstance(link, AmqpLink)
+        return link
+
+    def _on_detach(self, session: AmqpSession, fields: list[Any], payload: bytes) -> None:
+        handle = self._handle(session, fields)
+        if handle is None:
+            return
+        link = session.links.pop(handle, None)
+        if link is None:
+            self.end_session(
+                session,
+                AmqpUnattachedHandle(f"no link holds handle {handle}"),
+            )
+            return
+        if link.state is LinkState.DETACH_SENT:
+            return
+        self._link_ended(link)
+        link.advance(LinkEvent.ENDED)
+        self._frame(session.ch, F.DETACH, [Uint(handle), True])
+
+    def _on_flow(self, session: AmqpSession, fields: list[Any], payload: bytes) -> None:
+        next_incoming = F.field(fields, 0)
+        window = F.field(fields, 1, 0)
+        if type(next_incoming) is int and type(window) is int:
+            session.remote_limit = next_incoming + window
+            self._release_held(session)
+        if F.field(fields, 4) is None:
+            if F.field(fields, 9) is True:
+                self._frame(
+                    session.ch,
+                    F.FLOW,
+                    [
+                        Uint(session.next_incoming % 2**32),
+                        Uint(WINDOW),
+                        Uint(session.next_outgoing % 2**32),
+                        Uint(WINDOW),
+                    ],
+                )
+            return
+        link = self._link(session, fields, 4)
+        if link is None:
+            return
+        if link.role is Role.RECEIVER:
+            count = F.field(fields, 5, 0)
+            credit = F.field(fields, 6, 0)
+            if type(count) is not int or type(credit) is not int:
+                self.detach(link, AmqpDecodeFailed("flow: delivery-count and link-credit"))
+                return
+            # The client's view of our delivery count may lag ours: credit is what is left.
+            available = (count + credit - link.delivery_count) % 2**32
+            granted = available - link.credit
+            link.credit = min(available, MAX_UINT32)
+            if granted > 0:
+                self._events.append(CreditGranted(link, granted))
+        if F.field(fields, 9) is True:
+            self._link_flow(link)
+
+    # -- transfers from the client (publishing) ---------------------------------------------
+
+    def _on_transfer(self, session: AmqpSession, fields: list[Any], payload: bytes) -> None:
+        link = self._link(session, fields, 0)
+        if link is None:
+            return
+        if link.role is not Role.SENDER:
+            self.detach(link, InvalidFrame("transfer on a link where the client receives"))
+            return
+        partial = link.incoming
+        if partial is None:
+            delivery = F.field(fields, 1)
+            if delivery is None:
+                delivery = session.next_incoming
+            if delivery != session.next_incoming:
+                self.end_session(
+                    session,
+                    AmqpFramingError(
+                        f"transfer delivery-id {delivery}, expected {session.next_incoming}"
+                    ),
+                )
+                return
+            if link.credit <= 0 and link.overdrawn != delivery and self._batch is not None:
+                # Past the credit: publish (and settle) the transfers before it first, then
+                # read it again; the refill they send cannot have reached the client.
+                link.overdrawn = delivery
+                self._in[:0] = self._raw
+                self._flush_batch()
+                return
+            session.next_incoming = delivery + 1
+            link.delivery_count += 1
+            if link.credit <= 0 or link.overdrawn == delivery:
+                self.detach(link, TransferLimitExceeded("transfer beyond the credit granted"))
+                return
+            link.credit -= 1
+            partial = (delivery, F.field(fields, 4) is True, [], 0)
+        delivery, settled, chunks, size = partial
+        self._partial_bytes -= size
+        if F.field(fields, 9) is True:  # aborted
+            link.incoming = None
+            return
+        size += len(payload)
+        # One message, and all the unfinished ones of the connection together, are bounded
+        # as one wsq.v1 message is: a client cannot hold max_frame_bytes on every link.
+        if size > self.limits.max_frame_bytes or (
+            self._partial_bytes + size > self.limits.max_frame_bytes
+        ):
+            link.incoming = None
+            self.detach(
+                link,
+                AmqpMessageSizeExceeded(
+                    f"a message larger than max_frame_bytes ({self.limits.max_frame_bytes})",
+                ),
+            )
+            return
+        chunks.append(payload)
+        settled = settled or F.field(fields, 4) is True
+        if F.field(fields, 5) is True:  # more frames follow
+            link.incoming = (delivery, settled, chunks, size)
+            self._partial_bytes += size
+            return
+        link.incoming = None
+        item = publish_item(delivery, settled, b"".join(chunks))
+        batch = self._batch
+        if batch is not None and batch[0] is link:
+            batch[1].append(item)
+        else:
+            self._flush_batch()
+            self._batch = (link, [item])
+
+    def settle_publish(
+        self, link: Link, results: Sequence[tuple[PublishItem, str | None, WsqError | None]]
+    ) -> None:
+        if link.state is not LinkState.ATTACHED:
+            return
+        assert isinstance(link, AmqpLink)
+        for item, position, error in results:
+            if item.settled:
+                continue
+            if error is None and position is not None:
+                state = F.outcome_value(F.ACCEPTED)
+            else:
+                state = F.outcome_value(
+                    F.REJECTED, [self._error(error or InvalidFrame("rejected"))]
+                )
+            self._frame(
+                link.ch,
+                F.DISPOSITION,
+                [True, Uint(item.delivery % 2**32), None, True, state],
+            )
+        if results:
+            link.credit += len(results)
+            self._link_flow(link)
+
+    # -- transfers to the client (delivering) ----------------------------------------------
+
+    def transfer_overhead(self, link: Link) -> int:
+        """A transfer's frame head, performative and the AMQP sections around a message."""
+        return 96
+
+    def send_transfer(self, link: Link, wire: str, message_id: str | None = None) -> None:
+        self.send_transfers(link, [wire], None if message_id is None else [message_id])
+
+    def send_transfers(
+        self, link: Link, tails: Sequence[str], message_ids: Sequence[str] | None = None
+    ) -> None:
+        n = len(tails)
+        if not n:
+            return
+        assert isinstance(link, AmqpLink)
+        session = link.session
+        assert isinstance(session, AmqpSession)
+        first = session.next_outgoing
+        session.next_outgoing = first + n
+        link.credit -= n
+        link.delivery_count += n
+        track = message_ids is not None and not link.pre_settled
+        handle = link.handle
+        settled = link.pre_settled
+        ch = link.ch
+        limit = self.client_max_frame - F.TRANSFER_HEAD_SIZE
+        head = F.transfer_head
+        items: list[bytes] = []  # one per delivery: its frame(s)
+        for i, tail in enumerate(tails):
+            delivery = first + i
+            if track:
+                assert message_ids is not None
+                link.unsettled[delivery] = message_ids[i]
+                session.unsettled[delivery] = link
+            message = encoded_delivery(tail)
+            if len(message) <= limit:
+                items.append(head(ch, handle, delivery, settled, len(message)) + message)
+            else:
+                items.append(self._transfer_frames(ch, Uint(handle), delivery, settled, message))
+        if first + n <= session.remote_limit and not session.held:
+            self._emit(items[0] if n == 1 else b"".join(items))  # one output item per call
+            return
+        # Past the client's session window: each delivery waits for its flow on its own.
+        for i, item in enumerate(items):
+            delivery = first + i
+            if delivery < session.remote_limit and not session.held:
+                self._emit(item)
+            else:
+                session.held.append((delivery, item))
+                self.out_bytes += len(item)
+
+    def _transfer_frames(
+        self, ch: int, handle: Uint, delivery: int, settled: bool, message: bytes
+    ) -> bytes:
+        """One delivery as transfer frames no larger than the client's max-frame-size."""
+        tag = struct.pack(">I", delivery % 2**32)
+        fields = [handle, Uint(delivery % 2**32), tag, Uint(0), settled]
+        whole = F.frame(ch, F.TRANSFER, list(fields), message)
+        if len(whole) <= self.client_max_frame:
+            return whole
+        room = self.client_max_frame - len(whole) + len(message) - 8
+        out = []
+        pos = 0
+        while pos < len(message):
+            chunk = message[pos : pos + max(room, 64)]
+            pos += len(chunk)
+            more = pos < len(message)
+            out.append(F.frame(ch, F.TRANSFER, [*fields, more] if more else list(fields), chunk))
+        return b"".join(out)
+
+    def _release_held(self, session: AmqpSession) -> None:
+        held = session.held
+        i = 0
+        while i < len(held) and held[i][0] < session.remote_limit:
+            data = held[i][1]
+            self.out_bytes -= len(data)
+            self._emit(data)
+            i += 1
+        del held[:i]
+
+    def _on_disposition(self, session: AmqpSession, fields: list[Any], payload: bytes) -> None:
+        if F.field(fields, 0) is not True:
+            return  # about the client's own deliveries: we settle those at once
+        first = F.field(fields, 1)
+        last = F.field(fields, 2, first)
+        if type(first) is not int or type(last) is not int or last < first:
+            self.end_session(session, AmqpDecodeFailed("disposition: first and last"))
+            return
+        settled = F.field(fields, 3) is True
+        state = F.field(fields, 4)
+        code = F.descriptor_code(state)
+        if code == F.MODIFIED:
+            failed = F.field(state.value, 0) is True if isinstance(state.value, list) else False
+            outcome = Outcome.MODIFIED if failed else Outcome.RELEASED
+        elif code in _OUTCOMES:
+            outcome = _OUTCOMES[code]
+        elif settled:
+            outcome = Outcome.RELEASED  # settled with no outcome: nothing was done with it
+        else:
+            return  # a received state: not an outcome
+        if not settled:
+            self._frame(session.ch, F.DISPOSITION, [False, Uint(first), Uint(last), True, state])
+        unsettled = session.unsettled
+        if not unsettled:
+            return
+        if last - first < len(unsettled):
+            deliveries = [d for d in range(first, last + 1) if d in unsettled]
+        else:
+            deliveries = sorted(d for d in unsettled if first <= d <= last)
+        by_link: dict[Link, list[str]] = {}
+        for delivery in deliveries:
+            link = unsettled.pop(delivery)
+            by_link.setdefault(link, []).append(link.unsettled.pop(delivery))
+        for link, ids in by_link.items():
+            self._events.append(DeliveriesSettled(link, ids, outcome))
+
+    def links(self) -> list[Link]:
+        return [
+            link
+            for session in self.sessions.values()
+            for link in session.links.values()
+            if link.state is LinkState.ATTACHED
+        ]
+
+
+_HANDLERS: dict[int, Callable[..., None]] = {
+    F.CLOSE: AmqpConnection._on_close,
+    F.BEGIN: AmqpConnection._on_begin,
+    F.END: AmqpConnection._on_end,
+    F.ATTACH: AmqpConnection._on_attach,
+    F.DETACH: AmqpConnection._on_detach,
+    F.FLOW: AmqpConnection._on_flow,
+    F.TRANSFER: AmqpConnection._on_transfer,
+    F.DISPOSITION: AmqpConnection._on_disposition,
+}
