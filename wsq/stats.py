@@ -11,7 +11,8 @@ Keys (every count since the process started unless it says "now"):
 ``connections`` {tenant: now} (``""``: sockets not yet authenticated); ``sessions`` (now);
 ``links`` {tenant: {"sender"|"receiver": now}}; ``outbox_bytes`` (now, queued for sockets);
 ``deliveries``, ``publishes`` {tenant: n}; ``dispositions`` {outcome: n}; ``errors``
-{condition: n} (sent to clients); ``closes`` {reason: n}; ``refusals`` {tenant: {kind: n}}
+{condition: n} (sent to clients); ``closes`` {reason: n}; ``stream_posts`` {outcome: n}
+(POSTs to HTTP streams, wsq.stream); ``refusals`` {tenant: {kind: n}}
 (``""``: refused before authentication); ``broker`` {"status": "up"|"down"|"unknown",
 "reader_lag_s": s}; ``webhook_deliveries`` {tenant: {outcome: n}} (wsq.webhooks.delivery:
 delivered, retried, failed, dropped); ``webhook_queued`` (now, events waiting to be sent).
@@ -89,6 +90,7 @@ class NodeStats:
             "dispositions": dict(gateway.dispositions),
             "errors": dict(gateway.errors),
             "closes": dict(gateway.closes),
+            "stream_posts": dict(node.stream_posts),
             "conflated": node.hub.conflated,
             "conflate_dropped": node.hub.conflate_dropped,
             "refusals": _nested(refusals),
