@@ -174,7 +174,7 @@ METRICS: tuple[Family, ...] = (
         "relayed (to the node holding it), replayed (a number taken before: dropped), "
         "unknown (no such stream: 404), refused (a bad POST, or one that ended its stream).",
         ("outcome",),
-        lambda s: _flat(s["stream_posts"]),
+        lambda s: _flat(s.get("stream_posts", {})),  # absent from older nodes
     ),
     Family(
         "wsq_conflated",
