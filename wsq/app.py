@@ -18,7 +18,7 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from wsq import bridge, demo, js_client
+from wsq import bridge, demo, js_client, stream
 from wsq.admission import STATE_KEY, Admission, parse_networks
 from wsq.broker.base import Broker
 from wsq.config import Settings, load_settings, settings_from_json
@@ -84,6 +84,7 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
     drain = Drain(
         gateway, settings.server.drain_timeout_ms, on_draining=lambda: readiness.set_draining(True)
     )
+    streams = stream.Streams(gateway, lambda: drain.draining)
     # Straight to the broker: wsq_broker_command_seconds times the tenants' commands only.
     figures = SysStatsPublisher(
         broker, node_id, stats.snapshot, settings.server.stats_interval_ms / 1000
@@ -146,7 +147,12 @@ def create_app(settings: Settings, broker: Broker | None = None) -> Starlette:
         *([Route("/metrics", metrics_page)] if metrics_allow else []),
         *js_client.routes(JS_CLIENT.parent),  # /wsq-client.js and /wsq-client/<module>.js
         # Before the static pages: every /v1 path answers in the bridge's JSON shape.
-        Mount("/v1", routes=bridge.routes(), middleware=bridge.cors_middleware(gateway.origins)),
+        # wsq.v1 over HTTP (wsq.stream) beside the bridge: the same CORS, the same error shape.
+        Mount(
+            "/v1",
+            routes=[*stream.routes(streams), *bridge.routes()],
+            middleware=bridge.cors_middleware(gateway.origins),
+        ),
     ]
     routes += demo.routes(settings)  # /demo/config, and /dev/token in development mode
     if STATIC_DIR.is_dir():

@@ -588,6 +588,10 @@ class Peer:
         if error is not None:
             self._close_code = _CLOSE_CODES.get(str(error.get("condition")), 1008)
 
+    def refuse(self, error: WsqError, reason: str) -> None:
+        """End the connection from outside its reader (its carrier refused what came)."""
+        self._fail(error, reason=reason)
+
     def going_away(self) -> None:
         """The node drains: tell the client to reconnect elsewhere."""
         self._fail(GoingAway("the node is shutting down; reconnect"), reason="going-away")

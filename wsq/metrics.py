@@ -175,6 +175,15 @@ METRICS: tuple[Family, ...] = (
         lambda s: _flat(s["closes"]),
     ),
     Family(
+        "wsq_stream_posts",
+        "counter",
+        "POSTs to HTTP streams (wsq.v1 over HTTP), by outcome: taken (the stream is here), "
+        "relayed (to the node holding it), replayed (a number taken before: dropped), "
+        "unknown (no such stream: 404), refused (a bad POST, or one that ended its stream).",
+        ("outcome",),
+        lambda s: _flat(s.get("stream_posts", {})),  # absent from older nodes
+    ),
+    Family(
         "wsq_conflated",
         "counter",
         "Messages a conflating link superseded with a newer one of their subject (never sent).",

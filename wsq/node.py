@@ -41,6 +41,9 @@ class Node:
     webhook_requests: Requests = field(init=False)
     #: Errors answered to clients (sockets and the HTTP bridge) by condition (wsq.stats).
     errors: Counter[str] = field(default_factory=Counter)
+    #: POSTs to HTTP streams by outcome (wsq.stream: taken, relayed, replayed, unknown,
+    #: refused).
+    stream_posts: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
         self.quotas = Quotas(self.settings.tenants, self.broker)

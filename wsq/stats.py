@@ -12,7 +12,8 @@ Keys (every count since the process started unless it says "now"):
 {"wsq.v1"|"amqp": now} (open sockets by what they speak); ``sessions`` (now);
 ``links`` {tenant: {"sender"|"receiver": now}}; ``outbox_bytes`` (now, queued for sockets);
 ``deliveries``, ``publishes`` {tenant: n}; ``dispositions`` {outcome: n}; ``errors``
-{condition: n} (sent to clients); ``closes`` {reason: n}; ``refusals`` {tenant: {kind: n}}
+{condition: n} (sent to clients); ``closes`` {reason: n}; ``stream_posts`` {outcome: n}
+(POSTs to HTTP streams, wsq.stream); ``refusals`` {tenant: {kind: n}}
 (``""``: refused before authentication); ``broker`` {"status": "up"|"down"|"unknown",
 "reader_lag_s": s}; ``webhook_deliveries`` {tenant: {outcome: n}} (wsq.webhooks.delivery:
 delivered, retried, failed, dropped); ``webhook_queued`` (now, events waiting to be sent);
@@ -108,6 +109,7 @@ class NodeStats:
             "dispositions": dict(gateway.dispositions),
             "errors": dict(gateway.errors),
             "closes": dict(gateway.closes),
+            "stream_posts": dict(node.stream_posts),
             "conflated": node.hub.conflated,
             "conflate_dropped": node.hub.conflate_dropped,
             "refusals": _nested(refusals),

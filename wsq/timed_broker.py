@@ -61,6 +61,7 @@ class TimedBroker(Broker):
         self.inner = inner
         self.quota_store: QuotaStore = inner.quota_store
         self.presence_store: PresenceStore = inner.presence_store
+        self._relay = inner.relay
         self._publish = observers["publish"]
         self._publish_once = observers["publish_once"]
         self._last_position = observers["last_position"]

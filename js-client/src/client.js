@@ -7,6 +7,7 @@ import { Backoff, STABLE_MS } from "./backoff.js";
 import { Connection } from "./connection.js";
 import { EMIT, Emitter } from "./emitter.js";
 import { WsqError, guarded } from "./errors.js";
+import { HttpSocket } from "./http_socket.js";
 import { Outbox, randomId } from "./outbox.js";
 import { Senders } from "./sender.js";
 import { Subscription, subscribeOptions } from "./subscription.js";
@@ -70,13 +71,29 @@ export class Client extends Emitter {
     if (typeof token !== "function" && (typeof token !== "string" || token === "")) {
       throw new TypeError("options.token: a token string or a function answering one is required");
     }
+    const transport = options.transport ?? "auto";
+    if (!["auto", "websocket", "http"].includes(transport)) {
+      throw new TypeError('option transport: "auto", "websocket" or "http"');
+    }
     const WS = options.WebSocket ?? globalThis.WebSocket;
-    if (typeof WS !== "function") {
-      throw new TypeError(
-        "no WebSocket implementation: pass options.WebSocket (on Node 20: import WebSocket from 'ws')",
-      );
+    this._fetch = options.fetch ?? globalThis.fetch;
+    if (typeof WS !== "function" && transport !== "http") {
+      if (transport === "websocket" || typeof this._fetch !== "function") {
+        throw new TypeError(
+          "no WebSocket implementation: pass options.WebSocket (on Node 20: import WebSocket from 'ws')",
+        );
+      }
+    }
+    if (transport === "http" && typeof this._fetch !== "function") {
+      throw new TypeError("transport http: no fetch implementation (pass options.fetch)");
     }
     this._WebSocket = WS;
+    // "auto": a WebSocket while one opens; HTTP (http_socket.js) from the first that cannot, or
+    // at once where there is no WebSocket. The "transport" event says which, and why.
+    this._transportOption = transport;
+    this._transport = transport === "http" || typeof WS !== "function" ? "http" : "websocket";
+    this._transportWhy =
+      transport === "http" ? "asked for" : this._transport === "http" ? "no WebSocket here" : "";
     this._idle = positiveInt(options, "idle", DEFAULTS.idle, 0);
     if (this._idle !== 0 && (this._idle < 500 || this._idle > 3600000)) {
       throw new TypeError("option idle: 0 or 500..3600000 ms");
@@ -120,6 +137,11 @@ export class Client extends Emitter {
 
     this._setState("connecting");
     queueMicrotask(guarded(() => this._connect()));
+  }
+
+  /** "websocket" or "http": what carries the connection (now, or next). */
+  get transport() {
+    return this._transport;
   }
 
   /** connecting | connected | disconnected | closed */
@@ -218,9 +240,16 @@ export class Client extends Emitter {
       );
       return;
     }
+    if (this._transportWhy) {
+      this[EMIT]("transport", { transport: this._transport, reason: this._transportWhy });
+      this._transportWhy = "";
+    }
     let ws;
     try {
-      ws = new this._WebSocket(this.url, SUBPROTOCOL);
+      ws =
+        this._transport === "http"
+          ? new HttpSocket(this.url, SUBPROTOCOL, { fetch: this._fetch })
+          : new this._WebSocket(this.url, SUBPROTOCOL);
     } catch (error) {
       this[EMIT](
         "error",
@@ -286,6 +315,7 @@ export class Client extends Emitter {
       conn.gone.then(() => this._finishClose());
       return;
     }
+    if (!conn.socketOpened && this._fallBack()) return;
     const error = isObject(conn.closeReceived) ? conn.closeReceived : null;
     const condition = error?.condition;
     if (AUTH_CONDITIONS.has(condition)) {
@@ -315,6 +345,16 @@ export class Client extends Emitter {
       return;
     }
     this._reconnectLater(this._backoff.next());
+  }
+
+  /** A WebSocket that never opened, in "auto" with fetch at hand: HTTP from now on, at once. */
+  _fallBack() {
+    if (this._transportOption !== "auto" || this._transport !== "websocket") return false;
+    if (typeof this._fetch !== "function") return false;
+    this._transport = "http";
+    this._transportWhy = "the WebSocket could not open";
+    this._reconnectLater(0);
+    return true;
   }
 
   // -- closing ---------------------------------------------------------------------------

@@ -84,6 +84,12 @@ export interface ClientOptions {
   token: TokenSource;
   /** A WebSocket implementation; default globalThis.WebSocket (on Node 20: `ws`). */
   WebSocket?: WebSocketConstructor;
+  /** What carries the connection: "websocket"; "http" (wsq.v1 over HTTP: an event stream
+   * down, POSTs up); or "auto" (default): a WebSocket, and HTTP from the first that cannot
+   * open, or at once where there is no WebSocket (the "transport" event says so). */
+  transport?: Transport;
+  /** The fetch used by the HTTP transport; default globalThis.fetch. */
+  fetch?: typeof globalThis.fetch;
   /** The longest server silence tolerated, ms (sent as `idle` in open). 0 or 500..3600000; default 30000. */
   idle?: number;
   /** How long to wait for the gateway's open answer, ms. Default 10000. */
@@ -118,6 +124,15 @@ export interface ClientOptions {
 }
 
 export type ClientState = "connecting" | "connected" | "disconnected" | "closed";
+
+export type Transport = "auto" | "websocket" | "http";
+
+/** The "transport" event: the client uses HTTP from now on, and why. */
+export interface TransportInfo {
+  transport: "websocket" | "http";
+  /** "asked for", "no WebSocket here" or "the WebSocket could not open". */
+  reason: string;
+}
 
 /** The gateway's open answer. */
 export interface OpenInfo {
@@ -306,12 +321,16 @@ export interface ClientEvents {
   gap: (info: GapInfo) => void;
   /** Anything that went wrong; `fatal` errors mean the client closed for good. */
   error: (error: WsqError) => void;
+  /** The connection is carried over HTTP from now on (before the connect that does so). */
+  transport: (info: TransportInfo) => void;
 }
 
 export class Client extends Emitter<ClientEvents> {
   constructor(url: string, options: ClientOptions);
   readonly url: string;
   readonly state: ClientState;
+  /** What carries the connection now (or the next one). */
+  readonly transport: "websocket" | "http";
   readonly connected: boolean;
   /** The gateway's open answer on the current socket, or null. */
   readonly info: OpenInfo | null;

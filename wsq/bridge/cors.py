@@ -16,7 +16,13 @@ from wsq.origins import OriginPolicy
 
 #: What a browser page may send and read across origins.
 METHODS = ("GET", "POST")
-REQUEST_HEADERS = ("Authorization", "Content-Type", "Idempotency-Key")
+REQUEST_HEADERS = (
+    "Authorization",
+    "Content-Type",
+    "Idempotency-Key",
+    "Wsq-Stream-Secret",
+    "Wsq-Seq",
+)
 EXPOSED_HEADERS = ("Location", "Retry-After", "Idempotent-Replayed", "WWW-Authenticate")
 PREFLIGHT_MAX_AGE_S = 600
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from wsq.broker.presence import PresenceStore
+from wsq.broker.relay import LocalRelay, Relay
 from wsq.core.addresses import Pattern
 from wsq.core.limits import REWIND_PAGE_BYTES, REWIND_SCAN, REWIND_SCAN_BYTES
 from wsq.core.messages import (
@@ -245,6 +246,15 @@ class Broker(ABC):
     quota_store: QuotaStore
     #: The members of every address (``"presence": true`` receivers).
     presence_store: PresenceStore
+    #: Where POSTs for HTTP streams reach the process holding the stream (``relay``).
+    _relay: Relay | None = None
+
+    @property
+    def relay(self) -> Relay:
+        """The broker's relay: this process's own unless the broker sets one (Redis)."""
+        if self._relay is None:
+            self._relay = LocalRelay()
+        return self._relay
 
     @abstractmethod
     async def start(self) -> None:

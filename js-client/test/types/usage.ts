@@ -120,7 +120,15 @@ export function constructing(): Client[] {
   // @ts-expect-error no such option
   new Client("/ws", { token: "t", retries: 3 });
 
-  return [full, fromString, viaDefault, counted, minimal, onNode];
+  // wsq.v1 over HTTP: asked for, or "auto" telling when it falls back.
+  const overHttp = new Client("/ws", { token: "t", transport: "http", fetch: globalThis.fetch });
+  overHttp.on("transport", (info) => console.log(info.transport === "http", info.reason));
+  const carrier: "websocket" | "http" = overHttp.transport;
+  void carrier;
+  // @ts-expect-error a transport is "auto", "websocket" or "http"
+  new Client("/ws", { token: "t", transport: "sse" });
+
+  return [full, fromString, viaDefault, counted, minimal, onNode, overHttp];
 }
 
 export async function properties(client: Client): Promise<void> {

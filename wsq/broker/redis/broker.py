@@ -22,6 +22,7 @@ from wsq.broker.redis.keys import address_base, bound_keys, dedup_key, idempoten
 from wsq.broker.redis.presence import RedisPresenceStore
 from wsq.broker.redis.quotas import RedisQuotaStore
 from wsq.broker.redis.reader import LiveReader
+from wsq.broker.redis.relay import RedisRelay
 from wsq.broker.redis.scripts import retention
 from wsq.core import codec
 from wsq.core.errors import BrokerUnavailable, IdempotencyKeyReused
@@ -54,6 +55,7 @@ class RedisBroker(ConsumerGroups, Broker):
         self._quotas = self.quota_store = RedisQuotaStore(self._clients, quota_lease_ms)
         self._reader = LiveReader(self._clients, policies)
         self.presence_store = RedisPresenceStore(self._clients, quota_lease_ms)
+        self._relay = RedisRelay(url)
         self._group_watches = {}
         self._dead_letterers = set()
         self._closed = False
@@ -75,6 +77,7 @@ class RedisBroker(ConsumerGroups, Broker):
         self._closed = True
         await self._quotas.close()
         await self.presence_store.close()
+        await self.relay.close()
         await self._reader.close()
         self._close_groups()
         await self._clients.close()

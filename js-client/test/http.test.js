@@ -1,0 +1,110 @@
+// wsq.v1 over HTTP (src/http_socket.js, docs/protocol.md "HTTP transport") against a real
+// gateway: transport "http", and "auto" falling back by itself when the WebSocket cannot open.
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { streamUrl } from "../src/http_socket.js";
+import { Gateway, clientsClosedAfterEach, collector, token, waitFor } from "./helpers.js";
+
+const newClient = clientsClosedAfterEach(() => ({ token: () => token(), maxReconnectDelay: 400 }));
+
+/** A WebSocket that never opens: what a proxy that blocks WebSockets looks like. */
+class Blocked {
+  constructor() {
+    this.readyState = 0;
+    this.protocol = "";
+    setTimeout(() => {
+      this.readyState = 3;
+      this.onclose?.({ code: 1006 });
+    }, 5);
+  }
+  send() {
+    throw new Error("not open");
+  }
+  close() {
+    this.readyState = 3;
+  }
+}
+
+test("the stream's URL sits beside the WebSocket's", () => {
+  assert.equal(streamUrl("ws://h:1/ws"), "http://h:1/v1/stream");
+  assert.equal(streamUrl("wss://h/app/ws?x=1"), "https://h/app/v1/stream");
+});
+
+test("a transport that is not one of the three is refused", () => {
+  assert.throws(
+    () => newClient("ws://127.0.0.1:9/ws", { transport: "sse" }),
+    /option transport/,
+  );
+});
+
+describe("over HTTP, against a real gateway", () => {
+  let gw = null;
+  before(async () => {
+    gw = await Gateway.start({ idleMs: 2000 });
+  });
+  after(async () => {
+    await gw?.stop();
+  });
+
+  test('transport "http": subscribe, publish, receive', async () => {
+    const client = newClient(gw.url, { transport: "http" });
+    assert.equal(client.transport, "http");
+    const { handler, bodies } = collector();
+    const sub = client.subscribe("http.rt", handler);
+    await sub.ready;
+    const ids = await Promise.all([1, 2, 3].map((n) => client.publish("http.rt", { n })));
+    assert.equal(ids.length, 3);
+    await waitFor(() => bodies().length === 3, "three deliveries");
+    assert.deepEqual(bodies(), [{ n: 1 }, { n: 2 }, { n: 3 }]);
+  });
+
+  test("heartbeats keep an idle HTTP connection alive past the gateway's idle", async () => {
+    const client = newClient(gw.url, { transport: "http", idle: 1000 });
+    const opens = [];
+    client.on("open", (info) => opens.push(info));
+    await waitFor(() => client.connected, "connected");
+    await new Promise((resolve) => setTimeout(resolve, 4500)); // twice the gateway's idle_ms
+    assert.equal(opens.length, 1, "the connection was never replaced");
+    assert.ok(client.connected);
+  });
+
+  test('"auto" falls back to HTTP when the WebSocket cannot open, and says so', async () => {
+    const client = newClient(gw.url, { WebSocket: Blocked });
+    const switched = [];
+    client.on("transport", (event) => switched.push(event));
+    const { handler, bodies } = collector();
+    const sub = client.subscribe("http.auto", handler);
+    await sub.ready;
+    assert.deepEqual(switched, [{ transport: "http", reason: "the WebSocket could not open" }]);
+    assert.equal(client.transport, "http");
+    await client.publish("http.auto", "hello");
+    await waitFor(() => bodies().length === 1, "the delivery");
+  });
+
+  test('"websocket" never falls back', async () => {
+    const client = newClient(gw.url, { WebSocket: Blocked, transport: "websocket" });
+    const switched = [];
+    client.on("transport", (event) => switched.push(event));
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.deepEqual(switched, []);
+    assert.equal(client.transport, "websocket");
+    assert.equal(client.connected, false);
+  });
+
+  test("move mode over HTTP: each job to one consumer, accepted", async () => {
+    const a = newClient(gw.url, { transport: "http" });
+    const b = newClient(gw.url, { transport: "http" });
+    const got = [];
+    const work = (who) => (msg) => {
+      got.push([who, msg.body]);
+    };
+    const subs = [
+      a.subscribe("http.jobs", work("a"), { mode: "move", group: "g", credit: 5 }),
+      b.subscribe("http.jobs", work("b"), { mode: "move", group: "g", credit: 5 }),
+    ];
+    await Promise.all(subs.map((s) => s.ready));
+    for (let i = 0; i < 20; i++) await a.publish("http.jobs", i);
+    await waitFor(() => got.length === 20, "20 jobs");
+    assert.deepEqual(got.map(([, n]) => n).sort((x, y) => x - y), [...Array(20).keys()]);
+  });
+});
