@@ -345,7 +345,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             measure(args, doc, server.pid, aux, port, token, tmp, stack)
         except Exception as e:
             doc["failures"].append(f"{type(e).__name__}: {e}")
-            sys.stderr.write(log.read_text(errors="replace")[-3000:])
+            for f in (log, *sorted(tmp.glob("gen*.log"))):
+                sys.stderr.write(f"-- {f.name}\n" + f.read_text(errors="replace")[-2000:])
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     return doc
 

@@ -24,6 +24,10 @@ const now = () => performance.timeOrigin + performance.now();
 const emit = (obj) => process.stdout.write(JSON.stringify(obj) + '\n');
 
 const socks = [];
+process.on('uncaughtException', (e) => {
+  process.stderr.write(`scale_client: ${e.stack ?? e}\n`);
+  process.exit(70);
+});
 let stopping = false;
 let lost = 0; // sockets closed by the other side (or failed) after they were subscribed
 let refused = 0; // close/detach/end frames received after the subscription
@@ -128,9 +132,9 @@ function heartbeat() {
 
 const commands = {
   async connect() {
-    const result = await connectAll();
+    // from the first socket on: connecting them all may take longer than the gateway's idle
     setInterval(heartbeat, spec.heartbeat_ms / SLICES).unref();
-    emit(result);
+    emit(await connectAll());
   },
   reset() {
     hist = new Map();
