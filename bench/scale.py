@@ -174,16 +174,26 @@ def ask(gens: list[Generator], command: str, timeout: float) -> list[dict[str, A
     return [g.answer(timeout) for g in gens]
 
 
-def plan(connections: int, per_generator: int, per_source: int) -> list[tuple[int, str]]:
-    """(sockets, source address) of each generator process: no process over per_generator, no
-    source over per_source."""
+#: the source ports the generators bind, from here up on each source address (a port taken by
+#: another program on that address is skipped), apart from the kernel's own choice of ports
+FIRST_PORT = 2_000
+
+
+def plan(connections: int, per_generator: int, per_source: int) -> list[tuple[int, str, int]]:
+    """(sockets, source address, first source port) of each generator process: no process over
+    per_generator, no source over per_source, no two processes on the same ports."""
     count = math.ceil(connections / per_generator)
     sources = math.ceil(connections / per_source)
     count = math.ceil(count / sources) * sources  # as many generators on every source
     sizes = [connections // count + (i < connections % count) for i in range(count)]
-    out = [(n, f"127.0.0.{2 + i % sources}") for i, n in enumerate(sizes)]
-    for s in {src for _, src in out}:
-        assert sum(n for n, src in out if src == s) <= per_source, (s, out)
+    out = []
+    for i, n in enumerate(sizes):
+        # the generators of one source get ranges of ports apart, with room for ports skipped
+        first = FIRST_PORT + (i // sources) * (per_generator + 2_000)
+        out.append((n, f"127.0.0.{2 + i % sources}", first))
+    for s in {src for _, src, _ in out}:
+        assert sum(n for n, src, _ in out if src == s) <= per_source, (s, out)
+    assert max(first for *_, first in out) + per_generator + 2_000 < 65_536, out
     return out
 
 
@@ -379,9 +389,10 @@ def measure(
     tree0 = process_tree(pid)
     rss0 = rss_bytes(tree0)
     gens: list[Generator] = []
-    for i, (count, source) in enumerate(plan(n, args.per_generator, args.per_source)):
+    for i, (count, source, first) in enumerate(plan(n, args.per_generator, args.per_source)):
         spec = dict(url=f"ws://127.0.0.1:{port}/ws", token=token, address=ADDRESS, count=count)
-        spec |= dict(source=source, concurrency=CONCURRENCY, heartbeat_ms=HEARTBEAT_MS)
+        spec |= dict(source=source, first_port=first, concurrency=CONCURRENCY)
+        spec |= dict(heartbeat_ms=HEARTBEAT_MS)
         gens.append(Generator(spec, tmp / f"gen{i}.log"))
         stack.callback(gens[-1].stop)
     for g in gens:
@@ -537,7 +548,13 @@ def markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _interrupted(signum: int, _frame: Any) -> None:
+    """SIGTERM as ^C: the server, Redis and the generators are stopped on the way out."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _interrupted)
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
