@@ -4,6 +4,7 @@ Run it through ``scripts/bench`` (which installs what the peers need first)::
 
     scripts/bench [--quick | --tiny] [--out DIR] [--only wsq-memory,ceiling]
     scripts/bench --only fairness        # an optional part: bench/queue_fairness.py
+    scripts/bench --only scale --connections 100000 --workers 6   # another: bench/scale.py
 
 For each system it starts the server on free ports, then runs three scenarios against it with
 ``bench/node/loadgen.mjs`` (one Node process; the same client code for all, with a small adapter
@@ -1499,6 +1500,9 @@ MISSING_TOOLS = 3  # the exit status when a peer's tool is not installed
 PARTS: dict[str, tuple[str, tuple[str, ...]]] = {
     # competing move-mode consumers sharing a batch of jobs: queue_fairness.json / .md
     "fairness": ("queue_fairness.py", ("redis-server",)),
+    # as many subscribed sockets as one node holds, on one process or --workers N (issue 18):
+    # scale-<connections>-w<workers>.json / .md
+    "scale": ("scale.py", ("redis-server", "node")),
 }
 TARGETS_MISSED = 4  # the exit status when a run at the full sizes misses a target
 
@@ -1554,6 +1558,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--no-chart", dest="chart", action="store_false")
     p.add_argument(
+        "--connections", type=int, help="the scale part's sockets (bench/scale.py; default 19,500)"
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="the scale part's wsq serve --workers (default 1: memory broker)",
+    )
+    p.add_argument(
         "--deflate",
         action="store_true",
         help="the generator's clients offer permessage-deflate as Chromium does "
@@ -1605,7 +1617,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: {part} ...", file=sys.stderr, flush=True)
         size = ["--quick"] if args.quick else ["--tiny"] if args.tiny else []
         script = str(BENCH / PARTS[part][0])
-        status = subprocess.run([sys.executable, script, "--out", str(args.out), *size]).returncode
+        extra = [
+            f"--{flag}={getattr(args, flag)}"
+            for flag in ("connections", "workers")
+            if part == "scale" and getattr(args, flag) is not None
+        ]
+        status = subprocess.run(
+            [sys.executable, script, "--out", str(args.out), *size, *extra]
+        ).returncode
         if status:
             failures.append(f"{part}: {PARTS[part][0]} exited with {status}")
     if not names:  # parts only: the rows' results files are left alone

@@ -27,6 +27,7 @@ from wsq.core.errors import ConfigError
 from wsq.drain import Drain, DrainGate, drain_on_signals
 from wsq.endpoint import WebSocketEndpoint
 from wsq.gateway import Gateway
+from wsq.gc_tuning import tune_collector
 from wsq.metrics import CONTENT_TYPE, Metrics, allowed
 from wsq.node import Node
 from wsq.readiness import Readiness
@@ -227,4 +228,8 @@ def app_factory() -> Starlette:
                 settings = settings_from_json(f.read())
         else:
             settings = load_settings()
-    return create_app(settings)
+    app = create_app(settings)
+    # The serving process's collector, tuned for many sockets (wsq.gc_tuning); only here: an
+    # application that embeds wsq through create_app keeps its own.
+    tune_collector()
+    return app

@@ -410,6 +410,9 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         if message["type"] == "websocket.accept" and self.handshake_complete:
             self._end_deadline()  # the open timeout (wsq.gateway) takes over
             # Read only while answering the handshake; headers and all, ~5 KiB per socket.
+            # websockets' parser keeps the request as long as the socket lives (a local of its
+            # generator, ServerProtocol.parse): its headers are emptied for it (~2 KiB).
+            self.request.headers.clear()
             self.request = None  # type: ignore[assignment]
             self.response = None  # type: ignore[assignment]
 
