@@ -57,6 +57,7 @@ from wsq.protocol.events import (
 )
 from wsq.protocol.state import ConnectionState, Link, LinkState, Role
 from wsq.quotas import Held
+from wsq.ws_protocol import backlog_of
 
 log = logging.getLogger("wsq.gateway")
 
@@ -413,7 +414,7 @@ class Peer:
         writer = self._writer
         if writer is None or writer.done():
             return False
-        backlog = _backlog_of(self._send)
+        backlog = backlog_of(self._send)
         if backlog is not None:
             if 0 <= backlog < self._backlog:
                 self.writing_since = now
@@ -595,11 +596,3 @@ class Peer:
     def going_away(self) -> None:
         """The node drains: tell the client to reconnect elsewhere."""
         self._fail(GoingAway("the node is shutting down; reconnect"), reason="going-away")
-
-
-def _backlog_of(send: Send) -> int | None:
-    """What the socket behind ``send`` holds that its client has not read yet, where uvicorn
-    runs it with wsq's protocol (``WebSocketProtocol.backlog``); None elsewhere."""
-    backlog = getattr(getattr(send, "__self__", None), "backlog", None)
-    result = backlog() if callable(backlog) else None
-    return result if isinstance(result, int) else None

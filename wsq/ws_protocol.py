@@ -442,3 +442,12 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
     def _abort_if_open(self) -> None:
         if not self.disconnected:
             self.transport.abort()
+
+
+def backlog_of(send: Any) -> int | None:
+    """What the socket behind ``send`` holds that its client has not read yet, where uvicorn
+    runs it with this protocol (``WebSocketProtocol.backlog``); None elsewhere (an HTTP
+    stream, a test's fake)."""
+    backlog = getattr(getattr(send, "__self__", None), "backlog", None)
+    result = backlog() if callable(backlog) else None
+    return result if isinstance(result, int) else None

@@ -156,8 +156,8 @@ def test_serve_runs_uvicorn(
         "log_level": "warning",
         "log_config": log_config(),
         "lifespan": "on",
-        # drain_timeout_ms 8000: uvicorn's share of the drain is 20 %, 1.6 s, in whole seconds.
-        "timeout_graceful_shutdown": 2,
+        # drain_timeout_ms 8000: uvicorn's share of the drain is 20 %, 1.6 s exactly.
+        "timeout_graceful_shutdown": 1.6,
         "http": "wsq.http_protocol:HTTPProtocol",
         "proxy_headers": True,
         "forwarded_allow_ips": ["127.0.0.1", "::1"],
