@@ -1,4 +1,4 @@
-"""Occupancy in the Redis presence store, shared by two brokers (two gateway processes) on a
+"""Occupancy and turns in the Redis presence store, shared by two brokers (two processes) on a
 single Redis and on a Redis Cluster (every key of it in one slot per command or script):
 exactly one of them is told an address became occupied or vacated, and a process that stops
 refreshing its lease has its holds and members swept by the other, told once."""
@@ -64,3 +64,16 @@ async def test_one_process_is_told_and_a_dead_ones_holds_are_swept_once(
     assert await b.sweep() == []  # swept once
     assert (await b.members("acme", "solo"))[1] == {}
     assert await b.vacate("acme", "shared") > 0
+
+
+async def test_a_turn_is_one_holders_at_a_time(brokers: tuple[RedisBroker, RedisBroker]) -> None:
+    a, b = (x.presence_store for x in brokers)
+    assert await a.hold("acme", "orders", "sink.g", "A", 60_000)
+    assert not await b.hold("acme", "orders", "sink.g", "B", 60_000)  # a's turn
+    assert await a.hold("acme", "orders", "sink.g", "A", 60_000)  # renewed
+    assert await b.hold("acme", "orders", "sink.h", "B", 60_000)  # another name: its own
+    assert await b.hold("acme", "orders", "sink.g", "B", 0)  # not b's: nothing given up
+    assert not await b.hold("acme", "orders", "sink.g", "B", 60_000)
+    assert await a.hold("acme", "orders", "sink.g", "A", 0)  # given up
+    assert await b.hold("acme", "orders", "sink.g", "B", 60_000)
+    assert not await a.hold("acme", "orders", "sink.g", "A", 60_000)

@@ -27,6 +27,7 @@ import json
 import logging
 import uuid
 from typing import Any
+from urllib.parse import quote
 
 from wsq.broker.presence import PresenceStore
 from wsq.broker.redis.client import DOWN, RedisClients, unavailable
@@ -227,3 +228,7 @@ class RedisPresenceStore(PresenceStore):
             await self._call("delete", _held_key(owner))
             await self._call("srem", OWNERS_KEY, owner)
         return vacated
+
+    async def hold(self, tenant: str, address: str, name: str, holder: str, ms: int) -> bool:
+        key = f"{address_base(tenant, address)}:h:{quote(name, safe='')}"
+        return bool(await self._clients.run("hold", [key], [holder, ms]))
