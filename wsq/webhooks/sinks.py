@@ -40,7 +40,6 @@ from wsq.broker.base import Broker, Handle
 from wsq.broker.presence import PresenceStore
 from wsq.config.settings import SinkConfig, TenantConfig
 from wsq.core.addresses import compile_pattern, matches_any
-from wsq.core.errors import BrokerUnavailable
 from wsq.core.messages import Delivery, Outcome
 from wsq.webhooks.delivery import DELIVERED, FAILED, MAX_BACKOFF_S, RETRIED
 from wsq.webhooks.events import iso_time
@@ -168,8 +167,10 @@ class Sinks:
             try:
                 live = await self.broker.quota_store.live_addresses(tenant, config.max_addresses)
                 self.match(tenant, config, live)
-            except BrokerUnavailable as exc:
-                log.warning("sink discovery of a tenant failed: %s", exc)
+            except Exception as exc:
+                # Broker down, or a reply we did not expect: look again next time (a
+                # discoverer that died would leave new addresses unsent for good).
+                log.warning("sink discovery of a tenant failed: %s", type(exc).__name__)
             await asyncio.sleep(every)
 
     def match(self, tenant: str, config: TenantConfig, live: list[str]) -> None:
