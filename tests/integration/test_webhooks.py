@@ -113,7 +113,7 @@ async def test_a_dead_receiver_fills_the_queue_then_its_event_is_given_up(
         assert metric(served.port, outcome.format("dropped")) == 1.0
         assert metric(served.port, outcome.format("retried")) == 2.0
         assert metric(served.port, outcome.format("delivered")) == 0.0
-        assert metric(served.port, "wsq_webhook_queued") == 0.0
+        assert metric(served.port, 'wsq_webhook_queued{tenant="acme"}') == 0.0
 
 
 def sink_config(tmp_path: Path, redis_port: int, url: str, max_attempts: int = 3) -> Path:

@@ -213,6 +213,10 @@ class Webhooks:
         """Events waiting or being sent, all entries together (now)."""
         return sum(e.pending for e in self._endpoints)
 
+    def queued_by_tenant(self) -> dict[str, int]:
+        """tenant -> its events waiting or being sent (now): what ``max_webhook_queue`` bounds."""
+        return {t: n for t, n in self._pending.items() if n}
+
     async def close(self, flush_s: float = FLUSH_S) -> None:
         """Stop every worker once its queue is sent or ``flush_s`` passed; what is left is lost
         (best effort, said so above): the events of a drain (closed, vacated) mostly go out."""
