@@ -208,9 +208,10 @@ METRICS: tuple[Family, ...] = (
     Family(
         "wsq_webhook_queued",
         "gauge",
-        "Webhook events waiting to be sent or being sent.",
-        (),
-        _one("webhook_queued"),
+        "Webhook events waiting to be sent or being sent (bounded by max_webhook_queue).",
+        ("tenant",),
+        lambda s: _flat(s["webhook_queued"]),
+        per_tenant=True,
     ),
     Family(
         "wsq_webhook_requests",

@@ -16,7 +16,7 @@ Keys (every count since the process started unless it says "now"):
 (POSTs to HTTP streams, wsq.stream); ``refusals`` {tenant: {kind: n}}
 (``""``: refused before authentication); ``broker`` {"status": "up"|"down"|"unknown",
 "reader_lag_s": s}; ``webhook_deliveries`` {tenant: {outcome: n}} (wsq.webhooks.delivery:
-delivered, retried, failed, dropped); ``webhook_queued`` (now, events waiting to be sent);
+delivered, retried, failed, dropped); ``webhook_queued`` {tenant: now, events waiting to be sent};
 ``webhook_requests`` {tenant: {result: n}} (wsq.webhooks.requests: ok, status, timeout,
 error); ``webhook_sink_addresses`` {tenant: now, addresses its sinks follow};
 ``dead_lettered`` {tenant: n} (messages copied to a dead-letter address); ``presence_members``
@@ -114,7 +114,7 @@ class NodeStats:
             "conflate_dropped": node.hub.conflate_dropped,
             "refusals": _nested(refusals),
             "webhook_deliveries": _nested(node.webhooks.deliveries + node.sinks.deliveries),
-            "webhook_queued": node.webhooks.queued(),
+            "webhook_queued": node.webhooks.queued_by_tenant(),
             "webhook_requests": _nested(node.webhook_requests.results),
             "webhook_sink_addresses": {t: node.sinks.followed(t) for t in node.settings.tenants},
             "dead_lettered": dict(node.webhooks.dead_letters),

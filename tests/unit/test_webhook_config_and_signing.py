@@ -135,6 +135,7 @@ def test_a_sink_with_patterns_is_read_with_its_bounds(tmp_path: Path) -> None:
     assert settings_from_json(settings_to_json(settings)) == settings
     text = "\n".join(describe_settings(settings, "wsq.toml"))
     assert "max_addresses 5, discover_ms 250" in text
+    assert "  webhooks: max_webhook_queue 10000, max_webhook_requests 8 (per process)" in text
 
 
 @pytest.mark.parametrize(

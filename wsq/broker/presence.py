@@ -6,7 +6,8 @@ its lease while it lives, and whoever reads a room drops the members of a proces
 ran out (``members``), so that a gateway that dies takes its members with it within
 ``lease_ms`` plus one sweep.
 
-The same store counts which processes have receivers on an address (its *occupancy*,
+It also keeps leases of one holder at a time on something of an address (``hold``: a sink's
+turn to read it). The same store counts which processes have receivers on an address (its *occupancy*,
 ``wsq.hub.occupancy``): ``occupy`` and ``vacate`` answer when the address as a whole became
 occupied or vacated, and ``sweep`` drops what processes that died held (on Redis, by their
 lease, as for members).
@@ -58,6 +59,12 @@ class PresenceStore(ABC):
     async def vacate(self, tenant: str, address: str) -> int:
         """This process has no receiver on ``address`` any more: the new occupancy number when
         no process has any now (it became vacated), else 0."""
+
+    @abstractmethod
+    async def hold(self, tenant: str, address: str, name: str, holder: str, ms: int) -> bool:
+        """A lease ``name`` on ``address`` for ``holder``, for ``ms`` from now: taken when it is
+        free or ``holder``'s already (renewed); False when another holds it. ``ms`` 0 gives it
+        up (when ``holder``'s). What makes one process at a time read a sink's address."""
 
     async def sweep(self) -> list[tuple[str, str, int]]:
         """Drop the occupancy (and members) of processes that died: the addresses that became

@@ -105,6 +105,11 @@ def describe_settings(settings: Settings, source: str | None) -> list[str]:
             f"  presence: max_presence_members {tenant.max_presence_members}; per address "
             f"max_members_per_address {tenant.max_members_per_address}"
         )
+        if tenant.webhooks or tenant.sinks:
+            lines.append(
+                f"  webhooks: max_webhook_queue {tenant.max_webhook_queue}, max_webhook_requests "
+                f"{tenant.max_webhook_requests} (per process)"
+            )
         for hook in tenant.webhooks:
             n = len(hook.secret.split())
             lines.append(

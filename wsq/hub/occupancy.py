@@ -103,8 +103,10 @@ class Occupancy:
                     else:
                         number = await self.store.vacate(tenant, address)
                         self.held.discard(key)
-                except BrokerUnavailable as exc:
-                    log.warning("occupancy not stored: %s", exc)
+                except Exception as exc:
+                    # Broker down (or a failure of ours): the count stays the truth, tried
+                    # again until the store agrees, never left half told.
+                    log.warning("occupancy not stored: %s", type(exc).__name__)
                     await asyncio.sleep(RETRY_S)
                     continue
                 if number:

@@ -91,6 +91,7 @@ class Webhooks:
     _endpoints: list[_Endpoint] = field(default_factory=list)
     _closed: bool = False
     _owns_requests: bool = False
+    _occupancy_tenants: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if self.requests is None:  # else the node's, which the node closes
@@ -103,6 +104,9 @@ class Webhooks:
                 self._endpoints.append(endpoint)
                 for event_type in hook.events:
                     self._by_type.setdefault((name, event_type), []).append(endpoint)
+        self._occupancy_tenants = frozenset(
+            name for name, event_type in self._by_type if event_type in OCCUPANCY_EVENTS
+        )
 
     def wanted(self, tenant: str, event_type: str) -> bool:
         return (tenant, event_type) in self._by_type
@@ -144,7 +148,7 @@ class Webhooks:
     def wants_occupancy(self, tenant: str) -> bool:
         """Whether ``tenant``'s receivers are counted per address (``wsq.hub.occupancy``): a
         store call per address that changes hands, paid only by tenants that asked."""
-        return any((tenant, t) in self._by_type for t in OCCUPANCY_EVENTS)
+        return tenant in self._occupancy_tenants
 
     def address_changed(
         self, tenant: str, address: str, occupied: bool, number: int, reason: str
@@ -208,6 +212,10 @@ class Webhooks:
     def queued(self) -> int:
         """Events waiting or being sent, all entries together (now)."""
         return sum(e.pending for e in self._endpoints)
+
+    def queued_by_tenant(self) -> dict[str, int]:
+        """tenant -> its events waiting or being sent (now): what ``max_webhook_queue`` bounds."""
+        return {t: n for t, n in self._pending.items() if n}
 
     async def close(self, flush_s: float = FLUSH_S) -> None:
         """Stop every worker once its queue is sent or ``flush_s`` passed; what is left is lost

@@ -15,9 +15,11 @@ consumer when its lease runs out (on Redis: the next process, or this one restar
 address gets it. Its ``webhook-id`` is derived from the tenant, address, group and message
 position, so it is the same on every attempt, from any process: the receiver dedups on it.
 
-Order: one consumer of a group at a time keeps it; each process with the sink runs a consumer,
-so with several gateway processes on one Redis, messages of an address may reach the URL out of
-order across them (each still at least once). Run a sink on one process for a strict order.
+Order: one message at a time from one process at a time keeps it. Every process with the sink
+follows the address, but only the one holding the address's *turn* (``_Turn``, a lease in the
+presence store) claims from it; the turn is renewed before each wait and always outlasts the
+lease of the message being sent, so a process that dies leaves a turn that runs out after its
+message's lease: whoever takes the turn next claims that message first, then the next ones.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import contextlib
 import hashlib
 import logging
 import time
+import uuid
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,9 +37,9 @@ from dataclasses import dataclass, field
 import orjson
 
 from wsq.broker.base import Broker, Handle
+from wsq.broker.presence import PresenceStore
 from wsq.config.settings import SinkConfig, TenantConfig
 from wsq.core.addresses import compile_pattern, matches_any
-from wsq.core.errors import BrokerUnavailable
 from wsq.core.messages import Delivery, Outcome
 from wsq.webhooks.delivery import DELIVERED, FAILED, MAX_BACKOFF_S, RETRIED
 from wsq.webhooks.events import iso_time
@@ -51,6 +54,39 @@ MESSAGE = "message.published"
 LEASE_MARGIN_MS = 2_000
 #: When nothing wakes an idle sink, it looks again after this (s).
 IDLE_POLL_S = 5.0
+IDLE_MS = int(IDLE_POLL_S * 1000)
+#: A process waiting for its turn on an address asks again after this (s): how soon after a
+#: holder's turn ran out (it died) or was given up (it stopped) another takes over.
+TURN_POLL_S = 2.0
+#: The longest a stopping sink waits to give its turn up (s); else it runs out.
+GIVE_UP_S = 2.0
+
+
+class _Turn:
+    """One process's turn to read an address for a sink (``PresenceStore.hold``)."""
+
+    __slots__ = ("address", "group", "holder", "mine", "store", "tenant")
+
+    def __init__(
+        self, store: PresenceStore, tenant: str, address: str, group: str, holder: str
+    ) -> None:
+        self.store = store
+        self.tenant = tenant
+        self.address = address
+        self.group = group
+        self.holder = holder
+        self.mine = False
+
+    async def keep(self, ms: int) -> bool:
+        """Take or renew the turn for ``ms``; False while another process has it."""
+        self.mine = await self.store.hold(
+            self.tenant, self.address, f"sink.{self.group}", self.holder, ms
+        )
+        return self.mine
+
+    async def give_up(self) -> None:
+        await self.store.hold(self.tenant, self.address, f"sink.{self.group}", self.holder, 0)
+        self.mine = False
 
 
 def sink_message_id(tenant: str, address: str, group: str, position: str) -> str:
@@ -96,6 +132,8 @@ class Sinks:
     _followed: dict[tuple[str, int, str], asyncio.Task[None]] = field(default_factory=dict)
     _discoverers: list[asyncio.Task[None]] = field(default_factory=list)
     _owns_requests: bool = False
+    #: Who holds this process's turns: unique per process, even with a node id reused.
+    _holder: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def __post_init__(self) -> None:
         if self.requests is None:  # else the node's, which the node closes
@@ -129,8 +167,10 @@ class Sinks:
             try:
                 live = await self.broker.quota_store.live_addresses(tenant, config.max_addresses)
                 self.match(tenant, config, live)
-            except BrokerUnavailable as exc:
-                log.warning("sink discovery of a tenant failed: %s", exc)
+            except Exception as exc:
+                # Broker down, or a reply we did not expect: look again next time (a
+                # discoverer that died would leave new addresses unsent for good).
+                log.warning("sink discovery of a tenant failed: %s", type(exc).__name__)
             await asyncio.sleep(every)
 
     def match(self, tenant: str, config: TenantConfig, live: list[str]) -> None:
@@ -178,9 +218,16 @@ class Sinks:
         keys = tuple(key_of(s) for s in sink.secret.split())
         watch: Handle | None = None
         held: list[str] = []
+        turn = _Turn(self.broker.presence_store, tenant, address, sink.group, self._holder)
         try:
             while True:
                 try:
+                    # Only the process whose turn it is reads the address: the order holds
+                    # across processes. The turn outlasts the idle wait and a claimed
+                    # message's lease, so that whoever takes it next finds that lease over.
+                    if not await turn.keep(IDLE_MS + lease_ms + LEASE_MARGIN_MS):
+                        await asyncio.sleep(TURN_POLL_S)
+                        continue
                     if watch is None:
                         await self.broker.open_group(tenant, address, sink.group)
                         watch = self.broker.watch_group(tenant, address, sink.group, wake.set)
@@ -194,8 +241,15 @@ class Sinks:
                         continue
                     delivery = got[0]
                     held = [delivery.message.id]
-                    outcome = await self._deliver(tenant, sink, address, delivery, keys)
-                    await self.broker.settle(tenant, address, sink.group, consumer, held, outcome)
+                    outcome = await self._deliver(tenant, sink, address, delivery, keys, turn)
+                    if outcome is None:
+                        # Our turn was taken (we could not renew it in time): the message
+                        # goes back to the group for whoever has the turn now.
+                        await self.broker.leave(tenant, address, sink.group, consumer, held)
+                    else:
+                        await self.broker.settle(
+                            tenant, address, sink.group, consumer, held, outcome
+                        )
                     held = []
                 except Exception:
                     # The broker failed (Redis down, a failover): what is held comes back when
@@ -206,10 +260,12 @@ class Sinks:
         finally:
             if watch is not None:
                 watch.close()
-            if held:
-                # Not settled: back to the group at once, for the next consumer.
-                with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):
+                if held:
+                    # Not settled: back to the group at once, for the next consumer.
                     await self.broker.leave(tenant, address, sink.group, consumer, held)
+                if turn.mine:
+                    await asyncio.wait_for(turn.give_up(), GIVE_UP_S)
 
     async def _deliver(
         self,
@@ -218,7 +274,9 @@ class Sinks:
         address: str,
         delivery: Delivery,
         keys: tuple[bytes, ...],
-    ) -> Outcome:
+        turn: _Turn,
+    ) -> Outcome | None:
+        """The message's outcome once sent or given up; None when the turn was lost."""
         position = delivery.message.id
         msg_id = sink_message_id(tenant, address, sink.group, position)
         body = sink_body(address, delivery, time.time())
@@ -232,6 +290,9 @@ class Sinks:
                 break
             self.deliveries[tenant, RETRIED] += 1
             lease_ms = int(delay * 1000) + sink.timeout_ms + LEASE_MARGIN_MS
+            # The turn first, and longer: it must never end before the message's lease.
+            if not await turn.keep(lease_ms + LEASE_MARGIN_MS):
+                return None
             await self.broker.renew(tenant, address, sink.group, consumer, [position], lease_ms)
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_BACKOFF_S)

@@ -33,6 +33,8 @@ class LocalPresenceStore(PresenceStore):
         # Occupancy: the addresses with receivers; one sequence for all (increasing per address).
         self._occupied: set[tuple[str, str]] = set()
         self._occupancy = itertools.count(1)
+        # Leases: (tenant, address, name) -> (holder, until loop time).
+        self._held: dict[tuple[str, str, str], tuple[str, float]] = {}
 
     def _room(self, tenant: str, address: str) -> _Room:
         room = self._rooms.get((tenant, address))
@@ -80,3 +82,15 @@ class LocalPresenceStore(PresenceStore):
             return 0
         self._occupied.discard((tenant, address))
         return next(self._occupancy)
+
+    async def hold(self, tenant: str, address: str, name: str, holder: str, ms: int) -> bool:
+        key = (tenant, address, name)
+        now = asyncio.get_running_loop().time()
+        current = self._held.get(key)
+        if current is not None and current[0] != holder and current[1] > now:
+            return False
+        if ms == 0:
+            self._held.pop(key, None)
+        else:
+            self._held[key] = (holder, now + ms / 1000)
+        return True

@@ -16,6 +16,8 @@ several of them stay legal in a cluster.
   state (redelivered count, last holder, dead-letter reason), consumers wanting work
 - ``…:p``  the Pub/Sub channel where each publish announces its newest position
 - ``…:pm`` / ``…:pv`` the address's present members and their version (``presence.py``)
+- ``…:oc`` / ``…:on`` the processes with receivers on the address and its occupancy number,
+  ``…:h:<name>`` a lease one process holds on it (a sink's turn to read it) (``presence.py``)
 
 A tenant as a whole has keys of its own, ``wsq:{<tenant>}:…`` (its hash tag names no address,
 so all of them share one slot): its quota counts (``tenant_key``, ``lua/count.lua`` and

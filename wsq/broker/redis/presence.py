@@ -11,7 +11,9 @@ Occupancy (``occupy``/``vacate``/``sweep``): ``<address base>:oc`` is the set of
 receivers on the address and ``:on`` its occupancy number (``lua/occupancy.lua``). So that a
 process that dies is found with what it held, each owner lists its addresses in
 ``wsq:occupancy:<owner>`` and is listed in ``wsq:occupancy-owners`` (keys of their own slots,
-written before the address's set, so a death in between leaves nothing unlisted). ``sweep``,
+written before the address's set, so a death in between leaves nothing unlisted; they have no
+expiry, which could drop a long-lived holder's list: a sweep deletes them, and a list emptied
+by vacating is gone by itself). ``sweep``,
 run by every process with occupancy events, takes each owner whose lease key is gone out of
 its addresses' sets (the script tells exactly one sweeper that an address became vacated),
 reads those rooms (which drops the dead owner's members), then forgets the owner.
@@ -25,6 +27,7 @@ import json
 import logging
 import uuid
 from typing import Any
+from urllib.parse import quote
 
 from wsq.broker.presence import PresenceStore
 from wsq.broker.redis.client import DOWN, RedisClients, unavailable
@@ -43,8 +46,6 @@ CLOSE_S = 2.0
 
 #: Every owner that holds (or held, and was not swept yet) an address's occupancy.
 OWNERS_KEY = "wsq:occupancy-owners"
-#: How long an owner's list of addresses outlives its last change (ms): long past any lease.
-HELD_TTL_MS = 86_400_000
 
 
 def _owner_key(owner: str) -> str:
@@ -77,6 +78,9 @@ class RedisPresenceStore(PresenceStore):
         self.lease_ms = lease_ms
         self.owner = uuid.uuid4().hex
         self._refresher: asyncio.Task[None] | None = None
+        # Whether this owner is in OWNERS_KEY (added once; a sweep after a lost lease takes
+        # it out, so a lease found lost lists it again).
+        self._listed = False
 
     async def start(self) -> None:
         if self._refresher is None:
@@ -123,6 +127,7 @@ class RedisPresenceStore(PresenceStore):
         elif not await self._call("exists", _owner_key(self.owner)):
             # Our lease was lost: what we hold must never outlive it unseen.
             await self._call("set", _owner_key(self.owner), "1", px=self.lease_ms)
+            self._listed = False
 
     async def join(self, tenant: str, address: str, member: Member, max_members: int) -> bool:
         await self._ensure_lease()
@@ -188,10 +193,10 @@ class RedisPresenceStore(PresenceStore):
 
     async def occupy(self, tenant: str, address: str) -> int:
         await self._ensure_lease()
-        held = _held_key(self.owner)
-        await self._call("sadd", OWNERS_KEY, self.owner)
-        await self._call("sadd", held, json.dumps([tenant, address]))
-        await self._call("pexpire", held, HELD_TTL_MS)
+        if not self._listed:
+            await self._call("sadd", OWNERS_KEY, self.owner)
+            self._listed = True
+        await self._call("sadd", _held_key(self.owner), json.dumps([tenant, address]))
         keys = self._occupancy_keys(tenant, address)
         return int(await self._clients.run("occupancy", keys, ["add", self.owner]) or 0)
 
@@ -223,3 +228,7 @@ class RedisPresenceStore(PresenceStore):
             await self._call("delete", _held_key(owner))
             await self._call("srem", OWNERS_KEY, owner)
         return vacated
+
+    async def hold(self, tenant: str, address: str, name: str, holder: str, ms: int) -> bool:
+        key = f"{address_base(tenant, address)}:h:{quote(name, safe='')}"
+        return bool(await self._clients.run("hold", [key], [holder, ms]))

@@ -15,7 +15,7 @@ from wsq.core.policy import StoragePolicy
 #: The scripts the broker registers, by name (``lua/<name>.lua``).
 ENTRY_SCRIPTS = (
     *("publish", "read", "claim", "settle", "renew", "poll", "dead"),
-    *("opengroup", "count", "admit", "presence", "occupancy"),
+    *("opengroup", "count", "admit", "presence", "occupancy", "hold"),
 )
 
 _NEEDS = "-- needs:"
