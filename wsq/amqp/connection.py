@@ -35,6 +35,7 @@ from wsq.amqp.codec import (
 )
 from wsq.amqp.codec import decode as decode_value
 from wsq.amqp.messages import encoded_delivery, publish_item
+from wsq.amqp.output import AmqpLink, AmqpSession, OutgoingBytes
 from wsq.amqp.terminus import answer_source, receiver_attach, sender_attach
 from wsq.core.errors import (
     AmqpChannelNotFound,
@@ -87,32 +88,6 @@ WINDOW = 2**31 - 1
 MAX_SASL_FRAME = MAX_TOKEN_CHARS + 1024
 
 
-class AmqpLink(Link):
-    """A wsq link with what AMQP adds: its name, delivery count and the client's terminus."""
-
-    __slots__ = ("applied", "attach_fields", "delivery_count", "incoming", "name")
-
-    def __init__(self, session: Session, handle: int, role: Role, name: str) -> None:
-        super().__init__(session, handle, role, "")
-        self.name = name
-        self.delivery_count = 0
-        self.attach_fields: list[Any] = []
-        self.applied: dict[Any, Any] = {}
-        # A client transfer that spans frames: delivery id, settled, its payload so far.
-        self.incoming: tuple[int, bool, list[bytes], int] | None = None
-
-
-class AmqpSession(Session):
-    """A wsq session with the client's incoming window: transfers it has no room for wait."""
-
-    __slots__ = ("held", "remote_limit")
-
-    def __init__(self, ch: int) -> None:
-        super().__init__(ch)
-        self.remote_limit = 0  # the first delivery id the client has no room for
-        self.held: list[tuple[int, bytes]] = []  # (delivery id, frames) beyond the window
-
-
 _OUTCOMES = {
     F.ACCEPTED: Outcome.ACCEPTED,
     F.REJECTED: Outcome.REJECTED,
@@ -120,7 +95,7 @@ _OUTCOMES = {
 }
 
 
-class AmqpConnection:
+class AmqpConnection(OutgoingBytes):
     """The server end of one AMQP connection."""
 
     def __init__(
@@ -129,9 +104,9 @@ class AmqpConnection:
         on_output: Callable[[], None] | None = None,
         errors: Counter[str] | None = None,
     ) -> None:
+        super().__init__(on_output)
         self.limits = limits
         self.errors = errors
-        self._on_output = on_output
         self.state = ConnectionState.AWAIT_OPEN
         self.sessions: dict[int, AmqpSession] = {}
         # 0 until the client's open names its idle-time-out: no heartbeats before.
@@ -144,9 +119,6 @@ class AmqpConnection:
         self._answer: dict[str, Any] | None = None
         self._open_sent = False
         self._begun = 0
-        self._out: list[bytes] = []
-        self.out_bytes = 0
-        self._heartbeat_due = False
         # Whole client transfers on one link, gathered from the input at hand: one publish
         # (one broker write) for many, checked against the credit before any refill.
         self._batch: tuple[AmqpLink, list[PublishItem]] | None = None
@@ -155,46 +127,11 @@ class AmqpConnection:
         # Bytes of client transfers whose last frame has not come yet, on every link.
         self._partial_bytes = 0
 
-    # -- output ----------------------------------------------------------------------------
+    def _max_message_bytes(self) -> int:
+        return self.limits.max_frame_bytes
 
-    def _emit(self, data: bytes) -> None:
-        out = self._out
-        out.append(data)
-        self.out_bytes += len(data)
-        if len(out) == 1 and self._on_output is not None:
-            self._on_output()
-
-    def _frame(self, ch: int, code: int, fields: list[Any]) -> None:
-        self._emit(F.frame(ch, code, fields))
-
-    @property
-    def has_output(self) -> bool:
-        return bool(self._out) or self._heartbeat_due
-
-    def next_message(self, max_bytes: int | None = None) -> bytes | None:
-        """The next WebSocket message: queued frames, whole, up to ``max_bytes`` together."""
-        out = self._out
-        if not out:
-            if self._heartbeat_due:
-                self._heartbeat_due = False
-                return F.EMPTY_FRAME
-            return None
-        self._heartbeat_due = False
-        limit = max_bytes or self.limits.max_frame_bytes
-        k, size = 1, len(out[0])
-        while k < len(out) and size + len(out[k]) <= limit:
-            size += len(out[k])
-            k += 1
-        chunk = out[:k]
-        del out[:k]
-        self.out_bytes -= size
-        return chunk[0] if k == 1 else b"".join(chunk)
-
-    def heartbeat(self) -> None:
-        if self._phase == "frames" and not self._out and not self._heartbeat_due:
-            self._heartbeat_due = True
-            if self._on_output is not None:
-                self._on_output()
+    def _heartbeat_allowed(self) -> bool:
+        return self._phase == "frames"
 
     def send_presence(self, link: Link, body: dict[str, Any]) -> None:
         """Presence has no AMQP form yet: its frames are not sent (docs/amqp.md)."""
