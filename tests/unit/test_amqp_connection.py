@@ -347,3 +347,55 @@ def test_heartbeats_are_empty_frames_and_only_once_open() -> None:
     assert server.conn.client_idle_ms == 5_000  # proton advertises half its own timeout
     server.conn.heartbeat()
     assert server.conn.next_message() == F.EMPTY_FRAME
+
+
+def _anonymous() -> tuple[ProtonClient, Server]:
+    client = ProtonClient(GOOD)
+    client.transport.sasl().allowed_mechs("ANONYMOUS")
+    server = Server()
+    pump(client, server)
+    assert client.opened
+    return client, server
+
+
+def _put_token(client: ProtonClient, snd: Any, token: Any, op: str = "put-token") -> None:
+    client.send(snd, Message(id="r1", properties={"operation": op, "type": "jwt"}, body=token))
+
+
+def test_anonymous_then_a_put_token_on_cbs_opens_and_its_answer_correlates() -> None:
+    client, server = _anonymous()
+    assert server.conn.state is ConnectionState.AWAIT_OPEN
+    early = client.receiver("a.b", credit=1)
+    replies = client.receiver("$cbs", credit=2)
+    requests = client.sender("$cbs")
+    pump(client, server)
+    assert early.remote_condition.name == "amqp:unauthorized-access"
+    assert not server.of(AttachRequested), "neither the $cbs links nor a link before the token"
+    _put_token(client, requests, GOOD)
+    pump(client, server)
+    [open_] = server.of(OpenRequested)
+    assert open_.token == GOOD
+    assert server.conn.state is ConnectionState.OPEN
+    [(_, answer)] = ProtonClient.received(replies)
+    assert answer.correlation_id == "r1"
+    assert answer.properties["status-code"] == 202
+    assert answer.properties["wsq-tenant"] == "t"
+    assert server.conn.links() == []  # $cbs links are the connection's own
+
+
+@pytest.mark.parametrize(
+    "token, op, status",
+    [(GOOD, "delete-token", 400), (b"binary", "put-token", 400), ("bad-token", "put-token", 401)],
+)
+def test_a_put_token_that_is_malformed_or_refused_is_answered(
+    token: Any, op: str, status: int
+) -> None:
+    client, server = _anonymous()
+    replies = client.receiver("$cbs", credit=2)
+    requests = client.sender("$cbs")
+    pump(client, server)
+    _put_token(client, requests, token, op)
+    pump(client, server)
+    [(_, answer)] = ProtonClient.received(replies)
+    assert answer.properties["status-code"] == status
+    assert bool(server.of(ConnectionEnded)) is (status == 401)

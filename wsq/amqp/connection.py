@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from wsq.amqp import cbs
 from wsq.amqp import frames as F
 from wsq.amqp.codec import (
     AmqpDecodeError,
@@ -65,6 +66,7 @@ from wsq.protocol.events import (
     OpenRequested,
     PublishItem,
     PublishRequested,
+    RefreshRequested,
 )
 from wsq.protocol.frames import Refused, configure_link
 from wsq.protocol.state import (
@@ -88,6 +90,7 @@ WINDOW = 2**31 - 1
 MAX_SASL_FRAME = MAX_TOKEN_CHARS + 1024
 
 
+_AUTH_CONDITIONS = frozenset({"wsq:unauthorized", "wsq:token-expired", "wsq:forbidden"})
 _OUTCOMES = {
     F.ACCEPTED: Outcome.ACCEPTED,
     F.REJECTED: Outcome.REJECTED,
@@ -103,10 +106,21 @@ class AmqpConnection(OutgoingBytes):
         limits: Limits,
         on_output: Callable[[], None] | None = None,
         errors: Counter[str] | None = None,
+        *,
+        node: str = "wsq",
+        idle_ms: int = 0,
     ) -> None:
         super().__init__(on_output)
         self.limits = limits
         self.errors = errors
+        # Our open names them; a client that authenticates over $cbs opens before its token.
+        self.node = node
+        self.idle_ms = idle_ms
+        # SASL ANONYMOUS: the token comes in a put-token on $cbs (wsq.amqp.cbs); the requests
+        # waiting for the gateway's verdict, oldest first, and the answers waiting for credit.
+        self._cbs = False
+        self._cbs_waiting: list[tuple[Session, Any]] = []
+        self._cbs_replies: list[tuple[Session, bytes]] = []
         self.state = ConnectionState.AWAIT_OPEN
         self.sessions: dict[int, AmqpSession] = {}
         # 0 until the client's open names its idle-time-out: no heartbeats before.
@@ -237,7 +251,7 @@ class AmqpConnection(OutgoingBytes):
                 # AMQP without SASL, or not AMQP: we answer with the protocol we require.
                 self._end(Unauthorized("SASL is required (PLAIN with the JWT as password)"))
                 return
-            mechanisms = [SymbolArray(("PLAIN",))]
+            mechanisms = [SymbolArray(("PLAIN", "ANONYMOUS"))]
             self._emit(F.frame(0, F.SASL_MECHANISMS, mechanisms, kind=F.FRAME_SASL))
             self._phase = "sasl"
             return
@@ -252,8 +266,14 @@ class AmqpConnection(OutgoingBytes):
             raise Refused(AmqpFramingError("expected sasl-init"))
         mechanism = F.field(fields, 0)
         response = F.field(fields, 1, b"")
+        if mechanism == "ANONYMOUS":
+            # Nothing is allowed until a put-token on $cbs is verified (open timeout applies).
+            self._cbs = True
+            self._emit(F.sasl_outcome(F.SASL_OK))
+            self._phase = "amqp-header"
+            return
         if mechanism != "PLAIN" or not isinstance(response, bytes):
-            self._sasl_refuse(Unauthorized("SASL PLAIN is the mechanism wsq offers"))
+            self._sasl_refuse(Unauthorized("SASL PLAIN (or ANONYMOUS and $cbs) is what wsq offers"))
             return
         # PLAIN: authzid NUL authcid NUL password; the password is the token.
         parts = response.split(b"\x00")
@@ -279,6 +299,10 @@ class AmqpConnection(OutgoingBytes):
             return
         self.state = next_state(CONNECTION_TRANSITIONS, self.state, ConnectionEvent.OPEN_ACCEPTED)
         self._answer = answer
+        if self._cbs:
+            extra = {f"wsq-{k}": answer[k] for k in ("tenant", "sub", "exp") if k in answer}
+            self._cbs_answer(cbs.ACCEPTED, "Accepted", extra)
+            return
         self._emit(F.sasl_outcome(F.SASL_OK))
         self._phase = "amqp-header"
 
@@ -286,11 +310,15 @@ class AmqpConnection(OutgoingBytes):
         self._in.clear()
         if self._phase == "sasl":
             self._sasl_refuse(error)
-        else:
-            self._fail(error)
+            return
+        if self._cbs_waiting:
+            self._cbs_answer(cbs.UNAUTHORIZED, error.description, {})
+        self._fail(error)
 
     def accept_refresh(self, exp: int) -> None:
-        """No refresh in AMQP yet (a CBS put-token would carry one): never asked for."""
+        """A put-token on $cbs refreshed the token: answer it."""
+        if self.state is ConnectionState.OPEN and self._cbs_waiting:
+            self._cbs_answer(cbs.ACCEPTED, "Accepted", {"wsq-exp": exp})
 
     # -- connection ------------------------------------------------------------------------
 
@@ -316,6 +344,11 @@ class AmqpConnection(OutgoingBytes):
     def _fail(self, error: WsqError | None) -> None:
         if self.state in (ConnectionState.CLOSED, ConnectionState.CLOSE_SENT):
             return
+        while self._cbs_waiting and self._open_sent:
+            # A refused refresh (or any close) answers the put-tokens it leaves behind first.
+            refused = error is not None and error.condition in _AUTH_CONDITIONS
+            status = cbs.UNAUTHORIZED if refused else cbs.GONE
+            self._cbs_answer(status, error.description if error else "closing", {})
         if self._phase in ("open", "frames"):
             if not self._open_sent:
                 self._send_open()
@@ -338,11 +371,11 @@ class AmqpConnection(OutgoingBytes):
             0,
             F.OPEN,
             [
-                str(answer.get("node", "wsq")),
+                str(answer.get("node", self.node)),
                 None,
                 Uint(self._max_frame()),
                 Ushort(channel_max),
-                Uint(answer.get("idle", 0)),
+                Uint(answer.get("idle", self.idle_ms)),
                 None,
                 None,
                 None,
@@ -472,9 +505,12 @@ class AmqpConnection(OutgoingBytes):
             session.held.clear()
 
     def _link_ended(self, link: Link) -> None:
-        if isinstance(link, AmqpLink) and link.incoming is not None:
-            self._partial_bytes -= link.incoming[3]
-            link.incoming = None
+        if isinstance(link, AmqpLink):
+            if link.incoming is not None:
+                self._partial_bytes -= link.incoming[3]
+                link.incoming = None
+            if link.cbs:
+                return  # never the gateway's
         unsettled = list(link.unsettled.values())
         if link.unsettled:
             session_unsettled = link.session.unsettled
@@ -516,7 +552,13 @@ class AmqpConnection(OutgoingBytes):
                 link.delivery_count = F.field(fields, 9, 0)
                 if type(link.delivery_count) is not int:
                     raise Refused(AmqpDecodeFailed("attach: initial-delivery-count"))
-            configure_link(link, frame)
+            link.cbs = frame.get("address") == cbs.ADDRESS
+            if link.cbs:
+                link.address = cbs.ADDRESS
+            elif self.state is not ConnectionState.OPEN:
+                raise Refused(Unauthorized("no token yet: send a put-token to $cbs first"))
+            else:
+                configure_link(link, frame)
         except Refused as refused:
             self.detach(link, refused.error)
             return
@@ -528,6 +570,13 @@ class AmqpConnection(OutgoingBytes):
                     f"at most {self.limits.max_links_per_session} links per session"
                 ),
             )
+            return
+        if link.cbs:  # the $cbs node is the connection's own: answered here
+            link.advance(LinkEvent.ACCEPTED)
+            self._attach_answer(link, True, {})
+            if role is Role.SENDER:
+                link.credit = cbs.CREDIT
+                self._link_flow(link)
             return
         self._events.append(AttachRequested(link))
 
@@ -675,7 +724,9 @@ class AmqpConnection(OutgoingBytes):
             available = (count + credit - link.delivery_count) % 2**32
             granted = available - link.credit
             link.credit = min(available, MAX_UINT32)
-            if granted > 0:
+            if link.cbs:
+                self._cbs_flush()
+            elif granted > 0:
                 self._events.append(CreditGranted(link, granted))
         if F.field(fields, 9) is True:
             self._link_flow(link)
@@ -715,6 +766,9 @@ class AmqpConnection(OutgoingBytes):
                 self.detach(link, TransferLimitExceeded("transfer beyond the credit granted"))
                 return
             link.credit -= 1
+            if link.cbs:
+                self._on_cbs_request(session, link, delivery, fields, payload)
+                return
             partial = (delivery, F.field(fields, 4) is True, [], 0)
         delivery, settled, chunks, size = partial
         self._partial_bytes -= size
@@ -749,6 +803,77 @@ class AmqpConnection(OutgoingBytes):
         else:
             self._flush_batch()
             self._batch = (link, [item])
+
+    # -- $cbs: tokens sent as put-token requests (wsq.amqp.cbs) ------------------------------
+
+    def _on_cbs_request(
+        self, session: Session, link: AmqpLink, delivery: int, fields: list[Any], payload: bytes
+    ) -> None:
+        if F.field(fields, 5) is True or len(payload) > MAX_SASL_FRAME:
+            self.detach(link, AmqpMessageSizeExceeded("a $cbs request is one small frame"))
+            return
+        if F.field(fields, 4) is not True:  # settle the request itself at once
+            self._frame(
+                link.ch,
+                F.DISPOSITION,
+                [True, Uint(delivery % 2**32), None, True, F.outcome_value(F.ACCEPTED)],
+            )
+        link.credit += 1
+        self._link_flow(link)
+        if len(self._cbs_waiting) >= cbs.MAX_PENDING:
+            raise Refused(ResourceLimitExceeded("too many $cbs requests unanswered"))
+        try:
+            request = cbs.put_token(payload)
+        except cbs.CbsRequestError as exc:
+            self._cbs_waiting.append((session, None))
+            self._cbs_answer(cbs.BAD_REQUEST, str(exc), {})
+            return
+        self._cbs_waiting.append((session, request.correlation))
+        if self.state is ConnectionState.AWAIT_OPEN:
+            self.state = next_state(
+                CONNECTION_TRANSITIONS, self.state, ConnectionEvent.OPEN_RECEIVED
+            )
+            self._events.append(OpenRequested(request.token, self.client_idle_ms, None))
+        else:
+            self._events.append(RefreshRequested(request.token))
+
+    def _cbs_answer(self, status: int, description: str, extra: dict[str, Any]) -> None:
+        """Answer the oldest waiting $cbs request on the client's receiver link from $cbs."""
+        session, correlation = self._cbs_waiting.pop(0)
+        message = cbs.reply(correlation, status, description[:500], extra)
+        if len(self._cbs_replies) >= cbs.MAX_PENDING:
+            return  # a client that never grants its $cbs receiver credit loses answers
+        self._cbs_replies.append((session, message))
+        self._cbs_flush()
+
+    def _cbs_flush(self) -> None:
+        """Send the answers the client has granted credit for, on its $cbs receiver link of
+        the request's session."""
+        waiting: list[tuple[Session, bytes]] = []
+        for session, message in self._cbs_replies:
+            link = next(
+                (
+                    lk
+                    for lk in session.links.values()
+                    if isinstance(lk, AmqpLink)
+                    and lk.cbs
+                    and lk.role is Role.RECEIVER
+                    and lk.state is LinkState.ATTACHED
+                    and lk.credit > 0
+                ),
+                None,
+            )
+            if link is None or self.sessions.get(session.ch) is not session:
+                if self.sessions.get(session.ch) is session:
+                    waiting.append((session, message))
+                continue
+            delivery = session.next_outgoing
+            session.next_outgoing += 1
+            link.credit -= 1
+            link.delivery_count += 1
+            head = F.transfer_head(link.ch, link.handle, delivery, True, len(message))
+            self._emit(head + message)
+        self._cbs_replies = waiting
 
     def settle_publish(
         self, link: Link, results: Sequence[tuple[PublishItem, str | None, WsqError | None]]
@@ -896,7 +1021,7 @@ class AmqpConnection(OutgoingBytes):
             link
             for session in self.sessions.values()
             for link in session.links.values()
-            if link.state is LinkState.ATTACHED
+            if link.state is LinkState.ATTACHED and not getattr(link, "cbs", False)
         ]
 
 

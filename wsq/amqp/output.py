@@ -13,7 +13,7 @@ from wsq.protocol.state import Link, Role, Session
 class AmqpLink(Link):
     """A wsq link with what AMQP adds: its name, delivery count and the client's terminus."""
 
-    __slots__ = ("applied", "attach_fields", "delivery_count", "incoming", "name")
+    __slots__ = ("applied", "attach_fields", "cbs", "delivery_count", "incoming", "name")
 
     def __init__(self, session: Session, handle: int, role: Role, name: str) -> None:
         super().__init__(session, handle, role, "")
@@ -23,6 +23,8 @@ class AmqpLink(Link):
         self.applied: dict[Any, Any] = {}
         # A client transfer that spans frames: delivery id, settled, its payload so far.
         self.incoming: tuple[int, bool, list[bytes], int] | None = None
+        # A link to or from the node $cbs (wsq.amqp.cbs): the connection's own, not the hub's.
+        self.cbs = False
 
 
 class AmqpSession(Session):
