@@ -1,11 +1,15 @@
 """wsq.v1's bounds hold over AMQP 1.0 at the same scope (docs/amqp.md, "Errors and their
 scope"): the tenant's publish rate rejects the transfer and the link goes on; its max_links
 and max_connections refuse the link and the connection; an over-long subject is a rejected
-message. python-qpid-proton's engine over a real WebSocket to an in-process gateway."""
+message; the handshake's choice, text on an AMQP socket, AMQP without SASL. Mostly with
+python-qpid-proton's engine over a real WebSocket to an in-process gateway."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
+import websockets
 from amqp_proton import ProtonClient, over_websocket
 from proton import Delivery, Endpoint, Message
 from wsq_harness import Gateway
@@ -68,3 +72,30 @@ async def test_a_message_that_breaks_a_prop_rule_is_rejected_with_the_reason(
         await until(lambda: bool(bad.remote_state))
         assert bad.remote_state == Delivery.REJECTED
         assert "message-id" in bad.remote.condition.description
+
+
+async def test_a_handshake_offering_both_gets_wsq_v1_and_amqp_alone_gets_amqp(
+    gateway: Gateway,
+) -> None:
+    async with websockets.connect(gateway.url, subprotocols=["amqp", "wsq.v1"]) as ws:
+        assert ws.subprotocol == "wsq.v1"
+    async with websockets.connect(gateway.url, subprotocols=["amqp"]) as ws:
+        assert ws.subprotocol == "amqp"
+
+
+async def test_a_text_message_on_an_amqp_socket_ends_it(gateway: Gateway) -> None:
+    async with websockets.connect(gateway.url, subprotocols=["amqp"]) as ws:
+        await ws.send("AMQP in text")
+        with pytest.raises(websockets.ConnectionClosed):
+            while True:
+                await asyncio.wait_for(ws.recv(), 5)
+
+
+async def test_sasl_is_required_an_amqp_header_gets_the_sasl_header_and_the_end(
+    gateway: Gateway,
+) -> None:
+    async with websockets.connect(gateway.url, subprotocols=["amqp"]) as ws:
+        await ws.send(b"AMQP\x00\x01\x00\x00")
+        assert await asyncio.wait_for(ws.recv(), 5) == b"AMQP\x03\x01\x00\x00"
+        with pytest.raises(websockets.ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 5)
