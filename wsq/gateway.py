@@ -256,7 +256,7 @@ class Peer:
                 if isinstance(event, PublishRequested):
                     await self._on_publish(event)
                 elif isinstance(event, CreditGranted):
-                    self.node.hub.credit(event.link)
+                    subprotocols.credit_granted(conn, event.link, self.node.hub)
                 elif isinstance(event, DeliveriesSettled):
                     self.gateway.dispositions[event.outcome.value] += len(event.ids)
                     await self.node.hub.settle(event.link, event.ids, event.outcome)

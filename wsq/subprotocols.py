@@ -4,18 +4,21 @@ hand the gateway the same events and serve the same hub."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from wsq.amqp.connection import DRAIN_WAIT_S, AmqpConnection
 from wsq.amqp.connection import SUBPROTOCOL as AMQP
-from wsq.amqp.connection import AmqpConnection
 from wsq.core.errors import InvalidFrame
 from wsq.framelog import describe_message
 from wsq.protocol.connection import ServerConnection
 
 if TYPE_CHECKING:
     from wsq.gateway import Gateway
+    from wsq.hub import Hub
+    from wsq.protocol.state import Link
 
 WSQ_V1 = "wsq.v1"
 
@@ -48,6 +51,14 @@ def connection(
             idle_ms=node.settings.server.idle_ms,
         )
     return ServerConnection(limits, on_output=on_output, errors=errors)
+
+
+def credit_granted(conn: Connection, link: Link, hub: Hub) -> None:
+    """The client granted credit: the hub delivers. An AMQP client that drains gets its
+    answer once the hub has had ``DRAIN_WAIT_S`` to deliver what it can."""
+    hub.credit(link)
+    if isinstance(conn, AmqpConnection) and getattr(link, "drain", False):
+        asyncio.get_running_loop().call_later(DRAIN_WAIT_S, conn.drain_done, link)
 
 
 def receive(conn: Connection, message: MutableMapping[str, Any], peer: int) -> None:

@@ -7,7 +7,9 @@ python-qpid-proton's engine over a real WebSocket to an in-process gateway."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+import httpx
 import pytest
 import websockets
 from amqp_proton import ProtonClient, over_websocket
@@ -99,3 +101,32 @@ async def test_sasl_is_required_an_amqp_header_gets_the_sasl_header_and_the_end(
         assert await asyncio.wait_for(ws.recv(), 5) == b"AMQP\x03\x01\x00\x00"
         with pytest.raises(websockets.ConnectionClosed):
             await asyncio.wait_for(ws.recv(), 5)
+
+
+async def test_a_draining_queue_receiver_gets_what_waits_then_its_drain_answer(
+    gateway: Gateway,
+) -> None:
+    token = gateway.token("drainer")
+    async with httpx.AsyncClient() as http:
+        for n in range(2):
+            answer = await http.post(
+                f"{gateway.http}/v1/addresses/drain.q/messages",
+                headers={"Authorization": f"Bearer {token}"},
+                json={"body": n},
+            )
+            assert answer.status_code == 201
+    client = ProtonClient(token)
+    async with over_websocket(gateway.url, client) as until:
+        rcv = client.receiver("drain.q::workers", mode="move")
+        await until(lambda: bool(rcv.state & Endpoint.REMOTE_ACTIVE))
+        rcv.drain(5)
+        got: list[Any] = []
+
+        def drained() -> bool:
+            got.extend(ProtonClient.received(rcv))
+            return not rcv.draining()
+
+        await until(drained)
+        got.extend(ProtonClient.received(rcv))
+        assert sorted(m.body for _, m in got) == [0, 1]
+        assert rcv.credit == 0

@@ -399,3 +399,24 @@ def test_a_put_token_that_is_malformed_or_refused_is_answered(
     [(_, answer)] = ProtonClient.received(replies)
     assert answer.properties["status-code"] == status
     assert bool(server.of(ConnectionEnded)) is (status == 401)
+
+
+def test_a_drain_is_answered_with_the_unused_credit_spent() -> None:
+    client, server = opened()
+    rcv = client.receiver("d.x", mode="move")
+    pump(client, server)
+    rcv.drain(5)
+    pump(client, server)
+    [attach] = server.of(AttachRequested)
+    link = attach.link
+    assert link.drain and link.credit == 5
+    server.conn.send_transfers(link, [TAIL], ["5-0"])
+    pump(client, server)
+    assert rcv.draining(), "not answered before the gateway says so"
+    server.conn.drain_done(link)
+    pump(client, server)
+    assert not rcv.draining()
+    assert len(ProtonClient.received(rcv)) == 1
+    assert rcv.credit == 0 and link.credit == 0 and link.delivery_count == 5
+    server.conn.drain_done(link)  # once only
+    assert server.conn.next_message() is None

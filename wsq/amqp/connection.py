@@ -86,6 +86,9 @@ from wsq.protocol.state import (
 SUBPROTOCOL = "amqp"
 # Our session windows: never the limit (credit is); a peer refreshes them from every flow.
 WINDOW = 2**31 - 1
+# How long the gateway lets the hub deliver on a draining link before it answers the drain
+# (what is still in the broker then stays there for the next credit).
+DRAIN_WAIT_S = 0.05
 # SASL frames carry the token: room for the longest token wsq accepts, and the rest of the frame.
 MAX_SASL_FRAME = MAX_TOKEN_CHARS + 1024
 
@@ -724,12 +727,40 @@ class AmqpConnection(OutgoingBytes):
             available = (count + credit - link.delivery_count) % 2**32
             granted = available - link.credit
             link.credit = min(available, MAX_UINT32)
+            # The latest flow says whether the client drains (a later one without drain
+            # cancels it); the gateway answers it with ``drain_done`` after DRAIN_WAIT_S.
+            link.drain = F.field(fields, 8) is True and not link.cbs
             if link.cbs:
                 self._cbs_flush()
-            elif granted > 0:
-                self._events.append(CreditGranted(link, granted))
+            elif granted > 0 or link.drain:
+                self._events.append(CreditGranted(link, max(granted, 0)))
         if F.field(fields, 9) is True:
             self._link_flow(link)
+
+    def drain_done(self, link: Link) -> None:
+        """Answer a drain: the credit the hub did not use is spent (the delivery count moves
+        on by it), and our flow says so with ``drain`` set."""
+        if not isinstance(link, AmqpLink) or not link.drain or link.state is not LinkState.ATTACHED:
+            return
+        link.drain = False
+        link.delivery_count += max(link.credit, 0)
+        link.credit = 0
+        session = link.session
+        self._frame(
+            link.ch,
+            F.FLOW,
+            [
+                Uint(session.next_incoming % 2**32),
+                Uint(WINDOW),
+                Uint(session.next_outgoing % 2**32),
+                Uint(WINDOW),
+                Uint(link.handle),
+                Uint(link.delivery_count % 2**32),
+                Uint(0),
+                None,
+                True,
+            ],
+        )
 
     # -- transfers from the client (publishing) ---------------------------------------------
 

@@ -13,7 +13,7 @@ from wsq.protocol.state import Link, Role, Session
 class AmqpLink(Link):
     """A wsq link with what AMQP adds: its name, delivery count and the client's terminus."""
 
-    __slots__ = ("applied", "attach_fields", "cbs", "delivery_count", "incoming", "name")
+    __slots__ = ("applied", "attach_fields", "cbs", "delivery_count", "drain", "incoming", "name")
 
     def __init__(self, session: Session, handle: int, role: Role, name: str) -> None:
         super().__init__(session, handle, role, "")
@@ -25,6 +25,8 @@ class AmqpLink(Link):
         self.incoming: tuple[int, bool, list[bytes], int] | None = None
         # A link to or from the node $cbs (wsq.amqp.cbs): the connection's own, not the hub's.
         self.cbs = False
+        # The client's latest flow asked to drain: the gateway answers with ``drain_done``.
+        self.drain = False
 
 
 class AmqpSession(Session):
