@@ -473,3 +473,34 @@ test("a refresh for another sub closes the connection", async () => {
   assert.equal(ctx.connection.error.condition, "amqp:unauthorized-access");
   assert.match(ctx.connection.error.description, /same tenant and sub/);
 });
+
+test("position and rewind filters: from the oldest retained, or the last N", async () => {
+  const addr = address("rewind");
+  const conn = await connect();
+  try {
+    await send(conn, addr, { body: 1 }, { body: 2 }, { body: 3 });
+    const described = (value, descriptor) => rhea.types.wrap_described(value, descriptor);
+    const all = await receiver(conn, {
+      source: { address: addr, filter: { from: described("^", "wsq:position-filter:string") } },
+    });
+    const bodies = [];
+    for (let i = 0; i < 3; i++) bodies.push((await all.next()).message.body);
+    assert.deepEqual(bodies, [1, 2, 3]);
+    assert.ok(all.source.filter.from, "the applied filter is in the answer");
+    const lastTwo = await receiver(conn, {
+      source: {
+        address: addr,
+        filter: { rewind: described(rhea.types.wrap_uint(2), "wsq:rewind-filter:uint") },
+      },
+    });
+    assert.deepEqual([(await lastTwo.next()).message.body, (await lastTwo.next()).message.body], [2, 3]);
+    await quiet();
+    assert.equal(lastTwo.pending.length, 0);
+    const unknown = await receiver(conn, {
+      source: { address: addr, filter: { x: described("?", "acme:unknown-filter") } },
+    });
+    assert.ok(!unknown.source.filter, "an unknown filter is left out of the answer");
+  } finally {
+    await closed(conn);
+  }
+});
