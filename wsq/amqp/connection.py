@@ -6,13 +6,16 @@ answers (``accept_open``, ``accept_attach``, ``detach``, ``settle_publish`` …)
 ``Link`` and ``Session`` objects for the hub, and deliveries pushed with ``send_transfers``.
 So the gateway's auth, rights, quotas, hub and brokers serve both protocols unchanged.
 
-The stream: the SASL header and exchange (PLAIN: the password is the tenant's JWT), then the
-AMQP header, ``open``, and frames (docs/amqp.md). Errors go to the narrowest scope: a link
-error detaches the link, a session error ends the session, a connection error closes.
+The stream: the SASL header and exchange (PLAIN: the password is the tenant's JWT; ANONYMOUS:
+the token follows in a put-token on ``$cbs``, ``wsq.amqp.cbs``), then the AMQP header,
+``open``, and frames (docs/amqp.md). Errors go to the narrowest scope: a link error detaches
+the link, a session error ends the session, a connection error closes. One answer needs the
+gateway's clock: a drain (``drain_done``, after ``DRAIN_WAIT_S``).
 
 Why this module is longer than ~600 lines: like wsq.v1's connection, it is one state machine
 whose frame handlers all share the connection's sessions, links, delivery numbering and credit;
-the codec, the framing, the message mapping and the terminus translation have left it.
+the codec, the framing, the message mapping, the terminus translation, the CBS messages and the
+output queue have left it.
 """
 
 from __future__ import annotations
