@@ -420,3 +420,23 @@ def test_a_drain_is_answered_with_the_unused_credit_spent() -> None:
     assert rcv.credit == 0 and link.credit == 0 and link.delivery_count == 5
     server.conn.drain_done(link)  # once only
     assert server.conn.next_message() is None
+
+
+@pytest.mark.parametrize("how", ["close", "detach"])
+def test_a_link_the_client_closes_or_detaches_ends_with_its_unsettled_ids(how: str) -> None:
+    client, server = opened()
+    rcv = client.receiver("jobs.y::w", credit=2, mode="move")
+    pump(client, server)
+    [attach] = server.of(AttachRequested)
+    server.conn.send_transfers(attach.link, [TAIL, TAIL], ["5-0", "5-1"])
+    pump(client, server)
+    getattr(rcv, how)()
+    server.conn.receive_data(client.output())
+    server.answer()
+    [ended] = server.of(LinkEnded)
+    assert ended.unsettled == ["5-0", "5-1"]
+    # Our answer echoes closed: true for a close, false for a detach that only suspends.
+    answer = b"".join(iter(server.conn.next_message, None))
+    closed_field = {"close": b"\x41", "detach": b"\x42"}[how]
+    # detach (0x16), a list of 2: handle 0 (uint0), closed
+    assert answer.endswith(b"\x53\x16\xc0\x03\x02\x43" + closed_field), answer

@@ -696,7 +696,9 @@ class AmqpConnection(OutgoingBytes):
             return
         self._link_ended(link)
         link.advance(LinkEvent.ENDED)
-        self._frame(session.ch, F.DETACH, [Uint(handle), True])
+        # Echo the client's closed: a detach that only suspends is answered in kind (wsq ends
+        # the link either way: terminus recovery is not supported, docs/amqp.md).
+        self._frame(session.ch, F.DETACH, [Uint(handle), F.field(fields, 1) is True])
 
     def _on_flow(self, session: AmqpSession, fields: list[Any], payload: bytes) -> None:
         next_incoming = F.field(fields, 0)
