@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from amqp_proton import ProtonClient
-from proton import Delivery, Endpoint, Message, symbol
+from proton import Delivery, Endpoint, Message, Terminus, symbol
 from proton import Described as PDescribed
 
 from wsq.amqp import frames as F
@@ -440,3 +440,18 @@ def test_a_link_the_client_closes_or_detaches_ends_with_its_unsettled_ids(how: s
     closed_field = {"close": b"\x41", "detach": b"\x42"}[how]
     # detach (0x16), a list of 2: handle 0 (uint0), closed
     assert answer.endswith(b"\x53\x16\xc0\x03\x02\x43" + closed_field), answer
+
+
+def test_transactions_and_dynamic_nodes_are_refused_at_link_scope() -> None:
+    client, server = opened()
+    coordinator = client.session.sender("txn")
+    coordinator.target.type = Terminus.COORDINATOR
+    coordinator.open()
+    dynamic = client.session.receiver("reply-to")
+    dynamic.source.dynamic = True
+    dynamic.open()
+    pump(client, server)
+    for link in (coordinator, dynamic):
+        assert link.state & Endpoint.REMOTE_CLOSED
+        assert link.remote_condition.name == "amqp:invalid-field"
+    assert client.opened and not server.of(AttachRequested)
