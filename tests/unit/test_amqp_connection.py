@@ -11,6 +11,7 @@ import pytest
 from amqp_proton import ProtonClient
 from proton import Delivery, Endpoint, Message, Terminus, symbol
 from proton import Described as PDescribed
+from proton import Link as ProtonLink
 
 from wsq.amqp import frames as F
 from wsq.amqp.codec import Described, Symbol, Uint, Ulong
@@ -455,3 +456,20 @@ def test_transactions_and_dynamic_nodes_are_refused_at_link_scope() -> None:
         assert link.state & Endpoint.REMOTE_CLOSED
         assert link.remote_condition.name == "amqp:invalid-field"
     assert client.opened and not server.of(AttachRequested)
+
+
+def test_pre_settled_publishes_are_stored_without_dispositions_and_credit_comes_back() -> None:
+    client, server = opened(Limits(max_frame_bytes=65_536, sender_credit=2))
+    snd = client.session.sender("s-presettled")
+    snd.target.address = "fire.forget"
+    snd.snd_settle_mode = ProtonLink.SND_SETTLED
+    snd.open()
+    pump(client, server)
+    for i in range(4):  # twice the credit: the refills let them all through
+        delivery = client.send(snd, Message(body=i))
+        delivery.settle()
+        pump(client, server)
+    assert server.published == ["0", "1", "2", "3"]
+    out = b"".join(iter(server.conn.next_message, None))
+    assert b"\x00\x53\x15" not in out  # no disposition frame was ever needed
+    assert snd.credit == 2
