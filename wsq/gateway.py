@@ -149,9 +149,7 @@ class Peer:
         # wsq.v1 where the client offers it, else AMQP 1.0 (docs/amqp.md): both protocol
         # objects answer the same events and serve the same hub.
         self.subprotocol = subprotocols.choose(scope.get("subprotocols") or ())
-        self.conn = subprotocols.connection(
-            self.subprotocol, gateway.limits, self._wake_writer, gateway.errors
-        )
+        self.conn = subprotocols.connection(self.subprotocol, gateway, self._wake_writer)
         # Deliveries pause at half of outbox_max_bytes. The hard cap leaves room beyond that for
         # the one delivery that crossed the mark (up to a frame) and for control frames, so
         # only a client that floods us with requests without reading ever reaches it.
@@ -259,7 +257,7 @@ class Peer:
                 if isinstance(event, PublishRequested):
                     await self._on_publish(event)
                 elif isinstance(event, CreditGranted):
-                    self.node.hub.credit(event.link)
+                    subprotocols.credit_granted(conn, event.link, self.node.hub)
                 elif isinstance(event, DeliveriesSettled):
                     self.gateway.dispositions[event.outcome.value] += len(event.ids)
                     await self.node.hub.settle(event.link, event.ids, event.outcome)

@@ -4,16 +4,21 @@ hand the gateway the same events and serve the same hub."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections import Counter
 from collections.abc import Callable, MutableMapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from wsq.amqp.connection import DRAIN_WAIT_S, AmqpConnection
 from wsq.amqp.connection import SUBPROTOCOL as AMQP
-from wsq.amqp.connection import AmqpConnection
 from wsq.core.errors import InvalidFrame
 from wsq.framelog import describe_message
-from wsq.protocol.connection import Limits, ServerConnection
+from wsq.protocol.connection import ServerConnection
+
+if TYPE_CHECKING:
+    from wsq.gateway import Gateway
+    from wsq.hub import Hub
+    from wsq.protocol.state import Link
 
 WSQ_V1 = "wsq.v1"
 
@@ -30,15 +35,30 @@ def choose(offered: Sequence[str]) -> str | None:
 
 
 def connection(
-    subprotocol: str | None,
-    limits: Limits,
-    on_output: Callable[[], None],
-    errors: Counter[str],
+    subprotocol: str | None, gateway: Gateway, on_output: Callable[[], None]
 ) -> Connection:
-    """The protocol object of a socket that speaks ``subprotocol`` (wsq.v1 if none)."""
+    """The protocol object of a socket that speaks ``subprotocol`` (wsq.v1 if none), with the
+    gateway's limits and error counts. AMQP's open names the node and the idle timeout before
+    it may know the token (wsq.amqp.cbs)."""
+    limits, errors = gateway.limits, gateway.errors
     if subprotocol == AMQP:
-        return AmqpConnection(limits, on_output=on_output, errors=errors)
+        node = gateway.node
+        return AmqpConnection(
+            limits,
+            on_output=on_output,
+            errors=errors,
+            node=node.node_id,
+            idle_ms=node.settings.server.idle_ms,
+        )
     return ServerConnection(limits, on_output=on_output, errors=errors)
+
+
+def credit_granted(conn: Connection, link: Link, hub: Hub) -> None:
+    """The client granted credit: the hub delivers. An AMQP client that drains gets its
+    answer once the hub has had ``DRAIN_WAIT_S`` to deliver what it can."""
+    hub.credit(link)
+    if isinstance(conn, AmqpConnection) and getattr(link, "drain", False):
+        asyncio.get_running_loop().call_later(DRAIN_WAIT_S, conn.drain_done, link)
 
 
 def receive(conn: Connection, message: MutableMapping[str, Any], peer: int) -> None:

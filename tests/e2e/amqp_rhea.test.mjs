@@ -15,10 +15,11 @@ const SECRET = process.env.WSQ_SECRET; // the tenant's HS256 key, for tokens min
 const BAD_TOKEN = TOKEN.slice(0, -4) + "AAAA";
 
 /** A token of tenant acme that expires ``ttl`` seconds from now. */
-function mint(ttl) {
+function mint(ttl, sub = "carol") {
   const b64 = (v) => Buffer.from(JSON.stringify(v)).toString("base64url");
   const now = Math.floor(Date.now() / 1000);
-  const claims = { iss: "acme", sub: "carol", iat: now, exp: now + ttl, wsq: { subscribe: [">"] } };
+  const rights = { subscribe: [">"], publish: [">"] };
+  const claims = { iss: "acme", sub, iat: now, exp: now + ttl, wsq: rights };
   const unsigned = `${b64({ alg: "HS256", typ: "JWT" })}.${b64(claims)}`;
   return `${unsigned}.${createHmac("sha256", SECRET).update(unsigned).digest("base64url")}`;
 }
@@ -387,5 +388,119 @@ test("a consumer that vanishes gives its unsettled messages to another", async (
     }
   } finally {
     await closed(survivor);
+  }
+});
+
+/** SASL ANONYMOUS (rhea: a user name and no password): the token goes over $cbs. */
+function connectAnonymous() {
+  const container = rhea.create_container();
+  const ws = container.websocket_connect(WebSocket);
+  const conn = container.connect({
+    connection_details: ws(WS_URL, ["amqp"]),
+    username: "anonymous",
+    reconnect: false,
+  });
+  return new Promise((resolve, reject) => {
+    conn.once("connection_open", () => resolve(conn));
+    conn.once("disconnected", (ctx) => reject(ctx.error ?? new Error("disconnected")));
+  });
+}
+
+/** A sender and a receiver on $cbs; ``putToken(token)`` resolves with the answer. */
+async function cbsNode(conn) {
+  const replies = await receiver(conn, { source: { address: "$cbs" } });
+  const requests = conn.open_sender("$cbs");
+  await once(requests, "sendable");
+  let n = 0;
+  return {
+    async putToken(token) {
+      const id = `req-${n++}`;
+      requests.send({
+        message_id: id,
+        application_properties: { operation: "put-token", type: "jwt", name: "wsq" },
+        body: token,
+      });
+      const { message } = await replies.next();
+      assert.equal(message.correlation_id, id);
+      return message.application_properties;
+    },
+  };
+}
+
+test("ANONYMOUS with a put-token on $cbs: links wait for it, another refreshes it", async () => {
+  const addr = address("cbs");
+  const conn = await connectAnonymous();
+  try {
+    const early = conn.open_receiver({ source: { address: addr } });
+    const refused = await once(early, "receiver_error");
+    assert.equal(refused.receiver.error.condition, "amqp:unauthorized-access");
+    const cbs = await cbsNode(conn);
+    const first = await cbs.putToken(mint(60));
+    assert.equal(first["status-code"], 202);
+    assert.equal(first["wsq-tenant"], "acme");
+    assert.equal(first["wsq-sub"], "carol");
+    const r = await receiver(conn, { source: { address: addr } });
+    await send(conn, addr, { body: "after the token" });
+    assert.equal((await r.next()).message.body, "after the token");
+    const second = await cbs.putToken(mint(600));
+    assert.equal(second["status-code"], 202);
+    assert.ok(second["wsq-exp"] > first["wsq-exp"], "the expiry moved");
+    const error = once(conn, "connection_error");
+    const bad = await cbs.putToken("not a token");
+    assert.equal(bad["status-code"], 401, "a refused refresh is answered, then closes");
+    assert.equal((await error).connection.error.condition, "amqp:unauthorized-access");
+  } finally {
+    await closed(conn);
+  }
+});
+
+test("a put-token that is refused closes the connection with amqp:unauthorized-access", async () => {
+  const conn = await connectAnonymous();
+  const cbs = await cbsNode(conn);
+  const error = once(conn, "connection_error");
+  const answer = await cbs.putToken(BAD_TOKEN);
+  assert.equal(answer["status-code"], 401);
+  assert.equal((await error).connection.error.condition, "amqp:unauthorized-access");
+});
+
+test("a refresh for another sub closes the connection", async () => {
+  const conn = await connectAnonymous();
+  const cbs = await cbsNode(conn);
+  assert.equal((await cbs.putToken(mint(60, "dave")))["status-code"], 202);
+  const error = once(conn, "connection_error");
+  assert.equal((await cbs.putToken(mint(60, "eve")))["status-code"], 401);
+  const ctx = await error;
+  assert.equal(ctx.connection.error.condition, "amqp:unauthorized-access");
+  assert.match(ctx.connection.error.description, /same tenant and sub/);
+});
+
+test("position and rewind filters: from the oldest retained, or the last N", async () => {
+  const addr = address("rewind");
+  const conn = await connect();
+  try {
+    await send(conn, addr, { body: 1 }, { body: 2 }, { body: 3 });
+    const described = (value, descriptor) => rhea.types.wrap_described(value, descriptor);
+    const all = await receiver(conn, {
+      source: { address: addr, filter: { from: described("^", "wsq:position-filter:string") } },
+    });
+    const bodies = [];
+    for (let i = 0; i < 3; i++) bodies.push((await all.next()).message.body);
+    assert.deepEqual(bodies, [1, 2, 3]);
+    assert.ok(all.source.filter.from, "the applied filter is in the answer");
+    const lastTwo = await receiver(conn, {
+      source: {
+        address: addr,
+        filter: { rewind: described(rhea.types.wrap_uint(2), "wsq:rewind-filter:uint") },
+      },
+    });
+    assert.deepEqual([(await lastTwo.next()).message.body, (await lastTwo.next()).message.body], [2, 3]);
+    await quiet();
+    assert.equal(lastTwo.pending.length, 0);
+    const unknown = await receiver(conn, {
+      source: { address: addr, filter: { x: described("?", "acme:unknown-filter") } },
+    });
+    assert.ok(!unknown.source.filter, "an unknown filter is left out of the answer");
+  } finally {
+    await closed(conn);
   }
 });

@@ -3,11 +3,14 @@ against python-qpid-proton's own codec both ways, and against hostile bytes."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import uuid
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from proton import Data, Message
 
 from wsq.amqp import messages
@@ -187,3 +190,34 @@ def test_a_delivery_tail_becomes_a_message_proton_reads() -> None:
     assert msg.expiry_time == pytest.approx(60.017)
     assert messages.encoded_delivery(tail) is messages.encoded_delivery(tail)  # cached
     assert decode_all(messages.encoded_delivery(tail))[-1] == Described(Ulong(0x77), {"a": [1, 2]})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_any_bytes_decode_or_raise_a_decode_error_only(data: bytes) -> None:
+    with contextlib.suppress(AmqpDecodeError):
+        decode_all(data)
+
+
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner, max_size=5)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(JSON)
+def test_a_json_value_round_trips_through_amqp(value: Any) -> None:
+    data = encode(messages.from_json(value))
+    assert messages.to_json(decode(data)[0]) == value
+    # and a truncated encoding is a decode error, never another exception
+    if len(data) > 1:
+        with pytest.raises(AmqpDecodeError):
+            decode(data[:-1])

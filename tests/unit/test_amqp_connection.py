@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 from amqp_proton import ProtonClient
-from proton import Delivery, Endpoint, Message, symbol
+from proton import Delivery, Endpoint, Message, Terminus, symbol
 from proton import Described as PDescribed
+from proton import Link as ProtonLink
 
 from wsq.amqp import frames as F
 from wsq.amqp.codec import Described, Symbol, Uint, Ulong
@@ -347,3 +348,128 @@ def test_heartbeats_are_empty_frames_and_only_once_open() -> None:
     assert server.conn.client_idle_ms == 5_000  # proton advertises half its own timeout
     server.conn.heartbeat()
     assert server.conn.next_message() == F.EMPTY_FRAME
+
+
+def _anonymous() -> tuple[ProtonClient, Server]:
+    client = ProtonClient(GOOD)
+    client.transport.sasl().allowed_mechs("ANONYMOUS")
+    server = Server()
+    pump(client, server)
+    assert client.opened
+    return client, server
+
+
+def _put_token(client: ProtonClient, snd: Any, token: Any, op: str = "put-token") -> None:
+    client.send(snd, Message(id="r1", properties={"operation": op, "type": "jwt"}, body=token))
+
+
+def test_anonymous_then_a_put_token_on_cbs_opens_and_its_answer_correlates() -> None:
+    client, server = _anonymous()
+    assert server.conn.state is ConnectionState.AWAIT_OPEN
+    early = client.receiver("a.b", credit=1)
+    replies = client.receiver("$cbs", credit=2)
+    requests = client.sender("$cbs")
+    pump(client, server)
+    assert early.remote_condition.name == "amqp:unauthorized-access"
+    assert not server.of(AttachRequested), "neither the $cbs links nor a link before the token"
+    _put_token(client, requests, GOOD)
+    pump(client, server)
+    [open_] = server.of(OpenRequested)
+    assert open_.token == GOOD
+    assert server.conn.state is ConnectionState.OPEN
+    [(_, answer)] = ProtonClient.received(replies)
+    assert answer.correlation_id == "r1"
+    assert answer.properties["status-code"] == 202
+    assert answer.properties["wsq-tenant"] == "t"
+    assert server.conn.links() == []  # $cbs links are the connection's own
+
+
+@pytest.mark.parametrize(
+    "token, op, status",
+    [(GOOD, "delete-token", 400), (b"binary", "put-token", 400), ("bad-token", "put-token", 401)],
+)
+def test_a_put_token_that_is_malformed_or_refused_is_answered(
+    token: Any, op: str, status: int
+) -> None:
+    client, server = _anonymous()
+    replies = client.receiver("$cbs", credit=2)
+    requests = client.sender("$cbs")
+    pump(client, server)
+    _put_token(client, requests, token, op)
+    pump(client, server)
+    [(_, answer)] = ProtonClient.received(replies)
+    assert answer.properties["status-code"] == status
+    assert bool(server.of(ConnectionEnded)) is (status == 401)
+
+
+def test_a_drain_is_answered_with_the_unused_credit_spent() -> None:
+    client, server = opened()
+    rcv = client.receiver("d.x", mode="move")
+    pump(client, server)
+    rcv.drain(5)
+    pump(client, server)
+    [attach] = server.of(AttachRequested)
+    link = attach.link
+    assert link.drain and link.credit == 5
+    server.conn.send_transfers(link, [TAIL], ["5-0"])
+    pump(client, server)
+    assert rcv.draining(), "not answered before the gateway says so"
+    server.conn.drain_done(link)
+    pump(client, server)
+    assert not rcv.draining()
+    assert len(ProtonClient.received(rcv)) == 1
+    assert rcv.credit == 0 and link.credit == 0 and link.delivery_count == 5
+    server.conn.drain_done(link)  # once only
+    assert server.conn.next_message() is None
+
+
+@pytest.mark.parametrize("how", ["close", "detach"])
+def test_a_link_the_client_closes_or_detaches_ends_with_its_unsettled_ids(how: str) -> None:
+    client, server = opened()
+    rcv = client.receiver("jobs.y::w", credit=2, mode="move")
+    pump(client, server)
+    [attach] = server.of(AttachRequested)
+    server.conn.send_transfers(attach.link, [TAIL, TAIL], ["5-0", "5-1"])
+    pump(client, server)
+    getattr(rcv, how)()
+    server.conn.receive_data(client.output())
+    server.answer()
+    [ended] = server.of(LinkEnded)
+    assert ended.unsettled == ["5-0", "5-1"]
+    # Our answer echoes closed: true for a close, false for a detach that only suspends.
+    answer = b"".join(iter(server.conn.next_message, None))
+    closed_field = {"close": b"\x41", "detach": b"\x42"}[how]
+    # detach (0x16), a list of 2: handle 0 (uint0), closed
+    assert answer.endswith(b"\x53\x16\xc0\x03\x02\x43" + closed_field), answer
+
+
+def test_transactions_and_dynamic_nodes_are_refused_at_link_scope() -> None:
+    client, server = opened()
+    coordinator = client.session.sender("txn")
+    coordinator.target.type = Terminus.COORDINATOR
+    coordinator.open()
+    dynamic = client.session.receiver("reply-to")
+    dynamic.source.dynamic = True
+    dynamic.open()
+    pump(client, server)
+    for link in (coordinator, dynamic):
+        assert link.state & Endpoint.REMOTE_CLOSED
+        assert link.remote_condition.name == "amqp:invalid-field"
+    assert client.opened and not server.of(AttachRequested)
+
+
+def test_pre_settled_publishes_are_stored_without_dispositions_and_credit_comes_back() -> None:
+    client, server = opened(Limits(max_frame_bytes=65_536, sender_credit=2))
+    snd = client.session.sender("s-presettled")
+    snd.target.address = "fire.forget"
+    snd.snd_settle_mode = ProtonLink.SND_SETTLED
+    snd.open()
+    pump(client, server)
+    for i in range(4):  # twice the credit: the refills let them all through
+        delivery = client.send(snd, Message(body=i))
+        delivery.settle()
+        pump(client, server)
+    assert server.published == ["0", "1", "2", "3"]
+    out = b"".join(iter(server.conn.next_message, None))
+    assert b"\x00\x53\x15" not in out  # no disposition frame was ever needed
+    assert snd.credit == 2

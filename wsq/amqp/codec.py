@@ -100,137 +100,174 @@ class Described:
 
 # -- decoding --------------------------------------------------------------------------------
 
-_FIXED: dict[int, tuple[int, Callable[[bytes], Any]]] = {
-    0x50: (1, lambda b: b[0]),
-    0x51: (1, lambda b: struct.unpack(">b", b)[0]),
-    0x52: (1, lambda b: b[0]),
-    0x53: (1, lambda b: b[0]),
-    0x54: (1, lambda b: struct.unpack(">b", b)[0]),
-    0x55: (1, lambda b: struct.unpack(">b", b)[0]),
-    0x56: (1, lambda b: b[0] != 0),
-    0x60: (2, lambda b: struct.unpack(">H", b)[0]),
-    0x61: (2, lambda b: struct.unpack(">h", b)[0]),
-    0x70: (4, lambda b: struct.unpack(">I", b)[0]),
-    0x71: (4, lambda b: struct.unpack(">i", b)[0]),
-    0x72: (4, lambda b: struct.unpack(">f", b)[0]),
-    0x73: (4, lambda b: chr(min(struct.unpack(">I", b)[0], 0x10FFFF))),
-    0x74: (4, bytes),  # decimal32, kept as its bytes
-    0x80: (8, lambda b: struct.unpack(">Q", b)[0]),
-    0x81: (8, lambda b: struct.unpack(">q", b)[0]),
-    0x82: (8, lambda b: struct.unpack(">d", b)[0]),
-    0x83: (8, lambda b: Timestamp(struct.unpack(">q", b)[0])),
-    0x84: (8, bytes),  # decimal64
-    0x94: (16, bytes),  # decimal128
-    0x98: (16, lambda b: uuid.UUID(bytes=bytes(b))),
+
+def _as_char(v: int) -> str:
+    return chr(min(v, 0x10FFFF))
+
+
+def _as_uuid(v: bytes) -> uuid.UUID:
+    return uuid.UUID(bytes=v)
+
+
+# Fixed-width values: (width, unpack_from, what to make of the number; None: itself).
+_FIXED: dict[int, tuple[int, Callable[[bytes, int], tuple[Any, ...]], Callable[[Any], Any] | None]]
+_FIXED = {
+    code: (struct.calcsize(fmt), struct.Struct(fmt).unpack_from, post)
+    for code, fmt, post in (
+        (0x50, ">B", None),
+        (0x51, ">b", None),
+        (0x52, ">B", None),
+        (0x53, ">B", None),
+        (0x54, ">b", None),
+        (0x55, ">b", None),
+        (0x56, ">B", bool),
+        (0x60, ">H", None),
+        (0x61, ">h", None),
+        (0x70, ">I", None),
+        (0x71, ">i", None),
+        (0x72, ">f", None),
+        (0x73, ">I", _as_char),
+        (0x74, ">4s", None),  # decimal32, kept as its bytes
+        (0x80, ">Q", None),
+        (0x81, ">q", None),
+        (0x82, ">d", None),
+        (0x83, ">q", Timestamp),
+        (0x84, ">8s", None),  # decimal64
+        (0x94, ">16s", None),  # decimal128
+        (0x98, ">16s", _as_uuid),
+    )
 }
-_EMPTY: dict[int, Any] = {0x40: None, 0x41: True, 0x42: False, 0x43: 0, 0x44: 0, 0x45: []}
+_EMPTY: dict[int, Any] = {0x40: None, 0x41: True, 0x42: False, 0x43: 0, 0x44: 0}
+_U32 = struct.Struct(">I").unpack_from
+_PAST_END = "value runs past the end of its frame"
 
 
-class _Reader:
-    __slots__ = ("buf", "end", "pos")
+def _value(buf: bytes, pos: int, end: int, depth: int) -> tuple[Any, int]:
+    """The value at ``pos`` (``end``: where its frame or compound ends) and where it ends."""
+    if pos >= end:
+        raise AmqpDecodeError(_PAST_END)
+    return _constructed(buf, buf[pos], pos + 1, end, depth)
 
-    def __init__(self, buf: bytes | memoryview, pos: int, end: int) -> None:
-        self.buf = buf
-        self.pos = pos
-        self.end = end
 
-    def take(self, n: int) -> bytes:
-        pos = self.pos
-        if n < 0 or pos + n > self.end:
-            raise AmqpDecodeError("value runs past the end of its frame")
-        self.pos = pos + n
-        return bytes(self.buf[pos : pos + n])
+def _constructed(buf: bytes, code: int, pos: int, end: int, depth: int) -> tuple[Any, int]:
+    """The value of type ``code`` whose data starts at ``pos``. Hot: the common codes first."""
+    if code == 0x40:
+        return None, pos
+    if 0xA0 <= code <= 0xB3 and code & 0x0F in (0, 1, 3):  # binary, string, symbol
+        if code & 0x10:
+            if pos + 4 > end:
+                raise AmqpDecodeError(_PAST_END)
+            n = _U32(buf, pos)[0]
+            pos += 4
+        else:
+            if pos >= end:
+                raise AmqpDecodeError(_PAST_END)
+            n = buf[pos]
+            pos += 1
+        stop = pos + n
+        if stop > end:
+            raise AmqpDecodeError(_PAST_END)
+        kind = code & 0x0F
+        if kind == 0:
+            return buf[pos:stop], stop
+        try:
+            if kind == 1:
+                return buf[pos:stop].decode("utf-8"), stop
+            return Symbol(buf[pos:stop].decode("ascii")), stop
+        except UnicodeDecodeError:
+            raise AmqpDecodeError("string or symbol is not valid text") from None
+    fixed = _FIXED.get(code)
+    if fixed is not None:
+        width, unpack, post = fixed
+        if pos + width > end:
+            raise AmqpDecodeError(_PAST_END)
+        number = unpack(buf, pos)[0]
+        return (number if post is None else post(number)), pos + width
+    if code in _EMPTY:
+        return _EMPTY[code], pos
+    if code == 0x45:
+        return [], pos
+    if code == 0x00:
+        if depth >= MAX_DEPTH:
+            raise AmqpDecodeError("described values nested too deeply")
+        descriptor, pos = _value(buf, pos, end, depth + 1)
+        if isinstance(descriptor, Described):
+            raise AmqpDecodeError("a descriptor may not be described")
+        value, pos = _value(buf, pos, end, depth + 1)
+        return Described(descriptor, value), pos
+    if code in (0xC0, 0xD0, 0xC1, 0xD1, 0xE0, 0xF0):
+        return _decode_compound(buf, code, pos, end, depth)
+    raise AmqpDecodeError(f"unknown type code 0x{code:02x}")
 
-    def byte(self) -> int:
-        pos = self.pos
-        if pos >= self.end:
-            raise AmqpDecodeError("value runs past the end of its frame")
-        self.pos = pos + 1
-        return self.buf[pos]
 
-    def size(self, wide: bool) -> int:
-        return struct.unpack(">I", self.take(4))[0] if wide else self.byte()
-
-    def value(self, depth: int = 0) -> Any:
-        return self.constructed(self.byte(), depth)
-
-    def constructed(self, code: int, depth: int) -> Any:
-        if code == 0x00:
-            if depth >= MAX_DEPTH:
-                raise AmqpDecodeError("described values nested too deeply")
-            descriptor = self.value(depth + 1)
-            if isinstance(descriptor, Described):
-                raise AmqpDecodeError("a descriptor may not be described")
-            return Described(descriptor, self.value(depth + 1))
-        if code in _EMPTY:
-            empty = _EMPTY[code]
-            return [] if code == 0x45 else empty
-        fixed = _FIXED.get(code)
-        if fixed is not None:
-            width, convert = fixed
-            return convert(self.take(width))
-        if code in (0xA0, 0xB0):
-            return self.take(self.size(code == 0xB0))
-        if code in (0xA1, 0xB1, 0xA3, 0xB3):
-            raw = self.take(self.size(code & 0x10 != 0))
-            try:
-                text = raw.decode("ascii" if code & 0x02 else "utf-8")
-            except UnicodeDecodeError:
-                raise AmqpDecodeError("string or symbol is not valid text") from None
-            return Symbol(text) if code & 0x02 else text
-        if code in (0xC0, 0xD0, 0xC1, 0xD1, 0xE0, 0xF0):
-            if depth >= MAX_DEPTH:
-                raise AmqpDecodeError("compound values nested too deeply")
-            wide = code & 0x10 != 0
-            size = self.size(wide)
-            start = self.pos
-            if start + size > self.end:
-                raise AmqpDecodeError("compound value runs past the end of its frame")
-            count = self.size(wide)
-            inner = _Reader(self.buf, self.pos, start + size)
-            # Every element takes at least a byte: a count beyond the bytes is a lie.
-            if count > size:
-                raise AmqpDecodeError("compound value counts more elements than it has bytes")
-            if code in (0xE0, 0xF0):
-                items = inner.array(count, depth + 1)
-            else:
-                items = [inner.value(depth + 1) for _ in range(count)]
-            if inner.pos != start + size:
-                raise AmqpDecodeError("compound value size does not match its elements")
-            self.pos = start + size
-            if code in (0xC1, 0xD1):
-                if count % 2:
-                    raise AmqpDecodeError("a map needs an even number of elements")
-                try:
-                    return {items[i]: items[i + 1] for i in range(0, count, 2)}
-                except TypeError:
-                    raise AmqpDecodeError("a map key must be a simple value") from None
-            return items
-        raise AmqpDecodeError(f"unknown type code 0x{code:02x}")
-
-    def array(self, count: int, depth: int) -> list[Any]:
-        code = self.byte()
-        descriptor = None
-        if code == 0x00:
-            descriptor = self.value(depth)
-            code = self.byte()
-        items = []
+def _decode_compound(buf: bytes, code: int, pos: int, end: int, depth: int) -> tuple[Any, int]:
+    """A list, map or array: its size and count checked against its bytes."""
+    if depth >= MAX_DEPTH:
+        raise AmqpDecodeError("compound values nested too deeply")
+    if code & 0x10:
+        if pos + 8 > end:
+            raise AmqpDecodeError(_PAST_END)
+        size = _U32(buf, pos)[0]
+        count = _U32(buf, pos + 4)[0]
+        start, first = pos + 4, pos + 8
+    else:
+        if pos + 2 > end:
+            raise AmqpDecodeError(_PAST_END)
+        size, count = buf[pos], buf[pos + 1]
+        start, first = pos + 1, pos + 2
+    stop = start + size
+    if stop > end or first > stop:
+        raise AmqpDecodeError("compound value runs past the end of its frame")
+    # Every element takes at least a byte: a count beyond the bytes is a lie.
+    if count > size:
+        raise AmqpDecodeError("compound value counts more elements than it has bytes")
+    items: list[Any] = []
+    pos = first
+    if code in (0xE0, 0xF0):
+        pos = _array(buf, pos, stop, count, depth + 1, items)
+    else:
         for _ in range(count):
-            value = self.constructed(code, depth) if code not in _EMPTY else _EMPTY[code]
-            items.append(value if descriptor is None else Described(descriptor, value))
-        return items
+            value, pos = _value(buf, pos, stop, depth + 1)
+            items.append(value)
+    if pos != stop:
+        raise AmqpDecodeError("compound value size does not match its elements")
+    if code in (0xC1, 0xD1):
+        if count % 2:
+            raise AmqpDecodeError("a map needs an even number of elements")
+        try:
+            return {items[i]: items[i + 1] for i in range(0, count, 2)}, stop
+        except TypeError:
+            raise AmqpDecodeError("a map key must be a simple value") from None
+    return items, stop
+
+
+def _array(buf: bytes, pos: int, end: int, count: int, depth: int, items: list[Any]) -> int:
+    if pos >= end:
+        raise AmqpDecodeError(_PAST_END)
+    code = buf[pos]
+    pos += 1
+    descriptor = None
+    if code == 0x00:
+        descriptor, pos = _value(buf, pos, end, depth)
+        if pos >= end:
+            raise AmqpDecodeError(_PAST_END)
+        code = buf[pos]
+        pos += 1
+    for _ in range(count):
+        value, pos = _constructed(buf, code, pos, end, depth)
+        items.append(value if descriptor is None else Described(descriptor, value))
+    return pos
 
 
 def decode(buf: bytes | memoryview, pos: int = 0, end: int | None = None) -> tuple[Any, int]:
     """The value that starts at ``pos``, and where the next one starts."""
-    reader = _Reader(buf, pos, len(buf) if end is None else end)
+    data = buf if isinstance(buf, bytes) else bytes(buf)
     try:
-        value = reader.value()
+        return _value(data, pos, len(data) if end is None else end, 0)
     except (struct.error, ValueError, RecursionError) as exc:
         if isinstance(exc, AmqpDecodeError):
             raise
         raise AmqpDecodeError(str(exc)) from None
-    return value, reader.pos
 
 
 def decode_all(buf: bytes | memoryview) -> list[Any]:

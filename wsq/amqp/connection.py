@@ -6,13 +6,16 @@ answers (``accept_open``, ``accept_attach``, ``detach``, ``settle_publish`` …)
 ``Link`` and ``Session`` objects for the hub, and deliveries pushed with ``send_transfers``.
 So the gateway's auth, rights, quotas, hub and brokers serve both protocols unchanged.
 
-The stream: the SASL header and exchange (PLAIN: the password is the tenant's JWT), then the
-AMQP header, ``open``, and frames (docs/amqp.md). Errors go to the narrowest scope: a link
-error detaches the link, a session error ends the session, a connection error closes.
+The stream: the SASL header and exchange (PLAIN: the password is the tenant's JWT; ANONYMOUS:
+the token follows in a put-token on ``$cbs``, ``wsq.amqp.cbs``), then the AMQP header,
+``open``, and frames (docs/amqp.md). Errors go to the narrowest scope: a link error detaches
+the link, a session error ends the session, a connection error closes. One answer needs the
+gateway's clock: a drain (``drain_done``, after ``DRAIN_WAIT_S``).
 
 Why this module is longer than ~600 lines: like wsq.v1's connection, it is one state machine
 whose frame handlers all share the connection's sessions, links, delivery numbering and credit;
-the codec, the framing, the message mapping and the terminus translation have left it.
+the codec, the framing, the message mapping, the terminus translation, the CBS messages and the
+output queue have left it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from wsq.amqp import cbs
 from wsq.amqp import frames as F
 from wsq.amqp.codec import (
     AmqpDecodeError,
@@ -35,6 +39,7 @@ from wsq.amqp.codec import (
 )
 from wsq.amqp.codec import decode as decode_value
 from wsq.amqp.messages import encoded_delivery, publish_item
+from wsq.amqp.output import AmqpLink, AmqpSession, OutgoingBytes
 from wsq.amqp.terminus import answer_source, receiver_attach, sender_attach
 from wsq.core.errors import (
     AmqpChannelNotFound,
@@ -64,6 +69,7 @@ from wsq.protocol.events import (
     OpenRequested,
     PublishItem,
     PublishRequested,
+    RefreshRequested,
 )
 from wsq.protocol.frames import Refused, configure_link
 from wsq.protocol.state import (
@@ -83,36 +89,14 @@ from wsq.protocol.state import (
 SUBPROTOCOL = "amqp"
 # Our session windows: never the limit (credit is); a peer refreshes them from every flow.
 WINDOW = 2**31 - 1
+# How long the gateway lets the hub deliver on a draining link before it answers the drain
+# (what is still in the broker then stays there for the next credit).
+DRAIN_WAIT_S = 0.05
 # SASL frames carry the token: room for the longest token wsq accepts, and the rest of the frame.
 MAX_SASL_FRAME = MAX_TOKEN_CHARS + 1024
 
 
-class AmqpLink(Link):
-    """A wsq link with what AMQP adds: its name, delivery count and the client's terminus."""
-
-    __slots__ = ("applied", "attach_fields", "delivery_count", "incoming", "name")
-
-    def __init__(self, session: Session, handle: int, role: Role, name: str) -> None:
-        super().__init__(session, handle, role, "")
-        self.name = name
-        self.delivery_count = 0
-        self.attach_fields: list[Any] = []
-        self.applied: dict[Any, Any] = {}
-        # A client transfer that spans frames: delivery id, settled, its payload so far.
-        self.incoming: tuple[int, bool, list[bytes], int] | None = None
-
-
-class AmqpSession(Session):
-    """A wsq session with the client's incoming window: transfers it has no room for wait."""
-
-    __slots__ = ("held", "remote_limit")
-
-    def __init__(self, ch: int) -> None:
-        super().__init__(ch)
-        self.remote_limit = 0  # the first delivery id the client has no room for
-        self.held: list[tuple[int, bytes]] = []  # (delivery id, frames) beyond the window
-
-
+_AUTH_CONDITIONS = frozenset({"wsq:unauthorized", "wsq:token-expired", "wsq:forbidden"})
 _OUTCOMES = {
     F.ACCEPTED: Outcome.ACCEPTED,
     F.REJECTED: Outcome.REJECTED,
@@ -120,7 +104,7 @@ _OUTCOMES = {
 }
 
 
-class AmqpConnection:
+class AmqpConnection(OutgoingBytes):
     """The server end of one AMQP connection."""
 
     def __init__(
@@ -128,10 +112,21 @@ class AmqpConnection:
         limits: Limits,
         on_output: Callable[[], None] | None = None,
         errors: Counter[str] | None = None,
+        *,
+        node: str = "wsq",
+        idle_ms: int = 0,
     ) -> None:
+        super().__init__(on_output)
         self.limits = limits
         self.errors = errors
-        self._on_output = on_output
+        # Our open names them; a client that authenticates over $cbs opens before its token.
+        self.node = node
+        self.idle_ms = idle_ms
+        # SASL ANONYMOUS: the token comes in a put-token on $cbs (wsq.amqp.cbs); the requests
+        # waiting for the gateway's verdict, oldest first, and the answers waiting for credit.
+        self._cbs = False
+        self._cbs_waiting: list[tuple[Session, Any]] = []
+        self._cbs_replies: list[tuple[Session, bytes]] = []
         self.state = ConnectionState.AWAIT_OPEN
         self.sessions: dict[int, AmqpSession] = {}
         # 0 until the client's open names its idle-time-out: no heartbeats before.
@@ -144,9 +139,6 @@ class AmqpConnection:
         self._answer: dict[str, Any] | None = None
         self._open_sent = False
         self._begun = 0
-        self._out: list[bytes] = []
-        self.out_bytes = 0
-        self._heartbeat_due = False
         # Whole client transfers on one link, gathered from the input at hand: one publish
         # (one broker write) for many, checked against the credit before any refill.
         self._batch: tuple[AmqpLink, list[PublishItem]] | None = None
@@ -155,46 +147,11 @@ class AmqpConnection:
         # Bytes of client transfers whose last frame has not come yet, on every link.
         self._partial_bytes = 0
 
-    # -- output ----------------------------------------------------------------------------
+    def _max_message_bytes(self) -> int:
+        return self.limits.max_frame_bytes
 
-    def _emit(self, data: bytes) -> None:
-        out = self._out
-        out.append(data)
-        self.out_bytes += len(data)
-        if len(out) == 1 and self._on_output is not None:
-            self._on_output()
-
-    def _frame(self, ch: int, code: int, fields: list[Any]) -> None:
-        self._emit(F.frame(ch, code, fields))
-
-    @property
-    def has_output(self) -> bool:
-        return bool(self._out) or self._heartbeat_due
-
-    def next_message(self, max_bytes: int | None = None) -> bytes | None:
-        """The next WebSocket message: queued frames, whole, up to ``max_bytes`` together."""
-        out = self._out
-        if not out:
-            if self._heartbeat_due:
-                self._heartbeat_due = False
-                return F.EMPTY_FRAME
-            return None
-        self._heartbeat_due = False
-        limit = max_bytes or self.limits.max_frame_bytes
-        k, size = 1, len(out[0])
-        while k < len(out) and size + len(out[k]) <= limit:
-            size += len(out[k])
-            k += 1
-        chunk = out[:k]
-        del out[:k]
-        self.out_bytes -= size
-        return chunk[0] if k == 1 else b"".join(chunk)
-
-    def heartbeat(self) -> None:
-        if self._phase == "frames" and not self._out and not self._heartbeat_due:
-            self._heartbeat_due = True
-            if self._on_output is not None:
-                self._on_output()
+    def _heartbeat_allowed(self) -> bool:
+        return self._phase == "frames"
 
     def send_presence(self, link: Link, body: dict[str, Any]) -> None:
         """Presence has no AMQP form yet: its frames are not sent (docs/amqp.md)."""
@@ -300,7 +257,7 @@ class AmqpConnection:
                 # AMQP without SASL, or not AMQP: we answer with the protocol we require.
                 self._end(Unauthorized("SASL is required (PLAIN with the JWT as password)"))
                 return
-            mechanisms = [SymbolArray(("PLAIN",))]
+            mechanisms = [SymbolArray(("PLAIN", "ANONYMOUS"))]
             self._emit(F.frame(0, F.SASL_MECHANISMS, mechanisms, kind=F.FRAME_SASL))
             self._phase = "sasl"
             return
@@ -315,8 +272,14 @@ class AmqpConnection:
             raise Refused(AmqpFramingError("expected sasl-init"))
         mechanism = F.field(fields, 0)
         response = F.field(fields, 1, b"")
+        if mechanism == "ANONYMOUS":
+            # Nothing is allowed until a put-token on $cbs is verified (open timeout applies).
+            self._cbs = True
+            self._emit(F.sasl_outcome(F.SASL_OK))
+            self._phase = "amqp-header"
+            return
         if mechanism != "PLAIN" or not isinstance(response, bytes):
-            self._sasl_refuse(Unauthorized("SASL PLAIN is the mechanism wsq offers"))
+            self._sasl_refuse(Unauthorized("SASL PLAIN (or ANONYMOUS and $cbs) is what wsq offers"))
             return
         # PLAIN: authzid NUL authcid NUL password; the password is the token.
         parts = response.split(b"\x00")
@@ -342,6 +305,10 @@ class AmqpConnection:
             return
         self.state = next_state(CONNECTION_TRANSITIONS, self.state, ConnectionEvent.OPEN_ACCEPTED)
         self._answer = answer
+        if self._cbs:
+            extra = {f"wsq-{k}": answer[k] for k in ("tenant", "sub", "exp") if k in answer}
+            self._cbs_answer(cbs.ACCEPTED, "Accepted", extra)
+            return
         self._emit(F.sasl_outcome(F.SASL_OK))
         self._phase = "amqp-header"
 
@@ -349,11 +316,15 @@ class AmqpConnection:
         self._in.clear()
         if self._phase == "sasl":
             self._sasl_refuse(error)
-        else:
-            self._fail(error)
+            return
+        if self._cbs_waiting:
+            self._cbs_answer(cbs.UNAUTHORIZED, error.description, {})
+        self._fail(error)
 
     def accept_refresh(self, exp: int) -> None:
-        """No refresh in AMQP yet (a CBS put-token would carry one): never asked for."""
+        """A put-token on $cbs refreshed the token: answer it."""
+        if self.state is ConnectionState.OPEN and self._cbs_waiting:
+            self._cbs_answer(cbs.ACCEPTED, "Accepted", {"wsq-exp": exp})
 
     # -- connection ------------------------------------------------------------------------
 
@@ -379,6 +350,11 @@ class AmqpConnection:
     def _fail(self, error: WsqError | None) -> None:
         if self.state in (ConnectionState.CLOSED, ConnectionState.CLOSE_SENT):
             return
+        while self._cbs_waiting and self._open_sent:
+            # A refused refresh (or any close) answers the put-tokens it leaves behind first.
+            refused = error is not None and error.condition in _AUTH_CONDITIONS
+            status = cbs.UNAUTHORIZED if refused else cbs.GONE
+            self._cbs_answer(status, error.description if error else "closing", {})
         if self._phase in ("open", "frames"):
             if not self._open_sent:
                 self._send_open()
@@ -401,11 +377,11 @@ class AmqpConnection:
             0,
             F.OPEN,
             [
-                str(answer.get("node", "wsq")),
+                str(answer.get("node", self.node)),
                 None,
                 Uint(self._max_frame()),
                 Ushort(channel_max),
-                Uint(answer.get("idle", 0)),
+                Uint(answer.get("idle", self.idle_ms)),
                 None,
                 None,
                 None,
@@ -535,9 +511,12 @@ class AmqpConnection:
             session.held.clear()
 
     def _link_ended(self, link: Link) -> None:
-        if isinstance(link, AmqpLink) and link.incoming is not None:
-            self._partial_bytes -= link.incoming[3]
-            link.incoming = None
+        if isinstance(link, AmqpLink):
+            if link.incoming is not None:
+                self._partial_bytes -= link.incoming[3]
+                link.incoming = None
+            if link.cbs:
+                return  # never the gateway's
         unsettled = list(link.unsettled.values())
         if link.unsettled:
             session_unsettled = link.session.unsettled
@@ -579,7 +558,13 @@ class AmqpConnection:
                 link.delivery_count = F.field(fields, 9, 0)
                 if type(link.delivery_count) is not int:
                     raise Refused(AmqpDecodeFailed("attach: initial-delivery-count"))
-            configure_link(link, frame)
+            link.cbs = frame.get("address") == cbs.ADDRESS
+            if link.cbs:
+                link.address = cbs.ADDRESS
+            elif self.state is not ConnectionState.OPEN:
+                raise Refused(Unauthorized("no token yet: send a put-token to $cbs first"))
+            else:
+                configure_link(link, frame)
         except Refused as refused:
             self.detach(link, refused.error)
             return
@@ -591,6 +576,13 @@ class AmqpConnection:
                     f"at most {self.limits.max_links_per_session} links per session"
                 ),
             )
+            return
+        if link.cbs:  # the $cbs node is the connection's own: answered here
+            link.advance(LinkEvent.ACCEPTED)
+            self._attach_answer(link, True, {})
+            if role is Role.SENDER:
+                link.credit = cbs.CREDIT
+                self._link_flow(link)
             return
         self._events.append(AttachRequested(link))
 
@@ -704,7 +696,9 @@ class AmqpConnection:
             return
         self._link_ended(link)
         link.advance(LinkEvent.ENDED)
-        self._frame(session.ch, F.DETACH, [Uint(handle), True])
+        # Echo the client's closed: a detach that only suspends is answered in kind (wsq ends
+        # the link either way: terminus recovery is not supported, docs/amqp.md).
+        self._frame(session.ch, F.DETACH, [Uint(handle), F.field(fields, 1) is True])
 
     def _on_flow(self, session: AmqpSession, fields: list[Any], payload: bytes) -> None:
         next_incoming = F.field(fields, 0)
@@ -738,10 +732,40 @@ class AmqpConnection:
             available = (count + credit - link.delivery_count) % 2**32
             granted = available - link.credit
             link.credit = min(available, MAX_UINT32)
-            if granted > 0:
-                self._events.append(CreditGranted(link, granted))
+            # The latest flow says whether the client drains (a later one without drain
+            # cancels it); the gateway answers it with ``drain_done`` after DRAIN_WAIT_S.
+            link.drain = F.field(fields, 8) is True and not link.cbs
+            if link.cbs:
+                self._cbs_flush()
+            elif granted > 0 or link.drain:
+                self._events.append(CreditGranted(link, max(granted, 0)))
         if F.field(fields, 9) is True:
             self._link_flow(link)
+
+    def drain_done(self, link: Link) -> None:
+        """Answer a drain: the credit the hub did not use is spent (the delivery count moves
+        on by it), and our flow says so with ``drain`` set."""
+        if not isinstance(link, AmqpLink) or not link.drain or link.state is not LinkState.ATTACHED:
+            return
+        link.drain = False
+        link.delivery_count += max(link.credit, 0)
+        link.credit = 0
+        session = link.session
+        self._frame(
+            link.ch,
+            F.FLOW,
+            [
+                Uint(session.next_incoming % 2**32),
+                Uint(WINDOW),
+                Uint(session.next_outgoing % 2**32),
+                Uint(WINDOW),
+                Uint(link.handle),
+                Uint(link.delivery_count % 2**32),
+                Uint(0),
+                None,
+                True,
+            ],
+        )
 
     # -- transfers from the client (publishing) ---------------------------------------------
 
@@ -778,6 +802,9 @@ class AmqpConnection:
                 self.detach(link, TransferLimitExceeded("transfer beyond the credit granted"))
                 return
             link.credit -= 1
+            if link.cbs:
+                self._on_cbs_request(session, link, delivery, fields, payload)
+                return
             partial = (delivery, F.field(fields, 4) is True, [], 0)
         delivery, settled, chunks, size = partial
         self._partial_bytes -= size
@@ -812,6 +839,77 @@ class AmqpConnection:
         else:
             self._flush_batch()
             self._batch = (link, [item])
+
+    # -- $cbs: tokens sent as put-token requests (wsq.amqp.cbs) ------------------------------
+
+    def _on_cbs_request(
+        self, session: Session, link: AmqpLink, delivery: int, fields: list[Any], payload: bytes
+    ) -> None:
+        if F.field(fields, 5) is True or len(payload) > MAX_SASL_FRAME:
+            self.detach(link, AmqpMessageSizeExceeded("a $cbs request is one small frame"))
+            return
+        if F.field(fields, 4) is not True:  # settle the request itself at once
+            self._frame(
+                link.ch,
+                F.DISPOSITION,
+                [True, Uint(delivery % 2**32), None, True, F.outcome_value(F.ACCEPTED)],
+            )
+        link.credit += 1
+        self._link_flow(link)
+        if len(self._cbs_waiting) >= cbs.MAX_PENDING:
+            raise Refused(ResourceLimitExceeded("too many $cbs requests unanswered"))
+        try:
+            request = cbs.put_token(payload)
+        except cbs.CbsRequestError as exc:
+            self._cbs_waiting.append((session, None))
+            self._cbs_answer(cbs.BAD_REQUEST, str(exc), {})
+            return
+        self._cbs_waiting.append((session, request.correlation))
+        if self.state is ConnectionState.AWAIT_OPEN:
+            self.state = next_state(
+                CONNECTION_TRANSITIONS, self.state, ConnectionEvent.OPEN_RECEIVED
+            )
+            self._events.append(OpenRequested(request.token, self.client_idle_ms, None))
+        else:
+            self._events.append(RefreshRequested(request.token))
+
+    def _cbs_answer(self, status: int, description: str, extra: dict[str, Any]) -> None:
+        """Answer the oldest waiting $cbs request on the client's receiver link from $cbs."""
+        session, correlation = self._cbs_waiting.pop(0)
+        message = cbs.reply(correlation, status, description[:500], extra)
+        if len(self._cbs_replies) >= cbs.MAX_PENDING:
+            return  # a client that never grants its $cbs receiver credit loses answers
+        self._cbs_replies.append((session, message))
+        self._cbs_flush()
+
+    def _cbs_flush(self) -> None:
+        """Send the answers the client has granted credit for, on its $cbs receiver link of
+        the request's session."""
+        waiting: list[tuple[Session, bytes]] = []
+        for session, message in self._cbs_replies:
+            link = next(
+                (
+                    lk
+                    for lk in session.links.values()
+                    if isinstance(lk, AmqpLink)
+                    and lk.cbs
+                    and lk.role is Role.RECEIVER
+                    and lk.state is LinkState.ATTACHED
+                    and lk.credit > 0
+                ),
+                None,
+            )
+            if link is None or self.sessions.get(session.ch) is not session:
+                if self.sessions.get(session.ch) is session:
+                    waiting.append((session, message))
+                continue
+            delivery = session.next_outgoing
+            session.next_outgoing += 1
+            link.credit -= 1
+            link.delivery_count += 1
+            head = F.transfer_head(link.ch, link.handle, delivery, True, len(message))
+            self._emit(head + message)
+        self._cbs_replies = waiting
 
     def settle_publish(
         self, link: Link, results: Sequence[tuple[PublishItem, str | None, WsqError | None]]
@@ -959,7 +1057,7 @@ class AmqpConnection:
             link
             for session in self.sessions.values()
             for link in session.links.values()
-            if link.state is LinkState.ATTACHED
+            if link.state is LinkState.ATTACHED and not getattr(link, "cbs", False)
         ]
 
 
