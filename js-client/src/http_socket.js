@@ -41,7 +41,8 @@ export class HttpSocket {
     this.protocol = protocol; // what the gateway speaks here, as a WebSocket's handshake says
     this.readyState = CONNECTING;
     this.onopen = this.onmessage = this.onclose = this.onerror = null;
-    this._fetch = fetchImpl;
+    // Called unbound: a browser's fetch refuses any `this` but the window ("Illegal invocation").
+    this._fetch = (...args) => fetchImpl(...args);
     this._abort = new AbortController();
     this._id = null;
     this._secret = null;

@@ -58,6 +58,22 @@ describe("over HTTP, against a real gateway", () => {
     assert.deepEqual(bodies(), [{ n: 1 }, { n: 2 }, { n: 3 }]);
   });
 
+  test("fetch is called unbound, as a browser's window.fetch must be", async () => {
+    const strictFetch = function (...args) {
+      // A browser's fetch throws "Illegal invocation" for any other `this`.
+      if (this !== undefined && this !== globalThis) throw new TypeError("Illegal invocation");
+      return fetch(...args);
+    };
+    const client = newClient(gw.url, { transport: "http", fetch: strictFetch });
+    const errors = [];
+    client.on("error", (e) => errors.push(e));
+    const { handler, bodies } = collector();
+    client.subscribe("http.unbound", handler);
+    client.publish("http.unbound", 1).catch(() => {});
+    await waitFor(() => bodies().length === 1, "the delivery");
+    assert.deepEqual(errors, []);
+  });
+
   test("heartbeats keep an idle HTTP connection alive past the gateway's idle", async () => {
     const client = newClient(gw.url, { transport: "http", idle: 1000 });
     const opens = [];
