@@ -261,3 +261,21 @@ async def test_a_stream_nobody_reads_is_dropped_as_a_stalled_socket(gateway: Gat
         await publisher.close()
     finally:
         sock.close()
+
+
+async def test_a_draining_gateway_says_going_away_on_streams_and_opens_none(
+    gateway: Gateway,
+) -> None:
+    app: Any = gateway.server.config.app
+    async with http_stream(gateway.http, open_frame(gateway.token())) as stream:
+        await stream.until("open")
+        task = app.state.drain.begin(backstop=False)
+        closed = await stream.until("close")
+        assert closed["error"]["condition"] == "wsq:going-away"
+        await stream.rest()
+        report = await task
+        assert (report.told, report.forced) == (1, 0)
+    async with http_stream(gateway.http, open_frame(gateway.token())) as refused:
+        assert refused.response.status_code == 503
+        await refused.response.aread()
+        assert refused.response.json()["error"]["condition"] == "wsq:going-away"
