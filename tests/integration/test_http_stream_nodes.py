@@ -108,3 +108,35 @@ async def test_streams_through_haproxy_in_front_of_two_gateways(
                     await stream.rest()
             # Round robin sent some POSTs to the node that did not hold their stream.
             assert _relayed(g1.url) + _relayed(g2.url) > 0
+
+
+async def test_the_relay_listens_again_after_redis_restarts(tmp_path: Path) -> None:
+    """Redis goes away under a stream and comes back: POSTs through the other node reach the
+    stream again (its channel subscribed anew) and the connection goes on."""
+    redis = RedisServer(tmp_path)
+    redis.start()
+    try:
+        settings = make_settings(broker_url=redis.url, server={"idle_ms": 30_000})
+        async with (
+            running_gateway(settings) as a,
+            running_gateway(settings) as b,
+            http_stream(a.http, open_frame(a.token())) as stream,
+        ):
+            await stream.until("open")
+            await stream.send({"op": "begin", "ch": 1}, base=b.http)
+            await stream.until("begin")
+            redis.kill()
+            down = await stream.post([], seq=stream.seq + 1, base=b.http)
+            assert down.status_code == 503  # the broker is unavailable: try again
+            redis.start()
+            for _ in range(200):  # until the relay has subscribed again
+                answer = await stream.post(
+                    {"op": "begin", "ch": 2}, seq=stream.seq + 1, base=b.http
+                )
+                if answer.status_code == 204:
+                    break
+                await asyncio.sleep(0.05)
+            assert answer.status_code == 204, answer.text
+            assert (await stream.until("begin"))["ch"] == 2
+    finally:
+        redis.stop()
