@@ -14,6 +14,7 @@ from http_stream import HttpStream, http_stream, open_frame
 from wsq_harness import (
     SECRET_ACME,
     HAProxy,
+    RedisCluster,
     RedisServer,
     attach_frame,
     make_settings,
@@ -140,3 +141,19 @@ async def test_the_relay_listens_again_after_redis_restarts(tmp_path: Path) -> N
             assert (await stream.until("begin"))["ch"] == 2
     finally:
         redis.stop()
+
+
+async def test_a_post_to_another_node_reaches_the_stream_on_a_cluster(tmp_path: Path) -> None:
+    with RedisCluster(tmp_path) as cluster:
+        settings = make_settings(broker_url=cluster.url)
+        async with (
+            running_gateway(settings) as a,
+            running_gateway(settings) as b,
+            http_stream(a.http, open_frame(a.token())) as stream,
+        ):
+            await linked(stream, "nodes.cluster", base=b.http)
+            for i in range(4):
+                await stream.send(transfer(i, i), base=(a.http, b.http)[i % 2])
+            assert [(await stream.until("transfer"))["body"] for _ in range(4)] == [0, 1, 2, 3]
+            wrong = await stream.post([], seq=stream.seq + 1, secret="z" * 43, base=b.http)
+            assert wrong.status_code == 404
