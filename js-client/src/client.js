@@ -315,7 +315,8 @@ export class Client extends Emitter {
       conn.gone.then(() => this._finishClose());
       return;
     }
-    if (!conn.socketOpened && this._fallBack()) return;
+    // Lost before the gateway's open answer, and not refused by it: try the other transport.
+    if (!conn.opened && !conn.closeReceived && this._switchTransport()) return;
     const error = isObject(conn.closeReceived) ? conn.closeReceived : null;
     const condition = error?.condition;
     if (AUTH_CONDITIONS.has(condition)) {
@@ -347,13 +348,21 @@ export class Client extends Emitter {
     this._reconnectLater(this._backoff.next());
   }
 
-  /** A WebSocket that never opened, in "auto" with fetch at hand: HTTP from now on, at once. */
-  _fallBack() {
-    if (this._transportOption !== "auto" || this._transport !== "websocket") return false;
+  /** In "auto", a connection lost before the gateway's open: a WebSocket's is followed by HTTP
+   * at once (a proxy that blocks or buffers WebSockets); an HTTP stream's by a WebSocket again,
+   * after the backoff (the gateway may just have been down). */
+  _switchTransport() {
+    if (this._transportOption !== "auto" || typeof this._WebSocket !== "function") return false;
     if (typeof this._fetch !== "function") return false;
-    this._transport = "http";
-    this._transportWhy = "the WebSocket could not open";
-    this._reconnectLater(0);
+    if (this._transport === "websocket") {
+      this._transport = "http";
+      this._transportWhy = "the WebSocket could not open";
+      this._reconnectLater(0);
+    } else {
+      this._transport = "websocket";
+      this._transportWhy = "the HTTP stream could not open either";
+      this._reconnectLater(this._backoff.next());
+    }
     return true;
   }
 

@@ -25,6 +25,23 @@ class Blocked {
   }
 }
 
+/** A WebSocket that opens and then carries nothing: a proxy that buffers WebSockets. */
+class Silent {
+  constructor() {
+    this.readyState = 0;
+    this.protocol = "wsq.v1";
+    setTimeout(() => {
+      this.readyState = 1;
+      this.onopen?.({});
+    }, 5);
+  }
+  send() {}
+  close() {
+    this.readyState = 3;
+    setTimeout(() => this.onclose?.({ code: 1006 }), 0);
+  }
+}
+
 test("the stream's URL sits beside the WebSocket's", () => {
   assert.equal(streamUrl("ws://h:1/ws"), "http://h:1/v1/stream");
   assert.equal(streamUrl("wss://h/app/ws?x=1"), "https://h/app/v1/stream");
@@ -95,6 +112,26 @@ describe("over HTTP, against a real gateway", () => {
     assert.equal(client.transport, "http");
     await client.publish("http.auto", "hello");
     await waitFor(() => bodies().length === 1, "the delivery");
+  });
+
+  test('"auto" falls back too when the WebSocket opens but the gateway never answers', async () => {
+    const client = newClient(gw.url, { WebSocket: Silent, connectTimeout: 300 });
+    const switched = [];
+    client.on("transport", (event) => switched.push(event.transport));
+    const { handler, bodies } = collector();
+    client.subscribe("http.silent", handler);
+    client.publish("http.silent", "through").catch(() => {});
+    await waitFor(() => bodies().length === 1, "the delivery over HTTP");
+    assert.deepEqual(switched, ["http"]);
+  });
+
+  test('"auto" goes back to a WebSocket when the HTTP stream cannot open either', async () => {
+    const down = () => Promise.reject(new TypeError("network error"));
+    const client = newClient(gw.url, { WebSocket: Blocked, fetch: down, reconnectDelay: 20 });
+    const switched = [];
+    client.on("transport", (event) => switched.push(event.transport));
+    await waitFor(() => switched.length >= 3, "three changes");
+    assert.deepEqual(switched.slice(0, 3), ["http", "websocket", "http"]);
   });
 
   test('"websocket" never falls back', async () => {
