@@ -248,7 +248,10 @@ export class Client extends Emitter {
     try {
       ws =
         this._transport === "http"
-          ? new HttpSocket(this.url, SUBPROTOCOL, { fetch: this._fetch })
+          ? new HttpSocket(this.url, SUBPROTOCOL, {
+              fetch: this._fetch,
+              maxBytes: () => this._maxFrameBytes,
+            })
           : new this._WebSocket(this.url, SUBPROTOCOL);
     } catch (error) {
       this[EMIT](
