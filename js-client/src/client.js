@@ -91,6 +91,7 @@ export class Client extends Emitter {
     // "auto": a WebSocket while one opens; HTTP (http_socket.js) from the first that cannot, or
     // at once where there is no WebSocket. The "transport" event says which, and why.
     this._transportOption = transport;
+    this._webSocketWorked = false;
     this._transport = transport === "http" || typeof WS !== "function" ? "http" : "websocket";
     this._transportWhy =
       transport === "http" ? "asked for" : this._transport === "http" ? "no WebSocket here" : "";
@@ -293,6 +294,7 @@ export class Client extends Emitter {
 
   /** The server's open answer on `conn`. */
   _opened(conn) {
+    if (this._transport === "websocket") this._webSocketWorked = true;
     this._maxFrameBytes = conn.maxFrameBytes;
     this._maxSessions = Math.min(this._maxSessionsOption, conn.info.maxSessions);
     this._token.accepted();
@@ -358,6 +360,8 @@ export class Client extends Emitter {
     if (this._transportOption !== "auto" || typeof this._WebSocket !== "function") return false;
     if (typeof this._fetch !== "function") return false;
     if (this._transport === "websocket") {
+      // A WebSocket that worked before is not blocked: this failure is the gateway's (a drain).
+      if (this._webSocketWorked) return false;
       this._transport = "http";
       this._transportWhy = "the WebSocket could not open";
       this._reconnectLater(0);

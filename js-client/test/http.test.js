@@ -2,6 +2,7 @@
 // gateway: transport "http", and "auto" falling back by itself when the WebSocket cannot open.
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
+import WebSocket from "ws";
 import { streamUrl } from "../src/http_socket.js";
 import { Gateway, clientsClosedAfterEach, collector, token, waitFor } from "./helpers.js";
 
@@ -132,6 +133,25 @@ describe("over HTTP, against a real gateway", () => {
     client.on("transport", (event) => switched.push(event.transport));
     await waitFor(() => switched.length >= 3, "three changes");
     assert.deepEqual(switched.slice(0, 3), ["http", "websocket", "http"]);
+  });
+
+  test('"auto" keeps to WebSockets once one has worked', async () => {
+    let sockets = 0;
+    class OnceThenBlocked extends WebSocket {
+      constructor(...args) {
+        sockets += 1;
+        if (sockets === 1) super(...args);
+        else return new Blocked();
+      }
+    }
+    const client = newClient(gw.url, { WebSocket: OnceThenBlocked, reconnectDelay: 20 });
+    const switched = [];
+    client.on("transport", (event) => switched.push(event));
+    await waitFor(() => client.connected, "the first WebSocket");
+    client._conn.ws.close(); // lost; every WebSocket after it fails
+    await waitFor(() => sockets >= 3, "two more attempts");
+    assert.deepEqual(switched, []);
+    assert.equal(client.transport, "websocket");
   });
 
   test('"websocket" never falls back', async () => {
