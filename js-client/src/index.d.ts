@@ -87,9 +87,8 @@ export interface ClientOptions {
   /** What carries the connection: "websocket"; "http" (wsq.v1 over HTTP: an event stream
    * down, POSTs up); or "auto" (default): a WebSocket, and HTTP from the first that cannot
    * open (or is lost before the gateway's open answer) while none has worked yet, or at once
-   * where there is no
-   * WebSocket; an HTTP stream that cannot open either sends it back to a WebSocket, after
-   * the backoff (the "transport" event says each change). */
+   * where there is no WebSocket; an HTTP stream that cannot open either sends it back to a
+   * WebSocket, after the backoff (the "transport" event says each change). */
   transport?: Transport;
   /** The fetch used by the HTTP transport; default globalThis.fetch. */
   fetch?: typeof globalThis.fetch;
