@@ -25,10 +25,13 @@ import h11
 from h11._connection import DEFAULT_MAX_INCOMPLETE_EVENT_SIZE
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from wsq.admission import STATE_KEY, Admission, Ticket
+from wsq.admission import SCOPE_KEY, STATE_KEY, Admission, Ticket
 
 #: What uvicorn's ``http`` setting takes to use this protocol.
 HTTP_PROTOCOL = "wsq.http_protocol:HTTPProtocol"
+
+#: The request that opens an HTTP stream (wsq.stream): pending until its ``open`` is verified.
+STREAM_OPEN = ("POST", "/v1/stream")
 
 _BUSY = b"busy: too many connections before authentication, try again later\n"
 #: Written to a connection refused at accept time: nothing of it has been read yet.
@@ -63,6 +66,8 @@ class HTTPProtocol(H11Protocol):
         self.ticket: Ticket | None = None
         self.deadline: asyncio.TimerHandle | None = None
         self.upgrading = False
+        # The request in is one that opens an HTTP stream.
+        self.opening_stream = False
         if self.admission is not None:
             size = self.config.h11_max_incomplete_event_size
             conn = _Connection(h11.SERVER, size or DEFAULT_MAX_INCOMPLETE_EVENT_SIZE)
@@ -141,6 +146,7 @@ class HTTPProtocol(H11Protocol):
                 upgrade_to = value.lower()
         upgrade = upgrade_to == b"websocket" and b"upgrade" in connection
         path = event.target.partition(b"?")[0].decode("latin-1")
+        self.opening_stream = (event.method.decode("latin-1"), path) == STREAM_OPEN
         if self.ticket.on_request(
             event.method.decode("latin-1"),
             path,
@@ -157,6 +163,11 @@ class HTTPProtocol(H11Protocol):
         if self.upgrading or self.ticket is None:
             return
         self._disarm()
+        if self.opening_stream and self.scope is not None:
+            # Like a WebSocket, an HTTP stream stays pending until its open is verified: the
+            # gateway's peer finds the ticket in the scope and calls authenticated().
+            self.scope[SCOPE_KEY] = self.ticket  # type: ignore[literal-required]
+            return
         self.ticket.request_done()
 
     def send_503_response(self) -> None:

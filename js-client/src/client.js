@@ -91,6 +91,7 @@ export class Client extends Emitter {
     // "auto": a WebSocket while one opens; HTTP (http_socket.js) from the first that cannot, or
     // at once where there is no WebSocket. The "transport" event says which, and why.
     this._transportOption = transport;
+    this._webSocketWorked = false;
     this._transport = transport === "http" || typeof WS !== "function" ? "http" : "websocket";
     this._transportWhy =
       transport === "http" ? "asked for" : this._transport === "http" ? "no WebSocket here" : "";
@@ -248,7 +249,10 @@ export class Client extends Emitter {
     try {
       ws =
         this._transport === "http"
-          ? new HttpSocket(this.url, SUBPROTOCOL, { fetch: this._fetch })
+          ? new HttpSocket(this.url, SUBPROTOCOL, {
+              fetch: this._fetch,
+              maxBytes: () => this._maxFrameBytes,
+            })
           : new this._WebSocket(this.url, SUBPROTOCOL);
     } catch (error) {
       this[EMIT](
@@ -290,6 +294,7 @@ export class Client extends Emitter {
 
   /** The server's open answer on `conn`. */
   _opened(conn) {
+    if (this._transport === "websocket") this._webSocketWorked = true;
     this._maxFrameBytes = conn.maxFrameBytes;
     this._maxSessions = Math.min(this._maxSessionsOption, conn.info.maxSessions);
     this._token.accepted();
@@ -315,7 +320,8 @@ export class Client extends Emitter {
       conn.gone.then(() => this._finishClose());
       return;
     }
-    if (!conn.socketOpened && this._fallBack()) return;
+    // Lost before the gateway's open answer, and not refused by it: try the other transport.
+    if (!conn.opened && !conn.closeReceived && this._switchTransport()) return;
     const error = isObject(conn.closeReceived) ? conn.closeReceived : null;
     const condition = error?.condition;
     if (AUTH_CONDITIONS.has(condition)) {
@@ -347,13 +353,23 @@ export class Client extends Emitter {
     this._reconnectLater(this._backoff.next());
   }
 
-  /** A WebSocket that never opened, in "auto" with fetch at hand: HTTP from now on, at once. */
-  _fallBack() {
-    if (this._transportOption !== "auto" || this._transport !== "websocket") return false;
+  /** In "auto", a connection lost before the gateway's open: a WebSocket's is followed by HTTP
+   * at once (a proxy that blocks or buffers WebSockets); an HTTP stream's by a WebSocket again,
+   * after the backoff (the gateway may just have been down). */
+  _switchTransport() {
+    if (this._transportOption !== "auto" || typeof this._WebSocket !== "function") return false;
     if (typeof this._fetch !== "function") return false;
-    this._transport = "http";
-    this._transportWhy = "the WebSocket could not open";
-    this._reconnectLater(0);
+    if (this._transport === "websocket") {
+      // A WebSocket that worked before is not blocked: this failure is the gateway's (a drain).
+      if (this._webSocketWorked) return false;
+      this._transport = "http";
+      this._transportWhy = "the WebSocket could not open";
+      this._reconnectLater(0);
+    } else {
+      this._transport = "websocket";
+      this._transportWhy = "the HTTP stream could not open either";
+      this._reconnectLater(this._backoff.next());
+    }
     return true;
   }
 

@@ -32,7 +32,6 @@ export class Connection {
     this.ws = ws;
     this.token = token;
     this.opened = false; // the server's open arrived
-    this.socketOpened = false; // the socket (WebSocket or HTTP stream) opened
     this.dead = false;
     this.closeSent = false;
     this.closeReceived = null; // the server's close: its error, or true without one
@@ -192,7 +191,6 @@ export class Connection {
 
   onSocketOpen() {
     if (this.dead || this.client._conn !== this) return;
-    this.socketOpened = true;
     const protocol = this.ws.protocol;
     if (typeof protocol === "string" && protocol !== "" && protocol !== SUBPROTOCOL) {
       this.violation(`the server chose the subprotocol ${protocol}`);

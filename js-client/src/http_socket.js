@@ -9,6 +9,8 @@
 //
 // It needs `fetch` with a streaming response body (every current browser, Node 20).
 
+import { utf8Length } from "./wire.js";
+
 const CONNECTING = 0;
 const OPEN = 1;
 const CLOSING = 2;
@@ -35,13 +37,16 @@ function inner(text) {
 }
 
 export class HttpSocket {
-  constructor(url, protocol, { fetch: fetchImpl = globalThis.fetch } = {}) {
+  constructor(url, protocol, { fetch: fetchImpl = globalThis.fetch, maxBytes = () => POST_BYTES } = {}) {
     if (typeof fetchImpl !== "function") throw new TypeError("no fetch implementation");
     this.url = streamUrl(url);
     this.protocol = protocol; // what the gateway speaks here, as a WebSocket's handshake says
     this.readyState = CONNECTING;
     this.onopen = this.onmessage = this.onclose = this.onerror = null;
-    this._fetch = fetchImpl;
+    // Called unbound: a browser's fetch refuses any `this` but the window ("Illegal invocation").
+    this._fetch = (...args) => fetchImpl(...args);
+    // The gateway's max_frame_bytes (as its open answer said): a POST gathers no more.
+    this._maxBytes = maxBytes;
     this._abort = new AbortController();
     this._id = null;
     this._secret = null;
@@ -150,17 +155,20 @@ export class HttpSocket {
 
   // -- up: numbered POSTs ----------------------------------------------------------------
 
-  /** The messages waiting, as one message of at most POST_BYTES (or the first alone). */
+  /** The messages waiting, as one message of at most POST_BYTES and the gateway's
+   * max_frame_bytes, in UTF-8 bytes (or the first alone: Connection kept it under the latter). */
   _take() {
     const first = this._queue.shift();
     if (!this._queue.length) return first;
+    const limit = Math.min(POST_BYTES, this._maxBytes());
     const parts = [inner(first)];
-    let size = first.length;
-    while (this._queue.length && size + this._queue[0].length + 1 <= POST_BYTES) {
+    let size = utf8Length(first) + 2;
+    while (this._queue.length && size + utf8Length(this._queue[0]) + 1 <= limit) {
       const next = this._queue.shift();
-      size += next.length + 1;
+      size += utf8Length(next) + 1;
       parts.push(inner(next));
     }
+    if (parts.length === 1) return first;
     return `[${parts.filter((p) => p !== "").join(",")}]`;
   }
 

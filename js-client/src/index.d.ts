@@ -86,7 +86,9 @@ export interface ClientOptions {
   WebSocket?: WebSocketConstructor;
   /** What carries the connection: "websocket"; "http" (wsq.v1 over HTTP: an event stream
    * down, POSTs up); or "auto" (default): a WebSocket, and HTTP from the first that cannot
-   * open, or at once where there is no WebSocket (the "transport" event says so). */
+   * open (or is lost before the gateway's open answer) while none has worked yet, or at once
+   * where there is no WebSocket; an HTTP stream that cannot open either sends it back to a
+   * WebSocket, after the backoff (the "transport" event says each change). */
   transport?: Transport;
   /** The fetch used by the HTTP transport; default globalThis.fetch. */
   fetch?: typeof globalThis.fetch;
@@ -127,10 +129,11 @@ export type ClientState = "connecting" | "connected" | "disconnected" | "closed"
 
 export type Transport = "auto" | "websocket" | "http";
 
-/** The "transport" event: the client uses HTTP from now on, and why. */
+/** The "transport" event: what carries the next connection, and why. */
 export interface TransportInfo {
   transport: "websocket" | "http";
-  /** "asked for", "no WebSocket here" or "the WebSocket could not open". */
+  /** "asked for", "no WebSocket here", "the WebSocket could not open" or (back to a
+   * WebSocket) "the HTTP stream could not open either". */
   reason: string;
 }
 
@@ -321,7 +324,7 @@ export interface ClientEvents {
   gap: (info: GapInfo) => void;
   /** Anything that went wrong; `fatal` errors mean the client closed for good. */
   error: (error: WsqError) => void;
-  /** The connection is carried over HTTP from now on (before the connect that does so). */
+  /** The next connection goes over another transport (said before the connect). */
   transport: (info: TransportInfo) => void;
 }
 

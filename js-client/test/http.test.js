@@ -2,6 +2,7 @@
 // gateway: transport "http", and "auto" falling back by itself when the WebSocket cannot open.
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
+import WebSocket from "ws";
 import { streamUrl } from "../src/http_socket.js";
 import { Gateway, clientsClosedAfterEach, collector, token, waitFor } from "./helpers.js";
 
@@ -22,6 +23,23 @@ class Blocked {
   }
   close() {
     this.readyState = 3;
+  }
+}
+
+/** A WebSocket that opens and then carries nothing: a proxy that buffers WebSockets. */
+class Silent {
+  constructor() {
+    this.readyState = 0;
+    this.protocol = "wsq.v1";
+    setTimeout(() => {
+      this.readyState = 1;
+      this.onopen?.({});
+    }, 5);
+  }
+  send() {}
+  close() {
+    this.readyState = 3;
+    setTimeout(() => this.onclose?.({ code: 1006 }), 0);
   }
 }
 
@@ -58,6 +76,22 @@ describe("over HTTP, against a real gateway", () => {
     assert.deepEqual(bodies(), [{ n: 1 }, { n: 2 }, { n: 3 }]);
   });
 
+  test("fetch is called unbound, as a browser's window.fetch must be", async () => {
+    const strictFetch = function (...args) {
+      // A browser's fetch throws "Illegal invocation" for any other `this`.
+      if (this !== undefined && this !== globalThis) throw new TypeError("Illegal invocation");
+      return fetch(...args);
+    };
+    const client = newClient(gw.url, { transport: "http", fetch: strictFetch });
+    const errors = [];
+    client.on("error", (e) => errors.push(e));
+    const { handler, bodies } = collector();
+    client.subscribe("http.unbound", handler);
+    client.publish("http.unbound", 1).catch(() => {});
+    await waitFor(() => bodies().length === 1, "the delivery");
+    assert.deepEqual(errors, []);
+  });
+
   test("heartbeats keep an idle HTTP connection alive past the gateway's idle", async () => {
     const client = newClient(gw.url, { transport: "http", idle: 1000 });
     const opens = [];
@@ -79,6 +113,45 @@ describe("over HTTP, against a real gateway", () => {
     assert.equal(client.transport, "http");
     await client.publish("http.auto", "hello");
     await waitFor(() => bodies().length === 1, "the delivery");
+  });
+
+  test('"auto" falls back too when the WebSocket opens but the gateway never answers', async () => {
+    const client = newClient(gw.url, { WebSocket: Silent, connectTimeout: 300 });
+    const switched = [];
+    client.on("transport", (event) => switched.push(event.transport));
+    const { handler, bodies } = collector();
+    client.subscribe("http.silent", handler);
+    client.publish("http.silent", "through").catch(() => {});
+    await waitFor(() => bodies().length === 1, "the delivery over HTTP");
+    assert.deepEqual(switched, ["http"]);
+  });
+
+  test('"auto" goes back to a WebSocket when the HTTP stream cannot open either', async () => {
+    const down = () => Promise.reject(new TypeError("network error"));
+    const client = newClient(gw.url, { WebSocket: Blocked, fetch: down, reconnectDelay: 20 });
+    const switched = [];
+    client.on("transport", (event) => switched.push(event.transport));
+    await waitFor(() => switched.length >= 3, "three changes");
+    assert.deepEqual(switched.slice(0, 3), ["http", "websocket", "http"]);
+  });
+
+  test('"auto" keeps to WebSockets once one has worked', async () => {
+    let sockets = 0;
+    class OnceThenBlocked extends WebSocket {
+      constructor(...args) {
+        sockets += 1;
+        if (sockets === 1) super(...args);
+        else return new Blocked();
+      }
+    }
+    const client = newClient(gw.url, { WebSocket: OnceThenBlocked, reconnectDelay: 20 });
+    const switched = [];
+    client.on("transport", (event) => switched.push(event));
+    await waitFor(() => client.connected, "the first WebSocket");
+    client._conn.ws.close(); // lost; every WebSocket after it fails
+    await waitFor(() => sockets >= 3, "two more attempts");
+    assert.deepEqual(switched, []);
+    assert.equal(client.transport, "websocket");
   });
 
   test('"websocket" never falls back', async () => {

@@ -4,12 +4,14 @@ numbers, and what a hostile client gets (wrong secrets, huge bodies, gaps, flood
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
 from typing import Any
 
 import httpx
 import pytest
 from http_stream import HttpStream, http_stream, open_frame
-from wsq_harness import Gateway, attach_frame
+from wsq_harness import Gateway, attach_frame, eventually
 
 
 def transfer(delivery: int, body: Any, ch: int = 1, handle: int = 1) -> dict[str, Any]:
@@ -211,3 +213,69 @@ async def test_the_stream_counts_as_a_connection_while_it_lasts(gateway: Gateway
                 break
             await http.get(f"{gateway.http}/healthz")
     assert not app.state.gateway.peers
+
+
+@pytest.mark.gateway(server={"idle_ms": 1000})
+async def test_a_stream_nobody_reads_is_dropped_as_a_stalled_socket(gateway: Gateway) -> None:
+    """Its client POSTs heartbeats but never reads the response: the slow-reader rule drops it."""
+    app: Any = gateway.server.config.app
+    first = json.dumps(
+        [
+            open_frame(gateway.token(), idle=0),
+            {"op": "begin", "ch": 1},
+            attach_frame(1, 0, "receiver", "unread.1", credit=10_000),
+        ]
+    ).encode()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, ("127.0.0.1", gateway.port))
+    head = (
+        f"POST /v1/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(first)}\r\n\r\n"
+    ).encode()
+    await loop.sock_sendall(sock, head + first)
+    got = b""
+    while b"\n\n" not in got.partition(b"event: stream\n")[2]:
+        got += await loop.sock_recv(sock, 1)  # the hello, and not a byte more
+    hello = json.loads(got.partition(b"event: stream\ndata: ")[2].partition(b"\n")[0])
+    try:
+        publisher = await gateway.sender("unread.1")
+        big = "x" * 60_000
+        async with httpx.AsyncClient() as http:
+            for i in range(400):
+                await publisher.send(
+                    {"op": "transfer", "ch": 1, "handle": 0, "delivery": i, "body": big}
+                )
+                beat = await http.post(
+                    f"{gateway.http}/v1/stream/{hello['id']}",
+                    content=b"[]",
+                    headers={"Wsq-Stream-Secret": hello["secret"], "Wsq-Seq": str(i + 1)},
+                )
+                if beat.status_code == 404 or app.state.gateway.closes["stall"]:
+                    break
+                await asyncio.sleep(0.02)
+        await eventually(lambda: app.state.gateway.closes["stall"] == 1, "the stall", within=15)
+        assert app.state.gateway.closes["heartbeat"] == 0  # it was heard from all along
+        await publisher.close()
+    finally:
+        sock.close()
+
+
+async def test_a_draining_gateway_says_going_away_on_streams_and_opens_none(
+    gateway: Gateway,
+) -> None:
+    app: Any = gateway.server.config.app
+    async with http_stream(gateway.http, open_frame(gateway.token())) as stream:
+        await stream.until("open")
+        task = app.state.drain.begin(backstop=False)
+        closed = await stream.until("close")
+        assert closed["error"]["condition"] == "wsq:going-away"
+        await stream.rest()
+        report = await task
+        assert (report.told, report.forced) == (1, 0)
+    async with http_stream(gateway.http, open_frame(gateway.token())) as refused:
+        assert refused.response.status_code == 503
+        await refused.response.aread()
+        assert refused.response.json()["error"]["condition"] == "wsq:going-away"

@@ -14,6 +14,7 @@ from http_stream import HttpStream, http_stream, open_frame
 from wsq_harness import (
     SECRET_ACME,
     HAProxy,
+    RedisCluster,
     RedisServer,
     attach_frame,
     make_settings,
@@ -108,3 +109,51 @@ async def test_streams_through_haproxy_in_front_of_two_gateways(
                     await stream.rest()
             # Round robin sent some POSTs to the node that did not hold their stream.
             assert _relayed(g1.url) + _relayed(g2.url) > 0
+
+
+async def test_the_relay_listens_again_after_redis_restarts(tmp_path: Path) -> None:
+    """Redis goes away under a stream and comes back: POSTs through the other node reach the
+    stream again (its channel subscribed anew) and the connection goes on."""
+    redis = RedisServer(tmp_path)
+    redis.start()
+    try:
+        settings = make_settings(broker_url=redis.url, server={"idle_ms": 30_000})
+        async with (
+            running_gateway(settings) as a,
+            running_gateway(settings) as b,
+            http_stream(a.http, open_frame(a.token())) as stream,
+        ):
+            await stream.until("open")
+            await stream.send({"op": "begin", "ch": 1}, base=b.http)
+            await stream.until("begin")
+            redis.kill()
+            down = await stream.post([], seq=stream.seq + 1, base=b.http)
+            assert down.status_code == 503  # the broker is unavailable: try again
+            redis.start()
+            for _ in range(200):  # until the relay has subscribed again
+                answer = await stream.post(
+                    {"op": "begin", "ch": 2}, seq=stream.seq + 1, base=b.http
+                )
+                if answer.status_code == 204:
+                    break
+                await asyncio.sleep(0.05)
+            assert answer.status_code == 204, answer.text
+            assert (await stream.until("begin"))["ch"] == 2
+    finally:
+        redis.stop()
+
+
+async def test_a_post_to_another_node_reaches_the_stream_on_a_cluster(tmp_path: Path) -> None:
+    with RedisCluster(tmp_path) as cluster:
+        settings = make_settings(broker_url=cluster.url)
+        async with (
+            running_gateway(settings) as a,
+            running_gateway(settings) as b,
+            http_stream(a.http, open_frame(a.token())) as stream,
+        ):
+            await linked(stream, "nodes.cluster", base=b.http)
+            for i in range(4):
+                await stream.send(transfer(i, i), base=(a.http, b.http)[i % 2])
+            assert [(await stream.until("transfer"))["body"] for _ in range(4)] == [0, 1, 2, 3]
+            wrong = await stream.post([], seq=stream.seq + 1, secret="z" * 43, base=b.http)
+            assert wrong.status_code == 404

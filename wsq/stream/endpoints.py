@@ -29,6 +29,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from wsq.admission import SCOPE_KEY
 from wsq.bridge.errors import error_response
 from wsq.bridge.requests import read_body
 from wsq.core.errors import (
@@ -95,6 +96,8 @@ class Streams:
             "headers": scope.get("headers", []),
             "client": scope.get("client"),
             "subprotocols": [SUBPROTOCOL],
+            # Pending (wsq.admission) until the peer verifies the open (wsq.http_protocol).
+            SCOPE_KEY: scope.get(SCOPE_KEY),
         }
         peer = Peer(self.gateway, ws_scope, carrier.receive, carrier.send)
         try:
