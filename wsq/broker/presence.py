@@ -48,7 +48,11 @@ class PresenceStore(ABC):
 
     @abstractmethod
     async def changed(self, tenant: str, address: str, version: int, timeout_s: float) -> None:
-        """Return once the room's version differs from ``version``, or after ``timeout_s``."""
+        """Return once the room's version differs from ``version``, or after ``timeout_s``.
+        The caller watches the room from then on, until ``unwatch``."""
+
+    def unwatch(self, tenant: str, address: str) -> None:  # noqa: B027 (nothing to forget)
+        """This process no longer watches the room (frees what ``changed`` took for it)."""
 
     @abstractmethod
     async def occupy(self, tenant: str, address: str) -> int:
