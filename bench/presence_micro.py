@@ -8,7 +8,7 @@ Starts a throwaway ``redis-server`` on a free port and two brokers (two gateway 
 B has one present link in each of ROOMS rooms (default 1000), node A one member in each (so a
 re-read checks A's lease too). Nothing changes for WINDOW_S seconds (default 20): the commands
 Redis ran meanwhile (``INFO commandstats``, less the INFO calls) per second are the idle cost of
-watching, with the default lease (30 s: a slow re-read every 10 s). Then 50 times a member joins
+watching (and this process's CPU meanwhile), with the default lease (30 s: a slow re-read every 10 s). Then 50 times a member joins
 on A and leaves again: the time until B's link is sent the join (mean, median, max).
 """
 
@@ -62,9 +62,11 @@ async def main(url: str) -> None:
         other = Member(id=f"a{n}", sub="a", client="a", node="a")
         assert await a.presence_store.join("t", f"room.{n}", other, 100)
     await asyncio.sleep(3)  # every watcher settled (subscribed, or polling)
-    before, t0 = await commands(a), time.monotonic()
+    before, t0, cpu = await commands(a), time.monotonic(), time.process_time()
     await asyncio.sleep(WINDOW_S)
-    idle = (await commands(a) - before - 1) / (time.monotonic() - t0)
+    took = time.monotonic() - t0
+    busy = (time.process_time() - cpu) / took * 100
+    idle = (await commands(a) - before - 1) / took
 
     lag: list[float] = []
     for n in range(JOINS):
@@ -78,7 +80,10 @@ async def main(url: str) -> None:
         await hub_a.leave(link)
         await asyncio.sleep(0.05)
     ms = [x * 1000 for x in lag]
-    print(f"{wsq.__file__}: {ROOMS} rooms watched, idle: {idle:.0f} Redis commands/s")
+    print(
+        f"{wsq.__file__}: {ROOMS} rooms watched, idle: {idle:.0f} Redis commands/s, "
+        f"{busy:.1f} % of a core in the watching process"
+    )
     print(
         f"join seen on the other node: mean {statistics.mean(ms):.1f} ms, "
         f"median {statistics.median(ms):.1f} ms, max {max(ms):.1f} ms ({JOINS} joins)"
