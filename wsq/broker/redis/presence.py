@@ -79,12 +79,13 @@ class _Watch:
     """A room this process watches through notices: the newest version announced, and whether
     a (re)subscription may have missed some."""
 
-    __slots__ = ("changed", "missed", "noticed")
+    __slots__ = ("behind", "changed", "missed", "noticed")
 
     def __init__(self) -> None:
         self.noticed = -1
         self.missed = False
         self.changed = asyncio.Event()  # set (and replaced) at each notice
+        self.behind = 0  # reads in a row that found an older version than ``noticed``
 
     def notice(self, data: str | None) -> None:
         if data is None:
@@ -101,6 +102,19 @@ class _Watch:
             self.noticed = version
         self.changed.set()
         self.changed = asyncio.Event()
+
+    def read(self, version: int) -> None:
+        """The room was read at ``version``. One read older than the newest notice may have
+        crossed it (another connection); two in a row mean the notice was wrong (a version
+        that restarted, a forged notice): forgotten, so that the watcher neither turns deaf
+        to the notices below it nor reads the room again and again."""
+        if version >= self.noticed:
+            self.behind = 0
+            return
+        self.behind += 1
+        if self.behind >= 2:
+            self.noticed = version
+            self.behind = 0
 
 
 def _held_entry(raw: bytes | str) -> tuple[str, str] | None:
@@ -194,6 +208,9 @@ class RedisPresenceStore(PresenceStore):
         keys = self._keys(tenant, address)
         # The version first: a change made between the two reads shows as a newer version.
         version = int(await self._call("get", keys[1]) or 0)
+        watch = self._watches.get((tenant, address))
+        if watch is not None:
+            watch.read(version)
         rows: dict[bytes, bytes] = await self._call("hgetall", keys[0])
         by_owner: dict[str, list[Member]] = {}
         broken: list[str] = []
