@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from wsq_harness import RedisCluster, RedisServer, make_settings
 
 from wsq.broker.redis import RedisBroker
+from wsq.broker.redis import presence as redis_presence
 from wsq.core.presence import Member
 from wsq.hub.presence import PresenceHub
 from wsq.protocol.state import Link, Role, Session
@@ -110,6 +111,28 @@ async def test_a_join_and_a_leave_reach_another_process_by_notice(
     await watcher.told("join", "u2")
     await hub_a.leave(other.link)
     await watcher.told("leave", "u2")
+    # Counted (wsq_presence_rooms_watched, wsq_presence_notices_total).
+    assert b.presence_store.rooms_watched() == {"notice": 1, "poll": 0}
+    assert b.presence_store.notices >= 2
+    await hub_a.close()
+    await hub_b.close()
+    # Forgotten with its last link: nothing stays subscribed for it.
+    assert b.presence_store.rooms_watched() == {"notice": 0, "poll": 0}
+    assert not b._reader.rooms
+
+
+async def test_past_the_bound_of_noticed_rooms_a_room_is_polled(
+    single_pair: list[RedisBroker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_presence, "MAX_NOTICED_ROOMS", 0)
+    a, b = single_pair
+    hub_a, hub_b = hub_of(a, NEVER_S), hub_of(b, NEVER_S)
+    watcher = Watcher(hub_b, "lobby.polled", 1)
+    await watcher.join()
+    await Watcher(hub_a, "lobby.polled", 2).join()
+    await watcher.told("join", "u2")
+    assert b.presence_store.rooms_watched() == {"notice": 0, "poll": 1}
+    assert not b._reader.rooms
     await hub_a.close()
     await hub_b.close()
 

@@ -34,6 +34,7 @@ import contextlib
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -133,6 +134,7 @@ class RedisPresenceStore(PresenceStore):
         self._clients = clients
         self._reader = reader
         self._watches: dict[tuple[str, str], _Watch] = {}
+        self._polling = 0  # waits in ``_poll`` now
         self.lease_ms = lease_ms
         self.owner = uuid.uuid4().hex
         self._refresher: asyncio.Task[None] | None = None
@@ -254,7 +256,7 @@ class RedisPresenceStore(PresenceStore):
                 await self._poll(tenant, address, version, until)
                 return
             watch = self._watches[(tenant, address)] = _Watch()
-            self._reader.watch_room(self._announce(tenant, address)[0], watch.notice)
+            self._reader.watch_room(self._announce(tenant, address)[0], self._told(watch))
             # Told of every change from here on (once subscribed: that is told too); one look
             # for a change made before.
             if int(await self._call("get", self._keys(tenant, address)[1]) or 0) != version:
@@ -271,14 +273,29 @@ class RedisPresenceStore(PresenceStore):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(watch.changed.wait(), left)
 
+    def _told(self, watch: _Watch) -> Callable[[str | None], None]:
+        def told(data: str | None) -> None:
+            if data is not None:
+                self.notices += 1
+            watch.notice(data)
+
+        return told
+
+    def rooms_watched(self) -> dict[str, int]:
+        return {"notice": len(self._watches), "poll": self._polling}
+
     async def _poll(self, tenant: str, address: str, version: int, until: float) -> None:
         key = self._keys(tenant, address)[1]
         loop = asyncio.get_running_loop()
-        while int(await self._call("get", key) or 0) == version:
-            left = until - loop.time()
-            if left <= 0:
-                return
-            await asyncio.sleep(min(POLL_S, left))
+        self._polling += 1
+        try:
+            while int(await self._call("get", key) or 0) == version:
+                left = until - loop.time()
+                if left <= 0:
+                    return
+                await asyncio.sleep(min(POLL_S, left))
+        finally:
+            self._polling -= 1
 
     def unwatch(self, tenant: str, address: str) -> None:
         if self._watches.pop((tenant, address), None) is not None:
