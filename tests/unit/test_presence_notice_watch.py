@@ -1,7 +1,7 @@
 """What a Redis presence watcher makes of the notices its room's channel brings
 (``wsq.broker.redis.presence._Watch``): versions only move it forward, anything malformed or
-too long is ignored, a resubscription counts as a possible miss, and a notice that reads keep
-contradicting (a forged one, a version that restarted) is forgotten."""
+too long is ignored, a resubscription counts as a possible miss, and a notice that a later
+read contradicts (a forged one, a version that restarted) is forgotten."""
 
 from __future__ import annotations
 
@@ -27,15 +27,15 @@ def test_a_resubscription_is_a_possible_miss() -> None:
     assert watch.missed and waiting.is_set() and watch.noticed == -1
 
 
-def test_one_read_may_cross_a_notice_but_two_in_a_row_correct_it() -> None:
+def test_a_read_sent_after_a_notice_that_finds_an_older_version_corrects_it() -> None:
     watch = _Watch()
-    watch.notice("v:7")
-    watch.read(6)  # read before the change the notice announced: the notice stands
+    sent = watch.seq
+    watch.notice("v:7")  # taken while the GET was under way: it may have run before the change
+    watch.read(6, sent)
     assert watch.noticed == 7
-    watch.read(7)
+    watch.read(7, watch.seq)
     watch.notice("v:999999")  # forged, or the room's version restarted
-    watch.read(8)
-    watch.read(8)
+    watch.read(8, watch.seq)  # sent after it, nothing newer meanwhile: the notice was wrong
     assert watch.noticed == 8
     watch.notice("v:9")  # heard again
     assert watch.noticed == 9

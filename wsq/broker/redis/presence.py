@@ -80,13 +80,13 @@ class _Watch:
     """A room this process watches through notices: the newest version announced, and whether
     a (re)subscription may have missed some."""
 
-    __slots__ = ("behind", "changed", "missed", "noticed")
+    __slots__ = ("changed", "missed", "noticed", "seq")
 
     def __init__(self) -> None:
         self.noticed = -1
         self.missed = False
         self.changed = asyncio.Event()  # set (and replaced) at each notice
-        self.behind = 0  # reads in a row that found an older version than ``noticed``
+        self.seq = 0  # notices taken (a read compares it before and after)
 
     def notice(self, data: str | None) -> None:
         if data is None:
@@ -101,21 +101,19 @@ class _Watch:
             if version <= self.noticed:
                 return
             self.noticed = version
+            self.seq += 1
         self.changed.set()
         self.changed = asyncio.Event()
 
-    def read(self, version: int) -> None:
-        """The room was read at ``version``. One read older than the newest notice may have
-        crossed it (another connection); two in a row mean the notice was wrong (a version
-        that restarted, a forged notice): forgotten, so that the watcher neither turns deaf
-        to the notices below it nor reads the room again and again."""
-        if version >= self.noticed:
-            self.behind = 0
-            return
-        self.behind += 1
-        if self.behind >= 2:
+    def read(self, version: int, seq: int) -> None:
+        """The room was read at ``version`` by a GET sent when ``seq`` notices had been taken.
+        A notice arrives after its change is made, so a GET sent after it and no newer notice
+        meanwhile sees at least its version; one older means the notice was wrong (a version
+        that restarted, a forged notice): it is forgotten, so that the watcher neither turns
+        deaf to the notices below it nor reads the room again and again. (A notice taken during
+        the GET may announce a change the GET ran before: then nothing is concluded.)"""
+        if version < self.noticed and seq == self.seq:
             self.noticed = version
-            self.behind = 0
 
 
 def _held_entry(raw: bytes | str) -> tuple[str, str] | None:
@@ -209,10 +207,11 @@ class RedisPresenceStore(PresenceStore):
     async def members(self, tenant: str, address: str) -> tuple[int, dict[str, Member]]:
         keys = self._keys(tenant, address)
         # The version first: a change made between the two reads shows as a newer version.
-        version = int(await self._call("get", keys[1]) or 0)
         watch = self._watches.get((tenant, address))
-        if watch is not None:
-            watch.read(version)
+        seq = watch.seq if watch is not None else 0
+        version = int(await self._call("get", keys[1]) or 0)
+        if watch is not None and self._watches.get((tenant, address)) is watch:
+            watch.read(version, seq)
         rows: dict[bytes, bytes] = await self._call("hgetall", keys[0])
         by_owner: dict[str, list[Member]] = {}
         broken: list[str] = []
