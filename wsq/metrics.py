@@ -258,6 +258,20 @@ METRICS: tuple[Family, ...] = (
         lambda s: _pairs(s["presence_leaves"]),
     ),
     Family(
+        "wsq_presence_rooms_watched",
+        "gauge",
+        "Rooms this process watches (Redis), by how it hears of changes: notice or poll.",
+        ("how",),
+        lambda s: _flat(s["presence_rooms"]),
+    ),
+    Family(
+        "wsq_presence_notices",
+        "counter",
+        "Notices of a change to a room this process watches (Redis Pub/Sub).",
+        (),
+        _one("presence_notices"),
+    ),
+    Family(
         "wsq_occupied_addresses",
         "gauge",
         "Addresses this process has receivers on (tenants with occupancy webhooks only).",

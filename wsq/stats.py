@@ -21,7 +21,9 @@ delivered, retried, failed, dropped); ``webhook_queued`` {tenant: now, events wa
 error); ``webhook_sink_addresses`` {tenant: now, addresses its sinks follow};
 ``dead_lettered`` {tenant: n} (messages copied to a dead-letter address); ``presence_members``
 {tenant: now, present links of this process}; ``presence_joins`` {tenant: n};
-``presence_leaves`` {tenant: {"left"|"node-lost": n}}; ``occupied_addresses`` {tenant: now,
+``presence_leaves`` {tenant: {"left"|"node-lost": n}}; ``presence_rooms`` {"notice"|"poll":
+now, rooms watched and how their changes are heard of (Redis)}; ``presence_notices`` (n, notices
+of such a change heard); ``occupied_addresses`` {tenant: now,
 addresses this process has receivers on, for tenants with occupancy webhooks}.
 """
 
@@ -121,6 +123,8 @@ class NodeStats:
             "presence_members": dict(presence.members()),
             "presence_joins": dict(presence.joins),
             "presence_leaves": _nested(presence.leaves),
+            "presence_rooms": presence.store.rooms_watched(),
+            "presence_notices": presence.store.notices,
             "occupied_addresses": node.occupancy.held_by_tenant(),
             "broker": {
                 "status": "unknown" if broker_ok is None else "up" if broker_ok else "down",

@@ -21,7 +21,7 @@ from wsq.auth import mint_token
 #: The lease of a node's members (ms): the least the configuration takes.
 LEASE_MS = 1000
 #: What the contract promises after a node dies: its lease, a watcher's sweep (a third of it),
-#: a poll; doubled, and a margin for a loaded machine. A bound on convergence, not a timing.
+#: a notice; doubled, and a margin for a loaded machine. A bound on convergence, not a timing.
 WITHIN_S = 2 * (LEASE_MS / 1000 + LEASE_MS / 3000 + 0.2) + 5
 
 

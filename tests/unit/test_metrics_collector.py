@@ -58,6 +58,8 @@ SNAPSHOT: dict[str, Any] = {
     "presence_members": {"acme": 2},
     "presence_joins": {"acme": 9},
     "presence_leaves": {"acme": {"left": 6, "node-lost": 1}},
+    "presence_rooms": {"notice": 12, "poll": 0},
+    "presence_notices": 40,
     "occupied_addresses": {"acme": 11},
 }
 
@@ -115,6 +117,9 @@ def test_the_collector_serves_every_family_with_its_exact_values() -> None:
         'wsq_presence_joins_total{tenant="acme"} 9.0',
         'wsq_presence_leaves_total{reason="left",tenant="acme"} 6.0',
         'wsq_presence_leaves_total{reason="node-lost",tenant="acme"} 1.0',
+        'wsq_presence_rooms_watched{how="notice"} 12.0',
+        'wsq_presence_rooms_watched{how="poll"} 0.0',
+        "wsq_presence_notices_total 40.0",
         'wsq_occupied_addresses{tenant="acme"} 11.0',
     ]
 
@@ -146,6 +151,8 @@ def test_the_agreed_names_are_all_there() -> None:
         ("wsq_presence_members", "gauge", ("tenant",)),
         ("wsq_presence_joins", "counter", ("tenant",)),
         ("wsq_presence_leaves", "counter", ("tenant", "reason")),
+        ("wsq_presence_rooms_watched", "gauge", ("how",)),
+        ("wsq_presence_notices", "counter", ()),
         ("wsq_occupied_addresses", "gauge", ("tenant",)),
     ]
 

@@ -27,6 +27,13 @@ class PresenceStore(ABC):
     #: Told the members a read dropped because their process died: (tenant, address, members).
     #: Only the reader whose drop removed them is told, so each such leave is told once.
     on_dropped: Callable[[str, str, list[Member]], None] | None = None
+    #: Notices of a change to a watched room this process was told (Redis).
+    notices: int = 0
+
+    def rooms_watched(self) -> dict[str, int]:
+        """Rooms this process waits on now, by how it hears of their changes: ``notice``
+        (Redis Pub/Sub) or ``poll`` (past ``MAX_NOTICED_ROOMS``). Empty where nothing is sent."""
+        return {}
 
     async def start(self) -> None:  # noqa: B027 (a store with nothing to start)
         """Start refreshing this process's lease."""
@@ -48,7 +55,11 @@ class PresenceStore(ABC):
 
     @abstractmethod
     async def changed(self, tenant: str, address: str, version: int, timeout_s: float) -> None:
-        """Return once the room's version differs from ``version``, or after ``timeout_s``."""
+        """Return once the room's version differs from ``version``, or after ``timeout_s``.
+        The caller watches the room from then on, until ``unwatch``."""
+
+    def unwatch(self, tenant: str, address: str) -> None:  # noqa: B027 (nothing to forget)
+        """This process no longer watches the room (frees what ``changed`` took for it)."""
 
     @abstractmethod
     async def occupy(self, tenant: str, address: str) -> int:

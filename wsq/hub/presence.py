@@ -2,7 +2,7 @@
 
 A room this process has present links in is watched by one task (``_watch``): it waits for the
 room's version to change in the store (``PresenceStore.changed``: at once on ``memory://``, a
-poll on Redis), or for ``sweep_s`` (a dead node's members are dropped by whoever reads), then
+notice on Redis), or for ``sweep_s`` (a dead node's members are dropped by whoever reads), then
 reads the members and tells every local present link what joined and left since its last
 look. Reads and the links' snapshots happen under the room's lock, so that a link's snapshot
 and the events after it never miss nor repeat a change.
@@ -151,6 +151,7 @@ class PresenceHub:
         if room.task is not None:
             room.task.cancel()
             room.task = None
+            self.store.unwatch(room.tenant, room.address)
 
     async def close(self) -> None:
         for room in list(self.rooms.values()):

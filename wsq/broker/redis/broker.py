@@ -54,7 +54,7 @@ class RedisBroker(ConsumerGroups, Broker):
         self._clients = RedisClients(url)
         self._quotas = self.quota_store = RedisQuotaStore(self._clients, quota_lease_ms)
         self._reader = LiveReader(self._clients, policies)
-        self.presence_store = RedisPresenceStore(self._clients, quota_lease_ms)
+        self.presence_store = RedisPresenceStore(self._clients, quota_lease_ms, self._reader)
         self._relay = RedisRelay(url)
         self._group_watches = {}
         self._dead_letterers = set()

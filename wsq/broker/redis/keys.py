@@ -14,7 +14,8 @@ several of them stay legal in a cluster.
   number (``max_dedup_ids``, ``max_idempotency_keys``; ``lua/bound.lua``)
 - ``…:g:<group>:l`` / ``:w`` / ``:n`` / ``:q`` lease deadlines, redelivery delays, per message
   state (redelivered count, last holder, dead-letter reason), consumers wanting work
-- ``…:p``  the Pub/Sub channel where each publish announces its newest position
+- ``…:p``  the Pub/Sub channel where each publish announces its newest position, and each
+  change of the address's presence room its new version (``v:<version>``)
 - ``…:pm`` / ``…:pv`` the address's present members and their version (``presence.py``)
 - ``…:oc`` / ``…:on`` the processes with receivers on the address and its occupancy number,
   ``…:h:<name>`` a lease one process holds on it (a sink's turn to read it) (``presence.py``)

@@ -7,6 +7,14 @@ it (every third of ``lease_ms``). Whoever reads a room (``members``: a node watc
 HTTP occupancy request) drops the members whose owner's key is gone and bumps the version, so
 every other node sees their leave at its next look.
 
+How a watching node hears of a change (``changed``): the presence script announces each new
+version (``v:<version>``) on the address's notice channel (``…:p``, sharded on a cluster), which
+the live reader's subscription brings to this process (``LiveReader.watch_room``): no command is
+sent while a room does not change. A notice lost (sent while the subscription did not hold) is
+repaired by the re-read at each (re)subscription, and at worst by the watcher's slow re-read
+(``changed``'s timeout: ``PresenceHub.sweep_s``), which also finds a dead node's members. Past
+``MAX_NOTICED_ROOMS`` watched rooms a room is polled instead (``POLL_S``).
+
 Occupancy (``occupy``/``vacate``/``sweep``): ``<address base>:oc`` is the set of owners with
 receivers on the address and ``:on`` its occupancy number (``lua/occupancy.lua``). So that a
 process that dies is found with what it held, each owner lists its addresses in
@@ -26,20 +34,27 @@ import contextlib
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
 from wsq.broker.presence import PresenceStore
 from wsq.broker.redis.client import DOWN, RedisClients, unavailable
 from wsq.broker.redis.keys import address_base
+from wsq.broker.redis.reader import LiveReader
 from wsq.core.errors import BrokerUnavailable
 from wsq.core.presence import Member
 
 log = logging.getLogger("wsq.broker.presence")
 
-#: How often a process watching a room asks for its version (s): the delay of a join or leave
-#: made on another node.
+#: How often a process asks for a room's version (s) when it cannot be told of changes: a room
+#: watched past ``MAX_NOTICED_ROOMS``.
 POLL_S = 0.2
+#: Rooms one process watches through notices (one subscribed channel each, shared with the
+#: address's live reading); more are polled.
+MAX_NOTICED_ROOMS = 100_000
+#: Longest notice read (bytes): ``v:`` and a version; anything longer is ignored.
+MAX_NOTICE = 24
 #: The most a close waits for the owner key's deletion (s).
 CLOSE_S = 2.0
 
@@ -61,6 +76,46 @@ def _text(raw: bytes | str) -> str:
     return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
 
 
+class _Watch:
+    """A room this process watches through notices: the newest version announced, and whether
+    a (re)subscription may have missed some."""
+
+    __slots__ = ("changed", "missed", "noticed", "seq")
+
+    def __init__(self) -> None:
+        self.noticed = -1
+        self.missed = False
+        self.changed = asyncio.Event()  # set (and replaced) at each notice
+        self.seq = 0  # notices taken (a read compares it before and after)
+
+    def notice(self, data: str | None) -> None:
+        if data is None:
+            self.missed = True
+        else:
+            if len(data) > MAX_NOTICE:
+                return
+            try:
+                version = int(data[2:])
+            except ValueError:
+                return
+            if version <= self.noticed:
+                return
+            self.noticed = version
+            self.seq += 1
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+    def read(self, version: int, seq: int) -> None:
+        """The room was read at ``version`` by a GET sent when ``seq`` notices had been taken.
+        A notice arrives after its change is made, so a GET sent after it and no newer notice
+        meanwhile sees at least its version; one older means the notice was wrong (a version
+        that restarted, a forged notice): it is forgotten, so that the watcher neither turns
+        deaf to the notices below it nor reads the room again and again. (A notice taken during
+        the GET may announce a change the GET ran before: then nothing is concluded.)"""
+        if version < self.noticed and seq == self.seq:
+            self.noticed = version
+
+
 def _held_entry(raw: bytes | str) -> tuple[str, str] | None:
     """A (tenant, address) an owner listed; None for anything else (skipped)."""
     try:
@@ -73,8 +128,11 @@ def _held_entry(raw: bytes | str) -> tuple[str, str] | None:
 
 
 class RedisPresenceStore(PresenceStore):
-    def __init__(self, clients: RedisClients, lease_ms: int) -> None:
+    def __init__(self, clients: RedisClients, lease_ms: int, reader: LiveReader) -> None:
         self._clients = clients
+        self._reader = reader
+        self._watches: dict[tuple[str, str], _Watch] = {}
+        self._polling = 0  # waits in ``_poll`` now
         self.lease_ms = lease_ms
         self.owner = uuid.uuid4().hex
         self._refresher: asyncio.Task[None] | None = None
@@ -87,6 +145,8 @@ class RedisPresenceStore(PresenceStore):
             self._refresher = asyncio.get_running_loop().create_task(self._refresh_forever())
 
     async def close(self) -> None:
+        for tenant, address in list(self._watches):
+            self.unwatch(tenant, address)
         if self._refresher is not None:
             self._refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -132,8 +192,8 @@ class RedisPresenceStore(PresenceStore):
     async def join(self, tenant: str, address: str, member: Member, max_members: int) -> bool:
         await self._ensure_lease()
         value = json.dumps({"o": self.owner, "m": member.to_json()}, separators=(",", ":"))
-        args = ["join", member.id, value, max_members]
         keys = self._keys(tenant, address)
+        args = [*self._announce(tenant, address), "join", member.id, value, max_members]
         if await self._clients.run("presence", keys, args):
             return True
         # Full, perhaps of a dead process's members no one has read since: drop them, try again.
@@ -141,12 +201,17 @@ class RedisPresenceStore(PresenceStore):
         return bool(await self._clients.run("presence", keys, args))
 
     async def leave(self, tenant: str, address: str, member_id: str) -> None:
-        await self._clients.run("presence", self._keys(tenant, address), ["drop", member_id])
+        args = [*self._announce(tenant, address), "drop", member_id]
+        await self._clients.run("presence", self._keys(tenant, address), args)
 
     async def members(self, tenant: str, address: str) -> tuple[int, dict[str, Member]]:
         keys = self._keys(tenant, address)
         # The version first: a change made between the two reads shows as a newer version.
+        watch = self._watches.get((tenant, address))
+        seq = watch.seq if watch is not None else 0
         version = int(await self._call("get", keys[1]) or 0)
+        if watch is not None and self._watches.get((tenant, address)) is watch:
+            watch.read(version, seq)
         rows: dict[bytes, bytes] = await self._call("hgetall", keys[0])
         by_owner: dict[str, list[Member]] = {}
         broken: list[str] = []
@@ -166,7 +231,8 @@ class RedisPresenceStore(PresenceStore):
         gone = broken + [m.id for o in dead for m in dead_members[o]]
         if gone:
             # The version read before stays: the next look sees the drop's (and any other) change.
-            removed = await self._clients.run("presence", keys, ["drop", *gone])
+            args = [*self._announce(tenant, address), "drop", *gone]
+            removed = await self._clients.run("presence", keys, args)
             dropped = {_text(r) for r in removed or ()}
             lost = [m for o in dead for m in dead_members[o] if m.id in dropped]
             if lost and self.on_dropped is not None:
@@ -176,15 +242,63 @@ class RedisPresenceStore(PresenceStore):
     async def _alive(self, owner: str) -> bool:
         return bool(await self._call("exists", _owner_key(owner)))
 
+    def _announce(self, tenant: str, address: str) -> tuple[str, str]:
+        """The presence script's first arguments: where and how it announces a change."""
+        return f"{address_base(tenant, address)}:p", self._clients.publish_verb
+
     async def changed(self, tenant: str, address: str, version: int, timeout_s: float) -> None:
-        key = self._keys(tenant, address)[1]
         loop = asyncio.get_running_loop()
         until = loop.time() + timeout_s
-        while int(await self._call("get", key) or 0) == version:
+        watch = self._watches.get((tenant, address))
+        if watch is None:
+            if len(self._watches) >= MAX_NOTICED_ROOMS:
+                await self._poll(tenant, address, version, until)
+                return
+            watch = self._watches[(tenant, address)] = _Watch()
+            self._reader.watch_room(self._announce(tenant, address)[0], self._told(watch))
+            # Told of every change from here on (once subscribed: that is told too); one look
+            # for a change made before.
+            if int(await self._call("get", self._keys(tenant, address)[1]) or 0) != version:
+                return
+        while True:
+            if watch.missed:
+                watch.missed = False
+                return
+            if watch.noticed > version:
+                return
             left = until - loop.time()
             if left <= 0:
                 return
-            await asyncio.sleep(min(POLL_S, left))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(watch.changed.wait(), left)
+
+    def _told(self, watch: _Watch) -> Callable[[str | None], None]:
+        def told(data: str | None) -> None:
+            if data is not None:
+                self.notices += 1
+            watch.notice(data)
+
+        return told
+
+    def rooms_watched(self) -> dict[str, int]:
+        return {"notice": len(self._watches), "poll": self._polling}
+
+    async def _poll(self, tenant: str, address: str, version: int, until: float) -> None:
+        key = self._keys(tenant, address)[1]
+        loop = asyncio.get_running_loop()
+        self._polling += 1
+        try:
+            while int(await self._call("get", key) or 0) == version:
+                left = until - loop.time()
+                if left <= 0:
+                    return
+                await asyncio.sleep(min(POLL_S, left))
+        finally:
+            self._polling -= 1
+
+    def unwatch(self, tenant: str, address: str) -> None:
+        if self._watches.pop((tenant, address), None) is not None:
+            self._reader.unwatch_room(self._announce(tenant, address)[0])
 
     @staticmethod
     def _occupancy_keys(tenant: str, address: str) -> list[str]:

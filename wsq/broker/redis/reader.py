@@ -10,8 +10,17 @@ triggers a read from the cursor: nothing published before the subscription held,
 outage, is lost or repeated. The reader retries forever with backoff and PINGs a silent
 connection. The notice ``r:<group>`` tells the group's watchers that messages were released.
 
+The same channels carry presence: ``v:<version>``, sent by the presence script at each change
+of the address's room, goes to the room's watcher in this process (``watch_room``), which reads
+the room then; each (re)subscription tells it too (``None``), since notices sent while the
+subscription did not hold are lost. A room watched here keeps its channel subscribed whether
+or not the stream is read.
+
 A publish of this process passes its own new entries on without reading them back when the
 reader had passed on exactly what came before them (``pass_on_own``).
+
+The module is longer than 600 lines: its one subscription serves streams, groups and presence
+rooms, and its connection loops and their bookkeeping are one state machine best read whole.
 """
 
 from __future__ import annotations
@@ -139,6 +148,8 @@ class LiveReader:
         self._policies = policies
         self.streams: dict[tuple[str, str], Stream] = {}
         self.by_channel: dict[str, Stream] = {}
+        # Channel -> the presence watcher of its address's room here (``watch_room``).
+        self.rooms: dict[str, Callable[[str | None], None]] = {}
         # One feed (key None) on a single Redis, one per primary (key "host:port") on a
         # cluster, where notices are sharded channels.
         self.feeds: dict[str | None, Feed] = {}
@@ -291,6 +302,16 @@ class LiveReader:
         self.resync_all()
         return st
 
+    def watch_room(self, channel: str, on_notice: Callable[[str | None], None]) -> None:
+        """Subscribe ``channel`` for a presence room: ``on_notice`` gets each ``v:<version>``
+        notice, and None at each (re)subscription (what was sent before it is lost)."""
+        self.rooms[channel] = on_notice
+        self.resync_all()
+
+    def unwatch_room(self, channel: str) -> None:
+        if self.rooms.pop(channel, None) is not None:
+            self.resync_all()
+
     # -- the live reader's Pub/Sub connections ------------------------------------------------
 
     def resync_all(self) -> None:
@@ -299,11 +320,12 @@ class LiveReader:
 
     def _wanted(self, feed: Feed) -> set[str]:
         """The channels ``feed`` should be subscribed to."""
+        channels = self.by_channel.keys() | self.rooms.keys()
         if feed.node is None:
-            return set(self.by_channel)
+            return channels
         cluster = self._clients.cluster_client()
         out = set()
-        for channel in self.by_channel:
+        for channel in channels:
             try:
                 node = cluster.get_node_from_key(channel)
             except RedisClusterException:  # slot not covered (yet): the topology is refreshed
@@ -363,7 +385,7 @@ class LiveReader:
                         # Ours, or Redis moved the channel's slot to another node: then the
                         # slot map is refreshed and the channel subscribed where it lives now.
                         feed.subscribed.discard(msg["channel"])
-                        if msg["channel"] in self.by_channel:
+                        if msg["channel"] in self.by_channel or msg["channel"] in self.rooms:
                             self._topology.set()
             except asyncio.CancelledError:
                 raise
@@ -464,6 +486,9 @@ class LiveReader:
             await asyncio.sleep(0.05)
 
     def _on_subscribed(self, channel: str) -> None:
+        room = self.rooms.get(channel)
+        if room is not None:
+            room(None)
         st = self.by_channel.get(channel)
         if st is None:
             return
@@ -474,7 +499,13 @@ class LiveReader:
 
     def _on_notice(self, channel: str, last: str) -> None:
         """A publish on a stream read here (``last`` is its newest position), or ``r:<group>``:
-        messages of that group were made available again (released) by some process."""
+        messages of that group were made available again (released) by some process; or
+        ``v:<version>``: the address's presence room changed."""
+        if last.startswith("v:"):
+            room = self.rooms.get(channel)
+            if room is not None:
+                room(last)
+            return
         st = self.by_channel.get(channel)
         if st is None:
             return
