@@ -430,8 +430,29 @@ class RedisServer:
         self.bus_port: int = free_port() if cluster else 0
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.started = False  # once started, a restart keeps the port
 
     def start(self) -> None:
+        # free_port() only found the port free a moment ago: on a busy machine (a bench holding
+        # tens of thousands of loopback ports) another process may take it first, and
+        # redis-server exits at once. On a first start, try other ports; a restart must keep
+        # its port (its clients and the cluster know it).
+        for _ in range(1 if self.started else 3):
+            if self._spawn():
+                self.started = True
+                return
+            assert self.proc is not None
+            if self.proc.poll() is None:
+                break  # running but not answering: no other port would help
+            self.port = free_port()
+            self.bus_port = free_port() if self.cluster else 0
+            self.url = f"redis://127.0.0.1:{self.port}/0"
+        if self.proc is not None:
+            self.proc.kill()
+        pytest.fail(f"redis-server did not start on port {self.port}")
+
+    def _spawn(self) -> bool:
+        """Start redis-server on ``port``; whether it answered PING in time."""
         persistence = ("--appendonly", "yes", "--appendfsync", "always") if self.aof else ()
         # The cluster bus gets its own free port (the default, port + 10000, may not exist).
         cluster: tuple[str, ...] = ()
@@ -457,12 +478,11 @@ class RedisServer:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn:
                     conn.sendall(b"PING\r\n")
                     if conn.recv(64).startswith(b"+PONG"):
-                        return
+                        return True
             except OSError:
                 pass
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.proc.kill()
-                pytest.fail(f"redis-server did not start on port {self.port}")
+                return False
             time.sleep(0.02)
 
     def __enter__(self) -> RedisServer:
@@ -618,6 +638,9 @@ class RedisCluster:
     def start(self) -> None:
         for node in self.nodes:
             node.start()
+        # A node may have moved to another port to start (RedisServer.start).
+        self.ports = [n.port for n in self.nodes]
+        self.url = f"redis+cluster://127.0.0.1:{self.ports[0]}"
         try:
             subprocess.run(
                 [
