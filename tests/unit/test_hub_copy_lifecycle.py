@@ -216,3 +216,19 @@ async def test_the_conflation_counters_add_up(monkeypatch: pytest.MonkeyPatch) -
             await pub(broker, "cc", range(2), subject="cc.a")  # one held, one replaced
             await pub(broker, "cc", range(1), subject="cc.b")  # no room for a subject
         assert (hub.conflated, hub.conflate_dropped) == (3, 2)
+
+
+async def test_what_passes_while_a_lone_link_reads_history_is_kept_from_where_it_was() -> None:
+    broker = SlowRead(StoragePolicies())
+    async with hub_on(broker) as hub:
+        await pub(broker, "kh", range(2))
+        sock = Socket(hub)
+        await sock.attach(address="kh", credit=3, **{"from": "^"})
+        await pub(broker, "kh", range(2, 3))  # passes while the read is under way
+        await wait_reads(broker)
+        assert bodies(sock) == [0, 1, 2]  # caught up: live, no credit left
+        await pub(broker, "kh", range(3, 4))  # behind again: the topic's memory has it
+        flow(sock, 5)
+        await settle_loop()
+        assert bodies(sock) == [3]
+        assert hub.broker_catch_ups == 1
