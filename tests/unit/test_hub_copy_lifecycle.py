@@ -232,3 +232,20 @@ async def test_what_passes_while_a_lone_link_reads_history_is_kept_from_where_it
         await settle_loop()
         assert bodies(sock) == [3]
         assert hub.broker_catch_ups == 1
+
+
+async def test_a_message_is_expired_from_the_millisecond_it_expires_at(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    broker = MemoryBroker(StoragePolicies())
+    async with hub_on(broker) as hub:
+        await pub(broker, "ms", range(1), ttl_ms=60_000)
+        await pub(broker, "ms", range(1, 2))
+        [first, _] = (await broker.read("t", "ms", "0-0", 10)).messages
+        assert first.expires_at is not None
+        # The hub's clock at that very millisecond; the broker's is earlier and still reads it.
+        monkeypatch.setattr(copy, "_now_ms", lambda: first.expires_at)
+        sock = Socket(hub)
+        await sock.attach(address="ms", credit=10, **{"from": "^"})
+        await settle_loop()
+        assert bodies(sock) == [1]
