@@ -1,17 +1,19 @@
 """A group's watchers in every broker (issue 14: the Redis group code's poll and watches had
 no test in the fast suites; the other conformance tests wait on claims, never on a watcher):
 a lease that runs out and a release each wake the group's watchers, with nothing else looking
-at the group."""
+at the group; and a dead letter's copy ends with the group's copier done and nothing logged."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
+import logging
 from types import MappingProxyType
 from typing import Any
 
 import pytest
-from test_broker_conformance import eventually, publish
+from test_broker_conformance import DEAD_LETTER, dead_letters, eventually, publish
 
 from wsq.broker.base import Broker
 from wsq.config import Settings, TenantConfig
@@ -29,6 +31,7 @@ def broker_settings() -> Settings:
         tenants=MappingProxyType(
             {
                 "acme": _tenant("acme"),
+                "dl": _tenant("dl", dead_letter=DEAD_LETTER),
             }
         )
     )
@@ -64,3 +67,19 @@ async def test_a_release_wakes_the_watchers(broker: Broker, address: str) -> Non
     await broker.settle("acme", address, "g", "c1", [d.message.id], Outcome.RELEASED)
     await eventually(lambda: woken.times > 0)
     woken.handle.close()
+
+
+async def test_a_rejected_message_is_copied_once_and_its_copier_ends_quietly(
+    broker: Broker, address: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    start = await broker.last_position("dl", DEAD_LETTER)
+    await publish(broker, address, "bad", tenant="dl")
+    [d] = await broker.claim("dl", address, "g", "c1", 1, 60_000)
+    with caplog.at_level(logging.WARNING):
+        await broker.settle("dl", address, "g", "c1", [d.message.id], Outcome.REJECTED)
+        await dead_letters(broker, "dl", start, 1)
+        # The Redis broker copies in the background, then takes the copies out of the group.
+        await eventually(lambda: not getattr(broker, "_dead_letterers", None))
+        gc.collect()  # a copier task that died is logged when it is collected
+    assert [r.getMessage() for r in caplog.records] == []
+    assert await broker.claim("dl", address, "g", "c2", 10, 60_000) == []
