@@ -225,8 +225,9 @@ def merge_stored(
     work: Path, env: dict[str, str], stored: dict[str, str], counts: dict[str, int]
 ) -> tuple[dict[str, int], dict[str, str]]:
     """The stored counts, with the stored survivors' verdicts of this run in place of theirs:
-    a retest in a fresh work folder ran only those, and every other mutant keeps its stored
-    verdict (the code is the same; tests were only added)."""
+    a retest ran only those, and every other mutant keeps its stored verdict (the code is the
+    same; tests were only added). A work folder laid by a retest from stored results knows
+    no other verdicts, so its own counts would be those of the retested ones alone."""
     listing = subprocess.run(
         [str(VENV_BIN / "mutmut"), "results", "--all", "true"],
         cwd=work,
@@ -264,12 +265,15 @@ def run_py(group: PyGroup, jobs: int, fresh: bool, report_only: bool, retest: bo
     # The survivors and verdicts of the last run, read before its folder is laid anew.
     names = survivors(work, env) if retest else []
     verdicts = saved_verdicts(work) if retest else {}
-    # A retest without a work folder (another checkout): the stored results name the survivors.
+    # A retest counts from the stored results (the last run's, whole): their survivors take
+    # this run's verdicts, every other mutant keeps its own. Without a work folder (another
+    # checkout) the stored results also name the survivors to run.
     stored: dict[str, str] = {}
     stored_counts: dict[str, int] = {}
-    if retest and not (work / "mutants").exists():
+    if retest:
         stored, stored_counts = stored_results(group.name)
-        names = list(stored)
+        if not (work / "mutants").exists():
+            names = list(stored)
     if not report_only:
         prepare(group, fresh and not retest)
     outcome = Outcome(group.name)
@@ -383,7 +387,8 @@ def main() -> int:
         "--retest",
         action="store_true",
         help="run only the last run's survivors again (after adding tests; the rest stand); "
-        "without a work folder, the survivors of bench/results/mutation/GROUP.json",
+        "without a work folder, the survivors of bench/results/mutation/GROUP.json; "
+        "with --report-only, count the work folder's verdicts into the stored results",
     )
     parser.add_argument("--fresh", action="store_true", help="forget earlier results of a group")
     parser.add_argument(
