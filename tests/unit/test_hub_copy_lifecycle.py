@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from test_hub import Socket, hub_on, settle_loop
+from test_memory_broker import FakeClock
 
 from wsq.broker.memory import MemoryBroker
 from wsq.core.errors import BrokerUnavailable
@@ -249,3 +250,22 @@ async def test_a_message_is_expired_from_the_millisecond_it_expires_at(
         await sock.attach(address="ms", credit=10, **{"from": "^"})
         await settle_loop()
         assert bodies(sock) == [1]
+
+
+async def test_a_catch_up_whose_read_comes_back_empty_goes_live_at_the_live_end() -> None:
+    clock = FakeClock()
+    broker = MemoryBroker(StoragePolicies(), clock=clock)
+    async with hub_on(broker) as hub:
+        live = Socket(hub)
+        await live.attach(address="em", credit=10)
+        [first] = await pub(broker, "em", range(1))
+        [last] = await pub(broker, "em", range(1, 2), ttl_ms=1000)  # passed on by the reader
+        sock = Socket(hub)
+        link = await sock.attach(address="em", credit=10, **{"from": first})
+        clock.advance(1000)  # 1 expires in the broker before the catch-up reads it
+        await settle_loop()
+        sub = link.attachment
+        assert sub.live
+        assert (sub.cursor_id, sub.cursor) == (last, hub.topics[("t", "em")].live_pos)
+        await pub(broker, "em", range(2, 3))
+        assert bodies(sock) == [2]
