@@ -198,6 +198,61 @@ def restore_verdicts(work: Path, verdicts: dict[Path, dict[str, int | None]]) ->
         meta.write_text(json.dumps(data, indent=4))
 
 
+#: ``mutmut results`` statuses by the names of ``export-cicd-stats``' counts.
+COUNT_KEYS = {
+    "killed": "killed",
+    "timeout": "timeout",
+    "survived": "survived",
+    "no tests": "no_tests",
+    "suspicious": "suspicious",
+}
+
+
+def stored_results(group: str) -> tuple[dict[str, str], dict[str, int]]:
+    """The survivors (name -> status) and counts of the group's stored results."""
+    path = RESULTS / f"{group}.json"
+    if not path.exists():
+        return {}, {}
+    data = json.loads(path.read_text())
+    survivors = {}
+    for item in data.get("survivors", []):
+        name, _, status = item.rpartition(" (")
+        survivors[name] = status.rstrip(")")
+    return survivors, {k: int(v) for k, v in data.get("counts", {}).items()}
+
+
+def merge_stored(
+    work: Path, env: dict[str, str], stored: dict[str, str], counts: dict[str, int]
+) -> tuple[dict[str, int], dict[str, str]]:
+    """The stored counts, with the stored survivors' verdicts of this run in place of theirs:
+    a retest ran only those, and every other mutant keeps its stored verdict (the code is the
+    same; tests were only added). A work folder laid by a retest from stored results knows
+    no other verdicts, so its own counts would be those of the retested ones alone."""
+    listing = subprocess.run(
+        [str(VENV_BIN / "mutmut"), "results", "--all", "true"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+    ).stdout
+    now = {}
+    for line in listing.splitlines():
+        name, _, status = line.strip().rpartition(": ")
+        if name in stored:
+            now[name] = status
+    counts = dict(counts)
+    left = {}
+    for name, before in stored.items():
+        after = now.get(name, before)
+        if after not in COUNT_KEYS:  # not run (an error): its stored verdict stands
+            after = before
+        counts[COUNT_KEYS[before]] = counts.get(COUNT_KEYS[before], 0) - 1
+        counts[COUNT_KEYS[after]] = counts.get(COUNT_KEYS[after], 0) + 1
+        if after in ("survived", "no tests", "suspicious"):
+            left[name] = after
+    return counts, left
+
+
 def run_py(group: PyGroup, jobs: int, fresh: bool, report_only: bool, retest: bool) -> Outcome:
     work = BUILD / group.name
     env = {
@@ -210,6 +265,15 @@ def run_py(group: PyGroup, jobs: int, fresh: bool, report_only: bool, retest: bo
     # The survivors and verdicts of the last run, read before its folder is laid anew.
     names = survivors(work, env) if retest else []
     verdicts = saved_verdicts(work) if retest else {}
+    # A retest counts from the stored results (the last run's, whole): their survivors take
+    # this run's verdicts, every other mutant keeps its own. Without a work folder (another
+    # checkout) the stored results also name the survivors to run.
+    stored: dict[str, str] = {}
+    stored_counts: dict[str, int] = {}
+    if retest:
+        stored, stored_counts = stored_results(group.name)
+        if not (work / "mutants").exists():
+            names = list(stored)
     if not report_only:
         prepare(group, fresh and not retest)
     outcome = Outcome(group.name)
@@ -230,15 +294,19 @@ def run_py(group: PyGroup, jobs: int, fresh: bool, report_only: bool, retest: bo
     stats = work / "mutants" / "mutmut-cicd-stats.json"
     if stats.exists():
         outcome.counts = {k: int(v) for k, v in json.loads(stats.read_text()).items()}
-    listing = subprocess.run(
-        [mutmut, "results"], cwd=work, env=env, capture_output=True, text=True
-    ).stdout
-    names = []
-    for line in listing.splitlines():
-        name, _, status = line.strip().rpartition(": ")
-        if status in ("survived", "no tests", "suspicious"):
-            outcome.survivors.append(f"{name} ({status})")
-            names.append(name)
+    if stored:
+        outcome.counts, left = merge_stored(work, env, stored, stored_counts)
+    else:
+        listing = subprocess.run(
+            [mutmut, "results"], cwd=work, env=env, capture_output=True, text=True
+        ).stdout
+        left = {}
+        for line in listing.splitlines():
+            name, _, status = line.strip().rpartition(": ")
+            if status in ("survived", "no tests", "suspicious"):
+                left[name] = status
+    names = list(left)
+    outcome.survivors = [f"{name} ({status})" for name, status in left.items()]
     # Every diff from one process (`mutmut show` would start one per mutant).
     diffs = subprocess.run(
         [str(VENV_BIN / "python"), "-c", SHOW_DIFFS],
@@ -318,7 +386,9 @@ def main() -> int:
     parser.add_argument(
         "--retest",
         action="store_true",
-        help="run only the last run's survivors again (after adding tests; the rest stand)",
+        help="run only the last run's survivors again (after adding tests; the rest stand); "
+        "without a work folder, the survivors of bench/results/mutation/GROUP.json; "
+        "with --report-only, count the work folder's verdicts into the stored results",
     )
     parser.add_argument("--fresh", action="store_true", help="forget earlier results of a group")
     parser.add_argument(

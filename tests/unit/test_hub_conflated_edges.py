@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from test_hub import PAD, Socket, hub_on, settle_loop
 from test_hub_conflation import FakeTime
 
@@ -16,6 +17,8 @@ from wsq.broker.memory import MemoryBroker
 from wsq.core.messages import NewMessage
 from wsq.core.policy import StoragePolicies
 from wsq.core.positions import START, parse_position
+from wsq.core.wire import copy_tail
+from wsq.hub import conflate
 from wsq.hub.copy import deliver_copy
 
 
@@ -170,3 +173,17 @@ async def test_after_a_turn_the_timer_is_set_for_the_earliest_of_those_still_hel
         assert ints(sock) == [4]
         clock.advance(0.03)
         assert ints(sock) == [5]
+
+
+async def test_held_bytes_may_reach_the_bound_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
+    broker = MemoryBroker(StoragePolicies())
+    async with hub_on(broker) as hub:
+        await pub(broker, "hb0", (0, "hb.s0"))
+        [one] = (await broker.read("t", "hb0", START, 1)).messages
+        monkeypatch.setattr(conflate, "CONFLATE_MAX_BYTES", 2 * len(copy_tail(one)))
+        FakeTime(hub)
+        sock = Socket(hub)
+        await sock.attach(address="hb", credit=0, conflate={"ms": 10})
+        await settle_loop()
+        await pub(broker, "hb", (0, "hb.s0"), (1, "hb.s1"), (2, "hb.s2"))  # same sizes
+        assert hub.conflate_dropped == 1  # two fit exactly

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from test_hub import Socket, hub_on, settle_loop
+from test_memory_broker import FakeClock
 
 from wsq.broker.memory import MemoryBroker
 from wsq.core.errors import BrokerUnavailable
@@ -216,3 +217,55 @@ async def test_the_conflation_counters_add_up(monkeypatch: pytest.MonkeyPatch) -
             await pub(broker, "cc", range(2), subject="cc.a")  # one held, one replaced
             await pub(broker, "cc", range(1), subject="cc.b")  # no room for a subject
         assert (hub.conflated, hub.conflate_dropped) == (3, 2)
+
+
+async def test_what_passes_while_a_lone_link_reads_history_is_kept_from_where_it_was() -> None:
+    broker = SlowRead(StoragePolicies())
+    async with hub_on(broker) as hub:
+        await pub(broker, "kh", range(2))
+        sock = Socket(hub)
+        await sock.attach(address="kh", credit=3, **{"from": "^"})
+        await pub(broker, "kh", range(2, 3))  # passes while the read is under way
+        await wait_reads(broker)
+        assert bodies(sock) == [0, 1, 2]  # caught up: live, no credit left
+        await pub(broker, "kh", range(3, 4))  # behind again: the topic's memory has it
+        flow(sock, 5)
+        await settle_loop()
+        assert bodies(sock) == [3]
+        assert hub.broker_catch_ups == 1
+
+
+async def test_a_message_is_expired_from_the_millisecond_it_expires_at(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    broker = MemoryBroker(StoragePolicies())
+    async with hub_on(broker) as hub:
+        await pub(broker, "ms", range(1), ttl_ms=60_000)
+        await pub(broker, "ms", range(1, 2))
+        [first, _] = (await broker.read("t", "ms", "0-0", 10)).messages
+        assert first.expires_at is not None
+        # The hub's clock at that very millisecond; the broker's is earlier and still reads it.
+        monkeypatch.setattr(copy, "_now_ms", lambda: first.expires_at)
+        sock = Socket(hub)
+        await sock.attach(address="ms", credit=10, **{"from": "^"})
+        await settle_loop()
+        assert bodies(sock) == [1]
+
+
+async def test_a_catch_up_whose_read_comes_back_empty_goes_live_at_the_live_end() -> None:
+    clock = FakeClock()
+    broker = MemoryBroker(StoragePolicies(), clock=clock)
+    async with hub_on(broker) as hub:
+        live = Socket(hub)
+        await live.attach(address="em", credit=10)
+        [first] = await pub(broker, "em", range(1))
+        [last] = await pub(broker, "em", range(1, 2), ttl_ms=1000)  # passed on by the reader
+        sock = Socket(hub)
+        link = await sock.attach(address="em", credit=10, **{"from": first})
+        clock.advance(1000)  # 1 expires in the broker before the catch-up reads it
+        await settle_loop()
+        sub = link.attachment
+        assert sub.live
+        assert (sub.cursor_id, sub.cursor) == (last, hub.topics[("t", "em")].live_pos)
+        await pub(broker, "em", range(2, 3))
+        assert bodies(sock) == [2]

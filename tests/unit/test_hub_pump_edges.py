@@ -317,3 +317,26 @@ async def test_a_lease_that_runs_out_wakes_the_pump_for_another_consumer() -> No
             if got:
                 break
         assert [(t["body"], t["props"]["redelivered"]) for t in got] == [(0, 1)]
+
+
+async def test_the_last_consumer_gone_the_pump_stops_watching_its_group() -> None:
+    broker = MemoryBroker(StoragePolicies())
+    async with hub_on(broker) as hub:
+        sock = Socket(hub)
+        link = await sock.attach(address="gw", mode="move", credit=1)
+        watchers = broker._logs[("t", "gw")].groups["default"].watchers
+        assert len(watchers) == 1
+        await hub.detach(link, [])
+        assert hub.pumps == {} and len(watchers) == 0
+
+
+async def test_an_outbox_at_its_mark_has_no_room() -> None:
+    broker = MemoryBroker(StoragePolicies())
+    async with hub_on(broker) as hub:
+        sock = Socket(hub)
+        await sock.attach(address="mk", mode="move", credit=1)  # the answer waits unsent
+        queued = sock.conn.out_bytes
+        sock.outlet.high_water = queued + 1
+        assert sock.outlet.has_room()
+        sock.outlet.high_water = queued
+        assert not sock.outlet.has_room()
