@@ -444,11 +444,16 @@ class RedisServer:
             assert self.proc is not None
             if self.proc.poll() is None:
                 break  # running but not answering: no other port would help
+            self.proc.wait()
             self.port = free_port()
             self.bus_port = free_port() if self.cluster else 0
             self.url = f"redis://127.0.0.1:{self.port}/0"
         if self.proc is not None:
             self.proc.kill()
+            self.proc.wait(
+                10
+            )  # reaped here: a Popen collected while running warns in some later test
+            self.proc = None
         pytest.fail(f"redis-server did not start on port {self.port}")
 
     def _spawn(self) -> bool:
