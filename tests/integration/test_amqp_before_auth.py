@@ -6,6 +6,8 @@ Before: a client that chose SASL ANONYMOUS (its token to come on ``$cbs``) attac
 links whose attach frames carried large values; each decoded attach was kept for the link's
 life at up to 64 bytes per byte (a list of empty lists). 16 sockets from 8 sources, 4 attaches
 of 240 KB each (15 MiB in all, within the pending-bytes budget): the process's RSS +360 MiB.
+
+And at the other end of a token's life: an AMQP connection ends when its token expires.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from collections.abc import Iterator
 
 import pytest
 import websockets
-from wsq_harness import SECRET_ACME, Served, serve_config
+from amqp_proton import ProtonClient, over_websocket
+from wsq_harness import SECRET_ACME, Gateway, Served, serve_config
 
 from wsq.amqp import frames as F
 from wsq.amqp.codec import Described, Symbol, Uint, Ulong
@@ -91,3 +94,16 @@ async def test_attaches_before_the_token_keep_little_of_what_they_carried(
     finally:
         for ws in sockets:
             await ws.close()
+
+
+async def test_an_amqp_connection_ends_when_its_token_expires(gateway: Gateway) -> None:
+    # The token's exp holds over AMQP as over wsq.v1: the connection closes at it, with
+    # amqp:unauthorized-access (wsq-condition wsq:token-expired), unless a put-token refreshed it.
+    client = ProtonClient(gateway.token(ttl_s=2))
+    async with over_websocket(gateway.url, client) as until:
+        await until(lambda: client.opened)
+        await until(lambda: client.transport.closed or client.closed, timeout=15)
+    assert client.connection.remote_condition is not None
+    assert client.connection.remote_condition.name == "amqp:unauthorized-access"
+    info = client.connection.remote_condition.info or {}
+    assert info.get("wsq-condition") == "wsq:token-expired"
