@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import importlib.util
+import ipaddress
 import os
 import shlex
 import shutil
@@ -372,7 +373,31 @@ def _warnings(settings: Settings) -> list[str]:
                     )
             if key.jwks_url is not None and urlsplit(key.jwks_url).scheme == "http":
                 found.append(f"{name}: the JWKS is fetched over plain http, use https")
+        for kind, entries in (("webhook", tenant.webhooks), ("sink", tenant.sinks)):
+            for entry in entries:
+                inner = _internal_host(entry.url)
+                if inner is not None:
+                    found.append(
+                        f"tenant {tenant.name!r} {kind} {entry.url}: its host is {inner}; "
+                        "wsq will POST there (docs/security.md, Known limits)"
+                    )
     return found
+
+
+def _internal_host(url: str) -> str | None:
+    """What kind of internal address ``url``'s host is literally (a name is not resolved: an
+    egress filter is the real defence), or None."""
+    host = (urlsplit(url).hostname or "").rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return "localhost"
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    for kind in ("loopback", "link_local", "private", "unspecified", "reserved"):
+        if getattr(ip, f"is_{kind}"):
+            return f"a {kind.replace('_', '-')} address"
+    return None
 
 
 def _check_config(args: argparse.Namespace) -> int:

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import re
+import secrets
 from pathlib import Path
 from typing import Any
 
 import httpx
+import redis.asyncio as aioredis
 from http_stream import HttpStream, http_stream, open_frame
 from wsq_harness import (
     SECRET_ACME,
@@ -157,3 +159,33 @@ async def test_a_post_to_another_node_reaches_the_stream_on_a_cluster(tmp_path: 
             assert [(await stream.until("transfer"))["body"] for _ in range(4)] == [0, 1, 2, 3]
             wrong = await stream.post([], seq=stream.seq + 1, secret="z" * 43, base=b.http)
             assert wrong.status_code == 404
+
+
+async def test_forged_posts_cost_redis_a_few_bytes_and_large_posts_still_cross_nodes(
+    redis_server: RedisServer,
+) -> None:
+    # Anyone may POST to a well-formed id and secret: the body goes to Redis only when a
+    # stream listens there. Before: each forged POST PUBLISHed its whole body (200 of 1 MB:
+    # 191 MiB into Redis in 1.1 s, every one answered 404).
+    settings = make_settings(broker_url=redis_server.url)
+    body = b"[" + b" " * 500_000 + b"]"
+    client = aioredis.Redis(port=redis_server.port)
+    async with running_gateway(settings) as a, running_gateway(settings) as b:
+        before = (await client.info("stats"))["total_net_input_bytes"]
+        async with httpx.AsyncClient(timeout=30) as http:
+            for _ in range(20):
+                forged = await http.post(
+                    f"{b.http}/v1/stream/{secrets.token_urlsafe(16)}",
+                    content=body,
+                    headers={"wsq-stream-secret": secrets.token_urlsafe(32), "wsq-seq": "1"},
+                )
+                assert forged.status_code == 404
+        grown = (await client.info("stats"))["total_net_input_bytes"] - before
+        print(f"\n20 forged POSTs of 500 KB: Redis received {grown} bytes")
+        assert grown < 1_000_000  # 10 MB before
+        # A large POST for a stream of the other node still gets there.
+        async with http_stream(a.http, open_frame(a.token())) as stream:
+            await linked(stream, "nodes.large", base=b.http)
+            await stream.send(transfer(0, "x" * 300_000), base=b.http)
+            assert (await stream.until("transfer"))["body"] == "x" * 300_000
+    await client.aclose()

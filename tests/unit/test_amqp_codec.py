@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import struct
 import uuid
 from typing import Any
 
@@ -122,6 +123,40 @@ def test_we_read_what_proton_encodes() -> None:
 def test_hostile_bytes_are_refused_with_a_decode_error(data: bytes, why: str) -> None:
     with pytest.raises(AmqpDecodeError, match=why):
         decode(data)
+
+
+def _list32(count: int, body: bytes) -> bytes:
+    return b"\xd0" + struct.pack(">II", len(body) + 4, count) + body
+
+
+N = 100_000
+# Each makes one Python container per byte or so: 56-64 bytes of memory per byte received.
+AMPLIFIERS = {
+    "a list of empty lists": _list32(N, b"\x45" * N),
+    "an array of described booleans": b"\xf0"
+    + struct.pack(">II", N + 8, N)
+    + b"\x00\x53\x01\x56"
+    + b"\x00" * N,
+    "a list of empty list8s": _list32(N, b"\xc0\x01\x00" * N),
+}
+
+
+@pytest.mark.parametrize("name", list(AMPLIFIERS))
+def test_values_that_cost_more_memory_than_their_bytes_allow_are_refused(name: str) -> None:
+    data = AMPLIFIERS[name]
+    with pytest.raises(AmqpDecodeError, match="than the bytes allow"):
+        decode(data)
+    with pytest.raises(AmqpDecodeError, match="than the bytes allow"):
+        decode_all(data + data)  # sections share one budget
+
+
+def test_containers_at_one_per_four_bytes_still_decode() -> None:
+    # The bound's edge: an empty list among three nulls, and a list of described nulls.
+    assert decode(_list32(4 * N, b"\x45\x40\x40\x40" * N))[0][:4] == [[], None, None, None]
+    described = decode(_list32(N, b"\x00\x53\x01\x40" * N))[0]
+    assert len(described) == N and described[0] == Described(1, None)
+    # Sections: the many small data sections of one message still fit.
+    assert len(decode_all(b"\x00\x53\x75\xa0\x00" * N)) == N
 
 
 def _sections(message: Message) -> bytes:

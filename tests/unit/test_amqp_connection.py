@@ -473,3 +473,46 @@ def test_pre_settled_publishes_are_stored_without_dispositions_and_credit_comes_
     out = b"".join(iter(server.conn.next_message, None))
     assert b"\x00\x53\x15" not in out  # no disposition frame was ever needed
     assert snd.credit == 2
+
+
+def _before_the_token(*frames: bytes) -> Server:
+    """A connection that chose SASL ANONYMOUS and sent ``frames`` after its open, no token."""
+    server = Server()
+    init = F.frame(0, F.SASL_INIT, [Symbol("ANONYMOUS")], kind=F.FRAME_SASL)
+    opening = F.frame(0, F.OPEN, ["probe"])
+    server.conn.receive_data(F.SASL_HEADER + init + F.AMQP_HEADER + opening + b"".join(frames))
+    server.answer()
+    return server
+
+
+def _begin(ch: int) -> bytes:
+    return F.frame(ch, F.BEGIN, [None, Uint(0), Uint(100), Uint(100)])
+
+
+def _cbs_attach(handle: int, ch: int = 0, extra: Any = None) -> bytes:
+    target = Described(Ulong(F.TARGET), ["$cbs"])
+    fields = [f"l{handle}", Uint(handle), False, None, None, None, target]
+    return F.frame(ch, F.ATTACH, [*fields, None, None, Uint(0), None, None, None, extra])
+
+
+def test_before_the_token_sessions_and_links_are_few() -> None:
+    # What a client needs before its put-token is served ...
+    server = _before_the_token(_begin(0), _begin(1), _cbs_attach(0), _cbs_attach(1))
+    assert not server.of(ConnectionEnded)
+    # ... a third session closes the connection, and so does a ninth link.
+    server = _before_the_token(_begin(0), _begin(1), _begin(2))
+    [ended] = server.of(ConnectionEnded)
+    assert ended.error["condition"] == "wsq:resource-limit-exceeded"
+    server = _before_the_token(_begin(0), *(_cbs_attach(h) for h in range(9)))
+    [ended] = server.of(ConnectionEnded)
+    assert ended.error["condition"] == "wsq:resource-limit-exceeded"
+    assert "links before the token" in ended.error["description"]
+
+
+def test_an_answered_attach_is_not_kept() -> None:
+    # An attach carries up to a frame of values (here 5,000 in its properties): once
+    # answered, its link keeps none of them.
+    big = {Symbol(f"k{i}"): "v" for i in range(5_000)}
+    server = _before_the_token(_begin(0), _cbs_attach(0, extra=big))
+    [link] = server.conn.sessions[0].links.values()
+    assert link.attach_fields == []

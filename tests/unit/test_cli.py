@@ -658,3 +658,28 @@ def test_python_dash_m(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0 and __version__ in done.stdout
+
+
+def test_check_config_warns_about_webhooks_to_internal_addresses(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "wsq.toml"
+    hook = '{{ url = "{}", events = ["connection.opened"], secret = "{}" }}'
+    secret = "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+    urls = (
+        "http://169.254.169.254/latest/meta-data/",
+        "http://127.0.0.1:8000/metrics",
+        "http://[::1]/x",
+        "https://hooks.example/wsq",
+    )
+    hooks = ", ".join(hook.format(u, secret) for u in urls)
+    key = '{ kid = "k1", alg = "HS256", secret = "' + "s" * 40 + '" }'
+    path.write_text(f"[tenants.acme]\nkeys = [ {key} ]\nwebhooks = [ {hooks} ]\n")
+    os.environ["WSQ_CONFIG"] = str(path)
+    assert main(["check-config"]) == 0
+    out = capsys.readouterr().out
+    assert f"webhook {urls[0]}: its host is a link-local address" in out
+    assert f"webhook {urls[1]}: its host is a loopback address" in out
+    assert f"webhook {urls[2]}: its host is a loopback address" in out
+    assert "hooks.example/wsq: its host" not in out
+    assert "configuration OK" in out

@@ -94,6 +94,12 @@ WINDOW = 2**31 - 1
 DRAIN_WAIT_S = 0.05
 # SASL frames carry the token: room for the longest token wsq accepts, and the rest of the frame.
 MAX_SASL_FRAME = MAX_TOKEN_CHARS + 1024
+# Before its token is verified (SASL ANONYMOUS, the token to come on $cbs) a connection needs a
+# session and its two $cbs links; refused links wait for their detach. Each begin or attach of
+# some 40 bytes made objects of about 1 KiB, kept until the open timeout: bounded, the rest
+# closes the connection.
+PRE_AUTH_SESSIONS = 2
+PRE_AUTH_LINKS = 8
 
 
 _AUTH_CONDITIONS = frozenset({"wsq:unauthorized", "wsq:token-expired", "wsq:forbidden"})
@@ -450,6 +456,10 @@ class AmqpConnection(OutgoingBytes):
             if existing is None or existing.state is not SessionState.END_SENT:
                 raise Refused(AmqpFramingError(f"begin on channel {ch}, which is in use"))
             del self.sessions[ch]
+        if self.state is not ConnectionState.OPEN and len(self.sessions) >= PRE_AUTH_SESSIONS:
+            raise Refused(
+                ResourceLimitExceeded(f"at most {PRE_AUTH_SESSIONS} sessions before the token")
+            )
         next_outgoing = F.field(fields, 1, 0)
         window = F.field(fields, 2, 0)
         if type(next_outgoing) is not int or type(window) is not int:
@@ -544,6 +554,10 @@ class AmqpConnection(OutgoingBytes):
         if len(session.links) >= 2 * self.limits.max_links_per_session:
             self.end_session(session, ResourceLimitExceeded("too many links awaiting detach"))
             return
+        if self.state is not ConnectionState.OPEN and (
+            sum(len(s.links) for s in self.sessions.values()) >= PRE_AUTH_LINKS
+        ):
+            raise Refused(ResourceLimitExceeded(f"at most {PRE_AUTH_LINKS} links before the token"))
         name = F.field(fields, 0, "")
         client_receives = F.field(fields, 2) is True
         role = Role.RECEIVER if client_receives else Role.SENDER
@@ -588,6 +602,9 @@ class AmqpConnection(OutgoingBytes):
 
     def _attach_answer(self, link: AmqpLink, accepted: bool, properties: dict[Any, Any]) -> None:
         fields = link.attach_fields
+        # Answered once: the decoded attach (up to a frame of values at ~20 bytes per byte)
+        # is not kept for the link's life.
+        link.attach_fields = []
         if link.role is Role.RECEIVER:
             source = answer_source(fields, link.mode, link.applied) if accepted else None
             target = F.field(fields, 6)

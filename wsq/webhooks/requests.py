@@ -90,16 +90,20 @@ async def post_signed(
 ) -> str:
     """One attempt: ``body`` POSTed with a fresh timestamp and signature; its result (OK...).
 
-    The answer's body is never read: a receiver cannot make wsq hold what it sends back.
+    The answer's body is never read: a receiver cannot make wsq hold what it sends back. httpx's
+    timeout bounds each read and write, not the request: the whole attempt is bounded here, or
+    a receiver drip-feeding its answer's head held it (and a slot of its tenant) at will.
     """
     headers = signature_headers(msg_id, int(time.time()), body, keys)
     headers["content-type"] = "application/json"
+    seconds = timeout_ms / 1000
     try:
-        async with client.stream(
-            "POST", url, content=body, headers=headers, timeout=timeout_ms / 1000
-        ) as answer:
-            status = answer.status_code
-    except httpx.TimeoutException:
+        async with asyncio.timeout(seconds):
+            async with client.stream(
+                "POST", url, content=body, headers=headers, timeout=seconds
+            ) as answer:
+                status = answer.status_code
+    except (httpx.TimeoutException, TimeoutError):
         log.info("webhook %s: timed out", msg_id)
         return TIMEOUT
     except httpx.HTTPError as exc:
