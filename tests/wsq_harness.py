@@ -170,7 +170,31 @@ async def running_gateway(
         yield Gateway(settings, server)
     finally:
         server.should_exit = True
-        await asyncio.wait_for(task, 10)
+        try:
+            await asyncio.wait_for(asyncio.shield(task), 10)
+        except TimeoutError:
+            # Seen twice under a load average of 13-16 (a cluster pair's shutdown), never on a
+            # quiet machine: say what the loop was still waiting for.
+            pending = _pending_tasks()
+            task.cancel()
+            raise AssertionError(f"the gateway did not stop within 10 s:\n{pending}") from None
+
+
+def _pending_tasks() -> str:
+    """Every task of the running loop but this one, with the chain of awaits it is suspended in."""
+    lines = []
+    for t in asyncio.all_tasks():
+        if t is asyncio.current_task():
+            continue
+        chain: list[str] = []
+        coro: Any = t.get_coro()
+        while coro is not None and len(chain) < 8:
+            frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+            name = getattr(coro, "__qualname__", type(coro).__name__)
+            chain.append(f"{name}:{frame.f_lineno}" if frame is not None else name)
+            coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+        lines.append(f"{t.get_name()}: {' -> '.join(chain)}")
+    return "\n".join(sorted(lines)[:60])
 
 
 B = TypeVar("B", bound=Broker)
