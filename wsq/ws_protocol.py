@@ -38,7 +38,7 @@ if sys.platform != "win32":
 
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.exceptions import PayloadTooBig
+from websockets.exceptions import InvalidState, PayloadTooBig
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
@@ -401,6 +401,26 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             else:
                 size += int.from_bytes(queued, sys.byteorder)
         return size
+
+    def writable_now(self) -> bool:
+        """Whether ``write_text_now`` writes: uvicorn's ``send`` of a message would not wait (the
+        transport takes data) and would write it (the socket is open, no close sent)."""
+        return (
+            self.writable.is_set()
+            and self.handshake_complete
+            and not self.close_sent
+            and not self.disconnected
+            and self.initial_response is None
+        )
+
+    def write_text_now(self, text: str) -> None:
+        """What uvicorn's ``send`` does with a ``websocket.send`` of ``text``, without a
+        coroutine: only where ``writable_now`` says so (the gateway's writer, wsq.gateway)."""
+        try:
+            self.conn.send_text(text.encode())
+        except InvalidState:
+            raise ClientDisconnected() from None
+        self.transport.write(b"".join(self.conn.data_to_send()))
 
     async def send(self, message: Any) -> None:
         if message["type"] == "websocket.close" and self.handshake_complete:
