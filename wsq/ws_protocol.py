@@ -434,6 +434,9 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             # generator, ServerProtocol.parse): its headers are emptied for it (~2 KiB).
             self.request.headers.clear()
             self.request = None  # type: ignore[assignment]
+            # The scope's copy too (~1 KiB): the gateway reads the headers before it accepts
+            # (Origin, and X-Forwarded-For in uvicorn's proxy middleware), never after.
+            cast(dict[str, Any], self.scope)["headers"].clear()
             self.response = None  # type: ignore[assignment]
 
     async def _send_close(self, message: Any) -> None:

@@ -31,6 +31,9 @@ async def test_an_open_socket_keeps_no_headers_of_its_handshake(gateway: Gateway
         ]
         # the client's own request has it; the server's side has let go of it
         assert held == []
+        # and so has the ASGI scope the gateway keeps for the socket
+        peers = gateway.server.config.app.state.gateway.peers  # type: ignore[attr-defined]
+        assert peers and all(peer.scope["headers"] == [] for peer in peers)
 
 
 async def test_deliveries_to_a_socket_that_reads_start_no_writer_task(gateway: Gateway) -> None:
