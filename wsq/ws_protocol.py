@@ -435,8 +435,13 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             self.request.headers.clear()
             self.request = None  # type: ignore[assignment]
             # The scope's copy too (~1 KiB): the gateway reads the headers before it accepts
-            # (Origin, and X-Forwarded-For in uvicorn's proxy middleware), never after.
-            cast(dict[str, Any], self.scope)["headers"].clear()
+            # (Origin, and X-Forwarded-For in uvicorn's proxy middleware), never after; so the
+            # socket's copy of the lifespan state and the extensions (wsq.drain reads them
+            # before the accept), three dicts a socket.
+            scope = cast(dict[str, Any], self.scope)
+            scope["headers"].clear()
+            scope.pop("state", None)
+            scope.pop("extensions", None)
             self.response = None  # type: ignore[assignment]
 
     async def _send_close(self, message: Any) -> None:

@@ -34,6 +34,7 @@ async def test_an_open_socket_keeps_no_headers_of_its_handshake(gateway: Gateway
         # and so has the ASGI scope the gateway keeps for the socket
         peers = gateway.server.config.app.state.gateway.peers  # type: ignore[attr-defined]
         assert peers and all(peer.scope["headers"] == [] for peer in peers)
+        assert not any("state" in peer.scope or "extensions" in peer.scope for peer in peers)
 
 
 async def test_deliveries_to_a_socket_that_reads_start_no_writer_task(gateway: Gateway) -> None:
