@@ -503,6 +503,10 @@ def measure(
         "server_cpu_pct": round(100 * (c1 - c0) / seconds, 1),
         "redis_cpu_pct": round(100 * (a1 - a0) / seconds, 1),
         "server_cpu_us_per_delivery": round(1e6 * (c1 - c0) / max(got, 1), 2),
+        # less what the idle phase burnt in as long (heartbeats, timers): the deliveries' own
+        "server_cpu_us_per_delivery_net": round(
+            1e6 * ((c1 - c0) - doc["idle"]["server_cpu_pct"] / 100 * seconds) / max(got, 1), 2
+        ),
     }
     if got < published * ready:
         doc["failures"].append(f"steady: {published * ready - got} deliveries missing")
@@ -540,7 +544,8 @@ def markdown(doc: dict[str, Any]) -> str:
         f"| steady: p50 / p99 / max | {s.get('p50_ms')} / {s.get('p99_ms')} / {s.get('max_ms')} ms |",
         f"| steady: connections lost | {s.get('connections_lost')} |",
         f"| steady: server CPU (% of a core), per delivery | {s.get('server_cpu_pct')} %, "
-        f"{s.get('server_cpu_us_per_delivery')} µs |",
+        f"{s.get('server_cpu_us_per_delivery')} µs ({s.get('server_cpu_us_per_delivery_net')} µs "
+        "less the idle phase's rate) |",
         f"| generator RSS per socket (Node ws) | {m.get('generator_kib_per_socket')} KiB |",
     ]
     if doc["failures"]:
