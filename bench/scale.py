@@ -17,9 +17,10 @@ What runs, each in its own process:
   own on a free port, no persistence; one worker runs on the memory broker unless ``--broker
   redis``), every setting its default but the connection quotas, which the scenario raises past
   ``--connections``;
-- the load generator, split over processes of ``bench/node/scale_client.mjs`` (Node ``ws``: a
-  subscribed socket costs it about a third of what the Python ``websockets`` client costs, and
-  reading a delivery less CPU), each holding at most ``--per-generator`` sockets (a process may
+- the load generator, split over processes of ``bench/node/scale_client.mjs`` (Node ``ws``, as
+  the bench's generator; per socket it takes 18 KiB against a Python ``websockets`` client's
+  14, bench/scale_client_rss.py: memory is not what limits here), each holding at most
+  ``--per-generator`` sockets (a process may
   have 20,000 open files here) from one loopback source address, 127.0.0.2, 127.0.0.3, ... (a
   source has ~28k ephemeral ports towards one server port; at most ``--per-source`` on each);
 - this process, which publishes over the HTTP bridge and reads the others' /proc.
