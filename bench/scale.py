@@ -258,19 +258,29 @@ def cpu_of(pids: list[int]) -> float:
 
 
 class Publisher:
-    """POST /v1/addresses/bench.scale/messages on one kept-alive HTTP connection."""
+    """POST /v1/addresses/bench.scale/messages, a connection each: the gateway closes a kept-alive
+    one that sends no request within its handshake_timeout_ms (5 s), which a broadcast to
+    100,000 sockets outlasts."""
 
     def __init__(self, port: int, token: str) -> None:
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        self.port = port
         self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
 
     def publish(self, k: int) -> None:
-        body = {"k": k, "t": time.time() * 1000, "pad": PAD}
-        self.conn.request(
-            "POST", f"/v1/addresses/{ADDRESS}/messages", json.dumps({"body": body}), self.headers
-        )
-        r = self.conn.getresponse()
-        r.read()
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        try:
+            conn.connect()
+            body = {"k": k, "t": time.time() * 1000, "pad": PAD}  # the publish time: connected
+            conn.request(
+                "POST",
+                f"/v1/addresses/{ADDRESS}/messages",
+                json.dumps({"body": body}),
+                self.headers,
+            )
+            r = conn.getresponse()
+            r.read()
+        finally:
+            conn.close()
         if r.status >= 300:
             raise RuntimeError(f"publish refused: HTTP {r.status}")
 
@@ -392,7 +402,7 @@ def measure(
     gens: list[Generator] = []
     for i, (count, source, first) in enumerate(plan(n, args.per_generator, args.per_source)):
         spec = dict(url=f"ws://127.0.0.1:{port}/ws", token=token, address=ADDRESS, count=count)
-        spec |= dict(source=source, first_port=first, concurrency=CONCURRENCY)
+        spec |= dict(source=source, first_port=first, concurrency=args.concurrency)
         spec |= dict(heartbeat_ms=HEARTBEAT_MS)
         gens.append(Generator(spec, tmp / f"gen{i}.log"))
         stack.callback(gens[-1].stop)
@@ -568,6 +578,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="(the same sizes as without it)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--broker", choices=("memory", "redis"), help="default: memory for 1 worker")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=CONCURRENCY,
+        help=f"handshakes in flight per generator process (default {CONCURRENCY})",
+    )
     for key, value in FULL.items():
         p.add_argument(f"--{key.replace('_', '-')}", type=type(value), dest=key)
     args = p.parse_args(argv)
