@@ -17,9 +17,10 @@ What runs, each in its own process:
   own on a free port, no persistence; one worker runs on the memory broker unless ``--broker
   redis``), every setting its default but the connection quotas, which the scenario raises past
   ``--connections``;
-- the load generator, split over processes of ``bench/node/scale_client.mjs`` (Node ``ws``: a
-  subscribed socket costs it about a third of what the Python ``websockets`` client costs, and
-  reading a delivery less CPU), each holding at most ``--per-generator`` sockets (a process may
+- the load generator, split over processes of ``bench/node/scale_client.mjs`` (Node ``ws``, as
+  the bench's generator; per socket it takes 18 KiB against a Python ``websockets`` client's
+  14, bench/scale_client_rss.py: memory is not what limits here), each holding at most
+  ``--per-generator`` sockets (a process may
   have 20,000 open files here) from one loopback source address, 127.0.0.2, 127.0.0.3, ... (a
   source has ~28k ephemeral ports towards one server port; at most ``--per-source`` on each);
 - this process, which publishes over the HTTP bridge and reads the others' /proc.
@@ -257,19 +258,29 @@ def cpu_of(pids: list[int]) -> float:
 
 
 class Publisher:
-    """POST /v1/addresses/bench.scale/messages on one kept-alive HTTP connection."""
+    """POST /v1/addresses/bench.scale/messages, a connection each: the gateway closes a kept-alive
+    one that sends no request within its handshake_timeout_ms (5 s), which a broadcast to
+    100,000 sockets outlasts."""
 
     def __init__(self, port: int, token: str) -> None:
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        self.port = port
         self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
 
     def publish(self, k: int) -> None:
-        body = {"k": k, "t": time.time() * 1000, "pad": PAD}
-        self.conn.request(
-            "POST", f"/v1/addresses/{ADDRESS}/messages", json.dumps({"body": body}), self.headers
-        )
-        r = self.conn.getresponse()
-        r.read()
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        try:
+            conn.connect()
+            body = {"k": k, "t": time.time() * 1000, "pad": PAD}  # the publish time: connected
+            conn.request(
+                "POST",
+                f"/v1/addresses/{ADDRESS}/messages",
+                json.dumps({"body": body}),
+                self.headers,
+            )
+            r = conn.getresponse()
+            r.read()
+        finally:
+            conn.close()
         if r.status >= 300:
             raise RuntimeError(f"publish refused: HTTP {r.status}")
 
@@ -391,7 +402,7 @@ def measure(
     gens: list[Generator] = []
     for i, (count, source, first) in enumerate(plan(n, args.per_generator, args.per_source)):
         spec = dict(url=f"ws://127.0.0.1:{port}/ws", token=token, address=ADDRESS, count=count)
-        spec |= dict(source=source, first_port=first, concurrency=CONCURRENCY)
+        spec |= dict(source=source, first_port=first, concurrency=args.concurrency)
         spec |= dict(heartbeat_ms=HEARTBEAT_MS)
         gens.append(Generator(spec, tmp / f"gen{i}.log"))
         stack.callback(gens[-1].stop)
@@ -503,6 +514,10 @@ def measure(
         "server_cpu_pct": round(100 * (c1 - c0) / seconds, 1),
         "redis_cpu_pct": round(100 * (a1 - a0) / seconds, 1),
         "server_cpu_us_per_delivery": round(1e6 * (c1 - c0) / max(got, 1), 2),
+        # less what the idle phase burnt in as long (heartbeats, timers): the deliveries' own
+        "server_cpu_us_per_delivery_net": round(
+            1e6 * ((c1 - c0) - doc["idle"]["server_cpu_pct"] / 100 * seconds) / max(got, 1), 2
+        ),
     }
     if got < published * ready:
         doc["failures"].append(f"steady: {published * ready - got} deliveries missing")
@@ -540,7 +555,8 @@ def markdown(doc: dict[str, Any]) -> str:
         f"| steady: p50 / p99 / max | {s.get('p50_ms')} / {s.get('p99_ms')} / {s.get('max_ms')} ms |",
         f"| steady: connections lost | {s.get('connections_lost')} |",
         f"| steady: server CPU (% of a core), per delivery | {s.get('server_cpu_pct')} %, "
-        f"{s.get('server_cpu_us_per_delivery')} µs |",
+        f"{s.get('server_cpu_us_per_delivery')} µs ({s.get('server_cpu_us_per_delivery_net')} µs "
+        "less the idle phase's rate) |",
         f"| generator RSS per socket (Node ws) | {m.get('generator_kib_per_socket')} KiB |",
     ]
     if doc["failures"]:
@@ -562,6 +578,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="(the same sizes as without it)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--broker", choices=("memory", "redis"), help="default: memory for 1 worker")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=CONCURRENCY,
+        help=f"handshakes in flight per generator process (default {CONCURRENCY})",
+    )
     for key, value in FULL.items():
         p.add_argument(f"--{key.replace('_', '-')}", type=type(value), dest=key)
     args = p.parse_args(argv)

@@ -254,8 +254,17 @@ def _serve(args: argparse.Namespace) -> int:
         http=HTTP_PROTOCOL,
         proxy_headers=True,
         forwarded_allow_ips=list(server.trusted_proxies),
+        # --workers N: how long a worker may take to answer the supervisor's health check
+        # before it is killed and replaced (its sockets dropped). uvicorn's 5 s killed a worker
+        # holding 8,000 sockets in the scale scenario on a loaded machine (docs/performance.md,
+        # "Scale"): a slow worker serves its sockets late; a killed one loses them all.
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_S,
     )
     return 0
+
+
+#: Seconds a worker may take to answer uvicorn's supervisor before it is killed (``--workers``).
+WORKER_HEALTHCHECK_S = 30
 
 
 #: File descriptors a process needs beside its connections: listeners, Redis, files, logs.

@@ -1,9 +1,14 @@
 """The WebSocket endpoint: drives one ``ServerConnection`` per socket. I/O only.
 
-One reader (the socket's ASGI task) feeds the protocol object and answers its events in order;
-a writer task, started only while there is output, drains the protocol's output, packing every
-frame queued since its last write into one WebSocket message. Heartbeats and token expiry are
-timers on the event loop, not tasks. An idle socket therefore holds one task, not two.
+One reader (the socket's ASGI task) feeds the protocol object and answers its events in order.
+Output is written on the event loop's next turn, every frame queued since the last write packed
+into one WebSocket message: by a plain callback while the transport takes it (wsq's protocol,
+``write_text_now``), else by a writer task that waits for the transport and drains the rest.
+Heartbeats and token expiry are timers on the event loop, not tasks. An idle socket therefore
+holds one task, and a delivery to a writable socket starts none.
+
+This module is longer than 600 lines: a peer's lifecycle, writing, timers and event handlers
+share its slots and its one ordering of events; split, each part would reach into the others.
 
 The endpoint speaks raw ASGI (``wsq.endpoint.WebSocketEndpoint``, in front of the Starlette
 app): no router, exception layers or ``WebSocket`` wrapper between uvicorn and the peer, whose
@@ -19,6 +24,7 @@ import itertools
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from starlette.types import Receive, Scope, Send
@@ -116,9 +122,12 @@ class Peer:
         "_close_reason",
         "_closing",
         "_events_lock",
+        "_flush_scheduled",
         "_receive",
         "_send",
         "_tick_handle",
+        "_writable_now",
+        "_write_now",
         "_writer",
         "conn",
         "gateway",
@@ -166,6 +175,16 @@ class Peer:
         self._backlog = -1
         # Runs while there is output to write (see _wake_writer); None when the socket is idle.
         self._writer: asyncio.Task[None] | None = None
+        # wsq's protocol writes a message at once when its transport takes it (_flush); None
+        # elsewhere (the writer task does it all). _flush_scheduled: a _flush is on its way.
+        proto = getattr(send, "__self__", None)
+        # Text messages only: an AMQP socket's binary output always goes through the writer.
+        text = isinstance(self.conn, ServerConnection)
+        self._write_now: Callable[[str], None] | None = (
+            getattr(proto, "write_text_now", None) if text else None
+        )
+        self._writable_now: Callable[[], bool] | None = getattr(proto, "writable_now", None)
+        self._flush_scheduled = False
         self._tick_handle: asyncio.TimerHandle | None = None
         self._closing = False
         self._close_code = 1000
@@ -299,6 +318,8 @@ class Peer:
         await self._process_events()
         self.held.release()
         self._closing = True
+        if self._flush_scheduled:
+            await asyncio.sleep(0)  # the flush, scheduled before this, runs first
         writer = self._writer
         if writer is not None:
             try:
@@ -316,18 +337,51 @@ class Peer:
     # -- writing ---------------------------------------------------------------------------
 
     def _wake_writer(self) -> None:
-        """The protocol has output where it had none: start a writer unless one runs."""
-        if self._writer is None:
+        """The protocol has output where it had none: write it on the loop's next turn (so that
+        what else is queued in this one goes in the same message), unless a writer runs."""
+        if self._writer is None and not self._flush_scheduled:
             self.writing_since = self.loop.time()
             self._backlog = -1
-            self._writer = self.loop.create_task(self._write_loop())
+            if self._write_now is None:
+                self._writer = self.loop.create_task(self._write_loop())
+            else:
+                self._flush_scheduled = True
+                self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """What the protocol has, written now while the transport takes it, without a task:
+        a broadcast to 20,000 sockets made a writer task (and its coroutines) per socket, and
+        the collector walked them (docs/performance.md, "Scale"). When the transport takes no
+        more, or the socket is gone, the writer task takes the rest over (and waits for it)."""
+        self._flush_scheduled = False
+        if self._writer is not None:
+            return
+        assert self._write_now is not None and self._writable_now is not None
+        conn = self.conn
+        outlet = self.outlet
+        try:
+            while self._writable_now():
+                text = conn.next_message(WRITE_BATCH_BYTES)
+                if text is None:
+                    return
+                assert isinstance(text, str)  # _write_now is set for text (wsq.v1) sockets only
+                self._write_now(text)
+                self._written(text, outlet)
+        except Exception:
+            pass  # the socket is gone: the writer task meets that and stays as the writer
+        self._writer = self.loop.create_task(self._write_loop())
+
+    def _written(self, text: str | bytes, outlet: Outlet) -> None:
+        self.last_sent = self.loop.time()
+        if log.isEnabledFor(logging.DEBUG):
+            subprotocols.sent(text, self.id)
+        if outlet.stalled and self.conn.out_bytes < outlet.high_water // 2:
+            self.node.hub.drained(outlet)
 
     async def _write_loop(self) -> None:
         conn = self.conn
         send = self._send
         outlet = self.outlet
-        low_water = outlet.high_water // 2
-        hub = self.node.hub
         next_message = conn.next_message
         key = "text" if isinstance(conn, ServerConnection) else "bytes"
         try:
@@ -337,11 +391,7 @@ class Peer:
             # nothing is left.
             while (text := next_message(WRITE_BATCH_BYTES)) is not None:
                 await send({"type": "websocket.send", key: text})
-                self.last_sent = self.loop.time()
-                if log.isEnabledFor(logging.DEBUG):
-                    subprotocols.sent(text, self.id)
-                if outlet.stalled and conn.out_bytes < low_water:
-                    hub.drained(outlet)
+                self._written(text, outlet)
         except Exception:
             # The socket is gone; the reader notices. Keep this finished task as the writer,
             # so that no other starts writing to a dead socket.
@@ -436,6 +486,8 @@ class Peer:
         self.node.hub.spawn(self._close_socket(flush))
 
     async def _close_socket(self, flush: bool = True) -> None:
+        if flush and self._flush_scheduled:
+            await asyncio.sleep(0)  # the flush, scheduled before this, runs first
         if flush and self._writer is not None and not self._writer.done():
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(self._writer), CLOSE_GRACE_S)

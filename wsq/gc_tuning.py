@@ -7,16 +7,17 @@ one task per socket before any runs, so at CPython's default thresholds (700, 10
 still pending at the young collections, survive into the oldest generation and make it due for
 a full collection (which walks every socket's objects, ~0.3 s at 3,000 sockets on this machine)
 every few broadcasts: 9 full collections and 4.6 s of the run's CPU in the collector. With the
-objects of the start frozen and a young generation of 20,000, the broadcasts' transient objects
-mostly die before they are collected: one full collection, 0.35 s in the collector, the server's
-CPU per delivery 40 -> 30 us and the p99 to reach all 557 -> 315 ms (docs/performance.md,
-"Scale").
+objects of the start frozen and a young generation of 100,000, a broadcast's transient objects
+(a few per socket, alive until the loop's next turn writes them) mostly die before they are
+collected: at 19,500 sockets on one process the server's CPU per delivery went 43 -> 28 us and
+a broadcast's p99 to reach all 1.47 -> 0.54 s against a young generation of 20,000, which the
+~3 objects per socket of a broadcast outgrew (docs/performance.md, "Scale").
 
 What it costs: garbage in reference cycles (a closed socket's objects) waits for a collection
-longer: at most 20,000 net allocations for the young generation, and a full collection at most
-every 10 x 10 x 20,000 (the full collection still needs a quarter of the long-lived objects to
-be new, as before). The frozen objects are those of the imports and the app, which live as long
-as the process anyway.
+longer: up to 100,000 net allocations for the young generation (a few MB; 0.3 KiB per socket
+at 19,500 sockets in the RSS measured), and a full collection at most every 10 x 10 x 100,000
+(the full collection still needs a quarter of the long-lived objects to be new, as before). The
+frozen objects are those of the imports and the app, which live as long as the process anyway.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from __future__ import annotations
 import gc
 
 #: gen0 (net allocations), gen1 and gen2 (collections of the younger one) thresholds
-THRESHOLDS = (20_000, 10, 10)
+THRESHOLDS = (100_000, 10, 10)
 
 
 def tune_collector() -> None:

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from wsq.admission import Admission
 from wsq.core.errors import SINK_ADDRESSES, WEBHOOK_QUEUE, WEBHOOK_REQUESTS
+from wsq.protocol.state import Role
 
 if TYPE_CHECKING:
     from wsq.gateway import Gateway
@@ -63,31 +64,46 @@ class NodeStats:
     def snapshot(self) -> dict[str, Any]:
         gateway = self.gateway
         node = gateway.node
-        connections: Counter[str] = Counter()
         subprotocols: Counter[str] = Counter()
-        links: Counter[tuple[str, str]] = Counter()
+        # tenant -> [connections, sender links, receiver links]: one pass over the sockets with
+        # plain ints (at 12,500 sockets a worker, the pass with a list of links and a Counter
+        # addition per link was a third of an idle worker's CPU, twice a second with --workers)
+        counts: dict[str, list[int]] = {}
         sessions = outbox = 0
+        sender = Role.SENDER
         for peer in gateway.peers:
             principal = peer.principal
             tenant = principal.tenant if principal is not None else ""
-            connections[tenant] += 1
+            mine = counts.get(tenant)
+            if mine is None:
+                mine = counts[tenant] = [0, 0, 0]
+            mine[0] += 1
             subprotocols[peer.subprotocol or ""] += 1
             conn = peer.conn
-            sessions += len(conn.sessions)
             outbox += conn.out_bytes
-            for link in conn.links():
-                links[tenant, link.role.value] += 1
+            if conn.sessions:
+                sessions += len(conn.sessions)
+                # links(): what counts as a link is the connection's to say (AMQP's $cbs
+                # links are not the tenant's).
+                for link in conn.links():
+                    mine[1 if link.role is sender else 2] += 1
+        connections = {tenant: mine[0] for tenant, mine in counts.items()}
+        links: Counter[tuple[str, str]] = Counter()
+        for tenant, mine in counts.items():
+            for role, n in ((Role.SENDER, mine[1]), (Role.RECEIVER, mine[2])):
+                if n:
+                    links[tenant, role.value] = n
         refusals: Counter[tuple[str, str]] = Counter(node.quotas.refusals)
         for tenant, n in node.publishing.rate.refused.items():
             refusals[tenant, PUBLISH_RATE] += n
         for kind, n in self.admission.refused.items():
             refusals["", kind] += n
-        for kind, counts in (
+        for kind, refused in (
             (WEBHOOK_QUEUE, node.webhooks.refused),
             (WEBHOOK_REQUESTS, node.webhook_requests.waited),
             (SINK_ADDRESSES, node.sinks.refused),
         ):
-            for tenant, n in counts.items():
+            for tenant, n in refused.items():
                 refusals[tenant, kind] += n
         presence = node.presence
         readiness = self.readiness
@@ -101,7 +117,7 @@ class NodeStats:
             "ready": not not_ready,
             "draining": readiness.draining,
             "not_ready": not_ready,
-            "connections": dict(connections),
+            "connections": connections,
             "subprotocols": dict(subprotocols),
             "sessions": sessions,
             "links": _nested(links),

@@ -38,7 +38,7 @@ if sys.platform != "win32":
 
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.exceptions import PayloadTooBig
+from websockets.exceptions import InvalidState, PayloadTooBig
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
@@ -402,6 +402,26 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
                 size += int.from_bytes(queued, sys.byteorder)
         return size
 
+    def writable_now(self) -> bool:
+        """Whether ``write_text_now`` writes: uvicorn's ``send`` of a message would not wait (the
+        transport takes data) and would write it (the socket is open, no close sent)."""
+        return (
+            self.writable.is_set()
+            and self.handshake_complete
+            and not self.close_sent
+            and not self.disconnected
+            and self.initial_response is None
+        )
+
+    def write_text_now(self, text: str) -> None:
+        """What uvicorn's ``send`` does with a ``websocket.send`` of ``text``, without a
+        coroutine: only where ``writable_now`` says so (the gateway's writer, wsq.gateway)."""
+        try:
+            self.conn.send_text(text.encode())
+        except InvalidState:
+            raise ClientDisconnected() from None
+        self.transport.write(b"".join(self.conn.data_to_send()))
+
     async def send(self, message: Any) -> None:
         if message["type"] == "websocket.close" and self.handshake_complete:
             await self._send_close(message)
@@ -414,6 +434,14 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             # generator, ServerProtocol.parse): its headers are emptied for it (~2 KiB).
             self.request.headers.clear()
             self.request = None  # type: ignore[assignment]
+            # The scope's copy too (~1 KiB): the gateway reads the headers before it accepts
+            # (Origin, and X-Forwarded-For in uvicorn's proxy middleware), never after; so the
+            # socket's copy of the lifespan state and the extensions (wsq.drain reads them
+            # before the accept), three dicts a socket.
+            scope = cast(dict[str, Any], self.scope)
+            scope["headers"].clear()
+            scope.pop("state", None)
+            scope.pop("extensions", None)
             self.response = None  # type: ignore[assignment]
 
     async def _send_close(self, message: Any) -> None:

@@ -161,6 +161,8 @@ def test_serve_runs_uvicorn(
         "http": "wsq.http_protocol:HTTPProtocol",
         "proxy_headers": True,
         "forwarded_allow_ips": ["127.0.0.1", "::1"],
+        # a busy worker is not killed (and its sockets dropped) after uvicorn's 5 s
+        "timeout_worker_healthcheck": 30,
     }
     assert app.handed_over() is None  # three workers: in a file
     resolved = settings_from_json(Path(os.environ["WSQ_SETTINGS_FILE"]).read_text())
