@@ -58,7 +58,7 @@ from wsq.core.errors import (
 from wsq.core.fifo import Fifo
 from wsq.core.limits import MAX_IDLE_MS, MAX_TOKEN_CHARS, MAX_UINT32, MIN_IDLE_MS
 from wsq.core.messages import Outcome
-from wsq.protocol.connection import Limits
+from wsq.protocol.connection import Limits, too_many_links
 from wsq.protocol.events import (
     AttachRequested,
     ConnectionEnded,
@@ -582,14 +582,8 @@ class AmqpConnection(OutgoingBytes):
         except Refused as refused:
             self.detach(link, refused.error)
             return
-        attached = sum(1 for lk in session.links.values() if lk.state is not LinkState.DETACH_SENT)
-        if attached > self.limits.max_links_per_session:
-            self.detach(
-                link,
-                ResourceLimitExceeded(
-                    f"at most {self.limits.max_links_per_session} links per session"
-                ),
-            )
+        if (error := too_many_links(session.links.values(), self.limits)) is not None:
+            self.detach(link, error)
             return
         if link.cbs:  # the $cbs node is the connection's own: answered here
             link.advance(LinkEvent.ACCEPTED)

@@ -18,7 +18,7 @@ left it: frame field checks (``frames``), the output queue (``output``), the sta
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,6 +91,16 @@ class Limits:
     max_sessions: int = 1024
     max_links_per_session: int = 256
     sender_credit: int = 256
+
+
+def too_many_links(links: Iterable[Link], limits: Limits) -> WsqError | None:
+    """The answer to an attach that takes a session past ``max_links_per_session`` (the new
+    link among ``links``; one whose detach is on its way no longer counts), else None. For
+    wsq.v1 and AMQP alike."""
+    attached = sum(1 for lk in links if lk.state is not LinkState.DETACH_SENT)
+    if attached <= limits.max_links_per_session:
+        return None
+    return ResourceLimitExceeded(f"at most {limits.max_links_per_session} links per session")
 
 
 class ServerConnection(OutgoingFrames):
@@ -401,14 +411,8 @@ class ServerConnection(OutgoingFrames):
         except Refused as refused:
             self.detach(link, refused.error)
             return
-        attached = sum(1 for lk in session.links.values() if lk.state is not LinkState.DETACH_SENT)
-        if attached > self.limits.max_links_per_session:
-            self.detach(
-                link,
-                ResourceLimitExceeded(
-                    f"at most {self.limits.max_links_per_session} links per session"
-                ),
-            )
+        if (error := too_many_links(session.links.values(), self.limits)) is not None:
+            self.detach(link, error)
             return
         self._events.append(AttachRequested(link))
 
