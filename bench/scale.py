@@ -36,7 +36,11 @@ client every 10 s, the gateway's own when it has sent nothing for half its idle)
 has reached every socket: publish-to-receipt p50 / p99 / max over every receipt, and the time
 each took to reach them all; the body carries the publish time, one machine, one clock) and
 **steady** (``--rate`` messages per second for ``--steady-seconds``: receipts against what
-was expected, connections lost, latency and the server's CPU per delivery).
+was expected, connections lost, latency and the server's CPU per delivery). Why sockets
+ended is recorded throughout, by reason: each handshake that failed (``connect.
+failed_by_reason``: the error, or the gateway's ``close`` frame's condition and description
+with the WebSocket close code) and each subscribed socket the gateway closed or detached
+(``closed_by_reason``).
 
 Results: ``scale-<connections>-w<workers>.json`` and ``.md`` in ``--out`` (``bench/out/``,
 git-ignored, unless it names another folder: the committed reference is in
@@ -285,6 +289,15 @@ class Publisher:
             raise RuntimeError(f"publish refused: HTTP {r.status}")
 
 
+def by_reason(answers: list[dict[str, Any]], key: str) -> dict[str, int]:
+    """The generators' counts by reason under ``key`` (failed handshakes, closed sockets),
+    summed, the most frequent first."""
+    total: Counter[str] = Counter()
+    for answer in answers:
+        total.update(answer.get(key, {}))
+    return dict(total.most_common())
+
+
 def receipts(reports: list[dict[str, Any]]) -> dict[int, tuple[int, float]]:
     """message number -> (receipts, the latest receipt's latency ms) over every generator."""
     out: dict[int, tuple[int, float]] = {}
@@ -421,6 +434,8 @@ def measure(
         "seconds": round(wall, 2),
         "per_s": round(ready / wall, 1),
         "first_error": next((c["first_error"] for c in connected if c["first_error"]), None),
+        # why each failed: the error, or the gateway's close frame and WebSocket close code
+        "failed_by_reason": by_reason(connected, "failed_by_reason"),
     }
     if failed:
         doc["failures"].append(f"{failed} sockets failed to subscribe")
@@ -435,7 +450,9 @@ def measure(
         {"pid": p, "rss_mib": round(rss_bytes([p]) / 2**20, 1), "sockets": sockets_held(p, inodes)}
         for p in tree
     ]
-    gen_rss = [r["rss"] for r in ask(gens, "report", 60)]
+    reports = ask(gens, "report", 60)
+    gen_rss = [r["rss"] for r in reports]
+    doc["closed_by_reason"] = by_reason(reports, "closed_by_reason")
     doc["memory"] = {
         "rss_before_mib": round(rss0 / 2**20, 1),
         "rss_after_mib": round(rss1 / 2**20, 1),
@@ -502,6 +519,8 @@ def measure(
     seconds = time.monotonic() - t0
     c1, a1 = tree_cpu_seconds(pid), cpu_of(aux)
     lost = sum(r["lost"] for r in reports)
+    # every socket the gateway closed (or detached) since it subscribed, by why
+    doc["closed_by_reason"] = by_reason(reports, "closed_by_reason")
     doc["steady"] = percentiles(merge([r["hist"] for r in reports])) | {
         "rate": args.rate,
         "published": published,
@@ -559,6 +578,15 @@ def markdown(doc: dict[str, Any]) -> str:
         "less the idle phase's rate) |",
         f"| generator RSS per socket (Node ws) | {m.get('generator_kib_per_socket')} KiB |",
     ]
+    for title, counts in (
+        ("Handshakes failed, by reason", c.get("failed_by_reason", {})),
+        (
+            "Subscribed sockets the gateway closed or detached, by reason",
+            doc.get("closed_by_reason", {}),
+        ),
+    ):
+        lines += ["", f"{title}: " + ("none" if not counts else "")]
+        lines += [f"- {n:,} {reason}" for reason, n in counts.items()]
     if doc["failures"]:
         lines += ["", "FAILURES: " + "; ".join(doc["failures"])]
     return "\n".join(lines) + "\n"

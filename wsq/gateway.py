@@ -61,6 +61,7 @@ from wsq.protocol.events import (
     PublishRequested,
     RefreshRequested,
 )
+from wsq.protocol.figures import Counts, Figures
 from wsq.protocol.state import ConnectionState, Link, LinkState, Role
 from wsq.quotas import Held
 from wsq.ws_protocol import backlog_of
@@ -102,15 +103,38 @@ class Gateway:
         self.errors = node.errors
         self.closes: Counter[str] = Counter()
         self.dispositions: Counter[str] = Counter()
+        # What the open sockets hold now, counted as it changes (wsq.protocol.figures): the
+        # protocol objects count sessions, links and output; connections are counted here.
+        self.figures = Figures()
 
     def add_peer(self, peer: Peer) -> None:
+        if peer in self.peers:
+            return
         self.peers.add(peer)
         self.no_peers.clear()
+        self.figures.subprotocols[peer.subprotocol or ""] += 1
+        counts = peer.counted_in = self.figures.of("")
+        counts.connections += 1
+
+    def authenticated(self, peer: Peer, tenant: str) -> None:
+        """The peer's token is good: its connection is ``tenant``'s from now on."""
+        old = peer.counted_in
+        if old is not None:
+            old.connections -= 1
+            counts = peer.counted_in = self.figures.of(tenant)
+            counts.connections += 1
+        peer.conn.count_as(tenant)
 
     def remove_peer(self, peer: Peer) -> None:
+        if peer not in self.peers:
+            return
         self.peers.discard(peer)
         if not self.peers:
             self.no_peers.set()
+        self.figures.subprotocols[peer.subprotocol or ""] -= 1
+        if peer.counted_in is not None:
+            peer.counted_in.connections -= 1
+            peer.counted_in = None
 
 
 class Peer:
@@ -130,6 +154,7 @@ class Peer:
         "_write_now",
         "_writer",
         "conn",
+        "counted_in",
         "gateway",
         "held",
         "id",
@@ -194,6 +219,8 @@ class Peer:
         self._events_lock = asyncio.Lock()
         # What the socket holds of its tenant's max_connections and max_links (wsq.quotas).
         self.held = Held(self.node.quotas)
+        # Where the gateway counts this connection while it is open (its tenant's figures).
+        self.counted_in: Counts | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -315,20 +342,24 @@ class Peer:
         if self.conn.state not in (ConnectionState.CLOSED, ConnectionState.CLOSE_SENT):
             # The socket dropped without a close: end every link so the hub lets go.
             self.conn.close()
-        await self._process_events()
-        self.held.release()
-        self._closing = True
-        if self._flush_scheduled:
-            await asyncio.sleep(0)  # the flush, scheduled before this, runs first
-        writer = self._writer
-        if writer is not None:
-            try:
-                await asyncio.wait_for(writer, CLOSE_GRACE_S)
-            except (TimeoutError, asyncio.CancelledError):
-                writer.cancel()
-            except Exception:
-                pass
-        await self._close_ws()
+        try:
+            await self._process_events()
+            self.held.release()
+            self._closing = True
+            if self._flush_scheduled:
+                await asyncio.sleep(0)  # the flush, scheduled before this, runs first
+            writer = self._writer
+            if writer is not None:
+                try:
+                    await asyncio.wait_for(writer, CLOSE_GRACE_S)
+                except (TimeoutError, asyncio.CancelledError):
+                    writer.cancel()
+                except Exception:
+                    pass
+            await self._close_ws()
+        finally:
+            # What it still queued will never be written: out of the figures.
+            self.conn.stop_counting()
 
     async def _close_ws(self) -> None:
         with contextlib.suppress(Exception):  # already gone
@@ -514,6 +545,7 @@ class Peer:
             self.held.release()  # closed while the quota was asked
             return
         self.principal = principal
+        self.gateway.authenticated(self, principal.tenant)
         bind_connection(self.id, principal.tenant, principal.sub)
         server = self.node.settings.server
         self.conn.accept_open(

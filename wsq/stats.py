@@ -2,15 +2,17 @@
 
 One plain, JSON-serialisable dict, read from the counts the gateway, the hub, the publishing
 service, the quotas and the admission keep anyway (plain ints and Counters on their hot paths):
-nothing here runs per message. The ``/metrics`` collector (``wsq.metrics``) reads it at scrape
-time; an operator view may publish it every second. Its cost grows with the open sockets and
-their links (one pass over them), never with the messages.
+nothing here runs per message, nor per socket. The ``/metrics`` collector (``wsq.metrics``)
+reads it at scrape time; an operator view may publish it every second. What the sockets hold
+now is the running figures of ``wsq.protocol.figures``: its cost grows with the tenants, never
+with the sockets, their links or the messages.
 
 Keys (every count since the process started unless it says "now"):
 ``node``, ``pid``, ``time`` (Unix s); ``ready``, ``draining`` (bools), ``not_ready`` (reasons);
 ``connections`` {tenant: now} (``""``: sockets not yet authenticated); ``subprotocols``
-{"wsq.v1"|"amqp": now} (open sockets by what they speak); ``sessions`` (now);
-``links`` {tenant: {"sender"|"receiver": now}}; ``outbox_bytes`` (now, queued for sockets);
+{"wsq.v1"|"amqp": now} (open sockets by what they speak); ``sessions`` (now, begun: not those
+the gateway ended and awaits the client's answer of); ``links`` {tenant: {"sender"|"receiver":
+now}} (attached); ``outbox_bytes`` (now, queued for sockets);
 ``deliveries``, ``publishes`` {tenant: n}; ``dispositions`` {outcome: n}; ``errors``
 {condition: n} (sent to clients); ``closes`` {reason: n}; ``stream_posts`` {outcome: n}
 (POSTs to HTTP streams, wsq.stream); ``refusals`` {tenant: {kind: n}}
@@ -64,35 +66,25 @@ class NodeStats:
     def snapshot(self) -> dict[str, Any]:
         gateway = self.gateway
         node = gateway.node
-        subprotocols: Counter[str] = Counter()
-        # tenant -> [connections, sender links, receiver links]: one pass over the sockets with
-        # plain ints (at 12,500 sockets a worker, the pass with a list of links and a Counter
-        # addition per link was a third of an idle worker's CPU, twice a second with --workers)
-        counts: dict[str, list[int]] = {}
-        sessions = outbox = 0
-        sender = Role.SENDER
-        for peer in gateway.peers:
-            principal = peer.principal
-            tenant = principal.tenant if principal is not None else ""
-            mine = counts.get(tenant)
-            if mine is None:
-                mine = counts[tenant] = [0, 0, 0]
-            mine[0] += 1
-            subprotocols[peer.subprotocol or ""] += 1
-            conn = peer.conn
-            outbox += conn.out_bytes
-            if conn.sessions:
-                sessions += len(conn.sessions)
-                # links(): what counts as a link is the connection's to say (AMQP's $cbs
-                # links are not the tenant's).
-                for link in conn.links():
-                    mine[1 if link.role is sender else 2] += 1
-        connections = {tenant: mine[0] for tenant, mine in counts.items()}
-        links: Counter[tuple[str, str]] = Counter()
-        for tenant, mine in counts.items():
-            for role, n in ((Role.SENDER, mine[1]), (Role.RECEIVER, mine[2])):
-                if n:
-                    links[tenant, role.value] = n
+        # What the sockets hold now: running figures, counted where sockets, sessions and links
+        # open and close (wsq.protocol.figures). Walking every socket and its links here was a
+        # third of an idle worker's CPU at 10,000 sockets (twice a second with --workers).
+        figures = gateway.figures
+        connections: dict[str, int] = {}
+        links: dict[str, dict[str, int]] = {}
+        sessions = 0
+        for tenant, counts in figures.tenants.items():
+            if counts.connections:
+                connections[tenant] = counts.connections
+            sessions += counts.sessions
+            roles = {
+                role.value: n
+                for role, n in ((Role.SENDER, counts.senders), (Role.RECEIVER, counts.receivers))
+                if n
+            }
+            if roles:
+                links[tenant] = roles
+        subprotocols = {name: n for name, n in figures.subprotocols.items() if n}
         refusals: Counter[tuple[str, str]] = Counter(node.quotas.refusals)
         for tenant, n in node.publishing.rate.refused.items():
             refusals[tenant, PUBLISH_RATE] += n
@@ -118,10 +110,10 @@ class NodeStats:
             "draining": readiness.draining,
             "not_ready": not_ready,
             "connections": connections,
-            "subprotocols": dict(subprotocols),
+            "subprotocols": subprotocols,
             "sessions": sessions,
-            "links": _nested(links),
-            "outbox_bytes": outbox,
+            "links": links,
+            "outbox_bytes": figures.outbox_bytes,
             "deliveries": dict(node.hub.deliveries()),
             "publishes": dict(node.publishing.published),
             "dispositions": dict(gateway.dispositions),

@@ -38,9 +38,9 @@ def connection(
     subprotocol: str | None, gateway: Gateway, on_output: Callable[[], None]
 ) -> Connection:
     """The protocol object of a socket that speaks ``subprotocol`` (wsq.v1 if none), with the
-    gateway's limits and error counts. AMQP's open names the node and the idle timeout before
+    gateway's limits, error counts and running figures. AMQP's open names the node and the idle timeout before
     it may know the token (wsq.amqp.cbs)."""
-    limits, errors = gateway.limits, gateway.errors
+    limits, errors, figures = gateway.limits, gateway.errors, gateway.figures
     if subprotocol == AMQP:
         node = gateway.node
         return AmqpConnection(
@@ -49,8 +49,9 @@ def connection(
             errors=errors,
             node=node.node_id,
             idle_ms=node.settings.server.idle_ms,
+            figures=figures,
         )
-    return ServerConnection(limits, on_output=on_output, errors=errors)
+    return ServerConnection(limits, on_output=on_output, errors=errors, figures=figures)
 
 
 def credit_granted(conn: Connection, link: Link, hub: Hub) -> None:

@@ -7,9 +7,16 @@
 //   spec: {url, token, address, count, source, first_port, concurrency, heartbeat_ms}
 // Talks to bench/scale.py by lines: commands on stdin, one JSON object a line on stdout
 // ({"hello": true} first, once it reads commands).
-//   connect  -> {"ready": n, "failed": m, "seconds": s, "first_error": "..."}
+//   connect  -> {"ready": n, "failed": m, "seconds": s, "first_error": "...",
+//                "failed_by_reason": {reason: n}}
 //   reset    -> {"reset": true}: the receipts recorded so far are forgotten (a new phase)
-//   report   -> {"hist": {tenth_ms: count}, "per_k": {k: [count, max_ms]}, "lost": n, ...}
+//   report   -> {"hist": {tenth_ms: count}, "per_k": {k: [count, max_ms]}, "lost": n,
+//                "closed_by_reason": {reason: n}, ...}
+//
+// Why sockets ended, counted by reason: every handshake that failed (the error, or the
+// gateway's close frame and WebSocket close code when it closed the socket first), and every
+// socket the gateway closed or detached after it subscribed ("close wsq:idle-timeout: nothing
+// received for 30000 ms (WebSocket 1008)"). Reasons are bounded in length and in number.
 //   stop     -> closes every socket, prints {"stopped": true} and exits
 //
 // A body is {"k": <message number>, "t": <publish time, ms since the epoch>, ...}; the latency
@@ -34,6 +41,31 @@ let refused = 0; // close/detach/end frames received after the subscription
 let hist = new Map(); // latency in tenths of a ms -> receipts
 let perK = new Map(); // message number -> [receipts, max latency ms]
 let firstError = null;
+const failedBy = new Map(); // reason -> handshakes that failed so
+const closedBy = new Map(); // reason -> subscribed sockets the gateway closed (or detached) so
+const MAX_REASONS = 50;
+const MAX_REASON_CHARS = 200;
+
+function count(map, reason) {
+  // source addresses and ports vary by socket: one reason for them all
+  let key = String(reason).replace(/\d+\.\d+\.\d+\.\d+:\d+/g, '<address>');
+  key = key.slice(0, MAX_REASON_CHARS);
+  if (!map.has(key) && map.size >= MAX_REASONS) key = 'other';
+  map.set(key, (map.get(key) ?? 0) + 1);
+}
+
+// A close, detach or end frame of the gateway's as a reason: its op, condition, description.
+function frameReason(f) {
+  const error = f.error ?? {};
+  const what = [f.op, error.condition ?? 'no error'].join(' ');
+  return error.description ? `${what}: ${error.description}` : what;
+}
+
+// An error of a handshake: its code and message ("ECONNRESET: socket hang up").
+function errorReason(e) {
+  const message = String(e?.message ?? e);
+  return e?.code && !message.includes(e.code) ? `${e.code}: ${message}` : message;
+}
 
 function record(body) {
   if (typeof body !== 'object' || body === null || typeof body.t !== 'number') return;
@@ -48,12 +80,18 @@ function record(body) {
   }
 }
 
-function onMessage(buf) {
+function onMessage(ws, buf) {
   if (buf.length <= 2) return; // "[]": the gateway's heartbeat
   const v = JSON.parse(buf);
   for (const f of Array.isArray(v) ? v : [v]) {
     if (f.op === 'transfer') record(f.body);
-    else if (f.op === 'close' || f.op === 'detach' || f.op === 'end') refused++;
+    else if (f.op === 'close') {
+      refused++;
+      ws.closeFrame = frameReason(f); // counted with the WebSocket close code when it comes
+    } else if (f.op === 'detach' || f.op === 'end') {
+      refused++;
+      count(closedBy, frameReason(f));
+    }
   }
 }
 
@@ -73,12 +111,26 @@ function subscribe() {
       handshakeTimeout: 60000,
     });
     let attached = false;
+    let settled = false;
+    const fail = (reason, code) => {
+      if (settled) return;
+      settled = true;
+      const error = new Error(reason);
+      error.reason = reason;
+      error.code = code; // EADDRINUSE: the caller tries the next port
+      reject(error);
+    };
+    ws.closeFrame = null; // the gateway's close frame, as a reason, once received
     ws.on('error', (e) => {
-      if (!attached) reject(e);
+      if (!attached) fail(errorReason(e), e.code);
     });
     ws.on('close', (code) => {
-      if (!attached) reject(new Error(`closed before attached (${code})`));
-      else if (!stopping) lost++;
+      const why = `${ws.closeFrame ?? 'no close frame'} (WebSocket ${code})`;
+      if (!attached) fail(`closed before attached: ${why}`);
+      else if (!stopping) {
+        lost++;
+        count(closedBy, why);
+      }
     });
     ws.on('open', () => {
       ws.send(JSON.stringify([
@@ -91,13 +143,20 @@ function subscribe() {
     const handshake = (buf) => {
       const v = JSON.parse(buf);
       for (const f of Array.isArray(v) ? v : [v]) {
-        if (f.op === 'attach' && f.handle === 0) {
+        if (f.op === 'attach' && f.handle === 0 && !settled) {
           attached = true;
+          settled = true;
           ws.off('message', handshake);
-          ws.on('message', onMessage);
+          ws.on('message', (data) => onMessage(ws, data));
           resolve(ws);
-        } else if (f.op === 'close' || f.op === 'detach' || f.op === 'end') {
-          reject(new Error(`refused: ${JSON.stringify(f)}`));
+        } else if (f.op === 'close') {
+          // failed with the WebSocket close code that follows (the gateway closes the socket
+          // within a second of its close frame; the timer is a bound on one that does not)
+          ws.closeFrame = frameReason(f);
+          setTimeout(() => fail(`closed before attached: ${ws.closeFrame} (no close)`), 10000);
+        } else if (f.op === 'detach' || f.op === 'end') {
+          fail(`refused: ${frameReason(f)}`);
+          ws.terminate();
         }
       }
     };
@@ -118,14 +177,22 @@ async function connectAll() {
         } catch (e) {
           if (e.code === 'EADDRINUSE' && attempt < 100) continue; // that port is taken: the next
           failed++;
-          firstError ??= String(e.message ?? e);
+          const reason = e.reason ?? errorReason(e);
+          firstError ??= reason;
+          count(failedBy, reason);
         }
         break;
       }
     }
   }
   await Promise.all(Array.from({ length: Math.min(spec.concurrency, spec.count) }, lane));
-  return { ready: socks.length, failed, seconds: (now() - t0) / 1000, first_error: firstError };
+  return {
+    ready: socks.length,
+    failed,
+    seconds: (now() - t0) / 1000,
+    first_error: firstError,
+    failed_by_reason: Object.fromEntries(failedBy),
+  };
 }
 
 // Heartbeats: every socket sends "[]" once per heartbeat_ms (half the gateway's idle or less),
@@ -158,6 +225,7 @@ const commands = {
       per_k: Object.fromEntries(perK),
       lost,
       refused,
+      closed_by_reason: Object.fromEntries(closedBy),
       open,
       rss: process.memoryUsage().rss,
     });

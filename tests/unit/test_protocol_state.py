@@ -42,6 +42,15 @@ def test_the_connection_table_is_the_documented_machine() -> None:
     }
 
 
+def test_the_session_table_is_the_documented_machine() -> None:
+    S, SE = SessionState, SessionEvent
+    assert dict(SESSION_TRANSITIONS) == {
+        (S.BEGUN, SE.END_SENT): S.END_SENT,
+        (S.BEGUN, SE.ENDED): S.ENDED,
+        (S.END_SENT, SE.ENDED): S.ENDED,
+    }
+
+
 @pytest.mark.parametrize(
     "table",
     [CONNECTION_TRANSITIONS, SESSION_TRANSITIONS, LINK_TRANSITIONS],

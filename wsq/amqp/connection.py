@@ -71,6 +71,7 @@ from wsq.protocol.events import (
     PublishRequested,
     RefreshRequested,
 )
+from wsq.protocol.figures import Figures
 from wsq.protocol.frames import Refused, configure_link
 from wsq.protocol.state import (
     CONNECTION_TRANSITIONS,
@@ -121,8 +122,9 @@ class AmqpConnection(OutgoingBytes):
         *,
         node: str = "wsq",
         idle_ms: int = 0,
+        figures: Figures | None = None,
     ) -> None:
-        super().__init__(on_output)
+        super().__init__(on_output, figures)
         self.limits = limits
         self.errors = errors
         # Our open names them; a client that authenticates over $cbs opens before its token.
@@ -443,6 +445,7 @@ class AmqpConnection(OutgoingBytes):
     def _end_all_links(self) -> None:
         for session in self.sessions.values():
             self._end_links(session)
+            session.advance(SessionEvent.ENDED)
         self.sessions.clear()
         self._begun = 0
 
@@ -456,6 +459,7 @@ class AmqpConnection(OutgoingBytes):
             if existing is None or existing.state is not SessionState.END_SENT:
                 raise Refused(AmqpFramingError(f"begin on channel {ch}, which is in use"))
             del self.sessions[ch]
+            existing.advance(SessionEvent.ENDED)
         if self.state is not ConnectionState.OPEN and len(self.sessions) >= PRE_AUTH_SESSIONS:
             raise Refused(
                 ResourceLimitExceeded(f"at most {PRE_AUTH_SESSIONS} sessions before the token")
@@ -464,7 +468,7 @@ class AmqpConnection(OutgoingBytes):
         window = F.field(fields, 2, 0)
         if type(next_outgoing) is not int or type(window) is not int:
             raise Refused(AmqpDecodeFailed("begin: next-outgoing-id and incoming-window"))
-        session = AmqpSession(ch)
+        session = AmqpSession(ch, self.counts)
         session.next_incoming = next_outgoing
         session.remote_limit = window
         self.sessions[ch] = session
@@ -493,9 +497,11 @@ class AmqpConnection(OutgoingBytes):
     def _on_end(self, session: AmqpSession, fields: list[Any], payload: bytes) -> None:
         del self.sessions[session.ch]
         if session.state is SessionState.END_SENT:
+            session.advance(SessionEvent.ENDED)
             return  # the answer to our end
         self._begun -= 1
         self._end_links(session)
+        session.advance(SessionEvent.ENDED)
         self._frame(session.ch, F.END, [])
 
     def end_session(
@@ -517,7 +523,9 @@ class AmqpConnection(OutgoingBytes):
         session.links.clear()
         session.unsettled.clear()
         if isinstance(session, AmqpSession) and session.held:
-            self.out_bytes -= sum(len(data) for _, data in session.held)
+            size = sum(len(data) for _, data in session.held)
+            self.out_bytes -= size
+            self.figures.outbox_bytes -= size
             session.held.clear()
 
     def _link_ended(self, link: Link) -> None:
@@ -997,6 +1005,7 @@ class AmqpConnection(OutgoingBytes):
             else:
                 session.held.append((delivery, item))
                 self.out_bytes += len(item)
+                self.figures.outbox_bytes += len(item)
 
     def _transfer_frames(
         self, ch: int, handle: Uint, delivery: int, settled: bool, message: bytes
@@ -1023,6 +1032,7 @@ class AmqpConnection(OutgoingBytes):
         while i < len(held) and held[i][0] < session.remote_limit:
             data = held[i][1]
             self.out_bytes -= len(data)
+            self.figures.outbox_bytes -= len(data)
             self._emit(data)
             i += 1
         del held[:i]
@@ -1064,11 +1074,12 @@ class AmqpConnection(OutgoingBytes):
             self._events.append(DeliveriesSettled(link, ids, outcome))
 
     def links(self) -> list[Link]:
+        """Every attached link of the tenant's (not $cbs): what the figures count."""
         return [
             link
             for session in self.sessions.values()
             for link in session.links.values()
-            if link.state is LinkState.ATTACHED and not getattr(link, "cbs", False)
+            if link.state is LinkState.ATTACHED and link.of_tenant
         ]
 
 

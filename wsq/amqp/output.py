@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from wsq.amqp import frames as F
+from wsq.protocol.figures import Counting, Counts, Figures
 from wsq.protocol.state import Link, Role, Session
 
 
@@ -28,23 +29,29 @@ class AmqpLink(Link):
         # The client's latest flow asked to drain: the gateway answers with ``drain_done``.
         self.drain = False
 
+    @property
+    def of_tenant(self) -> bool:
+        return not self.cbs
+
 
 class AmqpSession(Session):
     """A wsq session with the client's incoming window: transfers it has no room for wait."""
 
     __slots__ = ("held", "remote_limit")
 
-    def __init__(self, ch: int) -> None:
-        super().__init__(ch)
+    def __init__(self, ch: int, counts: Counts | None = None) -> None:
+        super().__init__(ch, counts)
         self.remote_limit = 0  # the first delivery id the client has no room for
         self.held: list[tuple[int, bytes]] = []  # (delivery id, frames) beyond the window
 
 
-class OutgoingBytes:
+class OutgoingBytes(Counting):
     """Frames waiting to be written (bytes), and a heartbeat asked for: the writer takes them
-    a WebSocket message at a time (``next_message``); ``out_bytes`` is what backpressure sees."""
+    a WebSocket message at a time (``next_message``); ``out_bytes`` is what backpressure sees
+    (and every change of it is the process's ``figures.outbox_bytes`` too)."""
 
-    def __init__(self, on_output: Callable[[], None] | None) -> None:
+    def __init__(self, on_output: Callable[[], None] | None, figures: Figures | None) -> None:
+        self._init_figures(figures)
         self._out: list[bytes] = []
         self.out_bytes = 0
         self._heartbeat_due = False
@@ -60,7 +67,9 @@ class OutgoingBytes:
     def _emit(self, data: bytes) -> None:
         out = self._out
         out.append(data)
-        self.out_bytes += len(data)
+        n = len(data)
+        self.out_bytes += n
+        self.figures.outbox_bytes += n
         if len(out) == 1 and self._on_output is not None:
             self._on_output()
 
@@ -88,6 +97,7 @@ class OutgoingBytes:
         chunk = out[:k]
         del out[:k]
         self.out_bytes -= size
+        self.figures.outbox_bytes -= size
         return chunk[0] if k == 1 else b"".join(chunk)
 
     def heartbeat(self) -> None:

@@ -56,6 +56,7 @@ from wsq.protocol.events import (
     PublishRequested,
     RefreshRequested,
 )
+from wsq.protocol.figures import Figures
 from wsq.protocol.frames import (
     BrokenMessage,
     Refused,
@@ -111,8 +112,10 @@ class ServerConnection(OutgoingFrames):
         limits: Limits,
         on_output: Callable[[], None] | None = None,
         errors: Counter[str] | None = None,
+        figures: Figures | None = None,
     ) -> None:
-        super().__init__(on_output)
+        # figures: the process's running figures, which this connection counts in.
+        super().__init__(on_output, figures)
         self.limits = limits
         # Errors sent to the client, by condition: a counter shared by the process (metrics).
         self.errors = errors
@@ -290,6 +293,7 @@ class ServerConnection(OutgoingFrames):
     def _end_all_links(self) -> None:
         for session in self.sessions.values():
             self._end_links(session)
+            session.advance(SessionEvent.ENDED)
         self.sessions.clear()
         self._begun = 0
 
@@ -316,7 +320,8 @@ class ServerConnection(OutgoingFrames):
                 raise invalid(f"begin on channel {ch}, which is in use")
             # A client that never answered our end reuses the channel: take that as the answer.
             del self.sessions[ch]
-        session = Session(ch)
+            existing.advance(SessionEvent.ENDED)
+        session = Session(ch, self.counts)
         self.sessions[ch] = session
         if self._begun >= self.limits.max_sessions:
             session.advance(SessionEvent.END_SENT)
@@ -342,9 +347,11 @@ class ServerConnection(OutgoingFrames):
             raise invalid(f"end on channel {ch}, which is not begun")
         del self.sessions[ch]
         if session.state is SessionState.END_SENT:
+            session.advance(SessionEvent.ENDED)
             return  # the answer to our end
         self._begun -= 1
         self._end_links(session)
+        session.advance(SessionEvent.ENDED)
         self._emit({"op": "end", "ch": ch})
 
     def end_session(self, session: Session, error: WsqError | None = None) -> None:
@@ -674,7 +681,9 @@ class ServerConnection(OutgoingFrames):
         out = self._out
         was_empty = not out
         out += frames
-        self.out_bytes += sum(map(len, frames))
+        size = sum(map(len, frames))
+        self.out_bytes += size
+        self.figures.outbox_bytes += size
         if was_empty and self._on_output is not None:
             self._on_output()
 
@@ -714,12 +723,13 @@ class ServerConnection(OutgoingFrames):
             self._ask_heartbeat()
 
     def links(self) -> list[Link]:
-        """Every attached link (for rights re-checks after a refresh)."""
+        """Every attached link (for rights re-checks after a refresh): what the figures count
+        (wsq.protocol.figures)."""
         return [
             link
             for session in self.sessions.values()
             for link in session.links.values()
-            if link.state is LinkState.ATTACHED
+            if link.state is LinkState.ATTACHED and link.of_tenant
         ]
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from wsq.core import codec
+from wsq.protocol.figures import Counting, Figures
 from wsq.protocol.state import Link, LinkState
 
 
@@ -22,10 +23,12 @@ def _batch(frames: list[str]) -> str:
     return ",".join(frames)
 
 
-class OutgoingFrames:
-    """Frames waiting to be written, and a heartbeat asked for."""
+class OutgoingFrames(Counting):
+    """Frames waiting to be written, and a heartbeat asked for. Every change of ``out_bytes``
+    is the process's ``figures.outbox_bytes`` too (wsq.protocol.figures)."""
 
-    def __init__(self, on_output: Callable[[], None] | None) -> None:
+    def __init__(self, on_output: Callable[[], None] | None, figures: Figures | None) -> None:
+        self._init_figures(figures)
         self._out: list[str] = []
         self.out_bytes = 0
         self._heartbeat_due = False
@@ -42,7 +45,9 @@ class OutgoingFrames:
     def _emit_raw(self, text: str) -> None:
         out = self._out
         out.append(text)
-        self.out_bytes += len(text)
+        n = len(text)
+        self.out_bytes += n
+        self.figures.outbox_bytes += n
         if len(out) == 1 and self._on_output is not None:
             self._on_output()
 
@@ -73,6 +78,7 @@ class OutgoingFrames:
         self._heartbeat_due = False
         if len(out) == 1:
             self._out = []
+            self.figures.outbox_bytes -= self.out_bytes
             self.out_bytes = 0
             return out[0]
         limit = max_bytes or self._max_message_bytes()
@@ -82,6 +88,7 @@ class OutgoingFrames:
         # walk over the frames.
         if self.out_bytes + n + 1 <= limit:
             self._out = []
+            self.figures.outbox_bytes -= self.out_bytes
             self.out_bytes = 0
             return _batch(out)
         # The longest prefix that fits (at least one frame): start from the estimate by the
@@ -96,7 +103,9 @@ class OutgoingFrames:
             k += 1
         chunk = out[:k]
         del out[:k]
-        self.out_bytes -= size - k - 1
+        taken = size - k - 1
+        self.out_bytes -= taken
+        self.figures.outbox_bytes -= taken
         return chunk[0] if k == 1 else _batch(chunk)
 
     def data_to_send(self, max_bytes: int | None = None) -> list[str]:

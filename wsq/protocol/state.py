@@ -6,9 +6,13 @@ edge the table does not have raises ``StateError`` here, in one place. Where a r
 event legitimately late (the gateway answers an attach the client has detached meanwhile), the
 caller asks ``can`` first and ignores the event.
 
+The process's running figures (``wsq.protocol.figures``) are counted here too, as the states
+move: a session while it is BEGUN, a link while it is ATTACHED and its tenant's.
+
     connection: AWAIT_OPEN --open--> AUTHENTICATING --accept--> OPEN
                 any but CLOSED --our close--> CLOSE_SENT;  any --peer's close--> CLOSED
-    session:    BEGUN --our end--> END_SENT  (the peer's end, or its answer, frees the channel)
+    session:    BEGUN --our end--> END_SENT;  BEGUN/END_SENT --ended--> ENDED  (the peer's end,
+                or its answer to ours, or the connection's end, frees the channel)
     link:       ATTACHING --accept--> ATTACHED;  ATTACHING/ATTACHED --ended--> DETACH_SENT
                 (either side detached it, or its session or connection ended; the handle stays
                 in use until the client's answering detach, or its session's end, frees it)
@@ -19,13 +23,16 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from wsq.core.addresses import Pattern
 from wsq.core.errors import StateError
 from wsq.core.limits import DEFAULT_LEASE_MS
 from wsq.core.messages import Outcome
 from wsq.core.wire import transfer_head
+
+if TYPE_CHECKING:
+    from wsq.protocol.figures import Counts
 
 
 class ConnectionState(enum.Enum):
@@ -46,10 +53,12 @@ class ConnectionEvent(enum.Enum):
 class SessionState(enum.Enum):
     BEGUN = "begun"
     END_SENT = "end-sent"  # we ended it; the client's answering end frees the channel
+    ENDED = "ended"  # out of the connection's table: its channel is free
 
 
 class SessionEvent(enum.Enum):
     END_SENT = "end-sent"
+    ENDED = "ended"  # the client's end (or its answer to ours), or the connection's end
 
 
 class LinkState(enum.Enum):
@@ -78,7 +87,11 @@ CONNECTION_TRANSITIONS: Mapping[tuple[ConnectionState, ConnectionEvent], Connect
     )
 )
 SESSION_TRANSITIONS: Mapping[tuple[SessionState, SessionEvent], SessionState] = MappingProxyType(
-    {(SessionState.BEGUN, SessionEvent.END_SENT): SessionState.END_SENT}
+    {
+        (SessionState.BEGUN, SessionEvent.END_SENT): SessionState.END_SENT,
+        (SessionState.BEGUN, SessionEvent.ENDED): SessionState.ENDED,
+        (SessionState.END_SENT, SessionEvent.ENDED): SessionState.ENDED,
+    }
 )
 LINK_TRANSITIONS: Mapping[tuple[LinkState, LinkEvent], LinkState] = MappingProxyType(
     {
@@ -190,11 +203,23 @@ class Link:
     def is_move(self) -> bool:
         return self.mode == "move"
 
+    @property
+    def of_tenant(self) -> bool:
+        """Whether the link is its tenant's (AMQP's ``$cbs`` links are the connection's own):
+        attached, it is one of ``links()`` and counts in the figures."""
+        return True
+
     def can(self, event: LinkEvent) -> bool:
         return (self.state, event) in LINK_TRANSITIONS
 
     def advance(self, event: LinkEvent) -> None:
-        self.state = next_state(LINK_TRANSITIONS, self.state, event)
+        before = self.state
+        after = self.state = next_state(LINK_TRANSITIONS, before, event)
+        # Every move of every link (wsq.v1's and AMQP's) comes here: the figures count it.
+        if (before is LinkState.ATTACHED) is not (after is LinkState.ATTACHED):
+            counts = self.session.counts
+            if counts is not None and self.of_tenant:
+                counts.link(self.role, 1 if after is LinkState.ATTACHED else -1)
 
     def __repr__(self) -> str:
         return (
@@ -206,6 +231,7 @@ class Link:
 class Session:
     __slots__ = (
         "ch",
+        "counts",
         "links",
         "next_incoming",
         "next_outgoing",
@@ -213,9 +239,14 @@ class Session:
         "unsettled",
     )
 
-    def __init__(self, ch: int) -> None:
+    def __init__(self, ch: int, counts: Counts | None = None) -> None:
         self.ch = ch
         self.state = SessionState.BEGUN
+        # Where it (while BEGUN) and its links (while ATTACHED) are counted: its connection's
+        # tenant's figures (wsq.protocol.figures); None for a session nobody counts.
+        self.counts = counts
+        if counts is not None:
+            counts.sessions += 1
         self.links: dict[int, Link] = {}
         # Delivery numbers, per direction: the next the client must use, the next we use.
         self.next_incoming = 0
@@ -224,7 +255,10 @@ class Session:
         self.unsettled: dict[int, Link] = {}
 
     def advance(self, event: SessionEvent) -> None:
-        self.state = next_state(SESSION_TRANSITIONS, self.state, event)
+        before = self.state
+        self.state = next_state(SESSION_TRANSITIONS, before, event)
+        if before is SessionState.BEGUN and self.counts is not None:
+            self.counts.sessions -= 1
 
     def __repr__(self) -> str:
         return f"Session(ch={self.ch}, {self.state.value}, links={len(self.links)})"
