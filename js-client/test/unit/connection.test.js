@@ -390,3 +390,27 @@ describe("closing", () => {
     assert.equal(client.state, "closed");
   });
 });
+
+describe("after the server's close", () => {
+  test("no idle timeout and no heartbeat while its socket closes", async () => {
+    const { client, ws, errors } = await setup({ open: { idle: 400 } }, { idle: 500, closeTimeout: 5000 });
+    ws.push({ op: "close" });
+    await clock.advance(4999);
+    assert.deepEqual(errors, []);
+    assert.equal(heartbeats(ws), 0);
+    assert.equal(client.state, "connected");
+    await clock.advance(1);
+    assert.equal(client.state, "disconnected");
+  });
+
+  test("no connect timeout either", async () => {
+    const { client, ws, errors } = await setup({ answerOpen: false }, { connectTimeout: 100, closeTimeout: 3000 });
+    ws.push({ op: "close", error: { condition: "wsq:internal-error" } });
+    await clock.advance(2999);
+    assert.deepEqual(errors, []);
+    await clock.advance(1);
+    assert.equal(errors[0].condition, "wsq:internal-error");
+    assert.equal(client.state, "disconnected");
+  });
+});
+

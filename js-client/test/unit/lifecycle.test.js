@@ -413,3 +413,74 @@ describe("transport auto", () => {
     assert.deepEqual(told, [{ transport: "http", reason: "asked for" }]);
   });
 });
+
+describe("closing for good", () => {
+  test("a refused token fails pending publishes with the fatal error itself", async () => {
+    const peer = new FakePeer({ refuse: { condition: "wsq:unauthorized", description: "no" } });
+    const client = fakeClient(peer);
+    clients.push(client);
+    const errors = [];
+    client.on("error", (e) => errors.push(e));
+    const p = client.publish("a", 1);
+    await settle();
+    await assert.rejects(p, (e) => e === errors[0] && e.fatal === true && e.address === undefined);
+    let resolved = false;
+    await client.close().then(() => (resolved = true));
+    assert.equal(resolved, true, "closing a closed client resolves at once");
+  });
+
+  test("an ordinary close fails them with a closed error naming their address", async () => {
+    const { client } = await setup({ senderCredit: 0 });
+    const p = client.publish("a.b", 1);
+    await settle();
+    client.close();
+    await assert.rejects(p, (e) => e.condition === "wsq-client:closed" && e.address === "a.b" && e.fatal === false);
+  });
+
+  test("closed while the token function is still answering: no socket, nothing told", async () => {
+    const peer = new FakePeer();
+    let answer;
+    let fail;
+    const client = fakeClient(peer, { token: () => new Promise((resolve, reject) => ((answer = resolve), (fail = reject))) });
+    const errors = [];
+    client.on("error", (e) => errors.push(e));
+    await settle();
+    await client.close();
+    answer("late");
+    await clock.advance(60000);
+    assert.equal(peer.sockets.length, 0);
+    const other = fakeClient(peer, { token: () => new Promise((resolve, reject) => ((answer = resolve), (fail = reject))) });
+    other.on("error", (e) => errors.push(e));
+    await settle();
+    await other.close();
+    fail(new Error("late failure"));
+    await clock.advance(60000);
+    assert.deepEqual(errors, []);
+    assert.equal(other.state, "closed");
+  });
+
+  test("close clears every retry: no timer is left", async () => {
+    const { client, ws } = await setup({ answerAttach: false });
+    const sub = client.subscribe("a", () => {});
+    client.publish("b", 1);
+    await settle();
+    ws.push({ op: "detach", ch: 0, handle: 0, error: { condition: "wsq:internal-error" } });
+    ws.push({ op: "detach", ch: 0, handle: 1, error: { condition: "wsq:internal-error" } });
+    await settle();
+    assert.equal(clock.pending().length >= 2, true);
+    await client.close();
+    assert.deepEqual(clock.pending(), []);
+    assert.equal(sub.closed, true);
+  });
+
+  test("a close during the backoff: no reconnect", async () => {
+    const { client, peer } = await setup();
+    peer.last.serverClose(1006);
+    await settle();
+    await client.close();
+    await clock.advance(60000);
+    assert.equal(peer.sockets.length, 1);
+    assert.equal(client.state, "closed");
+  });
+});
+
