@@ -3,7 +3,7 @@
 // the close handshake both ways, and what breaks the contract.
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, test } from "node:test";
-import { FakeClock, FakePeer, connected, settle } from "./fake.js";
+import { FakeClock, FakePeer, connected, settle, reported } from "./fake.js";
 
 let clock;
 let clients;
@@ -18,6 +18,7 @@ afterEach(async () => {
   await settle();
   clock.uninstall();
   Math.random = random;
+  assert.deepEqual(reported.splice(0), [], "nothing reported by the client");
 });
 
 async function setup(peerOptions = {}, options = {}) {
@@ -410,6 +411,67 @@ describe("after the server's close", () => {
     assert.deepEqual(errors, []);
     await clock.advance(1);
     assert.equal(errors[0].condition, "wsq:internal-error");
+    assert.equal(client.state, "disconnected");
+  });
+});
+
+describe("edges", () => {
+  test("a heartbeat exactly at half the server's idle less a tick", async () => {
+    // The client's idle 2000: ticks every 500 ms; the server's 4020: one is due once
+    // 2010 - 500 - 10 = 1500 ms have passed, which the third tick sees exactly.
+    const { ws } = await setup({ open: { idle: 4020 } }, { idle: 2000 });
+    await clock.advance(1000);
+    assert.equal(heartbeats(ws), 0);
+    await clock.advance(500);
+    assert.equal(heartbeats(ws), 1);
+  });
+
+  test("the open frame: compact as asked, the client's name at most 256 characters", async () => {
+    const { ws } = await setup({}, { compact: false, clientName: "n".repeat(300) });
+    assert.deepEqual(ws.frames[0], { op: "open", token: "tok-1", idle: 30000, client: "n".repeat(256), compact: false });
+    const { ws: plain } = await setup();
+    assert.equal(plain.frames[0].client, "wsq-client/0.1.0");
+    assert.equal(plain.frames[0].compact, true);
+  });
+
+  test("a socket without a subprotocol property (null) or an empty one is accepted", async () => {
+    for (const protocol of [null, ""]) {
+      const { client, peer, errors } = await setup({ autoAccept: false });
+      peer.last.accept(protocol);
+      await settle();
+      assert.equal(client.state, "connected");
+      assert.deepEqual(errors, []);
+    }
+  });
+
+  test("after the server's close nothing more is sent, and our close goes once", async () => {
+    const { client, ws } = await setup({}, { closeTimeout: 5000 });
+    ws.push({ op: "close" }, { op: "launch" });
+    await settle();
+    client.subscribe("a", () => {});
+    await settle();
+    assert.deepEqual(ws.ops("attach"), []);
+    client.close();
+    await settle();
+    assert.deepEqual(ws.ops("close"), [{ op: "close" }]);
+  });
+
+  test("frames after the one that drops the socket are not read", async () => {
+    const { client, ws, errors } = await setup();
+    const sub = client.subscribe("a", () => {});
+    await sub.ready;
+    ws.push({ op: "end", ch: 0, error: { condition: "wsq:internal-error" } }, { op: "flow", ch: 0, handle: 0, credit: 1 });
+    await settle();
+    assert.deepEqual(errors.map((e) => e.condition), ["wsq:internal-error"]);
+  });
+
+  test("a session ended without error: nothing told", async () => {
+    const { client, ws, errors } = await setup();
+    const sub = client.subscribe("a", () => {});
+    await sub.ready;
+    ws.push({ op: "end", ch: 0 });
+    await settle();
+    assert.deepEqual(errors, []);
     assert.equal(client.state, "disconnected");
   });
 });

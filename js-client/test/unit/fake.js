@@ -5,6 +5,12 @@
 // mutation testing of the whole client affordable (scripts/mutate --only js, docs/testing.md).
 import { Client } from "../../src/index.js";
 
+/** What the client reported instead of throwing (errors.js: reportListenerError, a bug in a
+ * callback of its own, or a listener's). The client tests check after each test that nothing
+ * was: a mutant that makes a timer or a socket event throw is otherwise invisible. */
+export const reported = [];
+globalThis.reportError = (error) => reported.push(error);
+
 /** What the fake gateway answers to `open`, unless the peer is told otherwise. */
 export const OPEN_ANSWER = Object.freeze({
   op: "open",

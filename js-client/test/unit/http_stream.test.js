@@ -19,8 +19,16 @@ function scripted() {
       fetch.openUrl = url;
       const body = new ReadableStream({
         start(controller) {
-          push = (text) => controller.enqueue(new TextEncoder().encode(text));
+          push = (text) => {
+            try {
+              controller.enqueue(typeof text === "string" ? new TextEncoder().encode(text) : text);
+            } catch {
+              // the stream failed already (aborted)
+            }
+          };
           end = () => controller.close();
+          // As a real fetch does: the body fails once the request is aborted.
+          init.signal.addEventListener("abort", () => controller.error(new DOMException("aborted", "AbortError")));
         },
       });
       return new Response(body, { status: 200 });
@@ -234,3 +242,76 @@ test("closed before it opened: never opens", async () => {
   await tick();
   assert.deepEqual(events, [["close", 1000]]);
 });
+
+test("a character split across chunks; a field after event: is not a name", async () => {
+  const { net, received } = await opened();
+  const bytes = new TextEncoder().encode("data: é€\n\n");
+  net.push(bytes.slice(0, 7)); // "data: " and the first byte of é
+  net.push(bytes.slice(7, 10));
+  net.push(bytes.slice(10));
+  net.push('event: stream\nid: 3\ndata: {"id":"i","secret":"s"}\n\n');
+  await tick();
+  assert.deepEqual(received, ["é€"], "the stream event, named before its id field, is not a message");
+});
+
+test("events: type message; no handler needed, nor for close and error", async () => {
+  const net = scripted();
+  const ws = new HttpSocket("ws://h/ws", "wsq.v1", { fetch: net.fetch });
+  await tick();
+  ws.send("{}");
+  await tick();
+  net.push("data: x\n\n");
+  await tick();
+  assert.equal(ws.readyState, 1);
+  const types = [];
+  ws.onmessage = (e) => types.push(e.type);
+  net.push("data: y\n\n");
+  await tick();
+  assert.deepEqual(types, ["message"]);
+  ws.close();
+  await tick();
+  assert.equal(ws.readyState, 3);
+  const refused = new HttpSocket("ws://h/ws", "wsq.v1", { fetch: async () => new Response("", { status: 503 }) });
+  const codes = [];
+  refused.onclose = (e) => codes.push([e.code, e.reason, e.type]);
+  await tick();
+  refused.send("{}");
+  await tick();
+  assert.deepEqual(codes, [[1013, "", "close"]]);
+  const told = new HttpSocket("ws://h/ws", "wsq.v1", { fetch: async () => new Response("", { status: 403 }) });
+  const errors = [];
+  told.onerror = (e) => errors.push([e.type, e.status]);
+  await tick();
+  told.send("{}");
+  await tick();
+  assert.deepEqual(errors, [["error", 403]]);
+});
+
+test("closed while the stream is read: one close event", async () => {
+  const { ws, closes } = await opened();
+  ws.close();
+  await tick();
+  await tick();
+  assert.deepEqual(closes, [[1000, true]]);
+});
+
+test("a POST gathers exactly up to its limit, counting the brackets and commas", async () => {
+  const send = async (limit, texts) => {
+    const { net, ws } = await opened(() => limit);
+    net.push('event: stream\ndata: {"id":"i","secret":"s"}\n\n');
+    ws.send("[]");
+    await tick();
+    for (const text of texts) ws.send(text);
+    net.posts[0].resolve(new Response(null, { status: 204 }));
+    await tick();
+    return net.posts[1].body;
+  };
+  const ten = '"12345678"';
+  // [ + 10 + , + 17 + ] = 30: fits a limit of 30 exactly.
+  assert.equal(await send(30, [ten, `"${"x".repeat(15)}"`]), `[${ten},"${"x".repeat(15)}"]`);
+  // 18 more: 31, one over.
+  assert.equal(await send(30, [ten, `"${"x".repeat(16)}"`]), ten);
+  // 10 + 1 + 10 + 2 = 23, a third of 1 byte would make 25 > 24.
+  assert.equal(await send(24, [ten, ten, "1"]), `[${ten},${ten}]`);
+});
+

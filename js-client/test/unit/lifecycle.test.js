@@ -3,7 +3,7 @@
 // up on a refused token, the HTTP fallback of transport "auto".
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, test } from "node:test";
-import { FakeClock, FakePeer, connected, fakeClient, settle } from "./fake.js";
+import { FakeClock, FakePeer, connected, fakeClient, settle, reported } from "./fake.js";
 
 let clock;
 let clients;
@@ -18,6 +18,7 @@ afterEach(async () => {
   await settle();
   clock.uninstall();
   Math.random = random;
+  assert.deepEqual(reported.splice(0), [], "nothing reported by the client");
 });
 
 async function setup(peerOptions = {}, options = {}) {
@@ -76,30 +77,52 @@ describe("reconnecting", () => {
   });
 
   test("going-away: back promptly, within a second whatever the backoff", async () => {
-    const { peer, errors } = await setup({}, { reconnectDelay: 1000, maxReconnectDelay: 60000 });
+    const { peer, errors } = await setup({}, { reconnectDelay: 4000, maxReconnectDelay: 60000 });
     peer.last.push({ op: "close", error: { condition: "wsq:going-away", description: "draining" } });
     await settle();
     peer.last.serverClose(1001);
     await settle();
     assert.equal(errors[0].condition, "wsq:going-away");
+    // soon(): 0.5 of min(4000, 1000); an ordinary failure would wait 0.5 of 4000.
     assert.deepEqual(clock.pending(), [500]);
     await clock.advance(500);
     assert.equal(peer.sockets.length, 2);
-    // Not stable: the next ordinary failure backs off one step further.
+    // Not stable: the next ordinary failure backs off one step further (0.5 of 8000).
     peer.last.serverClose(1006);
     await settle();
-    assert.deepEqual(clock.pending(), [1000]);
+    assert.deepEqual(clock.pending(), [4000]);
   });
 
   test("a socket closed with 1001 and no close frame is going away too", async () => {
-    const { peer } = await setup({}, { reconnectDelay: 200 });
+    const { peer } = await setup({}, { reconnectDelay: 4000, maxReconnectDelay: 60000 });
     peer.last.serverClose(1001);
     await settle();
-    assert.deepEqual(clock.pending(), [100]);
-    await clock.advance(100);
+    assert.deepEqual(clock.pending(), [500]);
+    await clock.advance(500);
     peer.last.serverClose(1006);
     await settle();
-    assert.deepEqual(clock.pending(), [200], "the prompt return counted as an attempt");
+    assert.deepEqual(clock.pending(), [4000], "the prompt return counted as an attempt");
+  });
+
+  test("going away after a stable connection: prompt, and the backoff starts over", async () => {
+    const { peer } = await setup({}, { reconnectDelay: 4000, maxReconnectDelay: 60000, idle: 0 });
+    await clock.advance(6000);
+    peer.last.serverClose(1001);
+    await settle();
+    assert.deepEqual(clock.pending(), [500]);
+    await clock.advance(500);
+    peer.last.serverClose(1006);
+    await settle();
+    assert.deepEqual(clock.pending(), [2000]);
+  });
+
+  test("a close code 1001 with another error is not going away", async () => {
+    const { peer } = await setup({}, { reconnectDelay: 4000 });
+    peer.last.push({ op: "close", error: { condition: "wsq:internal-error" } });
+    await settle();
+    peer.last.serverClose(1001);
+    await settle();
+    assert.deepEqual(clock.pending(), [2000]);
   });
 
   test("going-away before the open answer is an ordinary failure", async () => {
@@ -115,6 +138,7 @@ describe("reconnecting", () => {
     clients.push(client);
     assert.equal(errors[0].condition, "wsq-client:socket");
     assert.equal(errors[0].message, "wsq-client:socket: bad url");
+    assert.equal(errors[0].cause.message, "bad url");
     assert.equal(client.state, "disconnected");
     peer.failConstruct = null;
     await clock.advance(50);
@@ -166,6 +190,7 @@ describe("the token", () => {
     };
     await clock.advance(50);
     assert.equal(errors[1].message, "wsq-client:token: vault down");
+    assert.equal(errors[1].cause.message, "vault down");
     answer = () => 5;
     await clock.advance(100);
     assert.equal(errors.length, 3);
@@ -234,6 +259,7 @@ describe("the token", () => {
     await clock.advance(100000);
     assert.equal(peer.last.ops("refresh").length, 0);
     assert.equal(none.last.ops("refresh").length, 0);
+    assert.equal(client._conn.refreshTimer, null, "nothing scheduled for a static token");
   });
 
   test("nothing newer yet, or the function fails: asked again a second later", async () => {
@@ -296,6 +322,7 @@ describe("the token", () => {
     assert.equal(peer.sockets.length, 1);
     assert.equal(errors[0].condition, "wsq:token-expired");
     assert.equal(errors[0].fatal, false);
+    assert.equal(errors[0].scope, "connection");
     await clock.advance(0);
     assert.equal(peer.sockets.length, 2);
     assert.equal(peer.last.frames[0].token, "t2");
@@ -481,6 +508,119 @@ describe("closing for good", () => {
     await clock.advance(60000);
     assert.equal(peer.sockets.length, 1);
     assert.equal(client.state, "closed");
+  });
+});
+
+describe("more of the token and the transports", () => {
+  test("a token function rejecting with nothing: told as undefined", async () => {
+    const { errors } = await setup({}, { token: () => Promise.reject(undefined) });
+    assert.equal(errors[0].message, "wsq-client:token: undefined");
+  });
+
+  test("a refresh that fails after its socket is gone is not told", async () => {
+    const peer = new FakePeer();
+    peer.open = { exp: NOW_S() + 30 };
+    let fail = null;
+    let calls = 0;
+    const { client, errors } = await connected(peer, {
+      token: () => (++calls === 1 ? "t1" : new Promise((_, reject) => (fail = reject))),
+      refreshBefore: 0,
+      idle: 0,
+      reconnectDelay: 100000,
+      maxReconnectDelay: 100000,
+    });
+    clients.push(client);
+    await clock.advance(30000);
+    assert.equal(calls, 2);
+    peer.last.serverClose(1006);
+    await settle();
+    fail(new Error("too late"));
+    await clock.advance(5000);
+    assert.deepEqual(errors, []);
+  });
+
+  test("a refresh due while the server closes the socket does not ask for a token", async () => {
+    const peer = new FakePeer();
+    peer.open = { exp: NOW_S() + 30 };
+    let calls = 0;
+    const { client } = await connected(peer, { token: () => `t${++calls}`, refreshBefore: 0, idle: 0, closeTimeout: 60000 });
+    clients.push(client);
+    peer.last.push({ op: "close" });
+    await clock.advance(31000);
+    assert.equal(calls, 1);
+  });
+
+  test("auto without fetch: a WebSocket that never opens is tried again, never HTTP", async () => {
+    const peer = new FakePeer({ autoAccept: false });
+    const client = fakeClient(peer, { transport: "auto", fetch: false, reconnectDelay: 100 });
+    clients.push(client);
+    const events = [];
+    client.on("transport", (e) => events.push(e));
+    await settle();
+    peer.last.serverClose(1006);
+    await settle();
+    assert.equal(client.transport, "websocket");
+    assert.deepEqual(clock.pending(), [50]);
+    assert.deepEqual(events, []);
+  });
+
+  test("HTTP only (no WebSocket): it stays HTTP, and says so once", async () => {
+    const peer = new FakePeer();
+    const events = [];
+    const calls = [];
+    const client = fakeClient(peer, {
+      transport: "auto",
+      WebSocket: undefined,
+      reconnectDelay: 100,
+      fetch: async (url) => {
+        calls.push(url);
+        throw new TypeError("x");
+      },
+    });
+    clients.push(client);
+    client.on("transport", (e) => events.push(e));
+    await settle();
+    await clock.advance(50);
+    await settle();
+    assert.equal(calls.length, 2);
+    assert.equal(client.transport, "http");
+    assert.deepEqual(events, [{ transport: "http", reason: "no WebSocket here" }]);
+  });
+
+  test("a WebSocket that worked once: a failed one is retried after the backoff", async () => {
+    const peer = new FakePeer();
+    const client = fakeClient(peer, { transport: "auto", fetch: async () => assert.fail("no HTTP"), reconnectDelay: 100 });
+    clients.push(client);
+    await settle();
+    peer.autoAccept = false;
+    peer.last.serverClose(1006);
+    await clock.advance(50);
+    peer.last.serverClose(1006);
+    await settle();
+    assert.deepEqual(clock.pending(), [100]);
+    await clock.advance(100);
+    assert.equal(peer.sockets.length, 3);
+  });
+
+  test("a link waiting for its retry is attached by it, not by the reconnect", async () => {
+    const { client, peer } = await setup({ answerAttach: false }, { reconnectDelay: 100, maxReconnectDelay: 100000 });
+    client.subscribe("a", () => {});
+    client.publish("b", 1);
+    await settle();
+    const detachAll = (handles) => {
+      for (const handle of handles) peer.last.push({ op: "detach", ch: 0, handle, error: { condition: "wsq:internal-error" } });
+    };
+    detachAll([0, 1]);
+    await clock.advance(50); // both retried (0.5 of 100)
+    assert.equal(peer.last.ops("attach").length, 4);
+    detachAll([2, 3]);
+    await settle(); // the next retries in 100 ms
+    peer.last.serverClose(1006);
+    await clock.advance(50); // reconnected: the links wait for their retries
+    assert.equal(peer.sockets.length, 2);
+    assert.equal(peer.last.ops("attach").length, 0);
+    await clock.advance(50);
+    assert.deepEqual(peer.last.ops("attach").map((f) => f.address).sort(), ["a", "b"]);
   });
 });
 

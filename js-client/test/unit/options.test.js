@@ -103,7 +103,7 @@ describe("new Client: its options", () => {
     assert.equal(make("https://h:8443/ws").url, "wss://h:8443/ws");
     assert.equal(make("wss://h/ws").url, "wss://h/ws");
     refused(() => make("ftp://h/ws"), "a ws:// or wss:// URL expected, got ftp://h/ws");
-    assert.throws(() => make("/ws"), TypeError, "a relative URL without a page");
+    assert.throws(() => make("/ws"), { code: "ERR_INVALID_URL" }, "a relative URL without a page");
   });
 
   test("a relative URL in a page: the page's host", () => {
@@ -112,6 +112,9 @@ describe("new Client: its options", () => {
       assert.equal(make("/ws").url, "wss://page.example/ws");
       assert.equal(make("ws://other/ws").url, "ws://other/ws");
       assert.equal(make("HTTP://other/ws").url, "ws://other/ws");
+      assert.equal(make("/ws?k=a:b").url, "wss://page.example/ws?k=a:b");
+      globalThis.location = { href: 5 };
+      assert.throws(() => make("/ws"), { code: "ERR_INVALID_URL" });
     } finally {
       delete globalThis.location;
     }
@@ -135,6 +138,11 @@ describe("new Client: its options", () => {
       () => make("ws://h/ws", { transport: "http", fetch: "x" }),
       "transport http: no fetch implementation (pass options.fetch)",
     );
+    refused(
+      () => make("ws://h/ws", { transport: "http", WebSocket: null, fetch: false }),
+      "transport http: no fetch implementation (pass options.fetch)",
+    );
+    assert.equal(make("ws://h/ws", { fetch: false }).transport, "websocket");
     assert.equal(make("ws://h/ws", { WebSocket: null, fetch: async () => {} }).transport, "http");
     assert.equal(make("ws://h/ws", { transport: "http", fetch: async () => {} }).transport, "http");
     assert.equal(make("ws://h/ws", { transport: "websocket" }).transport, "websocket");
@@ -158,5 +166,6 @@ describe("new Client: its options", () => {
     make("ws://h/ws", { idle: 500 });
     make("ws://h/ws", { idle: 3600000 });
     refused(() => make("ws://h/ws", { compact: 1 }), "option compact: a boolean");
+    make("ws://h/ws", { compact: false });
   });
 });

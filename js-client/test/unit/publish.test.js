@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, test } from "node:test";
 import { WsqError } from "../../src/errors.js";
-import { FakeClock, FakePeer, connected, fakeClient, settle } from "./fake.js";
+import { FakeClock, FakePeer, connected, fakeClient, settle, reported } from "./fake.js";
 
 let clock;
 let clients;
@@ -19,6 +19,7 @@ afterEach(async () => {
   await settle();
   clock.uninstall();
   Math.random = random;
+  assert.deepEqual(reported.splice(0), [], "nothing reported by the client");
 });
 
 async function setup(peerOptions = {}, options = {}) {
@@ -393,3 +394,126 @@ describe("sender links", () => {
     assert.equal(ws.ops("begin").length, 1);
   });
 });
+
+describe("publish edges", () => {
+  const answer = async (ws, first, id = `${first}-0`) => {
+    await settle();
+    ws.push({ op: "disposition", ch: 0, first, ids: [id] });
+    await settle();
+  };
+
+  test("eviction picks the least recently used; on a tie, the first", async () => {
+    const { client, ws } = await setup({ senderCredit: 5 }, { maxSenders: 2 });
+    await Promise.all([client.publish("a", 1), answer(ws, 0)]);
+    clock.now += 10;
+    await Promise.all([client.publish("b", 1), answer(ws, 1)]);
+    clock.now += 10;
+    await Promise.all([client.publish("b", 2), answer(ws, 2)]);
+    client.publish("c", 1);
+    await settle();
+    assert.deepEqual(ws.ops("detach"), [{ op: "detach", ch: 0, handle: 0 }], "a: the oldest");
+    const tie = await setup({ senderCredit: 5 }, { maxSenders: 2 });
+    await Promise.all([tie.client.publish("a", 1), answer(tie.ws, 0)]);
+    await Promise.all([tie.client.publish("b", 1), answer(tie.ws, 1)]);
+    tie.client.publish("c", 1);
+    await settle();
+    assert.deepEqual(tie.ws.ops("detach"), [{ op: "detach", ch: 0, handle: 0 }]);
+  });
+
+  test("an idle sender without a link is evicted without a detach", async () => {
+    const { client, ws, errors } = await setup({ senderCredit: 5 }, { maxSenders: 1 });
+    await Promise.all([client.publish("a", 1), answer(ws, 0)]);
+    ws.push({ op: "detach", ch: 0, handle: 0 });
+    await settle();
+    const b = client.publish("b", 1);
+    await answer(ws, 1);
+    assert.equal(await b, "1-0");
+    assert.deepEqual(ws.ops("detach"), [{ op: "detach", ch: 0, handle: 0 }]);
+    assert.deepEqual(errors, []);
+  });
+
+  test("a sender waiting for answers is not idle: not evicted", async () => {
+    const { client, ws } = await setup({ senderCredit: 5 }, { maxSenders: 1 });
+    const a = client.publish("a", 1);
+    await settle();
+    client.publish("b", 1);
+    await settle();
+    assert.deepEqual(ws.ops("detach"), []);
+    ws.push({ op: "disposition", ch: 0, first: 0, ids: ["1-0"] });
+    assert.equal(await a, "1-0");
+  });
+
+  test("after a requeue and its answer, or a rejection, the sender is idle again", async () => {
+    const { peer, client, ws, errors } = await setup({ senderCredit: 1 });
+    const a = client.publish("a", 1);
+    await settle();
+    ws.serverClose(1006);
+    await clock.advance(250);
+    const ws2 = peer.last;
+    await answer(ws2, 0);
+    assert.equal(await a, "0-0");
+    const r = client.publish("a", 2);
+    ws2.push({ op: "flow", ch: 0, handle: 0, credit: 1 });
+    await settle();
+    ws2.push({ op: "disposition", ch: 0, first: 1, outcome: "rejected", error: { condition: "wsq:forbidden" } });
+    await assert.rejects(r, { condition: "wsq:forbidden" });
+    // Idle: a detach without error is neither told nor retried.
+    ws2.push({ op: "detach", ch: 0, handle: 0 });
+    await clock.advance(10000);
+    assert.deepEqual(errors, []);
+    assert.equal(ws2.ops("attach").length, 1);
+  });
+
+  test("a busy sender detached without error: told as not-found, retried", async () => {
+    const { client, ws, errors } = await setup({ senderCredit: 0 });
+    client.publish("a", 1);
+    await settle();
+    ws.push({ op: "detach", ch: 0, handle: 0 });
+    await settle();
+    assert.equal(errors[0].condition, "wsq:not-found");
+    assert.equal(errors[0].description, "detached");
+    await clock.advance(250);
+    assert.equal(ws.ops("attach").length, 2);
+  });
+
+  test("a detach takes back only that link's publishes", async () => {
+    const { client, ws } = await setup({ senderCredit: 1 });
+    const a = client.publish("a", "A");
+    const b = client.publish("b", "B");
+    await settle();
+    assert.deepEqual(ws.ops("transfer").map((f) => [f.handle, f.delivery]), [[0, 0], [1, 1]]);
+    ws.push({ op: "detach", ch: 0, handle: 0, error: { condition: "wsq:internal-error" } });
+    await clock.advance(250);
+    assert.deepEqual(ws.ops("transfer").map((f) => [f.handle, f.delivery, f.body]), [
+      [0, 0, "A"],
+      [1, 1, "B"],
+      [2, 2, "A"],
+    ]);
+    ws.push({ op: "disposition", ch: 0, first: 1, ids: ["1-1"] });
+    ws.push({ op: "disposition", ch: 0, first: 2, ids: ["1-2"] });
+    assert.equal(await b, "1-1");
+    assert.equal(await a, "1-2");
+  });
+
+  test("a disposition range settles exactly the pending deliveries in it, either way it is walked", async () => {
+    const { client, ws } = await setup({ senderCredit: 10 });
+    const ps = [0, 1, 2, 3].map((n) => client.publish("a", n));
+    await settle();
+    ws.push({ op: "disposition", ch: 0, first: 0, ids: ["9-0"] });
+    await settle();
+    // pending 1, 2, 3; the range 0..1 is shorter than what is pending: walked by number.
+    ws.push({ op: "disposition", ch: 0, first: 0, last: 1, ids: ["x", "9-1"] });
+    await settle();
+    assert.equal(await ps[1], "9-1");
+    assert.equal(client.pendingPublishes, 2);
+    // pending 2, 3; the range 3..50 is longer: the pending are filtered, 2 is left alone.
+    ws.push({ op: "disposition", ch: 0, first: 3, last: 50, outcome: "rejected" });
+    await assert.rejects(ps[3], { condition: "wsq:internal-error" });
+    assert.equal(client.pendingPublishes, 1);
+    // pending 2 only; 0..2 (2 >= 1): filtered, and 2 is the range's last.
+    ws.push({ op: "disposition", ch: 0, first: 0, last: 2, ids: ["a", "b", "9-2"] });
+    assert.equal(await ps[2], "9-2");
+    assert.equal(client.pendingPublishes, 0);
+  });
+});
+

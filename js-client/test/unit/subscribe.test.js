@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, test } from "node:test";
 import { Message } from "../../src/subscription.js";
-import { FakeClock, FakePeer, connected, settle } from "./fake.js";
+import { FakeClock, FakePeer, connected, settle, reported } from "./fake.js";
 
 let clock;
 let clients;
@@ -19,6 +19,7 @@ afterEach(async () => {
   await settle();
   clock.uninstall();
   Math.random = random;
+  assert.deepEqual(reported.splice(0), [], "nothing reported by the client");
 });
 
 async function setup(peerOptions = {}, options = {}) {
@@ -558,3 +559,190 @@ describe("presence", () => {
     assert.equal(errors.length, 0);
   });
 });
+
+describe("subscription edges", () => {
+  test("an ordinary attach: no gap", async () => {
+    const { client } = await setup();
+    const gaps = [];
+    client.on("gap", (g) => gaps.push(g));
+    await client.subscribe("a", () => {}).ready;
+    assert.deepEqual(gaps, []);
+  });
+
+  test("an attach answer without a position: every transfer is new", async () => {
+    const { client, ws } = await setup({ answerAttach: false });
+    const seen = [];
+    client.subscribe("a", (m) => seen.push(m.id));
+    await settle();
+    ws.push({ op: "attach", ch: 0, handle: 0, from: "$" });
+    ws.push(t(0, "1-0", 0));
+    await settle();
+    assert.deepEqual(seen, ["1-0"]);
+  });
+
+  test("a re-attach answered from elsewhere does not move the resume position", async () => {
+    const { client, ws, peer } = await setup();
+    const seen = [];
+    const sub = client.subscribe("a", (m) => seen.push(m.id));
+    await sub.ready;
+    ws.push(t(0, "3-1", 0));
+    await settle();
+    peer.answerAttach = false;
+    ws.serverClose(1006);
+    await clock.advance(250);
+    peer.last.push({ op: "attach", ch: 0, handle: 0, from: "2-0", recovered: true });
+    peer.last.push(t(0, "3-0", 0), t(1, "3-2", 1));
+    await settle();
+    assert.deepEqual(seen, ["3-1", "3-2"]);
+  });
+
+  test("move: ids are not a resume position (a redelivery may be older), nor a position", async () => {
+    const { client, ws } = await setup();
+    const seen = [];
+    const sub = client.subscribe("q", (m) => seen.push(m.id), { mode: "move" });
+    await sub.ready;
+    ws.push(t(0, "5-0", 0), t(1, "3-0", 1, { props: { redelivered: 1 } }));
+    await settle();
+    assert.deepEqual(seen, ["5-0", "3-0"]);
+    assert.equal(sub.position, null);
+  });
+
+  test("a re-attach asks for the window less what is still queued", async () => {
+    const { client, ws, peer } = await setup();
+    const gate = [];
+    const sub = client.subscribe("a", () => new Promise((r) => gate.push(r)), { credit: 4 });
+    await sub.ready;
+    ws.push(t(0, "1-0", 0), t(1, "1-1", 1), t(2, "1-2", 2), t(3, "1-3", 3));
+    await settle();
+    ws.serverClose(1006);
+    await clock.advance(250);
+    // One in the handler, three queued: credit 1.
+    assert.equal(peer.last.ops("attach")[0].credit, 1);
+    void gate;
+  });
+
+  test("one message at a time, even when the next arrives while the handler runs", async () => {
+    const { client, ws } = await setup();
+    const gate = [];
+    const sub = client.subscribe("a", () => new Promise((r) => gate.push(r)));
+    await sub.ready;
+    ws.push(t(0, "1-0", 0));
+    await settle();
+    ws.push(t(1, "1-1", 1));
+    await settle();
+    assert.equal(gate.length, 1);
+    gate[0]();
+    await settle();
+    assert.equal(gate.length, 2);
+  });
+
+  test("unsubscribed: not attached, no error, one closed event, the crossing transfers ignored", async () => {
+    const { client, ws, errors } = await setup({ answerDetach: false });
+    const sub = client.subscribe("a", () => {}, { credit: 1 });
+    const closed = [];
+    const subErrors = [];
+    sub.on("closed", (e) => closed.push(e));
+    sub.on("error", (e) => subErrors.push(e));
+    const attached = new Promise((resolve) => sub.once("attached", resolve));
+    await attached;
+    ws.push(t(0, "1-0", 0));
+    await settle(); // the credit granted back
+    const done = sub.unsubscribe();
+    assert.equal(sub.attached, false);
+    ws.push(t(1, "1-1", 1), t(2, "1-2", 2)); // beyond the credit, but crossing our detach
+    await settle();
+    ws.push({ op: "detach", ch: 0, handle: 0 });
+    await done;
+    await sub.ready; // it had attached
+    await client.close();
+    assert.deepEqual(closed, [null]);
+    assert.deepEqual(subErrors, []);
+    assert.deepEqual(errors, []);
+  });
+
+  test("unsubscribed before it attached: ready rejects with closed", async () => {
+    const { client } = await setup({ failConstruct: "offline" });
+    const sub = client.subscribe("a", () => {});
+    sub.unsubscribe();
+    await assert.rejects(sub.ready, { condition: "wsq-client:closed", message: "wsq-client:closed: unsubscribed" });
+  });
+
+  test("an attach answer crossing our detach is ignored", async () => {
+    const { client, ws } = await setup({ answerAttach: false, answerDetach: false });
+    const sub = client.subscribe("a", () => {});
+    const events = [];
+    sub.on("attached", (e) => events.push(e));
+    await settle();
+    sub.unsubscribe();
+    ws.push({ op: "attach", ch: 0, handle: 0, from: "1-0" });
+    ws.push({ op: "presence", ch: 0, handle: 0, join: {} });
+    await settle();
+    assert.deepEqual(events, []);
+    assert.equal(sub.attached, false);
+  });
+
+  test("move: a delivery whose handler finishes after unsubscribe is not settled", async () => {
+    const { client, ws } = await setup({ answerDetach: false });
+    const held = [];
+    const sub = client.subscribe("q", (m) => new Promise((r) => held.push([m, r])), { mode: "move" });
+    await sub.ready;
+    ws.push(t(0, "1-0", 0));
+    await settle();
+    sub.unsubscribe();
+    held[0][1]();
+    await settle();
+    assert.deepEqual(ws.ops("disposition"), []);
+    assert.equal(held[0][0].accept(), false);
+  });
+
+  test("move: settling by hand after the socket is lost answers false", async () => {
+    const { client, ws } = await setup();
+    const held = [];
+    const sub = client.subscribe("q", (m) => new Promise((r) => held.push([m, r])), { mode: "move" });
+    await sub.ready;
+    ws.push(t(0, "1-0", 0));
+    await settle();
+    ws.serverClose(1006);
+    await settle();
+    assert.equal(held[0][0].reject(), false);
+    held[0][1]();
+  });
+
+  test("onError: the subscription's errors", async () => {
+    const { client, ws } = await setup({ answerAttach: false });
+    const seen = [];
+    client.subscribe("a", () => {}, { onError: (e) => seen.push(e.condition) });
+    await settle();
+    ws.push({ op: "detach", ch: 0, handle: 0, error: { condition: "wsq:forbidden" } });
+    await settle();
+    assert.deepEqual(seen, ["wsq:forbidden"]);
+  });
+
+  test("a detach without error: told as not-found", async () => {
+    const { client, ws, errors } = await setup({ answerAttach: false });
+    client.subscribe("a", () => {});
+    await settle();
+    ws.push({ op: "detach", ch: 0, handle: 0 });
+    await settle();
+    assert.equal(errors[0].condition, "wsq:not-found");
+    assert.equal(errors[0].description, "detached");
+  });
+
+  test("presence after the client closed is not told", async () => {
+    const { client, ws } = await setup({ answerClose: false });
+    const events = [];
+    const sub = client.subscribe("room", () => {}, { presence: true, onPresence: (e) => events.push(e) });
+    await sub.ready;
+    client.close();
+    ws.push({ op: "presence", ch: 0, handle: 0, count: 1, members: [] });
+    await settle();
+    assert.deepEqual(events, []);
+  });
+
+  test("subscribe on a closed client: the message says so", async () => {
+    const { client } = await setup();
+    await client.close();
+    assert.throws(() => client.subscribe("a", () => {}), { message: "wsq-client:closed: the client is closed" });
+  });
+});
+

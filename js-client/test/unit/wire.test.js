@@ -123,6 +123,8 @@ describe("grammar", () => {
     assert.equal(comparePositions("0-0", "0-1"), -1);
     assert.equal(comparePositions("00-1", "0-01"), 0);
     assert.equal(comparePositions("010-0", "9-0"), 1);
+    assert.equal(comparePositions("100-0", "10-0"), 1, "only leading zeros go");
+    assert.equal(comparePositions("5-100", "5-10"), 1);
     assert.throws(() => comparePositions("1-0", "x"), { name: "TypeError", message: "not positions: 1-0, x" });
     assert.throws(() => comparePositions("x", "1-0"), TypeError);
   });
@@ -156,6 +158,9 @@ describe("grammar", () => {
     assert.equal(utf8Length("\udbff\udfff"), 4);
     assert.equal(utf8Length("\udc00a"), 4);
     assert.equal(utf8Length("\ud7ff"), 3);
+    assert.equal(utf8Length("\ud800\udc00"), 4, "the first high surrogate");
+    assert.equal(utf8Length("\u0800\u0800"), 6);
+    assert.equal(utf8Length("€€"), 6);
     assert.equal(utf8Length("\ue000"), 3);
     for (const s of ["héllo wörld €😀", "abc", "\u0800\u07ff\u0080\u007f"]) {
       assert.equal(utf8Length(s), Buffer.byteLength(s), s);
@@ -407,6 +412,7 @@ describe("what the server sends", () => {
     violation(() => checkFlow({}));
     checkTransfer({ id: "1-0", delivery: 0 });
     violation(() => checkTransfer({ id: 5, delivery: 0 }), "a transfer without a valid id");
+    violation(() => checkTransfer({ id: ["1-0"], delivery: 0 }), "a transfer without a valid id");
     violation(() => checkTransfer({ id: "5", delivery: 0 }), "a transfer without a valid id");
     violation(() => checkTransfer({ delivery: 0 }), "a transfer without a valid id");
     violation(() => checkTransfer({ id: "1-0", delivery: -1 }), "a transfer without a valid delivery number");
