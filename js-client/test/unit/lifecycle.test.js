@@ -139,6 +139,13 @@ describe("reconnecting", () => {
     assert.equal(errors[0].condition, "wsq-client:socket");
     assert.equal(errors[0].message, "wsq-client:socket: bad url");
     assert.equal(errors[0].cause.message, "bad url");
+    const nothing = new FakePeer();
+    nothing.WebSocket = function () {
+      throw null;
+    };
+    const { client: c2, errors: e2 } = await connected(nothing);
+    clients.push(c2);
+    assert.equal(e2[0].message, "wsq-client:socket: null");
     assert.equal(client.state, "disconnected");
     peer.failConstruct = null;
     await clock.advance(50);
@@ -277,6 +284,7 @@ describe("the token", () => {
     assert.equal(errors.length, 0);
     await clock.advance(1);
     assert.equal(errors[0].message, "wsq-client:token: later");
+    assert.equal(errors[0].cause.message, "later");
     answer = () => "tok-2";
     await clock.advance(999);
     assert.equal(peer.last.ops("refresh").length, 0);
@@ -515,6 +523,17 @@ describe("more of the token and the transports", () => {
   test("a token function rejecting with nothing: told as undefined", async () => {
     const { errors } = await setup({}, { token: () => Promise.reject(undefined) });
     assert.equal(errors[0].message, "wsq-client:token: undefined");
+    const peer = new FakePeer();
+    peer.open = { exp: NOW_S() + 30 };
+    let calls = 0;
+    const { client, errors: told } = await connected(peer, {
+      token: () => (++calls === 1 ? "t1" : Promise.reject(undefined)),
+      refreshBefore: 0,
+      idle: 0,
+    });
+    clients.push(client);
+    await clock.advance(30000);
+    assert.equal(told[0].message, "wsq-client:token: undefined", "a refresh's failure too");
   });
 
   test("a refresh that fails after its socket is gone is not told", async () => {

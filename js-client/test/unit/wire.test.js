@@ -125,6 +125,7 @@ describe("grammar", () => {
     assert.equal(comparePositions("010-0", "9-0"), 1);
     assert.equal(comparePositions("100-0", "10-0"), 1, "only leading zeros go");
     assert.equal(comparePositions("5-100", "5-10"), 1);
+    assert.equal(comparePositions("10-0", "100-0"), -1);
     assert.throws(() => comparePositions("1-0", "x"), { name: "TypeError", message: "not positions: 1-0, x" });
     assert.throws(() => comparePositions("x", "1-0"), TypeError);
   });
@@ -161,6 +162,7 @@ describe("grammar", () => {
     assert.equal(utf8Length("\ud800\udc00"), 4, "the first high surrogate");
     assert.equal(utf8Length("\u0800\u0800"), 6);
     assert.equal(utf8Length("€€"), 6);
+    assert.equal(utf8Length("\ue000\ue000"), 6);
     assert.equal(utf8Length("\ue000"), 3);
     for (const s of ["héllo wörld €😀", "abc", "\u0800\u07ff\u0080\u007f"]) {
       assert.equal(utf8Length(s), Buffer.byteLength(s), s);
