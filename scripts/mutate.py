@@ -57,6 +57,8 @@ class Outcome:
     survivors: list[str] = field(default_factory=list)
     seconds: float = 0.0
     error: str = ""
+    #: js: the counts of each source file (Stryker reports them per file).
+    files: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def score(self) -> float | None:
@@ -320,52 +322,63 @@ def run_py(group: PyGroup, jobs: int, fresh: bool, report_only: bool, retest: bo
     return outcome
 
 
+#: Stryker's mutant statuses by the names of the counts (a runtime error is a kill: the tests
+#: failed on the mutant).
+STRYKER_STATUS = {
+    "Killed": "killed",
+    "Timeout": "timeout",
+    "Survived": "survived",
+    "NoCoverage": "no_tests",
+    "CompileError": "skipped",
+    "RuntimeError": "killed",
+    "Ignored": "skipped",
+    "Pending": "skipped",
+}
+
+
+def file_score(counts: dict[str, int]) -> float | None:
+    return Outcome("", counts).score
+
+
 def run_js(jobs: int, files: str | None) -> Outcome:
+    """Stryker over js-client/src against the fast JS suite (js-client/test/unit: no gateway),
+    with the tap runner's per-test-file coverage (stryker.config.json)."""
     js = ROOT / "js-client"
     outcome = Outcome("js")
-    if not (js / "node_modules" / "@stryker-mutator" / "core").exists():
+    if not (js / "node_modules" / "@stryker-mutator" / "tap-runner").exists():
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=js, check=True)
-    # The tests start the gateway with this Python (the sandbox is not the repository).
-    env = {**os.environ, "CI": "", "WSQ_PYTHON": str(VENV_BIN / "python")}
+    env = {**os.environ, "CI": ""}
     started = time.monotonic()
     log = BUILD / "js.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     cmd = [str(js / "node_modules" / ".bin" / "stryker"), "run", "--concurrency", str(jobs)]
     if files:
         cmd += ["--mutate", files]
-    code = run_in_own_group(
-        cmd,
-        js,
-        log,
-        env,
-    )
+    report = js / "reports" / "mutation" / "mutation.json"
+    report.unlink(missing_ok=True)  # never count an earlier run's report
+    code = run_in_own_group(cmd, js, log, env)
     outcome.seconds = time.monotonic() - started
     if code:
         outcome.error = f"stryker exited {code}: see {log}"
-    report = js / "reports" / "mutation" / "mutation.json"
     if report.exists():
         data = json.loads(report.read_text())
-        names = {
-            "Killed": "killed",
-            "Timeout": "timeout",
-            "Survived": "survived",
-            "NoCoverage": "no_tests",
-            "CompileError": "skipped",
-            "RuntimeError": "killed",
-            "Ignored": "skipped",
-            "Pending": "skipped",
-        }
         lines = []
         for path, file in sorted(data["files"].items()):
+            per_file = outcome.files.setdefault(path, {})
             for m in file["mutants"]:
-                key = names.get(m["status"], "skipped")
+                key = STRYKER_STATUS.get(m["status"], "skipped")
                 outcome.counts[key] = outcome.counts.get(key, 0) + 1
+                per_file[key] = per_file.get(key, 0) + 1
                 if key in ("survived", "no_tests"):
                     where = f"{path}:{m['location']['start']['line']}"
                     what = f"{m['mutatorName']} -> {m.get('replacement', '')!r}"
                     outcome.survivors.append(f"{where} {what} ({key})")
                     lines.append(f"{where} {what} ({key})")
         (RESULTS / "js-survivors.txt").write_text("\n".join(lines) + "\n")
+        for path, counts in outcome.files.items():
+            score = file_score(counts)
+            shown = "-" if score is None else f"{score:6.1%}"
+            print(f"  {path:24} {shown:>6}  {counts}")
     return outcome
 
 
@@ -413,6 +426,7 @@ def main() -> int:
             "score": None if outcome.score is None else round(outcome.score, 4),
             "survivors": outcome.survivors,
             "error": outcome.error,
+            **({"files": outcome.files} if outcome.files else {}),
         }
         (RESULTS / f"{name}.json").write_text(json.dumps(summary, indent=2) + "\n")
         for s in outcome.survivors:

@@ -3,7 +3,7 @@
 // --js-files src/errors.js) found these read by no test; no gateway needed here.
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, test } from "node:test";
-import { guarded, reportListenerError, WsqError } from "../src/errors.js";
+import { guarded, reportListenerError, WsqError } from "../../src/errors.js";
 
 describe("WsqError", () => {
   test("carries its condition, description, scope, fatality and address", () => {

@@ -3,7 +3,7 @@
 // delay is exactly the bottom or the top of its range; no gateway needed here.
 import assert from "node:assert/strict";
 import { afterEach, describe, test } from "node:test";
-import { Backoff, STABLE_MS } from "../src/backoff.js";
+import { Backoff, STABLE_MS } from "../../src/backoff.js";
 
 const random = Math.random;
 afterEach(() => {

@@ -3,7 +3,7 @@
 // throws); no gateway needed here.
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, test } from "node:test";
-import { EMIT, Emitter } from "../src/emitter.js";
+import { EMIT, Emitter } from "../../src/emitter.js";
 
 describe("Emitter", () => {
   let reported;

@@ -3,7 +3,7 @@
 // retried with its number after a network error, and the end of the stream.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { HttpSocket } from "../src/http_socket.js";
+import { HttpSocket } from "../../src/http_socket.js";
 
 const tick = () => new Promise((resolve) => setTimeout(resolve, 5));
 
