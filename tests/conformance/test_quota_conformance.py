@@ -92,6 +92,20 @@ async def test_a_group_past_max_groups_is_refused(broker: Broker, address: str) 
     assert json.loads(d.message.body) == 1
 
 
+async def test_max_groups_is_counted_per_address(broker: Broker, address: str) -> None:
+    other = f"{address}.other"
+    await broker.publish(T, address, [new("here")])
+    await broker.publish(T, other, [new("there")])
+    for group in ("g1", "g2"):
+        assert await broker.open_group(T, address, group)
+    # Another address of the same tenant has its own MAX_GROUPS, and its own groups' claims.
+    for group in ("g1", "g2"):
+        assert await broker.open_group(T, other, group)
+    assert not await broker.open_group(T, other, "g3")
+    [d] = await broker.claim(T, other, "g1", "c", 10, 30_000)
+    assert json.loads(d.message.body) == "there"
+
+
 async def test_settling_a_group_that_does_not_exist_creates_nothing(
     broker: Broker, address: str
 ) -> None:
