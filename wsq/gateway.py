@@ -3,7 +3,7 @@
 One reader (the socket's ASGI task) feeds the protocol object and answers its events in order.
 Output is written on the event loop's next turn, every frame queued since the last write packed
 into one WebSocket message: by a plain callback while the transport takes it (wsq's protocol,
-``write_text_now``), else by a writer task that waits for the transport and drains the rest.
+``write_now``), else by a writer task that waits for the transport and drains the rest.
 Heartbeats and token expiry are timers on the event loop, not tasks. An idle socket therefore
 holds one task, and a delivery to a writable socket starts none.
 
@@ -180,8 +180,8 @@ class Peer:
         proto = getattr(send, "__self__", None)
         # Text messages only: an AMQP socket's binary output always goes through the writer.
         text = isinstance(self.conn, ServerConnection)
-        self._write_now: Callable[[str], None] | None = (
-            getattr(proto, "write_text_now", None) if text else None
+        self._write_now: Callable[[list[bytes]], None] | None = (
+            getattr(proto, "write_now", None) if text else None
         )
         self._writable_now: Callable[[], bool] | None = getattr(proto, "writable_now", None)
         self._flush_scheduled = False
@@ -358,23 +358,23 @@ class Peer:
             return
         assert self._write_now is not None and self._writable_now is not None
         conn = self.conn
+        assert isinstance(conn, ServerConnection)  # _write_now is set for wsq.v1 sockets only
         outlet = self.outlet
         try:
             while self._writable_now():
-                text = conn.next_message(WRITE_BATCH_BYTES)
-                if text is None:
+                pieces = conn.next_output(WRITE_BATCH_BYTES)
+                if pieces is None:
                     return
-                assert isinstance(text, str)  # _write_now is set for text (wsq.v1) sockets only
-                self._write_now(text)
-                self._written(text, outlet)
+                self._write_now(pieces)
+                self._written(pieces, outlet)
         except Exception:
             pass  # the socket is gone: the writer task meets that and stays as the writer
         self._writer = self.loop.create_task(self._write_loop())
 
-    def _written(self, text: str | bytes, outlet: Outlet) -> None:
+    def _written(self, text: str | bytes | list[bytes], outlet: Outlet) -> None:
         self.last_sent = self.loop.time()
         if log.isEnabledFor(logging.DEBUG):
-            subprotocols.sent(text, self.id)
+            subprotocols.sent(b"".join(text).decode() if isinstance(text, list) else text, self.id)
         if outlet.stalled and self.conn.out_bytes < outlet.high_water // 2:
             self.node.hub.drained(outlet)
 
