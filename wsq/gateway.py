@@ -102,6 +102,9 @@ class Gateway:
         self.errors = node.errors
         self.closes: Counter[str] = Counter()
         self.dispositions: Counter[str] = Counter()
+        # Sockets with output to write on the loop's next turn (Peer._wake_writer), in order:
+        # one callback for all of them, not a handle per socket (a broadcast wakes thousands).
+        self._to_flush: list[Peer] = []
 
     def add_peer(self, peer: Peer) -> None:
         self.peers.add(peer)
@@ -111,6 +114,22 @@ class Gateway:
         self.peers.discard(peer)
         if not self.peers:
             self.no_peers.set()
+
+    def flush_soon(self, peer: Peer) -> None:
+        """``peer._flush()`` on the loop's next turn, with every other socket's asked for in
+        this one, in the order asked."""
+        to_flush = self._to_flush
+        if not to_flush:
+            peer.loop.call_soon(self._flush_all)
+        to_flush.append(peer)
+
+    def _flush_all(self) -> None:
+        peers, self._to_flush = self._to_flush, []
+        for peer in peers:
+            try:
+                peer._flush()
+            except Exception:
+                log.exception("peer %d: write failed", peer.id)
 
 
 class Peer:
@@ -346,7 +365,7 @@ class Peer:
                 self._writer = self.loop.create_task(self._write_loop())
             else:
                 self._flush_scheduled = True
-                self.loop.call_soon(self._flush)
+                self.gateway.flush_soon(self)
 
     def _flush(self) -> None:
         """What the protocol has, written now while the transport takes it, without a task:
@@ -356,16 +375,18 @@ class Peer:
         self._flush_scheduled = False
         if self._writer is not None:
             return
-        assert self._write_now is not None and self._writable_now is not None
+        write = self._write_now
+        writable = self._writable_now
+        assert write is not None and writable is not None
         conn = self.conn
         assert isinstance(conn, ServerConnection)  # _write_now is set for wsq.v1 sockets only
         outlet = self.outlet
         try:
-            while self._writable_now():
+            while writable():
                 pieces = conn.next_output(WRITE_BATCH_BYTES)
                 if pieces is None:
                     return
-                self._write_now(pieces)
+                write(pieces)
                 self._written(pieces, outlet)
         except Exception:
             pass  # the socket is gone: the writer task meets that and stays as the writer

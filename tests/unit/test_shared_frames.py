@@ -17,7 +17,7 @@ from websockets.frames import Frame, Opcode
 
 from wsq.admission import Admission
 from wsq.core.messages import Message
-from wsq.core.wire import SharedFrame, SharedTails, copy_tail
+from wsq.core.wire import SharedFrame, SharedTails, compact_head, compact_head_of, copy_tail
 from wsq.protocol.connection import ServerConnection
 from wsq.ws_protocol import text_frame_head
 
@@ -170,3 +170,10 @@ async def test_write_now_writes_one_text_frame_of_the_pieces_in_order() -> None:
     assert written == Frame(Opcode.TEXT, payload).serialize(mask=False)
     socket.protocol.transport.close()
     await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("settled", [True, False])
+def test_a_links_compact_head_is_its_transfer_head_with_the_compact_op(settled: bool) -> None:
+    h = opened(True)
+    link = h.attach_receiver(1, 7, settled=settled, credit=1)
+    assert compact_head_of(link.prefix) == compact_head(1, 7, settled)

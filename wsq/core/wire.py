@@ -33,6 +33,7 @@ __all__ = [
     "SharedTails",
     "compact_frames",
     "compact_head",
+    "compact_head_of",
     "copy_tail",
     "message_tail",
     "stored_message",
@@ -58,6 +59,16 @@ def transfer_head(ch: int, handle: int, pre_settled: bool, op: str = "transfer")
 def compact_head(ch: int, handle: int, pre_settled: bool) -> str:
     """``transfer_head`` of the link's compact frames."""
     return transfer_head(ch, handle, pre_settled, COMPACT_OP)
+
+
+_PLAIN_OPEN = '{"op":"transfer"'
+_COMPACT_OPEN = '{"op":"' + COMPACT_OP + '"'
+
+
+def compact_head_of(prefix: str) -> str:
+    """``compact_head`` of the link whose ``transfer_head`` is ``prefix`` (``Link.prefix``): a
+    slice, not a formatting, on the fan-out path."""
+    return _COMPACT_OPEN + prefix[len(_PLAIN_OPEN) :]
 
 
 class SharedTails(list[str]):

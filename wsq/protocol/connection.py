@@ -43,7 +43,7 @@ from wsq.core.limits import (
     MIN_IDLE_MS,
 )
 from wsq.core.messages import Outcome
-from wsq.core.wire import SharedTails, compact_frames, compact_head, shared_frame
+from wsq.core.wire import SharedTails, compact_frames, compact_head_of, shared_frame
 from wsq.protocol.events import (
     AttachRequested,
     ConnectionEnded,
@@ -665,24 +665,27 @@ class ServerConnection(OutgoingFrames):
             for delivery, message_id in zip(range(first, first + n), message_ids, strict=True):
                 link_unsettled[delivery] = message_id
                 session_unsettled[delivery] = link
-        frames: list[Any]
+        out = self._out
+        was_empty = not out
+        frames: list[str]
         if self.compact:
-            head = compact_head(link.ch, link.handle, link.pre_settled)
+            head = compact_head_of(link.prefix)
             limit = self.limits.max_frame_bytes
             one = shared_frame(head, first, tails, limit) if type(tails) is SharedTails else None
             if one is not None:
                 # The whole broker batch: its messages' bytes are the same for every socket.
-                frames = [one]
+                out.append(one)
                 self._shared += 1
-            else:
-                frames = compact_frames(head, first, tails, limit)
+                self.out_bytes += one.chars
+                if was_empty and self._on_output is not None:
+                    self._on_output()
+                return
+            frames = compact_frames(head, first, tails, limit)
         else:
             prefix = link.prefix
             frames = [
                 f"{prefix}{d},{t}" for d, t in zip(range(first, first + n), tails, strict=True)
             ]
-        out = self._out
-        was_empty = not out
         out += frames
         self.out_bytes += sum(map(len, frames))
         if was_empty and self._on_output is not None:
