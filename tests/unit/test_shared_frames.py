@@ -17,7 +17,14 @@ from websockets.frames import Frame, Opcode
 
 from wsq.admission import Admission
 from wsq.core.messages import Message
-from wsq.core.wire import SharedFrame, SharedTails, compact_head, compact_head_of, copy_tail
+from wsq.core.wire import (
+    SharedFrame,
+    SharedTails,
+    compact_frames,
+    compact_head,
+    compact_head_of,
+    copy_tail,
+)
 from wsq.protocol.connection import ServerConnection
 from wsq.ws_protocol import text_frame_head
 
@@ -177,3 +184,21 @@ def test_a_links_compact_head_is_its_transfer_head_with_the_compact_op(settled: 
     h = opened(True)
     link = h.attach_receiver(1, 7, settled=settled, credit=1)
     assert compact_head_of(link.prefix) == compact_head(1, 7, settled)
+
+
+def test_a_shared_frame_is_the_text_the_compact_form_has_for_its_messages() -> None:
+    tails = tails_of(40, body="é")
+    shared, listed = opened(True), opened(True)
+    for h, given in ((shared, tails), (listed, list(tails))):
+        link = h.attach_receiver(1, 2, credit=100)
+        h.conn.send_transfers(link, given)
+    assert isinstance(shared.conn._out[0], SharedFrame)
+    assert not isinstance(listed.conn._out[0], SharedFrame)
+    (expected,) = compact_frames(compact_head(1, 2, False), 0, list(tails), 1_048_576)
+    assert listed.conn.data_to_send() == [expected]
+    assert shared.conn.next_output() == [
+        b'{"op":"transfers","ch":1,"handle":2,"settled":false,"delivery":0,"msgs":[',
+        expected.encode()[
+            len('{"op":"transfers","ch":1,"handle":2,"settled":false,"delivery":0,"msgs":[') :
+        ],
+    ]
