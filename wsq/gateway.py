@@ -123,6 +123,13 @@ class Gateway:
             peer.loop.call_soon(self._flush_all)
         to_flush.append(peer)
 
+    def flush_first(self, peer: Peer) -> None:
+        """Move ``peer``, when it was the last socket asked for (``flush_soon``), to the front
+        of the next flush."""
+        to_flush = self._to_flush
+        if len(to_flush) > 1 and to_flush[-1] is peer:
+            to_flush.insert(0, to_flush.pop())
+
     def _flush_all(self) -> None:
         peers, self._to_flush = self._to_flush, []
         for peer in peers:
@@ -649,6 +656,9 @@ class Peer:
             else:
                 results.append((item, positions[item.delivery], None))
         self.conn.settle_publish(link, results)
+        # The publisher's answer (its credit) goes out before the deliveries this publish woke,
+        # not after a write to each of their sockets: it may publish on meanwhile.
+        self.gateway.flush_first(self)
 
     def _on_ended(self, event: ConnectionEnded) -> None:
         self._closing = True
