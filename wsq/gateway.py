@@ -3,7 +3,7 @@
 One reader (the socket's ASGI task) feeds the protocol object and answers its events in order.
 Output is written on the event loop's next turn, every frame queued since the last write packed
 into one WebSocket message: by a plain callback while the transport takes it (wsq's protocol,
-``write_text_now``), else by a writer task that waits for the transport and drains the rest.
+``write_now``), else by a writer task that waits for the transport and drains the rest.
 Heartbeats and token expiry are timers on the event loop, not tasks. An idle socket therefore
 holds one task, and a delivery to a writable socket starts none.
 
@@ -106,6 +106,9 @@ class Gateway:
         # What the open sockets hold now, counted as it changes (wsq.protocol.figures): the
         # protocol objects count sessions, links and output; connections are counted here.
         self.figures = Figures()
+        # Sockets with output to write on the loop's next turn (Peer._wake_writer), in order:
+        # one callback for all of them, not a handle per socket (a broadcast wakes thousands).
+        self._to_flush: list[Peer] = []
 
     def add_peer(self, peer: Peer) -> None:
         if peer in self.peers:
@@ -135,6 +138,29 @@ class Gateway:
         if peer.counted_in is not None:
             peer.counted_in.connections -= 1
             peer.counted_in = None
+
+    def flush_soon(self, peer: Peer) -> None:
+        """``peer._flush()`` on the loop's next turn, with every other socket's asked for in
+        this one, in the order asked."""
+        to_flush = self._to_flush
+        if not to_flush:
+            peer.loop.call_soon(self._flush_all)
+        to_flush.append(peer)
+
+    def flush_first(self, peer: Peer) -> None:
+        """Move ``peer``, when it was the last socket asked for (``flush_soon``), to the front
+        of the next flush."""
+        to_flush = self._to_flush
+        if len(to_flush) > 1 and to_flush[-1] is peer:
+            to_flush.insert(0, to_flush.pop())
+
+    def _flush_all(self) -> None:
+        peers, self._to_flush = self._to_flush, []
+        for peer in peers:
+            try:
+                peer._flush()
+            except Exception:
+                log.exception("peer %d: write failed", peer.id)
 
 
 class Peer:
@@ -205,8 +231,8 @@ class Peer:
         proto = getattr(send, "__self__", None)
         # Text messages only: an AMQP socket's binary output always goes through the writer.
         text = isinstance(self.conn, ServerConnection)
-        self._write_now: Callable[[str], None] | None = (
-            getattr(proto, "write_text_now", None) if text else None
+        self._write_now: Callable[[list[bytes]], None] | None = (
+            getattr(proto, "write_now", None) if text else None
         )
         self._writable_now: Callable[[], bool] | None = getattr(proto, "writable_now", None)
         self._flush_scheduled = False
@@ -377,7 +403,7 @@ class Peer:
                 self._writer = self.loop.create_task(self._write_loop())
             else:
                 self._flush_scheduled = True
-                self.loop.call_soon(self._flush)
+                self.gateway.flush_soon(self)
 
     def _flush(self) -> None:
         """What the protocol has, written now while the transport takes it, without a task:
@@ -387,25 +413,27 @@ class Peer:
         self._flush_scheduled = False
         if self._writer is not None:
             return
-        assert self._write_now is not None and self._writable_now is not None
+        write = self._write_now
+        writable = self._writable_now
+        assert write is not None and writable is not None
         conn = self.conn
+        assert isinstance(conn, ServerConnection)  # _write_now is set for wsq.v1 sockets only
         outlet = self.outlet
         try:
-            while self._writable_now():
-                text = conn.next_message(WRITE_BATCH_BYTES)
-                if text is None:
+            while writable():
+                pieces = conn.next_output(WRITE_BATCH_BYTES)
+                if pieces is None:
                     return
-                assert isinstance(text, str)  # _write_now is set for text (wsq.v1) sockets only
-                self._write_now(text)
-                self._written(text, outlet)
+                write(pieces)
+                self._written(pieces, outlet)
         except Exception:
             pass  # the socket is gone: the writer task meets that and stays as the writer
         self._writer = self.loop.create_task(self._write_loop())
 
-    def _written(self, text: str | bytes, outlet: Outlet) -> None:
+    def _written(self, text: str | bytes | list[bytes], outlet: Outlet) -> None:
         self.last_sent = self.loop.time()
         if log.isEnabledFor(logging.DEBUG):
-            subprotocols.sent(text, self.id)
+            subprotocols.sent(b"".join(text).decode() if isinstance(text, list) else text, self.id)
         if outlet.stalled and self.conn.out_bytes < outlet.high_water // 2:
             self.node.hub.drained(outlet)
 
@@ -660,6 +688,9 @@ class Peer:
             else:
                 results.append((item, positions[item.delivery], None))
         self.conn.settle_publish(link, results)
+        # The publisher's answer (its credit) goes out before the deliveries this publish woke,
+        # not after a write to each of their sockets: it may publish on meanwhile.
+        self.gateway.flush_first(self)
 
     def _on_ended(self, event: ConnectionEnded) -> None:
         self._closing = True

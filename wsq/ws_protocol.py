@@ -27,6 +27,7 @@ the read, raw, in websockets' buffer (the transport reads nothing more meanwhile
 from __future__ import annotations
 
 import asyncio
+import struct
 import sys
 import time
 from collections.abc import Generator
@@ -72,6 +73,20 @@ DEFLATE = ServerPerMessageDeflateFactory(
     client_max_window_bits=12,
     compress_settings={"memLevel": 5, "level": 1},
 )
+
+
+_HEAD16 = struct.Struct("!BBH")
+_HEAD64 = struct.Struct("!BBQ")
+
+
+def text_frame_head(size: int) -> bytes:
+    """The head of a server's (unmasked) final text frame of ``size`` bytes (RFC 6455 5.2):
+    what websockets' ``Frame.serialize`` writes before the data."""
+    if size < 126:
+        return bytes((0x81, size))
+    if size < 65536:
+        return _HEAD16.pack(0x81, 126, size)
+    return _HEAD64.pack(0x81, 127, size)
 
 
 def uvicorn_options(server: ServerConfig) -> dict[str, Any]:
@@ -413,14 +428,23 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             and self.initial_response is None
         )
 
-    def write_text_now(self, text: str) -> None:
-        """What uvicorn's ``send`` does with a ``websocket.send`` of ``text``, without a
-        coroutine: only where ``writable_now`` says so (the gateway's writer, wsq.gateway)."""
-        try:
-            self.conn.send_text(text.encode())
-        except InvalidState:
-            raise ClientDisconnected() from None
-        self.transport.write(b"".join(self.conn.data_to_send()))
+    def write_now(self, pieces: list[bytes]) -> None:
+        """What uvicorn's ``send`` does with a ``websocket.send`` of the text that ``pieces``
+        (UTF-8) make, in order, without a coroutine: only where ``writable_now`` says so (the
+        gateway's writer, wsq.gateway). Uncompressed, the text frame's head is made here and
+        written with the pieces as they are (``text_frame_head``): no frame object, no copy, and
+        a compact frame's shared body goes to every socket as the same bytes. With
+        permessage-deflate, or while websockets has frames of its own to write first (a pong, a
+        close), websockets frames it."""
+        conn = self.conn
+        if conn.extensions or conn.writes or conn.state is not State.OPEN:
+            try:
+                conn.send_text(pieces[0] if len(pieces) == 1 else b"".join(pieces))
+            except InvalidState:
+                raise ClientDisconnected() from None
+            self.transport.write(b"".join(conn.data_to_send()))
+            return
+        self.transport.writelines([text_frame_head(sum(map(len, pieces))), *pieces])
 
     async def send(self, message: Any) -> None:
         if message["type"] == "websocket.close" and self.handshake_complete:

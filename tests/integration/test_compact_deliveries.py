@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from wsq_harness import Client, Gateway, Publisher
 
 from wsq.client import Client as WsqClient
+from wsq.ws_protocol import WebSocketProtocol
 
 
 async def compact_client(gateway: Gateway, sub: str, compact: bool | None) -> Client:
@@ -151,3 +153,39 @@ async def test_the_python_client_reads_compact_deliveries_as_plain_ones(
         got[compact] = [(m.id, m.body, m.props, m.subject, m.delivery) for m in messages]
     assert [g[0] for g in got[True]] == ids
     assert got[True] == got[False]
+
+
+async def test_a_publishers_answer_is_written_before_the_deliveries_its_publish_woke(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every socket a publish wakes is written on the loop's next turn, in one callback; the
+    publisher's answer (its disposition and credit) first, so that it may publish on while the
+    deliveries are written, not after a write to each subscriber's socket."""
+    written: list[bytes] = []
+    write_now = WebSocketProtocol.write_now
+
+    def recording(self: WebSocketProtocol, pieces: list[bytes]) -> None:
+        written.append(b"".join(pieces))
+        write_now(self, pieces)
+
+    # Before any socket connects: a peer takes its protocol's write_now when it starts.
+    monkeypatch.setattr(WebSocketProtocol, "write_now", recording)
+    subscribers = []
+    for i in range(4):
+        client = await compact_client(gateway, f"s{i}", True)
+        await client.subscribe(1, 0, "feed.order", credit=100)
+        subscribers.append(Deliveries(client))
+    publisher = Publisher(await gateway.client(sub="p"))
+    await publisher.publish("feed.order", "warm-up")
+    for seen in subscribers:
+        await seen.take(1)
+    written.clear()
+    await publisher.publish("feed.order", *range(5))
+    for seen in subscribers:
+        assert [t["body"] for t in await seen.take(5)] == list(range(5))
+    kinds = [
+        "answer" if b'"op":"disposition"' in w else "deliveries" if b'"op":"transfers"' in w else ""
+        for w in written
+    ]
+    assert kinds.count("deliveries") == 4
+    assert kinds.index("answer") < kinds.index("deliveries"), kinds

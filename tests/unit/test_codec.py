@@ -3,6 +3,8 @@ the fallbacks and the refusals unchecked by any unit test)."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from wsq.core import codec
@@ -70,3 +72,25 @@ def test_dumps_refuses_nan_and_values_nested_too_deeply() -> None:
 
 def test_dumps_str_is_a_json_string_literal() -> None:
     assert codec.dumps_str('a"b\\c\n') == '"a\\"b\\\\c\\n"'
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "1" * 18,
+        "1" * 19,
+        "x" + "9" * 19 + "x",
+        "0" * 19,
+        '{"a":' + "1234567890" * 2 + "}",
+        '{"a":123456789012345678,"b":1}',
+        '{"a":"' + "5" * 18 + "é" + "5" * 18 + '"}',
+        '{"a":"é' + "5" * 19 + '"}',
+        "é" + "1" * 18,
+        "0000000000000000000"[1:] + "a0",
+    ],
+)
+def test_long_runs_of_digits_are_found_in_text_and_bytes_alike(text: str) -> None:
+    expected = re.search(r"[0-9]{19}", text) is not None
+    assert codec.has_long_digits(text) is expected
+    assert codec.has_long_digits(text.encode()) is expected

@@ -30,6 +30,7 @@ from wsq.auth.rights import Principal, Rights
 from wsq.broker.memory import MemoryBroker
 from wsq.config import Settings
 from wsq.core.errors import Forbidden, IdleTimeout, Unauthorized
+from wsq.core.wire import SharedTails
 from wsq.gateway import Gateway, Peer
 from wsq.node import Node
 from wsq.protocol.connection import Limits, ServerConnection
@@ -121,7 +122,9 @@ class Client:
         if receivers:
             link = self.rng.choice(receivers)
             n = self.rng.randint(1, 3)
-            self.conn.send_transfers(link, [TAIL] * n, [f"5-{i}" for i in range(n)])
+            # A broker batch's tails come shared (SharedTails) or as a plain list.
+            tails = SharedTails([TAIL] * n) if self.rng.random() < 0.5 else [TAIL] * n
+            self.conn.send_transfers(link, tails, [f"5-{i}" for i in range(n)])
 
     def write(self) -> None:
         self.conn.next_message(self.rng.choice([None, 60, 300]))
@@ -200,7 +203,11 @@ class WsqClient(Client):
     def __init__(self, sim: Sim) -> None:
         super().__init__(sim, "wsq.v1")
         if self.rng.random() < 0.9:  # else it waits (its first frame may be another)
-            self.send({"op": "open", "token": "t"})
+            # Some ask for the compact form: a broker batch then queues as one shared frame.
+            open_: dict[str, Any] = {"op": "open", "token": "t"}
+            if self.rng.random() < 0.5:
+                open_["compact"] = True
+            self.send(open_)
 
     def send(self, *frames: Any) -> None:
         assert isinstance(self.conn, ServerConnection)

@@ -34,17 +34,29 @@ def _parse_float(text: str) -> float:
 
 # 2**63 has 19 digits: a shorter run of digits is always an integer orjson keeps exactly.
 # (A long run inside a string or a fraction also matches: it only costs the slower parser.)
-# The search costs about 1.5 us per 150-character frame, on frames clients send only (the
-# publish path), never per subscriber; a silently changed body would cost more.
+# Looked for on frames clients send only (the publish path), never per subscriber; a silently
+# changed body would cost more. The regular expression tries every position (about 5 us per
+# published message of ~150 characters, 8 % of a compact fan-out's CPU at 200 subscribers);
+# ASCII text (every publish but those with raw non-ASCII characters) is looked at as its digits
+# all turned into "0" instead, where a run of 19 is a substring search: ~20x faster.
 _LONG_DIGITS = re.compile(r"[0-9]{19}")
-_LONG_DIGITS_BYTES = re.compile(rb"[0-9]{19}")
+_ZEROS = str.maketrans("123456789", "000000000")
+_ZEROS_BYTES = bytes.maketrans(b"123456789", b"000000000")
+_RUN = "0" * 19
+_RUN_BYTES = _RUN.encode()
+
+
+def has_long_digits(text: str | bytes) -> bool:
+    """Whether ``text`` has a run of 19 or more digits."""
+    if isinstance(text, str):
+        if not text.isascii():
+            return _LONG_DIGITS.search(text) is not None
+        return _RUN in text.translate(_ZEROS)
+    return _RUN_BYTES in text.translate(_ZEROS_BYTES)
 
 
 def loads(text: str | bytes) -> Any:
-    long_digits = (
-        _LONG_DIGITS.search(text) if isinstance(text, str) else _LONG_DIGITS_BYTES.search(text)
-    )
-    if long_digits is None:
+    if not has_long_digits(text):
         try:
             return orjson.loads(text)
         except orjson.JSONDecodeError:

@@ -13,19 +13,27 @@ link in one ``transfers`` frame: ``{"op":"transfers","ch":…,"handle":…,"sett
 "delivery":first,"msgs":[{"id":…,"body":…,"props":{…}},…]}``, the messages numbered
 ``first``, ``first + 1``, …. Each element of ``msgs`` is ``"{" + tail``: the same cached tail,
 so a message is still encoded once for every socket of either form.
+
+The hub hands every live link of a topic the same tails (``SharedTails``). A link that takes
+all of them in one compact frame gets a ``SharedFrame``: its own head (up to ``"msgs":[``) and
+the batch's messages joined and encoded once (``SharedTails.compact_body``), the same bytes
+object for every socket, written as it is after the WebSocket frame's head (wsq.ws_protocol).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from wsq.core import codec
 from wsq.core.messages import Message, stored_props
 
 __all__ = [
     "COMPACT_OP",
+    "SharedFrame",
+    "SharedTails",
     "compact_frames",
     "compact_head",
+    "compact_head_of",
     "copy_tail",
     "message_tail",
     "stored_message",
@@ -51,6 +59,68 @@ def transfer_head(ch: int, handle: int, pre_settled: bool, op: str = "transfer")
 def compact_head(ch: int, handle: int, pre_settled: bool) -> str:
     """``transfer_head`` of the link's compact frames."""
     return transfer_head(ch, handle, pre_settled, COMPACT_OP)
+
+
+_PLAIN_OPEN = '{"op":"transfer"'
+_COMPACT_OPEN = '{"op":"' + COMPACT_OP + '"'
+
+
+def compact_head_of(prefix: str) -> str:
+    """``compact_head`` of the link whose ``transfer_head`` is ``prefix`` (``Link.prefix``): a
+    slice, not a formatting, on the fan-out path."""
+    return _COMPACT_OPEN + prefix[len(_PLAIN_OPEN) :]
+
+
+class SharedTails(list[str]):
+    """The tails of one broker batch, shared by every live link of its topic: a list, and, built
+    on first use, the batch's compact body, ``{tail,{tail,…]}``: what follows ``"msgs":[`` in a
+    compact frame of all of them, encoded once for every socket (``compact_body``)."""
+
+    __slots__ = ("_body",)
+
+    def __init__(self, tails: Iterable[str] = ()) -> None:
+        super().__init__(tails)
+        self._body: tuple[bytes, int] | None = None
+
+    def compact_body(self) -> tuple[bytes, int]:
+        """The compact body (UTF-8) and its length in characters (what the outbox counts).
+        The tails are not to change once it is built."""
+        body = self._body
+        if body is None:
+            text = "{" + ",{".join(self) + "]}"
+            body = self._body = (text.encode(), len(text))
+        return body
+
+
+class SharedFrame:
+    """A compact frame of a whole ``SharedTails`` batch on one link: ``head`` (this link's,
+    encoded, up to ``"msgs":[``) and ``body`` (the batch's ``compact_body``, the same object for
+    every link). ``len()`` is its length in characters, as the outbox counts frames."""
+
+    __slots__ = ("body", "chars", "head")
+
+    def __init__(self, head: str, body: bytes, body_chars: int) -> None:
+        self.head = head.encode()  # ASCII: the op, numbers and the settled flag
+        self.body = body
+        self.chars = len(head) + body_chars
+
+    def __len__(self) -> int:
+        return self.chars
+
+    def text(self) -> str:
+        """The frame as text (where it is not written as bytes: tests, the writer task)."""
+        return (self.head + self.body).decode()
+
+
+def shared_frame(head: str, first: int, tails: SharedTails, max_chars: int) -> SharedFrame | None:
+    """The compact frame of all of ``tails`` numbered from ``first`` on the link whose
+    ``compact_head`` is ``head``, its messages shared with every other link; None when it is
+    longer than ``max_chars`` (``compact_frames`` splits it then)."""
+    body, body_chars = tails.compact_body()
+    start = head + str(first) + _MSGS_OPEN
+    if len(start) + body_chars > max_chars:
+        return None
+    return SharedFrame(start, body, body_chars)
 
 
 def compact_frames(head: str, first: int, tails: Sequence[str], max_chars: int) -> list[str]:

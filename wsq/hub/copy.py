@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from wsq.broker.base import Handle
 from wsq.core.messages import Message, Outcome
 from wsq.core.positions import START, Position, parse_position
-from wsq.core.wire import copy_tail
+from wsq.core.wire import SharedTails, copy_tail
 from wsq.hub.conflate import Conflator
 from wsq.hub.outlet import Outlet, Subscription
 from wsq.protocol.state import Link, LinkState
@@ -119,8 +119,9 @@ class Topic:
             self._remember(messages, before)
             return
         batch = _unexpired(messages, _now_ms())
-        # Encoded once for every link: the tails and their running byte counts.
-        tails = [copy_tail(m) for m in batch]
+        # Encoded once for every link: the tails and their running byte counts (and, for the
+        # links of compact sockets, the tails joined once: SharedTails.compact_body).
+        tails = SharedTails(map(copy_tail, batch))
         ends = list(accumulate(map(len, tails)))
         dropped: list[CopySub] = []
         for sub in live:

@@ -43,7 +43,7 @@ from wsq.core.limits import (
     MIN_IDLE_MS,
 )
 from wsq.core.messages import Outcome
-from wsq.core.wire import compact_frames, compact_head
+from wsq.core.wire import SharedTails, compact_frames, compact_head_of, shared_frame
 from wsq.protocol.events import (
     AttachRequested,
     ConnectionEnded,
@@ -655,7 +655,9 @@ class ServerConnection(OutgoingFrames):
         each, numbered as a range. The hub's fan-out path: one call per link per broker batch
         instead of one per delivery, the frames formatted in one comprehension, or, when the
         client chose the compact form, as few ``transfers`` frames as ``max_frame_bytes``
-        allows. ``message_ids`` (one per tail) for move-mode deliveries the client must settle.
+        allows (a whole ``SharedTails`` batch as a ``SharedFrame``: its messages' bytes shared
+        with every other socket). ``message_ids`` (one per tail) for move-mode deliveries the
+        client must settle.
         """
         n = len(tails)
         if not n:
@@ -670,16 +672,28 @@ class ServerConnection(OutgoingFrames):
             for delivery, message_id in zip(range(first, first + n), message_ids, strict=True):
                 link_unsettled[delivery] = message_id
                 session_unsettled[delivery] = link
+        out = self._out
+        was_empty = not out
+        frames: list[str]
         if self.compact:
-            head = compact_head(link.ch, link.handle, link.pre_settled)
-            frames = compact_frames(head, first, tails, self.limits.max_frame_bytes)
+            head = compact_head_of(link.prefix)
+            limit = self.limits.max_frame_bytes
+            one = shared_frame(head, first, tails, limit) if type(tails) is SharedTails else None
+            if one is not None:
+                # The whole broker batch: its messages' bytes are the same for every socket.
+                out.append(one)
+                self._shared += 1
+                self.out_bytes += one.chars
+                self.figures.outbox_bytes += one.chars
+                if was_empty and self._on_output is not None:
+                    self._on_output()
+                return
+            frames = compact_frames(head, first, tails, limit)
         else:
             prefix = link.prefix
             frames = [
                 f"{prefix}{d},{t}" for d, t in zip(range(first, first + n), tails, strict=True)
             ]
-        out = self._out
-        was_empty = not out
         out += frames
         size = sum(map(len, frames))
         self.out_bytes += size
