@@ -2,31 +2,11 @@
 // max_frame_bytes, heartbeats at half the server's idle, the client's idle and connect timeouts,
 // the close handshake both ways, and what breaks the contract.
 import assert from "node:assert/strict";
-import { afterEach, beforeEach, describe, test } from "node:test";
-import { FakeClock, FakePeer, connected, settle, reported } from "./fake.js";
+import { describe, test } from "node:test";
+import { FakePeer, connected, settle, fakeWorld } from "./fake.js";
 
-let clock;
-let clients;
-const random = Math.random;
-beforeEach(() => {
-  clock = new FakeClock().install();
-  clients = [];
-  Math.random = () => 0.5;
-});
-afterEach(async () => {
-  for (const c of clients) c.close();
-  await settle();
-  clock.uninstall();
-  Math.random = random;
-  assert.deepEqual(reported.splice(0), [], "nothing reported by the client");
-});
-
-async function setup(peerOptions = {}, options = {}) {
-  const peer = new FakePeer(peerOptions);
-  const got = await connected(peer, options);
-  clients.push(got.client);
-  return { peer, ...got };
-}
+const world = fakeWorld();
+const { setup } = world;
 
 /** A transfer's text with an empty body and message_id id-0: its length. */
 const BASE = '{"op":"transfer","ch":0,"handle":0,"delivery":0,"settled":false,"body":"","props":{"message_id":"id-0"}}'.length;
@@ -73,7 +53,7 @@ describe("sending", () => {
   test("nothing is written before the socket opens; all of it once it does", async () => {
     const peer = new FakePeer({ autoAccept: false });
     const { client } = await connected(peer);
-    clients.push(client);
+    world.clients.push(client);
     client.publish("a", 1);
     await settle();
     assert.deepEqual(peer.last.sent, []);
@@ -96,56 +76,56 @@ describe("heartbeats", () => {
   test("[] at half the server's idle, less a tick, when there is nothing else", async () => {
     const { ws } = await setup({ open: { idle: 2000 } });
     // Ticks every 500 ms (a quarter of 2000); one goes when 2000 / 2 - 500 - 10 ms have passed.
-    await clock.advance(499);
+    await world.clock.advance(499);
     assert.equal(heartbeats(ws), 0);
-    await clock.advance(1);
+    await world.clock.advance(1);
     assert.equal(heartbeats(ws), 1);
-    await clock.advance(500);
+    await world.clock.advance(500);
     assert.equal(heartbeats(ws), 2);
   });
 
   test("anything sent in between is a heartbeat too", async () => {
     const { client, ws } = await setup({ open: { idle: 2000 } });
-    await clock.advance(300);
+    await world.clock.advance(300);
     client.subscribe("a", () => {});
     await settle();
-    await clock.advance(200); // tick at 500: 200 ms since the attach
+    await world.clock.advance(200); // tick at 500: 200 ms since the attach
     assert.equal(heartbeats(ws), 0);
-    await clock.advance(500); // tick at 1000: 700 ms
+    await world.clock.advance(500); // tick at 1000: 700 ms
     assert.equal(heartbeats(ws), 1);
   });
 
   test("ticks at most every second, at least every 50 ms", async () => {
     const { ws } = await setup({ open: { idle: 10000 } });
     // 10000 / 2 - 1000 - 10 = 3990: the fourth tick of a second.
-    await clock.advance(3999);
+    await world.clock.advance(3999);
     assert.equal(heartbeats(ws), 0);
-    await clock.advance(1);
+    await world.clock.advance(1);
     assert.equal(heartbeats(ws), 1);
     const { ws: fast } = await setup({ open: { idle: 100 } });
     // 100 / 4 = 25 -> 50 ms ticks; 50 - 50 - 10 < 0: one every tick.
-    await clock.advance(49);
+    await world.clock.advance(49);
     assert.equal(heartbeats(fast), 0);
-    await clock.advance(1);
+    await world.clock.advance(1);
     assert.equal(heartbeats(fast), 1);
-    await clock.advance(50);
+    await world.clock.advance(50);
     assert.equal(heartbeats(fast), 2);
   });
 
   test("a server without idle gets none", async () => {
     const { ws } = await setup({ open: { idle: 0 } });
-    await clock.advance(60000);
+    await world.clock.advance(60000);
     assert.equal(heartbeats(ws), 0);
   });
 
   test("the client's own idle sets the tick when it is the shorter", async () => {
     const { ws } = await setup({ open: { idle: 8000 } }, { idle: 2000 });
     // Ticks every 500 ms (2000 / 4); a heartbeat once 4000 - 500 - 10 have passed.
-    await clock.advance(1900);
+    await world.clock.advance(1900);
     ws.push([]); // the server's heartbeat keeps the client's idle satisfied
-    await clock.advance(1100);
+    await world.clock.advance(1100);
     assert.equal(heartbeats(ws), 0);
-    await clock.advance(500);
+    await world.clock.advance(500);
     assert.equal(heartbeats(ws), 1);
   });
 });
@@ -154,9 +134,9 @@ describe("silence", () => {
   test("nothing from the gateway for the client's idle: close with idle-timeout, reconnect", async () => {
     const { client, ws, errors, peer } = await setup({}, { idle: 500 });
     // Ticks every 125 ms; dropped at the first tick more than 500 ms after the last message.
-    await clock.advance(624);
+    await world.clock.advance(624);
     assert.equal(errors.length, 0);
-    await clock.advance(1);
+    await world.clock.advance(1);
     assert.equal(errors.length, 1);
     assert.equal(errors[0].condition, "wsq:idle-timeout");
     assert.equal(errors[0].message, "wsq:idle-timeout: nothing from the gateway for 500 ms");
@@ -166,46 +146,46 @@ describe("silence", () => {
       error: { condition: "wsq:idle-timeout", description: "nothing received" },
     });
     assert.equal(client.state, "disconnected");
-    await clock.advance(250);
+    await world.clock.advance(250);
     assert.equal(peer.sockets.length, 2);
   });
 
   test("anything received resets it", async () => {
     const { ws, errors } = await setup({}, { idle: 500 });
-    await clock.advance(400);
+    await world.clock.advance(400);
     ws.push([]);
-    await clock.advance(500);
+    await world.clock.advance(500);
     assert.equal(errors.length, 0);
-    await clock.advance(125);
+    await world.clock.advance(125);
     assert.equal(errors.length, 1);
   });
 
   test("idle 0: never", async () => {
     const { errors } = await setup({}, { idle: 0 });
-    await clock.advance(3600000);
+    await world.clock.advance(3600000);
     assert.equal(errors.length, 0);
   });
 
   test("no open answer within connectTimeout: the connection is given up and tried again", async () => {
     const { client, errors, peer } = await setup({ answerOpen: false }, { connectTimeout: 300 });
     assert.equal(client.state, "connecting");
-    await clock.advance(599);
+    await world.clock.advance(599);
     assert.equal(errors.length, 0);
-    await clock.advance(1);
+    await world.clock.advance(1);
     assert.equal(errors[0].condition, "wsq:idle-timeout");
     assert.equal(errors[0].message, "wsq:idle-timeout: the gateway did not answer open");
     assert.equal(errors[0].scope, "connection");
     assert.deepEqual(peer.sockets[0].frames.at(-1), { op: "close" });
     assert.equal(client.state, "disconnected");
-    await clock.advance(250);
+    await world.clock.advance(250);
     assert.equal(peer.sockets.length, 2);
   });
 
   test("the connect timer ticks at most every second", async () => {
     const { errors } = await setup({ answerOpen: false }, { connectTimeout: 5000 });
-    await clock.advance(5999);
+    await world.clock.advance(5999);
     assert.equal(errors.length, 0);
-    await clock.advance(1);
+    await world.clock.advance(1);
     assert.equal(errors.length, 1);
   });
 });
@@ -216,7 +196,7 @@ describe("the server's frames", () => {
     const opens = [];
     const states = [];
     const { client } = await connected(peer);
-    clients.push(client);
+    world.clients.push(client);
     client.on("open", (info) => opens.push(info));
     client.on("state", (s) => states.push(s));
     assert.equal(client.connected, true);
@@ -235,7 +215,7 @@ describe("the server's frames", () => {
     await settle();
     assert.equal(client.info, null);
     assert.equal(client.connected, false);
-    await clock.advance(250);
+    await world.clock.advance(250);
     assert.deepEqual(states, ["disconnected", "connecting", "connected"]);
     assert.equal(opens.length, 1);
     assert.equal(opens[0].node, "fake-node");
@@ -277,7 +257,7 @@ describe("the server's frames", () => {
       ]);
       assert.equal(ws.closedBy, 1000);
       assert.equal(client.state, "disconnected");
-      await clock.advance(250);
+      await world.clock.advance(250);
       assert.equal(peer.sockets.length, 2);
       assert.equal(client.state, "connected");
     });
@@ -318,14 +298,14 @@ describe("the server's frames", () => {
     assert.deepEqual(ws.ops("close"), [{ op: "close" }]);
     assert.equal(errors.length, 0, "told once the socket is gone");
     assert.equal(client.state, "connected");
-    await clock.advance(299);
+    await world.clock.advance(299);
     assert.equal(client.state, "connected");
-    await clock.advance(1);
+    await world.clock.advance(1);
     assert.equal(errors.length, 1);
     assert.equal(errors[0].condition, "wsq:internal-error");
     assert.equal(errors[0].scope, "connection");
     assert.equal(client.state, "disconnected");
-    await clock.advance(250);
+    await world.clock.advance(250);
     assert.equal(peer.sockets.length, 2);
   });
 
@@ -337,7 +317,7 @@ describe("the server's frames", () => {
     await settle();
     assert.equal(errors.length, 0);
     assert.equal(client.state, "disconnected");
-    await clock.advance(250);
+    await world.clock.advance(250);
     assert.equal(peer.sockets.length, 2);
   });
 
@@ -352,7 +332,7 @@ describe("the server's frames", () => {
     assert.deepEqual(ws.ops("end"), [{ op: "end", ch: 0 }]);
     assert.deepEqual(ws.ops("close"), [{ op: "close" }]);
     assert.equal(client.state, "disconnected");
-    await clock.advance(250);
+    await world.clock.advance(250);
     assert.equal(peer.last.ops("attach").length, 1);
   });
 });
@@ -364,9 +344,9 @@ describe("closing", () => {
     client.close().then(() => (done = true));
     await settle();
     assert.deepEqual(ws.frames.at(-1), { op: "close" });
-    await clock.advance(399);
+    await world.clock.advance(399);
     assert.equal(done, false);
-    await clock.advance(1);
+    await world.clock.advance(1);
     assert.equal(done, true);
     assert.equal(client.state, "closed");
   });
@@ -375,10 +355,10 @@ describe("closing", () => {
     const { client, ws } = await setup({ answerClose: false, silentClose: true }, { closeTimeout: 200 });
     let done = false;
     client.close().then(() => (done = true));
-    await clock.advance(200); // the close answer's wait
+    await world.clock.advance(200); // the close answer's wait
     assert.equal(done, false);
     assert.equal(ws.terminated, false);
-    await clock.advance(200); // the socket's own close
+    await world.clock.advance(200); // the socket's own close
     assert.equal(ws.terminated, true);
     assert.equal(done, true);
   });
@@ -396,20 +376,20 @@ describe("after the server's close", () => {
   test("no idle timeout and no heartbeat while its socket closes", async () => {
     const { client, ws, errors } = await setup({ open: { idle: 400 } }, { idle: 500, closeTimeout: 5000 });
     ws.push({ op: "close" });
-    await clock.advance(4999);
+    await world.clock.advance(4999);
     assert.deepEqual(errors, []);
     assert.equal(heartbeats(ws), 0);
     assert.equal(client.state, "connected");
-    await clock.advance(1);
+    await world.clock.advance(1);
     assert.equal(client.state, "disconnected");
   });
 
   test("no connect timeout either", async () => {
     const { client, ws, errors } = await setup({ answerOpen: false }, { connectTimeout: 100, closeTimeout: 3000 });
     ws.push({ op: "close", error: { condition: "wsq:internal-error" } });
-    await clock.advance(2999);
+    await world.clock.advance(2999);
     assert.deepEqual(errors, []);
-    await clock.advance(1);
+    await world.clock.advance(1);
     assert.equal(errors[0].condition, "wsq:internal-error");
     assert.equal(client.state, "disconnected");
   });
@@ -420,9 +400,9 @@ describe("edges", () => {
     // The client's idle 2000: ticks every 500 ms; the server's 4020: one is due once
     // 2010 - 500 - 10 = 1500 ms have passed, which the third tick sees exactly.
     const { ws } = await setup({ open: { idle: 4020 } }, { idle: 2000 });
-    await clock.advance(1000);
+    await world.clock.advance(1000);
     assert.equal(heartbeats(ws), 0);
-    await clock.advance(500);
+    await world.clock.advance(500);
     assert.equal(heartbeats(ws), 1);
   });
 

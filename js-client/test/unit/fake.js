@@ -3,6 +3,8 @@
 // does; everything else is the test's to send), and a fake clock for the client's timers. No
 // process, no port: the tests in this folder run in a fraction of a second, which is what makes
 // mutation testing of the whole client affordable (scripts/mutate --only js, docs/testing.md).
+import assert from "node:assert/strict";
+import { afterEach, beforeEach } from "node:test";
 import { Client } from "../../src/index.js";
 
 /** What the client reported instead of throwing (errors.js: reportListenerError, a bug in a
@@ -305,4 +307,36 @@ export async function connected(peer, options = {}) {
   client.on("error", (e) => errors.push(e));
   await settle();
   return { client, errors, ws: peer.last };
+}
+
+/** What every client test file of this folder runs each test in: a fresh fake clock
+ * (`world.clock`, installed before the test and removed after), Math.random pinned at 0.5 (the
+ * backoff's jitter), the clients it made closed after it (`world.clients`), and nothing
+ * reported by a client (`reported`). `world.setup(peerOptions, options)`: a FakePeer and a
+ * client connected to it. Call once, at the top level of a test file. */
+export function fakeWorld() {
+  const random = Math.random;
+  const world = {
+    clock: null,
+    clients: [],
+    async setup(peerOptions = {}, options = {}) {
+      const peer = new FakePeer(peerOptions);
+      const got = await connected(peer, options);
+      world.clients.push(got.client);
+      return { peer, ...got };
+    },
+  };
+  beforeEach(() => {
+    world.clock = new FakeClock().install();
+    world.clients = [];
+    Math.random = () => 0.5;
+  });
+  afterEach(async () => {
+    for (const c of world.clients) c.close();
+    await settle();
+    world.clock.uninstall();
+    Math.random = random;
+    assert.deepEqual(reported.splice(0), [], "nothing reported by the client");
+  });
+  return world;
 }

@@ -2,35 +2,15 @@
 // with backoff, the prompt return after going-away, the token function and its refresh, giving
 // up on a refused token, the HTTP fallback of transport "auto".
 import assert from "node:assert/strict";
-import { afterEach, beforeEach, describe, test } from "node:test";
-import { FakeClock, FakePeer, connected, fakeClient, settle, reported } from "./fake.js";
+import { describe, test } from "node:test";
+import { FakePeer, connected, fakeClient, settle, fakeWorld } from "./fake.js";
 
-let clock;
-let clients;
-const random = Math.random;
-beforeEach(() => {
-  clock = new FakeClock().install();
-  clients = [];
-  Math.random = () => 0.5;
-});
-afterEach(async () => {
-  for (const c of clients) c.close();
-  await settle();
-  clock.uninstall();
-  Math.random = random;
-  assert.deepEqual(reported.splice(0), [], "nothing reported by the client");
-});
+const world = fakeWorld();
+const { setup } = world;
 
-async function setup(peerOptions = {}, options = {}) {
-  const peer = new FakePeer(peerOptions);
-  const got = await connected(peer, options);
-  clients.push(got.client);
-  return { peer, ...got };
-}
-
-const NOW_S = () => Math.floor(clock.now / 1000);
+const NOW_S = () => Math.floor(world.clock.now / 1000);
 /** When the client's token refresh is due, from now (ms). */
-const refreshDelay = (client) => clock.timers.get(client._conn.refreshTimer.id).at - clock.now;
+const refreshDelay = (client) => world.clock.timers.get(client._conn.refreshTimer.id).at - world.clock.now;
 
 describe("reconnecting", () => {
   test("full-jitter exponential backoff between failed connections, up to its ceiling", async () => {
@@ -39,8 +19,8 @@ describe("reconnecting", () => {
     for (let i = 0; i < 4; i++) {
       peer.last.serverClose(1006);
       await settle();
-      waits.push(clock.pending()[0]);
-      await clock.advance(clock.pending()[0]);
+      waits.push(world.clock.pending()[0]);
+      await world.clock.advance(world.clock.pending()[0]);
     }
     // 0.5 of 100, 200, then the ceiling 300.
     assert.deepEqual(waits, [50, 100, 150, 150]);
@@ -51,29 +31,29 @@ describe("reconnecting", () => {
   test("one less millisecond and it has not reconnected yet", async () => {
     const { peer } = await setup({}, { reconnectDelay: 100 });
     peer.last.serverClose(1006);
-    await clock.advance(49);
+    await world.clock.advance(49);
     assert.equal(peer.sockets.length, 1);
-    await clock.advance(1);
+    await world.clock.advance(1);
     assert.equal(peer.sockets.length, 2);
   });
 
   test("a connection that lasted STABLE_MS starts the backoff again", async () => {
     const { peer } = await setup({}, { reconnectDelay: 100 });
     peer.last.serverClose(1006);
-    await clock.advance(50);
+    await world.clock.advance(50);
     peer.last.serverClose(1006);
     await settle();
-    assert.equal(clock.pending()[0], 100);
-    await clock.advance(100);
-    await clock.advance(5000);
+    assert.equal(world.clock.pending()[0], 100);
+    await world.clock.advance(100);
+    await world.clock.advance(5000);
     peer.last.serverClose(1006);
     await settle();
-    assert.equal(clock.pending()[0], 50, "reset after 5 s up");
-    await clock.advance(50);
-    await clock.advance(4999);
+    assert.equal(world.clock.pending()[0], 50, "reset after 5 s up");
+    await world.clock.advance(50);
+    await world.clock.advance(4999);
     peer.last.serverClose(1006);
     await settle();
-    assert.equal(clock.pending()[0], 100, "4,999 ms is not stable");
+    assert.equal(world.clock.pending()[0], 100, "4,999 ms is not stable");
   });
 
   test("going-away: back promptly, within a second whatever the backoff", async () => {
@@ -84,36 +64,36 @@ describe("reconnecting", () => {
     await settle();
     assert.equal(errors[0].condition, "wsq:going-away");
     // soon(): 0.5 of min(4000, 1000); an ordinary failure would wait 0.5 of 4000.
-    assert.deepEqual(clock.pending(), [500]);
-    await clock.advance(500);
+    assert.deepEqual(world.clock.pending(), [500]);
+    await world.clock.advance(500);
     assert.equal(peer.sockets.length, 2);
     // Not stable: the next ordinary failure backs off one step further (0.5 of 8000).
     peer.last.serverClose(1006);
     await settle();
-    assert.deepEqual(clock.pending(), [4000]);
+    assert.deepEqual(world.clock.pending(), [4000]);
   });
 
   test("a socket closed with 1001 and no close frame is going away too", async () => {
     const { peer } = await setup({}, { reconnectDelay: 4000, maxReconnectDelay: 60000 });
     peer.last.serverClose(1001);
     await settle();
-    assert.deepEqual(clock.pending(), [500]);
-    await clock.advance(500);
+    assert.deepEqual(world.clock.pending(), [500]);
+    await world.clock.advance(500);
     peer.last.serverClose(1006);
     await settle();
-    assert.deepEqual(clock.pending(), [4000], "the prompt return counted as an attempt");
+    assert.deepEqual(world.clock.pending(), [4000], "the prompt return counted as an attempt");
   });
 
   test("going away after a stable connection: prompt, and the backoff starts over", async () => {
     const { peer } = await setup({}, { reconnectDelay: 4000, maxReconnectDelay: 60000, idle: 0 });
-    await clock.advance(6000);
+    await world.clock.advance(6000);
     peer.last.serverClose(1001);
     await settle();
-    assert.deepEqual(clock.pending(), [500]);
-    await clock.advance(500);
+    assert.deepEqual(world.clock.pending(), [500]);
+    await world.clock.advance(500);
     peer.last.serverClose(1006);
     await settle();
-    assert.deepEqual(clock.pending(), [2000]);
+    assert.deepEqual(world.clock.pending(), [2000]);
   });
 
   test("a close code 1001 with another error is not going away", async () => {
@@ -122,20 +102,20 @@ describe("reconnecting", () => {
     await settle();
     peer.last.serverClose(1001);
     await settle();
-    assert.deepEqual(clock.pending(), [2000]);
+    assert.deepEqual(world.clock.pending(), [2000]);
   });
 
   test("going-away before the open answer is an ordinary failure", async () => {
     const { peer } = await setup({ answerOpen: false }, { reconnectDelay: 4000 });
     peer.last.serverClose(1001);
     await settle();
-    assert.deepEqual(clock.pending(), [2000]);
+    assert.deepEqual(world.clock.pending(), [2000]);
   });
 
   test("a WebSocket that cannot even be made: told, tried again later", async () => {
     const peer = new FakePeer({ failConstruct: "bad url" });
     const { client, errors } = await connected(peer, { reconnectDelay: 100 });
-    clients.push(client);
+    world.clients.push(client);
     assert.equal(errors[0].condition, "wsq-client:socket");
     assert.equal(errors[0].message, "wsq-client:socket: bad url");
     assert.equal(errors[0].cause.message, "bad url");
@@ -144,11 +124,11 @@ describe("reconnecting", () => {
       throw null;
     };
     const { client: c2, errors: e2 } = await connected(nothing);
-    clients.push(c2);
+    world.clients.push(c2);
     assert.equal(e2[0].message, "wsq-client:socket: null");
     assert.equal(client.state, "disconnected");
     peer.failConstruct = null;
-    await clock.advance(50);
+    await world.clock.advance(50);
     assert.equal(client.state, "connected");
   });
 
@@ -156,12 +136,12 @@ describe("reconnecting", () => {
     const peer = new FakePeer();
     const states = [];
     const client = fakeClient(peer);
-    clients.push(client);
+    world.clients.push(client);
     client.on("state", (s) => states.push(s));
     assert.equal(client.state, "connecting");
     await settle();
     peer.last.serverClose(1006);
-    await clock.advance(250);
+    await world.clock.advance(250);
     assert.deepEqual(states, ["connected", "disconnected", "connecting", "connected"]);
   });
 });
@@ -180,7 +160,7 @@ describe("the token", () => {
       },
     );
     peer.last.serverClose(1006);
-    await clock.advance(250);
+    await world.clock.advance(250);
     assert.deepEqual(asked, [client, client]);
     assert.deepEqual(peer.sockets.map((s) => s.frames[0].token), ["tok-1", "tok-2"]);
   });
@@ -195,14 +175,14 @@ describe("the token", () => {
     answer = () => {
       throw new Error("vault down");
     };
-    await clock.advance(50);
+    await world.clock.advance(50);
     assert.equal(errors[1].message, "wsq-client:token: vault down");
     assert.equal(errors[1].cause.message, "vault down");
     answer = () => 5;
-    await clock.advance(100);
+    await world.clock.advance(100);
     assert.equal(errors.length, 3);
     answer = () => "good";
-    await clock.advance(200);
+    await world.clock.advance(200);
     assert.equal(peer.sockets.length, 1);
     assert.equal(client.state, "connected");
   });
@@ -212,19 +192,19 @@ describe("the token", () => {
     const peer = new FakePeer();
     peer.open = { exp: NOW_S() + 3600 };
     const { client, errors } = await connected(peer, { token: () => `tok-${++n}`, idle: 0 });
-    clients.push(client);
+    world.clients.push(client);
     const ws = peer.last;
     // 3,600 s left, refreshed 60 s before: after 3,540 s.
-    await clock.advance(3540000 - 1);
+    await world.clock.advance(3540000 - 1);
     assert.deepEqual(ws.ops("refresh"), []);
-    await clock.advance(1);
+    await world.clock.advance(1);
     assert.deepEqual(ws.ops("refresh"), [{ op: "refresh", token: "tok-2" }]);
     ws.push({ op: "refresh", exp: NOW_S() + 120 });
     await settle();
     // 120 s left: a third of it is 40 s, less than refreshBefore: after 80 s.
-    await clock.advance(79999);
+    await world.clock.advance(79999);
     assert.equal(ws.ops("refresh").length, 1);
-    await clock.advance(1);
+    await world.clock.advance(1);
     assert.deepEqual(ws.ops("refresh").at(-1), { op: "refresh", token: "tok-3" });
     assert.equal(errors.length, 0);
     assert.equal(peer.sockets.length, 1);
@@ -236,7 +216,7 @@ describe("the token", () => {
       const peer = new FakePeer();
       peer.open = { exp };
       const { client } = await connected(peer, { token: () => "x", idle: 0 });
-      clients.push(client);
+      world.clients.push(client);
       delays.push(refreshDelay(client));
     }
     // 1 s left: a third is 333 ms, 667 ms is too soon; 3 s left: 2 s (a third kept).
@@ -248,10 +228,10 @@ describe("the token", () => {
     peer.open = { exp: NOW_S() + 30 };
     let n = 0;
     const { client } = await connected(peer, { token: () => `t${++n}`, refreshBefore: 0, idle: 0 });
-    clients.push(client);
-    await clock.advance(29999);
+    world.clients.push(client);
+    await world.clock.advance(29999);
     assert.equal(peer.last.ops("refresh").length, 0);
-    await clock.advance(1);
+    await world.clock.advance(1);
     assert.equal(peer.last.ops("refresh").length, 1);
   });
 
@@ -259,11 +239,11 @@ describe("the token", () => {
     const peer = new FakePeer();
     peer.open = { exp: NOW_S() + 10 };
     const { client } = await connected(peer, { idle: 0 });
-    clients.push(client);
+    world.clients.push(client);
     const none = new FakePeer();
     const { client: c2 } = await connected(none, { token: () => "t", idle: 0 });
-    clients.push(c2);
-    await clock.advance(100000);
+    world.clients.push(c2);
+    await world.clock.advance(100000);
     assert.equal(peer.last.ops("refresh").length, 0);
     assert.equal(none.last.ops("refresh").length, 0);
     assert.equal(client._conn.refreshTimer, null, "nothing scheduled for a static token");
@@ -274,21 +254,21 @@ describe("the token", () => {
     peer.open = { exp: NOW_S() + 30 };
     let answer = () => "tok-1";
     const { client, errors } = await connected(peer, { token: () => answer(), refreshBefore: 0, idle: 0 });
-    clients.push(client);
-    await clock.advance(30000);
+    world.clients.push(client);
+    await world.clock.advance(30000);
     assert.equal(peer.last.ops("refresh").length, 0, "the same token: not sent");
     answer = () => {
       throw new Error("later");
     };
-    await clock.advance(999);
+    await world.clock.advance(999);
     assert.equal(errors.length, 0);
-    await clock.advance(1);
+    await world.clock.advance(1);
     assert.equal(errors[0].message, "wsq-client:token: later");
     assert.equal(errors[0].cause.message, "later");
     answer = () => "tok-2";
-    await clock.advance(999);
+    await world.clock.advance(999);
     assert.equal(peer.last.ops("refresh").length, 0);
-    await clock.advance(1);
+    await world.clock.advance(1);
     assert.deepEqual(peer.last.ops("refresh"), [{ op: "refresh", token: "tok-2" }]);
   });
 
@@ -302,9 +282,9 @@ describe("the token", () => {
       reconnectDelay: 100000,
       maxReconnectDelay: 100000,
     });
-    clients.push(client);
+    world.clients.push(client);
     peer.last.serverClose(1006);
-    await clock.advance(30000);
+    await world.clock.advance(30000);
     assert.equal(asked, 1);
   });
 
@@ -331,7 +311,7 @@ describe("the token", () => {
     assert.equal(errors[0].condition, "wsq:token-expired");
     assert.equal(errors[0].fatal, false);
     assert.equal(errors[0].scope, "connection");
-    await clock.advance(0);
+    await world.clock.advance(0);
     assert.equal(peer.sockets.length, 2);
     assert.equal(peer.last.frames[0].token, "t2");
     await settle();
@@ -345,7 +325,7 @@ describe("the token", () => {
       { refuse: { condition: "wsq:unauthorized", description: "no" } },
       { token: () => "same" },
     );
-    await clock.advance(0);
+    await world.clock.advance(0);
     assert.equal(peer.sockets.length, 1);
     assert.equal(client.state, "closed");
     assert.equal(errors.at(-1).message, "wsq:unauthorized: the token was refused and no other token is available");
@@ -357,16 +337,16 @@ describe("the token", () => {
     let n = 0;
     const peer = new FakePeer({ refuse: { condition: "wsq:unauthorized" } });
     const { client, errors } = await connected(peer, { token: () => `t${++n}` });
-    clients.push(client);
+    world.clients.push(client);
     peer.refuse = null;
-    await clock.advance(0);
+    await world.clock.advance(0);
     assert.equal(client.state, "connected");
     peer.refuse = { condition: "wsq:unauthorized" };
     peer.onFrame = (f) => {
       if (f.op === "open") peer.refuse = null; // this once
     };
     peer.last.serverClose(1006);
-    await clock.advance(250);
+    await world.clock.advance(250);
     assert.equal(client.state, "connected", "asked once more after the new refusal");
     assert.equal(errors.filter((e) => e.fatal).length, 0);
   });
@@ -381,7 +361,7 @@ describe("transport auto", () => {
       throw new TypeError("offline");
     };
     const client = fakeClient(peer, { transport: "auto", fetch, reconnectDelay: 100 });
-    clients.push(client);
+    world.clients.push(client);
     const events = [];
     client.on("transport", (e) => events.push(e));
     assert.equal(client.transport, "websocket");
@@ -389,7 +369,7 @@ describe("transport auto", () => {
     peer.last.serverClose(1006);
     await settle();
     assert.equal(client.transport, "http");
-    await clock.advance(0);
+    await world.clock.advance(0);
     await settle();
     assert.deepEqual(events, [{ transport: "http", reason: "the WebSocket could not open" }]);
     assert.equal(calls[0][0], "http://gw.test/v1/stream");
@@ -398,7 +378,7 @@ describe("transport auto", () => {
     await settle();
     assert.equal(client.transport, "websocket");
     assert.equal(peer.sockets.length, 1);
-    await clock.advance(50);
+    await world.clock.advance(50);
     assert.equal(peer.sockets.length, 2);
     assert.deepEqual(events[1], { transport: "websocket", reason: "the HTTP stream could not open either" });
   });
@@ -407,11 +387,11 @@ describe("transport auto", () => {
     const peer = new FakePeer();
     const fetch = async () => assert.fail("no HTTP");
     const client = fakeClient(peer, { transport: "auto", fetch, reconnectDelay: 100 });
-    clients.push(client);
+    world.clients.push(client);
     await settle();
     peer.autoAccept = false;
     peer.last.serverClose(1006);
-    await clock.advance(50);
+    await world.clock.advance(50);
     peer.last.serverClose(1006);
     await settle();
     assert.equal(client.transport, "websocket");
@@ -420,7 +400,7 @@ describe("transport auto", () => {
   test("transport websocket never falls back; no WebSocket at all: HTTP from the start", async () => {
     const peer = new FakePeer({ autoAccept: false });
     const client = fakeClient(peer, { transport: "websocket", fetch: async () => assert.fail("no") });
-    clients.push(client);
+    world.clients.push(client);
     await settle();
     peer.last.serverClose(1006);
     await settle();
@@ -435,13 +415,13 @@ describe("transport auto", () => {
         throw new TypeError("x");
       },
     });
-    clients.push(http);
+    world.clients.push(http);
     http.on("transport", (e) => events.push(e));
     await settle();
     assert.deepEqual(events, [{ transport: "http", reason: "no WebSocket here" }]);
     assert.deepEqual(calls, ["http://gw.test/v1/stream"]);
     const asked = fakeClient(peer, { transport: "http", fetch: async () => new Promise(() => {}) });
-    clients.push(asked);
+    world.clients.push(asked);
     const told = [];
     asked.on("transport", (e) => told.push(e));
     await settle();
@@ -453,7 +433,7 @@ describe("closing for good", () => {
   test("a refused token fails pending publishes with the fatal error itself", async () => {
     const peer = new FakePeer({ refuse: { condition: "wsq:unauthorized", description: "no" } });
     const client = fakeClient(peer);
-    clients.push(client);
+    world.clients.push(client);
     const errors = [];
     client.on("error", (e) => errors.push(e));
     const p = client.publish("a", 1);
@@ -482,14 +462,14 @@ describe("closing for good", () => {
     await settle();
     await client.close();
     answer("late");
-    await clock.advance(60000);
+    await world.clock.advance(60000);
     assert.equal(peer.sockets.length, 0);
     const other = fakeClient(peer, { token: () => new Promise((resolve, reject) => ((answer = resolve), (fail = reject))) });
     other.on("error", (e) => errors.push(e));
     await settle();
     await other.close();
     fail(new Error("late failure"));
-    await clock.advance(60000);
+    await world.clock.advance(60000);
     assert.deepEqual(errors, []);
     assert.equal(other.state, "closed");
   });
@@ -502,9 +482,9 @@ describe("closing for good", () => {
     ws.push({ op: "detach", ch: 0, handle: 0, error: { condition: "wsq:internal-error" } });
     ws.push({ op: "detach", ch: 0, handle: 1, error: { condition: "wsq:internal-error" } });
     await settle();
-    assert.equal(clock.pending().length >= 2, true);
+    assert.equal(world.clock.pending().length >= 2, true);
     await client.close();
-    assert.deepEqual(clock.pending(), []);
+    assert.deepEqual(world.clock.pending(), []);
     assert.equal(sub.closed, true);
   });
 
@@ -513,7 +493,7 @@ describe("closing for good", () => {
     peer.last.serverClose(1006);
     await settle();
     await client.close();
-    await clock.advance(60000);
+    await world.clock.advance(60000);
     assert.equal(peer.sockets.length, 1);
     assert.equal(client.state, "closed");
   });
@@ -531,8 +511,8 @@ describe("more of the token and the transports", () => {
       refreshBefore: 0,
       idle: 0,
     });
-    clients.push(client);
-    await clock.advance(30000);
+    world.clients.push(client);
+    await world.clock.advance(30000);
     assert.equal(told[0].message, "wsq-client:token: undefined", "a refresh's failure too");
   });
 
@@ -548,13 +528,13 @@ describe("more of the token and the transports", () => {
       reconnectDelay: 100000,
       maxReconnectDelay: 100000,
     });
-    clients.push(client);
-    await clock.advance(30000);
+    world.clients.push(client);
+    await world.clock.advance(30000);
     assert.equal(calls, 2);
     peer.last.serverClose(1006);
     await settle();
     fail(new Error("too late"));
-    await clock.advance(5000);
+    await world.clock.advance(5000);
     assert.deepEqual(errors, []);
   });
 
@@ -563,23 +543,23 @@ describe("more of the token and the transports", () => {
     peer.open = { exp: NOW_S() + 30 };
     let calls = 0;
     const { client } = await connected(peer, { token: () => `t${++calls}`, refreshBefore: 0, idle: 0, closeTimeout: 60000 });
-    clients.push(client);
+    world.clients.push(client);
     peer.last.push({ op: "close" });
-    await clock.advance(31000);
+    await world.clock.advance(31000);
     assert.equal(calls, 1);
   });
 
   test("auto without fetch: a WebSocket that never opens is tried again, never HTTP", async () => {
     const peer = new FakePeer({ autoAccept: false });
     const client = fakeClient(peer, { transport: "auto", fetch: false, reconnectDelay: 100 });
-    clients.push(client);
+    world.clients.push(client);
     const events = [];
     client.on("transport", (e) => events.push(e));
     await settle();
     peer.last.serverClose(1006);
     await settle();
     assert.equal(client.transport, "websocket");
-    assert.deepEqual(clock.pending(), [50]);
+    assert.deepEqual(world.clock.pending(), [50]);
     assert.deepEqual(events, []);
   });
 
@@ -596,10 +576,10 @@ describe("more of the token and the transports", () => {
         throw new TypeError("x");
       },
     });
-    clients.push(client);
+    world.clients.push(client);
     client.on("transport", (e) => events.push(e));
     await settle();
-    await clock.advance(50);
+    await world.clock.advance(50);
     await settle();
     assert.equal(calls.length, 2);
     assert.equal(client.transport, "http");
@@ -609,15 +589,15 @@ describe("more of the token and the transports", () => {
   test("a WebSocket that worked once: a failed one is retried after the backoff", async () => {
     const peer = new FakePeer();
     const client = fakeClient(peer, { transport: "auto", fetch: async () => assert.fail("no HTTP"), reconnectDelay: 100 });
-    clients.push(client);
+    world.clients.push(client);
     await settle();
     peer.autoAccept = false;
     peer.last.serverClose(1006);
-    await clock.advance(50);
+    await world.clock.advance(50);
     peer.last.serverClose(1006);
     await settle();
-    assert.deepEqual(clock.pending(), [100]);
-    await clock.advance(100);
+    assert.deepEqual(world.clock.pending(), [100]);
+    await world.clock.advance(100);
     assert.equal(peer.sockets.length, 3);
   });
 
@@ -630,15 +610,15 @@ describe("more of the token and the transports", () => {
       for (const handle of handles) peer.last.push({ op: "detach", ch: 0, handle, error: { condition: "wsq:internal-error" } });
     };
     detachAll([0, 1]);
-    await clock.advance(50); // both retried (0.5 of 100)
+    await world.clock.advance(50); // both retried (0.5 of 100)
     assert.equal(peer.last.ops("attach").length, 4);
     detachAll([2, 3]);
     await settle(); // the next retries in 100 ms
     peer.last.serverClose(1006);
-    await clock.advance(50); // reconnected: the links wait for their retries
+    await world.clock.advance(50); // reconnected: the links wait for their retries
     assert.equal(peer.sockets.length, 2);
     assert.equal(peer.last.ops("attach").length, 0);
-    await clock.advance(50);
+    await world.clock.advance(50);
     assert.deepEqual(peer.last.ops("attach").map((f) => f.address).sort(), ["a", "b"]);
   });
 });

@@ -2,32 +2,12 @@
 // exact transfers, the dispositions that settle them, publishes kept across a lost socket, the
 // bounds on senders, sessions and links.
 import assert from "node:assert/strict";
-import { afterEach, beforeEach, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { WsqError } from "../../src/errors.js";
-import { FakeClock, FakePeer, connected, fakeClient, settle, reported } from "./fake.js";
+import { FakePeer, connected, fakeClient, settle, fakeWorld } from "./fake.js";
 
-let clock;
-let clients;
-const random = Math.random;
-beforeEach(() => {
-  clock = new FakeClock().install();
-  clients = [];
-  Math.random = () => 0.5;
-});
-afterEach(async () => {
-  for (const c of clients) c.close();
-  await settle();
-  clock.uninstall();
-  Math.random = random;
-  assert.deepEqual(reported.splice(0), [], "nothing reported by the client");
-});
-
-async function setup(peerOptions = {}, options = {}) {
-  const peer = new FakePeer(peerOptions);
-  const got = await connected(peer, options);
-  clients.push(got.client);
-  return { peer, ...got };
-}
+const world = fakeWorld();
+const { setup } = world;
 
 const transfer = (ch, handle, delivery, body, messageId) =>
   `{"op":"transfer","ch":${ch},"handle":${handle},"delivery":${delivery},"settled":false,"body":${JSON.stringify(body)},"props":{"message_id":"${messageId}"}}`;
@@ -36,7 +16,7 @@ describe("publish", () => {
   test("pipelined: open, begin and the sender's attach in one message; then the transfer", async () => {
     const peer = new FakePeer();
     const c = fakeClient(peer, { clientName: "app/2" });
-    clients.push(c);
+    world.clients.push(c);
     const p = c.publish("chat.a", { text: "hi" }, { subject: "chat.a.x" });
     assert.equal(c.pendingPublishes, 1);
     await settle();
@@ -173,8 +153,8 @@ describe("publish", () => {
     assert.equal(client.state, "disconnected");
     assert.equal(client.pendingPublishes, 3);
     // The backoff: Math.random 0.5 of the first ceiling (500 ms): 250 ms.
-    assert.deepEqual(clock.pending().slice(0, 1), [250]);
-    await clock.advance(250);
+    assert.deepEqual(world.clock.pending().slice(0, 1), [250]);
+    await world.clock.advance(250);
     const ws2 = peer.last;
     assert.notEqual(ws2, ws);
     await settle();
@@ -271,14 +251,14 @@ describe("sender links", () => {
     assert.equal(errors[0].address, "a");
     assert.equal(ws.ops("attach").length, 1);
     // The first retry: 0.5 of 100 ms; the second 0.5 of 200 ms.
-    await clock.advance(49);
+    await world.clock.advance(49);
     assert.equal(ws.ops("attach").length, 1);
-    await clock.advance(1);
+    await world.clock.advance(1);
     assert.equal(ws.ops("attach").length, 2);
     ws.push({ op: "detach", ch: 0, handle: 1, error: { condition: "wsq:internal-error" } });
-    await clock.advance(99);
+    await world.clock.advance(99);
     assert.equal(ws.ops("attach").length, 2);
-    await clock.advance(1);
+    await world.clock.advance(1);
     assert.equal(ws.ops("attach").length, 3);
     const answer = (handle) => ws.push({ op: "attach", ch: 0, handle, role: "sender", address: "a" });
     answer(2);
@@ -290,9 +270,9 @@ describe("sender links", () => {
     // Attached: the next retry starts from the first delay again.
     client.publish("a", 2); // no credit left: it waits
     ws.push({ op: "detach", ch: 0, handle: 2, error: { condition: "wsq:internal-error" } });
-    await clock.advance(49);
+    await world.clock.advance(49);
     assert.equal(ws.ops("attach").length, 3);
-    await clock.advance(1);
+    await world.clock.advance(1);
     assert.equal(ws.ops("attach").length, 4);
     assert.equal(errors.length, 3);
     // An idle sender detached is not retried (nor told): the next publish attaches it at once.
@@ -302,7 +282,7 @@ describe("sender links", () => {
     ws.push({ op: "disposition", ch: 0, first: 1, ids: ["3-1"] });
     await settle();
     ws.push({ op: "detach", ch: 0, handle: 3, error: { condition: "wsq:internal-error" } });
-    await clock.advance(10000);
+    await world.clock.advance(10000);
     assert.equal(errors.length, 3);
     assert.equal(ws.ops("attach").length, 4);
     client.publish("a", 3);
@@ -317,7 +297,7 @@ describe("sender links", () => {
       ws.push({ op: "disposition", ch: 0, first: 0, ids: ["1-0"] });
     })()]);
     ws.push({ op: "detach", ch: 0, handle: 0 });
-    await clock.advance(10000);
+    await world.clock.advance(10000);
     assert.equal(errors.length, 0);
     assert.equal(ws.ops("attach").length, 1);
   });
@@ -327,7 +307,7 @@ describe("sender links", () => {
     const all = [1, 2].map((n) => client.publish("a", n));
     await settle();
     ws.push({ op: "detach", ch: 0, handle: 0, error: { condition: "wsq:internal-error" } });
-    await clock.advance(250);
+    await world.clock.advance(250);
     assert.equal(ws.ops("attach").length, 2);
     await settle();
     assert.deepEqual(ws.ops("transfer").map((f) => [f.handle, f.delivery, f.body]), [
@@ -347,11 +327,11 @@ describe("sender links", () => {
       ws.push({ op: "disposition", ch: 0, first, ids: [`${first}-0`] });
     };
     await Promise.all([client.publish("a", 1), answer(0)]);
-    clock.now += 10;
+    world.clock.now += 10;
     await Promise.all([client.publish("b", 1), answer(1)]);
-    clock.now += 10;
+    world.clock.now += 10;
     await Promise.all([client.publish("a", 2), answer(2)]); // a used last: b is the oldest
-    clock.now += 10;
+    world.clock.now += 10;
     const c = client.publish("c", 1);
     await settle();
     assert.deepEqual(ws.ops("detach"), [{ op: "detach", ch: 0, handle: 1 }]);
@@ -405,9 +385,9 @@ describe("publish edges", () => {
   test("eviction picks the least recently used; on a tie, the first", async () => {
     const { client, ws } = await setup({ senderCredit: 5 }, { maxSenders: 2 });
     await Promise.all([client.publish("a", 1), answer(ws, 0)]);
-    clock.now += 10;
+    world.clock.now += 10;
     await Promise.all([client.publish("b", 1), answer(ws, 1)]);
-    clock.now += 10;
+    world.clock.now += 10;
     await Promise.all([client.publish("b", 2), answer(ws, 2)]);
     client.publish("c", 1);
     await settle();
@@ -448,7 +428,7 @@ describe("publish edges", () => {
     const a = client.publish("a", 1);
     await settle();
     ws.serverClose(1006);
-    await clock.advance(250);
+    await world.clock.advance(250);
     const ws2 = peer.last;
     await answer(ws2, 0);
     assert.equal(await a, "0-0");
@@ -459,7 +439,7 @@ describe("publish edges", () => {
     await assert.rejects(r, { condition: "wsq:forbidden" });
     // Idle: a detach without error is neither told nor retried.
     ws2.push({ op: "detach", ch: 0, handle: 0 });
-    await clock.advance(10000);
+    await world.clock.advance(10000);
     assert.deepEqual(errors, []);
     assert.equal(ws2.ops("attach").length, 1);
   });
@@ -472,7 +452,7 @@ describe("publish edges", () => {
     await settle();
     assert.equal(errors[0].condition, "wsq:not-found");
     assert.equal(errors[0].description, "detached");
-    await clock.advance(250);
+    await world.clock.advance(250);
     assert.equal(ws.ops("attach").length, 2);
   });
 
@@ -483,7 +463,7 @@ describe("publish edges", () => {
     await settle();
     assert.deepEqual(ws.ops("transfer").map((f) => [f.handle, f.delivery]), [[0, 0], [1, 1]]);
     ws.push({ op: "detach", ch: 0, handle: 0, error: { condition: "wsq:internal-error" } });
-    await clock.advance(250);
+    await world.clock.advance(250);
     assert.deepEqual(ws.ops("transfer").map((f) => [f.handle, f.delivery, f.body]), [
       [0, 0, "A"],
       [1, 1, "B"],

@@ -2,32 +2,12 @@
 // order, credit refilled as the handler gets through them, move-mode settlement, resume after a
 // lost socket, detach and retry, unsubscribe, gaps, presence, the compact form.
 import assert from "node:assert/strict";
-import { afterEach, beforeEach, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { Message } from "../../src/subscription.js";
-import { FakeClock, FakePeer, connected, settle, reported } from "./fake.js";
+import { settle, fakeWorld } from "./fake.js";
 
-let clock;
-let clients;
-const random = Math.random;
-beforeEach(() => {
-  clock = new FakeClock().install();
-  clients = [];
-  Math.random = () => 0.5;
-});
-afterEach(async () => {
-  for (const c of clients) c.close();
-  await settle();
-  clock.uninstall();
-  Math.random = random;
-  assert.deepEqual(reported.splice(0), [], "nothing reported by the client");
-});
-
-async function setup(peerOptions = {}, options = {}) {
-  const peer = new FakePeer(peerOptions);
-  const got = await connected(peer, options);
-  clients.push(got.client);
-  return { peer, ...got };
-}
+const world = fakeWorld();
+const { setup } = world;
 
 const t = (delivery, id, body, extra = {}) => ({
   op: "transfer",
@@ -204,7 +184,7 @@ describe("subscribe", () => {
     ws.push(t(0, "3-0", 0), t(1, "3-1", 1));
     await settle();
     ws.serverClose(1006);
-    await clock.advance(250);
+    await world.clock.advance(250);
     await settle();
     const ws2 = peer.last;
     assert.equal(ws2.ops("attach")[0].from, "3-1");
@@ -223,7 +203,7 @@ describe("subscribe", () => {
     ws.push({ op: "attach", ch: 0, handle: 0, role: "receiver", address: "a", mode: "copy", from: "8-8", recovered: true });
     await settle();
     ws.serverClose(1006);
-    await clock.advance(250);
+    await world.clock.advance(250);
     assert.equal(peer.last.ops("attach")[0].from, "8-8");
     void sub;
   });
@@ -235,7 +215,7 @@ describe("subscribe", () => {
     assert.equal(ws.ops("attach")[0].rewind, 5);
     assert.equal("from" in ws.ops("attach")[0], false);
     ws.serverClose(1006);
-    await clock.advance(250);
+    await world.clock.advance(250);
     const again = peer.last.ops("attach")[0];
     assert.equal(again.rewind, undefined);
     assert.equal(again.from, "0-0");
@@ -387,7 +367,7 @@ describe("move mode", () => {
     ws.serverClose(1006);
     await settle();
     held[0][1]();
-    await clock.advance(250);
+    await world.clock.advance(250);
     assert.deepEqual(seen, [1], "the second went back to the group");
     assert.equal(held[0][0].accept(), false);
     assert.deepEqual(ws.ops("disposition"), []);
@@ -412,7 +392,7 @@ describe("the link's life", () => {
     assert.equal(errors[0].condition, "wsq:forbidden");
     assert.equal(sub.closed, true);
     assert.deepEqual(ws.frames.at(-1), { op: "detach", ch: 0, handle: 0 });
-    await clock.advance(60000);
+    await world.clock.advance(60000);
     assert.equal(ws.ops("attach").length, 1);
   });
 
@@ -423,19 +403,19 @@ describe("the link's life", () => {
     ws.push({ op: "detach", ch: 0, handle: 0, error: { condition: "wsq:internal-error" } });
     await settle();
     assert.equal(errors[0].condition, "wsq:internal-error");
-    await clock.advance(49);
+    await world.clock.advance(49);
     assert.equal(ws.ops("attach").length, 1);
-    await clock.advance(1);
+    await world.clock.advance(1);
     assert.equal(ws.ops("attach").length, 2);
     ws.push({ op: "detach", ch: 0, handle: 1 }); // no error: not found, retried as well
-    await clock.advance(99);
+    await world.clock.advance(99);
     assert.equal(ws.ops("attach").length, 2);
-    await clock.advance(1);
+    await world.clock.advance(1);
     assert.equal(ws.ops("attach").length, 3);
     ws.push({ op: "attach", ch: 0, handle: 2, from: "1-0" });
     await sub.ready;
     ws.push({ op: "detach", ch: 0, handle: 2, error: { condition: "wsq:internal-error" } });
-    await clock.advance(50);
+    await world.clock.advance(50);
     assert.equal(ws.ops("attach").length, 4, "the backoff starts again after an attach");
   });
 
@@ -446,7 +426,7 @@ describe("the link's life", () => {
     ws.push({ op: "detach", ch: 0, handle: 0, error: { condition: "wsq:internal-error" } });
     await settle();
     ws.serverClose(1006);
-    await clock.advance(1000);
+    await world.clock.advance(1000);
     assert.equal(peer.sockets.length, 2);
     assert.equal(peer.last.ops("attach").length, 1);
     void sub;
@@ -589,7 +569,7 @@ describe("subscription edges", () => {
     await settle();
     peer.answerAttach = false;
     ws.serverClose(1006);
-    await clock.advance(250);
+    await world.clock.advance(250);
     peer.last.push({ op: "attach", ch: 0, handle: 0, from: "2-0", recovered: true });
     peer.last.push(t(0, "3-0", 0), t(1, "3-2", 1));
     await settle();
@@ -615,7 +595,7 @@ describe("subscription edges", () => {
     ws.push(t(0, "1-0", 0), t(1, "1-1", 1), t(2, "1-2", 2), t(3, "1-3", 3));
     await settle();
     ws.serverClose(1006);
-    await clock.advance(250);
+    await world.clock.advance(250);
     // One in the handler, three queued: credit 1.
     assert.equal(peer.last.ops("attach")[0].credit, 1);
     void gate;
