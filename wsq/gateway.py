@@ -235,6 +235,9 @@ class Peer:
             getattr(proto, "write_now", None) if text else None
         )
         self._writable_now: Callable[[], bool] | None = getattr(proto, "writable_now", None)
+        if text and proto is not None and hasattr(proto, "on_heartbeat"):
+            # The client's heartbeats, read alone, are answered without this socket's task.
+            proto.on_heartbeat = self._heard
         self._flush_scheduled = False
         self._tick_handle: asyncio.TimerHandle | None = None
         self._closing = False
@@ -318,6 +321,17 @@ class Peer:
                 conn.close(ResourceLimitExceeded("outbox overflow: the client does not read"))
                 await self._process_events()
 
+    def _heard(self) -> bool:
+        """A heartbeat ``[]`` the client sent alone, taken by the WebSocket protocol as it read
+        it (wsq.ws_protocol): the socket is not silent, and that is all a heartbeat says. False
+        (read it as any message) unless the connection is open and not closing."""
+        if self._closing or self.conn.state is not ConnectionState.OPEN:
+            return False
+        self.last_recv = self.loop.time()
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("peer %d < []", self.id)
+        return True
+
     async def _process_events(self) -> None:
         async with self._events_lock:
             await self._answer_events()
@@ -365,6 +379,9 @@ class Peer:
             self.node.webhooks.connection_closed(who.tenant, who.sub, self.id, reason)
         if self._tick_handle is not None:
             self._tick_handle.cancel()
+        proto = getattr(self._send, "__self__", None)
+        if getattr(proto, "on_heartbeat", None) is not None:
+            proto.on_heartbeat = None  # type: ignore[union-attr]
         if self.conn.state not in (ConnectionState.CLOSED, ConnectionState.CLOSE_SENT):
             # The socket dropped without a close: end every link so the hub lets go.
             self.conn.close()

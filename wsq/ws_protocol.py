@@ -22,6 +22,11 @@ compressed frames made it hold ~250 messages of up to ``max_frame_bytes`` each. 
 starts one frame at a time (``_Reader``), and the next only while no message waits for the
 gateway: a socket holds at most one received message the gateway has not taken, and the rest of
 the read, raw, in websockets' buffer (the transport reads nothing more meanwhile).
+
+Most of what an idle socket reads is its client's heartbeat, ``[]`` alone in its read: that is
+handed to the gateway's ``on_heartbeat`` as it is read (no parser, no message, no wake-up of the
+socket's task), when the parser waits between frames and the gateway takes it (an open wsq.v1
+connection); anything else, or a heartbeat it does not take, is read as ever.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import asyncio
 import struct
 import sys
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any, cast
 
 if sys.platform != "win32":
@@ -87,6 +92,19 @@ def text_frame_head(size: int) -> bytes:
     if size < 65536:
         return _HEAD16.pack(0x81, 126, size)
     return _HEAD64.pack(0x81, 127, size)
+
+
+def is_heartbeat_frame(data: bytes) -> bool:
+    """Whether ``data`` is exactly one client's (masked) final text frame holding ``[]``, the
+    wsq.v1 heartbeat (RFC 6455 5.2: FIN and opcode 1, the mask bit and length 2, the mask,
+    then the two bytes masked by its first two)."""
+    return (
+        len(data) == 8
+        and data[0] == 0x81
+        and data[1] == 0x82
+        and data[6] ^ data[2] == 0x5B  # "["
+        and data[7] ^ data[3] == 0x5D  # "]"
+    )
 
 
 def uvicorn_options(server: ServerConfig) -> dict[str, Any]:
@@ -197,12 +215,16 @@ class _Reader(StreamReader):
         super().__init__()
         self.go = True
         self.stepwise = True
+        # The parser waits here, between two frames (not inside one whose bytes come in parts).
+        self.between_frames = False
 
     def at_eof(self) -> Generator[None, None, bool]:
+        self.between_frames = True
         while True:
             if self.buffer:
                 if self.go:
                     self.go = not self.stepwise
+                    self.between_frames = False
                     return False
             elif self.eof:
                 return True
@@ -235,6 +257,9 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         self.deadline: asyncio.TimerHandle | None = None
         # Refused for its bytes before authentication: nothing more of it is parsed.
         self.refused = False
+        # The gateway's answer to a client's heartbeat read alone (``data_received``): True
+        # when it took it (an open wsq.v1 connection), False to have it parsed as any message.
+        self.on_heartbeat: Callable[[], bool] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Upgraded by wsq.http_protocol, still the transport's protocol: take its ticket over.
@@ -257,6 +282,21 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         return self.ticket is not None and self.ticket.pending
 
     def data_received(self, data: bytes) -> None:
+        if (
+            len(data) == 8
+            and (on_heartbeat := self.on_heartbeat) is not None
+            and is_heartbeat_frame(data)
+            and not self.held
+            and self.conn.reader.between_frames  # type: ignore[attr-defined]
+            and not self.conn.reader.buffer
+            and self.conn.current_size is None  # not inside a fragmented message
+            and self.conn.state is State.OPEN
+            and self.queue.empty()
+            and on_heartbeat()
+        ):
+            # A client's heartbeat, alone in its read, as most of an idle socket's reads are:
+            # nothing to parse, no message for the gateway's task to wake up for.
+            return
         if self.refused:
             return
         if self.ticket is not None and not self.ticket.hold(len(data)):
