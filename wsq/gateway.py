@@ -74,6 +74,13 @@ SUBPROTOCOL = subprotocols.WSQ_V1
 WRITE_BATCH_BYTES = 64 * 1024
 # How long we wait for the client's answering close before dropping the socket.
 CLOSE_GRACE_S = 1.0
+# Our heartbeat goes once we have sent nothing for this share of the client's idle (the
+# contract asks for something at least every half of it): the rest of the half is slack for a
+# loop busy with a broadcast. A socket's timer fires when its heartbeat is due, not at a
+# fixed pace: an idle socket wakes once per heartbeat (docs/performance.md, "Heartbeats").
+HEARTBEAT_SHARE = 0.4
+# The shortest wait between two ticks of a socket.
+MIN_TICK_S = 0.05
 # WebSocket close codes by condition (RFC 6455): lets a client tell a failure from a goodbye.
 _CLOSE_CODES = {
     "wsq:frame-too-large": 1009,
@@ -476,22 +483,29 @@ class Peer:
 
     # -- timers ----------------------------------------------------------------------------
 
-    def _tick_interval(self) -> float:
+    def _tick_delay(self, now: float, quiet_since: float) -> float:
+        """How long until the socket's next tick: when the client will have been silent for our
+        idle, when our heartbeat is due (nothing sent since ``quiet_since`` for our share of
+        the client's idle), when the open or the token times out, whichever comes first; while
+        output waits to be written, at least every quarter of our idle (``_stalled``)."""
         server = self.node.settings.server
-        interval = server.idle_ms / 4000
+        idle_s = server.idle_ms / 1000
+        delay = self.last_recv + idle_s - now
         if self.principal is None:
-            interval = min(interval, server.open_timeout_ms / 4000)
-        client_idle = self.conn.client_idle_ms / 1000
-        if client_idle:
-            interval = min(interval, client_idle / 4)
-        return max(interval, 0.05)
+            delay = min(delay, self.started + server.open_timeout_ms / 1000 - now)
+        else:
+            delay = min(delay, self.principal.exp - time.time())
+        if self._writer is not None:
+            delay = min(delay, idle_s / 4)
+        client_idle_ms = self.conn.client_idle_ms
+        if client_idle_ms:
+            delay = min(delay, quiet_since + client_idle_ms * HEARTBEAT_SHARE / 1000 - now)
+        return max(delay, MIN_TICK_S)
 
-    def _schedule_tick(self, interval: float | None = None) -> None:
-        """The next tick: after ``interval``, or at the token's expiry if that comes first (one
-        timer per socket does both)."""
-        delay = self._tick_interval() if interval is None else interval
-        if self.principal is not None:
-            delay = min(delay, max(0.0, self.principal.exp - time.time()))
+    def _schedule_tick(self) -> None:
+        """The next tick (``_tick_delay``): one timer per socket does every timeout and its
+        heartbeats."""
+        delay = self._tick_delay(self.loop.time(), self.last_sent)
         self._tick_handle = self.loop.call_later(delay, self._tick)
 
     def _reschedule_tick(self) -> None:
@@ -524,11 +538,16 @@ class Peer:
         if self.principal is not None and time.time() >= self.principal.exp:
             self._fail(TokenExpired("the token expired"), reason="token-expired")
             return
-        interval = self._tick_interval()
-        # Sending whenever a tick finds a quarter-idle of silence keeps every gap under half.
-        if conn.client_idle_ms and now - self.last_sent >= interval:
-            conn.heartbeat()
-        self._schedule_tick(interval)
+        quiet_since = self.last_sent
+        client_idle_ms = conn.client_idle_ms
+        # Due now (or within the shortest tick: a timer may fire a little early).
+        if client_idle_ms and (
+            now - quiet_since >= client_idle_ms * HEARTBEAT_SHARE / 1000 - MIN_TICK_S
+        ):
+            conn.heartbeat()  # written on the loop's next turn: count it as sent now
+            quiet_since = now
+        delay = self._tick_delay(now, quiet_since)
+        self._tick_handle = self.loop.call_later(delay, self._tick)
 
     def _stalled(self, now: float, idle_s: float) -> bool:
         """Whether output has waited ``idle_s`` with none of it taken by the client (contract

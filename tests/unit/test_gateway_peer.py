@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
 from typing import Any
 
 import pytest
 
+from wsq.auth import Principal
+from wsq.auth.rights import parse_rights
 from wsq.broker.memory import MemoryBroker
 from wsq.config import Settings
-from wsq.gateway import Gateway, Peer
+from wsq.gateway import HEARTBEAT_SHARE, MIN_TICK_S, Gateway, Peer
 from wsq.node import Node
 
 
@@ -56,3 +59,45 @@ async def test_a_forced_close_is_not_lost_to_the_garbage_collector(
         await asyncio.sleep(0.01)
     assert sent == [{"type": "websocket.close", "code": peer._close_code}]
     await gateway.node.hub.close()
+
+
+def a_peer() -> Peer:
+    """An authenticated peer (a token valid for an hour) that has not ticked yet."""
+    settings = Settings()
+    broker = MemoryBroker(settings.storage_policies())
+    gateway = Gateway(Node.build(settings, broker, "n"))
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    peer = Peer(gateway, {"type": "websocket"}, receive, send)
+    peer.principal = Principal("t", "a", int(time.time()) + 3600, parse_rights(None))
+    return peer
+
+
+async def test_an_idle_socket_ticks_when_its_heartbeat_is_due_not_at_a_fixed_pace() -> None:
+    peer = a_peer()
+    idle_s = peer.node.settings.server.idle_ms / 1000
+    peer.conn.client_idle_ms = 30_000
+    now = peer.loop.time()
+    peer.last_recv = peer.last_sent = now
+    # Nothing sent since now: the next tick is when our heartbeat is due, within half of the
+    # client's idle (the contract's bound), with room to spare for a busy loop.
+    due = peer._tick_delay(now, quiet_since=now)
+    assert due == pytest.approx(30 * HEARTBEAT_SHARE)
+    assert due < 30 / 2
+    # Something went out 5 s ago: the heartbeat is due that much sooner.
+    assert peer._tick_delay(now, quiet_since=now - 5) == pytest.approx(due - 5)
+    # A client silent for nearly our idle: the tick comes when it times out, if that is sooner.
+    peer.last_recv = now - idle_s + 1
+    assert peer._tick_delay(now, quiet_since=now) == pytest.approx(1)
+    # A client that asked for no heartbeats (idle 0): only our idle timeout paces the ticks.
+    peer.last_recv = now
+    peer.conn.client_idle_ms = 0
+    assert peer._tick_delay(now, quiet_since=now) == pytest.approx(idle_s)
+    # Never sooner than the shortest tick, even past a deadline.
+    assert peer._tick_delay(now, quiet_since=now - 3600) >= MIN_TICK_S
+    await peer.node.hub.close()
