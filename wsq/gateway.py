@@ -450,6 +450,8 @@ class Peer:
                     return
                 write(pieces)
                 self._written(pieces, outlet)
+                if not conn.has_output:
+                    return  # all of it written, the common case: no second look
         except Exception:
             pass  # the socket is gone: the writer task meets that and stays as the writer
         self._writer = self.loop.create_task(self._write_loop())
