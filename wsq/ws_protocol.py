@@ -289,7 +289,8 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             and not self.held
             and self.conn.reader.between_frames  # type: ignore[attr-defined]
             and not self.conn.reader.buffer
-            and self.conn.current_size is None  # not inside a fragmented message
+            # not inside a fragmented message (``cur_size`` before websockets 15)
+            and getattr(self.conn, "current_size", getattr(self.conn, "cur_size", None)) is None
             and self.conn.state is State.OPEN
             and self.queue.empty()
             and on_heartbeat()

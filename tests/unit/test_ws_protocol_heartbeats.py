@@ -121,3 +121,15 @@ async def test_eight_bytes_inside_a_frame_that_look_like_a_heartbeat_are_its_pay
     socket.protocol.data_received(looks_like_a_beat)
     assert (await socket.take())["text"] == text.decode()
     assert heard.count == 0
+
+
+async def test_a_heartbeat_inside_a_fragmented_message_is_read_as_before(socket: Socket) -> None:
+    # A final text frame where a continuation was due breaks RFC 6455: websockets fails the
+    # connection (close 1002). Taken as a heartbeat, it would have been let through.
+    heard = socket.protocol.on_heartbeat = Heard()
+    first_part = b"\x01" + masked(b'["a"')[1:]  # text, not final
+    socket.protocol.data_received(first_part)
+    socket.protocol.data_received(masked(b"[]"))
+    assert heard.count == 0
+    assert socket.transport.written.startswith(b"\x88")  # websockets' close
+    assert socket.transport.written[2:4] == (1002).to_bytes(2, "big")
