@@ -1522,7 +1522,30 @@ def _shown(path: Path) -> str:
     return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
 
 
+def _part_alone(argv: list[str]) -> tuple[str, list[str]] | None:
+    """The part and its script's command line when ``--only`` names one optional part and
+    nothing else: every other argument is the script's own (scale's ``--rate`` is a float, the
+    rows' an int; ``--help`` is the script's help)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--only")
+    known, rest = pre.parse_known_args(argv)
+    if known.only not in PARTS:
+        return None
+    return known.only, [sys.executable, str(BENCH / PARTS[known.only][0]), *rest]
+
+
 def main(argv: list[str] | None = None) -> int:
+    alone = _part_alone(sys.argv[1:] if argv is None else argv)
+    if alone is not None:
+        part, command = alone
+        missing = [t for t in PARTS[part][1] if not _have(t)]
+        if missing:
+            print(
+                f"bench: missing tools: {', '.join(missing)} (scripts/bench installs them)",
+                file=sys.stderr,
+            )
+            return MISSING_TOOLS
+        return subprocess.run(command).returncode
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

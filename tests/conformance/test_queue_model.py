@@ -98,6 +98,8 @@ class Job:
     deliveries: int = 0
     history: list[str] = dataclasses.field(default_factory=list)
     holder: str = ""  # who was handed it last
+    # When the broker call that handed it over last began: what the broker knew then decides.
+    claim_started: float = 0.0
 
 
 class Consumer:
@@ -116,6 +118,10 @@ class Consumer:
         # Since when it has had credit without a break (inf: it has none): the broker learns
         # that a consumer wants work at its next claim, a moment after it gets credit.
         self.wanting_since = float("inf")
+        # When the broker surely knew that it wants work (inf: not yet): the end of a claim of
+        # its, begun while it had credit, that left it wanting more. Only a claim tells the
+        # broker; on a busy machine that may come well after the credit.
+        self.heard_at = float("inf")
         # When the hub queued each delivery on this socket, by delivery number: the model
         # judges leases by it (a look may come late on a busy machine).
         self.sent_at: dict[int, float] = {}
@@ -158,6 +164,7 @@ class Consumer:
         self.link = event.link
         self.credit = credit
         self.wanting_since = time.monotonic() if credit else float("inf")
+        self.heard_at = float("inf")
         self.lease_s = lease_ms / 1000
         await self.hub.attach_move(TENANT, event.link, self.outlet, f"{self.name}-{id(self)}")
         self.conn.accept_attach(event.link)
@@ -168,6 +175,7 @@ class Consumer:
         assert isinstance(event, CreditGranted)
         if self.credit == 0:
             self.wanting_since = time.monotonic()
+            self.heard_at = float("inf")
         self.credit += n
         self.hub.credit(event.link)
 
@@ -183,6 +191,7 @@ class Consumer:
         self.link = None
         self.credit = 0
         self.wanting_since = float("inf")
+        self.heard_at = float("inf")
         await self.hub.detach(event.link, event.unsettled)
         gone = list(self.held.values())
         self.held.clear()
@@ -249,6 +258,7 @@ class Model:
                 c.last_handed = ts[-1][0]
                 if c.credit == 0:
                     c.wanting_since = float("inf")
+                    c.heard_at = float("inf")
         # In the order the hub handed them over.
         handed = [(at, c, t) for c, ts in batches for at, t in ts]
         for at, c, t in sorted(handed, key=lambda x: x[0]):
@@ -291,6 +301,7 @@ class Model:
                     and other.credit > 0
                     and other.wanting_since + 0.1 < job.let_go_at
                     and other.last_handed < job.let_go_at
+                    and other.heard_at < job.claim_started
                 ):
                     self.log.append(f"{job_id}: {job.history}")
                     self.fail(
@@ -328,10 +339,21 @@ def trace(model: Model, brokers: list[Broker]) -> None:
         claim, settle, leave = broker.claim, broker.settle, broker.leave
 
         async def traced_claim(*args: Any, _claim: Any = claim, _n: int = n, **kw: Any) -> Any:
+            start = time.monotonic()
             got = await _claim(*args, **kw)
+            end = time.monotonic()
+            # The broker hears that a consumer wants work at a claim that leaves it room (and
+            # forgets it at one that fills it): the hand-over rule can only hold from then.
+            who = [c for c in model.consumers if str(args[3]).startswith(f"{c.name}-")]
+            if who and who[0].wanting_since <= start:
+                if len(got) < kw.get("room", args[4]):
+                    who[0].heard_at = min(who[0].heard_at, end)
+                else:
+                    who[0].heard_at = float("inf")
             for d in got:
                 job = model.jobs.get(d.message.id)
                 if job is not None:
+                    job.claim_started = start
                     job.history.append(
                         f"{time.monotonic():.2f} b{_n} claim {args[3]} ({d.redelivered})"
                     )
