@@ -16,7 +16,8 @@ the embedded memory broker (1 gateway) or on one ``redis-server`` of its own (fr
    keeps its window: it grants one more credit with every delivery it settles.
 2. Once every consumer's attach is answered (and 0.2 s more), a publisher on the first gateway
    sends all J jobs in ONE WebSocket message (as many sender links as the server's sender
-   credit needs, 256 each by default); the clock starts when it is sent.
+   credit needs, 1024 each by default, 256 before issue 18's publisher window; the gateway
+   stores them in writes of at most 256 either way); the clock starts when it is sent.
 3. Each consumer works on its deliveries one at a time: ``asyncio.sleep(work)`` (5 ms), then
    ``accepted`` (and one credit), in one message.
 4. The run ends when every job has been accepted once.

@@ -24,7 +24,8 @@ const POST_RETRIES = 3;
 export function streamUrl(wsUrl) {
   const url = new URL(wsUrl);
   url.protocol = url.protocol === "wss:" ? "https:" : "http:";
-  url.pathname = url.pathname.replace(/\/ws\/?$/, "") + "/v1/stream";
+  // "ws://h/" and "ws://h/a/" too: no slash doubled before the stream's path
+  url.pathname = url.pathname.replace(/\/ws\/?$/, "").replace(/\/+$/, "") + "/v1/stream";
   url.search = url.hash = "";
   return url.href;
 }

@@ -33,7 +33,6 @@ export class Session {
     this.nextDelivery = 0; // our numbering of transfers on this session
     this.pending = new Map(); // our delivery -> publish item awaiting its disposition
     this.begun = false;
-    this.ending = false;
   }
 }
 
@@ -69,7 +68,7 @@ export class Sessions extends Map {
     if (!conn.usable || link._binding) return null;
     let session = null;
     for (const s of this.values()) {
-      if (!s.ending && s.links.size < linksPerSession && s.nextHandle <= MAX_U32) {
+      if (s.links.size < linksPerSession && s.nextHandle <= MAX_U32) {
         session = s;
         break;
       }
@@ -189,8 +188,8 @@ export class Sessions extends Map {
     for (const b of session.links.values()) b.link._onLost(b);
     for (const item of session.pending.values()) senderOf(item).requeue(item);
     session.pending.clear();
-    if (session.ending) return;
-    // The server ended a session of ours: a limit, or a mistake of ours. Start afresh.
+    // The client never ends a session itself, so this is the server ending one of ours: a
+    // limit, or a mistake of ours. Start afresh.
     if (f.error) conn.client[EMIT]("error", fromWire(f.error, "session"));
     conn.send(frame.end(session.ch));
     conn.drop(null);

@@ -234,3 +234,35 @@ def test_every_row_is_in_the_smoke_run_or_left_out_by_name() -> None:
     spec.loader.exec_module(smoke)
     assert smoke.ROWS | set(smoke.NOT_IN_SMOKE) == set(bench.SYSTEMS)
     assert not smoke.ROWS & set(smoke.NOT_IN_SMOKE)
+
+
+def _monitor(lines: list[str]) -> Any:
+    m = bench.RedisMonitor.__new__(bench.RedisMonitor)
+    m.lines = lines
+    return m
+
+
+def test_the_gateways_own_figures_are_counted_apart_within_the_info_window() -> None:
+    sys_keys = '"4" "wsq:{%24sys:%24sys.stats}:s" "wsq:{%24sys:%24sys.stats}:m"'
+    bench_keys = '"4" "wsq:{dev:bench.cmds10}:s" "wsq:{dev:bench.cmds10}:m"'
+    lines = [
+        "+OK",
+        '+1.0 [0 127.0.0.1:1] "EVALSHA" "abc" ' + sys_keys,  # before the window
+        '+1.1 [0 lua] "XADD" "wsq:{%24sys:%24sys.stats}:s" "*"',
+        '+2.0 [0 127.0.0.1:9] "INFO" "commandstats"',
+        '+2.1 [0 127.0.0.1:1] "EVALSHA" "abc" ' + bench_keys + ' "[\\"a \\\\\\" b\\"]"',
+        '+2.2 [0 lua] "TIME"',
+        '+2.3 [0 lua] "XADD" "wsq:{dev:bench.cmds10}:s" "*" "b" "1"',
+        '+2.4 [0 127.0.0.1:2] "EVALSHA" "abc" ' + sys_keys,
+        '+2.5 [0 lua] "TIME"',
+        '+2.6 [0 lua] "XADD" "wsq:{%24sys:%24sys.stats}:s" "*"',
+        '+2.7 [0 127.0.0.1:3] "XRANGE" "wsq:{dev:bench.cmds10}:s" "(0-0" "+"',
+        '+2.8 [0 127.0.0.1:4] "XRANGE" "wsq:{%24sys:%24sys.stats}:s" "-" "+"',
+        '+3.0 [0 127.0.0.1:9] "INFO" "commandstats"',
+        '+3.1 [0 127.0.0.1:2] "EVALSHA" "abc" ' + sys_keys,  # after it
+    ]
+    window = _monitor(lines).window()
+    assert window == {
+        "sys": {"evalsha": 1, "time": 1, "xadd": 1, "xrange": 1},
+        "other": {"evalsha": 1, "time": 1, "xadd": 1, "xrange": 1},
+    }

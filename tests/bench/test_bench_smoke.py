@@ -83,6 +83,9 @@ def test_bench_completes_at_tiny_sizes_and_reports_every_row(tmp_path: Path) -> 
             assert figure["complete"], (name, figure)
             # at least one command per published message reached this row's own Redis
             assert figure["commands"] >= figure["messages"], (name, figure)
+            # MONITOR saw the window INFO commandstats counted (the $sys.stats split is its)
+            assert figure["monitor_commands"] == figure["commands"], (name, figure)
+            assert figure["per_message_net"] <= figure["per_message"], (name, figure)
     for name, row in rows.items():
         # every row's subscribers read something off their sockets for what they got
         assert row["fanout"]["wire_bytes_per_delivery"] > 0, name

@@ -6,9 +6,10 @@ import asyncio
 from typing import Any
 
 import pytest
-from wsq_harness import Client, Gateway, Publisher, StartGateway, transfers
+from wsq_harness import Client, Gateway, Publisher, StartGateway, attach_frame, transfers
 
 from wsq.core.positions import parse_position
+from wsq.protocol.connection import Limits
 
 
 async def test_one_socket_holds_1000_sessions_each_receiving_only_its_own(
@@ -241,17 +242,23 @@ async def accepted_deliveries(client: Client, n: int) -> list[int]:
 async def test_a_sender_may_spend_exactly_its_credit_and_only_the_transfer_past_it_is_refused(
     gateway: Gateway,
 ) -> None:
-    client = await gateway.sender("x")  # granted 256
+    client = await gateway.client()
+    await client.begin(1)
+    await client.send(attach_frame(1, 0, "sender", "x"))
+    await client.expect("attach", ch=1, handle=0)
+    credit = (await client.expect("flow", ch=1, handle=0))["credit"]
+    assert credit == Limits().sender_credit  # several publishes of max_publish_batch each
     # Exactly the credit, in one batch: every one accepted, the credit given back, no error.
-    await client.send(*publish_frames(0, 256))
-    assert await accepted_deliveries(client, 256) == list(range(256))
+    await client.send(*publish_frames(0, credit))
+    assert await accepted_deliveries(client, credit) == list(range(credit))
     refilled = 0
-    while refilled < 256:
+    while refilled < credit:
         refilled += (await client.expect("flow", ch=1, handle=0))["credit"]
-    assert refilled == 256
-    # One past it in one batch: the 256 are published and settled, the 257th alone is refused.
-    await client.send(*publish_frames(256, 257))
-    assert await accepted_deliveries(client, 256) == list(range(256, 512))
+    assert refilled == credit
+    # One past it in one batch: the others are published and settled (in several publishes,
+    # each refilling before the next), the one past the credit alone is refused.
+    await client.send(*publish_frames(credit, credit + 1))
+    assert await accepted_deliveries(client, credit) == list(range(credit, 2 * credit))
     detach = await client.expect("detach", handle=0)
     assert detach["error"]["condition"] == "wsq:transfer-limit-exceeded"
     await client.nothing("disposition", wait=0.2)

@@ -49,7 +49,7 @@ async def test_pipelined_frames_apply_after_the_token_is_verified(gateway: Gatew
     assert (await client.recv())["op"] == "open"
     assert await client.recv() == {"op": "begin", "ch": 3}
     assert (await client.recv())["op"] == "attach"
-    assert await client.recv() == {"op": "flow", "ch": 3, "handle": 9, "credit": 256}
+    assert await client.recv() == {"op": "flow", "ch": 3, "handle": 9, "credit": 1024}
     await client.close()
 
 

@@ -122,7 +122,7 @@ def test_a_sender_publishes_and_every_transfer_is_settled_with_credit_refilled()
     client, server = opened()
     snd = client.sender("chat.room1")
     pump(client, server)
-    assert snd.credit == 256
+    assert snd.credit == Limits().sender_credit
     deliveries = [
         client.send(snd, Message(body={"n": i}, subject="a.b", id=f"m{i}")) for i in range(3)
     ]
@@ -130,7 +130,22 @@ def test_a_sender_publishes_and_every_transfer_is_settled_with_credit_refilled()
     assert server.published == ['{"n":0}', '{"n":1}', '{"n":2}']
     assert [d.remote_state for d in deliveries] == [Delivery.ACCEPTED] * 3
     assert all(d.settled for d in deliveries)  # settled by us (remote)
-    assert snd.credit == 256
+    assert snd.credit == Limits().sender_credit
+
+
+def test_more_transfers_at_hand_than_one_publish_takes_are_several_publishes_in_order() -> None:
+    # The credit may be larger than one broker write: max_publish_batch splits, nothing else.
+    client, server = opened(Limits(max_frame_bytes=65_536, sender_credit=10, max_publish_batch=4))
+    snd = client.sender("chat.room1")
+    pump(client, server)
+    deliveries = [client.send(snd, Message(body=i)) for i in range(10)]
+    pump(client, server)
+    sizes = [len(e.items) for e in server.of(PublishRequested)]
+    assert sizes == [4, 4, 2]
+    assert server.published == [str(i) for i in range(10)]
+    assert [d.remote_state for d in deliveries] == [Delivery.ACCEPTED] * 10
+    assert snd.credit == 10
+    assert not server.of(LinkEnded)
 
 
 def test_a_receiver_gets_transfers_within_its_credit_and_settles_move_deliveries() -> None:
@@ -178,6 +193,24 @@ def test_a_transfer_beyond_the_credit_detaches_the_link_only() -> None:
     out = b"".join(iter(server.conn.next_message, None))
     assert b"amqp:link:transfer-limit-exceeded" in out
     assert server.conn.state is ConnectionState.OPEN
+
+
+def test_a_transfer_past_the_credit_is_refused_though_an_earlier_publish_refilled() -> None:
+    # Gathered against the credit whole, published in pieces of max_publish_batch: the refill
+    # of the first piece must not excuse the transfer past the credit in the same input.
+    client, server = opened(Limits(max_frame_bytes=65_536, sender_credit=6, max_publish_batch=4))
+    client.sender("chat.room1")
+    pump(client, server)
+    data = b"".join(
+        F.frame(0, F.TRANSFER, [Uint(0), Uint(i), b"t%d" % i, Uint(0), True], _value_section(i))
+        for i in range(7)
+    )
+    server.conn.receive_data(data)
+    server.answer()
+    assert [len(e.items) for e in server.of(PublishRequested)] == [4, 2]
+    assert len(server.of(LinkEnded)) == 1
+    out = b"".join(iter(server.conn.next_message, None))
+    assert b"amqp:link:transfer-limit-exceeded" in out
 
 
 def _value_section(value: int) -> bytes:

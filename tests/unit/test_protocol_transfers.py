@@ -14,6 +14,7 @@ from wsq.core.limits import MAX_DELIVERY, MAX_TTL_MS
 from wsq.core.messages import Outcome
 from wsq.core.props import Props
 from wsq.core.wire import copy_tail, message_tail, stored_props, stored_tail
+from wsq.protocol.connection import Limits
 from wsq.protocol.events import (
     ConnectionEnded,
     DeliveriesSettled,
@@ -156,6 +157,60 @@ def test_consecutive_transfers_on_one_link_come_as_one_request_in_order() -> Non
     assert request.link is link
     assert [(i.delivery, i.body) for i in request.items] == [(n, str(n)) for n in range(5)]
     assert link.credit == h.limits.sender_credit - 5
+
+
+def test_more_transfers_in_a_message_than_one_publish_takes_come_as_several_in_order() -> None:
+    # The credit may be larger than one broker write: max_publish_batch splits, nothing else.
+    h = opened(sender_credit=10, max_publish_batch=4)
+    link = h.attach_sender(1, 0)
+    h.send(*(transfer(1, 0, i, body=i) for i in range(10)))
+    requests = publish_requests(h)
+    assert [[i.delivery for i in r.items] for r in requests] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert all(r.link is link for r in requests)
+    assert link.credit == 0
+    for r in requests:
+        h.conn.settle_publish(link, accepted(r.items, r.items[0].delivery))
+    assert h.out() == [
+        disposition(0, 3, ids=["1-0", "1-1", "1-2", "1-3"]),
+        flow(0, 4),
+        disposition(4, 7, ids=["1-4", "1-5", "1-6", "1-7"]),
+        flow(0, 4),
+        disposition(8, 9, ids=["1-8", "1-9"]),
+        flow(0, 2),
+    ]
+    assert link.credit == 10
+
+
+def test_a_transfer_past_the_credit_is_refused_though_an_earlier_publish_of_its_message_refilled() -> (
+    None
+):
+    # The split into publishes must not let the refill of the first excuse a transfer that was
+    # past the credit when the client sent it: the message is checked against the credit whole.
+    h = opened(sender_credit=6, max_publish_batch=4)
+    link = h.attach_sender(1, 0)
+    h.send(*(transfer(1, 0, i) for i in range(7)))
+    first = h.event()
+    assert isinstance(first, PublishRequested) and len(first.items) == 4
+    h.conn.settle_publish(link, accepted(first.items))  # a refill of 4 before the rest
+    second = h.event()
+    assert isinstance(second, PublishRequested)
+    assert [i.delivery for i in second.items] == [4, 5]
+    h.conn.settle_publish(link, accepted(second.items, 4))
+    assert h.events() == [LinkEnded(link, [])]
+    assert h.out()[-1] == detach(1, 0, "wsq:transfer-limit-exceeded")
+
+
+def test_the_default_credit_is_several_publishes_of_the_default_batch() -> None:
+    # docs/performance.md, "The publisher's window": a publisher keeps the gateway busy only
+    # with more than one publish on the way; one publish is the broker's bound, not the credit.
+    limits = Limits()
+    assert limits.sender_credit >= 4 * limits.max_publish_batch
+    h = opened()
+    h.attach_sender(1, 0)
+    h.send(*(transfer(1, 0, i) for i in range(limits.sender_credit)))
+    requests = publish_requests(h)
+    assert {len(r.items) for r in requests} == {limits.max_publish_batch}
+    assert sum(len(r.items) for r in requests) == limits.sender_credit
 
 
 def test_transfers_alternating_between_links_come_as_separate_requests() -> None:

@@ -190,10 +190,14 @@ class AmqpConnection(OutgoingBytes):
         return events.popleft() if events else None
 
     def _flush_batch(self) -> None:
+        # Gathered (and checked against the credit) together, published in turn: one broker
+        # write is at most max_publish_batch messages, whatever the credit.
         if self._batch is not None:
             link, items = self._batch
             self._batch = None
-            self._events.append(PublishRequested(link, items))
+            step = self.limits.max_publish_batch
+            for i in range(0, len(items), step):
+                self._events.append(PublishRequested(link, items[i : i + step]))
 
     def _step(self) -> bool:
         """Take one header or frame from the input; False when none is whole yet."""

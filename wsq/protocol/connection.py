@@ -86,12 +86,23 @@ _OUTCOMES = {o.value: o for o in Outcome}
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """What one connection may use. ``sender_credit`` is what we grant each sender link."""
+    """What one connection may use.
+
+    ``sender_credit`` is what we grant each sender link: how many publishes a client may have
+    on the way (docs/performance.md, "The publisher's window", says why 1024). It bounds no
+    memory of ours: the gateway takes a socket's next WebSocket message only once the publishes
+    of the one before are answered, so what a connection holds unanswered is the message being
+    published and one waiting (each at most ``max_frame_bytes``) whatever its credit; the rest
+    waits in the client's socket.
+    ``max_publish_batch`` is how many consecutive transfers of one link become one publish (one
+    broker write): the broker's bound, so that a larger credit is not a larger write.
+    """
 
     max_frame_bytes: int = 1_048_576
     max_sessions: int = 1024
     max_links_per_session: int = 256
-    sender_credit: int = 256
+    sender_credit: int = 1024
+    max_publish_batch: int = 256
 
 
 def too_many_links(links: Iterable[Link], limits: Limits) -> WsqError | None:
@@ -545,7 +556,12 @@ class ServerConnection(OutgoingFrames):
             if self._accept_transfer(nxt) is not link:
                 break
             items.append(publish_item(nxt))
-        self._events.append(PublishRequested(link, items))
+        # Checked against the credit together (a refill sent for the first publish must not
+        # excuse a transfer past it), published in turn: one broker write is at most
+        # max_publish_batch messages, whatever the credit.
+        step = self.limits.max_publish_batch
+        for i in range(0, len(items), step):
+            self._events.append(PublishRequested(link, items[i : i + step]))
 
     def _accept_transfer(self, frame: dict[str, Any]) -> Link | None:
         """Numbering and credit checks; the link the transfer may be published on, or None."""

@@ -63,6 +63,9 @@ test("the stream's URL beside the WebSocket's", () => {
   assert.equal(streamUrl("wss://h:8443/ws"), "https://h:8443/v1/stream");
   assert.equal(streamUrl("ws://h/a/ws/?x=1#f"), "http://h/a/v1/stream");
   assert.equal(streamUrl("ws://h/wsx"), "http://h/wsx/v1/stream");
+  assert.equal(streamUrl("ws://h/"), "http://h/v1/stream");
+  assert.equal(streamUrl("ws://h"), "http://h/v1/stream");
+  assert.equal(streamUrl("ws://h/a/"), "http://h/a/v1/stream");
   assert.deepEqual(HTTP_SOCKET_STATES, { CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3 });
   assert.throws(() => new HttpSocket("ws://h/ws", "p", { fetch: 5 }), { name: "TypeError", message: "no fetch implementation" });
 });

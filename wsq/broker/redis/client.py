@@ -9,13 +9,16 @@ message_ids. MOVED and ASK redirections, which mean the script did not run, are 
 
 Every command passes ``Gate``: at most ``MAX_CONNECTIONS`` in flight, and a disconnect that
 redis-py lets through raw (redis-py#4287) becomes the connection error it is.
+
+A command is written to the socket when it is sent (``WriteAtOnce``), not on a later turn of
+the event loop behind whatever else was queued there.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from types import TracebackType
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -23,7 +26,7 @@ from urllib.parse import unquote, urlsplit
 import redis as redis_package
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.connection import BlockingConnectionPool
+from redis.asyncio.connection import AbstractConnection, BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.commands.core import AsyncScript
@@ -103,6 +106,40 @@ class Gate:
             raise RedisConnectionError(f"connection closed under a command ({exc!r})") from exc
 
 
+class WriteAtOnce(AbstractConnection):
+    """A redis-py connection that writes a command as soon as it is sent.
+
+    With a ``socket_timeout``, redis-py sends through ``asyncio.wait_for(
+    self._send_packed_command(command))``, and on Python 3.11 ``wait_for`` runs that coroutine
+    as a task: the bytes leave on the loop's next turn, after every callback already queued.
+    In a gateway that is the flush of a fan-out to every socket (milliseconds), so Redis got a
+    publish only once the previous batch was written, and the gateway then waited for its
+    answer instead of having it (docs/performance.md, "Redis against memory"). Here the write
+    happens when the coroutine is made, before ``wait_for`` sees it; only the ``drain`` (which
+    waits when the transport is full) is left to it, within the same timeout."""
+
+    def _send_packed_command(self, command: Iterable[bytes]) -> Coroutine[Any, Any, None]:
+        writer = self._writer
+        if writer is None:
+            # redis-py#4287: a connection another task disconnected meanwhile.
+            raise RedisConnectionError("connection closed under a command")
+        writer.writelines(command)
+        return writer.drain()
+
+
+_WRITE_AT_ONCE: dict[type[AbstractConnection], type[AbstractConnection]] = {}
+
+
+def write_at_once(cls: type[AbstractConnection]) -> type[AbstractConnection]:
+    """``cls`` (the pool's class for its URL: TCP, TLS or Unix socket) with ``WriteAtOnce``."""
+    if issubclass(cls, WriteAtOnce):
+        return cls
+    made = _WRITE_AT_ONCE.get(cls)
+    if made is None:
+        made = _WRITE_AT_ONCE[cls] = type(cls.__name__, (WriteAtOnce, cls), {})
+    return made
+
+
 class RedisClients:
     """The clients of one broker process, for ``redis://``, ``rediss://`` or ``redis+cluster://``."""
 
@@ -155,6 +192,7 @@ class RedisClients:
                 socket_connect_timeout=2.0,
                 retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries),
             )
+            pool.connection_class = write_at_once(pool.connection_class)
             return Redis(connection_pool=pool)
         # redis+cluster://[user:password@]host:port: any node; the client learns the others.
         parts = urlsplit(self.url)
