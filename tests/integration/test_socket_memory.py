@@ -61,3 +61,38 @@ async def test_deliveries_to_a_socket_that_reads_start_no_writer_task(gateway: G
     assert "Peer._write_loop" not in started, started
     await sub.close()
     await pub.client.close()
+
+
+def _awaiting_frames(coro: Any) -> list[Any]:
+    """The frames of a coroutine and of every coroutine it awaits, outermost first."""
+    frames = []
+    while coro is not None and getattr(coro, "cr_frame", None) is not None:
+        frames.append(coro.cr_frame)
+        coro = coro.cr_await
+    return frames
+
+
+async def test_a_socket_waiting_for_its_next_message_holds_none_of_the_last(
+    gateway: Gateway,
+) -> None:
+    """Most of a socket's life is a wait for its client's next message (its heartbeats are
+    taken without the socket's task: wsq.ws_protocol); the last message it read (an attach, a
+    publish of up to max_frame_bytes) is not held through that wait."""
+    client = await gateway.client()
+    marker = f"wsq-test-{secrets.token_hex(4)}"
+    await client.send({"op": "begin", "ch": 1, "note": marker + "x" * 2000})
+    assert (await client.expect("begin"))["ch"] == 1
+    for _ in range(3):
+        # taken by the WebSocket protocol as an idle client's are: each alone in its read
+        await client.send_raw("[]")
+        await asyncio.sleep(0.05)
+    held = [
+        (frame.f_code.co_name, name)
+        for task in asyncio.all_tasks()
+        for frame in _awaiting_frames(task.get_coro())
+        for name, value in frame.f_locals.items()
+        if isinstance(value, dict)
+        and value.get("type") == "websocket.receive"
+        and marker in str(value.get("text"))
+    ]
+    assert held == []
