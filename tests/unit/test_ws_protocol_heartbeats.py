@@ -6,7 +6,6 @@ not take (before the open, or while closing), is read as any message. On a stand
 
 from __future__ import annotations
 
-import asyncio
 import struct
 from collections.abc import AsyncIterator
 
@@ -42,11 +41,7 @@ async def socket() -> AsyncIterator[Socket]:
     await sock.upgrade()
     sock.ticket.authenticated()
     yield sock
-    if not sock.protocol.disconnected:
-        sock.protocol.connection_lost(None)
-    while sock.protocol.tasks:  # the app takes its disconnect and ends
-        sock.wanted.release()
-        await asyncio.sleep(0)
+    await sock.end()
 
 
 def test_a_heartbeat_frame_is_told_by_its_eight_bytes_whatever_its_mask() -> None:

@@ -107,6 +107,14 @@ class Socket:
         self.wanted.release()
         return await asyncio.wait_for(self.received.get(), 1)
 
+    async def end(self) -> None:
+        """The socket lost, and the app's task ended (a fixture's teardown)."""
+        if not self.protocol.disconnected:
+            self.protocol.connection_lost(None)
+        while self.protocol.tasks:  # the app takes its disconnect and ends
+            self.wanted.release()
+            await asyncio.sleep(0)
+
     async def upgrade(self, extensions: str = "") -> None:
         key = base64.b64encode(os.urandom(16)).decode()
         self.protocol.data_received(
@@ -166,11 +174,7 @@ async def socket(admission: Admission) -> AsyncIterator[Socket]:
     sock = Socket(admission)
     await sock.upgrade()
     yield sock
-    if not sock.protocol.disconnected:
-        sock.protocol.connection_lost(None)
-    while sock.protocol.tasks:  # the app takes its disconnect and ends
-        sock.wanted.release()
-        await asyncio.sleep(0)
+    await sock.end()
 
 
 async def test_bytes_before_the_open_are_counted_and_released_once_it_is_verified(
