@@ -103,6 +103,7 @@ class Gateway:
             max_frame_bytes=server.max_frame_bytes,
             max_sessions=server.max_sessions,
             max_links_per_session=server.max_links_per_session,
+            sender_credit=server.sender_credit,
         )
         self.origins = OriginPolicy(server.allowed_origins)
         # Since the process started (wsq.stats): errors sent by condition (the node's, with the

@@ -266,6 +266,25 @@ async def test_a_sender_may_spend_exactly_its_credit_and_only_the_transfer_past_
     await client.close()
 
 
+@pytest.mark.gateway(server={"sender_credit": 5})
+async def test_the_sender_credit_is_the_configured_one(gateway: Gateway) -> None:
+    """``[server] sender_credit``: what a sender link is granted, and refilled, and all it may
+    spend."""
+    client = await gateway.client()
+    await client.begin(1)
+    await client.send(attach_frame(1, 0, "sender", "x"))
+    await client.expect("attach", ch=1, handle=0)
+    assert (await client.expect("flow", ch=1, handle=0))["credit"] == 5
+    await client.send(*publish_frames(0, 5))
+    assert await accepted_deliveries(client, 5) == list(range(5))
+    assert (await client.expect("flow", ch=1, handle=0))["credit"] == 5
+    await client.send(*publish_frames(5, 6))
+    assert await accepted_deliveries(client, 5) == list(range(5, 10))
+    detach = await client.expect("detach", handle=0)
+    assert detach["error"]["condition"] == "wsq:transfer-limit-exceeded"
+    await client.close()
+
+
 async def test_transfers_sent_one_by_one_are_each_settled_and_refilled_before_the_next(
     gateway: Gateway,
 ) -> None:

@@ -148,6 +148,7 @@ def test_every_field(
     idle_ms = 15000
     max_sessions = 10
     max_links_per_session = 20
+    sender_credit = 64
     max_frame_bytes = 65536
     outbox_max_bytes = 131072
     open_timeout_ms = 5000
@@ -206,6 +207,7 @@ def test_every_field(
         idle_ms=15000,
         max_sessions=10,
         max_links_per_session=20,
+        sender_credit=64,
         max_frame_bytes=65536,
         outbox_max_bytes=131072,
         open_timeout_ms=5000,
@@ -457,6 +459,11 @@ INVALID: list[tuple[str, str]] = [
     ("[server]\nidle_ms = 999", r"server\.idle_ms: must be at least 1000, got 999"),
     ("[server]\nmax_sessions = 0", r"server\.max_sessions: must be at least 1"),
     ("[server]\nmax_links_per_session = -1", r"server\.max_links_per_session: must be at least 1"),
+    ("[server]\nsender_credit = 0", r"server\.sender_credit: must be between 1 and 65536, got 0"),
+    (
+        "[server]\nsender_credit = 65537",
+        r"server\.sender_credit: must be between 1 and 65536, got 65537",
+    ),
     (
         "[server]\nmax_frame_bytes = 1023",
         r"server\.max_frame_bytes: must be between 1024 and 67108864",

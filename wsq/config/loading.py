@@ -49,6 +49,7 @@ from wsq.config.table import Table, describe
 from wsq.config.webhooks import parse_sinks, parse_webhooks
 from wsq.core.addresses import is_valid_address
 from wsq.core.errors import ConfigError
+from wsq.core.limits import MAX_SENDER_CREDIT
 from wsq.keys import ALGORITHMS, HMAC_ALGORITHMS, public_key_problem
 
 _SETTINGS_FORMAT = "wsq.settings/1"
@@ -87,6 +88,9 @@ def _parse_server(
     idle_ms = t.get_int("idle_ms", default.idle_ms, minimum=MIN_IDLE_MS)
     max_sessions = t.get_int("max_sessions", default.max_sessions, minimum=1)
     max_links = t.get_int("max_links_per_session", default.max_links_per_session, minimum=1)
+    sender_credit = t.get_int(
+        "sender_credit", default.sender_credit, minimum=1, maximum=MAX_SENDER_CREDIT
+    )
     max_frame_bytes = t.get_int(
         "max_frame_bytes", default.max_frame_bytes, minimum=MIN_FRAME_BYTES, maximum=MAX_FRAME_BYTES
     )
@@ -156,6 +160,7 @@ def _parse_server(
         idle_ms=idle_ms,
         max_sessions=max_sessions,
         max_links_per_session=max_links,
+        sender_credit=sender_credit,
         max_frame_bytes=max_frame_bytes,
         outbox_max_bytes=outbox_max_bytes,
         open_timeout_ms=open_timeout_ms,

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 
 from wsq.core.addresses import SYS_TENANT
-from wsq.core.limits import DEFAULT_IDLE_MS
+from wsq.core.limits import DEFAULT_IDLE_MS, DEFAULT_SENDER_CREDIT
 from wsq.core.policy import DEFAULT_POLICY, SYS_POLICY, StoragePolicies, StoragePolicy
 from wsq.core.presence import DEFAULT_MEMBERS_PER_ADDRESS
 
@@ -201,6 +201,8 @@ class ServerConfig:
     idle_ms: int = DEFAULT_IDLE_MS
     max_sessions: int = 1024
     max_links_per_session: int = 256
+    # Credit granted to each sender link, and refilled as its publishes are answered.
+    sender_credit: int = DEFAULT_SENDER_CREDIT
     max_frame_bytes: int = 1_048_576
     # Bytes queued for one socket before its links pause (copy) and, past the hard cap, close.
     outbox_max_bytes: int = 4 * 1_048_576

@@ -49,7 +49,8 @@ def describe_settings(settings: Settings, source: str | None) -> list[str]:
         f"server: {s.host}:{s.port}, {s.workers} worker(s), node_id {s.node_id or '(generated)'}",
         f"  idle_ms {s.idle_ms}, open_timeout_ms {s.open_timeout_ms}, max_sessions "
         f"{s.max_sessions}, max_links_per_session {s.max_links_per_session}",
-        f"  max_frame_bytes {s.max_frame_bytes}, outbox_max_bytes {s.outbox_max_bytes}",
+        f"  max_frame_bytes {s.max_frame_bytes}, outbox_max_bytes {s.outbox_max_bytes}, "
+        f"sender_credit {s.sender_credit}",
         f"  handshake_timeout_ms {s.handshake_timeout_ms}, max_connections {s.max_connections}, "
         f"max_pending {s.max_pending}, max_pending_per_ip {s.max_pending_per_ip}",
         f"  max_pending_bytes {s.max_pending_bytes}, max_pending_bytes_per_ip "

@@ -24,6 +24,11 @@ MAX_CLIENT_NAME = 256
 
 #: ``idle`` of ``open`` when the client gives none, and the server's own default (ms).
 DEFAULT_IDLE_MS = 30_000
+#: What the server grants each sender link (``[server] sender_credit``): publishes a client may
+#: have on the way. It bounds no memory of the gateway's (docs/performance.md, "The publisher's
+#: window"); the bound keeps a flow's number far from the wire's uint32.
+DEFAULT_SENDER_CREDIT = 1024
+MAX_SENDER_CREDIT = 65_536
 #: A client's ``idle``: 0 (no heartbeats wanted) or within these (ms).
 MIN_IDLE_MS = 500
 MAX_IDLE_MS = 3_600_000

@@ -34,6 +34,7 @@ from wsq.core.errors import (
 from wsq.core.fifo import Fifo
 from wsq.core.limits import (
     DEFAULT_IDLE_MS,
+    DEFAULT_SENDER_CREDIT,
     MAX_CHANNEL,
     MAX_CLIENT_NAME,
     MAX_DELIVERY,
@@ -101,7 +102,7 @@ class Limits:
     max_frame_bytes: int = 1_048_576
     max_sessions: int = 1024
     max_links_per_session: int = 256
-    sender_credit: int = 1024
+    sender_credit: int = DEFAULT_SENDER_CREDIT
     max_publish_batch: int = 256
 
 
