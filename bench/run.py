@@ -1627,6 +1627,17 @@ def _shown(path: Path) -> str:
     return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
 
 
+def _missing(tools: set[str]) -> bool:
+    """Whether any of ``tools`` is not installed (said on stderr)."""
+    missing = sorted(t for t in tools if not _have(t))
+    if missing:
+        print(
+            f"bench: missing tools: {', '.join(missing)} (scripts/bench installs them)",
+            file=sys.stderr,
+        )
+    return bool(missing)
+
+
 def _part_alone(argv: list[str]) -> tuple[str, list[str]] | None:
     """The part and its script's command line when ``--only`` names one optional part and
     nothing else: every other argument is the script's own (scale's ``--rate`` is a float, the
@@ -1643,12 +1654,7 @@ def main(argv: list[str] | None = None) -> int:
     alone = _part_alone(sys.argv[1:] if argv is None else argv)
     if alone is not None:
         part, command = alone
-        missing = [t for t in PARTS[part][1] if not _have(t)]
-        if missing:
-            print(
-                f"bench: missing tools: {', '.join(missing)} (scripts/bench installs them)",
-                file=sys.stderr,
-            )
+        if _missing(set(PARTS[part][1])):
             return MISSING_TOOLS
         return subprocess.run(command).returncode
     p = argparse.ArgumentParser(
@@ -1725,15 +1731,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown systems: {', '.join(unknown)}")
     pin = args.pin and (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
-    missing = sorted(
-        {t for n in names for t in (*SYSTEMS[n].needs, "node") if not _have(t)}
-        | {t for n in parts for t in PARTS[n][1] if not _have(t)}
-    )
-    if missing:
-        print(
-            f"bench: missing tools: {', '.join(missing)} (scripts/bench installs them)",
-            file=sys.stderr,
-        )
+    if _missing(
+        {t for n in names for t in (*SYSTEMS[n].needs, "node")}
+        | {t for n in parts for t in PARTS[n][1]}
+    ):
         return MISSING_TOOLS
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = min(hard, max(soft, 4 * sizes["conns"] + 1024))

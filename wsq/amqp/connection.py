@@ -58,7 +58,7 @@ from wsq.core.errors import (
 from wsq.core.fifo import Fifo
 from wsq.core.limits import MAX_IDLE_MS, MAX_TOKEN_CHARS, MAX_UINT32, MIN_IDLE_MS
 from wsq.core.messages import Outcome
-from wsq.protocol.connection import Limits, too_many_links
+from wsq.protocol.connection import Limits, publish_requests, too_many_links
 from wsq.protocol.events import (
     AttachRequested,
     ConnectionEnded,
@@ -68,7 +68,6 @@ from wsq.protocol.events import (
     LinkEnded,
     OpenRequested,
     PublishItem,
-    PublishRequested,
     RefreshRequested,
 )
 from wsq.protocol.figures import Figures
@@ -190,14 +189,10 @@ class AmqpConnection(OutgoingBytes):
         return events.popleft() if events else None
 
     def _flush_batch(self) -> None:
-        # Gathered (and checked against the credit) together, published in turn: one broker
-        # write is at most max_publish_batch messages, whatever the credit.
         if self._batch is not None:
             link, items = self._batch
             self._batch = None
-            step = self.limits.max_publish_batch
-            for i in range(0, len(items), step):
-                self._events.append(PublishRequested(link, items[i : i + step]))
+            self._events.extend(publish_requests(link, items, self.limits))
 
     def _step(self) -> bool:
         """Take one header or frame from the input; False when none is whole yet."""

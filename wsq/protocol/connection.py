@@ -106,6 +106,17 @@ class Limits:
     max_publish_batch: int = 256
 
 
+def publish_requests(
+    link: Link, items: list[PublishItem], limits: Limits
+) -> list[PublishRequested]:
+    """The publishes of ``items``, transfers of ``link`` that arrived together and were checked
+    against its credit together (a refill sent for the first publish must not excuse a transfer
+    past it): in turn, each one broker write of at most ``max_publish_batch``, whatever the
+    credit. For wsq.v1 and AMQP alike."""
+    step = limits.max_publish_batch
+    return [PublishRequested(link, items[i : i + step]) for i in range(0, len(items), step)]
+
+
 def too_many_links(links: Iterable[Link], limits: Limits) -> WsqError | None:
     """The answer to an attach that takes a session past ``max_links_per_session`` (the new
     link among ``links``; one whose detach is on its way no longer counts), else None. For
@@ -557,12 +568,7 @@ class ServerConnection(OutgoingFrames):
             if self._accept_transfer(nxt) is not link:
                 break
             items.append(publish_item(nxt))
-        # Checked against the credit together (a refill sent for the first publish must not
-        # excuse a transfer past it), published in turn: one broker write is at most
-        # max_publish_batch messages, whatever the credit.
-        step = self.limits.max_publish_batch
-        for i in range(0, len(items), step):
-            self._events.append(PublishRequested(link, items[i : i + step]))
+        self._events.extend(publish_requests(link, items, self.limits))
 
     def _accept_transfer(self, frame: dict[str, Any]) -> Link | None:
         """Numbering and credit checks; the link the transfer may be published on, or None."""
