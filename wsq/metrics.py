@@ -389,6 +389,10 @@ class Metrics:
 
     def start(self) -> None:
         if self.mirror is not None:
+            # At once: until its first copy a worker's gauges read 0 in the files (prometheus-
+            # client makes an unlabelled value when the gauge is made), and wsq_ready, summed
+            # with livemin, would say the whole node is not ready for a SYNC_S after each start.
+            self.mirror.sync()
             self._sync_task = asyncio.get_running_loop().create_task(self._sync_forever())
 
     async def stop(self) -> None:

@@ -19,6 +19,7 @@ from wsq_harness import (
     Client,
     Publisher,
     RedisServer,
+    Served,
     attach_frame,
     eventually,
     make_settings,
@@ -65,6 +66,15 @@ async def scrape_until(url: str, cond: Any, what: str, within: float = 15.0) -> 
             await asyncio.sleep(0.1)
 
 
+async def both_started(served: Served) -> None:
+    """Until a worker has started, its gauges are not yet its own (wsq_ready 0, say)."""
+    await eventually(
+        lambda: sum("Application startup complete" in line for line in served.lines) == 2,
+        "both workers started",
+        within=30,
+    )
+
+
 def metrics_dirs_of_children(pid: int) -> set[str]:
     """``PROMETHEUS_MULTIPROC_DIR`` in the environment of the processes ``pid`` started."""
     found = set()
@@ -89,6 +99,7 @@ async def test_metrics_of_two_workers_are_summed(tmp_path: Path) -> None:
         RedisServer(tmp_path) as redis,
         serve_config(config(tmp_path, broker=redis.url), "--workers", "2") as served,
     ):
+        await both_started(served)
         # The workers share one private directory, made by wsq serve.
         (directory,) = metrics_dirs_of_children(served.proc.pid)
         assert os.stat(directory).st_mode & 0o777 == 0o700
@@ -156,3 +167,18 @@ async def test_json_log_lines_name_the_connection_and_never_a_token(tmp_path: Pa
     refusal = [x for x in lines if "refused past its quota" in x["message"]]
     assert refusal[0]["condition"] == "wsq:resource-limit-exceeded"
     assert refusal[0]["tenant"] == "acme"
+
+
+@pytest.mark.slow
+async def test_a_worker_reports_ready_as_soon_as_it_has_started(tmp_path: Path) -> None:
+    # Until a worker first copies its figures, its gauges read 0 in the files, and wsq_ready
+    # (the least of the live workers') said the whole node was not ready for a second after
+    # every worker's start: a scrape right after both have started finds the node ready.
+    with (
+        RedisServer(tmp_path) as redis,
+        serve_config(config(tmp_path, broker=redis.url), "--workers", "2") as served,
+    ):
+        await both_started(served)
+        async with httpx.AsyncClient() as http:
+            figures = parse((await http.get(f"{served.url}/metrics")).text)
+        assert value(figures, "wsq_ready") == 1
