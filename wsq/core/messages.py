@@ -143,6 +143,12 @@ class Message:
         self._body = None
         self._headers = None
 
+    def wire_parts(self, wire: str) -> tuple[str, str]:
+        """The body's and the props' JSON texts, sliced out of ``wire``, this message's tail."""
+        start = _BODY_AT + len(self.id)
+        end = start + self._blen
+        return wire[start:end], wire[end + _PROPS_GAP : -1]
+
     def _wire_props(self) -> dict[str, Any]:
         wire = self.wire
         assert wire is not None

@@ -18,6 +18,9 @@ The hub hands every live link of a topic the same tails (``SharedTails``). A lin
 all of them in one compact frame gets a ``SharedFrame``: its own head (up to ``"msgs":[``) and
 the batch's messages joined and encoded once (``SharedTails.compact_body``), the same bytes
 object for every socket, written as it is after the WebSocket frame's head (wsq.ws_protocol).
+On a connection with compact rows (docs/protocol.md) that body is the batch's rows instead
+(``SharedTails.rows_body``: what a message shares with the one before left out); a link that
+takes part of a batch gets objects, which such a client reads too.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ __all__ = [
     "compact_head",
     "compact_head_of",
     "copy_tail",
+    "message_rows",
     "message_tail",
     "stored_message",
     "stored_props",
@@ -74,13 +78,34 @@ def compact_head_of(prefix: str) -> str:
 class SharedTails(list[str]):
     """The tails of one broker batch, shared by every live link of its topic: a list, and, built
     on first use, the batch's compact body, ``{tail,{tail,…]}``: what follows ``"msgs":[`` in a
-    compact frame of all of them, encoded once for every socket (``compact_body``)."""
+    compact frame of all of them, encoded once for every socket (``compact_body``), and its
+    rows body (``rows_body``) where the batch's messages were given (``of``)."""
 
-    __slots__ = ("_body",)
+    __slots__ = ("_body", "_messages", "_rows")
 
     def __init__(self, tails: Iterable[str] = ()) -> None:
         super().__init__(tails)
         self._body: tuple[bytes, int] | None = None
+        self._rows: tuple[bytes, int] | None = None
+        self._messages: Sequence[Message] = ()
+
+    @classmethod
+    def of(cls, messages: Sequence[Message]) -> SharedTails:
+        """The copy-mode tails of ``messages``, which it keeps for the rows body."""
+        tails = cls(map(copy_tail, messages))
+        tails._messages = messages
+        return tails
+
+    def rows_body(self) -> tuple[bytes, int] | None:
+        """The rows body (docs/protocol.md, compact rows) and its length in characters, or None
+        when the messages were not given. Encoded once for every socket."""
+        rows = self._rows
+        if rows is None:
+            if not self._messages:
+                return None
+            text = ",".join(message_rows(self._messages)) + "]}"
+            rows = self._rows = (text.encode(), len(text))
+        return rows
 
     def compact_body(self) -> tuple[bytes, int]:
         """The compact body (UTF-8) and its length in characters (what the outbox counts).
@@ -112,11 +137,15 @@ class SharedFrame:
         return (self.head + self.body).decode()
 
 
-def shared_frame(head: str, first: int, tails: SharedTails, max_chars: int) -> SharedFrame | None:
+def shared_frame(
+    head: str, first: int, tails: SharedTails, max_chars: int, rows: bool = False
+) -> SharedFrame | None:
     """The compact frame of all of ``tails`` numbered from ``first`` on the link whose
-    ``compact_head`` is ``head``, its messages shared with every other link; None when it is
-    longer than ``max_chars`` (``compact_frames`` splits it then)."""
-    body, body_chars = tails.compact_body()
+    ``compact_head`` is ``head``, its messages shared with every other link (as rows where
+    ``rows`` and the batch has them); None when it is longer than ``max_chars``
+    (``compact_frames`` splits it then)."""
+    shared = tails.rows_body() if rows else None
+    body, body_chars = tails.compact_body() if shared is None else shared
     start = head + str(first) + _MSGS_OPEN
     if len(start) + body_chars > max_chars:
         return None
@@ -159,6 +188,36 @@ def _compact_frame(head: str, first: int, tails: Sequence[str]) -> str:
     parts[0] = head + str(first) + _MSGS_OPEN + "{" + parts[0]
     parts[-1] += "]}"
     return ",{".join(parts)
+
+
+#: A ``[body]`` row says the previous id's sequence plus one; the JS client reads it exactly
+#: only below 2^53.
+_MAX_NEXT_SEQ = 2**53 - 1
+
+
+def message_rows(messages: Sequence[Message]) -> list[str]:
+    """The compact rows of copy-mode deliveries of ``messages`` in one frame, in order: the
+    first ``[id,body,props]``, each next one leaving out the props (``[id,body]``) when they
+    are the previous one's, and the id too (``[body]``) when it is also the previous one's
+    sequence plus one. Sliced out of the cached tails, not encoded."""
+    rows: list[str] = []
+    last_props = ""
+    last_ms = ""
+    last_seq = -1
+    for m in messages:
+        body, props = m.wire_parts(copy_tail(m))
+        ms, _, seq_text = m.id.partition("-")
+        seq = int(seq_text)
+        if props != last_props:
+            rows.append('["' + m.id + '",' + body + "," + props + "]")
+            last_props = props
+        elif ms == last_ms and seq == last_seq + 1 and seq <= _MAX_NEXT_SEQ:
+            rows.append("[" + body + "]")
+        else:
+            rows.append('["' + m.id + '",' + body + "]")
+        last_ms = ms
+        last_seq = seq
+    return rows
 
 
 def message_tail(message: Message, redelivered: int | None = None) -> str:

@@ -121,7 +121,7 @@ class Topic:
         batch = _unexpired(messages, _now_ms())
         # Encoded once for every link: the tails and their running byte counts (and, for the
         # links of compact sockets, the tails joined once: SharedTails.compact_body).
-        tails = SharedTails(map(copy_tail, batch))
+        tails = SharedTails.of(batch)
         ends = list(accumulate(map(len, tails)))
         dropped: list[CopySub] = []
         for sub in live:

@@ -130,6 +130,12 @@ def too_many_links(links: Iterable[Link], limits: Limits) -> WsqError | None:
 class ServerConnection(OutgoingFrames):
     """The server end of one wsq.v1 connection."""
 
+    # Compact rows (docs/protocol.md 6.4): whether the client's open asked (None: not
+    # mentioned) and whether they are on. Class defaults: set on a connection only when asked,
+    # so that the many that never ask carry no more attributes.
+    rows_asked: bool | None = None
+    rows: bool = False
+
     def __init__(
         self,
         limits: Limits,
@@ -257,7 +263,13 @@ class ServerConnection(OutgoingFrames):
         compact = frame.get("compact")
         if compact is not None and type(compact) is not bool:
             raise invalid("open: 'compact' must be a boolean")
+        rows = frame.get("rows")
+        if rows is not None and type(rows) is not bool:
+            raise invalid("open: 'rows' must be a boolean")
         self.compact = compact
+        if rows is not None:
+            self.rows_asked = rows
+            self.rows = rows and compact is True
         self.client_idle_ms = idle
         self._advance(ConnectionEvent.OPEN_RECEIVED)
         self._events.append(OpenRequested(token, idle, client))
@@ -267,10 +279,11 @@ class ServerConnection(OutgoingFrames):
         if not self._can(ConnectionEvent.OPEN_ACCEPTED):
             return  # closed while the token was being verified
         self._advance(ConnectionEvent.OPEN_ACCEPTED)
-        if self.compact is None:
-            self._emit({"op": "open", **answer})
-        else:
-            self._emit({"op": "open", **answer, "compact": self.compact})
+        if self.compact is not None:
+            answer = {**answer, "compact": self.compact}
+        if self.rows_asked is not None:
+            answer = {**answer, "rows": self.rows}
+        self._emit({"op": "open", **answer})
 
     def reject_open(self, error: WsqError) -> None:
         self._pending.clear()
@@ -701,7 +714,11 @@ class ServerConnection(OutgoingFrames):
         if self.compact:
             head = compact_head_of(link.prefix)
             limit = self.limits.max_frame_bytes
-            one = shared_frame(head, first, tails, limit) if type(tails) is SharedTails else None
+            one = (
+                shared_frame(head, first, tails, limit, self.rows)
+                if type(tails) is SharedTails
+                else None
+            )
             if one is not None:
                 # The whole broker batch: its messages' bytes are the same for every socket.
                 out.append(one)
