@@ -10,6 +10,7 @@ import pytest
 from wsq_harness import Client, Gateway, Publisher
 
 from wsq.client import Client as WsqClient
+from wsq.client.wire import expand_transfers
 from wsq.ws_protocol import WebSocketProtocol
 
 
@@ -189,3 +190,60 @@ async def test_a_publishers_answer_is_written_before_the_deliveries_its_publish_
     ]
     assert kinds.count("deliveries") == 4
     assert kinds.index("answer") < kinds.index("deliveries"), kinds
+
+
+async def test_live_deliveries_of_one_publish_arrive_as_rows_meaning_the_same_messages(
+    gateway_on_each_broker: Gateway,
+) -> None:
+    gw = gateway_on_each_broker
+    clients: dict[str, Client] = {}
+    for name, fields in (("rows", {"compact": True, "rows": True}), ("plain", {})):
+        client = await gw.client(sub=name, open=False)
+        answer = await client.open(gw.token(name), **fields)
+        assert answer.get("rows", "absent") == fields.get("rows", "absent")
+        await client.begin(1)
+        await client.subscribe(1, 0, "feed.rows", credit=200)
+        clients[name] = client
+    publisher = Publisher(await gw.client(sub="p"))
+    first = await publisher.publish("feed.rows", *({"n": i, "t": "é✓"} for i in range(20)))
+    second = await publisher.publish(
+        "feed.rows", *range(5), subject="a.b", headers={"h": {"props": 1}}
+    )
+    frames: list[dict[str, Any]] = []
+    got: list[dict[str, Any]] = []
+    while len(got) < 25:
+        frame = await clients["rows"].recv(5)
+        if frame["op"] == "transfers":
+            frames.append(frame)
+            got += expand_transfers(frame)
+    plain = await Deliveries(clients["plain"]).take(25)
+    assert [t["id"] for t in got] == first + second
+    shared = ("id", "body", "props", "delivery", "settled")
+    assert [{k: t[k] for k in shared} for t in got] == [{k: t[k] for k in shared} for t in plain]
+    # Rows throughout; a row says its props only where a frame or a publish starts.
+    elements = [m for f in frames for m in f["msgs"]]
+    assert all(isinstance(m, list) for m in elements)
+    starts = {first[0], second[0]} | {f["msgs"][0][0] for f in frames}
+    assert {t["id"] for t, m in zip(got, elements, strict=True) if len(m) == 3} <= starts
+    assert sum(len(m) < 3 for m in elements) >= 25 - len(starts)
+
+
+async def test_the_python_client_reads_rows_as_plain_deliveries(
+    gateway_on_each_broker: Gateway,
+) -> None:
+    gw = gateway_on_each_broker
+    got: dict[bool, list[tuple[Any, ...]]] = {}
+    publisher = Publisher(await gw.client(sub="p"))
+    clients = {c: WsqClient(gw.url, token=gw.token("py"), compact=c) for c in (True, False)}
+    subs = {}
+    for compact, client in clients.items():
+        await client.__aenter__()
+        subs[compact] = await client.subscribe("py.rows", credit=50)
+        assert client.info is not None and client.info.rows is compact
+    ids = await publisher.publish("py.rows", *({"n": i} for i in range(30)), subject="a.b")
+    for compact, client in clients.items():
+        messages = [await asyncio.wait_for(subs[compact].get(), 5) for _ in range(30)]
+        got[compact] = [(m.id, m.body, m.props, m.subject, m.delivery) for m in messages]
+        await client.__aexit__(None, None, None)
+    assert [g[0] for g in got[True]] == ids
+    assert got[True] == got[False]

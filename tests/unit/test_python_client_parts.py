@@ -182,7 +182,11 @@ async def test_a_copy_subscription_drops_what_it_already_received() -> None:
 
 def test_open_offers_compact_unless_told_not_to_and_reads_the_answer() -> None:
     assert open_frame("t", 30_000, "c")["compact"] is True
+    assert open_frame("t", 30_000, "c")["rows"] is True
     assert open_frame("t", 30_000, "c", compact=False)["compact"] is False
+    assert open_frame("t", 30_000, "c", compact=False)["rows"] is False
+    assert read_open({"op": "open", "compact": True, "rows": True}).rows is True
+    assert read_open({"op": "open", "compact": True}).rows is False
     assert read_open({"op": "open", "compact": True}).compact is True
     assert read_open({"op": "open"}).compact is False
     assert read_open({"op": "open", "compact": "yes"}).compact is False
@@ -217,7 +221,7 @@ def test_a_compact_frame_is_the_transfers_it_stands_for() -> None:
     [
         ({"msgs": []}, "transfers without msgs"),
         ({"msgs": "x"}, "transfers without msgs"),
-        ({"msgs": [1]}, "transfers with a message that is not an object"),
+        ({"msgs": [1]}, "transfers with a message that is neither an object nor a row"),
         ({"delivery": -1}, "transfers without a valid delivery number"),
         ({"delivery": 2**53 - 1, "msgs": [{}, {}]}, "transfers numbered too far"),
     ],
@@ -226,3 +230,63 @@ def test_a_broken_compact_frame_is_a_violation(fields: dict[str, Any], why: str)
     f = {"op": "transfers", "ch": 1, "handle": 0, "delivery": 0, "msgs": [{"id": "5-0"}]}
     with pytest.raises(Violation, match=why):
         expand_transfers({**f, **fields})
+
+
+# -- compact rows ------------------------------------------------------------------------------
+
+ROWS_FRAME = {
+    "op": "transfers",
+    "ch": 1,
+    "handle": 2,
+    "settled": True,
+    "delivery": 7,
+    "msgs": [
+        ["17-4", {"a": 1}, {"ts": 17, "publisher": "p"}],
+        [[2]],
+        ["17-9", None],
+        {"id": "18-0", "body": "o", "props": {"ts": 18}},
+        ["x"],
+        ["19-0", 3, {"ts": 19, "headers": {"h": [1]}}],
+    ],
+}
+
+
+def test_rows_are_the_transfers_they_stand_for() -> None:
+    got = expand_transfers(ROWS_FRAME)
+    p17 = {"ts": 17, "publisher": "p"}
+    assert got == [
+        {"id": "17-4", "body": {"a": 1}, "props": p17, "delivery": 7, "settled": True},
+        {"id": "17-5", "body": [2], "props": p17, "delivery": 8, "settled": True},
+        {"id": "17-9", "body": None, "props": p17, "delivery": 9, "settled": True},
+        {"id": "18-0", "body": "o", "props": {"ts": 18}, "delivery": 10, "settled": True},
+        {"id": "18-1", "body": "x", "props": {"ts": 18}, "delivery": 11, "settled": True},
+        {
+            "id": "19-0",
+            "body": 3,
+            "props": {"ts": 19, "headers": {"h": [1]}},
+            "delivery": 12,
+            "settled": True,
+        },
+    ]
+    # Each message has props of its own: a handler that changes one changes no other.
+    got[0]["props"]["ts"] = 0
+    assert [t["props"]["ts"] for t in got[:3]] == [0, 17, 17]
+
+
+@pytest.mark.parametrize(
+    ("msgs", "why"),
+    [
+        ([["5-0", 1]], "a row of no message"),
+        ([[1]], "a row of no message"),
+        ([[]], "a row of no message"),
+        ([["5-0", 1, {"ts": 5}, 4]], "a row of no message"),
+        ([["5-0", 1, [5]]], "props are not an object"),
+        ([{"id": "5-0", "body": 1, "props": 5}, [2]], "a row of no message"),
+        ([{"id": "five", "body": 1, "props": {}}, [2]], "without a valid id"),
+        ([{"body": 1, "props": {}}, [2]], "without a valid id"),
+    ],
+)
+def test_a_broken_row_is_a_violation(msgs: list[Any], why: str) -> None:
+    f = {"op": "transfers", "ch": 1, "handle": 0, "delivery": 0, "msgs": msgs}
+    with pytest.raises(Violation, match=why):
+        expand_transfers(f)

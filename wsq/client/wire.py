@@ -174,8 +174,16 @@ def subscribe_options(
 
 
 def open_frame(token: str, idle_ms: int, client: str, compact: bool = True) -> dict[str, Any]:
-    """``compact``: ask for the compact delivery form (a gateway without it ignores it)."""
-    return {"op": "open", "token": token, "idle": idle_ms, "client": client, "compact": compact}
+    """``compact``: ask for the compact delivery form and its rows (a gateway without either
+    ignores it)."""
+    return {
+        "op": "open",
+        "token": token,
+        "idle": idle_ms,
+        "client": client,
+        "compact": compact,
+        "rows": compact,
+    }
 
 
 def receiver_frame(
@@ -307,6 +315,8 @@ class OpenInfo:
     max_frame_bytes: int
     #: The gateway sends the compact delivery form (it answered ``"compact": true``).
     compact: bool = False
+    #: ... and may send its rows (it answered ``"rows": true``).
+    rows: bool = False
 
 
 def read_open(f: Mapping[str, Any]) -> OpenInfo:
@@ -330,6 +340,7 @@ def read_open(f: Mapping[str, Any]) -> OpenInfo:
             num("max_frame_bytes", DEFAULT_MAX_FRAME_BYTES, 1024), MAX_MESSAGE_BYTES
         ),
         compact=f.get("compact") is True,
+        rows=f.get("rows") is True,
     )
 
 
@@ -374,11 +385,44 @@ def expand_transfers(f: Mapping[str, Any]) -> list[dict[str, Any]]:
         raise Violation("transfers numbered too far")
     out: list[dict[str, Any]] = []
     settled = f.get("settled")
+    # Compact rows (docs/protocol.md 6.4) leave out what an element shares with the one before.
+    last_id: Any = None
+    last_props: Any = None
     for i, m in enumerate(msgs):
-        if not isinstance(m, dict):
-            raise Violation("transfers with a message that is not an object")
-        out.append({**m, "delivery": first + i, "settled": settled})
+        if isinstance(m, dict):
+            t = {**m, "delivery": first + i, "settled": settled}
+        elif isinstance(m, list):
+            n = len(m)
+            if n == 3:
+                id_, body, props = m
+            elif n in (1, 2) and isinstance(last_props, dict):
+                props = dict(last_props)  # a copy of its own for each message's handler
+                if n == 2:
+                    id_, body = m
+                else:
+                    (body,) = m
+                    id_ = next_position(last_id)
+            else:
+                raise Violation("transfers with a row of no message")
+            if not isinstance(props, dict):
+                raise Violation("transfers with a row whose props are not an object")
+            t = {"id": id_, "body": body, "props": props, "delivery": first + i}
+            t["settled"] = settled
+        else:
+            raise Violation("transfers with a message that is neither an object nor a row")
+        last_id = t.get("id")
+        last_props = t.get("props")
+        out.append(t)
     return out
+
+
+def next_position(position: object) -> str:
+    """The position a ``[body]`` row stands for: ``position``'s sequence one higher."""
+    if not is_position(position):
+        raise Violation("transfers with a row after a message without a valid id")
+    assert isinstance(position, str)
+    _, seq = parse_position(position)
+    return f"{position.partition('-')[0]}-{seq + 1}"
 
 
 def disposition_range(f: Mapping[str, Any]) -> tuple[int, int]:
