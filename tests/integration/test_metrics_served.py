@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import textwrap
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -66,13 +68,20 @@ async def scrape_until(url: str, cond: Any, what: str, within: float = 15.0) -> 
             await asyncio.sleep(0.1)
 
 
-async def both_started(served: Served) -> None:
-    """Until a worker has started, its gauges are not yet its own (wsq_ready 0, say)."""
-    await eventually(
-        lambda: sum("Application startup complete" in line for line in served.lines) == 2,
-        "both workers started",
-        within=30,
-    )
+@contextlib.asynccontextmanager
+async def two_workers(tmp_path: Path) -> AsyncIterator[Served]:
+    """``wsq serve --workers 2`` on a Redis of its own, once both workers have started (until
+    then a worker's gauges are not yet its own: wsq_ready 0, say)."""
+    with (
+        RedisServer(tmp_path) as redis,
+        serve_config(config(tmp_path, broker=redis.url), "--workers", "2") as served,
+    ):
+        await eventually(
+            lambda: sum("Application startup complete" in line for line in served.lines) == 2,
+            "both workers started",
+            within=30,
+        )
+        yield served
 
 
 def metrics_dirs_of_children(pid: int) -> set[str]:
@@ -95,11 +104,7 @@ def metrics_dirs_of_children(pid: int) -> set[str]:
 
 @pytest.mark.slow
 async def test_metrics_of_two_workers_are_summed(tmp_path: Path) -> None:
-    with (
-        RedisServer(tmp_path) as redis,
-        serve_config(config(tmp_path, broker=redis.url), "--workers", "2") as served,
-    ):
-        await both_started(served)
+    async with two_workers(tmp_path) as served:
         # The workers share one private directory, made by wsq serve.
         (directory,) = metrics_dirs_of_children(served.proc.pid)
         assert os.stat(directory).st_mode & 0o777 == 0o700
@@ -174,11 +179,7 @@ async def test_a_worker_reports_ready_as_soon_as_it_has_started(tmp_path: Path) 
     # Until a worker first copies its figures, its gauges read 0 in the files, and wsq_ready
     # (the least of the live workers') said the whole node was not ready for a second after
     # every worker's start: a scrape right after both have started finds the node ready.
-    with (
-        RedisServer(tmp_path) as redis,
-        serve_config(config(tmp_path, broker=redis.url), "--workers", "2") as served,
-    ):
-        await both_started(served)
+    async with two_workers(tmp_path) as served:
         async with httpx.AsyncClient() as http:
             figures = parse((await http.get(f"{served.url}/metrics")).text)
         assert value(figures, "wsq_ready") == 1
