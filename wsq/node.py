@@ -63,6 +63,6 @@ class Node:
             settings=settings,
             auth=Authenticator(settings.tenants),
             broker=broker,
-            hub=Hub(broker, node_id, settings.storage_policies()),
+            hub=Hub(broker, settings.storage_policies()),
             node_id=node_id,
         )

@@ -53,7 +53,7 @@ async def hub_on(
     """``broker`` started and a hub on it (with ``policies``); both closed on exit. Unless
     ``errors_logged``, the block must end with no error logged by wsq or asyncio."""
     await broker.start()
-    hub = Hub(broker) if policies is None else Hub(broker, policies=policies)
+    hub = Hub(broker) if policies is None else Hub(broker, policies)
     with ErrorLog().on("wsq", "asyncio") as errors:
         try:
             yield hub

@@ -32,11 +32,8 @@ __all__ = ["Hub", "Outlet", "Subscription", "Transfers"]
 class Hub:
     """Per-process fan-out. One per gateway process, shared by all sockets."""
 
-    def __init__(
-        self, broker: Broker, node_id: str = "node", policies: StoragePolicies | None = None
-    ) -> None:
+    def __init__(self, broker: Broker, policies: StoragePolicies | None = None) -> None:
         self.broker = broker
-        self.node_id = node_id
         self.policies = policies if policies is not None else StoragePolicies()
         self.topics: dict[tuple[str, str], Topic] = {}
         self.pumps: dict[tuple[str, str, str], GroupPump] = {}
