@@ -86,10 +86,13 @@ async def test_a_socket_waiting_for_its_next_message_holds_none_of_the_last(
         # taken by the WebSocket protocol as an idle client's are: each alone in its read
         await client.send_raw("[]")
         await asyncio.sleep(0.05)
+    frames = [f for task in asyncio.all_tasks() for f in _awaiting_frames(task.get_coro())]
+    # The walk reaches the sockets' read loops as they wait (else it could find nothing held
+    # because it looked nowhere).
+    assert any(f.f_code.co_name == "_read_loop" for f in frames)
     held = [
         (frame.f_code.co_name, name)
-        for task in asyncio.all_tasks()
-        for frame in _awaiting_frames(task.get_coro())
+        for frame in frames
         for name, value in frame.f_locals.items()
         if isinstance(value, dict)
         and value.get("type") == "websocket.receive"
