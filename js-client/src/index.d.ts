@@ -118,8 +118,9 @@ export interface ClientOptions {
   closeTimeout?: number;
   /** Sent as `client` in open. Default "wsq-client/<version>". */
   clientName?: string;
-  /** Ask for the compact delivery form (several deliveries per frame); handlers see the same
-   * messages either way. Default true. */
+  /** Ask for the compact delivery form (several deliveries per frame) and its rows (a run of
+   * messages that share props and consecutive ids said once); handlers see the same messages
+   * either way. Default true; false asks for neither. */
   compact?: boolean;
   /** Prefix of generated message ids (a random UUID by default); ids are "<prefix>-<n>". */
   messageIdPrefix?: string;
@@ -150,6 +151,8 @@ export interface OpenInfo {
   maxFrameBytes: number;
   /** The gateway sends the compact delivery form (it answered `compact: true`). */
   compact: boolean;
+  /** The gateway may send compact rows too (it answered `rows: true`, with `compact: true`). */
+  rows: boolean;
 }
 
 export interface AttachInfo {

@@ -92,8 +92,9 @@ export function utf8Length(text) {
 // -- what the client sends ---------------------------------------------------------------
 
 export const frame = Object.freeze({
-  // `compact`: ask for the compact delivery form (`transfers`); a gateway without it ignores it.
-  open: (token, idle, client, compact) => ({ op: "open", token, idle, client, compact }),
+  // `compact`: ask for the compact delivery form (`transfers`) and its rows (`rows`, only with
+  // compact); a gateway without them ignores them.
+  open: (token, idle, client, compact) => ({ op: "open", token, idle, client, compact, rows: compact }),
   begin: (ch) => ({ op: "begin", ch }),
   end: (ch) => ({ op: "end", ch }),
   refresh: (token) => ({ op: "refresh", token }),
@@ -188,6 +189,7 @@ export function readOpen(f) {
     maxSessions: num(f.max_sessions, 1024, 1),
     maxFrameBytes,
     compact: f.compact === true,
+    rows: f.compact === true && f.rows === true,
   };
 }
 
@@ -203,18 +205,63 @@ export function checkTransfer(f) {
 }
 
 /** A compact frame (`transfers`): its messages, numbered from `delivery`, as the per-message
- * transfers they stand for (each checked as one when it is taken). */
+ * transfers they stand for (each checked as one when it is taken). An element is an object
+ * `{id, body, props}` or a row (docs/protocol.md 6.4, compact rows): `[id, body, props]`,
+ * `[id, body]` (the previous element's props) or `[body]` (the previous element's id with its
+ * sequence one higher, and its props). Each message of a row gets its own shallow copy of the
+ * props it shares, so a handler changing its message's props leaves the next one's alone. */
 export function expandTransfers(f) {
   if (!isUint(f.delivery)) throw new Violation("transfers without a valid delivery number");
   const msgs = f.msgs;
   if (!Array.isArray(msgs) || msgs.length === 0) throw new Violation("transfers without msgs");
   if (!isUint(f.delivery + msgs.length - 1)) throw new Violation("transfers numbered too far");
   const out = new Array(msgs.length);
-  for (let i = 0; i < msgs.length; i++) {
+  const settled = f.settled;
+  let delivery = f.delivery;
+  // The previous element's id and props; its id split as `<ms>-<seq>` only once a `[body]`
+  // row needs it (`ms` null until then), then carried along the run of `[body]` rows.
+  let id;
+  let props;
+  let ms = null;
+  let seq = 0;
+  for (let i = 0; i < msgs.length; i++, delivery++) {
     const m = msgs[i];
-    if (!isObject(m)) throw new Violation("transfers with a message that is not an object");
-    const delivery = f.delivery + i;
-    out[i] = { id: m.id, body: m.body, props: m.props, delivery, settled: f.settled };
+    if (!Array.isArray(m)) {
+      if (!isObject(m)) throw new Violation("transfers with a message that is not an object");
+      id = m.id;
+      props = m.props;
+      ms = null;
+      out[i] = { id, body: m.body, props, delivery, settled };
+      continue;
+    }
+    const n = m.length;
+    if (n === 3) {
+      id = m[0];
+      props = m[2];
+      if (!isObject(props)) throw new Violation("transfers with a row whose props are not an object");
+      ms = null;
+      out[i] = { id, body: m[1], props, delivery, settled };
+      continue;
+    }
+    if (n !== 1 && n !== 2) throw new Violation("transfers with a row of another length");
+    if (i === 0) throw new Violation("transfers whose first row leaves out what it shares");
+    if (!isObject(props)) throw new Violation("transfers with a row whose props are not an object");
+    if (n === 2) {
+      id = m[0];
+      ms = null;
+      out[i] = { id, body: m[1], props: { ...props }, delivery, settled };
+    } else {
+      if (ms === null) {
+        const split = typeof id === "string" ? POSITION_RE.exec(id) : null;
+        if (split === null) throw new Violation("transfers with a row after an invalid id");
+        ms = split[1];
+        seq = Number(split[2]);
+      }
+      if (seq >= Number.MAX_SAFE_INTEGER) throw new Violation("transfers with a row past 2^53");
+      seq += 1;
+      id = `${ms}-${seq}`;
+      out[i] = { id, body: m[0], props: { ...props }, delivery, settled };
+    }
   }
   return out;
 }

@@ -141,7 +141,8 @@ export async function properties(client: Client): Promise<void> {
     const node: string | null = info.node;
     const exp: number | null = info.exp;
     const limits: number = info.maxSessions + info.maxFrameBytes + info.idle;
-    void [node, exp, limits, info.tenant, info.sub];
+    const forms: boolean = info.compact && info.rows;
+    void [node, exp, limits, forms, info.tenant, info.sub];
   }
   void [url, state, connected, pending];
   // @ts-expect-error read-only

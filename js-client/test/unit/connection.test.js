@@ -210,6 +210,7 @@ describe("the server's frames", () => {
       maxSessions: 2,
       maxFrameBytes: 65536,
       compact: false,
+      rows: false,
     });
     peer.last.serverClose(1006);
     await settle();
@@ -408,10 +409,11 @@ describe("edges", () => {
 
   test("the open frame: compact as asked, the client's name at most 256 characters", async () => {
     const { ws } = await setup({}, { compact: false, clientName: "n".repeat(300) });
-    assert.deepEqual(ws.frames[0], { op: "open", token: "tok-1", idle: 30000, client: "n".repeat(256), compact: false });
+    assert.deepEqual(ws.frames[0], { op: "open", token: "tok-1", idle: 30000, client: "n".repeat(256), compact: false, rows: false });
     const { ws: plain } = await setup();
     assert.equal(plain.frames[0].client, "wsq-client/0.1.0");
     assert.equal(plain.frames[0].compact, true);
+    assert.equal(plain.frames[0].rows, true);
   });
 
   test("a socket without a subprotocol property (null) or an empty one is accepted", async () => {

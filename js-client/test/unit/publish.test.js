@@ -22,7 +22,7 @@ describe("publish", () => {
     await settle();
     const ws = peer.last;
     assert.deepEqual(JSON.parse(ws.sent[0]), [
-      { op: "open", token: "tok-1", idle: 30000, client: "app/2", compact: true },
+      { op: "open", token: "tok-1", idle: 30000, client: "app/2", compact: true, rows: true },
       { op: "begin", ch: 0 },
       { op: "attach", ch: 0, handle: 0, role: "sender", address: "chat.a" },
     ]);

@@ -178,7 +178,10 @@ describe("frames the client sends", () => {
       idle: 30000,
       client: "me/1",
       compact: true,
+      rows: true,
     });
+    // Rows only with compact: compact false asks neither.
+    assert.equal(frame.open("t", 30000, "me/1", false).rows, false);
     assert.deepEqual(frame.begin(3), { op: "begin", ch: 3 });
     assert.deepEqual(frame.end(3), { op: "end", ch: 3 });
     assert.deepEqual(frame.refresh("t2"), { op: "refresh", token: "t2" });
@@ -369,6 +372,7 @@ describe("what the server sends", () => {
       maxSessions: 1024,
       maxFrameBytes: 1048576,
       compact: false,
+      rows: false,
     });
     assert.deepEqual(
       readOpen({
@@ -380,6 +384,7 @@ describe("what the server sends", () => {
         max_sessions: 3,
         max_frame_bytes: 2048,
         compact: true,
+        rows: true,
       }),
       {
         node: "n",
@@ -390,6 +395,7 @@ describe("what the server sends", () => {
         maxSessions: 3,
         maxFrameBytes: 2048,
         compact: true,
+        rows: true,
       },
     );
     const low = readOpen({ idle: -1, max_sessions: 0, max_frame_bytes: 1023, exp: -5, compact: "yes", node: 1 });
@@ -398,6 +404,10 @@ describe("what the server sends", () => {
     assert.equal(low.maxFrameBytes, 1048576);
     assert.equal(low.exp, null);
     assert.equal(low.compact, false);
+    assert.equal(low.rows, false);
+    // Rows only ever with compact; a `rows` that is not true is not.
+    assert.equal(readOpen({ compact: false, rows: true }).rows, false);
+    assert.equal(readOpen({ compact: true, rows: "yes" }).rows, false);
     assert.equal(low.node, null);
     const edge = readOpen({ idle: 0, max_sessions: 1, max_frame_bytes: 1024, exp: 0 });
     assert.equal(edge.maxSessions, 1);
@@ -454,6 +464,100 @@ describe("what the server sends", () => {
       "transfers with a message that is not an object",
     );
     violation(() => expandTransfers({ delivery: 0, msgs: [[]] }));
+  });
+
+  test("compact rows: each shape stands for the object it leaves out fields of", () => {
+    const props = { ts: 7, publisher: "p" };
+    const objects = [
+      { id: "7-0", body: { n: 0 }, props },
+      { id: "7-1", body: "one", props },
+      { id: "7-2", body: null, props },
+      { id: "8-0", body: [1, 2], props },
+      { id: "8-1", body: 5, props: { ts: 8 } },
+      { id: "8-2", body: false, props: { ts: 8 } },
+      { id: "9-4", body: "x", props: { ts: 8 } },
+    ];
+    const rows = [
+      ["7-0", { n: 0 }, props],
+      ["one"],
+      [null],
+      ["8-0", [1, 2]],
+      ["8-1", 5, { ts: 8 }],
+      [false],
+      ["9-4", "x"],
+    ];
+    const f = (msgs) => ({ delivery: 3, settled: false, msgs });
+    const expected = expandTransfers(f(objects));
+    assert.deepEqual(expandTransfers(f(rows)), expected);
+    assert.deepEqual(
+      expected.map((t) => [t.id, t.delivery, t.settled]),
+      objects.map((m, i) => [m.id, 3 + i, false]),
+    );
+    // Objects and rows mixed: a row follows an object as it follows a row.
+    const mixed = [objects[0], ["one"], [null], ["8-0", [1, 2]], objects[4], [false], ["9-4", "x"]];
+    assert.deepEqual(expandTransfers(f(mixed)), expected);
+    // A body that is itself an array stays the body; a one-element row whose body is an array.
+    assert.deepEqual(
+      expandTransfers(f([["1-9", ["a"], {}], [["b"]], [[]]])).map((t) => [t.id, t.body]),
+      [
+        ["1-9", ["a"]],
+        ["1-10", ["b"]],
+        ["1-11", []],
+      ],
+    );
+    // Sequence digits past a power of ten, a long ms kept as written, up to 2^53 - 1 exactly.
+    const top = Number.MAX_SAFE_INTEGER;
+    assert.deepEqual(
+      expandTransfers(f([[`1732200000000-${top - 2}`, 0, {}], [1], [2]])).map((t) => t.id),
+      [`1732200000000-${top - 2}`, `1732200000000-${top - 1}`, `1732200000000-${top}`],
+    );
+  });
+
+  test("compact rows: each message its own shallow copy of the props it shares", () => {
+    const shared = { ts: 1, headers: { h: "1" } };
+    const out = expandTransfers({ delivery: 0, msgs: [["1-0", "a", shared], ["1-1", "b"], ["c"]] });
+    assert.deepEqual(out.map((t) => t.props), [shared, shared, shared]);
+    assert.notEqual(out[1].props, out[0].props);
+    assert.notEqual(out[2].props, out[1].props);
+    out[0].props.mine = true;
+    out[1].props.ts = 99;
+    assert.deepEqual(out[2].props, { ts: 1, headers: { h: "1" } });
+    assert.equal(out[1].props.mine, undefined);
+    // Shallow: what the props hold is shared (as equal values are in plain frames too).
+    assert.equal(out[2].props.headers, shared.headers);
+  });
+
+  test("compact rows that break the form: a Violation", () => {
+    const bad = (msgs, message) => violation(() => expandTransfers({ delivery: 0, msgs }), message);
+    const first = ["5-0", "a", { ts: 5 }];
+    // Lengths other than 1..3.
+    bad([[]], "transfers with a row of another length");
+    bad([first, []], "transfers with a row of another length");
+    bad([first, ["5-1", "b", {}, 1]], "transfers with a row of another length");
+    bad([["5-0", "a", {}, 1]], "transfers with a row of another length");
+    // A first element of two or one: nothing before it to share.
+    bad([["5-0", "a"]], "transfers whose first row leaves out what it shares");
+    bad([["a"]], "transfers whose first row leaves out what it shares");
+    // Props that are not an object, in the row or taken from the element before.
+    for (const props of [null, [], "p", 1, undefined]) {
+      bad([["5-0", "a", props]], "transfers with a row whose props are not an object");
+      bad([{ id: "5-0", body: "a", props }, ["b"]], "transfers with a row whose props are not an object");
+      bad([{ id: "5-0", body: "a", props }, ["5-1", "b"]], "transfers with a row whose props are not an object");
+    }
+    // A `[body]` row after an id that is not `<ms>-<seq>`.
+    for (const id of [5, "5", "5-", "-1", "a-1", "5-1-2", "5-x", " 5-1", "1".repeat(20) + "-1", null, undefined]) {
+      bad([[id, "a", {}], ["b"]], "transfers with a row after an invalid id");
+      bad([first, [id, "a"], ["b"]], "transfers with a row after an invalid id");
+      bad([{ id, body: "a", props: {} }, ["b"]], "transfers with a row after an invalid id");
+    }
+    // The sequence one higher past 2^53 - 1 (the server never sends that).
+    bad([[`1-${Number.MAX_SAFE_INTEGER}`, 0, {}], [1]], "transfers with a row past 2^53");
+    bad([["1-99999999999999999", 0, {}], [1]], "transfers with a row past 2^53");
+    // Not a row nor an object, after rows.
+    bad([first, "b"], "transfers with a message that is not an object");
+    // An id that is not one, where no row needs it, is found as the transfer is taken.
+    const [t] = expandTransfers({ delivery: 0, msgs: [["x", "a", {}]] });
+    violation(() => checkTransfer(t), "a transfer without a valid id");
   });
 
   test("a disposition's last: first by default, never before first", () => {
