@@ -1,13 +1,17 @@
 // The compact delivery form in real headless Chromium: a page imports /wsq-client.js, and two
-// clients (the default, which offers compact, and one with compact: false) replay the same
-// retained messages. Chromium's own view of the frames (CDP Network.webSocketFrameReceived)
+// clients (the default, which offers compact and rows, and one with compact: false) replay the
+// same retained messages. Chromium's own view of the frames (CDP Network.webSocketFrameReceived)
 // must show compact frames of several messages on the first socket, per-message transfers on the
-// second, and the handlers must have seen the same messages.
+// second, and the handlers must have seen the same messages. Then two such clients, both
+// subscribed live, get one publish of several messages (the HTTP bridge's batch: one broker
+// batch): on the compact socket it arrives as compact rows (arrays), on the plain one as
+// transfers, and the handlers (each changing its message's props) see the same messages.
 // Usage: node compact_deliveries.mjs http://127.0.0.1:PORT TOKEN
 import { launch } from "./browser.mjs";
 
 const [origin, token] = process.argv.slice(2);
 const COUNT = 25;
+const LIVE = 20;
 
 const SCRIPT = `
   import { Client } from "/wsq-client.js";
@@ -39,6 +43,39 @@ const SCRIPT = `
     // One after the other: the CDP frames of each socket are told apart by their order.
     result.compact = await receive({});
     result.plain = await receive({ compact: false });
+
+    // Live: both subscribed (the compact socket created first), then one publish of LIVE.
+    const live = async (compact) => {
+      const client = new Client("/ws", { token: ${JSON.stringify(token)}, ...compact });
+      const got = [];
+      let resolve;
+      const done = new Promise((r) => (resolve = r));
+      const sub = client.subscribe("browser.rows", (m) => {
+        m.props.seenBy = m.id; // a handler's change to its props stays with its message
+        got.push(seen(m));
+        if (got.length === ${LIVE}) resolve();
+      }, { credit: 100 });
+      await sub.ready;
+      return { client, got, done };
+    };
+    const rowsClient = await live({});
+    const plainClient = await live({ compact: false });
+    const messages = [];
+    for (let i = 0; i < ${LIVE}; i++) {
+      messages.push({ body: i % 5 === 4 ? [i] : { i }, ...(i >= 15 ? { subject: "s.live" } : {}) });
+    }
+    const res = await fetch("/v1/addresses/browser.rows/messages", {
+      method: "POST",
+      headers: { authorization: "Bearer " + ${JSON.stringify(token)}, "content-type": "application/json" },
+      body: JSON.stringify({ messages }),
+    });
+    result.liveStatus = res.status;
+    result.liveIds = (await res.json()).ids;
+    await Promise.all([rowsClient.done, plainClient.done]);
+    result.rows = { got: rowsClient.got, compact: rowsClient.client.info.compact, rows: rowsClient.client.info.rows };
+    result.livePlain = { got: plainClient.got, rows: plainClient.client.info.rows };
+    await rowsClient.client.close();
+    await plainClient.client.close();
   } catch (error) {
     result.error = String((error && error.stack) || error);
   }
@@ -77,7 +114,15 @@ try {
   if (JSON.stringify(ids(result.compact)) !== JSON.stringify(result.ids)) fail("compact ids");
   if (JSON.stringify(result.compact.got) !== JSON.stringify(result.plain.got))
     fail("the handlers saw different messages");
-  const [, compactFrames, plainFrames] = [...sockets.values()];
+  if (result.liveStatus !== 201) fail("the live publish");
+  if (result.rows.compact !== true || result.rows.rows !== true || result.livePlain.rows !== false)
+    fail("rows negotiation");
+  if (JSON.stringify(ids(result.rows)) !== JSON.stringify(result.liveIds)) fail("rows ids");
+  if (JSON.stringify(result.rows.got) !== JSON.stringify(result.livePlain.got))
+    fail("the live handlers saw different messages");
+  if (result.rows.got.some((m, i) => m.props.seenBy !== result.liveIds[i] || typeof m.props.ts !== "number"))
+    fail("the live messages' props");
+  const [, compactFrames, plainFrames, rowsFrames, livePlainFrames] = [...sockets.values()];
   const deliveries = (frames, op) => frames.filter((f) => f.op === op);
   const compact = deliveries(compactFrames, "transfers");
   const counted = compact.reduce((n, f) => n + f.msgs.length, 0);
@@ -86,10 +131,23 @@ try {
   if (Math.max(...compact.map((f) => f.msgs.length)) < 2) fail("no compact frame of several");
   if (deliveries(plainFrames, "transfers").length || deliveries(plainFrames, "transfer").length !== COUNT)
     fail("plain socket");
+  // The live batch: rows only (the first with its props, bodies alone after), on the compact
+  // socket; per-message transfers on the plain one.
+  const rows = deliveries(rowsFrames, "transfers");
+  const elements = rows.flatMap((f) => f.msgs);
+  if (deliveries(rowsFrames, "transfer").length || elements.length !== LIVE)
+    fail(`rows socket: ${rows.length} transfers frames holding ${elements.length} messages`);
+  if (!elements.every(Array.isArray)) fail(`rows socket: elements that are not rows ${JSON.stringify(elements)}`);
+  if (elements[0].length !== 3 || !elements.some((r) => r.length === 1))
+    fail(`rows socket: row shapes ${elements.map((r) => r.length)}`);
+  if (deliveries(livePlainFrames, "transfers").length || deliveries(livePlainFrames, "transfer").length !== LIVE)
+    fail("live plain socket");
   if (errors.length) throw new Error(`page errors: ${errors.join("; ")}`);
   console.log(
     `compact frames: ${compact.length} for ${COUNT} messages (${compact.map((f) => f.msgs.length)})`,
   );
+  console.log(`live rows: ${elements.map((r) => r.length)} in ${rows.length} frames`);
+  console.log("wsq-client in Chromium: live rows and plain deliveries agree");
   console.log("wsq-client in Chromium: compact and plain deliveries agree");
 } finally {
   await browser.close();

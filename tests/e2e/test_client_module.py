@@ -81,8 +81,10 @@ async def test_a_page_imports_the_client_subscribes_publishes_and_receives(
 
 
 async def test_a_page_receives_compact_deliveries_the_same_as_plain_ones() -> None:
-    """The client's default (compact) and compact: false in Chromium: Chromium's own record of
-    the frames (CDP) shows compact frames on one socket and per-message ones on the other."""
+    """The client's default (compact, rows) and compact: false in Chromium: Chromium's own record
+    of the frames (CDP) shows compact frames on one socket and per-message ones on the other; a
+    live publish of several messages in one request arrives as compact rows, and the handlers see
+    the same messages as the plain client's."""
     async with running_gateway(make_settings()) as gw:
         token = gw.token("browser", publish=("browser.>",), subscribe=("browser.>",))
         proc = await asyncio.create_subprocess_exec(
@@ -97,3 +99,4 @@ async def test_a_page_receives_compact_deliveries_the_same_as_plain_ones() -> No
         out, _ = await asyncio.wait_for(proc.communicate(), 90)
     assert proc.returncode == 0, out.decode()
     assert b"compact and plain deliveries agree" in out, out.decode()
+    assert b"live rows and plain deliveries agree" in out, out.decode()
