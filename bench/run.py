@@ -322,7 +322,7 @@ class System:
     boot_timeout: float = 20.0
     # worker processes the server forks (uvicorn --workers): all must be up before measuring
     workers: int = 1
-    # wsq subscribers ask for the compact delivery form in their open
+    # wsq subscribers ask for the compact delivery form and its rows in their open
     compact: bool = False
     # the generator's clients offer permessage-deflate as Chromium does (a browser-real row)
     deflate: bool = False
@@ -576,7 +576,7 @@ SYSTEMS: dict[str, System] = {
         ),
         System(
             "ceiling-compact",
-            "the ceiling sending one compact frame (transfers) per batch",
+            "the ceiling sending one compact frame (transfers) of rows per batch",
             _node("ceiling.mjs", "--compact"),
             ("node",),
             compact=True,
@@ -584,7 +584,7 @@ SYSTEMS: dict[str, System] = {
         System("wsq-memory", "wsq serve, memory broker (wsq.v1)", _wsq("memory")),
         System(
             "wsq-memory-compact",
-            "wsq serve, memory broker, subscribers ask for compact deliveries",
+            "wsq serve, memory broker, subscribers ask for compact deliveries and rows",
             _wsq("memory"),
             compact=True,
         ),

@@ -10,8 +10,10 @@
 // With --bare it sends only the bodies (`[body,body,...]`), no transfer envelope: not valid
 // wsq.v1, but it tells how much of a gap to a leaner protocol is the framing of wsq.v1 itself.
 //
-// With --compact it sends each batch as one compact frame (`transfers`, docs/protocol.md 6.4):
-// the ceiling of a gateway speaking the compact form.
+// With --compact it sends each batch as one compact frame (`transfers`, docs/protocol.md 6.4) of
+// compact rows: the first `["<id>",body,{"ts":ms,"publisher":"bench"}]`, each next one `[body]`
+// (the ids of a batch are consecutive: one ms per batch, seq one higher each). The ceiling of a
+// gateway speaking the compact form with rows (it answers `rows` as it answers `compact`).
 //
 // With --deflate it accepts permessage-deflate with ws's defaults (context kept, every message
 // compressed): each subscriber's socket compresses its own copy of the batch, so the
@@ -51,7 +53,7 @@ function relay(ws, transfers) {
     ids[i] = id;
     const body = JSON.stringify(transfers[i].body);
     parts[i] = bare ? body :
-      compact ? `{"id":"${id}","body":${body},"props":{"ts":${ms},"publisher":"bench"}}` :
+      compact ? (i === 0 ? `["${id}",${body},{"ts":${ms},"publisher":"bench"}]` : `[${body}]`) :
       `{"op":"transfer","ch":${recvCh},"handle":${recvHandle},"delivery":${delivery++},` +
       `"id":"${id}","settled":true,"body":${body},` +
       `"props":{"ts":${ms},"publisher":"bench"}}`;
@@ -97,6 +99,7 @@ wss.on('connection', (ws) => {
             max_frame_bytes: 1048576, tenant: 'bench', sub: 'bench',
             exp: Math.floor(Date.now() / 1000) + 3600,
             ...(f.compact === undefined ? {} : { compact: compact && f.compact === true }),
+            ...(f.rows === undefined ? {} : { rows: compact && f.compact === true && f.rows === true }),
           });
           break;
         case 'begin':

@@ -5,7 +5,9 @@
 //   spec: {adapter: "wsq"|"amqp"|"raw"|"nats"|"socketio"|"stomp"|"mqtt", url, token?, scenario: "fanout"|"latency"|"idle",
 //          address, subs, messages, batch, window, rate, duration, conns, concurrency, size,
 //          timeout, deflate, compact}
-//   compact: wsq subscribers ask for the compact delivery form (`"compact": true` in open).
+//   compact: wsq subscribers ask for the compact delivery form and its rows (`"compact": true,
+//            "rows": true` in open; docs/protocol.md 6.4). Counting needs no decoding: the marker
+//            is in every body, whatever the form around it.
 // Talks to the bench on stdout (one JSON object a line) and stdin:
 //   {"mark":"NAME"}   a measuring point; the generator waits for a line on stdin before going on,
 //                     so that the bench samples the server's /proc exactly there
@@ -109,7 +111,8 @@ const wsq = {
       failOn(ws, reject, 'wsq subscriber');
       ws.on('open', () => {
         ws.send(JSON.stringify([
-          { op: 'open', token: spec.token, client: 'wsq-bench/1', compact: !!spec.compact },
+          { op: 'open', token: spec.token, client: 'wsq-bench/1', compact: !!spec.compact,
+            rows: !!spec.compact },
           { op: 'begin', ch: 1 },
           { op: 'attach', ch: 1, handle: 0, role: 'receiver', address, settled: true,
             credit: 4000000000 },
