@@ -491,8 +491,12 @@ def measure(
     publisher = Publisher(port, token)
     hists: list[dict[str, int]] = []
     reach: list[float | None] = []
+    # What a broadcast costs the machine: CPU from the publish until every socket has it, less
+    # what the idle phase burnt in as long (the polls of the generators count in: small).
+    spent = {"server": 0.0, "generators": 0.0, "seconds": 0.0}
     for b in range(args.broadcasts):
         ask(gens, "reset", 30)
+        c0, g0, t0 = tree_cpu_seconds(pid), cpu_of(gen_pids), time.monotonic()
         publisher.publish(b)
         deadline = time.monotonic() + 30
         while True:
@@ -501,12 +505,27 @@ def measure(
             got = receipts(reports).get(b, (0, 0.0))
             if got[0] >= ready or time.monotonic() > deadline:
                 break
+        spent["server"] += tree_cpu_seconds(pid) - c0
+        spent["generators"] += cpu_of(gen_pids) - g0
+        spent["seconds"] += time.monotonic() - t0
         hists += [r["hist"] for r in reports]
         reach.append(round(got[1], 1) if got[0] >= ready else None)
         if got[0] < ready:
             doc["failures"].append(f"broadcast {b}: {got[0]} of {ready} sockets reached")
         time.sleep(0.5)
-    doc["broadcast"] = percentiles(merge(hists)) | {"reached_all_ms": reach}
+    per = max(args.broadcasts, 1)
+    server_s = (spent["server"] - doc["idle"]["server_cpu_pct"] / 100 * spent["seconds"]) / per
+    gens_s = (
+        spent["generators"] - doc["idle"]["generators_cpu_pct"] / 100 * spent["seconds"]
+    ) / per
+    doc["broadcast"] = percentiles(merge(hists)) | {
+        "reached_all_ms": reach,
+        # core-seconds a broadcast, less the idle rate: the server's and the clients' own
+        "server_cpu_s": round(server_s, 3),
+        "generators_cpu_s": round(gens_s, 3),
+        "server_cpu_us_per_delivery": round(1e6 * server_s / max(ready, 1), 2),
+        "generators_cpu_us_per_delivery": round(1e6 * gens_s / max(ready, 1), 2),
+    }
     say(f"broadcast: {doc['broadcast']}")
 
     # -- steady rate
@@ -582,6 +601,9 @@ def markdown(doc: dict[str, Any]) -> str:
         f"| broadcast to all: p50 / p99 / max | {b.get('p50_ms')} / {b.get('p99_ms')} / "
         f"{b.get('max_ms')} ms |",
         f"| broadcast: each reached every socket after (ms) | {b.get('reached_all_ms')} |",
+        f"| broadcast: CPU a broadcast less idle, server / generators (core-s; µs a delivery) | "
+        f"{b.get('server_cpu_s')} / {b.get('generators_cpu_s')} "
+        f"({b.get('server_cpu_us_per_delivery')} / {b.get('generators_cpu_us_per_delivery')}) |",
         f"| steady {s.get('rate')} msg/s: received / expected | {s.get('received', 0):,} / "
         f"{s.get('expected', 0):,} |",
         f"| steady: p50 / p99 / max | {s.get('p50_ms')} / {s.get('p99_ms')} / {s.get('max_ms')} ms |",

@@ -7,7 +7,8 @@
 //          timeout, deflate, compact}
 //   compact: wsq subscribers ask for the compact delivery form and its rows (`"compact": true,
 //            "rows": true` in open; docs/protocol.md 6.4). Counting needs no decoding: the marker
-//            is in every body, whatever the form around it.
+//            is in every body, whatever the form around it. WSQ_BENCH_NO_ROWS=1 in the
+//            environment leaves rows out (the compact form's objects: for A/B runs).
 // Talks to the bench on stdout (one JSON object a line) and stdin:
 //   {"mark":"NAME"}   a measuring point; the generator waits for a line on stdin before going on,
 //                     so that the bench samples the server's /proc exactly there
@@ -112,7 +113,7 @@ const wsq = {
       ws.on('open', () => {
         ws.send(JSON.stringify([
           { op: 'open', token: spec.token, client: 'wsq-bench/1', compact: !!spec.compact,
-            rows: !!spec.compact },
+            rows: !!spec.compact && !process.env.WSQ_BENCH_NO_ROWS },
           { op: 'begin', ch: 1 },
           { op: 'attach', ch: 1, handle: 0, role: 'receiver', address, settled: true,
             credit: 4000000000 },
