@@ -401,7 +401,7 @@ async def test_queue_semantics_match_the_model(
     b2 = b1 if broker_kind == "memory" else await make_broker(broker_settings)
     brokers = [b1, b2]
     trace(model, brokers)
-    hubs = [Hub(b1, "n1", policies), Hub(b2, "n2", policies)]
+    hubs = [Hub(b1, policies), Hub(b2, policies)]
     dead_start = await b1.last_position(TENANT, f"{address}.dead")
     model.consumers = [Consumer(f"c{i}", hubs[i % 2]) for i in range(4)]
     published = 0
