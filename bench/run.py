@@ -1731,9 +1731,12 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown systems: {', '.join(unknown)}")
     pin = args.pin and (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
+    # --profile without py-spy would run and write no profile, looking like one that did.
+    spy = {shutil.which("py-spy") or str(VENV_BIN / "py-spy")} if args.profile else set()
     if _missing(
         {t for n in names for t in (*SYSTEMS[n].needs, "node")}
         | {t for n in parts for t in PARTS[n][1]}
+        | spy
     ):
         return MISSING_TOOLS
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
