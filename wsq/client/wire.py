@@ -406,8 +406,7 @@ def expand_transfers(f: Mapping[str, Any]) -> list[dict[str, Any]]:
                 raise Violation("transfers with a row of no message")
             if not isinstance(props, dict):
                 raise Violation("transfers with a row whose props are not an object")
-            t = {"id": id_, "body": body, "props": props, "delivery": first + i}
-            t["settled"] = settled
+            t = {"id": id_, "body": body, "props": props, "delivery": first + i, "settled": settled}
         else:
             raise Violation("transfers with a message that is neither an object nor a row")
         last_id = t.get("id")
