@@ -34,6 +34,16 @@ function recordingWebSocket() {
   return { WebSocket: Recording, frames };
 }
 
+/** Two clients of the gateway, each recording what its socket received: `a` asks for the
+ * compact form (the default), `b` does not. */
+function twoClients() {
+  const compact = recordingWebSocket();
+  const plain = recordingWebSocket();
+  const a = newClient(gw.url, { WebSocket: compact.WebSocket });
+  const b = newClient(gw.url, { WebSocket: plain.WebSocket, compact: false });
+  return { compact, plain, a, b };
+}
+
 /** What a handler can see of a message. */
 const seen = (m) => ({
   id: m.id,
@@ -58,10 +68,7 @@ describe("against the gateway", () => {
         ),
       );
     }
-    const compact = recordingWebSocket();
-    const plain = recordingWebSocket();
-    const a = newClient(gw.url, { WebSocket: compact.WebSocket });
-    const b = newClient(gw.url, { WebSocket: plain.WebSocket, compact: false });
+    const { compact, plain, a, b } = twoClients();
     const gotA = [];
     const gotB = [];
     const subA = a.subscribe("compact.feed", (m) => gotA.push(m), { from: "^", credit: 50 });
@@ -85,10 +92,7 @@ describe("against the gateway", () => {
   });
 
   test("a publish of several messages while subscribed arrives as rows, read as the plain form", async () => {
-    const compact = recordingWebSocket();
-    const plain = recordingWebSocket();
-    const a = newClient(gw.url, { WebSocket: compact.WebSocket });
-    const b = newClient(gw.url, { WebSocket: plain.WebSocket, compact: false });
+    const { compact, plain, a, b } = twoClients();
     const gotA = [];
     const gotB = [];
     // Each handler changes its message's props: with shared props that would reach the next.
