@@ -1807,6 +1807,13 @@ def main(argv: list[str] | None = None) -> int:
             "node": subprocess.run(
                 ["node", "--version"], capture_output=True, text=True
             ).stdout.strip(),
+            # the code measured: "-dirty" when the checkout had changes not committed
+            "commit": subprocess.run(
+                ["git", "describe", "--always", "--dirty", "--abbrev=7"],
+                capture_output=True,
+                text=True,
+                cwd=BENCH,
+            ).stdout.strip(),
         },
         "seconds": time.monotonic() - started,
         "rows": rows,
@@ -1817,6 +1824,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "results.json").write_text(json.dumps(doc, indent=2) + "\n")
     md = (
         f"wsq bench, {preset} sizes {json.dumps(sizes)}, {doc['when']}, "
+        f"commit {doc['machine']['commit'] or '?'}, "
         f"{'server on CPU 0, generator on CPU 1' if pin else 'not pinned'}"
         f"{', clients offer permessage-deflate' if args.deflate else ''}"
         f"{f', wsq ws_compression = {args.ws_compression}' if args.ws_compression else ''}\n\n"

@@ -363,8 +363,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "python": platform.python_version(),
             "node": subprocess.run(["node", "--version"], capture_output=True, text=True).stdout,
             "nofile_hard": hard,
+            # the code measured: "-dirty" when the checkout had changes not committed
             "commit": subprocess.run(
-                ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=BENCH
+                ["git", "describe", "--always", "--dirty", "--abbrev=7"],
+                capture_output=True,
+                text=True,
+                cwd=BENCH,
             ).stdout.strip(),
         },
         "failures": [],
