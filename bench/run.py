@@ -88,7 +88,7 @@ SIZES: dict[str, dict[str, Any]] = {
         cmd_subs_high=1000,
         cmd_messages=200,
     ),
-    # about a minute for every row (a few seconds each; use --only for fewer)
+    # about three minutes for every row (a few seconds each; use --only for fewer)
     "quick": dict(
         subs=50,
         messages=500,
@@ -1661,7 +1661,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="small sizes, about a minute")
+    mode.add_argument("--quick", action="store_true", help="small sizes, about three minutes")
     mode.add_argument("--tiny", action="store_true", help="a few seconds: for the smoke test")
     p.add_argument(
         "--out",
