@@ -41,7 +41,6 @@ import contextlib
 import datetime
 import json
 import os
-import platform
 import re
 import resource
 import secrets
@@ -58,6 +57,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from _machine import machine
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -1800,21 +1801,7 @@ def main(argv: list[str] | None = None) -> int:
         "pinned": pin,
         "deflate_offered": args.deflate,
         "ws_compression": args.ws_compression,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "node": subprocess.run(
-                ["node", "--version"], capture_output=True, text=True
-            ).stdout.strip(),
-            # the code measured: "-dirty" when the checkout had changes not committed
-            "commit": subprocess.run(
-                ["git", "describe", "--always", "--dirty", "--abbrev=7"],
-                capture_output=True,
-                text=True,
-                cwd=BENCH,
-            ).stdout.strip(),
-        },
+        "machine": machine(),
         "seconds": time.monotonic() - started,
         "rows": rows,
         "targets": checks,

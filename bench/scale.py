@@ -64,7 +64,6 @@ import http.client
 import json
 import math
 import os
-import platform
 import queue
 import resource
 import signal
@@ -76,6 +75,8 @@ import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from _machine import machine
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
@@ -357,23 +358,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "workers": workers,
         "broker": broker,
         "settings": {k: getattr(args, k) for k in FULL},
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "node": subprocess.run(["node", "--version"], capture_output=True, text=True).stdout,
-            "nofile_hard": hard,
-            # the code measured: "-dirty" when the checkout had changes not committed
-            "commit": subprocess.run(
-                ["git", "describe", "--always", "--dirty", "--abbrev=7"],
-                capture_output=True,
-                text=True,
-                cwd=BENCH,
-            ).stdout.strip(),
-        },
+        "machine": machine() | {"nofile_hard": hard},
         "failures": [],
     }
-    doc["machine"]["node"] = doc["machine"]["node"].strip()
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="wsq-scale-")))
         env = _wsq_env()

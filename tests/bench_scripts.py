@@ -8,6 +8,9 @@ from pathlib import Path
 from types import ModuleType
 
 ROOT = Path(__file__).resolve().parents[1]
+# the scripts import their shared modules (bench/_machine.py, ...) as run from bench/ would
+if str(ROOT / "bench") not in sys.path:
+    sys.path.append(str(ROOT / "bench"))
 
 
 def load(relative: str, name: str) -> ModuleType:
