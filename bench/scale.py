@@ -76,10 +76,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from _machine import machine
-
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
+from _machine import machine  # noqa: E402
 from run import (  # noqa: E402  (bench/ is not a package: the bench's own /proc helpers)
     BENCH_TENANT_QUOTA,
     VENV_BIN,
