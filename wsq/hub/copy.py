@@ -373,7 +373,7 @@ def deliver_copy(
         if start == total:
             return True
     if tails is None:
-        tails = [copy_tail(m) for m in messages]
+        tails = SharedTails.of(messages)
         ends = None
     flt = link.filter
     chosen: list[int] | None = None  # indexes of the messages that pass the filter
@@ -407,6 +407,14 @@ def deliver_copy(
                 picked = picked[:sent]
             else:
                 sent = take
+            if type(picked) is not SharedTails:
+                # A part of the batch (credit, room, a filter): this link's own batch, which
+                # keeps its messages so that a client of compact rows gets rows of it too.
+                picked = SharedTails.of(
+                    messages[start : start + sent]
+                    if chosen is None
+                    else [messages[i] for i in chosen[:sent]]
+                )
             conn.send_transfers(link, picked)
             sub.topic.delivered += sent
         else:
