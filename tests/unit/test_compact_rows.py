@@ -157,10 +157,11 @@ def test_a_batch_is_made_rows_once_for_every_socket() -> None:
     assert len({id(b) for b in bodies}) == 1
 
 
-def test_rows_too_long_for_max_frame_bytes_go_split_as_objects() -> None:
-    messages = [message(f"7-{i}", "x" * 50, ts=7) for i in range(40)]
+def split_frames(messages: list[Message], **fields: Any) -> list[dict[str, Any]]:
+    """The frames of ``messages`` sent at once on a connection of max_frame_bytes 1024 whose
+    client's open carried ``fields``."""
     h = Harness(max_frame_bytes=1024)
-    h.send({"op": "open", "token": "token", "compact": True, "rows": True})
+    h.send({"op": "open", "token": "token", **fields})
     h.events()
     h.conn.accept_open(OPEN_ANSWER)
     h.out()
@@ -168,11 +169,26 @@ def test_rows_too_long_for_max_frame_bytes_go_split_as_objects() -> None:
     link = h.attach_receiver(1, 0, settled=True, credit=100)
     h.conn.send_transfers(link, SharedTails.of(messages))
     texts = h.messages(1024)
-    frames = [json.loads(t) for t in texts]
-    assert len(frames) > 1 and all(len(t) <= 1024 for t in texts)
+    assert len(texts) > 1 and all(len(t) <= 1024 for t in texts)
+    return [json.loads(t) for t in texts]
+
+
+def test_rows_too_long_for_max_frame_bytes_go_split_each_part_its_own_rows() -> None:
+    # props change at the 10th message: a part may start on either side of it
+    messages = [message(f"7-{i}", "x" * 50, ts=7 if i < 10 else 8) for i in range(40)]
+    frames = split_frames(messages, compact=True, rows=True)
     got = [t for f in frames for t in expand_transfers(f)]
     assert [t["id"] for t in got] == [m.id for m in messages]
     assert [t["delivery"] for t in got] == list(range(40))
+    assert [t["props"]["ts"] for t in got] == [7] * 10 + [8] * 30
+    # every part is rows, and starts anew: its first row says its id and props
+    assert all(isinstance(m, list) for f in frames for m in f["msgs"])
+    assert all(len(f["msgs"][0]) == 3 for f in frames)
+    assert sum(len(m) == 1 for f in frames for m in f["msgs"]) > len(frames)
+    # cut where the object form is cut: the same frames, numbered the same, meaning the same
+    objects = split_frames(messages, compact=True)
+    assert [f["delivery"] for f in frames] == [f["delivery"] for f in objects]
+    assert got == [t for f in objects for t in expand_transfers(f)]
 
 
 def test_a_rows_delivery_is_shorter_than_an_object() -> None:

@@ -25,7 +25,7 @@ takes part of a batch gets objects, which such a client reads too.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from wsq.core import codec
 from wsq.core.messages import Message, stored_props
@@ -96,6 +96,11 @@ class SharedTails(list[str]):
         tails._messages = messages
         return tails
 
+    @property
+    def messages(self) -> Sequence[Message]:
+        """The messages given (``of``), else none."""
+        return self._messages
+
     def rows_body(self) -> tuple[bytes, int] | None:
         """The rows body (docs/protocol.md, compact rows) and its length in characters, or None
         when the messages were not given. Encoded once for every socket."""
@@ -162,7 +167,30 @@ def compact_frames(head: str, first: int, tails: Sequence[str], max_chars: int) 
     # The common case (everything fits) needs no walk over the messages.
     if len(head) + len(str(first)) + _MSGS_AROUND - 1 + sum(map(len, tails)) + 2 * n <= max_chars:
         return [_compact_frame(head, first, tails)]
-    frames: list[str] = []
+    return [
+        _compact_frame(head, first + start, tails[start:end])
+        for start, end in _frame_ranges(head, first, tails, max_chars)
+    ]
+
+
+def rows_frames(
+    head: str, first: int, tails: SharedTails, messages: Sequence[Message], max_chars: int
+) -> list[str]:
+    """``compact_frames`` of ``messages`` (whose tails are ``tails``) as rows: cut where the
+    object form is (a row is never longer than its object, nor a frame of rows than the frame
+    of their objects), each frame's rows starting anew with an id and props."""
+    return [
+        head + str(first + start) + _MSGS_OPEN + ",".join(message_rows(messages[start:end])) + "]}"
+        for start, end in _frame_ranges(head, first, tails, max_chars)
+    ]
+
+
+def _frame_ranges(
+    head: str, first: int, tails: Sequence[str], max_chars: int
+) -> Iterator[tuple[int, int]]:
+    """(start, end) of each of the fewest compact frames of at most ``max_chars`` that hold
+    ``tails`` in order (a lone message that is larger goes alone)."""
+    n = len(tails)
     start = 0
     while start < n:
         # A frame of k messages: the head, the number, the brackets, and each "{" + tail with
@@ -175,9 +203,8 @@ def compact_frames(head: str, first: int, tails: Sequence[str], max_chars: int) 
                 break
             size = grown
             end += 1
-        frames.append(_compact_frame(head, first + start, tails[start:end]))
+        yield start, end
         start = end
-    return frames
 
 
 def _compact_frame(head: str, first: int, tails: Sequence[str]) -> str:

@@ -44,7 +44,13 @@ from wsq.core.limits import (
     MIN_IDLE_MS,
 )
 from wsq.core.messages import Outcome
-from wsq.core.wire import SharedTails, compact_frames, compact_head_of, shared_frame
+from wsq.core.wire import (
+    SharedTails,
+    compact_frames,
+    compact_head_of,
+    rows_frames,
+    shared_frame,
+)
 from wsq.protocol.events import (
     AttachRequested,
     ConnectionEnded,
@@ -728,7 +734,11 @@ class ServerConnection(OutgoingFrames):
                 if was_empty and self._on_output is not None:
                     self._on_output()
                 return
-            frames = compact_frames(head, first, tails, limit)
+            if self.rows and type(tails) is SharedTails and tails.messages:
+                # Too long for one frame: split, each part its own rows.
+                frames = rows_frames(head, first, tails, tails.messages, limit)
+            else:
+                frames = compact_frames(head, first, tails, limit)
         else:
             prefix = link.prefix
             frames = [
