@@ -20,7 +20,9 @@ the batch's messages joined and encoded once (``SharedTails.compact_body``), the
 object for every socket, written as it is after the WebSocket frame's head (wsq.ws_protocol).
 On a connection with compact rows (docs/protocol.md) that body is the batch's rows instead
 (``SharedTails.rows_body``: what a message shares with the one before left out); a link that
-takes part of a batch gets objects, which such a client reads too.
+takes part of a batch, or a replay, gets rows of its own (``SharedTails.of`` the messages it
+takes), and a batch too long for one frame goes split, each part's rows starting anew
+(``rows_frames``).
 """
 
 from __future__ import annotations
@@ -173,12 +175,11 @@ def compact_frames(head: str, first: int, tails: Sequence[str], max_chars: int) 
     ]
 
 
-def rows_frames(
-    head: str, first: int, tails: SharedTails, messages: Sequence[Message], max_chars: int
-) -> list[str]:
-    """``compact_frames`` of ``messages`` (whose tails are ``tails``) as rows: cut where the
-    object form is (a row is never longer than its object, nor a frame of rows than the frame
-    of their objects), each frame's rows starting anew with an id and props."""
+def rows_frames(head: str, first: int, tails: SharedTails, max_chars: int) -> list[str]:
+    """``compact_frames`` of the messages of ``tails`` (``SharedTails.of``) as rows: cut where
+    the object form is (a row is never longer than its object, nor a frame of rows than the
+    frame of their objects), each frame's rows starting anew with an id and props."""
+    messages = tails.messages
     return [
         head + str(first + start) + _MSGS_OPEN + ",".join(message_rows(messages[start:end])) + "]}"
         for start, end in _frame_ranges(head, first, tails, max_chars)

@@ -736,7 +736,7 @@ class ServerConnection(OutgoingFrames):
                 return
             if self.rows and type(tails) is SharedTails and tails.messages:
                 # Too long for one frame: split, each part its own rows.
-                frames = rows_frames(head, first, tails, tails.messages, limit)
+                frames = rows_frames(head, first, tails, limit)
             else:
                 frames = compact_frames(head, first, tails, limit)
         else:
