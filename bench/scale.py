@@ -331,6 +331,21 @@ def receipts(reports: list[dict[str, Any]]) -> dict[int, tuple[int, float]]:
     return out
 
 
+def open_files_past(n: int, workers: int, per_generator: int, hard: int) -> str | None:
+    """Why a run of ``n`` sockets cannot be had with ``hard`` open files a process, or None.
+    Each worker holds its share of the sockets and each generator process its own, plus the
+    files they open besides: past the limit a run would fail minutes in, unclearly."""
+    per_worker = -(-n // workers) + FILES_BESIDES_SOCKETS
+    per_gen = min(per_generator, n) + FILES_BESIDES_SOCKETS
+    if max(per_worker, per_gen) <= hard:
+        return None
+    return (
+        f"scale: {per_worker:,} open files a worker and {per_gen:,} a generator process "
+        f"would be needed, and a process may open {hard:,} here (ulimit -Hn): more --workers "
+        "or a smaller --per-generator"
+    )
+
+
 # -- the run ------------------------------------------------------------------------------------
 
 
@@ -340,16 +355,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if workers > 1 and broker == "memory":
         raise SystemExit("scale: --workers > 1 needs --broker redis (memory:// is one process)")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    # Each worker holds its share of the sockets and each generator process its own, plus the
-    # files they open besides: past the hard limit a run would fail minutes in, unclearly.
-    per_worker = -(-n // workers) + FILES_BESIDES_SOCKETS
-    per_generator = min(args.per_generator, n) + FILES_BESIDES_SOCKETS
-    if max(per_worker, per_generator) > hard:
-        raise SystemExit(
-            f"scale: {per_worker:,} open files a worker and {per_generator:,} a generator process "
-            f"would be needed, and a process may open {hard:,} here (ulimit -Hn): more --workers "
-            "or a smaller --per-generator"
-        )
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the generators inherit it
     doc: dict[str, Any] = {
         "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -729,6 +734,10 @@ def main(argv: list[str] | None = None) -> int:
         # default (one message a second up to 20,000 sockets, 0.2 at 100,000), what these 2
         # cores carry beside the idle load; more and the phase measures a backlog.
         args.rate = min(FULL["rate"], STEADY_DELIVERIES_PER_S / args.connections)
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    too_many = open_files_past(args.connections, args.workers, args.per_generator, hard)
+    if too_many is not None:
+        raise SystemExit(too_many)  # before anything starts
     doc = run(args)
     doc["targets"] = [{"target": t, "value": v, "met": ok} for t, v, ok in targets(doc)]
     args.out.mkdir(parents=True, exist_ok=True)

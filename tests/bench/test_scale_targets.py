@@ -76,11 +76,24 @@ def test_other_sizes_check_no_target_and_say_so() -> None:
     assert "| a broadcast reaches all with p99 <= 1 s | 3310.0 ms | NO |" in scale.markdown(doc100k)
 
 
+def test_a_run_past_the_open_file_limit_is_refused_with_what_to_change() -> None:
+    # this machine's limit: 19,500 on one worker fits, 20,000 does not, 100,000 over 6 does
+    assert scale.open_files_past(19_500, 1, 10_000, 20_000) is None
+    assert scale.open_files_past(100_000, 6, 10_000, 20_000) is None
+    why = scale.open_files_past(20_000, 1, 10_000, 20_000)
+    assert why is not None and "20,200 open files a worker" in why and "ulimit -Hn" in why
+    # a generator process of too many sockets too
+    assert scale.open_files_past(30_000, 6, 19_900, 20_000) is not None
+
+
 def test_a_run_past_the_open_file_limit_stops_before_it_starts(
-    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    def started(_args: Any) -> None:
+        raise AssertionError("the run started")
+
+    monkeypatch.setattr(scale, "run", started)
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     with pytest.raises(SystemExit) as stopped:
         scale.main(["--connections", str(hard + 1), "--workers", "1", "--per-generator", "100"])
-    assert "open files a worker" in str(stopped.value)
-    assert "ulimit -Hn" in str(stopped.value)
+    assert str(stopped.value) == scale.open_files_past(hard + 1, 1, 100, hard)
