@@ -18,15 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
 import redis as redis_package
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.connection import AbstractConnection, BlockingConnectionPool
+from redis.asyncio.connection import AbstractConnection, BlockingConnectionPool, Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.commands.core import AsyncScript
@@ -107,37 +107,72 @@ class Gate:
 
 
 class WriteAtOnce(AbstractConnection):
-    """A redis-py connection that writes a command as soon as it is sent.
+    """A redis-py connection that writes a command as soon as it is sent, and never loses the
+    cancellation of the task sending it.
 
     With a ``socket_timeout``, redis-py sends through ``asyncio.wait_for(
-    self._send_packed_command(command))``, and on Python 3.11 ``wait_for`` runs that coroutine
-    as a task: the bytes leave on the loop's next turn, after every callback already queued.
-    In a gateway that is the flush of a fan-out to every socket (milliseconds), so Redis got a
+    self._send_packed_command(command))``. On Python 3.11 ``wait_for`` runs that coroutine as
+    a task, so the bytes leave on the loop's next turn, after every callback already queued:
+    in a gateway that is the flush of a fan-out to every socket (milliseconds), so Redis got a
     publish only once the previous batch was written, and the gateway then waited for its
-    answer instead of having it (docs/performance.md, "Redis against memory"). Here the write
-    happens when the coroutine is made, before ``wait_for`` sees it; only the ``drain`` (which
-    waits when the transport is full) is left to it, within the same timeout."""
+    answer instead of having it (docs/performance.md, "Redis against memory"). And 3.11's
+    ``wait_for`` returns normally when it is cancelled just as the write ends (python/cpython
+    gh-86296, rewritten in 3.12), which for a write that needs no drain is nearly every time:
+    the cancellation is lost, and a task that loops over commands (a lease refresher) is never
+    stopped, so whoever awaits its end waits for ever (a CI run sat 87 minutes in a broker's
+    close this way). Here the bytes are written at once and only the ``drain`` (which waits
+    when the transport is full) is timed, with ``asyncio.timeout``, which keeps a
+    cancellation. What follows a failed write is redis-py's: the connection is dropped and the
+    error raised as its own."""
 
-    def _send_packed_command(self, command: Iterable[bytes]) -> Coroutine[Any, Any, None]:
-        writer = self._writer
-        if writer is None:
-            # redis-py#4287: a connection another task disconnected meanwhile.
-            raise RedisConnectionError("connection closed under a command")
-        writer.writelines(command)
-        return writer.drain()
+    async def send_packed_command(
+        self, command: bytes | str | Iterable[bytes], check_health: bool = True
+    ) -> None:
+        if not self.is_connected:
+            await self.connect()  # type: ignore[no-untyped-call]
+        if check_health:
+            await self.check_health()  # type: ignore[no-untyped-call]
+        try:
+            writer = self._writer
+            if writer is None:
+                # redis-py#4287: a connection another task disconnected meanwhile.
+                raise RedisConnectionError("connection closed under a command")
+            if isinstance(command, str):
+                command = command.encode()
+            writer.writelines([command] if isinstance(command, bytes) else command)
+            if self.socket_timeout:
+                async with asyncio.timeout(self.socket_timeout):
+                    await writer.drain()
+            else:
+                await writer.drain()
+        except TimeoutError:
+            await self.disconnect(nowait=True)
+            raise RedisTimeoutError("Timeout writing to socket") from None
+        except OSError as exc:
+            await self.disconnect(nowait=True)
+            raise RedisConnectionError(f"Error while writing to socket: {exc}") from exc
+        except BaseException:
+            # A write cut short (cancelled, the connection gone): what was sent of the command
+            # is unknown, so the connection cannot be used again.
+            await self.disconnect(nowait=True)
+            raise
 
 
 _WRITE_AT_ONCE: dict[type[AbstractConnection], type[AbstractConnection]] = {}
 
 
-def write_at_once(cls: type[AbstractConnection]) -> type[AbstractConnection]:
-    """``cls`` (the pool's class for its URL: TCP, TLS or Unix socket) with ``WriteAtOnce``."""
+_Conn = TypeVar("_Conn", bound=AbstractConnection)
+
+
+def write_at_once(cls: type[_Conn]) -> type[_Conn]:
+    """``cls`` (the pool's class for its URL: TCP, TLS or Unix socket; a cluster node's) with
+    ``WriteAtOnce``."""
     if issubclass(cls, WriteAtOnce):
         return cls
     made = _WRITE_AT_ONCE.get(cls)
     if made is None:
         made = _WRITE_AT_ONCE[cls] = type(cls.__name__, (WriteAtOnce, cls), {})
-    return made
+    return cast("type[_Conn]", made)
 
 
 class RedisClients:
@@ -202,7 +237,7 @@ class RedisClients:
             self.node_kwargs["password"] = unquote(parts.password)
         # The cluster client raises (rather than waits) past max_connections per node: the
         # gate keeps every command of this process within it.
-        return RedisCluster(
+        client = RedisCluster(
             host=parts.hostname or "127.0.0.1",
             port=parts.port or 6379,
             max_connections=MAX_CONNECTIONS,
@@ -217,6 +252,14 @@ class RedisClients:
             retry=None if retries else Retry(NoBackoff(), 0),
             **self.node_kwargs,
         )
+        # The cluster client takes no connection class: its nodes are made from the kwargs its
+        # manager keeps (the seed node already was), so both get ``WriteAtOnce`` here.
+        manager = client.nodes_manager
+        made: type[Connection] = write_at_once(manager.connection_kwargs["connection_class"])
+        manager.connection_kwargs["connection_class"] = made
+        for node in manager.startup_nodes.values():
+            node.connection_class = made
+        return client
 
     def node_client(self, host: str, port: int, socket_timeout: float) -> Redis:
         """A plain client of one cluster node (the live reader's sharded subscription there)."""
