@@ -314,7 +314,8 @@ class Peer:
                 if remaining <= 0:
                     return
                 try:
-                    message = await asyncio.wait_for(receive(), remaining)
+                    async with asyncio.timeout(remaining):
+                        message = await receive()
                 except TimeoutError:
                     return
             else:

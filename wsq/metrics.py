@@ -31,6 +31,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from prometheus_client.registry import Collector
 
 from wsq.admission import Network
+from wsq.background import stop
 from wsq.stats import NodeStats
 from wsq.timed_broker import COMMANDS, Observe
 
@@ -397,10 +398,7 @@ class Metrics:
 
     async def stop(self) -> None:
         task, self._sync_task = self._sync_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop([task])
         if self.multiprocess:
             # This worker's live gauges leave the sums (its counters stay counted).
             with contextlib.suppress(Exception):

@@ -45,7 +45,8 @@ class Readiness:
     async def probe(self) -> bool:
         """Ask the broker whether it can take publishes now; remembered in ``broker_ok``."""
         try:
-            ok = await asyncio.wait_for(self._broker.ready(), PROBE_TIMEOUT_S)
+            async with asyncio.timeout(PROBE_TIMEOUT_S):
+                ok = await self._broker.ready()
         except Exception as exc:  # a broker that fails to answer is not ready either
             log.debug("broker probe failed: %s", type(exc).__name__)
             ok = False

@@ -10,7 +10,6 @@ bounded in bytes, so a rewind gives the last minutes of every node for the chart
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -18,6 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from wsq.auth import Principal
+from wsq.background import stop
 from wsq.broker.base import Broker
 from wsq.config import TenantConfig
 from wsq.core.addresses import SYS_STATS_ADDRESS, SYS_TENANT, is_valid_address
@@ -82,10 +82,7 @@ class SysStatsPublisher:
 
     async def close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop([task])
 
     def message(self) -> NewMessage:
         """This node's snapshot now, as the message to publish."""

@@ -520,9 +520,8 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             # nothing for the gateway's idle already (a stalled socket) is dropped at once.
             paused_s = time.monotonic() - cast(_Flag, self.writable).cleared_at
             try:
-                await asyncio.wait_for(
-                    self.writable.wait(), max(0.0, CLOSE_WRITE_TIMEOUT_S - paused_s)
-                )
+                async with asyncio.timeout(max(0.0, CLOSE_WRITE_TIMEOUT_S - paused_s)):
+                    await self.writable.wait()
             except TimeoutError:
                 self.transport.abort()  # connection_lost wakes the app's receive()
                 raise ClientDisconnected() from None

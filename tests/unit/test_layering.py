@@ -3,7 +3,8 @@
 - ``wsq/core`` is the bottom: it imports nothing of wsq outside it, and no asyncio.
 - ``wsq/protocol`` (sans-I/O) imports the core only: never a broker, the hub or the server side,
   and no asyncio.
-- ``wsq/broker`` imports the core only: never the protocol core, nor the server side (hub,
+- ``wsq/broker`` imports the core only (and ``wsq.background``, how background tasks are
+  stopped, which imports nothing of wsq): never the protocol core, nor the server side (hub,
   gateway, bridge, configuration, auth); what both need lives in the core.
 - ``wsq/client`` (the Python client) imports the core only: nothing of the gateway.
 
@@ -29,7 +30,9 @@ PACKAGE = Path(wsq.__file__).parent
 ALLOWED = {
     "wsq.core": ("wsq.core",),
     "wsq.protocol": ("wsq.core", "wsq.protocol"),
-    "wsq.broker": ("wsq.core", "wsq.broker"),
+    "wsq.broker": ("wsq.core", "wsq.broker", "wsq.background"),
+    # A leaf of asyncio helpers for every layer that runs tasks.
+    "wsq.background": (),
     # AMQP 1.0 (sans-I/O, like wsq.v1's protocol core, whose links and events it shares).
     "wsq.amqp": ("wsq.core", "wsq.protocol", "wsq.amqp"),
     # The Python client runs in other people's processes: the gateway's modules are not its.

@@ -20,6 +20,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
+from wsq.background import stop
 from wsq.broker.presence import PresenceStore
 from wsq.core.errors import BrokerUnavailable
 from wsq.protocol.state import Link
@@ -133,19 +134,12 @@ class Occupancy:
     async def close(self) -> None:
         """Give back what this process holds (bounded: the lease ends it anyway)."""
         self._closed = True
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
-        for task in list(self._busy.values()):
-            task.cancel()
-        for task in list(self._busy.values()):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop([self._sweeper, *self._busy.values()])
         self.counts.clear()
         self.links.clear()
         with contextlib.suppress(BrokerUnavailable, TimeoutError):
-            await asyncio.wait_for(self._give_back(), CLOSE_S)
+            async with asyncio.timeout(CLOSE_S):
+                await self._give_back()
 
     async def _give_back(self) -> None:
         for tenant, address in list(self.held):

@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from wsq.background import stop
 from wsq.config.settings import TenantConfig, WebhookConfig
 from wsq.core.messages import Message
 from wsq.core.presence import Member
@@ -223,13 +224,9 @@ class Webhooks:
         self._closed = True
         queues = [e.queue.join() for e in self._endpoints if e.queue is not None]
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*queues), flush_s)
-        workers = [e.worker for e in self._endpoints if e.worker is not None]
-        for worker in workers:
-            worker.cancel()
-        for worker in workers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await worker
+            async with asyncio.timeout(flush_s):
+                await asyncio.gather(*queues)
+        await stop(e.worker for e in self._endpoints)
         if self._owns_requests and self.requests is not None:
             await self.requests.close()
 

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from wsq.background import stop
 from wsq.broker.base import Broker, Handle
 from wsq.broker.presence import PresenceStore
 from wsq.config.settings import SinkConfig, TenantConfig
@@ -200,12 +201,7 @@ class Sinks:
                 count += 1
 
     async def close(self) -> None:
-        tasks = [*self._discoverers, *self._followed.values()]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop([*self._discoverers, *self._followed.values()])
         self._discoverers.clear()
         self._followed.clear()
         if self._owns_requests and self.requests is not None:
@@ -237,7 +233,8 @@ class Sinks:
                     )
                     if not got:
                         with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(wake.wait(), IDLE_POLL_S)
+                            async with asyncio.timeout(IDLE_POLL_S):
+                                await wake.wait()
                         continue
                     delivery = got[0]
                     held = [delivery.message.id]
@@ -265,7 +262,8 @@ class Sinks:
                     # Not settled: back to the group at once, for the next consumer.
                     await self.broker.leave(tenant, address, sink.group, consumer, held)
                 if turn.mine:
-                    await asyncio.wait_for(turn.give_up(), GIVE_UP_S)
+                    async with asyncio.timeout(GIVE_UP_S):
+                        await turn.give_up()
 
     async def _deliver(
         self,

@@ -23,6 +23,7 @@ import time
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 
+from wsq.background import stop
 from wsq.broker.base import (
     DELIVERY_LIMIT,
     REJECTED,
@@ -88,10 +89,7 @@ class MemoryBroker(Broker):
     async def close(self) -> None:
         self._closed = True
         sweeper, self._sweeper = self._sweeper, None
-        if sweeper is not None:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+        await stop([sweeper])
         for lg in self._logs.values():
             for g in lg.groups.values():
                 if g.timer is not None:

@@ -69,7 +69,8 @@ class LocalPresenceStore(PresenceStore):
         if room.version != version:
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(room.changed.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await room.changed.wait()
 
     async def occupy(self, tenant: str, address: str) -> int:
         if (tenant, address) in self._occupied:

@@ -38,6 +38,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
+from wsq.background import stop
 from wsq.broker.presence import PresenceStore
 from wsq.broker.redis.client import DOWN, RedisClients, unavailable
 from wsq.broker.redis.keys import address_base
@@ -148,14 +149,13 @@ class RedisPresenceStore(PresenceStore):
         for tenant, address in list(self._watches):
             self.unwatch(tenant, address)
         if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
+            await stop([self._refresher])
             self._refresher = None
             # Only a courtesy (the lease runs out anyway): bounded, so that a close never waits
             # on a cluster client refreshing its slots (a CI run hung here once, in teardown).
             with contextlib.suppress(BrokerUnavailable, TimeoutError):
-                await asyncio.wait_for(self._call("delete", _owner_key(self.owner)), CLOSE_S)
+                async with asyncio.timeout(CLOSE_S):
+                    await self._call("delete", _owner_key(self.owner))
 
     async def _refresh_forever(self) -> None:
         while True:
@@ -270,7 +270,8 @@ class RedisPresenceStore(PresenceStore):
             if left <= 0:
                 return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(watch.changed.wait(), left)
+                async with asyncio.timeout(left):
+                    await watch.changed.wait()
 
     def _told(self, watch: _Watch) -> Callable[[str | None], None]:
         def told(data: str | None) -> None:

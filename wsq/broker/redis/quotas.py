@@ -28,6 +28,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from wsq.background import stop
 from wsq.broker.base import QuotaStore
 from wsq.broker.redis.client import DOWN, RedisClients, unavailable
 from wsq.broker.redis.keys import tenant_key
@@ -63,11 +64,7 @@ class RedisQuotaStore(QuotaStore):
             self._refresher = asyncio.get_running_loop().create_task(self._refresh_forever())
 
     async def close(self) -> None:
-        for task in (self._refresher, self._flush):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await stop([self._refresher, self._flush])
         self._refresher = self._flush = None
 
     def _share(self, tenant: str, kind: str) -> _Share:

@@ -39,6 +39,7 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException
 
+from wsq.background import stop
 from wsq.broker.base import Tail, Watchers, fan_out
 from wsq.broker.redis.client import DOWN, RedisClients
 from wsq.broker.redis.entries import entry_message, flat_row
@@ -186,20 +187,7 @@ class LiveReader:
             tasks += feed.tasks
         self.feeds = {}
         self._background = []
-        # Cancel, and cancel again what is still running: a cancellation that meets a read
-        # timeout inside redis-py can be lost (the task then ends at its next loop check).
-        pending = set(tasks)
-        for _ in range(20):
-            if not pending:
-                break
-            for t in pending:
-                t.cancel()
-            _, pending = await asyncio.wait(pending, timeout=0.5)
-        if pending:
-            log.warning("broker close: %d background tasks did not stop", len(pending))
-        for t in tasks:
-            if t.done() and not t.cancelled():
-                t.exception()  # retrieved: no "never retrieved" warning
+        await stop(tasks)
         self._topology_known = False
 
     def lag_s(self) -> float:
@@ -481,7 +469,8 @@ class LiveReader:
                     t.cancel()
             self.resync_all()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._topology.wait(), TOPOLOGY_S)
+                async with asyncio.timeout(TOPOLOGY_S):
+                    await self._topology.wait()
             # Several reasons at once (every channel of a moved slot) make one refresh.
             await asyncio.sleep(0.05)
 

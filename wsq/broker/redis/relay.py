@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.connection import BlockingConnectionPool
 
+from wsq.background import stop
 from wsq.broker.redis.client import DOWN, unavailable
 from wsq.broker.relay import Deliver, Relay
 
@@ -63,10 +64,7 @@ class RedisRelay(Relay):
 
     async def close(self) -> None:
         reader, self._reader = self._reader, None
-        if reader is not None:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+        await stop([reader])
         redis, self._redis = self._redis, None
         if redis is not None:
             await redis.aclose(close_connection_pool=True)
