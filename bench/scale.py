@@ -709,7 +709,6 @@ def _interrupted(signum: int, _frame: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    signal.signal(signal.SIGTERM, _interrupted)
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -757,4 +756,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # Here, not in main: a test that calls main in its own process keeps its own handler (the
+    # pytest run that installed this one named scale.py in every later SIGTERM's trace).
+    signal.signal(signal.SIGTERM, _interrupted)
     sys.exit(main())
