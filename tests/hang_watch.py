@@ -2,8 +2,8 @@
 
 A CI run once sat 87 minutes in one Redis Cluster conformance test until CI's own limit killed
 it, and its only trace was the signal handler's line. Here each test (setup, call and teardown)
-gets ``WSQ_TEST_HANG_S`` seconds (default 300; the longest test takes ~90 s on a 2-core
-machine). Past that the watch prints, outside pytest's capture, every thread's stack and every
+gets ``WSQ_TEST_HANG_S`` seconds (default 600: the longest test takes ~90 s on a 2-core
+machine and bounds its own subprocess at 600). Past that the watch prints, outside pytest's capture, every thread's stack and every
 pending asyncio task's chain of awaits (a suspended task's own stack shows only its outermost
 frame: the chain is what names the wait), then cancels those tasks, so that the test fails
 with that output and the rest of the run goes on. If the test still has not ended
@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-HANG_S = float(os.environ.get("WSQ_TEST_HANG_S", "300"))
+HANG_S = float(os.environ.get("WSQ_TEST_HANG_S", "600"))
 GRACE_S = float(os.environ.get("WSQ_TEST_HANG_GRACE_S", "60"))
 
 
