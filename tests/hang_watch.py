@@ -7,7 +7,8 @@ machine and bounds its own subprocess at 600). Past that the watch prints, outsi
 pending asyncio task's chain of awaits (a suspended task's own stack shows only its outermost
 frame: the chain is what names the wait), then cancels those tasks, so that the test fails
 with that output and the rest of the run goes on. If the test still has not ended
-``GRACE_S`` later (a wait that ignores cancellation), the run is interrupted as by ^C.
+``GRACE_S`` later (a wait that ignores cancellation), the process ends with status 7.
+``WSQ_TEST_HANG_S=0`` turns the watch off.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import sys
 import threading
 import traceback
@@ -26,6 +26,8 @@ import pytest
 
 HANG_S = float(os.environ.get("WSQ_TEST_HANG_S", "600"))
 GRACE_S = float(os.environ.get("WSQ_TEST_HANG_GRACE_S", "60"))
+#: The run's exit status when a test ignored the cancellation (pytest's own are 0-5).
+EXIT_HUNG = 7
 
 
 def _await_chain(task: asyncio.Task[Any]) -> list[str]:
@@ -94,22 +96,30 @@ class _Watch:
     def _run(self) -> None:
         if self.done.wait(HANG_S):
             return
+        try:
+            where = describe_hang()
+        except Exception as exc:  # the watch must still cancel and stop
+            where = f"(not described: {exc!r})"
         self._say(
             f"\n\nwsq tests: {self.nodeid} still running after {HANG_S:g} s; cancelling its "
-            f"tasks. Where it waits:\n{describe_hang()}\n"
+            f"tasks. Where it waits:\n{where}\n"
         )
         for task in _pending_tasks():
             with contextlib.suppress(RuntimeError):  # a task of a loop closed meanwhile
                 task.get_loop().call_soon_threadsafe(task.cancel)
         if self.done.wait(GRACE_S):
             return
-        self._say(f"\nwsq tests: {self.nodeid} ignored the cancellation; stopping the run\n")
-        # A real signal: it also wakes a main thread blocked in a system call.
-        os.kill(os.getpid(), signal.SIGINT)
+        # Not SIGINT: pytest-asyncio's runner takes a first one as one more cancellation, and
+        # its close waits for the task that ignores them. The run ends here, as a failure.
+        self._say(f"\nwsq tests: {self.nodeid} ignored the cancellation; ending the run\n")
+        os._exit(EXIT_HUNG)
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    if HANG_S <= 0:  # WSQ_TEST_HANG_S=0: no watch (a debugger's session)
+        yield
+        return
     watch = _Watch(item.config, item.nodeid)
     watch.thread.start()
     try:

@@ -18,15 +18,21 @@ from typing import Any
 
 log = logging.getLogger("wsq.background")
 
-#: How long a cancelled task is given before it is cancelled again (s).
-RETRY_S = 0.5
+#: How long a cancelled task is given before it is cancelled again (s): longer than the cleanup
+#: a task does on its way out (a webhook sink gives its held messages back and its turn up,
+#: bounded at 2 s), which a second cancellation would cut short.
+RETRY_S = 3.0
 #: The most ``stop`` waits for its tasks (s).
-PATIENCE_S = 10.0
+PATIENCE_S = 15.0
 
 
-async def stop(tasks: Iterable[asyncio.Future[Any] | None], patience_s: float = PATIENCE_S) -> None:
+async def stop(
+    tasks: Iterable[asyncio.Future[Any] | None],
+    patience_s: float = PATIENCE_S,
+    retry_s: float = RETRY_S,
+) -> None:
     """Cancel ``tasks`` (None entries skipped) and wait until each has ended, cancelling again
-    what a lost cancellation left running; at most ``patience_s``."""
+    every ``retry_s`` what a lost cancellation left running; at most ``patience_s``."""
     every = [t for t in tasks if t is not None]
     pending = set(every)
     loop = asyncio.get_running_loop()
@@ -38,7 +44,7 @@ async def stop(tasks: Iterable[asyncio.Future[Any] | None], patience_s: float = 
         if left <= 0:
             log.warning("%d background tasks did not stop when cancelled", len(pending))
             break
-        _, pending = await asyncio.wait(pending, timeout=min(RETRY_S, left))
+        _, pending = await asyncio.wait(pending, timeout=min(retry_s, left))
     for task in every:
         if task.done() and not task.cancelled() and task.exception() is not None:
             log.warning("a background task had failed: %r", task.exception())

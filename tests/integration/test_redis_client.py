@@ -97,6 +97,15 @@ async def test_a_task_sending_commands_stops_at_once_when_cancelled(
     loop = asyncio.get_running_loop()
     try:
         await clients.redis.set("wsq-test:cancel", "1")  # connected (a cluster: its map read)
+        if deployment == "cluster":
+            # Every node found in the map, and the reader's node clients, write at once too.
+            nodes = clients.cluster_client().get_nodes()
+            assert len(nodes) >= 3
+            for node in nodes:
+                assert issubclass(node.connection_class, WriteAtOnce), node.name
+                plain = clients.node_client(node.host, node.port, 5.0)
+                assert issubclass(plain.connection_pool.connection_class, WriteAtOnce)
+                await plain.aclose()
         for trial in range(200):
 
             async def refresher() -> None:

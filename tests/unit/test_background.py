@@ -34,8 +34,28 @@ async def test_a_task_whose_cancellation_was_lost_is_cancelled_again_until_it_en
     ran: list[int] = []
     task = asyncio.get_running_loop().create_task(loses_cancellations([2], ran))
     await asyncio.sleep(0)
-    await stop([task, None], patience_s=5.0)
+    await stop([task, None], patience_s=5.0, retry_s=0.05)
     assert task.cancelled() and len(ran) == 3
+
+
+async def test_a_task_ending_on_its_own_after_a_cancellation_is_not_cancelled_again() -> None:
+    # Its way out (giving back what it holds) must not be cut short by a second cancellation.
+    cut: list[bool] = []
+
+    async def cleans_up() -> None:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            try:
+                await asyncio.sleep(0.2)
+            except asyncio.CancelledError:
+                cut.append(True)
+                raise
+
+    task = asyncio.get_running_loop().create_task(cleans_up())
+    await asyncio.sleep(0)
+    await stop([task], retry_s=1.0)
+    assert task.cancelled() and cut == []
 
 
 async def test_a_task_that_never_ends_is_left_after_the_patience_and_said(
@@ -46,7 +66,7 @@ async def test_a_task_that_never_ends_is_left_after_the_patience_and_said(
     task = asyncio.get_running_loop().create_task(loses_cancellations(lost, ran))
     await asyncio.sleep(0)
     with caplog.at_level(logging.WARNING, "wsq.background"):
-        await stop([task], patience_s=0.3)
+        await stop([task], patience_s=0.3, retry_s=0.05)
     assert not task.done() and "1 background tasks did not stop" in caplog.text
     await end(task, lost)
 

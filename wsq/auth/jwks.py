@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit, urlunsplit
 
 from wsq.auth.keyset import EMPTY_KEYSET, Key, KeySet, jwk_key
+from wsq.background import stop
 from wsq.core.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -141,10 +142,7 @@ class JwksSource:
         return result
 
     async def aclose(self) -> None:
-        task = self._inflight
-        if task is not None:
-            task.cancel()
-            await asyncio.wait([task])  # does not raise the task's CancelledError
+        await stop([self._inflight])
 
 
 class JwksError(Exception):

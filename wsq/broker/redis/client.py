@@ -266,7 +266,7 @@ class RedisClients:
         # No retries inside redis-py: a broken connection must reach the reader's loop, which
         # subscribes everything again on a new one (redis-py's own resubscription would send
         # every shard channel in one SSUBSCRIBE, which Redis refuses across slots).
-        return Redis(
+        client = Redis(
             host=host,
             port=port,
             decode_responses=True,
@@ -276,6 +276,9 @@ class RedisClients:
             retry=Retry(NoBackoff(), 0),
             **self.node_kwargs,
         )
+        pool = client.connection_pool
+        pool.connection_class = write_at_once(pool.connection_class)
+        return client
 
     async def close(self) -> None:
         for r in (self._redis, self.once):

@@ -23,7 +23,7 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.connection import BlockingConnectionPool
 
 from wsq.background import stop
-from wsq.broker.redis.client import DOWN, unavailable
+from wsq.broker.redis.client import DOWN, unavailable, write_at_once
 from wsq.broker.relay import Deliver, Relay
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,7 @@ class RedisRelay(Relay):
                 socket_timeout=HEARTBEAT_S * 2,
                 socket_connect_timeout=2.0,
             )
+            pool.connection_class = write_at_once(pool.connection_class)
             self._redis = Redis(connection_pool=pool)
             self._reader = asyncio.get_running_loop().create_task(self._read_forever())
         return self._redis
