@@ -99,14 +99,20 @@ async def test_a_greeting_lists_the_first_page_and_counts_them_all() -> None:
     await hub.close()
 
 
-async def test_the_watcher_looks_again_every_third_of_a_lease_or_every_sweep() -> None:
+async def test_the_watcher_looks_again_every_third_of_a_lease_or_every_sweep_spread_early() -> None:
     assert PresenceHub(FlakyStore(lease_ms=30_000)).sweep_s == 10.0
     store = FlakyStore(lease_ms=0)
     hub = PresenceHub(store)
-    link = attached(opened(), 0)
-    await hub.join("acme", link, member(1), 10, Seen().send)
-    await until(lambda: bool(store.waits))
-    assert store.waits == [presence.SWEEP_S]
+    h = opened()
+    for n in range(20):  # twenty rooms watched from the same moment
+        link = attached(h, n)
+        link.address = f"room.{n}"
+        await hub.join("acme", link, member(n), 10, Seen().send)
+    await until(lambda: len(store.waits) == 20)
+    # Each at most the sweep and at most a quarter early, and spread: not read in one instant.
+    low = presence.SWEEP_S * (1 - presence.SWEEP_JITTER)
+    assert all(low <= w <= presence.SWEEP_S for w in store.waits if w is not None), store.waits
+    assert len(set(store.waits)) > 10
     await hub.close()
 
 
