@@ -187,7 +187,9 @@ class LiveReader:
             tasks += feed.tasks
         self.feeds = {}
         self._background = []
-        await stop(tasks)
+        # Cancelled again soon: its reads have nothing to give back on the way out, and a
+        # cancellation that meets a read timeout inside redis-py can be lost.
+        await stop(tasks, retry_s=0.5)
         self._topology_known = False
 
     def lag_s(self) -> float:
