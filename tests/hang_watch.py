@@ -54,7 +54,9 @@ def _pending_tasks() -> list[asyncio.Task[Any]]:
     # Read from another thread: the set may change meanwhile (then read again).
     for _ in range(10):
         try:
-            return [t for t in list(asyncio.tasks._all_tasks) if not t.done()]
+            # asyncio.all_tasks() needs the loop's own thread; its registry does not.
+            every = list(asyncio.tasks._all_tasks)  # type: ignore[attr-defined]
+            return [t for t in every if not t.done()]
         except RuntimeError:
             continue
     return []
