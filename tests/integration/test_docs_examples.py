@@ -139,6 +139,16 @@ def _match(doc: Any, real: Any, positions: dict[str, str], path: str) -> None:
         assert real == doc, f"{path}: {real!r} vs doc {doc!r}"
 
 
+def _address(frame: dict[str, Any], addresses: dict[int, str], published: dict[int, int]) -> str:
+    """The address a frame from the server is about: its link's, or for a disposition of the
+    client's transfers, the link those were published on."""
+    if "handle" in frame:
+        return addresses[frame["handle"]]
+    if frame["op"] == "disposition":
+        return addresses[published[frame["first"]]]
+    return ""
+
+
 def _dev_settings() -> Settings:
     # The development tenant as `wsq serve` makes it with no configuration.
     key = KeyConfig(alg="HS256", kid="dev", secret="dev-secret-dev-secret-dev-secret-0001")
@@ -151,7 +161,11 @@ async def test_protocol_worked_session_happens_as_documented() -> None:
     assert sum(kind == "send" for kind, _ in steps) >= 15  # the parse found the session
     settings = _dev_settings()
     token = mint_token(settings.tenants["dev"], "alice", publish=(">",), subscribe=(">",))
-    positions: dict[str, str] = {}
+    # The doc's positions stand for real ones address by address: two addresses' streams may
+    # give the same id to messages published in one millisecond.
+    positions: dict[str, dict[str, str]] = {}
+    addresses: dict[int, str] = {}  # the client's link handles
+    published: dict[int, int] = {}  # the client's transfers: delivery -> handle
     subprotocols = [websockets.Subprotocol("wsq.v1")]
     async with (
         running_gateway(settings) as gw,
@@ -161,6 +175,11 @@ async def test_protocol_worked_session_happens_as_documented() -> None:
         while i < len(steps):
             kind, message = steps[i]
             if kind == "send":
+                for frame in _frames(message):
+                    if frame["op"] == "attach":
+                        addresses[frame["handle"]] = frame["address"]
+                    elif frame["op"] == "transfer":
+                        published[frame["delivery"]] = frame["handle"]
                 await ws.send(json.dumps(message).replace('"<JWT>"', json.dumps(token)))
                 i += 1
                 continue
@@ -186,7 +205,10 @@ async def test_protocol_worked_session_happens_as_documented() -> None:
 
             expected.sort(key=order)
             got.sort(key=order)
-            _match(expected, got, positions, f"answer to step {i}")
+            assert len(got) == len(expected), f"answer to step {i}: {got} vs doc {expected}"
+            for n, (doc, real) in enumerate(zip(expected, got, strict=True)):
+                scope = positions.setdefault(_address(doc, addresses, published), {})
+                _match(doc, real, scope, f"answer to step {i}[{n}]")
 
 
 # -- README.md and docs/http-api.md: curl lines against the OpenAPI document ---------------------
