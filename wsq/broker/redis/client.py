@@ -134,8 +134,9 @@ class WriteAtOnce(AbstractConnection):
             await self.check_health()  # type: ignore[no-untyped-call]
         try:
             writer = self._writer
-            if writer is None:
-                # redis-py#4287: a connection another task disconnected meanwhile.
+            if writer is None or writer.transport.is_closing():
+                # redis-py#4287: a connection another task disconnected meanwhile, or one the
+                # server closed (writing to it would only log asyncio's warnings).
                 raise RedisConnectionError("connection closed under a command")
             if isinstance(command, str):
                 command = command.encode()

@@ -397,7 +397,7 @@ class LiveReader:
                     feed.ps = None
                     feed.subscribed = set()
                 with contextlib.suppress(Exception):
-                    await ps.aclose()  # type: ignore[no-untyped-call]
+                    await ps.aclose()  # type: ignore[no-untyped-call, unused-ignore]
                 if client is not None:
                     with contextlib.suppress(Exception):
                         await client.aclose()
