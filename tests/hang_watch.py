@@ -88,17 +88,18 @@ class _Watch:
 
     def _say(self, text: str) -> None:
         capman: Any = self.config.pluginmanager.getplugin("capturemanager")
-        try:
-            if capman is None:
-                raise LookupError("no capture manager")
-            # From this thread, while the main one waits: it does nothing with the capture then.
-            with capman.global_and_fixture_disabled():
-                sys.stderr.write(text)
-                sys.stderr.flush()
-        except Exception:  # said somewhere, at worst into the capture: the watch goes on
-            if sys.__stderr__ is not None:
-                sys.__stderr__.write(text)
-                sys.__stderr__.flush()
+        if capman is not None:
+            try:
+                # From this thread, while the main one waits: it does nothing with the capture.
+                with capman.global_and_fixture_disabled():
+                    sys.stderr.write(text)
+                    sys.stderr.flush()
+                return
+            except Exception:  # said below instead: the watch must go on
+                pass
+        if sys.__stderr__ is not None:
+            sys.__stderr__.write(text)
+            sys.__stderr__.flush()
 
     def _run(self) -> None:
         if self.done.wait(HANG_S):
